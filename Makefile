@@ -1,0 +1,80 @@
+# rollwright.deploy developer entry points. Everything installs itself: a fresh Debian machine,
+# as root, needs only `make demo` or `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV        := .venv
+PY          := $(VENV)/bin/python
+COLL_LINK   := build/ansible_collections/rollwright/deploy
+APT_PKGS    := openssh-server openssh-client haproxy socat iproute2 acl procps util-linux sudo
+STAMP       := $(VENV)/.rollwright-stamp
+REQ_HASH    := $(shell cat requirements-dev.txt constraints.txt 2>/dev/null | sha256sum | cut -c1-16)
+
+export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/build
+export ANSIBLE_HOST_KEY_CHECKING := False
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: help setup system-packages venv collection-link test unit integration molecule sanity lint demo \
+        bench bench-inplace bench-zero-downtime build-collection clean
+
+help:
+	@echo "make demo    - set up, bring up a test world and run a real deployment end to end"
+	@echo "make test    - set up and run every test suite (unit, integration, molecule, sanity, lint)"
+	@echo "make setup   - only the set-up (idempotent, quick when nothing changed)"
+
+setup: system-packages venv collection-link
+
+system-packages:
+	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "setup: installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+venv: $(STAMP)
+
+$(STAMP): requirements-dev.txt constraints.txt
+	@test -x $(PY) || python3 -m venv $(VENV)
+	@echo "setup: installing pinned Python packages into $(VENV)"
+	@$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt -c constraints.txt
+	@touch $(STAMP)
+
+collection-link:
+	@mkdir -p $(dir $(COLL_LINK))
+	@test -L $(COLL_LINK) || ln -sfn ../../.. $(COLL_LINK)
+
+test: setup
+	@$(PY) -m tests.run_suites
+
+unit: setup
+	@$(PY) -m tests.run_suites unit
+
+integration: setup
+	@$(PY) -m tests.run_suites integration
+
+molecule: setup
+	@$(PY) -m tests.run_suites molecule
+
+sanity: setup
+	@$(PY) -m tests.run_suites sanity
+
+lint: setup
+	@$(PY) -m tests.run_suites lint
+
+demo: setup
+	@$(PY) -m tests.harness demo
+
+build-collection: setup
+	@mkdir -p build/dist && $(VENV)/bin/ansible-galaxy collection build --force --output-path build/dist .
+
+bench: bench-inplace bench-zero-downtime
+
+bench-inplace: setup
+	@$(PY) -m benchmarks.inplace
+
+bench-zero-downtime: setup
+	@$(PY) -m benchmarks.zero_downtime
+
+clean:
+	@-$(PY) -m tests.harness down-all 2>/dev/null
+	rm -rf build .pytest_cache .hypothesis tests/output

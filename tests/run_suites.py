@@ -1,0 +1,190 @@
+"""Run every test suite of the collection, print one line per suite and a final `N passed, N failed`.
+
+Usage: python -m tests.run_suites [suite ...]   (suites: unit integration molecule sanity lint)
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = ROOT / ".venv" / "bin"
+OUTPUT = ROOT / "tests" / "output"
+SANITY_TREE = ROOT / "build" / "sanity" / "ansible_collections" / "rollwright" / "deploy"
+
+
+@dataclass
+class SuiteResult:
+    name: str
+    passed: int = 0
+    failed: int = 0
+    skipped: int = 0
+    seconds: float = 0.0
+    note: str = ""
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{VENV_BIN}:{env.get('PATH', '')}"
+    env["ANSIBLE_COLLECTIONS_PATH"] = str(ROOT / "build")
+    env.setdefault("ANSIBLE_HOST_KEY_CHECKING", "False")
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return env
+
+
+def _run(cmd: list[str], log_name: str, cwd: Path = ROOT) -> tuple[int, str]:
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    log_path = OUTPUT / f"{log_name}.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.run(cmd, cwd=cwd, env=_env(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    return proc.returncode, log_path.read_text(errors="replace")
+
+
+def _pytest_suite(name: str, path: str, extra: list[str] | None = None) -> SuiteResult:
+    result = SuiteResult(name)
+    if not any((ROOT / path).rglob("test_*.py")):
+        result.note = "no tests yet"
+        return result
+    junit = OUTPUT / f"{name}.xml"
+    rc, text = _run([str(VENV_BIN / "python"), "-m", "pytest", path, "-q", "-rfE", f"--junitxml={junit}"] + (extra or []), name)
+    if junit.exists():
+        suite = ET.parse(junit).getroot()
+        suites = [suite] if suite.tag == "testsuite" else list(suite)
+        for s in suites:
+            total = int(s.get("tests", 0))
+            bad = int(s.get("failures", 0)) + int(s.get("errors", 0))
+            skipped = int(s.get("skipped", 0))
+            result.failed += bad
+            result.skipped += skipped
+            result.passed += total - bad - skipped
+    if rc not in (0, 5) and result.failed == 0:
+        result.failed = 1
+        result.note = f"pytest exited {rc}"
+    if result.failed:
+        _show_tail(text)
+    return result
+
+
+def _show_tail(text: str, lines: int = 60) -> None:
+    tail = "\n".join(text.splitlines()[-lines:])
+    print(f"----- last {lines} lines -----\n{tail}\n-----------------------------", flush=True)
+
+
+def suite_unit() -> SuiteResult:
+    return _pytest_suite("unit", "tests/unit")
+
+
+def suite_integration() -> SuiteResult:
+    return _pytest_suite("integration", "tests/integration")
+
+
+def suite_molecule() -> SuiteResult:
+    result = SuiteResult("molecule")
+    scenario_root = ROOT / "extensions" / "molecule"
+    scenarios = sorted(p.parent.name for p in scenario_root.glob("*/molecule.yml")) if scenario_root.exists() else []
+    if not scenarios:
+        result.note = "no scenarios yet"
+        return result
+    for scenario in scenarios:
+        rc, text = _run([str(VENV_BIN / "molecule"), "test", "-s", scenario], f"molecule-{scenario}", cwd=ROOT / "extensions")
+        if rc == 0:
+            result.passed += 1
+        else:
+            result.failed += 1
+            print(f"molecule scenario {scenario} failed", flush=True)
+            _show_tail(text)
+    return result
+
+
+def _sync_sanity_tree() -> None:
+    """ansible-test needs the collection at .../ansible_collections/rollwright/deploy, as a git checkout."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    if SANITY_TREE.exists():
+        shutil.rmtree(SANITY_TREE)
+    for rel in files:
+        src = ROOT / rel
+        if not src.is_file():
+            continue
+        dst = SANITY_TREE / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, dst, follow_symlinks=False)
+    git = ["git", "-c", "user.email=ci@localhost", "-c", "user.name=ci"]
+    subprocess.run(git + ["init", "-q"], cwd=SANITY_TREE, check=True)
+    subprocess.run(git + ["add", "-A"], cwd=SANITY_TREE, check=True)
+    subprocess.run(git + ["commit", "-q", "-m", "sanity"], cwd=SANITY_TREE, check=True)
+
+
+def suite_sanity() -> SuiteResult:
+    result = SuiteResult("sanity")
+    _sync_sanity_tree()
+    cmd = [str(VENV_BIN / "ansible-test"), "sanity", "--python", "3.11", "--local", "--color", "no"]
+    skip = os.environ.get("ROLLWRIGHT_SANITY_SKIP", "").split()
+    for test in skip:
+        cmd += ["--skip-test", test]
+    rc, text = _run(cmd, "sanity", cwd=SANITY_TREE)
+    ran = [line for line in text.splitlines() if line.startswith("Running sanity test")]
+    failed = [line for line in text.splitlines() if line.startswith("ERROR: Found") or "failed" in line.lower() and line.startswith("ERROR")]
+    if rc == 0:
+        result.passed = max(1, len(ran))
+    else:
+        result.passed = max(0, len(ran) - max(1, len(failed)))
+        result.failed = max(1, len(failed))
+        _show_tail(text)
+    return result
+
+
+def suite_lint() -> SuiteResult:
+    result = SuiteResult("lint")
+    targets = [p for p in ("roles", "playbooks") if any((ROOT / p).rglob("*.yml"))]
+    if not targets:
+        result.note = "nothing to lint yet"
+        return result
+    rc, text = _run([str(VENV_BIN / "ansible-lint"), "--profile", "production", "--offline", "--nocolor", *targets], "lint")
+    if rc == 0:
+        result.passed = 1
+    else:
+        result.failed = 1
+        _show_tail(text)
+    return result
+
+
+SUITES = {
+    "unit": suite_unit,
+    "integration": suite_integration,
+    "molecule": suite_molecule,
+    "sanity": suite_sanity,
+    "lint": suite_lint,
+}
+
+
+def main(argv: list[str]) -> int:
+    names = argv or list(SUITES)
+    unknown = [n for n in names if n not in SUITES]
+    if unknown:
+        print(f"unknown suite(s): {', '.join(unknown)}; choose from {', '.join(SUITES)}", file=sys.stderr)
+        return 2
+    results: list[SuiteResult] = []
+    for name in names:
+        print(f"== {name} ...", flush=True)
+        start = time.monotonic()
+        res = SUITES[name]()
+        res.seconds = time.monotonic() - start
+        results.append(res)
+        note = f" ({res.note})" if res.note else ""
+        print(f"{name}: {res.passed} passed, {res.failed} failed, {res.skipped} skipped in {res.seconds:.0f}s{note}", flush=True)
+    passed = sum(r.passed for r in results)
+    failed = sum(r.failed for r in results)
+    skipped = sum(r.skipped for r in results)
+    print(f"{passed} passed, {failed} failed, {skipped} skipped")
+    return 1 if failed or passed == 0 else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
