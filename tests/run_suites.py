@@ -6,6 +6,7 @@ Usage: python -m tests.run_suites [suite ...]   (suites: unit integration molecu
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -43,7 +44,7 @@ def _run(cmd: list[str], log_name: str, cwd: Path = ROOT) -> tuple[int, str]:
     OUTPUT.mkdir(parents=True, exist_ok=True)
     log_path = OUTPUT / f"{log_name}.log"
     with open(log_path, "w") as log:
-        proc = subprocess.run(cmd, cwd=cwd, env=_env(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        proc = subprocess.run(cmd, cwd=cwd, env=_env(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, check=False)
     return proc.returncode, log_path.read_text(errors="replace")
 
 
@@ -115,14 +116,31 @@ def _sync_sanity_tree() -> None:
         dst = SANITY_TREE / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src, dst, follow_symlinks=False)
+    # The collections we depend on must sit beside ours for the import test.
+    site_collections = ROOT / ".venv" / "lib" / "python3.11" / "site-packages" / "ansible_collections"
+    for namespace in ("amazon", "community"):
+        link = SANITY_TREE.parent.parent / namespace
+        if not link.exists():
+            link.symlink_to(site_collections / namespace)
     git = ["git", "-c", "user.email=ci@localhost", "-c", "user.name=ci"]
     subprocess.run(git + ["init", "-q"], cwd=SANITY_TREE, check=True)
     subprocess.run(git + ["add", "-A"], cwd=SANITY_TREE, check=True)
     subprocess.run(git + ["commit", "-q", "-m", "sanity"], cwd=SANITY_TREE, check=True)
 
 
+def _seed_pip_bootstrap() -> None:
+    """ansible-test downloads a pip bootstrap script from a host outside the package registries; give it ours."""
+    source = (ROOT / ".venv/lib/python3.11/site-packages/ansible_test/_internal/python_requirements.py").read_text()
+    match = re.search(r"pip='([0-9.]+)'", source)
+    version = match.group(1) if match else "24.2"
+    cache = Path.home() / ".ansible" / "test" / "cache" / f"get_pip_{version.replace('.', '_')}.py"
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(ROOT / "tests" / "sanity" / "get_pip_offline.py", cache)
+
+
 def suite_sanity() -> SuiteResult:
     result = SuiteResult("sanity")
+    _seed_pip_bootstrap()
     _sync_sanity_tree()
     cmd = [str(VENV_BIN / "ansible-test"), "sanity", "--python", "3.11", "--local", "--color", "no"]
     skip = os.environ.get("ROLLWRIGHT_SANITY_SKIP", "").split()
