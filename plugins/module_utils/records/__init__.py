@@ -1,0 +1,66 @@
+# -*- coding: utf-8 -*-
+# Copyright: rollwright.deploy contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Deployment records and the per-group lock. ``open_store`` picks the backend.
+
+>>> store = open_store("sqlite", {"path": "/tmp/records.sqlite3"})
+>>> rec = store.create(DeploymentRecord(application="app", deployment_group="web"))
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+from .base import (  # noqa: F401  (re-exported: the package is the public API)
+    CREATORS,
+    DEFAULT_LOCK_TTL,
+    DEPLOYMENT_STATUSES,
+    DEPLOYMENT_TYPES,
+    EVENT_STATUSES,
+    HOST_STATUSES,
+    TERMINAL_STATUSES,
+    DeploymentRecord,
+    EventRecord,
+    HostRecord,
+    InvalidRecord,
+    InvalidTransition,
+    Lock,
+    LockHeld,
+    LockInfo,
+    LockLost,
+    RecordError,
+    RecordExists,
+    RecordNotFound,
+    RecordStore,
+    StoreNotReady,
+    default_owner,
+    new_deployment_id,
+    now_iso,
+)
+
+BACKENDS = ("sqlite", "dynamodb")
+
+
+def open_store(backend: str = "sqlite", options: Optional[dict] = None,
+               client_factory: Optional[Callable] = None) -> RecordStore:
+    """Open a record store.
+
+    sqlite options: ``path`` (or ``sqlite_path``; default ``$XDG_STATE_HOME/rollwright/deployments.sqlite3``).
+    dynamodb options: ``table`` (or ``dynamodb_table``; default ``rollwright-deployments``),
+    ``create_table`` (bool, default False: a missing table is an error that says how to create it),
+    and without ``client_factory`` also ``region`` / ``endpoint_url`` for a plain boto3 client.
+    ``client_factory(service_name)`` returns a boto3 client (e.g. an AnsibleAWSModule's ``client``).
+    """
+    options = dict(options or {})
+    if backend == "sqlite":
+        from .sqlite import SQLiteRecordStore
+
+        return SQLiteRecordStore(options.get("path") or options.get("sqlite_path"))
+    if backend == "dynamodb":
+        from .dynamodb import DEFAULT_TABLE, DynamoDBRecordStore, client_from_options
+
+        store = DynamoDBRecordStore(client_from_options(options, client_factory),
+                                    options.get("table") or options.get("dynamodb_table") or DEFAULT_TABLE)
+        store.ensure_table(create=bool(options.get("create_table", False)))
+        return store
+    raise InvalidRecord(f"backend: expected one of {', '.join(BACKENDS)}, got {backend!r}")
