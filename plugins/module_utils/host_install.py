@@ -1,0 +1,837 @@
+# -*- coding: utf-8 -*-
+# Copyright: rollwright.deploy contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Host side of a deployment: the host state directory and the Install event.
+
+Runs on the hosts: stdlib only.
+
+Install follows the CodeDeploy agent (Installer / InstallInstruction):
+
+1. undo the previous install's cleanup list (files and symlinks deleted, directories removed when
+   empty, in reverse creation order, i.e. deepest first);
+2. plan the copies: a directory source is copied recursively into the destination, a file source
+   goes to ``destination/<basename>``; missing ancestors of a destination are created (and
+   recorded); ``file_exists_behavior`` is checked against the file system *after* step 1, so only
+   files the previous install did not create count as existing: DISALLOW fails naming the files,
+   OVERWRITE replaces and records the file (the next install removes it), RETAIN copies nothing
+   and records nothing;
+3. the new cleanup list (every planned path, in creation order) is written *before* anything is
+   copied, so an install that dies half-way is still undone by the next one;
+4. copy (modes, times and, as root, owners preserved; symlinks re-created, never followed);
+5. ``permissions``, only on paths this install created, in the agent's order per path: chmod,
+   setfacl, SELinux context (chcon, only where SELinux is enabled), chown.
+
+Improvements over the agent (deliberate): symlinks inside a copied directory are re-created as
+symlinks rather than followed; an OVERWRITE replaces the file by rename (a stray symlink at the
+destination is replaced, never written through); chmod/setfacl are not applied through symlinks.
+
+Idempotence: ``install.json`` records the deployment id, ``status: Succeeded`` and a signature of
+every created path (type; for files size, mtime_ns, mode, uid, gid; for symlinks the target; for
+directories mode, uid, gid). Re-running the install of the same deployment id verifies those
+signatures with lstat (no content hashing: copies keep the archive's mtime, so an edit shows) and
+changes nothing when all match; on any drift the install is redone.
+"""
+
+from __future__ import annotations
+
+import grp
+import json
+import os
+import pwd
+import re
+import shutil
+import stat as _stat
+import subprocess
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+
+FILE_EXISTS_BEHAVIORS = ("DISALLOW", "OVERWRITE", "RETAIN")
+DEFAULT_STATE_ROOT = "/var/lib/rollwright"
+DEFAULT_KEEP_REVISIONS = 5
+SELINUX_ENFORCE = "/sys/fs/selinux/enforce"
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+=,-]{0,254}$")
+
+
+class InstallError(Exception):
+    """Install cannot proceed; the message names the path or appspec field at fault."""
+
+
+class StateError(Exception):
+    """The host state directory is unusable."""
+
+
+# ---------------------------------------------------------------------------------------------
+# small file helpers
+# ---------------------------------------------------------------------------------------------
+
+def atomic_write(path: str, data: str, mode: int = 0o644) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same directory and a rename."""
+    directory = os.path.dirname(path) or "."
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def atomic_write_json(path: str, obj) -> None:
+    atomic_write(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: str, default=None):
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except FileNotFoundError:
+        return default
+    except ValueError as exc:
+        raise StateError(f"{path} is not valid JSON: {exc}") from exc
+
+
+def validate_component(value: str, what: str) -> str:
+    """A name used as one directory level of the state tree."""
+    if not isinstance(value, str) or not _NAME_RE.match(value) or value in (".", ".."):
+        raise StateError(
+            f"{what} must be 1-255 characters of letters, digits and ._@+=,- starting with a letter or digit "
+            f"(it names a directory), got {value!r}"
+        )
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# host state
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class HostState:
+    """``<state_root>/<application>/<deployment_group>/`` on one host (see docs/architecture.md)."""
+
+    state_root: str
+    application: str
+    deployment_group: str
+
+    def __post_init__(self):
+        if not os.path.isabs(self.state_root):
+            raise StateError(f"state_root must be an absolute path, got {self.state_root!r}")
+        validate_component(self.application, "application")
+        validate_component(self.deployment_group, "deployment_group")
+
+    # paths --------------------------------------------------------------------------------
+    @property
+    def group_dir(self) -> str:
+        return os.path.join(self.state_root, self.application, self.deployment_group)
+
+    @property
+    def deployments_dir(self) -> str:
+        return os.path.join(self.group_dir, "deployments")
+
+    def deployment_dir(self, deployment_id: str) -> str:
+        validate_component(deployment_id, "deployment_id")
+        return os.path.join(self.deployments_dir, deployment_id)
+
+    def archive_dir(self, deployment_id: str) -> str:
+        return os.path.join(self.deployment_dir(deployment_id), "archive")
+
+    def logs_dir(self, deployment_id: str) -> str:
+        return os.path.join(self.deployment_dir(deployment_id), "logs")
+
+    def scripts_log(self, deployment_id: str) -> str:
+        return os.path.join(self.logs_dir(deployment_id), "scripts.log")
+
+    def appspec_file(self, deployment_id: str) -> str:
+        return os.path.join(self.deployment_dir(deployment_id), "appspec.json")
+
+    def revision_file(self, deployment_id: str) -> str:
+        return os.path.join(self.deployment_dir(deployment_id), "revision.json")
+
+    def status_file(self, deployment_id: str) -> str:
+        return os.path.join(self.deployment_dir(deployment_id), "status.json")
+
+    @property
+    def install_file(self) -> str:
+        return os.path.join(self.group_dir, "install.json")
+
+    @property
+    def cleanup_file(self) -> str:
+        return os.path.join(self.group_dir, "cleanup.json")
+
+    # pointers -----------------------------------------------------------------------------
+    def _read_pointer(self, name: str) -> str | None:
+        try:
+            with open(os.path.join(self.group_dir, name), encoding="utf-8") as handle:
+                value = handle.read().strip()
+        except FileNotFoundError:
+            return None
+        return value or None
+
+    def _write_pointer(self, name: str, deployment_id: str) -> None:
+        validate_component(deployment_id, "deployment_id")
+        atomic_write(os.path.join(self.group_dir, name), deployment_id + "\n")
+
+    @property
+    def last_successful(self) -> str | None:
+        return self._read_pointer("last_successful")
+
+    def set_last_successful(self, deployment_id: str) -> None:
+        self._write_pointer("last_successful", deployment_id)
+
+    @property
+    def most_recent(self) -> str | None:
+        return self._read_pointer("most_recent")
+
+    def set_most_recent(self, deployment_id: str) -> None:
+        self._write_pointer("most_recent", deployment_id)
+
+    # per-deployment records ---------------------------------------------------------------
+    def ensure_deployment_dir(self, deployment_id: str) -> str:
+        path = self.deployment_dir(deployment_id)
+        os.makedirs(self.logs_dir(deployment_id), exist_ok=True)
+        if not os.path.exists(os.path.join(path, ".created")):
+            atomic_write(os.path.join(path, ".created"), f"{time.time():.6f}\n")
+        return path
+
+    def has_deployment(self, deployment_id: str) -> bool:
+        return os.path.isdir(self.deployment_dir(deployment_id))
+
+    def load_appspec(self, deployment_id: str) -> dict | None:
+        return read_json(self.appspec_file(deployment_id))
+
+    def load_revision(self, deployment_id: str) -> dict | None:
+        return read_json(self.revision_file(deployment_id))
+
+    def load_status(self, deployment_id: str) -> dict | None:
+        return read_json(self.status_file(deployment_id))
+
+    def write_status(self, deployment_id: str, status: dict) -> None:
+        atomic_write_json(self.status_file(deployment_id), status)
+
+    def bundle_root(self, deployment_id: str) -> str | None:
+        """The unpacked revision's root (archive/ or its single top-level directory), if unpacked."""
+        revision = self.load_revision(deployment_id) or {}
+        archive = self.archive_dir(deployment_id)
+        if not os.path.isdir(archive):
+            return None
+        rel = revision.get("bundle_root") or "."
+        root = os.path.normpath(os.path.join(archive, rel))
+        if root != archive and not root.startswith(archive + os.sep):
+            raise StateError(f"{self.revision_file(deployment_id)}: bundle_root {rel!r} leaves the archive directory")
+        return root if os.path.isdir(root) else None
+
+    def created_at(self, deployment_id: str) -> float:
+        path = self.deployment_dir(deployment_id)
+        try:
+            with open(os.path.join(path, ".created"), encoding="utf-8") as handle:
+                return float(handle.read().strip())
+        except (OSError, ValueError):
+            try:
+                return os.stat(path).st_mtime
+            except OSError:
+                return 0.0
+
+    def list_deployments(self) -> list[str]:
+        """Deployment ids kept on this host, oldest first."""
+        try:
+            names = [n for n in os.listdir(self.deployments_dir) if os.path.isdir(os.path.join(self.deployments_dir, n))]
+        except FileNotFoundError:
+            return []
+        return sorted(names, key=lambda n: (self.created_at(n), n))
+
+    def prune(self, keep: int, current: str | None = None) -> list[str]:
+        """Keep at most ``keep`` deployment dirs (the current one included, like the agent);
+        never delete the current one nor the last successful one. Returns the removed ids."""
+        if not isinstance(keep, int) or keep < 1:
+            raise StateError(f"keep_revisions must be an integer >= 1, got {keep!r}")
+        protected = {d for d in (current, self.last_successful) if d}
+        others = [d for d in self.list_deployments() if d != current]
+        extra = len(others) - keep + (1 if current else 0)
+        if extra <= 0:
+            return []
+        candidates = [d for d in others if d not in protected]
+        removed = []
+        for deployment_id in candidates[:extra]:
+            shutil.rmtree(self.deployment_dir(deployment_id), ignore_errors=True)
+            removed.append(deployment_id)
+        return removed
+
+
+# ---------------------------------------------------------------------------------------------
+# cleanup list
+# ---------------------------------------------------------------------------------------------
+
+def undo_cleanup(paths: list[str]) -> list[str]:
+    """Delete what a previous install created: reverse creation order (deepest first); files and
+    symlinks are deleted, directories removed only when empty; missing paths are ignored."""
+    removed = []
+    for path in reversed(paths):
+        try:
+            if os.path.islink(path) or (os.path.lexists(path) and not os.path.isdir(path)):
+                os.unlink(path)
+                removed.append(path)
+            elif os.path.isdir(path):
+                try:
+                    os.rmdir(path)
+                    removed.append(path)
+                except OSError:
+                    pass  # not empty: something not ours lives there
+        except FileNotFoundError:
+            pass
+    return removed
+
+
+def simulate_undo(paths: list[str]) -> set[str]:
+    """The paths undo_cleanup(paths) would remove, without touching anything (check mode)."""
+    removed: set[str] = set()
+    for path in reversed(paths):
+        if os.path.islink(path) or (os.path.lexists(path) and not os.path.isdir(path)):
+            removed.add(path)
+        elif os.path.isdir(path):
+            try:
+                entries = os.listdir(path)
+            except OSError:
+                continue
+            if all(os.path.join(path, e) in removed for e in entries):
+                removed.add(path)
+    return removed
+
+
+class _FsView:
+    """The file system as it will be after a (possibly simulated) undo of the cleanup list."""
+
+    def __init__(self, gone: set[str] | None = None):
+        self.gone = gone or set()
+
+    def lexists(self, path: str) -> bool:
+        return path not in self.gone and os.path.lexists(path)
+
+    def isdir(self, path: str) -> bool:
+        return path not in self.gone and os.path.isdir(path) and not os.path.islink(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# permissions (agent semantics)
+# ---------------------------------------------------------------------------------------------
+
+def _simple_glob(name: str, pattern: str) -> bool:
+    """The agent's matches_simple_glob: only ``*`` is special, and never matches across ``/``."""
+    if "/" in name:
+        return False
+    regex = "".join(".*" if ch == "*" else re.escape(ch) for ch in pattern)
+    return re.fullmatch(regex, name, flags=re.DOTALL) is not None
+
+
+def _under(name: str, obj: str) -> str | None:
+    base = os.path.normpath(obj)
+    if not base.endswith("/"):
+        base += "/"
+    name = name.rstrip("/")
+    if name.startswith(base):
+        return name[len(base):]
+    return None
+
+
+def permission_matches(name: str, perm: dict) -> bool:
+    """True when ``name`` lies under the permission's object, matches its pattern and no except.
+
+    As in the agent: the object itself never matches; ``**`` matches everything below the object;
+    any other pattern (and every except entry) is a simple ``*`` glob on direct children only.
+    """
+    rel = _under(name, perm["object"])
+    if rel is None:
+        return False
+    pattern = perm.get("pattern") or "**"
+    if pattern != "**" and not _simple_glob(rel, pattern):
+        return False
+    return not any(_simple_glob(rel, item) for item in (perm.get("except") or []))
+
+
+_ACE_TYPES = {"u": "user", "user": "user", "g": "group", "group": "group", "m": "mask", "mask": "mask",
+              "o": "other", "other": "other"}
+
+
+def parse_ace(ace: str) -> dict:
+    """Parse one appspec ACL entry the way the agent's AceInfo does."""
+    parts = ace.split(":")[::-1]
+    bad = InstallError(f"permissions: invalid acl entry {ace!r} (expected [d:][u|g|m|o]:[name]:perms)")
+    if len(parts) < 2 or len(parts) > 4:
+        raise bad
+    default = False
+    kind = None
+    name = ""
+    if len(parts) == 4:
+        if parts[3] not in ("d", "default"):
+            raise bad
+        default = True
+    if len(parts) >= 3:
+        if parts[2] in ("d", "default"):
+            if default:
+                raise bad
+            default = True
+        elif parts[2] in _ACE_TYPES:
+            kind = _ACE_TYPES[parts[2]]
+        else:
+            raise bad
+    if parts[1] in ("m", "mask", "o", "other"):
+        if kind is None:
+            kind = _ACE_TYPES[parts[1]]
+        else:
+            name = parts[1]
+    else:
+        kind = kind or "user"
+        name = parts[1]
+    if kind in ("mask", "other") and name:
+        raise bad
+    if not default and kind != "mask" and not name:
+        raise InstallError(f"permissions: acl entry {ace!r} sets a base entry; use mode for the base permissions")
+    perm = parts[0]
+    if len(perm) == 1 and perm in "01234567":
+        bits = int(perm)
+        perm = ("r" if bits & 4 else "-") + ("w" if bits & 2 else "-") + ("x" if bits & 1 else "-")
+    elif not perm or any(c not in "rwx-" for c in perm):
+        raise bad
+    else:
+        perm = ("r" if "r" in perm else "-") + ("w" if "w" in perm else "-") + ("x" if "x" in perm else "-")
+    return {"default": default, "type": kind, "name": name, "perm": perm}
+
+
+def _ace_text(ace: dict) -> str:
+    return ("default:" if ace["default"] else "") + f"{ace['type']}:{ace['name']}:{ace['perm']}"
+
+
+def full_acl(acls: list[str], mode: int) -> list[str]:
+    """The agent's ChangeAclCommand: the listed entries plus base entries from the file's mode
+    (and a mask, and default base entries, where the listed entries need them)."""
+    aces = [parse_ace(a) for a in acls]
+    perm = [(mode >> shift) & 7 for shift in (6, 3, 0)]
+
+    def rwx(bits):
+        return ("r" if bits & 4 else "-") + ("w" if bits & 2 else "-") + ("x" if bits & 1 else "-")
+
+    extra = [
+        {"default": False, "type": "user", "name": "", "perm": rwx(perm[0])},
+        {"default": False, "type": "group", "name": "", "perm": rwx(perm[1])},
+        {"default": False, "type": "other", "name": "", "perm": rwx(perm[2])},
+    ]
+    named = any(not a["default"] and a["name"] for a in aces)
+    has_mask = any(not a["default"] and a["type"] == "mask" for a in aces)
+    if named and not has_mask:
+        extra.append({"default": False, "type": "mask", "name": "", "perm": rwx(perm[1])})
+    defaults = [a for a in aces if a["default"]]
+    if defaults:
+        for kind, bits in (("user", perm[0]), ("group", perm[1]), ("other", perm[2])):
+            if not any(a["type"] == kind and not a["name"] for a in defaults):
+                extra.append({"default": True, "type": kind, "name": "", "perm": rwx(bits)})
+        if any(a["name"] for a in defaults) and not any(a["type"] == "mask" for a in defaults):
+            group = next((a for a in defaults if a["type"] == "group" and not a["name"]), None)
+            extra.append({"default": True, "type": "mask", "name": "", "perm": group["perm"] if group else rwx(perm[1])})
+    return [_ace_text(a) for a in aces + extra]
+
+
+def selinux_enabled() -> bool:
+    return os.path.exists(SELINUX_ENFORCE)
+
+
+# ---------------------------------------------------------------------------------------------
+# install plan
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class CopyOp:
+    kind: str  # "mkdir" | "copy"
+    destination: str
+    source: str | None = None
+    overwrite: bool = False
+
+
+@dataclass
+class PermissionOp:
+    path: str
+    index: int  # position in appspec permissions
+    mode: str | None = None
+    acls: list | None = None
+    context: dict | None = None
+    owner: str | None = None
+    group: str | None = None
+
+
+@dataclass
+class InstallPlan:
+    file_exists_behavior: str
+    ops: list = field(default_factory=list)
+    permissions: list = field(default_factory=list)
+    retained: list = field(default_factory=list)
+
+    @property
+    def created(self) -> list[str]:
+        """Every path this install creates or overwrites, in creation order (the cleanup list)."""
+        return [op.destination for op in self.ops]
+
+    @property
+    def overwritten(self) -> list[str]:
+        return [op.destination for op in self.ops if op.overwrite]
+
+
+def _norm(path: str) -> str:
+    return os.path.normpath(path)
+
+
+def _source_path(bundle_root: str, source: str) -> str:
+    rel = (source or "/").lstrip("/")
+    path = os.path.normpath(os.path.join(bundle_root, rel)) if rel else os.path.normpath(bundle_root)
+    root = os.path.normpath(bundle_root)
+    if path != root and not path.startswith(root + os.sep):
+        raise InstallError(f"files: source {source!r} leaves the bundle root")
+    return path
+
+
+class _Planner:
+    def __init__(self, fs: _FsView, behavior: str):
+        self.fs = fs
+        self.behavior = behavior
+        self.plan = InstallPlan(file_exists_behavior=behavior)
+        self.copy_targets: dict[str, str] = {}
+        self.mkdir_targets: dict[str, None] = {}  # ordered set
+        self.existing: list[str] = []
+        self.permission_targets: set[str] = set()
+
+    def mkdir(self, dest: str, origin: str) -> None:
+        dest = _norm(dest)
+        if dest in self.copy_targets:
+            raise InstallError(f"files: {dest} is both a file copied from {self.copy_targets[dest]} and a directory to create (from {origin})")
+        if dest not in self.mkdir_targets:
+            self.mkdir_targets[dest] = None
+            self.plan.ops.append(CopyOp("mkdir", dest))
+
+    def copy(self, source: str, dest: str, overwrite: bool = False) -> None:
+        dest = _norm(dest)
+        if dest in self.copy_targets:
+            raise InstallError(
+                f"files: two sources, {self.copy_targets[dest]} and {source}, are copied to the same destination {dest}"
+            )
+        if dest in self.mkdir_targets:
+            raise InstallError(f"files: {source} would be copied to {dest}, which this install also creates as a directory")
+        self.copy_targets[dest] = source
+        self.plan.ops.append(CopyOp("copy", dest, source=source, overwrite=overwrite))
+
+    def exists(self, path: str) -> bool:
+        return self.fs.lexists(path) or path in self.mkdir_targets or path in self.copy_targets
+
+    def isdir(self, path: str) -> bool:
+        return self.fs.isdir(path) or path in self.mkdir_targets
+
+    def missing_ancestors(self, dest: str, origin: str) -> None:
+        missing = []
+        parent = os.path.dirname(_norm(dest))
+        while parent not in ("", "/", ".") and not self.exists(parent):
+            missing.insert(0, parent)
+            parent = os.path.dirname(parent)
+        if parent not in ("", "/", ".") and not self.isdir(parent):
+            raise InstallError(f"files: cannot install under {parent}: it exists and is not a directory")
+        for directory in missing:
+            self.mkdir(directory, origin)
+
+    def directory_copy(self, source: str, dest: str) -> None:
+        dest = _norm(dest)
+        if self.fs.lexists(dest) and not self.isdir(dest):
+            raise InstallError(f"files: destination {dest} for directory {source} exists and is not a directory")
+        if not self.isdir(dest):
+            self.mkdir(dest, source)
+        for entry in sorted(os.listdir(source)):
+            src = os.path.join(source, entry)
+            target = os.path.join(dest, entry)
+            if os.path.isdir(src) and not os.path.islink(src):
+                self.directory_copy(src, target)
+            else:
+                self.normal_copy(src, target)
+
+    def normal_copy(self, source: str, dest: str) -> None:
+        dest = _norm(dest)
+        if not (os.path.islink(source) or os.path.isfile(source)):
+            raise InstallError(f"files: {source} is neither a regular file, a directory nor a symlink")
+        if self.fs.lexists(dest):
+            if self.behavior == "DISALLOW":
+                self.existing.append(dest)
+            elif self.behavior == "OVERWRITE":
+                if self.isdir(dest):
+                    raise InstallError(f"files: cannot overwrite directory {dest} with file {source}")
+                self.copy(source, dest, overwrite=True)
+            else:  # RETAIN: neither copy nor record
+                self.plan.retained.append(dest)
+        else:
+            self.copy(source, dest)
+
+    def set_permissions(self, path: str, index: int, perm: dict) -> None:
+        if path in self.permission_targets:
+            raise InstallError(f"permissions[{index}]: permissions for {path} are specified more than once")
+        self.permission_targets.add(path)
+        self.plan.permissions.append(PermissionOp(
+            path=path, index=index, mode=perm.get("mode"), acls=perm.get("acls") or None,
+            context=perm.get("context") or None, owner=perm.get("owner"), group=perm.get("group"),
+        ))
+
+
+def _check_default_acl(perm: dict, index: int, path: str) -> None:
+    for ace in perm.get("acls") or []:
+        if parse_ace(ace)["default"]:
+            raise InstallError(
+                f"permissions[{index}]: default acl entry {ace!r} applies to directories only, but {path} is a file"
+            )
+
+
+def plan_install(appspec: dict, bundle_root: str, file_exists_behavior: str = "DISALLOW", fs: _FsView | None = None) -> InstallPlan:
+    """Plan an install against the file system seen through ``fs`` (default: as it is now)."""
+    fs = fs or _FsView()
+    behavior = (appspec.get("file_exists_behavior") or file_exists_behavior or "DISALLOW").upper()
+    if behavior not in FILE_EXISTS_BEHAVIORS:
+        raise InstallError(f"file_exists_behavior must be one of {', '.join(FILE_EXISTS_BEHAVIORS)}, got {behavior!r}")
+    planner = _Planner(fs, behavior)
+    for index, item in enumerate(appspec.get("files") or []):
+        source = item.get("source") or "/"
+        destination = item.get("destination")
+        if not destination or not os.path.isabs(destination):
+            raise InstallError(f"files[{index}].destination must be an absolute path, got {destination!r}")
+        src = _source_path(bundle_root, source)
+        if not os.path.lexists(src):
+            raise InstallError(f"files[{index}].source {source!r} does not exist in the revision ({src})")
+        if os.path.isdir(src) and not os.path.islink(src):
+            planner.missing_ancestors(destination, src)
+            planner.directory_copy(src, destination)
+        else:
+            target = os.path.join(destination, os.path.basename(src))
+            planner.missing_ancestors(target, src)
+            planner.normal_copy(src, target)
+    if planner.existing:
+        shown = ", ".join(planner.existing[:20]) + (f" and {len(planner.existing) - 20} more" if len(planner.existing) > 20 else "")
+        raise InstallError(
+            f"file_exists_behavior is DISALLOW and {len(planner.existing)} file(s) already exist that the previous "
+            f"install did not create: {shown}. Remove them, or deploy with file_exists_behavior OVERWRITE or RETAIN"
+        )
+    for index, perm in enumerate(appspec.get("permissions") or []):
+        obj = perm.get("object")
+        if not obj:
+            raise InstallError(f"permissions[{index}].object is required")
+        obj = _norm(obj)
+        types = perm.get("type") or ["file", "directory"]
+        if obj in planner.copy_targets:
+            if "file" in types:
+                if (perm.get("pattern") or "**") != "**":
+                    raise InstallError(f"permissions[{index}]: object {obj} is a file, so pattern must be '**', got {perm.get('pattern')!r}")
+                if perm.get("except"):
+                    raise InstallError(f"permissions[{index}]: object {obj} is a file, so except must be empty")
+                _check_default_acl(perm, index, obj)
+                planner.set_permissions(obj, index, perm)
+        elif obj in planner.mkdir_targets or fs.isdir(obj):
+            matches = []
+            if "file" in types:
+                for path in planner.copy_targets:
+                    if permission_matches(path, perm):
+                        _check_default_acl(perm, index, path)
+                        matches.append(path)
+            if "directory" in types:
+                matches.extend(p for p in planner.mkdir_targets if permission_matches(p, perm))
+            for path in matches:
+                planner.set_permissions(path, index, perm)
+    return planner.plan
+
+
+# ---------------------------------------------------------------------------------------------
+# execution
+# ---------------------------------------------------------------------------------------------
+
+def _copy_one(source: str, dest: str, overwrite: bool) -> None:
+    if overwrite:
+        directory = os.path.dirname(dest)
+        tmp = os.path.join(directory, f".{os.path.basename(dest)}.rollwright-{os.getpid()}")
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        _copy_one(source, tmp, False)
+        os.replace(tmp, dest)
+        return
+    if os.path.islink(source):
+        os.symlink(os.readlink(source), dest)
+    else:
+        shutil.copy2(source, dest, follow_symlinks=False)
+    if os.geteuid() == 0:
+        st = os.lstat(source)
+        try:
+            os.lchown(dest, st.st_uid, st.st_gid)
+        except OSError:
+            pass
+
+
+def _run(cmd: list[str], what: str) -> None:
+    try:
+        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
+    except FileNotFoundError as exc:
+        raise InstallError(f"{what}: command {cmd[0]!r} not found on this host") from exc
+    if proc.returncode != 0:
+        raise InstallError(
+            f"{what}: command {' '.join(cmd)} failed with exit code {proc.returncode}: "
+            f"{proc.stdout.decode('utf-8', 'replace').strip()}"
+        )
+
+
+def _context_range(value) -> str | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, dict):
+        low, high = value.get("low"), value.get("high")
+        if low and high:
+            return f"{low}-{high}"
+        return low or high
+    return str(value)
+
+
+def apply_permission(op: PermissionOp, warnings: list[str]) -> None:
+    path = op.path
+    is_link = os.path.islink(path)
+    where = f"permissions[{op.index}] on {path}"
+    if op.mode is not None and not is_link:
+        try:
+            mode = int(str(op.mode), 8)
+        except ValueError as exc:
+            raise InstallError(f"permissions[{op.index}].mode must be an octal string like '0644', got {op.mode!r}") from exc
+        os.chmod(path, mode)
+    if op.acls and not is_link:
+        acl = full_acl(list(op.acls), os.stat(path).st_mode & 0o777)
+        _run(["setfacl", "--set", ",".join(acl), path], where)
+    if op.context and op.context.get("type"):
+        if selinux_enabled():
+            cmd = ["chcon"]
+            if op.context.get("user"):
+                cmd += ["-u", op.context["user"]]
+            cmd += ["-t", op.context["type"]]
+            rng = _context_range(op.context.get("range"))
+            if rng:
+                cmd += ["-l", rng]
+            if is_link:
+                cmd.append("-h")
+            _run(cmd + [path], where)
+        else:
+            warnings.append(f"{where}: SELinux is not enabled on this host ({SELINUX_ENFORCE} missing); context not applied")
+    if op.owner is not None or op.group is not None:
+        uid = gid = -1
+        if op.owner is not None:
+            try:
+                uid = pwd.getpwnam(op.owner).pw_uid
+            except KeyError as exc:
+                raise InstallError(f"permissions[{op.index}].owner: no user named {op.owner!r} on this host") from exc
+        if op.group is not None:
+            try:
+                gid = grp.getgrnam(op.group).gr_gid
+            except KeyError as exc:
+                raise InstallError(f"permissions[{op.index}].group: no group named {op.group!r} on this host") from exc
+        os.lchown(path, uid, gid)
+
+
+def path_signature(path: str) -> dict | None:
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    if _stat.S_ISLNK(st.st_mode):
+        return {"type": "symlink", "target": os.readlink(path), "uid": st.st_uid, "gid": st.st_gid}
+    if _stat.S_ISDIR(st.st_mode):
+        return {"type": "directory", "mode": st.st_mode & 0o7777, "uid": st.st_uid, "gid": st.st_gid}
+    return {"type": "file", "size": st.st_size, "mtime_ns": st.st_mtime_ns, "mode": st.st_mode & 0o7777,
+            "uid": st.st_uid, "gid": st.st_gid}
+
+
+@dataclass
+class InstallResult:
+    changed: bool
+    deployment_id: str
+    file_exists_behavior: str
+    created: list = field(default_factory=list)
+    overwritten: list = field(default_factory=list)
+    retained: list = field(default_factory=list)
+    removed: list = field(default_factory=list)
+    permissions: list = field(default_factory=list)
+    warnings: list = field(default_factory=list)
+    message: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _previous_cleanup(state: HostState) -> list[str]:
+    data = read_json(state.cleanup_file, default=None)
+    if data is None:
+        return []
+    if isinstance(data, dict):
+        return list(data.get("paths") or [])
+    return list(data)
+
+
+def installed_unchanged(state: HostState, deployment_id: str) -> bool:
+    """True when install.json says this deployment's install completed and every path it created
+    still has the recorded signature."""
+    record = read_json(state.install_file, default=None) or {}
+    if record.get("deployment_id") != deployment_id or record.get("status") != "Succeeded":
+        return False
+    signatures = record.get("signatures") or {}
+    if sorted(signatures) != sorted(_previous_cleanup(state)):
+        return False
+    return all(path_signature(path) == sig for path, sig in signatures.items())
+
+
+def install(state: HostState, deployment_id: str, appspec: dict, bundle_root: str,
+            file_exists_behavior: str = "DISALLOW", check_mode: bool = False) -> InstallResult:
+    """The Install lifecycle event (see the module docstring)."""
+    behavior = (appspec.get("file_exists_behavior") or file_exists_behavior or "DISALLOW").upper()
+    if installed_unchanged(state, deployment_id):
+        record = read_json(state.install_file, default={})
+        return InstallResult(changed=False, deployment_id=deployment_id, file_exists_behavior=behavior,
+                             created=list(record.get("signatures") or {}),
+                             message=f"deployment {deployment_id} is already installed and its files are unchanged")
+    previous = _previous_cleanup(state)
+    if check_mode:
+        gone = simulate_undo(previous)
+        plan = plan_install(appspec, bundle_root, behavior, fs=_FsView(gone))
+        return InstallResult(changed=bool(gone or plan.ops or plan.permissions), deployment_id=deployment_id,
+                             file_exists_behavior=plan.file_exists_behavior, created=plan.created,
+                             overwritten=plan.overwritten, retained=plan.retained, removed=sorted(gone),
+                             permissions=[p.path for p in plan.permissions],
+                             message=f"check mode: would remove {len(gone)} path(s) of the previous install and create {len(plan.ops)}")
+    os.makedirs(state.group_dir, exist_ok=True)
+    removed = undo_cleanup(previous)
+    plan = plan_install(appspec, bundle_root, behavior)
+    created = plan.created
+    atomic_write_json(state.install_file, {
+        "deployment_id": deployment_id, "status": "InProgress", "started": time.time(),
+        "file_exists_behavior": plan.file_exists_behavior,
+        "instructions": [asdict(op) for op in plan.ops] + [dict(asdict(p), type="permissions") for p in plan.permissions],
+    })
+    atomic_write_json(state.cleanup_file, {"deployment_id": deployment_id, "paths": created})
+    result = InstallResult(changed=True, deployment_id=deployment_id, file_exists_behavior=plan.file_exists_behavior,
+                           created=created, overwritten=plan.overwritten, retained=plan.retained, removed=removed)
+    try:
+        for op in plan.ops:
+            if op.kind == "mkdir":
+                os.mkdir(op.destination)
+            else:
+                _copy_one(op.source, op.destination, op.overwrite)
+        for perm in plan.permissions:
+            apply_permission(perm, result.warnings)
+            result.permissions.append(perm.path)
+    except OSError as exc:
+        raise InstallError(f"install failed at {getattr(exc, 'filename', None) or '?'}: {exc.strerror or exc}") from exc
+    atomic_write_json(state.install_file, {
+        "deployment_id": deployment_id, "status": "Succeeded", "finished": time.time(),
+        "file_exists_behavior": plan.file_exists_behavior,
+        "instructions": [asdict(op) for op in plan.ops] + [dict(asdict(p), type="permissions") for p in plan.permissions],
+        "signatures": {path: path_signature(path) for path in created},
+    })
+    result.message = (f"installed {len(created)} path(s) ({len(plan.overwritten)} overwritten, {len(plan.retained)} retained), "
+                      f"removed {len(removed)} path(s) of the previous install")
+    return result
