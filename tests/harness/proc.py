@@ -19,8 +19,10 @@ class HarnessError(RuntimeError):
 
 def run(cmd: list[str], check: bool = True, timeout: float = 30, **kwargs: Any) -> subprocess.CompletedProcess:
     """Run a command, capture its output; on failure raise HarnessError naming the command and stderr."""
+    if "input" not in kwargs:
+        kwargs["stdin"] = subprocess.DEVNULL
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, **kwargs)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kwargs)
     except FileNotFoundError as exc:
         raise HarnessError(f"command not found: {cmd[0]} (is it installed? `make setup` installs the test world's packages)") from exc
     except subprocess.TimeoutExpired as exc:
