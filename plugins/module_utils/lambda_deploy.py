@@ -1,0 +1,923 @@
+# -*- coding: utf-8 -*-
+# Copyright: rollwright.deploy contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Lambda blue/green: publish a version and shift an alias from the current version to the target.
+
+The engine behind ``rollwright.deploy.lambda_deploy`` (module and action plugin). Plain typed
+Python; boto3 clients (lambda, cloudwatch, optionally s3) are passed in, and so are the clocks,
+the sleep function and a progress callback, so unit tests can drive time and a controller-side
+action plugin can print each step as it happens.
+
+Order of a deployment (CodeDeploy's Lambda lifecycle):
+
+1. Validate everything before touching anything: function, alias, versions, hook functions,
+   alarms (one already in ALARM refuses the deployment).
+2. Optional code update (SHA256 checked) and ``PublishVersion``.
+3. BeforeAllowTraffic hook: invoked synchronously; a function error or a payload whose
+   ``status`` is ``Failed`` fails the deployment before any traffic moves.
+4. AllowTraffic: the alias keeps the current version as its primary and gets
+   ``RoutingConfig.AdditionalVersionWeights = {target: w}`` at each planned step (times measured on
+   a monotonic clock from the start of AllowTraffic). Alarms are polled every ``poll_interval``
+   seconds; one in ALARM (or, unless ``ignore_poll_alarm_failure``, one that cannot be read) puts
+   the alias back on the current version at once and the deployment ends Stopped. The last step
+   is the promote: the alias points at the target version and the routing is cleared.
+5. AfterAllowTraffic hook; a failure puts the alias back on the current version.
+
+Because the primary version stays the current version until the promote, an alias left weighted
+by a controller that died mid-shift is recovered by ``recover()`` (``recover: true``): the alias
+goes back to its primary version with the routing cleared.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import re
+import secrets
+import string
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from .traffic_shift import ShiftConfig, ShiftConfigError, Step, parse_lambda_config, plan_steps
+
+__all__ = [
+    "ARGUMENT_SPEC",
+    "LambdaDeployError",
+    "LambdaDeployRequest",
+    "LambdaDeployment",
+    "new_deployment_id",
+    "request_from_options",
+]
+
+LATEST = "$LATEST"
+_VERSION_RE = re.compile(r"^[0-9]+$")
+_PAYLOAD_LIMIT = 4096
+
+#: Module options (without the amazon.aws connection options), shared by module and action plugin.
+ARGUMENT_SPEC: dict[str, Any] = {
+    "function_name": {"type": "str"},
+    "alias": {"type": "str"},
+    "target_version": {"type": "str"},
+    "publish": {"type": "bool", "default": False},
+    "code": {
+        "type": "dict",
+        "options": {
+            "zip_file": {"type": "path"},
+            "s3_bucket": {"type": "str"},
+            "s3_key": {"type": "str"},
+            "s3_object_version": {"type": "str"},
+            "sha256": {"type": "str"},
+        },
+    },
+    "version_description": {"type": "str"},
+    "current_version": {"type": "str"},
+    "take_over": {"type": "bool", "default": False},
+    "deployment_config": {"type": "raw", "default": "CodeDeployDefault.LambdaAllAtOnce"},
+    "before_allow_traffic_hook": {"type": "str"},
+    "after_allow_traffic_hook": {"type": "str"},
+    "alarms": {"type": "list", "elements": "str", "default": []},
+    "ignore_poll_alarm_failure": {"type": "bool", "default": False},
+    "poll_interval": {"type": "float", "default": 5.0},
+    "appspec": {"type": "raw"},
+    "recover": {"type": "bool", "default": False},
+    "deployment_id": {"type": "str"},
+}
+
+ProgressCallback = Callable[[dict], None]
+
+
+class LambdaDeployError(Exception):
+    """A deployment that cannot start or cannot go on. ``result`` holds what is known so far."""
+
+    def __init__(self, message: str, result: dict | None = None):
+        super().__init__(message)
+        self.result = result or {}
+
+
+def new_deployment_id() -> str:
+    """``d-`` followed by 9 upper-case alphanumerics, like CodeDeploy's ids."""
+    alphabet = string.ascii_uppercase + string.digits
+    return "d-" + "".join(secrets.choice(alphabet) for _ in range(9))
+
+
+def _error_code(exc: BaseException) -> str | None:
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        return (response.get("Error") or {}).get("Code")
+    return None
+
+
+def _error_text(exc: BaseException) -> str:
+    code = _error_code(exc)
+    response = getattr(exc, "response", None)
+    if code and isinstance(response, dict):
+        message = (response.get("Error") or {}).get("Message") or str(exc)
+        return f"{code}: {message}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _is_not_found(exc: BaseException) -> bool:
+    return _error_code(exc) in ("ResourceNotFoundException", "ResourceNotFound", "404", "NoSuchEntity")
+
+
+def _b64_sha256(data: bytes) -> str:
+    return base64.b64encode(hashlib.sha256(data).digest()).decode("ascii")
+
+
+def _normalise_sha256(value: str, field_name: str) -> str:
+    """Accept hex (64 chars) or base64 (Lambda's CodeSha256 form); return base64."""
+    text = value.strip()
+    if re.fullmatch(r"[0-9a-fA-F]{64}", text):
+        return base64.b64encode(bytes.fromhex(text)).decode("ascii")
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != 32:
+        raise LambdaDeployError(f"{field_name}: expected a SHA256 as 64 hex digits or base64 (Lambda's CodeSha256), got {value!r}")
+    return base64.b64encode(raw).decode("ascii")
+
+
+@dataclass
+class LambdaDeployRequest:
+    """What to deploy. Build it with :func:`request_from_options` to get the validation."""
+
+    function_name: str
+    alias: str
+    config: ShiftConfig
+    target_version: str | None = None
+    publish: bool = False
+    code: dict | None = None
+    version_description: str | None = None
+    current_version: str | None = None
+    take_over: bool = False
+    before_allow_traffic_hook: str | None = None
+    after_allow_traffic_hook: str | None = None
+    alarms: list[str] = field(default_factory=list)
+    ignore_poll_alarm_failure: bool = False
+    poll_interval: float = 5.0
+    deployment_id: str | None = None
+
+
+def _load_appspec(value: Any) -> dict:
+    """A Lambda AppSpec (dict, JSON or YAML text) -> {function_name, alias, current_version,
+    target_version, before_allow_traffic_hook, after_allow_traffic_hook}.
+
+    Uses ``appspec.parse_lambda_appspec`` when that module is available; else a minimal parser.
+    """
+    try:
+        from .appspec import parse_lambda_appspec  # type: ignore[attr-defined]
+    except ImportError:
+        parse_lambda_appspec = None
+    if parse_lambda_appspec is not None:
+        try:
+            spec = parse_lambda_appspec(value, "appspec")
+        except Exception as exc:  # the parser's own error type, message has the field path
+            raise LambdaDeployError(f"appspec: {exc}") from exc
+        hooks = getattr(spec, "hooks", None) or {}
+        if not isinstance(hooks, dict):  # list of {event: function}
+            merged: dict = {}
+            for item in hooks:
+                merged.update(item)
+            hooks = merged
+        return {
+            "function_name": getattr(spec, "function_name", None),
+            "alias": getattr(spec, "alias", None),
+            "current_version": getattr(spec, "current_version", None),
+            "target_version": getattr(spec, "target_version", None),
+            "before_allow_traffic_hook": hooks.get("BeforeAllowTraffic"),
+            "after_allow_traffic_hook": hooks.get("AfterAllowTraffic"),
+        }
+    return _minimal_lambda_appspec(value)
+
+
+def _minimal_lambda_appspec(value: Any) -> dict:
+    data = value
+    if isinstance(value, (bytes, str)):
+        text = value.decode("utf-8") if isinstance(value, bytes) else value
+        try:
+            data = json.loads(text)
+        except ValueError:
+            try:
+                import yaml  # controller only
+            except ImportError:
+                raise LambdaDeployError("appspec: not JSON, and PyYAML is not available to read YAML") from None
+            try:
+                data = yaml.safe_load(text)
+            except yaml.YAMLError as exc:
+                raise LambdaDeployError(f"appspec: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise LambdaDeployError("appspec: expected a mapping with version, Resources and optional Hooks")
+    resources = data.get("Resources") or data.get("resources")
+    if not isinstance(resources, list) or len(resources) != 1 or not isinstance(resources[0], dict) or len(resources[0]) != 1:
+        raise LambdaDeployError("appspec.Resources: expected a list with exactly one named AWS::Lambda::Function resource")
+    (res_name, resource), = resources[0].items()
+    if not isinstance(resource, dict):
+        raise LambdaDeployError(f"appspec.Resources[0].{res_name}: expected a mapping with Type and Properties")
+    rtype = resource.get("Type") or resource.get("type")
+    if rtype != "AWS::Lambda::Function":
+        raise LambdaDeployError(f"appspec.Resources[0].{res_name}.Type: expected AWS::Lambda::Function, got {rtype!r}")
+    props = resource.get("Properties") or resource.get("properties") or {}
+    out: dict[str, Any] = {}
+    for key, dest in (("Name", "function_name"), ("Alias", "alias"), ("CurrentVersion", "current_version"), ("TargetVersion", "target_version")):
+        val = props.get(key)
+        if val is None and key in ("Name", "Alias", "TargetVersion"):
+            raise LambdaDeployError(f"appspec.Resources[0].{res_name}.Properties.{key}: required")
+        out[dest] = None if val is None else str(val)
+    hooks = data.get("Hooks") or data.get("hooks") or []
+    if isinstance(hooks, dict):
+        hooks = [{k: v} for k, v in hooks.items()]
+    if not isinstance(hooks, list):
+        raise LambdaDeployError("appspec.Hooks: expected a list of {BeforeAllowTraffic|AfterAllowTraffic: function name}")
+    for index, item in enumerate(hooks):
+        if not isinstance(item, dict):
+            raise LambdaDeployError(f"appspec.Hooks[{index}]: expected a mapping")
+        for event, function in item.items():
+            if event == "BeforeAllowTraffic":
+                out["before_allow_traffic_hook"] = str(function)
+            elif event == "AfterAllowTraffic":
+                out["after_allow_traffic_hook"] = str(function)
+            else:
+                raise LambdaDeployError(
+                    f"appspec.Hooks[{index}].{event}: a Lambda AppSpec takes only BeforeAllowTraffic and AfterAllowTraffic"
+                )
+    return out
+
+
+def request_from_options(options: dict) -> LambdaDeployRequest:
+    """Module options (see ARGUMENT_SPEC) -> a validated request. Raises LambdaDeployError naming
+    the field. Nothing is read from AWS here."""
+    opts = dict(options)
+    if opts.get("appspec") is not None:
+        from_spec = _load_appspec(opts["appspec"])
+        for key, val in from_spec.items():
+            if val is None:
+                continue
+            given = opts.get(key)
+            if given is not None and str(given) != str(val):
+                raise LambdaDeployError(f"{key}: {given!r} conflicts with the appspec's value {val!r}; give one of them")
+            opts[key] = val
+    for key in ("function_name", "alias"):
+        if not opts.get(key):
+            raise LambdaDeployError(f"{key}: required (or give an appspec)")
+    publish = bool(opts.get("publish"))
+    target = opts.get("target_version")
+    target = None if target is None else str(target).strip()
+    if publish and target:
+        raise LambdaDeployError("target_version and publish are mutually exclusive: publish: true deploys the version it publishes")
+    if not publish and not target:
+        raise LambdaDeployError("target_version: required unless publish: true")
+    if target is not None:
+        if target == LATEST:
+            raise LambdaDeployError(
+                "target_version: $LATEST cannot be a weighted alias version; publish it (publish: true) and deploy the published version"
+            )
+        if not _VERSION_RE.match(target):
+            raise LambdaDeployError(f"target_version: expected a published version number, got {target!r}")
+    current = opts.get("current_version")
+    current = None if current is None else str(current).strip()
+    if current is not None and current != LATEST and not _VERSION_RE.match(current):
+        raise LambdaDeployError(f"current_version: expected a published version number, got {current!r}")
+    if current is not None and target is not None and current == target:
+        raise LambdaDeployError(f"current_version and target_version are both {target}: nothing to shift")
+    code = opts.get("code")
+    if code:
+        code = {k: v for k, v in code.items() if v is not None}
+        if not publish:
+            raise LambdaDeployError("code: a code update needs publish: true (the new code is published as the target version)")
+        has_zip = bool(code.get("zip_file"))
+        has_s3 = bool(code.get("s3_bucket") or code.get("s3_key"))
+        if has_zip == has_s3:
+            raise LambdaDeployError("code: give either zip_file or s3_bucket + s3_key (with optional s3_object_version)")
+        if has_s3 and not (code.get("s3_bucket") and code.get("s3_key")):
+            raise LambdaDeployError("code: s3_bucket and s3_key are both required for code from S3")
+        if code.get("sha256"):
+            code["sha256"] = _normalise_sha256(code["sha256"], "code.sha256")
+    else:
+        code = None
+    try:
+        config = parse_lambda_config(opts.get("deployment_config") or "CodeDeployDefault.LambdaAllAtOnce")
+    except ShiftConfigError as exc:
+        raise LambdaDeployError(str(exc)) from None
+    poll = opts.get("poll_interval")
+    poll = 5.0 if poll is None else float(poll)
+    if not poll > 0:
+        raise LambdaDeployError(f"poll_interval: must be greater than 0 seconds, got {poll}")
+    alarms = [str(a) for a in (opts.get("alarms") or [])]
+    if len(alarms) > 100:
+        raise LambdaDeployError("alarms: at most 100 alarm names")
+    dep_id = opts.get("deployment_id")
+    if dep_id and not re.fullmatch(r"d-[A-Z0-9]{9}", dep_id):
+        raise LambdaDeployError(f"deployment_id: expected d- and 9 upper-case letters or digits, got {dep_id!r}")
+    return LambdaDeployRequest(
+        function_name=str(opts["function_name"]),
+        alias=str(opts["alias"]),
+        config=config,
+        target_version=target,
+        publish=publish,
+        code=code,
+        version_description=opts.get("version_description"),
+        current_version=current,
+        take_over=bool(opts.get("take_over")),
+        before_allow_traffic_hook=opts.get("before_allow_traffic_hook") or None,
+        after_allow_traffic_hook=opts.get("after_allow_traffic_hook") or None,
+        alarms=alarms,
+        ignore_poll_alarm_failure=bool(opts.get("ignore_poll_alarm_failure")),
+        poll_interval=poll,
+        deployment_id=dep_id or None,
+    )
+
+
+def _weights(alias_conf: dict) -> dict[str, float]:
+    routing = alias_conf.get("RoutingConfig") or {}
+    return {str(k): float(v) for k, v in (routing.get("AdditionalVersionWeights") or {}).items()}
+
+
+class _Stop(Exception):
+    """Internal: the shift must stop (alarm or unreadable alarms)."""
+
+
+class LambdaDeployment:
+    """Runs one Lambda blue/green deployment (or a recovery) against the given clients."""
+
+    def __init__(
+        self,
+        lambda_client: Any,
+        cloudwatch_client: Any = None,
+        s3_client: Any = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        wall_clock: Callable[[], float] = time.time,
+        progress: ProgressCallback | None = None,
+        heartbeat_seconds: float = 60.0,
+    ):
+        self.lam = lambda_client
+        self.cw = cloudwatch_client
+        self.s3 = s3_client
+        self.clock = clock
+        self.sleep = sleep
+        self.wall_clock = wall_clock
+        self.progress = progress
+        self.heartbeat_seconds = heartbeat_seconds
+
+    # ------------------------------------------------------------------ helpers
+    def _now_iso(self) -> str:
+        return datetime.fromtimestamp(self.wall_clock(), timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+    def _emit(self, event: str, message: str, **data: Any) -> None:
+        if self.progress is None:
+            return
+        payload = {"event": event, "time": self._now_iso(), "message": message}
+        payload.update(data)
+        try:
+            self.progress(payload)
+        except Exception:  # progress output must never break a deployment
+            pass
+
+    def _get_alias(self, function_name: str, alias: str) -> dict:
+        return self.lam.get_alias(FunctionName=function_name, Name=alias)
+
+    def _set_alias(self, req: LambdaDeployRequest, version: str, weights: dict[str, float]) -> dict:
+        return self.lam.update_alias(
+            FunctionName=req.function_name,
+            Name=req.alias,
+            FunctionVersion=version,
+            RoutingConfig={"AdditionalVersionWeights": weights},
+        )
+
+    # ------------------------------------------------------------------ recovery
+    def recover(self, function_name: str, alias: str, version: str | None = None, check_mode: bool = False) -> dict:
+        """Put ``alias`` back on ``version`` (default: its primary version, which during a shift by
+        this engine is the current version) with the routing cleared."""
+        try:
+            conf = self._get_alias(function_name, alias)
+        except Exception as exc:
+            if _is_not_found(exc):
+                raise LambdaDeployError(f"alias: alias {alias!r} of function {function_name!r} not found") from None
+            raise LambdaDeployError(f"alias: cannot read alias {alias!r} of {function_name!r}: {_error_text(exc)}") from None
+        before = {"function_version": conf.get("FunctionVersion"), "additional_version_weights": _weights(conf)}
+        target = str(version) if version else str(conf.get("FunctionVersion"))
+        if version and target != LATEST and not _VERSION_RE.match(target):
+            raise LambdaDeployError(f"current_version: expected a published version number, got {version!r}")
+        if version:
+            self._check_version_exists(function_name, target, "current_version")
+        changed = before["function_version"] != target or bool(before["additional_version_weights"])
+        after = {"function_version": target, "additional_version_weights": {}}
+        if changed and not check_mode:
+            self.lam.update_alias(
+                FunctionName=function_name, Name=alias, FunctionVersion=target,
+                RoutingConfig={"AdditionalVersionWeights": {}},
+            )
+            self._emit("recover", f"alias {alias} of {function_name} set to version {target}, routing cleared",
+                       function_name=function_name, alias=alias, version=target)
+        return {
+            "changed": changed,
+            "recovered": changed,
+            "function_name": function_name,
+            "alias": alias,
+            "status": "Recovered" if changed else "Unchanged",
+            "before": before,
+            "final_alias": after if changed else before,
+            "diff": {"before": before, "after": after},
+            "msg": (f"alias {alias} back on version {target} with routing cleared" if changed
+                    else f"alias {alias} already on version {target} with no routing"),
+        }
+
+    def _check_version_exists(self, function_name: str, version: str, field_name: str) -> dict:
+        try:
+            return self.lam.get_function_configuration(FunctionName=function_name, Qualifier=version)
+        except Exception as exc:
+            if _is_not_found(exc):
+                raise LambdaDeployError(f"{field_name}: version {version} of function {function_name!r} does not exist") from None
+            raise LambdaDeployError(f"{field_name}: cannot read version {version} of {function_name!r}: {_error_text(exc)}") from None
+
+    # ------------------------------------------------------------------ alarms
+    def _read_alarms(self, names: list[str]) -> dict[str, dict]:
+        """{name: {state, reason}}; raises on any read failure, including an alarm that is gone."""
+        if self.cw is None:
+            raise RuntimeError("no CloudWatch client")
+        found: dict[str, dict] = {}
+        token = None
+        while True:
+            kwargs: dict[str, Any] = {"AlarmNames": names, "AlarmTypes": ["MetricAlarm", "CompositeAlarm"]}
+            if token:
+                kwargs["NextToken"] = token
+            resp = self.cw.describe_alarms(**kwargs)
+            for item in list(resp.get("MetricAlarms") or []) + list(resp.get("CompositeAlarms") or []):
+                found[item["AlarmName"]] = {"state": item.get("StateValue"), "reason": item.get("StateReason")}
+            token = resp.get("NextToken")
+            if not token:
+                break
+        missing = [n for n in names if n not in found]
+        if missing:
+            raise LookupError(f"alarm(s) not found in CloudWatch: {', '.join(missing)}")
+        return found
+
+    # ------------------------------------------------------------------ deployment
+    def run(self, req: LambdaDeployRequest, check_mode: bool = False) -> dict:
+        dep_id = req.deployment_id or new_deployment_id()
+        steps_plan = plan_steps(req.config)
+        result: dict[str, Any] = {
+            "changed": False,
+            "failed": False,
+            "deployment_id": dep_id,
+            "function_name": req.function_name,
+            "alias": req.alias,
+            "deployment_config": req.config.to_dict(),
+            "current_version": None,
+            "target_version": req.target_version,
+            "published_version": None,
+            "code_sha256": None,
+            "status": "Created",
+            "rolled_back": False,
+            "steps": [],
+            "planned_steps": [s.to_dict() for s in steps_plan],
+            "hooks": [],
+            "alarm_events": [],
+            "start_time": self._now_iso(),
+            "end_time": None,
+            "final_alias": None,
+            "check_mode": check_mode,
+        }
+        # ---- 1. validate, read only
+        try:
+            self.lam.get_function(FunctionName=req.function_name)
+        except Exception as exc:
+            if _is_not_found(exc):
+                raise LambdaDeployError(f"function_name: function {req.function_name!r} not found") from None
+            raise LambdaDeployError(f"function_name: cannot read function {req.function_name!r}: {_error_text(exc)}") from None
+        try:
+            alias_conf = self._get_alias(req.function_name, req.alias)
+        except Exception as exc:
+            if _is_not_found(exc):
+                raise LambdaDeployError(
+                    f"alias: alias {req.alias!r} of function {req.function_name!r} not found; create it on the current version first"
+                ) from None
+            raise LambdaDeployError(f"alias: cannot read alias {req.alias!r}: {_error_text(exc)}") from None
+        alias_version = str(alias_conf.get("FunctionVersion"))
+        alias_weights = _weights(alias_conf)
+        result["initial_alias"] = {"function_version": alias_version, "additional_version_weights": alias_weights}
+
+        # Idempotence for an explicit target: nothing to do when the alias is already there.
+        if req.target_version and alias_version == req.target_version and not alias_weights:
+            return self._unchanged(result, alias_version)
+
+        if alias_weights and not req.take_over:
+            split = ", ".join(f"version {v} at {w:.0%}" for v, w in alias_weights.items())
+            raise LambdaDeployError(
+                f"alias: {req.alias!r} already splits traffic (version {alias_version} plus {split}); a deployment may be in "
+                "progress or a controller died mid-shift. Recover it first (recover: true) or pass take_over: true"
+            )
+        current = req.current_version or alias_version
+        if req.current_version and req.current_version != alias_version and not req.take_over:
+            raise LambdaDeployError(
+                f"current_version: {req.current_version} given but alias {req.alias!r} points at version {alias_version}; "
+                "pass take_over: true to shift from the given version anyway"
+            )
+        gradual = len(steps_plan) > 1
+        if current == LATEST and gradual:
+            raise LambdaDeployError(
+                f"current_version: alias {req.alias!r} points at $LATEST, which cannot take part in weighted routing; "
+                "point the alias at a published version first, or use CodeDeployDefault.LambdaAllAtOnce"
+            )
+        if current != LATEST:
+            self._check_version_exists(req.function_name, current, "current_version")
+        result["current_version"] = current
+        if req.target_version:
+            self._check_version_exists(req.function_name, req.target_version, "target_version")
+        for field_name, hook in (("before_allow_traffic_hook", req.before_allow_traffic_hook),
+                                 ("after_allow_traffic_hook", req.after_allow_traffic_hook)):
+            if hook:
+                try:
+                    self.lam.get_function(FunctionName=hook)
+                except Exception as exc:
+                    if _is_not_found(exc):
+                        raise LambdaDeployError(f"{field_name}: hook function {hook!r} not found") from None
+                    raise LambdaDeployError(f"{field_name}: cannot read hook function {hook!r}: {_error_text(exc)}") from None
+        if req.alarms:
+            self._precheck_alarms(req, result)
+
+        # ---- 2. code + publish
+        target = req.target_version
+        if req.publish:
+            target = self._publish(req, result, check_mode)
+            if target is not None and target == alias_version and not alias_weights:
+                return self._unchanged(result, alias_version)
+        if target is not None and target == current:
+            raise LambdaDeployError(f"target_version: version {target} is already the current version of alias {req.alias!r}")
+        result["target_version"] = target
+        target_label = target or "(to be published)"
+
+        if check_mode:
+            result["changed"] = True
+            result["status"] = "Planned"
+            result["steps"] = [
+                {"planned_seconds": s.at_seconds, "weight": s.weight, "promote": s.promote, "actual_seconds": None}
+                for s in steps_plan
+            ]
+            result["final_alias"] = {"function_version": target_label, "additional_version_weights": {}}
+            result["diff"] = {"before": result["initial_alias"], "after": result["final_alias"]}
+            result["end_time"] = self._now_iso()
+            result["msg"] = (f"check mode: would shift alias {req.alias} from version {current} to {target_label} "
+                             f"in {len(steps_plan)} step(s)")
+            return result
+
+        result["changed"] = True
+        result["status"] = "InProgress"
+        self._emit("start", f"deployment {dep_id}: {req.function_name}:{req.alias} version {current} -> {target} "
+                   f"({req.config.name or req.config.type}, {len(steps_plan)} step(s))",
+                   deployment_id=dep_id, current_version=current, target_version=target)
+
+        # ---- 3. BeforeAllowTraffic
+        if req.before_allow_traffic_hook:
+            ok = self._run_hook(req, result, "BeforeAllowTraffic", req.before_allow_traffic_hook, current, target)
+            if not ok:
+                return self._finish(result, "Failed", f"BeforeAllowTraffic hook {req.before_allow_traffic_hook} failed; "
+                                                      "no traffic was moved", alias_version=current, weights={})
+
+        # ---- 4. AllowTraffic (+ rollback on interruption)
+        try:
+            stopped = self._allow_traffic(req, result, steps_plan, current, target)
+            if stopped:
+                return stopped
+            # ---- 5. AfterAllowTraffic
+            if req.after_allow_traffic_hook:
+                ok = self._run_hook(req, result, "AfterAllowTraffic", req.after_allow_traffic_hook, current, target)
+                if not ok:
+                    self._rollback(req, result, current, f"AfterAllowTraffic hook {req.after_allow_traffic_hook} failed")
+                    return self._finish(result, "Failed", f"AfterAllowTraffic hook {req.after_allow_traffic_hook} failed; "
+                                                          f"alias {req.alias} rolled back to version {current}",
+                                        alias_version=current, weights={})
+            if req.alarms:
+                problem = self._poll_alarms(req, result, phase="after promote")
+                if problem:
+                    self._rollback(req, result, current, problem)
+                    return self._finish(result, "Stopped", f"{problem}; alias {req.alias} rolled back to version {current}",
+                                        alias_version=current, weights={})
+        except BaseException as exc:
+            # Interrupted (Ctrl-C, an API error mid-shift): never leave the alias weighted or on an
+            # unvalidated target; put it back on the current version, then let the error through.
+            if not result["rolled_back"]:
+                try:
+                    self._rollback(req, result, current, f"interrupted: {_error_text(exc)}")
+                except Exception:
+                    pass
+            result["status"] = "Failed"
+            if isinstance(exc, LambdaDeployError):
+                exc.result = result
+            raise
+        return self._finish(result, "Succeeded", f"alias {req.alias} now on version {target}",
+                            alias_version=target, weights={})
+
+    # ------------------------------------------------------------------ phases
+    def _unchanged(self, result: dict, version: str) -> dict:
+        result.update(
+            changed=False,
+            status="Unchanged",
+            current_version=version,
+            target_version=version,
+            steps=[],
+            final_alias={"function_version": version, "additional_version_weights": {}},
+            end_time=self._now_iso(),
+            msg=f"alias {result['alias']} already on version {version} with no routing; nothing to do",
+        )
+        return result
+
+    def _finish(self, result: dict, status: str, message: str, alias_version: str, weights: dict) -> dict:
+        result["status"] = status
+        result["failed"] = status != "Succeeded"
+        result["msg"] = message
+        result["end_time"] = self._now_iso()
+        try:
+            conf = self._get_alias(result["function_name"], result["alias"])
+            result["final_alias"] = {"function_version": str(conf.get("FunctionVersion")),
+                                     "additional_version_weights": _weights(conf)}
+        except Exception:
+            result["final_alias"] = {"function_version": alias_version, "additional_version_weights": weights}
+        result["diff"] = {"before": result.get("initial_alias"), "after": result["final_alias"]}
+        self._emit("finish", f"deployment {result['deployment_id']} {status}: {message}", status=status)
+        return result
+
+    def _precheck_alarms(self, req: LambdaDeployRequest, result: dict) -> None:
+        try:
+            states = self._read_alarms(req.alarms)
+        except Exception as exc:
+            text = str(exc) if isinstance(exc, LookupError) else _error_text(exc)
+            event = {"time": self._now_iso(), "at_seconds": None, "phase": "before start", "alarm": None,
+                     "state": None, "error": text}
+            result["alarm_events"].append(event)
+            if req.ignore_poll_alarm_failure:
+                self._emit("alarm", f"cannot read alarms before start ({text}); ignored (ignore_poll_alarm_failure)")
+                return
+            raise LambdaDeployError(
+                f"alarms: cannot read the alarms' state before starting: {text}. "
+                "Nothing was changed; fix the alarm names or pass ignore_poll_alarm_failure: true", result) from None
+        firing = [n for n, s in states.items() if s["state"] == "ALARM"]
+        if firing:
+            for name in firing:
+                result["alarm_events"].append({"time": self._now_iso(), "at_seconds": None, "phase": "before start",
+                                               "alarm": name, "state": "ALARM", "reason": states[name]["reason"]})
+            raise LambdaDeployError(
+                f"alarms: {', '.join(firing)} already in ALARM; deployment refused, nothing was changed", result)
+
+    def _publish(self, req: LambdaDeployRequest, result: dict, check_mode: bool) -> str | None:
+        """Update the code if asked (SHA256 checked), then publish $LATEST. Returns the version
+        (None in check mode when a new version would be published)."""
+        fn = req.function_name
+        latest = self.lam.get_function_configuration(FunctionName=fn)
+        latest_sha = latest.get("CodeSha256")
+        expected_sha = latest_sha
+        code_changed = False
+        if req.code:
+            data, update_args = self._code_bytes(req.code)
+            expected_sha = _b64_sha256(data)
+            if req.code.get("sha256") and req.code["sha256"] != expected_sha:
+                raise LambdaDeployError(
+                    f"code.sha256: the code's SHA256 is {expected_sha} but {req.code['sha256']} was expected; nothing was changed")
+            code_changed = expected_sha != latest_sha
+            result["code_sha256"] = expected_sha
+            if code_changed and not check_mode:
+                resp = self.lam.update_function_code(FunctionName=fn, Publish=False, **update_args)
+                got = resp.get("CodeSha256")
+                if got != expected_sha:
+                    raise LambdaDeployError(
+                        f"code: Lambda reports CodeSha256 {got} after the upload but the code's SHA256 is {expected_sha}; "
+                        "nothing was published", result)
+                self._wait_updated(fn)
+                self._emit("code", f"code of {fn} updated (SHA256 {expected_sha})")
+        # Lambda publishes nothing new when $LATEST has not changed since the last version.
+        last_version = self._latest_published(fn)
+        if check_mode:
+            if last_version and last_version.get("CodeSha256") == expected_sha:
+                return str(last_version["Version"])
+            return None
+        kwargs: dict[str, Any] = {"FunctionName": fn}
+        if expected_sha:
+            kwargs["CodeSha256"] = expected_sha
+        if req.version_description:
+            kwargs["Description"] = req.version_description
+        resp = self.lam.publish_version(**kwargs)
+        version = str(resp["Version"])
+        if version == LATEST:
+            raise LambdaDeployError("publish: Lambda returned $LATEST as the published version", result)
+        if expected_sha and resp.get("CodeSha256") and resp["CodeSha256"] != expected_sha:
+            raise LambdaDeployError(
+                f"publish: version {version} has CodeSha256 {resp['CodeSha256']}, expected {expected_sha}", result)
+        result["published_version"] = version
+        result["code_sha256"] = resp.get("CodeSha256") or expected_sha
+        self._emit("publish", f"published version {version} of {fn}", version=version)
+        return version
+
+    def _code_bytes(self, code: dict) -> tuple[bytes, dict]:
+        if code.get("zip_file"):
+            path = code["zip_file"]
+            try:
+                with open(path, "rb") as handle:
+                    data = handle.read()
+            except OSError as exc:
+                raise LambdaDeployError(f"code.zip_file: cannot read {path}: {exc.strerror or exc}") from None
+            return data, {"ZipFile": data}
+        args = {"S3Bucket": code["s3_bucket"], "S3Key": code["s3_key"]}
+        if code.get("s3_object_version"):
+            args["S3ObjectVersion"] = code["s3_object_version"]
+        if self.s3 is None:
+            raise LambdaDeployError("code: an S3 client is needed to check the SHA256 of code in S3")
+        get_args = {"Bucket": code["s3_bucket"], "Key": code["s3_key"]}
+        if code.get("s3_object_version"):
+            get_args["VersionId"] = code["s3_object_version"]
+        try:
+            body = self.s3.get_object(**get_args)["Body"].read()
+        except Exception as exc:
+            where = f"s3://{code['s3_bucket']}/{code['s3_key']}" + (
+                f" version {code['s3_object_version']}" if code.get("s3_object_version") else "")
+            raise LambdaDeployError(f"code: cannot read {where}: {_error_text(exc)}") from None
+        return body, args
+
+    def _wait_updated(self, fn: str, timeout: float = 300.0) -> None:
+        deadline = self.clock() + timeout
+        while True:
+            conf = self.lam.get_function_configuration(FunctionName=fn)
+            status = conf.get("LastUpdateStatus")
+            if status in (None, "Successful"):
+                return
+            if status == "Failed":
+                raise LambdaDeployError(f"code: the code update of {fn} failed: {conf.get('LastUpdateStatusReason')}")
+            if self.clock() > deadline:
+                raise LambdaDeployError(f"code: the code update of {fn} did not finish within {timeout:.0f} s")
+            self.sleep(1.0)
+
+    def _latest_published(self, fn: str) -> dict | None:
+        best: dict | None = None
+        marker = None
+        while True:
+            kwargs: dict[str, Any] = {"FunctionName": fn}
+            if marker:
+                kwargs["Marker"] = marker
+            resp = self.lam.list_versions_by_function(**kwargs)
+            for item in resp.get("Versions") or []:
+                v = str(item.get("Version"))
+                if _VERSION_RE.match(v) and (best is None or int(v) > int(best["Version"])):
+                    best = item
+            marker = resp.get("NextMarker")
+            if not marker:
+                return best
+
+    def _run_hook(self, req: LambdaDeployRequest, result: dict, event: str, function: str, current: str, target: str) -> bool:
+        execution_id = secrets.token_hex(16)
+        payload = {
+            "DeploymentId": result["deployment_id"],
+            "LifecycleEventHookExecutionId": execution_id,
+            "LifecycleEvent": event,
+            "FunctionName": req.function_name,
+            "Alias": req.alias,
+            "CurrentVersion": current,
+            "TargetVersion": target,
+            "Source": "rollwright.deploy",
+        }
+        record: dict[str, Any] = {
+            "lifecycle_event": event,
+            "function_name": function,
+            "execution_id": execution_id,
+            "start_time": self._now_iso(),
+            "status": "InProgress",
+            "function_error": None,
+            "payload": None,
+            "error": None,
+        }
+        self._emit("hook", f"{event}: invoking {function}", lifecycle_event=event, function_name=function)
+        started = self.clock()
+        try:
+            resp = self.lam.invoke(FunctionName=function, InvocationType="RequestResponse",
+                                   Payload=json.dumps(payload).encode("utf-8"))
+            body = resp.get("Payload")
+            raw = body.read() if hasattr(body, "read") else (body or b"")
+            text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+            record["payload"] = text[:_PAYLOAD_LIMIT]
+            record["function_error"] = resp.get("FunctionError")
+            if resp.get("FunctionError"):
+                record["status"] = "Failed"
+                record["error"] = f"function error ({resp['FunctionError']})"
+            else:
+                parsed: Any = None
+                try:
+                    parsed = json.loads(text) if text.strip() else None
+                except ValueError:
+                    parsed = None
+                status = None
+                if isinstance(parsed, dict):
+                    for key, val in parsed.items():
+                        if str(key).lower() == "status":
+                            status = val
+                if isinstance(status, str) and status.strip().lower() == "failed":
+                    record["status"] = "Failed"
+                    record["error"] = "the hook returned status Failed"
+                else:
+                    record["status"] = "Succeeded"
+        except Exception as exc:
+            record["status"] = "Failed"
+            record["error"] = f"invoke failed: {_error_text(exc)}"
+        record["duration_seconds"] = round(self.clock() - started, 3)
+        record["end_time"] = self._now_iso()
+        result["hooks"].append(record)
+        detail = f" ({record['error']})" if record["error"] else ""
+        self._emit("hook", f"{event}: {function} {record['status']}{detail}", lifecycle_event=event,
+                   function_name=function, status=record["status"])
+        return record["status"] == "Succeeded"
+
+    def _poll_alarms(self, req: LambdaDeployRequest, result: dict, phase: str, t0: float | None = None) -> str | None:
+        """Read the alarms once. Returns a reason to stop, or None."""
+        at = None if t0 is None else round(self.clock() - t0, 3)
+        try:
+            states = self._read_alarms(req.alarms)
+        except Exception as exc:
+            text = str(exc) if isinstance(exc, LookupError) else _error_text(exc)
+            result["alarm_events"].append({"time": self._now_iso(), "at_seconds": at, "phase": phase,
+                                           "alarm": None, "state": None, "error": text,
+                                           "ignored": req.ignore_poll_alarm_failure})
+            if req.ignore_poll_alarm_failure:
+                self._emit("alarm", f"cannot read alarms ({text}); ignored (ignore_poll_alarm_failure)")
+                return None
+            return f"cannot read the alarms' state ({text}) at {self._now_iso()}"
+        self._last_alarm_summary = "OK" if all(s["state"] != "ALARM" for s in states.values()) else "ALARM"
+        firing = [n for n, s in states.items() if s["state"] == "ALARM"]
+        if not firing:
+            return None
+        when = self._now_iso()
+        for name in firing:
+            result["alarm_events"].append({"time": when, "at_seconds": at, "phase": phase, "alarm": name,
+                                           "state": "ALARM", "reason": states[name]["reason"]})
+        self._emit("alarm", f"alarm {', '.join(firing)} in ALARM at {when}", alarms=firing)
+        return f"alarm {', '.join(firing)} in ALARM at {when}"
+
+    def _rollback(self, req: LambdaDeployRequest, result: dict, current: str, reason: str) -> None:
+        self._set_alias(req, current, {})
+        result["rolled_back"] = True
+        result["rollback"] = {"time": self._now_iso(), "reason": reason, "version": current}
+        self._emit("rollback", f"alias {req.alias} back on version {current} ({reason})", version=current)
+
+    def _allow_traffic(self, req: LambdaDeployRequest, result: dict, plan: list[Step], current: str, target: str) -> dict | None:
+        """Shift; returns a finished (Stopped) result if the shift was stopped, None after promote."""
+        self._last_alarm_summary = "OK" if req.alarms else "none"
+        t0 = self.clock()
+        result["allow_traffic_start"] = self._now_iso()
+        last_poll = t0
+        last_beat = t0
+        total = len(plan)
+        for index, step in enumerate(plan, start=1):
+            due = t0 + step.at_seconds
+            # wait, polling alarms every poll_interval
+            while True:
+                now = self.clock()
+                if req.alarms and now - last_poll >= req.poll_interval:
+                    last_poll = now
+                    problem = self._poll_alarms(req, result, "AllowTraffic", t0)
+                    if problem:
+                        return self._stop(req, result, current, problem)
+                    now = self.clock()
+                if now >= due:
+                    break
+                if now - last_beat >= self.heartbeat_seconds:
+                    last_beat = now
+                    self._emit("wait", f"+{now - t0:.1f}s waiting for step {index}/{total} at +{step.at_seconds:g}s; "
+                               f"alarms: {self._last_alarm_summary}", at_seconds=round(now - t0, 3))
+                wake = due
+                if req.alarms:
+                    wake = min(wake, last_poll + req.poll_interval)
+                self.sleep(max(0.0, min(wake - now, 1.0)))
+            if step.promote and req.alarms and self.clock() - last_poll > 0.5:
+                last_poll = self.clock()
+                problem = self._poll_alarms(req, result, "AllowTraffic", t0)
+                if problem:
+                    return self._stop(req, result, current, problem)
+            issued = self.clock() - t0
+            if step.promote:
+                self._set_alias(req, target, {})
+            else:
+                self._set_alias(req, current, {target: step.weight})
+            actual = self.clock() - t0
+            record = {
+                "index": index,
+                "planned_seconds": step.at_seconds,
+                "actual_seconds": round(actual, 3),
+                "issued_seconds": round(issued, 3),
+                "drift_seconds": round(actual - step.at_seconds, 3),
+                "weight": step.weight,
+                "promote": step.promote,
+                "time": self._now_iso(),
+                "alarms": self._last_alarm_summary,
+            }
+            result["steps"].append(record)
+            what = f"promoted: 100% on version {target}" if step.promote else f"{step.weight:.0%} on version {target}"
+            self._emit("step", f"step {index}/{total} at +{actual:.2f}s (planned +{step.at_seconds:g}s): {what}; "
+                       f"alarms: {self._last_alarm_summary}", step=record)
+        return None
+
+    def _stop(self, req: LambdaDeployRequest, result: dict, current: str, reason: str) -> dict:
+        self._rollback(req, result, current, reason)
+        return self._finish(result, "Stopped", f"{reason}; alias {req.alias} rolled back to version {current}",
+                            alias_version=current, weights={})
