@@ -500,6 +500,10 @@ class BatchPlanner:
             return Outcome("Failed", error, **lists)
         if self.stopped_reason:
             return Outcome("Failed", self.stopped_reason, **lists)
+        if not self.in_flight and pending:
+            reason = self.should_stop()  # stopped even if next_batch() was not asked
+            if reason:
+                return Outcome("Failed", reason, **lists)
         if self.in_flight or pending:
             done = len(self.succeeded) + len(self.failed) + len(self.skipped)
             return Outcome(

@@ -439,6 +439,19 @@ def test_never_starts_a_batch_that_would_break_the_minimum():
     assert planner.next_batch() == []
 
 
+def test_outcome_reports_the_stop_even_if_next_batch_was_not_asked():
+    # the orchestration may ask should_stop() and finish without calling next_batch()
+    planner = BatchPlanner("OneAtATime", fleet(4))
+    planner.next_batch()
+    planner.record("h01", False)
+    reason = planner.should_stop()
+    assert reason and "h01" in reason
+    restored = BatchPlanner.from_dict(planner.to_dict())
+    assert restored.outcome().status == "Failed"
+    assert restored.outcome().reason == reason
+    assert restored.outcome().pending == ["h02", "h03", "h04"]
+
+
 # --------------------------------------------------------------------------------------------
 # the planner's protocol and persistence
 
