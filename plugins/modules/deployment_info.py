@@ -1,0 +1,274 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: rollwright.deploy contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: deployment_info
+short_description: Read deployment records and the deployment group lock
+version_added: 0.1.0
+description:
+  - Reads the deployment records that rollwright.deploy writes while it deploys (the equivalent of
+    C(aws deploy get-deployment), C(list-deployments) and C(get-deployment-instance)).
+  - With O(deployment_id), returns that deployment with every host, lifecycle event, script result and
+    recorded load-balancer membership.
+  - With O(application), returns the history of the application (or of one deployment group), newest first,
+    and the group's lock holder when O(deployment_group) is given.
+  - With O(last_successful=true), also returns the group's last successful deployment (what a rollback redeploys).
+  - Runs on the controller. Read-only; with the C(sqlite) backend a missing file means no records, and it is not
+    created.
+author:
+  - rollwright.deploy maintainers
+options:
+  deployment_id:
+    description:
+      - The deployment to return (C(d-) and 9 upper-case letters or digits).
+    type: str
+  application:
+    description:
+      - The application whose history is listed.
+    type: str
+  deployment_group:
+    description:
+      - Only this deployment group of O(application). Also returns the group's lock as RV(lock).
+    type: str
+  status:
+    description:
+      - Only deployments in this status.
+    type: str
+    choices: [Created, InProgress, Ready, Succeeded, Failed, Stopped]
+  limit:
+    description:
+      - At most this many deployments in RV(deployments).
+    type: int
+    default: 50
+  include_hosts:
+    description:
+      - Include hosts and lifecycle events in each RV(deployments) item (one more read per deployment).
+    type: bool
+    default: false
+  last_successful:
+    description:
+      - Also return the last successful deployment of O(application) / O(deployment_group) as RV(last_successful).
+    type: bool
+    default: false
+extends_documentation_fragment:
+  - rollwright.deploy.records
+  - amazon.aws.common.modules
+  - amazon.aws.region.modules
+  - amazon.aws.boto3
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+notes:
+  - The AWS connection options are used only with O(backend=dynamodb).
+"""
+
+EXAMPLES = r"""
+- name: Show one deployment with its hosts and events
+  rollwright.deploy.deployment_info:
+    deployment_id: d-ABC123XYZ
+  delegate_to: localhost
+  register: dep
+
+- name: Last 10 deployments of web/prod, and who holds the group's lock
+  rollwright.deploy.deployment_info:
+    application: web
+    deployment_group: prod
+    limit: 10
+  delegate_to: localhost
+  register: history
+
+- name: What a rollback would redeploy (shared DynamoDB records, e.g. on AWX)
+  rollwright.deploy.deployment_info:
+    backend: dynamodb
+    dynamodb_table: rollwright-deployments
+    region: eu-west-1
+    application: web
+    deployment_group: prod
+    last_successful: true
+  delegate_to: localhost
+  register: last_good
+"""
+
+RETURN = r"""
+deployment:
+  description: The deployment named by O(deployment_id).
+  returned: when O(deployment_id) is given
+  type: dict
+  contains:
+    deployment_id:
+      description: The id.
+      type: str
+      sample: d-ABC123XYZ
+    application:
+      description: The application.
+      type: str
+    deployment_group:
+      description: The deployment group.
+      type: str
+    deployment_type:
+      description: C(in_place), C(blue_green_ec2) or C(lambda).
+      type: str
+    status:
+      description: C(Created), C(InProgress), C(Ready), C(Succeeded), C(Failed) or C(Stopped).
+      type: str
+    revision:
+      description: The revision deployed (S3 bucket, key, version, ETag, or a controller path, and its SHA-256).
+      type: dict
+    configuration:
+      description: The deployment configuration (name or dict).
+      type: raw
+    creator:
+      description: C(user), C(rollback) or C(schedule).
+      type: str
+    rollback_of:
+      description: The deployment this one rolls back.
+      type: str
+    rolled_back_by:
+      description: The deployment that rolled this one back.
+      type: str
+    create_time:
+      description: UTC ISO 8601.
+      type: str
+    start_time:
+      description: UTC ISO 8601, when it went InProgress.
+      type: str
+    end_time:
+      description: UTC ISO 8601, when it finished.
+      type: str
+    error:
+      description: Why it failed or stopped.
+      type: str
+    started_by:
+      description: C(user@host pid N) of the controller that created it.
+      type: str
+    hosts:
+      description:
+        - One item per host (target) with C(name), C(instance_id), C(status), C(lb_membership) (list of dicts),
+          C(lb_restored) and C(events) (each C(name), C(status), C(start_time), C(end_time), C(scripts), C(message)).
+      type: list
+      elements: dict
+    extra:
+      description: Per-deployment-type state (blue/green fleets, Lambda alias weights).
+      type: dict
+deployments:
+  description: The history, newest first (same fields as RV(deployment); C(hosts) empty unless O(include_hosts)).
+  returned: when O(application) is given
+  type: list
+  elements: dict
+last_successful:
+  description: The group's last successful deployment with its hosts, or null.
+  returned: when O(last_successful=true)
+  type: dict
+lock:
+  description: The deployment group's lock, or null when free.
+  returned: when O(application) and O(deployment_group) are given
+  type: dict
+  contains:
+    deployment_id:
+      description: The deployment holding the lock.
+      type: str
+    owner:
+      description: Who took it (C(user@host pid N)).
+      type: str
+    acquired_at:
+      description: UTC ISO 8601.
+      type: str
+    heartbeat_at:
+      description: UTC ISO 8601 of the last heartbeat.
+      type: str
+    ttl:
+      description: Seconds without heartbeat after which the lock is stale.
+      type: float
+    stale:
+      description: True when the holder stopped heartbeating (its controller probably died; run recovery).
+      type: bool
+    heartbeat_age:
+      description: Seconds since the last heartbeat.
+      type: float
+"""
+
+import os
+
+from ansible_collections.rollwright.deploy.plugins.module_utils.aws import RollwrightAWSModule
+from ansible_collections.rollwright.deploy.plugins.module_utils.records import (
+    DEPLOYMENT_STATUSES,
+    RecordError,
+    open_store,
+)
+from ansible_collections.rollwright.deploy.plugins.module_utils.records.sqlite import default_path
+
+
+def main():
+    argument_spec = dict(
+        backend=dict(type="str", choices=["sqlite", "dynamodb"], default="sqlite"),
+        sqlite_path=dict(type="path"),
+        dynamodb_table=dict(type="str", default="rollwright-deployments"),
+        deployment_id=dict(type="str"),
+        application=dict(type="str"),
+        deployment_group=dict(type="str"),
+        status=dict(type="str", choices=list(DEPLOYMENT_STATUSES)),
+        limit=dict(type="int", default=50),
+        include_hosts=dict(type="bool", default=False),
+        last_successful=dict(type="bool", default=False),
+    )
+    module = RollwrightAWSModule(
+        argument_spec=argument_spec,
+        supports_check_mode=True,
+        required_one_of=[("deployment_id", "application")],
+        required_if=[("last_successful", True, ("application", "deployment_group"))],
+    )
+    p = module.params
+    result = dict(changed=False)
+
+    if p["backend"] == "sqlite":
+        path = p["sqlite_path"] or str(default_path())
+        if not os.path.exists(path):
+            # read-only: no file means no records yet; do not create one
+            if p["deployment_id"]:
+                module.fail_json(msg=f"deployment_id: no deployment {p['deployment_id']} in the records ({path} does not exist)")
+            result["deployments"] = []
+            if p["deployment_group"]:
+                result["lock"] = None
+            if p["last_successful"]:
+                result["last_successful"] = None
+            module.exit_json(**result)
+        options = {"path": path}
+    else:
+        options = {"table": p["dynamodb_table"]}
+
+    failure = None
+    try:
+        store = open_store(p["backend"], options, client_factory=module.retrying_client)
+        if p["deployment_id"]:
+            result["deployment"] = store.get(p["deployment_id"]).to_dict()
+        if p["application"]:
+            records = store.list(p["application"], p["deployment_group"], status=p["status"], limit=p["limit"],
+                                 include_hosts=p["include_hosts"])
+            result["deployments"] = [r.to_dict() for r in records]
+            if p["deployment_group"]:
+                info = store.get_lock(p["application"], p["deployment_group"])
+                result["lock"] = info.to_dict() if info else None
+            if p["last_successful"]:
+                last = store.last_successful(p["application"], p["deployment_group"])
+                result["last_successful"] = last.to_dict() if last else None
+    except RecordError as exc:
+        failure = str(exc)
+    except Exception as exc:  # botocore errors carry AWS details; fail_json_aws shows them
+        if not hasattr(exc, "response"):
+            raise
+        module.fail_json_aws(exc, msg=f"reading deployment records from DynamoDB table {p['dynamodb_table']} failed")
+    if failure:
+        # outside the except block: a records error is a plain failure, not a traceback
+        module.fail_json(msg=failure)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

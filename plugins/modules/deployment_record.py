@@ -1,0 +1,447 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: rollwright.deploy contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: deployment_record
+short_description: Write deployment records and take or release a deployment group's lock
+version_added: 0.1.0
+description:
+  - Writes the deployment record that rollwright.deploy keeps per deployment, one small atomic write per task,
+    so that roles and playbooks can record what they do. Each write changes one deployment, host, lifecycle event,
+    C(extra) key or lock; concurrent writers do not lose each other's updates.
+  - C(state=create) creates a deployment record (a new C(d-XXXXXXXXX) id unless O(deployment_id) is given).
+  - C(state=status) sets the deployment status (InProgress stamps the start time; Succeeded, Failed and Stopped
+    stamp the end time and are final).
+  - C(state=host) updates one host (O(host)) or adds/replaces several (O(hosts)).
+  - C(state=event) records one lifecycle event of one host.
+  - C(state=extra) sets keys of the record's C(extra) dict.
+  - C(state=lock) takes the deployment group's lock (fails at once, naming the holder, when it is held),
+    C(state=heartbeat) renews it, C(state=unlock) releases it.
+  - Runs on the controller.
+author:
+  - rollwright.deploy maintainers
+options:
+  state:
+    description: What to write.
+    type: str
+    required: true
+    choices: [create, status, host, event, extra, lock, unlock, heartbeat]
+  create_table:
+    description:
+      - With O(backend=dynamodb), create the table (on-demand capacity) when it does not exist.
+      - Needs C(dynamodb:CreateTable); without it a missing table is an error that shows how to create it.
+    type: bool
+    default: false
+  deployment_id:
+    description:
+      - The deployment. Required for every state but C(create), where it is generated when omitted.
+    type: str
+  application:
+    description: The application. Required for C(create), C(lock), C(unlock), C(heartbeat).
+    type: str
+  deployment_group:
+    description: The deployment group. Required for C(create), C(lock), C(unlock), C(heartbeat).
+    type: str
+  deployment_type:
+    description: The deployment type (C(create)).
+    type: str
+    choices: [in_place, blue_green_ec2, lambda]
+    default: in_place
+  revision:
+    description: The revision (C(create)), for example C({bucket, key, version, etag, bundle_type}).
+    type: dict
+  configuration:
+    description: The deployment configuration name or dict (C(create)).
+    type: raw
+  creator:
+    description: Who created the deployment (C(create)).
+    type: str
+    choices: [user, rollback, schedule]
+    default: user
+  rollback_of:
+    description: The deployment this one rolls back (C(create)); that record gets C(rolled_back_by) set.
+    type: str
+  description:
+    description: A free-form note (C(create)).
+    type: str
+  status:
+    description: The deployment status (C(status)).
+    type: str
+    choices: [Created, InProgress, Ready, Succeeded, Failed, Stopped]
+  error:
+    description: Why the deployment failed or stopped (C(status)).
+    type: str
+  hosts:
+    description:
+      - Hosts to add or replace (C(create), C(host)); each a host name or a dict with C(name), C(instance_id),
+        C(status), C(lb_membership), C(lb_restored), C(events).
+    type: list
+    elements: raw
+  host:
+    description: The host to update (C(host), C(event)).
+    type: str
+  host_status:
+    description: The host's status (C(host)).
+    type: str
+    choices: [Pending, InProgress, Succeeded, Failed, Skipped, Unknown]
+  instance_id:
+    description: The host's EC2 instance id (C(host)).
+    type: str
+  lb_membership:
+    description:
+      - The host's load-balancer membership recorded before deregistration (C(host)), a list of membership dicts
+        as described in C(docs/architecture.md).
+    type: list
+    elements: dict
+  lb_restored:
+    description: Whether the recorded membership has been restored (C(host)).
+    type: bool
+  event_name:
+    description: The lifecycle event (C(event)), for example C(BeforeInstall).
+    type: str
+  event_status:
+    description: The event's status (C(event)).
+    type: str
+    choices: [Pending, InProgress, Succeeded, Failed, Skipped]
+  start:
+    description: When the event started (ISO 8601); default now for C(InProgress).
+    type: str
+  end:
+    description: When the event ended (ISO 8601); default now for C(Succeeded), C(Failed), C(Skipped).
+    type: str
+  scripts:
+    description: The event's script results (C(event)).
+    type: list
+    elements: dict
+  message:
+    description: The event's error or log tail (C(event)).
+    type: str
+  extra:
+    description: Keys to set in the record's C(extra) dict (C(extra), C(create)); each key is one atomic write.
+    type: dict
+  owner:
+    description:
+      - Who takes the lock (C(lock)), shown to anyone who finds the group locked.
+      - Default C(user@host pid N) of the Ansible process running the task.
+    type: str
+  ttl:
+    description:
+      - Seconds without heartbeat after which the lock is stale (C(lock)).
+    type: float
+    default: 120
+  force:
+    description:
+      - Take over a stale lock (C(lock)). A live lock is never taken over. Run recovery for the stale lock's
+        deployment first when you can, so that its hosts are put back into their load balancers.
+    type: bool
+    default: false
+  lock_token:
+    description:
+      - The C(token) of the lock returned by C(state=lock) (C(heartbeat), C(unlock)); without it, the lock is matched
+        by O(deployment_id) only.
+    type: str
+    no_log: false
+extends_documentation_fragment:
+  - rollwright.deploy.records
+  - amazon.aws.common.modules
+  - amazon.aws.region.modules
+  - amazon.aws.boto3
+attributes:
+  check_mode:
+    support: full
+    details: Reads the records to report what would change (a held lock fails as it would for real); writes nothing.
+  diff_mode:
+    support: none
+notes:
+  - The AWS connection options are used only with O(backend=dynamodb).
+"""
+
+EXAMPLES = r"""
+- name: Create a record and take the group's lock
+  delegate_to: localhost
+  run_once: true
+  block:
+    - name: Create the record
+      rollwright.deploy.deployment_record:
+        state: create
+        application: web
+        deployment_group: prod
+        revision: {bucket: releases, key: web-1.2.0.zip, version: 3HL4kqtJlcpXroDTDmJ, etag: '"9b2cf535f27731c974343645a3985328"'}
+        configuration: CodeDeployDefault.HalfAtATime
+        hosts: "{{ ansible_play_hosts }}"
+      register: rec
+
+    - name: Lock the deployment group
+      rollwright.deploy.deployment_record:
+        state: lock
+        application: web
+        deployment_group: prod
+        deployment_id: "{{ rec.deployment_id }}"
+      register: group_lock
+
+- name: Record an event
+  rollwright.deploy.deployment_record:
+    state: event
+    deployment_id: "{{ rec.deployment_id }}"
+    host: "{{ inventory_hostname }}"
+    event_name: ValidateService
+    event_status: Failed
+    message: "{{ validate.stdout[-2048:] }}"
+  delegate_to: localhost
+
+- name: Finish and release the lock
+  delegate_to: localhost
+  run_once: true
+  block:
+    - name: Mark the deployment successful
+      rollwright.deploy.deployment_record:
+        state: status
+        deployment_id: "{{ rec.deployment_id }}"
+        status: Succeeded
+    - name: Release the lock
+      rollwright.deploy.deployment_record:
+        state: unlock
+        application: web
+        deployment_group: prod
+        deployment_id: "{{ rec.deployment_id }}"
+        lock_token: "{{ group_lock.lock.token }}"
+"""
+
+RETURN = r"""
+deployment_id:
+  description: The deployment written to.
+  returned: always, except for O(state=lock), O(state=unlock), O(state=heartbeat) without O(deployment_id)
+  type: str
+  sample: d-ABC123XYZ
+deployment:
+  description: The deployment record after the write (same shape as M(rollwright.deploy.deployment_info)'s RV(deployment)).
+  returned: when O(state=create) or O(state=status)
+  type: dict
+lock:
+  description: The lock taken or renewed (C(application), C(deployment_group), C(deployment_id), C(owner), C(token), C(ttl),
+    C(acquired_at), C(heartbeat_at)); when the lock is held by someone else, the holder (as in M(rollwright.deploy.deployment_info)).
+  returned: when O(state=lock) or O(state=heartbeat), and on a lock failure
+  type: dict
+released:
+  description: Whether a lock was released (false when the group was not locked).
+  returned: when O(state=unlock)
+  type: bool
+"""
+
+import os
+
+from ansible_collections.rollwright.deploy.plugins.module_utils.aws import RollwrightAWSModule
+from ansible_collections.rollwright.deploy.plugins.module_utils.records import (
+    CREATORS,
+    DEPLOYMENT_STATUSES,
+    DEPLOYMENT_TYPES,
+    EVENT_STATUSES,
+    HOST_STATUSES,
+    TERMINAL_STATUSES,
+    DeploymentRecord,
+    HostRecord,
+    InvalidRecord,
+    InvalidTransition,
+    LockHeld,
+    LockLost,
+    RecordError,
+    default_owner,
+    open_store,
+)
+from ansible_collections.rollwright.deploy.plugins.module_utils.records.base import lock_held_error
+
+REQUIRED = {
+    "create": ("application", "deployment_group"),
+    "status": ("deployment_id", "status"),
+    "host": ("deployment_id",),
+    "event": ("deployment_id", "host", "event_name", "event_status"),
+    "extra": ("deployment_id", "extra"),
+    "lock": ("application", "deployment_group", "deployment_id"),
+    "unlock": ("application", "deployment_group", "deployment_id"),
+    "heartbeat": ("application", "deployment_group", "deployment_id"),
+}
+
+
+def _hosts(value):
+    hosts = []
+    for index, item in enumerate(value or []):
+        if isinstance(item, str):
+            hosts.append(HostRecord(name=item))
+        elif isinstance(item, dict) and "name" in item:
+            hosts.append(HostRecord.from_dict(item))
+        else:
+            raise InvalidRecord(f"hosts[{index}]: expected a host name or a dict with 'name', got {item!r}")
+    return hosts
+
+
+def _owner(value):
+    if value:
+        return value
+    # the module process ends with the task; the Ansible process that runs it is the better pid to show
+    owner = default_owner()
+    return owner.rsplit(" pid ", 1)[0] + f" pid {os.getppid()}"
+
+
+def run(module, store):
+    p = module.params
+    state = p["state"]
+    check = module.check_mode
+    did = p["deployment_id"]
+
+    if state == "create":
+        record = DeploymentRecord(
+            application=p["application"], deployment_group=p["deployment_group"], deployment_type=p["deployment_type"],
+            deployment_id=did, revision=p["revision"] or {}, configuration=p["configuration"], creator=p["creator"],
+            rollback_of=p["rollback_of"], description=p["description"], hosts=_hosts(p["hosts"]),
+            extra=p["extra"] or {}, started_by=_owner(p["owner"]),
+        )
+        if check:
+            record.prepare_for_create()
+            if record.rollback_of:
+                store.get(record.rollback_of)
+        else:
+            record = store.create(record)
+        return dict(changed=True, deployment_id=record.deployment_id, deployment=record.to_dict())
+
+    if state == "status":
+        if check:
+            current = store.get(did)
+            if current.status in TERMINAL_STATUSES and current.status != p["status"]:
+                raise InvalidTransition(
+                    f"status: deployment {did} already finished as {current.status}; it cannot become {p['status']}")
+            return dict(changed=current.status != p["status"] or p["error"] is not None, deployment_id=did,
+                        deployment=current.to_dict())
+        store.update_status(did, p["status"], error=p["error"])
+        return dict(changed=True, deployment_id=did, deployment=store.get(did).to_dict())
+
+    if state == "host":
+        if not p["host"] and not p["hosts"]:
+            raise InvalidRecord("host: state=host needs host (one host to update) or hosts (hosts to add or replace)")
+        hosts = _hosts(p["hosts"])
+        if check:
+            store.get(did)
+        else:
+            if hosts:
+                store.set_hosts(did, hosts)
+            if p["host"]:
+                store.update_host(did, p["host"], status=p["host_status"], instance_id=p["instance_id"],
+                                  lb_membership=p["lb_membership"], lb_restored=p["lb_restored"])
+        return dict(changed=True, deployment_id=did)
+
+    if state == "event":
+        if check:
+            store.get(did)
+        else:
+            store.event(did, p["host"], p["event_name"], p["event_status"], start=p["start"], end=p["end"],
+                        scripts=p["scripts"], message=p["message"])
+        return dict(changed=True, deployment_id=did)
+
+    if state == "extra":
+        if check:
+            store.get(did)
+        else:
+            for key, value in p["extra"].items():
+                store.set_extra(did, key, value)
+        return dict(changed=bool(p["extra"]), deployment_id=did)
+
+    app, group = p["application"], p["deployment_group"]
+    if state == "lock":
+        if check:
+            info = store.get_lock(app, group)
+            if info is not None and not (info.stale and p["force"]):
+                raise lock_held_error(info)
+            return dict(changed=True, deployment_id=did, lock=None)
+        lock = store.acquire_lock(app, group, did, owner=_owner(p["owner"]), ttl=p["ttl"], force=p["force"])
+        return dict(changed=True, deployment_id=did, lock=lock.to_dict())
+
+    ref = (app, group, did, p["lock_token"])
+    if state == "heartbeat":
+        if check:
+            info = store.get_lock(app, group)
+            if info is None or info.deployment_id != did:
+                raise LockLost(f"lock of deployment group {app}/{group} is not held by {did}")
+            return dict(changed=True, deployment_id=did, lock=info.to_dict())
+        lock = store.heartbeat(ref)
+        return dict(changed=True, deployment_id=did, lock=lock.to_dict())
+
+    # unlock
+    if check:
+        info = store.get_lock(app, group)
+        if info is not None and info.deployment_id != did:
+            raise LockLost(f"lock of deployment group {app}/{group} is held by deployment {info.deployment_id}, not by {did}")
+        return dict(changed=info is not None, deployment_id=did, released=info is not None)
+    released = store.release_lock(ref)
+    return dict(changed=released, deployment_id=did, released=released)
+
+
+def main():
+    argument_spec = dict(
+        state=dict(type="str", required=True, choices=list(REQUIRED)),
+        backend=dict(type="str", choices=["sqlite", "dynamodb"], default="sqlite"),
+        sqlite_path=dict(type="path"),
+        dynamodb_table=dict(type="str", default="rollwright-deployments"),
+        create_table=dict(type="bool", default=False),
+        deployment_id=dict(type="str"),
+        application=dict(type="str"),
+        deployment_group=dict(type="str"),
+        deployment_type=dict(type="str", choices=list(DEPLOYMENT_TYPES), default="in_place"),
+        revision=dict(type="dict"),
+        configuration=dict(type="raw"),
+        creator=dict(type="str", choices=list(CREATORS), default="user"),
+        rollback_of=dict(type="str"),
+        description=dict(type="str"),
+        status=dict(type="str", choices=list(DEPLOYMENT_STATUSES)),
+        error=dict(type="str"),
+        hosts=dict(type="list", elements="raw"),
+        host=dict(type="str"),
+        host_status=dict(type="str", choices=list(HOST_STATUSES)),
+        instance_id=dict(type="str"),
+        lb_membership=dict(type="list", elements="dict"),
+        lb_restored=dict(type="bool"),
+        event_name=dict(type="str"),
+        event_status=dict(type="str", choices=list(EVENT_STATUSES)),
+        start=dict(type="str"),
+        end=dict(type="str"),
+        scripts=dict(type="list", elements="dict"),
+        message=dict(type="str"),
+        extra=dict(type="dict"),
+        owner=dict(type="str"),
+        ttl=dict(type="float", default=120.0),
+        force=dict(type="bool", default=False),
+        lock_token=dict(type="str", no_log=False),
+    )
+    module = RollwrightAWSModule(
+        argument_spec=argument_spec,
+        supports_check_mode=True,
+        required_if=[("state", name, fields) for name, fields in REQUIRED.items()],
+    )
+    p = module.params
+    if p["backend"] == "sqlite":
+        options = {"path": p["sqlite_path"]}
+    else:
+        options = {"table": p["dynamodb_table"], "create_table": p["create_table"] and not module.check_mode}
+    failure = None
+    try:
+        store = open_store(p["backend"], options, client_factory=module.retrying_client)
+        result = run(module, store)
+    except LockHeld as exc:
+        failure = dict(msg=str(exc), lock=exc.info.to_dict())
+    except RecordError as exc:
+        failure = dict(msg=str(exc))
+    except Exception as exc:  # botocore errors carry AWS details; fail_json_aws shows them
+        if not hasattr(exc, "response"):
+            raise
+        module.fail_json_aws(exc, msg=f"writing deployment records to DynamoDB table {p['dynamodb_table']} failed")
+    if failure:
+        # outside the except block: a records error is a plain failure, not a traceback
+        module.fail_json(**failure)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
