@@ -1,0 +1,350 @@
+# -*- coding: utf-8 -*-
+# Copyright: rollwright.deploy contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""ELBv2 (ALB/NLB/GWLB) target groups behind the load-balancer interface.
+
+API budget: DescribeTargetGroups once per adapter (validation, cached), DescribeTargetHealth once
+per target group per snapshot / poll, DescribeTargetGroupAttributes once per target group (cached),
+DeregisterTargets / RegisterTargets once per target group per batch. Never one call per host.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from .base import (
+    HEALTHY,
+    UNAVAILABLE,
+    UNKNOWN,
+    UNUSED,
+    Adapter,
+    Backoff,
+    Clock,
+    ConfigError,
+    ELBv2Membership,
+    Membership,
+    NotFoundError,
+    Progress,
+    WaitResult,
+    count_by_state,
+    group_memberships,
+    target_group_label,
+    worst_health,
+)
+
+TARGET_GROUP_ARN_RE = re.compile(
+    r"^arn:aws[a-z-]*:elasticloadbalancing:[a-z0-9-]+:\d{12}:targetgroup/[A-Za-z0-9-]{1,32}/[0-9a-f]+$"
+)
+TARGET_GROUP_NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,30}[A-Za-z0-9])?$")
+DESCRIBE_CHUNK = 20  # DescribeTargetGroups takes at most 20 ARNs / names per call
+AWS_DEFAULT_DEREGISTRATION_DELAY = 300
+NOT_REGISTERED = "Target.NotRegistered"
+NOT_IN_USE = "Target.NotInUse"
+
+
+def wait_margin(seconds: float) -> float:
+    """Slack added to a derived timeout: 15 s or 10 %, whichever is larger."""
+    return max(15.0, 0.1 * seconds)
+
+
+def error_code(exc: BaseException) -> str | None:
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        return response.get("Error", {}).get("Code")
+    return None
+
+
+@dataclass
+class TargetGroupInfo:
+    arn: str
+    name: str
+    port: int | None
+    target_type: str
+    health_check_enabled: bool
+    interval: int
+    healthy_threshold: int
+
+    @classmethod
+    def from_api(cls, tg: dict[str, Any]) -> "TargetGroupInfo":
+        return cls(
+            arn=tg["TargetGroupArn"],
+            name=tg.get("TargetGroupName", ""),
+            port=tg.get("Port"),
+            target_type=tg.get("TargetType", "instance"),
+            health_check_enabled=tg.get("HealthCheckEnabled", True),
+            interval=int(tg.get("HealthCheckIntervalSeconds") or 30),
+            healthy_threshold=int(tg.get("HealthyThresholdCount") or 5),
+        )
+
+    @property
+    def time_to_healthy(self) -> float:
+        """CodeDeploy's estimate: HealthyThreshold x Interval + one Interval."""
+        if not self.health_check_enabled:
+            return 0.0
+        return float(self.healthy_threshold * self.interval + self.interval)
+
+
+class ELBv2Adapter(Adapter):
+    """Instance targets in a fixed set of ELBv2 target groups."""
+
+    kind = "elbv2"
+
+    def __init__(
+        self,
+        client: Any,
+        target_group_arns: list[str] | None = None,
+        target_group_names: list[str] | None = None,
+        clock: Clock | None = None,
+        backoff: Backoff | None = None,
+    ):
+        super().__init__(clock=clock, backoff=backoff)
+        self.client = client
+        self.configured_arns = list(dict.fromkeys(target_group_arns or []))
+        self.configured_names = list(dict.fromkeys(target_group_names or []))
+        self._groups: dict[str, TargetGroupInfo] = {}
+        self._delays: dict[str, int] = {}
+        self._validated = False
+
+    # -- API plumbing -------------------------------------------------------------------------
+    def _call(self, operation: str, method: str, **kwargs: Any) -> dict[str, Any]:
+        self.api_calls[operation] += 1
+        return getattr(self.client, method)(**kwargs)
+
+    def _describe_groups(self, key: str, values: list[str]) -> list[dict[str, Any]]:
+        """DescribeTargetGroups in chunks of 20; a missing group is named in the error."""
+        found: list[dict[str, Any]] = []
+        for i in range(0, len(values), DESCRIBE_CHUNK):
+            chunk = values[i:i + DESCRIBE_CHUNK]
+            try:
+                found.extend(self._call("DescribeTargetGroups", "describe_target_groups", **{key: chunk})["TargetGroups"])
+            except Exception as exc:
+                if error_code(exc) != "TargetGroupNotFound":
+                    raise
+                missing = self._find_missing(key, chunk)
+                what = "ARN" if key == "TargetGroupArns" else "name"
+                raise NotFoundError(
+                    "load_balancer: target group(s) not found (by "
+                    + what
+                    + "): "
+                    + ", ".join(missing)
+                    + "; nothing was changed",
+                    missing,
+                ) from None
+        return found
+
+    def _find_missing(self, key: str, chunk: list[str]) -> list[str]:
+        """Error path only: the API says 'one or more not found' without naming them."""
+        if len(chunk) == 1:
+            return list(chunk)
+        missing = []
+        for value in chunk:
+            try:
+                self._call("DescribeTargetGroups", "describe_target_groups", **{key: [value]})
+            except Exception as exc:
+                if error_code(exc) != "TargetGroupNotFound":
+                    raise
+                missing.append(value)
+        return missing or list(chunk)
+
+    def _remember(self, groups: list[dict[str, Any]]) -> None:
+        for tg in groups:
+            info = TargetGroupInfo.from_api(tg)
+            if info.target_type != "instance":
+                raise ConfigError(
+                    f"load_balancer: {target_group_label(info.arn)} has target type {info.target_type!r}; "
+                    "only 'instance' target groups can hold deployment hosts"
+                )
+            self._groups[info.arn] = info
+
+    def validate(self) -> None:
+        if self._validated:
+            return
+        if self.configured_arns:
+            self._remember(self._describe_groups("TargetGroupArns", self.configured_arns))
+        if self.configured_names:
+            self._remember(self._describe_groups("Names", self.configured_names))
+        self._validated = True
+
+    @property
+    def target_group_arns(self) -> list[str]:
+        """Every configured target group's ARN (names resolved)."""
+        self.validate()
+        return list(self._groups)
+
+    def _ensure_known(self, arns: list[str]) -> None:
+        """Describe (once) target groups referenced by memberships but not configured, so that a
+        missing one fails before anything changes."""
+        self.validate()
+        unknown = [a for a in arns if a not in self._groups]
+        if unknown:
+            self._remember(self._describe_groups("TargetGroupArns", unknown))
+
+    def _describe_health(self, arn: str) -> list[dict[str, Any]]:
+        try:
+            return self._call("DescribeTargetHealth", "describe_target_health", TargetGroupArn=arn)[
+                "TargetHealthDescriptions"
+            ]
+        except Exception as exc:
+            if error_code(exc) == "TargetGroupNotFound":
+                raise NotFoundError(f"load_balancer: {target_group_label(arn)} ({arn}) not found", [arn]) from None
+            raise
+
+    def deregistration_delay(self, arn: str) -> int:
+        """deregistration_delay.timeout_seconds of a target group (one API call, cached)."""
+        if arn not in self._delays:
+            attrs = self._call(
+                "DescribeTargetGroupAttributes", "describe_target_group_attributes", TargetGroupArn=arn
+            )["Attributes"]
+            value = {a["Key"]: a["Value"] for a in attrs}.get("deregistration_delay.timeout_seconds")
+            self._delays[arn] = int(value) if value is not None else AWS_DEFAULT_DEREGISTRATION_DELAY
+        return self._delays[arn]
+
+    def _normalise(self, m: Membership) -> ELBv2Membership:
+        assert isinstance(m, ELBv2Membership)
+        if m.port is None:
+            info = self._groups.get(m.target_group_arn)
+            if info is not None and info.port is not None:
+                return ELBv2Membership(m.target_group_arn, m.target_id, info.port, m.availability_zone)
+        return m
+
+    # -- interface ----------------------------------------------------------------------------
+    def snapshot(self, instance_ids: list[str]) -> dict[str, list[Membership]]:
+        self.validate()
+        wanted = set(instance_ids)
+        out: dict[str, list[Membership]] = {i: [] for i in instance_ids}
+        for arn in self._groups:
+            for desc in self._describe_health(arn):
+                target = desc["Target"]
+                if target["Id"] not in wanted:
+                    continue
+                out[target["Id"]].append(
+                    ELBv2Membership(
+                        target_group_arn=arn,
+                        target_id=target["Id"],
+                        port=target.get("Port"),
+                        availability_zone=target.get("AvailabilityZone"),
+                    )
+                )
+        return out
+
+    def desired(self, instance_ids: list[str]) -> list[Membership]:
+        self.validate()
+        return [ELBv2Membership(arn, i, info.port) for arn, info in self._groups.items() for i in instance_ids]
+
+    def _batched(self, operation: str, method: str, memberships: list[Membership]) -> None:
+        groups = group_memberships(memberships)
+        self._ensure_known(list(groups))
+        for arn, ms in groups.items():
+            targets = [self._normalise(m).target() for m in ms]
+            self._call(operation, method, TargetGroupArn=arn, Targets=targets)
+
+    def block(self, memberships: list[Membership]) -> None:
+        self._batched("DeregisterTargets", "deregister_targets", memberships)
+
+    def allow(self, memberships: list[Membership]) -> None:
+        # Unconditional: a target that is still draining is registered again (AWS turns it
+        # back to initial), unlike community.aws.elb_target which skips it.
+        self._batched("RegisterTargets", "register_targets", memberships)
+
+    def states(self, memberships: list[Membership]) -> dict[Membership, tuple[str, str | None]]:
+        groups = group_memberships(memberships)
+        self._ensure_known(list(groups))
+        out: dict[Membership, tuple[str, str | None]] = {}
+        for arn, ms in groups.items():
+            seen: dict[tuple[str, int | None], tuple[str, str | None]] = {}
+            for desc in self._describe_health(arn):
+                th = desc.get("TargetHealth", {})
+                seen[(desc["Target"]["Id"], desc["Target"].get("Port"))] = (
+                    th.get("State", UNKNOWN),
+                    th.get("Reason") or th.get("Description"),
+                )
+            for m in ms:
+                n = self._normalise(m)
+                out[m] = seen.get((n.target_id, n.port), (UNUSED, NOT_REGISTERED))
+        return out
+
+    def wait_drained(
+        self, memberships: list[Membership], timeout: float | None = None, progress: Progress | None = None
+    ) -> WaitResult:
+        if not memberships:
+            return WaitResult("drained")
+        self._ensure_known(list(group_memberships(memberships)))
+        delays = {arn: self.deregistration_delay(arn) for arn in group_memberships(memberships)}
+        if timeout is None:
+            longest = max(delays.values())
+            timeout = longest + wait_margin(longest)
+
+        def done(state: str, reason: str | None) -> bool:
+            return state == UNUSED and reason in (NOT_REGISTERED, None)
+
+        def describe(pending, left):
+            per_group = ", ".join(
+                f"{target_group_label(arn)} (delay {d}s)" for arn, d in delays.items()
+                if any(m.group == arn for m in pending)
+            )
+            return f"elbv2: waiting for {len(pending)} target(s) to drain [{count_by_state(pending)}] in {per_group}; {left:.0f}s left"
+
+        return self._poll("drained", memberships, timeout, done, progress, describe)
+
+    def wait_healthy(
+        self, memberships: list[Membership], timeout: float | None = None, progress: Progress | None = None
+    ) -> WaitResult:
+        if not memberships:
+            return WaitResult("healthy")
+        arns = list(group_memberships(memberships))
+        self._ensure_known(arns)
+        if timeout is None:
+            longest = max(self._groups[a].time_to_healthy for a in arns)
+            timeout = longest + wait_margin(longest)
+
+        def done(state: str, reason: str | None) -> bool:
+            # unavailable: health checks disabled; NotInUse: the group serves no load balancer,
+            # so there is no health check to pass.
+            return state in (HEALTHY, UNAVAILABLE) or (state == UNUSED and reason == NOT_IN_USE)
+
+        def describe(pending, left):
+            return f"elbv2: waiting for {len(pending)} target(s) to become healthy [{count_by_state(pending)}]; {left:.0f}s left"
+
+        return self._poll("healthy", memberships, timeout, done, progress, describe)
+
+    def health(self, instance_ids: list[str]) -> dict[str, str]:
+        self.validate()
+        wanted = set(instance_ids)
+        seen: dict[str, list[str]] = {i: [] for i in instance_ids}
+        for arn in self._groups:
+            for desc in self._describe_health(arn):
+                tid = desc["Target"]["Id"]
+                if tid in wanted:
+                    seen[tid].append(desc.get("TargetHealth", {}).get("State", UNKNOWN))
+        return {i: worst_health(states) for i, states in seen.items()}
+
+
+def parse_target_group_config(load_balancer: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """Validate target_group_arns / target_group_names; errors name the field path."""
+    arns = _string_list(load_balancer, "target_group_arns")
+    for i, arn in enumerate(arns):
+        if not TARGET_GROUP_ARN_RE.match(arn):
+            raise ConfigError(f"load_balancer.target_group_arns[{i}]: expected an ELBv2 target group ARN, got {arn!r}")
+    names = _string_list(load_balancer, "target_group_names")
+    for i, name in enumerate(names):
+        if not TARGET_GROUP_NAME_RE.match(name):
+            raise ConfigError(
+                f"load_balancer.target_group_names[{i}]: expected a target group name "
+                f"(1-32 letters, digits or hyphens, not starting or ending with a hyphen), got {name!r}"
+            )
+    return arns, names
+
+
+def _string_list(config: dict[str, Any], key: str) -> list[str]:
+    value = config.get(key)
+    if value is None:
+        return []
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        raise ConfigError(f"load_balancer.{key}: expected a list of strings, got {value!r}")
+    for i, item in enumerate(value):
+        if not isinstance(item, str) or not item:
+            raise ConfigError(f"load_balancer.{key}[{i}]: expected a non-empty string, got {item!r}")
+    return list(value)
+

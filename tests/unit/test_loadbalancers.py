@@ -1,0 +1,459 @@
+# -*- coding: utf-8 -*-
+# Copyright: rollwright.deploy contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Pure logic of the load-balancer adapters: backoff, grouping, config validation, waiting.
+
+The AWS API is replaced by a small in-memory fake *client* (not our code) driven by a fake clock,
+so the waits run in no real time.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import pytest
+
+from ansible_collections.rollwright.deploy.plugins.module_utils import aws_session
+from ansible_collections.rollwright.deploy.plugins.module_utils.loadbalancers import (
+    Backoff,
+    ClassicELBMembership,
+    ConfigError,
+    ELBv2Adapter,
+    ELBv2Membership,
+    HAProxyMembership,
+    LoadBalancerError,
+    Membership,
+    NotFoundError,
+    WaitResult,
+    WaitTimeoutError,
+    adapters_from_config,
+    group_memberships,
+    load_balancer_from_config,
+)
+from ansible_collections.rollwright.deploy.plugins.module_utils.loadbalancers.base import Outcome, worst_health
+from ansible_collections.rollwright.deploy.plugins.module_utils.loadbalancers.classic_elb import classic_state
+
+ARN_A = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/tg-a/0123456789abcdef"
+ARN_B = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/tg-b/fedcba9876543210"
+
+
+# ---------------------------------------------------------------------------------------------
+# Backoff
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_backoff_schedule_never_passes_deadline_and_ends_on_it(seed):
+    b = Backoff(initial=0.5, cap=10.0, jitter=0.3, rng=random.Random(seed))
+    start, deadline = 100.0, 137.3
+    times = list(b.schedule(start, deadline))
+    assert times, "at least one poll"
+    assert all(start < t <= deadline for t in times)
+    assert times == sorted(times)
+    assert times[-1] == deadline  # the last poll is exactly at the deadline, not past it
+    gaps = [b - a for a, b in zip([start] + times, times)]
+    assert max(gaps) <= 10.0 + 1e-9
+
+
+def test_backoff_base_delays_grow_to_the_cap():
+    b = Backoff(initial=0.5, cap=12.0, factor=2.0, jitter=0.0)
+    it = b.base_delays()
+    first = [next(it) for _ in range(8)]
+    assert first == [0.5, 1.0, 2.0, 4.0, 8.0, 12.0, 12.0, 12.0]
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_backoff_jittered_delays_stay_in_band_and_grow_until_cap(seed):
+    b = Backoff(initial=0.75, cap=12.0, factor=2.0, jitter=0.25, rng=random.Random(seed))
+    delays = b.delays()
+    bases = b.base_delays()
+    got = [(next(delays), next(bases)) for _ in range(10)]
+    for d, base in got:
+        assert base * 0.75 - 1e-9 <= d <= base + 1e-9
+    # below the cap, each delay is at least the previous one (factor 2, jitter <= 0.5)
+    below = [d for d, base in got if base < 12.0]
+    assert below == sorted(below)
+
+
+def test_backoff_zero_timeout_means_no_sleep():
+    assert list(Backoff().schedule(5.0, 5.0)) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Membership JSON and grouping
+
+
+def test_membership_roundtrip_every_kind():
+    items = [
+        {"kind": "elbv2", "target_group_arn": ARN_A, "target_id": "i-1", "port": 80, "availability_zone": None},
+        {"kind": "classic_elb", "load_balancer_name": "web", "instance_id": "i-1"},
+        {"kind": "haproxy", "instance": "lb1", "backend": "be", "server": "s1", "state": "ready", "weight": 100},
+    ]
+    for item in items:
+        m = Membership.from_dict(item)
+        assert m.to_dict() == item
+        assert Membership.from_dict(m.to_dict()) == m
+    assert isinstance(Membership.from_dict(items[2]), HAProxyMembership)
+
+
+def test_membership_errors_name_the_field():
+    with pytest.raises(ConfigError, match=r"memberships\[3\]\.kind: expected one of"):
+        Membership.from_dict({"kind": "nlb"}, "memberships[3]")
+    with pytest.raises(ConfigError, match=r"m\.port: expected an integer, got 'eighty'"):
+        Membership.from_dict({"kind": "elbv2", "target_group_arn": ARN_A, "target_id": "i-1", "port": "eighty"}, "m")
+    with pytest.raises(ConfigError, match=r"m\.instance_id: expected a non-empty string"):
+        Membership.from_dict({"kind": "classic_elb", "load_balancer_name": "x"}, "m")
+
+
+def test_grouping_one_bucket_per_target_group_without_duplicates():
+    ms = [
+        ELBv2Membership(ARN_A, "i-1", 80),
+        ELBv2Membership(ARN_B, "i-1", 8080),
+        ELBv2Membership(ARN_A, "i-2", 80),
+        ELBv2Membership(ARN_A, "i-1", 81),  # same host, second port: its own membership
+        ELBv2Membership(ARN_A, "i-2", 80),  # duplicate
+        ClassicELBMembership("web", "i-2"),
+    ]
+    groups = group_memberships(ms)
+    assert list(groups) == [ARN_A, ARN_B, "web"]
+    assert [m.target() for m in groups[ARN_A]] == [
+        {"Id": "i-1", "Port": 80},
+        {"Id": "i-2", "Port": 80},
+        {"Id": "i-1", "Port": 81},
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# A fake ELBv2 client with draining / initial timing on a fake clock
+
+
+class FakeClock:
+    def __init__(self):
+        self.t = 0.0
+        self.sleeps: list[float] = []
+
+    def now(self):
+        return self.t
+
+    def sleep(self, seconds):
+        assert seconds >= 0
+        self.sleeps.append(seconds)
+        self.t += seconds
+
+
+class FakeClientError(Exception):
+    def __init__(self, code):
+        super().__init__(code)
+        self.response = {"Error": {"Code": code, "Message": "One or more target groups not found"}}
+
+
+class FakeELBv2:
+    """Targets per group: {(id, port): (state, since)}; draining lasts `delay`, initial `warmup`."""
+
+    def __init__(self, clock, groups, delay=4, warmup=3, port=80, sick=(), drain_for=None):
+        self.clock = clock
+        self.drain_for = drain_for  # how long draining really lasts (default: the reported delay)
+        self.groups = {arn: {} for arn in groups}
+        self.delay, self.warmup, self.port, self.sick = delay, warmup, port, set(sick)
+        self.calls: Counter[str] = Counter()
+        self.log: list[tuple[str, dict]] = []
+
+    def _tg(self, arn):
+        if arn not in self.groups:
+            raise FakeClientError("TargetGroupNotFound")
+        return self.groups[arn]
+
+    def describe_target_groups(self, TargetGroupArns=(), Names=()):
+        self.calls["describe_target_groups"] += 1
+        for arn in TargetGroupArns:
+            self._tg(arn)
+        return {
+            "TargetGroups": [
+                {"TargetGroupArn": a, "TargetGroupName": a.split("/")[1], "Port": self.port, "TargetType": "instance",
+                 "HealthCheckIntervalSeconds": 1, "HealthyThresholdCount": 2}
+                for a in TargetGroupArns
+            ]
+        }
+
+    def describe_target_group_attributes(self, TargetGroupArn):
+        self.calls["describe_target_group_attributes"] += 1
+        return {"Attributes": [{"Key": "deregistration_delay.timeout_seconds", "Value": str(self.delay)}]}
+
+    def register_targets(self, TargetGroupArn, Targets):
+        self.calls["register_targets"] += 1
+        self.log.append(("register", {"arn": TargetGroupArn, "targets": Targets}))
+        for t in Targets:
+            self._tg(TargetGroupArn)[(t["Id"], t.get("Port", self.port))] = ("initial", self.clock.t)
+
+    def deregister_targets(self, TargetGroupArn, Targets):
+        self.calls["deregister_targets"] += 1
+        self.log.append(("deregister", {"arn": TargetGroupArn, "targets": Targets}))
+        for t in Targets:
+            key = (t["Id"], t.get("Port", self.port))
+            if key in self._tg(TargetGroupArn):
+                self._tg(TargetGroupArn)[key] = ("draining", self.clock.t)
+
+    def describe_target_health(self, TargetGroupArn):
+        self.calls["describe_target_health"] += 1
+        out = []
+        for (tid, port), (state, since) in list(self._tg(TargetGroupArn).items()):
+            age = self.clock.t - since
+            if state == "draining" and age >= (self.delay if self.drain_for is None else self.drain_for):
+                del self.groups[TargetGroupArn][(tid, port)]
+                continue
+            if state == "initial" and age >= self.warmup:
+                state = "unhealthy" if tid in self.sick else "healthy"
+            out.append({"Target": {"Id": tid, "Port": port}, "TargetHealth": {"State": state}})
+        return {"TargetHealthDescriptions": out}
+
+
+class Factory:
+    def __init__(self, **clients):
+        self.clients = clients
+
+    def client(self, name):
+        return self.clients[name]
+
+
+def _registered(fake, arn, ids, port=80):
+    for i in ids:
+        fake.groups[arn][(i, port)] = ("healthy", -100.0)
+
+
+def test_block_is_one_call_per_target_group_and_wait_drained_honours_the_delay():
+    clock = FakeClock()
+    fake = FakeELBv2(clock, [ARN_A, ARN_B], delay=4)
+    _registered(fake, ARN_A, ["i-1", "i-2", "i-3"])
+    _registered(fake, ARN_B, ["i-1"], port=80)
+    [lb] = adapters_from_config({"target_group_arns": [ARN_A, ARN_B]}, Factory(elbv2=fake), clock=clock)
+    snap = lb.snapshot(["i-1", "i-2"])
+    assert {h: len(ms) for h, ms in snap.items()} == {"i-1": 2, "i-2": 1}
+    batch = [m for ms in snap.values() for m in ms]
+    lb.block(batch)
+    assert fake.calls["deregister_targets"] == 2  # one per target group, not per host
+    assert sorted(t["Id"] for op, c in fake.log if c["arn"] == ARN_A for t in c["targets"]) == ["i-1", "i-2"]
+
+    messages = []
+    polls_before = fake.calls["describe_target_health"]
+    result = lb.wait_drained(batch, timeout=None, progress=messages.append)
+    assert result.ok, result.message()
+    assert 4.0 <= clock.t <= 4.0 + 10.0  # waited the delay, not much longer
+    assert fake.calls["describe_target_group_attributes"] == 2  # once per group
+    # each poll is one DescribeTargetHealth per group
+    assert (fake.calls["describe_target_health"] - polls_before) == 2 * result.polls
+    assert messages and "drain" in messages[0]
+    assert set(result.outcomes) == {"i-1", "i-2"}
+    assert lb.api_calls["DeregisterTargets"] == 2
+
+
+def test_wait_drained_times_out_naming_the_targets_still_draining():
+    clock = FakeClock()
+    fake = FakeELBv2(clock, [ARN_A], delay=60)
+    _registered(fake, ARN_A, ["i-1", "i-2"])
+    [lb] = adapters_from_config({"target_group_arns": [ARN_A]}, Factory(elbv2=fake), clock=clock)
+    batch = [m for ms in lb.snapshot(["i-1"]).values() for m in ms]
+    lb.block(batch)
+    result = lb.wait_drained(batch, timeout=5)
+    assert not result.ok
+    assert clock.t == pytest.approx(5.0)  # never sleeps past the deadline
+    assert result.outcomes["i-1"].status == "timeout"
+    assert result.outcomes["i-1"].state == "draining"
+    with pytest.raises(WaitTimeoutError, match=r"i-1: timeout, last state draining"):
+        result.raise_for_failure()
+
+
+def test_default_drain_timeout_is_delay_plus_margin():
+    clock = FakeClock()
+    fake = FakeELBv2(clock, [ARN_A], delay=100, drain_for=10_000)  # drains far longer than it says
+    _registered(fake, ARN_A, ["i-1"])
+    [lb] = adapters_from_config({"target_group_arns": [ARN_A]}, Factory(elbv2=fake), clock=clock)
+    batch = lb.snapshot(["i-1"])["i-1"]
+    lb.block(batch)
+    result = lb.wait_drained(batch)
+    assert not result.ok
+    assert clock.t == pytest.approx(115.0)
+
+
+def test_allow_registers_exact_ports_and_reregisters_draining_targets():
+    clock = FakeClock()
+    fake = FakeELBv2(clock, [ARN_A], delay=300, warmup=3)
+    fake.groups[ARN_A][("i-1", 8081)] = ("healthy", -100.0)
+    fake.groups[ARN_A][("i-1", 8082)] = ("healthy", -100.0)
+    [lb] = adapters_from_config({"target_group_arns": [ARN_A]}, Factory(elbv2=fake), clock=clock)
+    snap = lb.snapshot(["i-1"])["i-1"]
+    assert sorted(m.port for m in snap) == [8081, 8082]
+    lb.block(snap)
+    clock.t += 1  # still draining (delay 300)
+    assert {s for s, _ in lb.states(snap).values()} == {"draining"}
+    lb.allow(snap)
+    assert fake.calls["register_targets"] == 1
+    assert fake.log[-1][1]["targets"] == [{"Id": "i-1", "Port": 8081}, {"Id": "i-1", "Port": 8082}]
+    result = lb.wait_healthy(snap, timeout=30)
+    assert result.ok and result.outcomes["i-1"].status == "healthy"
+    assert clock.t >= 4.0  # waited through `initial`
+
+
+def test_wait_healthy_reports_unhealthy_and_timeout_per_instance():
+    clock = FakeClock()
+    fake = FakeELBv2(clock, [ARN_A], warmup=2, sick={"i-2"})
+    [lb] = adapters_from_config({"target_group_arns": [ARN_A]}, Factory(elbv2=fake), clock=clock)
+    ms = lb.desired(["i-1", "i-2"])
+    lb.allow(ms)
+    result = lb.wait_healthy(ms, timeout=10)
+    assert not result.ok
+    assert result.outcomes["i-1"].status == "healthy"
+    assert result.outcomes["i-2"].status == "unhealthy"
+    assert result.outcomes["i-2"].memberships[0]["target_id"] == "i-2"
+    assert clock.t == pytest.approx(10.0)
+
+    fake2 = FakeELBv2(FakeClock(), [ARN_A], warmup=1000)
+    [lb2] = adapters_from_config({"target_group_arns": [ARN_A]}, Factory(elbv2=fake2), clock=fake2.clock)
+    ms2 = lb2.desired(["i-9"])
+    lb2.allow(ms2)
+    r2 = lb2.wait_healthy(ms2, timeout=3)
+    assert r2.outcomes["i-9"].status == "timeout" and r2.outcomes["i-9"].state == "initial"
+
+
+def test_missing_target_group_fails_before_any_change_and_is_named():
+    clock = FakeClock()
+    fake = FakeELBv2(clock, [ARN_A])
+    _registered(fake, ARN_A, ["i-1"])
+    lb = load_balancer_from_config({"target_group_arns": [ARN_A, ARN_B]}, Factory(elbv2=fake), clock=clock)
+    with pytest.raises(NotFoundError, match="tg-b") as err:
+        lb.snapshot(["i-1"])
+    assert err.value.missing == [ARN_B]
+    # a recorded membership in a vanished group: block refuses before deregistering anything
+    lb2 = load_balancer_from_config({"target_group_arns": [ARN_A]}, Factory(elbv2=fake), clock=clock)
+    with pytest.raises(NotFoundError, match="tg-b"):
+        lb2.block([ELBv2Membership(ARN_A, "i-1", 80), ELBv2Membership(ARN_B, "i-1", 80)])
+    assert fake.calls["deregister_targets"] == 0
+
+
+def test_health_is_worst_state_across_groups():
+    clock = FakeClock()
+    fake = FakeELBv2(clock, [ARN_A, ARN_B], warmup=1000)
+    _registered(fake, ARN_A, ["i-1", "i-2"])
+    fake.groups[ARN_B][("i-1", 80)] = ("initial", 0.0)
+    [lb] = adapters_from_config({"target_group_arns": [ARN_A, ARN_B]}, Factory(elbv2=fake), clock=clock)
+    assert lb.health(["i-1", "i-2", "i-3"]) == {"i-1": "initial", "i-2": "healthy", "i-3": "unused"}
+    assert worst_health(["healthy", "unhealthy", "draining"]) == "unhealthy"
+
+
+# ---------------------------------------------------------------------------------------------
+# Config validation
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ({"target_group_arns": ["x"]}, r"load_balancer\.target_group_arns\[0\]: expected an ELBv2 target group ARN, got 'x'"),
+        ({"target_group_arns": [ARN_A, "arn:aws:elasticloadbalancing:us-east-1:123456789012:loadbalancer/app/x/1"]},
+         r"load_balancer\.target_group_arns\[1\]: expected an ELBv2 target group ARN"),
+        ({"target_group_arns": ARN_A}, r"load_balancer\.target_group_arns: expected a list of strings"),
+        ({"target_group_names": ["-bad"]}, r"load_balancer\.target_group_names\[0\]: expected a target group name"),
+        ({"classic_elb_names": ["ok", 3]}, r"load_balancer\.classic_elb_names\[1\]: expected a classic ELB name"),
+        ({"target_groups": [ARN_A]}, r"load_balancer\.target_groups: unknown key"),
+        ("tg-a", r"load_balancer: expected a dictionary"),
+    ],
+)
+def test_config_validation_errors_name_the_field(config, message):
+    with pytest.raises(ConfigError, match=message):
+        adapters_from_config(config, Factory())
+
+
+def test_config_builds_one_adapter_per_kind_without_api_calls():
+    fake = FakeELBv2(FakeClock(), [ARN_A])
+    adapters = adapters_from_config({"target_group_arns": [ARN_A], "classic_elb_names": ["web"]}, Factory(elbv2=fake, elb=object()))
+    assert [a.kind for a in adapters] == ["elbv2", "classic_elb"]
+    assert sum(fake.calls.values()) == 0
+    assert adapters_from_config({}, Factory()) == []
+
+
+def test_composite_routes_by_kind_and_rejects_unconfigured_kinds():
+    fake = FakeELBv2(FakeClock(), [ARN_A])
+    lb = load_balancer_from_config({"target_group_arns": [ARN_A]}, Factory(elbv2=fake))
+    with pytest.raises(LoadBalancerError, match="no load-balancer adapter of kind 'haproxy'"):
+        lb.block([HAProxyMembership("lb1", "be", "s1")])
+    # a recorded ELBv2 membership is restored even with no load_balancer configuration
+    lb2 = load_balancer_from_config(None, Factory(elbv2=fake))
+    lb2.allow([ELBv2Membership(ARN_A, "i-7", 9000)])
+    assert ("i-7", 9000) in fake.groups[ARN_A]
+    assert lb2.api_calls["RegisterTargets"] == 1
+
+
+def test_wait_result_merge_keeps_worst_outcome():
+    a = WaitResult("healthy", {"i-1": Outcome("healthy", "healthy")}, elapsed=3)
+    b = WaitResult("healthy", {"i-1": Outcome("timeout", "initial", None, [{"kind": "classic_elb", "load_balancer_name": "web", "instance_id": "i-1"}])}, elapsed=5)
+    m = a.merge(b)
+    assert not m.ok and m.outcomes["i-1"].status == "timeout" and m.elapsed == 5
+    assert "classic ELB web" in m.message()
+
+
+@pytest.mark.parametrize(
+    "entry, expected",
+    [
+        ({"State": "InService", "Description": "N/A"}, "healthy"),
+        ({"State": "InService", "Description": "Instance deregistration currently in progress."}, "draining"),
+        ({"State": "OutOfService", "Description": "Instance registration is still in progress."}, "initial"),
+        ({"State": "OutOfService", "Description": "Instance has failed at least the UnhealthyThreshold number of health checks consecutively."}, "unhealthy"),
+        ({"State": "OutOfService", "Description": "Instance is not currently registered with the LoadBalancer."}, "unused"),
+        ({"State": "Unknown", "Description": "A transient error occurred."}, "unknown"),
+    ],
+)
+def test_classic_states_map_onto_common_vocabulary(entry, expected):
+    assert classic_state(entry)[0] == expected
+
+
+# ---------------------------------------------------------------------------------------------
+# aws_session option resolution (no AWS call)
+
+
+def test_aws_options_follow_amazon_aws_fallbacks():
+    env = {"AWS_ACCESS_KEY": "AKIAFALLBACK000", "AWS_SECRET_KEY": "secretfallback000", "AWS_DEFAULT_REGION": "eu-west-3",
+           "AWS_URL": "http://127.0.0.1:5000"}
+    kw = aws_session.connection_kwargs({}, env)
+    assert kw["session"] == {"aws_access_key_id": "AKIAFALLBACK000", "aws_secret_access_key": "secretfallback000",
+                             "aws_session_token": None, "region_name": "eu-west-3"}
+    assert kw["client"] == {"endpoint_url": "http://127.0.0.1:5000", "verify": True}
+    # options beat the environment; aliases count; '' means unset (and blocks the fallback)
+    kw = aws_session.connection_kwargs({"aws_access_key_id": "AKIAOPTION0000", "secret_key": "s3cr3toption", "aws_region": "us-west-2",
+                                        "aws_endpoint_url": "http://127.0.0.1:6000", "session_token": ""}, dict(env, AWS_SESSION_TOKEN="tok"))
+    assert kw["session"]["aws_access_key_id"] == "AKIAOPTION0000"
+    assert kw["session"]["aws_session_token"] is None
+    assert kw["session"]["region_name"] == "us-west-2"
+    assert kw["client"]["endpoint_url"] == "http://127.0.0.1:6000"
+
+
+def test_aws_options_profile_with_keys_is_an_error_and_ca_bundle_verifies():
+    with pytest.raises(aws_session.AWSSessionError, match="both a profile and access tokens"):
+        aws_session.connection_kwargs({"profile": "dev", "access_key": "AKIA0000000000"}, {})
+    kw = aws_session.connection_kwargs({"profile": "dev", "aws_ca_bundle": "/etc/ca.pem"}, {})
+    assert kw["session"] == {"profile_name": "dev"}
+    assert kw["client"]["verify"] == "/etc/ca.pem"
+    assert aws_session.connection_kwargs({"validate_certs": False, "aws_ca_bundle": "/etc/ca.pem"}, {})["client"]["verify"] is False
+    with pytest.raises(aws_session.AWSSessionError, match="nonsense: not an AWS connection option"):
+        aws_session.connection_kwargs({"nonsense": 1}, {})
+
+
+def test_aws_option_spec_and_split():
+    assert set(aws_session.AWS_OPTION_SPEC) >= {"access_key", "secret_key", "session_token", "profile", "region",
+                                               "endpoint_url", "validate_certs", "aws_ca_bundle", "aws_config"}
+    assert aws_session.AWS_OPTION_SPEC["secret_key"]["no_log"] is True
+    aws, rest = aws_session.split_aws_options({"region": "x", "aws_endpoint_url": "y", "instance_ids": []})
+    assert aws == {"region": "x", "aws_endpoint_url": "y"} and rest == {"instance_ids": []}
+
+
+def test_client_factory_caches_and_sets_retries_and_user_agent(monkeypatch):
+    factory = aws_session.aws_client_factory({"region": "us-east-1", "access_key": "AKIATEST00000000",
+                                              "secret_key": "testsecret000000", "endpoint_url": "http://127.0.0.1:1"}, {})
+    c = factory.client("elbv2")
+    assert factory.client("elbv2") is c
+    assert c.meta.config.retries["mode"] == "standard"
+    assert c.meta.config.retries["total_max_attempts"] == 8
+    assert "rollwright.deploy/0.1.0" in c.meta.config.user_agent_extra
+    assert c.meta.endpoint_url == "http://127.0.0.1:1"
+    for var in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_DEFAULT_PROFILE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/config")
+    with pytest.raises(aws_session.AWSSessionError, match="region"):
+        aws_session.aws_client_factory({"access_key": "AKIATEST00000000", "secret_key": "x" * 12}).client("elb")
