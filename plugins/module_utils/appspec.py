@@ -44,11 +44,12 @@ DEFAULT_APPSPEC_NAMES: tuple[str, ...] = ("appspec.yml", "appspec.yaml")
 _TOP_KEYS = ("version", "os", "files", "file_exists_behavior", "permissions", "hooks")
 _FILE_KEYS = ("source", "destination")
 _PERMISSION_KEYS = ("object", "pattern", "except", "owner", "group", "mode", "acls", "context", "type")
-_CONTEXT_KEYS = ("user", "type", "range")
+_CONTEXT_KEYS = ("user", "name", "type", "range")
 _HOOK_KEYS = ("location", "timeout", "runas")
 _LAMBDA_TOP_KEYS = ("version", "Resources", "Hooks")
 _LAMBDA_PROPERTY_KEYS = ("Name", "Alias", "CurrentVersion", "TargetVersion")
-_ACL_RE = re.compile(r"^(?:(?:d|default):)?(u|user|g|group|m|mask|o|other):([^:\s]*):([rwxX-]{1,4}|[0-7])$")
+_RANGE_RE = re.compile(r"^s\d+(?:-s\d+)?(?::c\d+(?:\.c\d+)?(?:,c\d+(?:\.c\d+)?)*)?$")
+_ACL_TYPES = {"u": "user", "user": "user", "g": "group", "group": "group", "m": "mask", "mask": "mask", "o": "other", "other": "other"}
 _MODE_RE = re.compile(r"^[0-7]{3,4}$")
 
 
@@ -531,14 +532,9 @@ def _permissions(c: _Collector, value: Any) -> list[Permission]:
         mode = _mode(c, _join(path, "mode"), entry.get("mode"))
         acls = c.string_list(_join(path, "acls"), entry.get("acls"))
         for j, acl in enumerate(acls):
-            m = _ACL_RE.match(acl)
-            if not m:
-                c.add(
-                    "%s.acls[%d]" % (path, j),
-                    "expected an ACL entry like 'u:alice:rwx', 'g::r-x' or 'd:u:alice:rw', got %r" % acl,
-                )
-            elif m.group(1) in ("m", "mask", "o", "other") and m.group(2):
-                c.add("%s.acls[%d]" % (path, j), "mask and other ACL entries take no name, got %r" % acl)
+            problem = acl_problem(acl)
+            if problem:
+                c.add("%s.acls[%d]" % (path, j), "%s, got %r" % (problem, acl))
         context = _context(c, _join(path, "context"), entry.get("context"))
         types = _ptypes(c, _join(path, "type"), entry.get("type"))
         if ok and pattern is not None and types is not None:
@@ -567,10 +563,56 @@ def _context(c: _Collector, path: str, value: Any) -> SELinuxContext | None:
     c.unknown_keys(path, entry, _CONTEXT_KEYS)
     ctype = c.string(_join(path, "type"), entry.get("type"))
     user = c.string(_join(path, "user"), entry.get("user"), required=False)
+    name = c.string(_join(path, "name"), entry.get("name"), required=False)
+    if user is not None and name is not None:
+        c.add(_join(path, "name"), "give the SELinux user once: name (the agent's spelling) or user, not both")
+    user = user or name
     rng = c.string(_join(path, "range"), entry.get("range"), required=False)
+    if rng is not None and not _RANGE_RE.match(rng):
+        c.add(_join(path, "range"), "expected an SELinux range such as 's0' or 's0-s0:c0.c1023', got %r" % rng)
+        rng = None
     if ctype is None:
         return None
     return SELinuxContext(type=ctype, user=user, range=rng)
+
+
+def acl_problem(entry: str) -> str | None:
+    """What is wrong with one ACL entry (the agent's grammar), or None.
+
+    Accepted: ``[d[efault]:][u[ser]|g[roup]|m[ask]|o[ther]:]name:perms`` where perms is one octal
+    digit or letters among r, w, x, -. A non-default user/group entry needs a name (the base entries
+    are set with ``mode``); mask and other entries take none.
+    """
+    parts = entry.split(":")
+    if not 2 <= len(parts) <= 4:
+        return "expected an ACL entry like 'u:alice:rwx', 'g:staff:r-x' or 'd:u:alice:rw'"
+    perms, name = parts[-1], parts[-2]
+    prefix = parts[:-2]
+    default = False
+    kind = None
+    if len(prefix) == 2:
+        if prefix[0] not in ("d", "default") or prefix[1] not in _ACL_TYPES:
+            return "expected [d:]u|g|m|o:name:perms"
+        default, kind = True, _ACL_TYPES[prefix[1]]
+    elif len(prefix) == 1:
+        if prefix[0] in ("d", "default"):
+            default = True
+        elif prefix[0] in _ACL_TYPES:
+            kind = _ACL_TYPES[prefix[0]]
+        else:
+            return "expected the entry type u, g, m, o (or d: for a default entry)"
+    if name in ("m", "mask", "o", "other") and kind is None:
+        kind, name = _ACL_TYPES[name], ""
+    kind = kind or "user"
+    if kind in ("mask", "other") and name:
+        return "mask and other ACL entries take no name"
+    if not default and kind in ("user", "group") and not name:
+        return "a user or group ACL entry needs a name (set the base entries with mode)"
+    if len(perms) == 1 and perms in "01234567":
+        return None
+    if not perms or any(ch not in "rwx-" for ch in perms):
+        return "expected permissions as one octal digit or letters among r, w, x, -"
+    return None
 
 
 def _ptypes(c: _Collector, path: str, value: Any) -> list[str] | None:
