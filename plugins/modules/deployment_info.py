@@ -21,7 +21,7 @@ description:
   - Runs on the controller. Read-only; with the C(sqlite) backend a missing file means no records, and it is not
     created.
 author:
-  - rollwright.deploy maintainers
+  - Rollwright maintainers (@rollwright)
 options:
   deployment_id:
     description:
@@ -62,8 +62,10 @@ extends_documentation_fragment:
   - amazon.aws.boto3
 attributes:
   check_mode:
+    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in diff mode) when in diff mode.
     support: none
 notes:
   - The AWS connection options are used only with O(backend=dynamodb).

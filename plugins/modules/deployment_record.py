@@ -24,7 +24,7 @@ description:
     C(state=heartbeat) renews it, C(state=unlock) releases it.
   - Runs on the controller.
 author:
-  - rollwright.deploy maintainers
+  - Rollwright maintainers (@rollwright)
 options:
   state:
     description: What to write.
@@ -118,7 +118,7 @@ options:
     description: The event's script results (C(event)).
     type: list
     elements: dict
-  message:
+  event_message:
     description: The event's error or log tail (C(event)).
     type: str
   extra:
@@ -145,7 +145,6 @@ options:
       - The C(token) of the lock returned by C(state=lock) (C(heartbeat), C(unlock)); without it, the lock is matched
         by O(deployment_id) only.
     type: str
-    no_log: false
 extends_documentation_fragment:
   - rollwright.deploy.records
   - amazon.aws.common.modules
@@ -153,9 +152,11 @@ extends_documentation_fragment:
   - amazon.aws.boto3
 attributes:
   check_mode:
+    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
     details: Reads the records to report what would change (a held lock fails as it would for real); writes nothing.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in diff mode) when in diff mode.
     support: none
 notes:
   - The AWS connection options are used only with O(backend=dynamodb).
@@ -191,7 +192,7 @@ EXAMPLES = r"""
     host: "{{ inventory_hostname }}"
     event_name: ValidateService
     event_status: Failed
-    message: "{{ validate.stdout[-2048:] }}"
+    event_message: "{{ validate.stdout[-2048:] }}"
   delegate_to: localhost
 
 - name: Finish and release the lock
@@ -338,7 +339,7 @@ def run(module, store):
             store.get(did)
         else:
             store.event(did, p["host"], p["event_name"], p["event_status"], start=p["start"], end=p["end"],
-                        scripts=p["scripts"], message=p["message"])
+                        scripts=p["scripts"], message=p["event_message"])
         return dict(changed=True, deployment_id=did)
 
     if state == "extra":
@@ -408,7 +409,7 @@ def main():
         start=dict(type="str"),
         end=dict(type="str"),
         scripts=dict(type="list", elements="dict"),
-        message=dict(type="str"),
+        event_message=dict(type="str"),
         extra=dict(type="dict"),
         owner=dict(type="str"),
         ttl=dict(type="float", default=120.0),

@@ -96,7 +96,7 @@ class LockLost(RecordError):
 
 def new_deployment_id() -> str:
     """A CodeDeploy-style id: ``d-`` and 9 upper-case alphanumerics, from a CSPRNG."""
-    return "d-" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(9))
+    return "d-" + "".join(secrets.choice(_ID_ALPHABET) for _position in range(9))
 
 
 def new_token() -> str:

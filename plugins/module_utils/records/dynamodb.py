@@ -74,8 +74,10 @@ def create_table_cli(table: str) -> str:
         "AttributeName=gsi2pk,AttributeType=S AttributeName=gsi2sk,AttributeType=S "
         "--key-schema AttributeName=pk,KeyType=HASH AttributeName=sk,KeyType=RANGE "
         "--global-secondary-indexes "
-        f"'IndexName={GSI_GROUP},KeySchema=[{{AttributeName=gsi1pk,KeyType=HASH}},{{AttributeName=gsi1sk,KeyType=RANGE}}],Projection={{ProjectionType=ALL}}' "
-        f"'IndexName={GSI_APPLICATION},KeySchema=[{{AttributeName=gsi2pk,KeyType=HASH}},{{AttributeName=gsi2sk,KeyType=RANGE}}],Projection={{ProjectionType=ALL}}'"
+        f"'IndexName={GSI_GROUP},KeySchema=[{{AttributeName=gsi1pk,KeyType=HASH}},"
+        "{AttributeName=gsi1sk,KeyType=RANGE}],Projection={ProjectionType=ALL}' "
+        f"'IndexName={GSI_APPLICATION},KeySchema=[{{AttributeName=gsi2pk,KeyType=HASH}},"
+        "{AttributeName=gsi2sk,KeyType=RANGE}],Projection={ProjectionType=ALL}'"
     )
 
 
