@@ -684,6 +684,7 @@ class LambdaDeployment:
             if code_changed and not check_mode:
                 resp = self.lam.update_function_code(FunctionName=fn, Publish=False, **update_args)
                 got = resp.get("CodeSha256")
+                result["changed"] = True  # $LATEST has new code from here on
                 if got != expected_sha:
                     raise LambdaDeployError(
                         f"code: Lambda reports CodeSha256 {got} after the upload but the code's SHA256 is {expected_sha}; "
@@ -921,3 +922,43 @@ class LambdaDeployment:
         self._rollback(req, result, current, reason)
         return self._finish(result, "Stopped", f"{reason}; alias {req.alias} rolled back to version {current}",
                             alias_version=current, weights={})
+
+
+#: botocore Config options for the Lambda client: a synchronous hook may run up to 15 minutes,
+#: botocore's default read timeout (60 s) would cut it off and its retry would invoke it again.
+LAMBDA_CLIENT_CONFIG: dict[str, Any] = {"read_timeout": 910, "connect_timeout": 10}
+
+
+def execute(
+    options: dict,
+    client: Callable[[str], Any],
+    check_mode: bool = False,
+    progress: ProgressCallback | None = None,
+    **engine_kwargs: Any,
+) -> dict:
+    """Module options -> result dict (with ``failed`` and ``msg`` on failure), for the module and
+    the action plugin alike. ``client(service)`` returns a boto3 client ("lambda", "cloudwatch",
+    "s3"); clients are only created when needed."""
+    try:
+        if options.get("recover"):
+            for key in ("function_name", "alias"):
+                if not options.get(key):
+                    raise LambdaDeployError(f"{key}: required with recover: true")
+            engine = LambdaDeployment(client("lambda"), progress=progress, **engine_kwargs)
+            current = options.get("current_version")
+            if current is not None and str(current) == LATEST:
+                current = LATEST
+            result = engine.recover(options["function_name"], options["alias"],
+                                    None if current is None else str(current), check_mode=check_mode)
+            result["failed"] = False
+            return result
+        request = request_from_options(options)
+        cloudwatch = client("cloudwatch") if request.alarms else None
+        s3 = client("s3") if request.code and request.code.get("s3_bucket") else None
+        engine = LambdaDeployment(client("lambda"), cloudwatch, s3, progress=progress, **engine_kwargs)
+        return engine.run(request, check_mode=check_mode)
+    except LambdaDeployError as exc:
+        result = dict(exc.result or {})
+        result.update(failed=True, msg=str(exc))
+        result.setdefault("changed", False)
+        return result
