@@ -171,7 +171,12 @@ class World:
             "ec2_instance_id": h.instance_id,
         }
 
-    def world_json(self) -> dict[str, Any]:
+    @property
+    def world_json(self) -> Path:
+        return self.dir / "world.json"
+
+    def describe(self) -> dict[str, Any]:
+        """The content of world.json."""
         return {
             "name": self.name,
             "world_id": self.world_id,
@@ -206,7 +211,7 @@ class World:
         env_lines = [f"export {k}={shlex.quote(v)}" for k, v in self.aws_env().items()]
         (self.dir / "aws.env").write_text("# Source me: . aws.env   (points AWS SDKs, the AWS CLI and amazon.aws at the emulator)\n"
                                           + "\n".join(env_lines) + "\n")
-        (self.dir / "world.json").write_text(json.dumps(self.world_json(), indent=2) + "\n")
+        (self.dir / "world.json").write_text(json.dumps(self.describe(), indent=2) + "\n")
         self.save()
 
     # -- AWS ---------------------------------------------------------------------------------
@@ -237,6 +242,10 @@ class World:
         h.instance_id = resp["Instances"][0]["InstanceId"]
         self.save()
         return h.instance_id
+
+    def down(self) -> None:
+        """Tear this world down (same as ``down(dir)``)."""
+        down(self.dir)
 
     # -- live changes ------------------------------------------------------------------------
     def add_host(self, address: str | None = None, name: str | None = None, instance_id: str | None = None,

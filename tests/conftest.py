@@ -1,0 +1,118 @@
+# -*- coding: utf-8 -*-
+# Copyright: rollwright.deploy contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Shared pytest fixtures: the AWS emulator (``aws``), SSH fleets (``fleet``) and ``ansible_run``.
+
+See docs/testing.md. Fleet tests need root; they skip (with the reason) otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from tests.harness import emulator as emu
+from tests.harness.ansible_run import AnsibleResult, run_playbook
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _require_root() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("the SSH fleet needs root (network, mount and PID namespaces); run the tests as root")
+
+
+@dataclass
+class AWS:
+    """The session's AWS emulator."""
+
+    endpoint: str
+    region: str
+    env: dict[str, str]
+    handle: emu.EmulatorHandle
+
+    def session(self) -> Any:
+        import boto3
+
+        return boto3.Session(aws_access_key_id=self.env["AWS_ACCESS_KEY_ID"],
+                             aws_secret_access_key=self.env["AWS_SECRET_ACCESS_KEY"], region_name=self.region)
+
+    def client(self, name: str, **kwargs: Any) -> Any:
+        return self.session().client(name, endpoint_url=self.endpoint, **kwargs)
+
+    def queue_lambda_results(self, results: list[dict[str, Any] | str]) -> int:
+        """Queue the next Lambda invoke results: ``[{"payload": str, "function_error": "Unhandled" | None}]``."""
+        return emu.queue_lambda_results(self.endpoint, results, self.region)
+
+    def lambda_invocations(self) -> list[dict[str, Any]]:
+        return emu.lambda_invocations(self.endpoint, self.region)
+
+
+@pytest.fixture(scope="session")
+def aws(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """Session-scoped AWS emulator (patched moto server in its own process)."""
+    handle = emu.start_emulator(tmp_path_factory.mktemp("emulator"))
+    try:
+        yield AWS(handle.endpoint, emu.REGION, emu.aws_env(handle.endpoint, emu.REGION), handle)
+    finally:
+        emu.stop_emulator(handle)
+
+
+@pytest.fixture
+def fleet(aws: AWS, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """Factory: ``fleet(n, subnet=None) -> World`` (tests.harness.world.World) on the session's emulator.
+
+    Every world made is torn down when the test ends.
+    """
+    _require_root()
+    from tests.harness.world import down, up
+
+    made = []
+
+    def make(n: int, subnet: str | None = None) -> Any:
+        world = up(tmp_path_factory.mktemp("world"), n, subnet=subnet, emulator_handle=aws.handle.to_json(), region=aws.region)
+        made.append(world)
+        return world
+
+    yield make
+    errors = []
+    for world in made:
+        try:
+            down(world.dir)
+        except Exception as exc:  # pylint: disable=broad-except
+            errors.append(f"{world.dir}: {exc}")
+    if errors:
+        pytest.fail("world tear-down failed:\n" + "\n".join(errors))
+
+
+@pytest.fixture(scope="session")
+def _control_path_dir() -> Any:
+    path = Path(f"/run/rollwright/cp-pytest-{os.getpid()}") if os.geteuid() == 0 else None
+    if path is None:
+        import tempfile
+
+        path = Path(tempfile.mkdtemp(prefix="rw-cp-"))
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    yield str(path)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def ansible_run(aws: AWS, _control_path_dir: str) -> Callable[..., AnsibleResult]:
+    """``ansible_run(playbook, inventory, extra_vars=None, env=None, check=False, timeout=300, limit=None)``.
+
+    `playbook` is a path or a list of plays (dicts). Runs with the emulator's AWS env, collections
+    from build/, the ansible.posix.json callback (parsed into the result), 50 forks.
+    """
+
+    def _run(playbook: Any, inventory: Any, extra_vars: dict[str, Any] | None = None, env: dict[str, str] | None = None,
+             check: bool = False, timeout: float = 300, limit: str | None = None, extra_args: list[str] | None = None) -> AnsibleResult:
+        return run_playbook(playbook, inventory, extra_vars=extra_vars, env=env, check=check, timeout=timeout, limit=limit,
+                            aws_env=aws.env, control_path_dir=_control_path_dir, extra_args=extra_args)
+
+    return _run
