@@ -35,6 +35,7 @@ changes nothing when all match; on any drift the install is redone.
 from __future__ import annotations
 
 import grp
+import hashlib
 import json
 import os
 import pwd
@@ -45,6 +46,10 @@ import subprocess
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
+
+from ansible_collections.rollwright.deploy.plugins.module_utils import hook_runner as _hooks
+from ansible_collections.rollwright.deploy.plugins.module_utils import lifecycle as _lifecycle
+from ansible_collections.rollwright.deploy.plugins.module_utils import revision as _revision
 
 FILE_EXISTS_BEHAVIORS = ("DISALLOW", "OVERWRITE", "RETAIN")
 DEFAULT_STATE_ROOT = "/var/lib/rollwright"
@@ -97,6 +102,25 @@ def read_json(path: str, default=None):
         return default
     except ValueError as exc:
         raise StateError(f"{path} is not valid JSON: {exc}") from exc
+
+
+def makedirs_traversable(path: str) -> None:
+    """Create missing directories of ``path`` with mode 0755 whatever the umask, so hook scripts that run
+    as another user (runas) can reach the unpacked revision."""
+    missing = []
+    current = os.path.abspath(path)
+    while not os.path.isdir(current):
+        missing.append(current)
+        parent = os.path.dirname(current)
+        if parent == current:
+            break
+        current = parent
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory, 0o755)
+        except FileExistsError:
+            continue
+        os.chmod(directory, 0o755)
 
 
 def validate_component(value: str, what: str) -> str:
@@ -196,6 +220,7 @@ class HostState:
     # per-deployment records ---------------------------------------------------------------
     def ensure_deployment_dir(self, deployment_id: str) -> str:
         path = self.deployment_dir(deployment_id)
+        makedirs_traversable(path)
         os.makedirs(self.logs_dir(deployment_id), exist_ok=True)
         if not os.path.exists(os.path.join(path, ".created")):
             atomic_write(os.path.join(path, ".created"), f"{time.time():.6f}\n")
@@ -835,3 +860,308 @@ def install(state: HostState, deployment_id: str, appspec: dict, bundle_root: st
     result.message = (f"installed {len(created)} path(s) ({len(plan.overwritten)} overwritten, {len(plan.retained)} retained), "
                       f"removed {len(removed)} path(s) of the previous install")
     return result
+
+
+# ---------------------------------------------------------------------------------------------
+# one call of the host_lifecycle module: several consecutive lifecycle events of a deployment
+# ---------------------------------------------------------------------------------------------
+
+DEPLOYMENT_ID_RE = re.compile(r"^d-[A-Z0-9]{9}$")
+_BUNDLE_EXT = {"zip": "zip", "tar": "tar", "tgz": "tar.gz"}
+
+
+def validate_deployment_id(value) -> str:
+    if not isinstance(value, str) or not DEPLOYMENT_ID_RE.match(value):
+        raise StateError(f"deployment_id must look like a CodeDeploy id, 'd-' and 9 upper-case letters or digits "
+                         f"(e.g. d-4KJ2N8F0Q), got {value!r}")
+    return value
+
+
+def sha256_file(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1024 * 1024), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass
+class DeploymentRequest:
+    """What the controller asks a host to do in one module call."""
+
+    deployment_id: str
+    events: list
+    appspec: dict | None = None
+    bundle: str | None = None
+    revision: dict | None = None
+    deployment_group_id: str | None = None
+    file_exists_behavior: str = "DISALLOW"
+    ignore_application_stop_failures: bool = False
+    hook_timeout_grace: float = 30
+    keep_revisions: int = DEFAULT_KEEP_REVISIONS
+    complete: bool = False
+    check_mode: bool = False
+
+
+@dataclass
+class DeploymentRun:
+    deployment_id: str
+    deployment_dir: str
+    log_file: str
+    events: list = field(default_factory=list)
+    failed_event: str | None = None
+    message: str = ""
+    changed: bool = False
+    warnings: list = field(default_factory=list)
+    last_successful_before: str | None = None
+    last_successful_after: str | None = None
+    pruned: list = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        return self.failed_event is not None
+
+    def to_dict(self) -> dict:
+        return {
+            "deployment_id": self.deployment_id, "deployment_dir": self.deployment_dir, "log_file": self.log_file,
+            "events": self.events, "failed_event": self.failed_event, "message": self.message,
+            "changed": self.changed, "pruned": self.pruned,
+            "last_successful": {"before": self.last_successful_before, "after": self.last_successful_after},
+        }
+
+
+class _EventFailed(Exception):
+    pass
+
+
+class HostDeployment:
+    """Runs lifecycle events of one deployment on this host (DownloadBundle, Install, hooks)."""
+
+    def __init__(self, state: HostState, request: DeploymentRequest):
+        hook_runner, lifecycle = _hooks, _lifecycle
+        self.hooks = hook_runner
+        self.lifecycle = lifecycle
+        self.state = state
+        self.req = request
+        validate_deployment_id(request.deployment_id)
+        self.events = lifecycle.validate_events(request.events, allow_controller_events=False)
+        self.id = request.deployment_id
+        self.run = DeploymentRun(deployment_id=self.id, deployment_dir=state.deployment_dir(self.id),
+                                 log_file=state.scripts_log(self.id))
+        self.context = hook_runner.HookContext(
+            deployment_id=self.id, application=state.application, deployment_group=state.deployment_group,
+            deployment_group_id=request.deployment_group_id or state.deployment_group, revision=request.revision or {})
+
+    # helpers --------------------------------------------------------------------------------
+    def needs_new_appspec(self) -> bool:
+        lc = self.lifecycle
+        return any(e in lc.HOST_RESERVED_EVENTS or (lc.is_scriptable(e) and not lc.uses_previous_revision(e))
+                   for e in self.events)
+
+    def new_appspec(self) -> dict:
+        appspec = self.req.appspec or self.state.load_appspec(self.id)
+        if appspec is None:
+            raise StateError(
+                f"appspec is required for events {', '.join(self.events)}: give the normalised appspec of the "
+                f"new revision (none is stored yet for deployment {self.id} on this host)")
+        return appspec
+
+    def _event(self, name: str, status: str, message: str = "", **extra) -> dict:
+        data = self.hooks.EventResult(name=name, status=status, start=self.hooks.now_iso(), end=self.hooks.now_iso(),
+                                      message=message).to_dict()
+        data.update(extra)
+        return data
+
+    def _record(self, status: str) -> None:
+        if self.req.check_mode:
+            return
+        previous = self.state.load_status(self.id) or {}
+        events = dict(previous.get("events") or {})
+        for item in self.run.events:
+            events[item["name"]] = {"status": item["status"], "end": item.get("end"), "message": item.get("message")}
+        self.state.write_status(self.id, {"deployment_id": self.id, "status": status, "updated": time.time(),
+                                          "events": events, "failed_event": self.run.failed_event})
+
+    # events -----------------------------------------------------------------------------------
+    def download_bundle(self) -> dict:
+        rev = _revision
+        start = self.hooks.now_iso()
+        t0 = time.monotonic()
+        revision = dict(self.req.revision or {})
+        existing = self.state.load_revision(self.id)
+        bundle = self.req.bundle
+        if not bundle:
+            if existing and self.state.bundle_root(self.id):
+                return self._event("DownloadBundle", "Succeeded", f"bundle of {self.id} already unpacked on this host",
+                                   changed=False)
+            if self.req.check_mode:
+                return self._event("DownloadBundle", "Skipped", "check mode: the bundle would be transferred and unpacked",
+                                   changed=True, check_mode=True)
+            raise _EventFailed("DownloadBundle needs the bundle: give src (a file on the controller, transferred by the "
+                               "action plugin) or bundle (a file already on the host)")
+        if not os.path.isfile(bundle):
+            raise _EventFailed(f"bundle {bundle} does not exist on this host")
+        digest = sha256_file(bundle)
+        expected = (revision.get("sha256") or "").lower()
+        if expected and digest != expected:
+            raise _EventFailed(f"bundle {bundle} has sha256 {digest}, expected {expected}: refusing to install it")
+        bundle_type = revision.get("bundle_type")
+        if not bundle_type:
+            try:
+                bundle_type = rev.infer_bundle_type(bundle)
+            except rev.RevisionError:
+                bundle_type = rev.sniff_bundle_type(bundle)
+        if bundle_type not in _BUNDLE_EXT:
+            raise _EventFailed(f"bundle {bundle}: cannot tell its type; set revision.bundle_type to zip, tar or tgz")
+        if existing and existing.get("sha256") == digest and self.state.bundle_root(self.id):
+            if not self.req.check_mode:
+                self._store_appspec()
+                self.state.set_most_recent(self.id)
+            return self._event("DownloadBundle", "Succeeded", f"the same bundle (sha256 {digest[:12]}…) is already unpacked",
+                               changed=False)
+        if self.req.check_mode:
+            return self._event("DownloadBundle", "Skipped", f"check mode: would unpack {bundle_type} bundle {bundle}",
+                               changed=True, check_mode=True)
+        ddir = self.state.ensure_deployment_dir(self.id)
+        target = os.path.join(ddir, "bundle." + _BUNDLE_EXT.get(bundle_type, bundle_type))
+        tmp = target + ".part"
+        shutil.copyfile(bundle, tmp)
+        os.replace(tmp, target)
+        archive = self.state.archive_dir(self.id)
+        shutil.rmtree(archive, ignore_errors=True)
+        makedirs_traversable(archive)
+        try:
+            root = rev.safe_extract(target, archive, bundle_type, revision.get("appspec_name") or "appspec.yml")
+        except (rev.RevisionError, OSError) as exc:
+            shutil.rmtree(archive, ignore_errors=True)
+            raise _EventFailed(f"cannot unpack bundle: {exc}") from exc
+        record = {k: revision.get(k) for k in ("source", "bucket", "key", "version", "etag")}
+        record.update({"sha256": digest, "bundle_type": bundle_type, "bundle_file": os.path.basename(target),
+                       "bundle_root": os.path.relpath(root, archive), "deployment_id": self.id,
+                       "application": self.state.application, "deployment_group": self.state.deployment_group,
+                       "downloaded_at": time.time()})
+        atomic_write_json(self.state.revision_file(self.id), record)
+        self._store_appspec()
+        self.state.set_most_recent(self.id)
+        data = self._event("DownloadBundle", "Succeeded", f"unpacked {bundle_type} bundle (sha256 {digest})", changed=True)
+        data.update(start=start, duration=round(time.monotonic() - t0, 3))
+        return data
+
+    def _store_appspec(self) -> None:
+        if self.req.appspec is not None:
+            atomic_write_json(self.state.appspec_file(self.id), self.req.appspec)
+
+    def install(self) -> dict:
+        start = self.hooks.now_iso()
+        t0 = time.monotonic()
+        root = self.state.bundle_root(self.id)
+        appspec = self.new_appspec()
+        if root is None:
+            if self.req.check_mode:
+                files = [f"{f.get('source')} -> {f.get('destination')}" for f in appspec.get("files") or []]
+                return self._event("Install", "Skipped", "check mode: the bundle is not on the host yet; would install "
+                                   + (", ".join(files) or "no files"), changed=True, check_mode=True)
+            raise _EventFailed(f"Install: the revision of {self.id} is not unpacked on this host; run DownloadBundle first")
+        try:
+            result = install(self.state, self.id, appspec, root, self.req.file_exists_behavior, check_mode=self.req.check_mode)
+        except (InstallError, StateError) as exc:
+            raise _EventFailed(f"Install failed: {exc}") from exc
+        self.run.warnings.extend(result.warnings)
+        status = "Skipped" if self.req.check_mode else "Succeeded"
+        data = self._event("Install", status, result.message, changed=result.changed, install=result.to_dict(),
+                           check_mode=self.req.check_mode)
+        data.update(start=start, duration=round(time.monotonic() - t0, 3))
+        return data
+
+    def hook(self, name: str) -> dict:
+        lc = self.lifecycle
+        if lc.uses_previous_revision(name):
+            source_id = self.state.last_successful
+            if source_id is None:
+                return self._event(name, "Skipped", "first deployment on this host: no previous revision to run scripts of")
+            appspec = self.state.load_appspec(source_id)
+            root = self.state.bundle_root(source_id) if appspec is not None else None
+            if appspec is None or root is None:
+                return self._event(name, "Skipped", f"the last successful deployment {source_id} is no longer on this host")
+        else:
+            source_id = self.id
+            appspec = self.new_appspec()
+            root = self.state.bundle_root(self.id)
+        hooks = (appspec.get("hooks") or {}).get(name) or []
+        if self.req.check_mode:
+            scripts = [{"location": h.get("location"), "runas": h.get("runas"), "timeout": h.get("timeout")} for h in hooks]
+            return self._event(name, "Skipped", f"check mode: {len(hooks)} script(s) of deployment {source_id} would run",
+                               scripts=scripts, revision_deployment_id=source_id, check_mode=True, changed=bool(hooks))
+        if root is None:
+            if not hooks:
+                return self._event(name, "Succeeded", "no scripts for this event", revision_deployment_id=source_id)
+            raise _EventFailed(f"{name}: the revision of {self.id} is not unpacked on this host; run DownloadBundle first")
+        result = self.hooks.run_event(name, hooks, root, self.context, self.run.log_file, grace=self.req.hook_timeout_grace)
+        data = result.to_dict()
+        data.update(revision_deployment_id=source_id, changed=bool(hooks))
+        return data
+
+    # the run ---------------------------------------------------------------------------------
+    def execute(self) -> DeploymentRun:
+        lc = self.lifecycle
+        run = self.run
+        run.last_successful_before = run.last_successful_after = self.state.last_successful
+        if self.needs_new_appspec() and self.req.appspec is None and self.state.load_appspec(self.id) is None:
+            self.new_appspec()  # raises the clear error before anything runs
+        if not self.req.check_mode:
+            self.state.ensure_deployment_dir(self.id)
+            self._record("InProgress")
+        for index, name in enumerate(self.events):
+            try:
+                if name == "DownloadBundle":
+                    data = self.download_bundle()
+                elif name == "Install":
+                    data = self.install()
+                else:
+                    data = self.hook(name)
+            except _EventFailed as exc:
+                data = self._event(name, "Failed", str(exc))
+            run.events.append(data)
+            run.changed = run.changed or bool(data.get("changed"))
+            if data["status"] == "Failed":
+                if lc.uses_previous_revision(name) and self.req.ignore_application_stop_failures:
+                    data["ignored"] = True
+                    run.warnings.append(f"{name} failed and was ignored (ignore_application_stop_failures): {data['message']}")
+                    continue
+                run.failed_event = name
+                run.message = self._failure_message(data)
+                for rest in self.events[index + 1:]:
+                    run.events.append(self._event(rest, "Skipped", f"not run: {name} failed"))
+                break
+        if run.failed:
+            self._record("Failed")
+            return run
+        if self.req.complete and not self.req.check_mode:
+            if self.state.last_successful != self.id:
+                self.state.set_last_successful(self.id)
+                run.changed = True
+            run.last_successful_after = self.id
+            run.pruned = self.state.prune(self.req.keep_revisions, current=self.id)
+            self._record("Succeeded")
+        else:
+            self._record("InProgress")
+        done = ", ".join(f"{e['name']} {e['status']}" for e in run.events)
+        run.message = f"deployment {self.id}: {done}"
+        return run
+
+    def _failure_message(self, data: dict) -> str:
+        name = data["name"]
+        lines = [f"lifecycle event {name} failed on this host for deployment {self.id}: {data.get('message')}"]
+        scripts = data.get("scripts") or []
+        if scripts:
+            last = scripts[-1]
+            if data.get("revision_deployment_id") and data["revision_deployment_id"] != self.id:
+                lines.append(f"(the script belongs to the last successful deployment {data['revision_deployment_id']})")
+            lines.append(f"log file: {last.get('log_file') or self.run.log_file}")
+            if last.get("output_tail"):
+                lines.append("output (tail):")
+                lines.append(last["output_tail"])
+        if self.lifecycle.uses_previous_revision(name):
+            lines.append("this event runs the previous revision's scripts; set ignore_application_stop_failures: true to "
+                         "log such a failure and carry on with the deployment (CodeDeploy's ignoreApplicationStopFailures)")
+        return "\n".join(lines)

@@ -1,0 +1,286 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: rollwright.deploy contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: host_lifecycle
+short_description: Run consecutive CodeDeploy lifecycle events of one deployment on a host
+version_added: 0.1.0
+description:
+  - Does on one host what the CodeDeploy agent does, without an agent: unpacks the pushed bundle
+    (C(DownloadBundle)), installs the revision's files (C(Install)) and runs the appspec's hook scripts,
+    for several consecutive lifecycle events in one call (every SSH round trip costs).
+  - C(BeforeBlockTraffic), C(AfterBlockTraffic) and C(ApplicationStop) run the scripts of the host's
+    B(last successful) revision, as CodeDeploy does; they are skipped on a host's first deployment (and when
+    that deployment's directory was pruned). All other hooks run the new revision's scripts.
+  - Install follows the agent exactly: the previous install's cleanup list is undone first, then files are
+    copied and recorded in a new cleanup list, O(file_exists_behavior) is checked after the cleanup, and the
+    appspec's C(permissions) apply only to paths this install created. Re-running the install of the same
+    deployment id changes nothing when the installed files are still as installed.
+  - Scripts run in their own process group with their output appended to
+    C(<state_root>/<application>/<deployment_group>/deployments/<id>/logs/scripts.log); a background child that
+    keeps its output open never blocks the hook; at a script's timeout its group gets SIGTERM, then SIGKILL
+    after O(hook_timeout_grace) seconds.
+  - The first failing event fails the task (remaining events are reported C(Skipped)) with a message naming the
+    event, the script, the exit code or timeout, the log file and the tail of the output.
+  - The action plugin of the same name transfers O(src) from the controller to the host's temporary
+    directory (one transfer, then one module run) and removes it afterwards.
+  - Nothing keeps running on the host between deployments.
+author:
+  - rollwright.deploy contributors
+extends_documentation_fragment:
+  - rollwright.deploy.host_engine
+options:
+  deployment_group_id:
+    description:
+      - The value of C(DEPLOYMENT_GROUP_ID) for the scripts. Defaults to O(deployment_group).
+    type: str
+  deployment_id:
+    description:
+      - The deployment id, CodeDeploy-like C(d-) followed by 9 upper-case letters or digits.
+    type: str
+    required: true
+  events:
+    description:
+      - The lifecycle events to run, contiguous and in lifecycle order (BeforeBlockTraffic, AfterBlockTraffic,
+        ApplicationStop, DownloadBundle, BeforeInstall, Install, AfterInstall, ApplicationStart, ValidateService,
+        BeforeAllowTraffic, AfterAllowTraffic). C(BlockTraffic) and C(AllowTraffic) are done on the controller,
+        so a call never spans them.
+    type: list
+    elements: str
+    required: true
+  appspec:
+    description:
+      - The normalised appspec of the new revision (as returned by M(rollwright.deploy.appspec_info)).
+      - Required when O(events) include C(DownloadBundle), C(Install) or a hook of the new revision, unless an
+        earlier call of the same deployment stored it on the host.
+    type: dict
+  bundle:
+    description:
+      - The bundle archive (zip, tar, tgz) already on the host. The action plugin sets it from O(src).
+    type: path
+  src:
+    description:
+      - The bundle archive on the controller; the action plugin transfers it to the host when O(events) include
+        C(DownloadBundle) (not in check mode).
+    type: path
+  revision:
+    description:
+      - The revision's identity. Stored in C(revision.json); for S3 revisions its bucket, key, version and
+        etag become C(BUNDLE_BUCKET), C(BUNDLE_KEY), C(BUNDLE_VERSION), C(BUNDLE_ETAG) for the scripts.
+    type: dict
+    suboptions:
+      source:
+        description: Where the revision came from.
+        type: str
+        choices: [s3, local]
+        default: local
+      bucket:
+        description: S3 bucket.
+        type: str
+      key:
+        description: S3 key.
+        type: str
+      version:
+        description: S3 version id.
+        type: str
+      etag:
+        description: S3 ETag.
+        type: str
+      sha256:
+        description: SHA-256 the bundle must have; a mismatch fails C(DownloadBundle) before anything is unpacked.
+        type: str
+      bundle_type:
+        description: C(zip), C(tar) or C(tgz); inferred from the file name or its first bytes when not given.
+        type: str
+        choices: [zip, tar, tgz]
+      appspec_name:
+        description: The appspec file name inside the bundle (used to find the bundle root).
+        type: str
+        default: appspec.yml
+  file_exists_behavior:
+    description:
+      - What Install does with a file it would copy over that the previous install did not create.
+        C(DISALLOW) fails naming the files, C(OVERWRITE) replaces them (the next deployment removes them),
+        C(RETAIN) keeps them. The appspec's C(file_exists_behavior) overrides this.
+    type: str
+    choices: [DISALLOW, OVERWRITE, RETAIN]
+    default: DISALLOW
+  ignore_application_stop_failures:
+    description:
+      - Log failures of C(BeforeBlockTraffic), C(AfterBlockTraffic) and C(ApplicationStop) (scripts of the previous
+        revision) as warnings and carry on, like CodeDeploy's C(ignoreApplicationStopFailures).
+    type: bool
+    default: false
+  hook_timeout_grace:
+    description:
+      - Seconds between the SIGTERM sent to a timed-out script's process group and the SIGKILL.
+    type: int
+    default: 30
+  keep_revisions:
+    description:
+      - How many deployment directories to keep on the host (the current one included); the last successful one
+        is never deleted. Applied when O(complete=true).
+    type: int
+    default: 5
+  complete:
+    description:
+      - After the events succeed, record this deployment as the host's last successful one and prune old
+        deployment directories.
+    type: bool
+    default: false
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Reports the events, the scripts that would run and, when the bundle is already unpacked, the files Install
+        would create or overwrite; changes nothing and transfers nothing.
+  diff_mode:
+    support: none
+notes:
+  - Scripts with O(appspec) C(runas) switch user with setgid, initgroups and setuid (no password, no PAM, no login
+    shell); that needs the module to run as root (C(become)).
+  - The host needs only Python 3 (stdlib); C(setfacl) for appspec acls and C(chcon) for SELinux contexts (skipped
+    with a warning where SELinux is not enabled).
+"""
+
+EXAMPLES = r"""
+- name: Stop the old revision, install the new one and start it (one SSH round trip)
+  rollwright.deploy.host_lifecycle:
+    application: shop
+    deployment_group: web
+    deployment_id: "{{ deployment_id }}"
+    src: "{{ bundle.path }}"
+    revision: "{{ bundle | combine({'source': 's3'}) }}"
+    appspec: "{{ spec.appspec }}"
+    events: [ApplicationStop, DownloadBundle, BeforeInstall, Install, AfterInstall, ApplicationStart, ValidateService]
+    complete: true
+  become: true
+
+- name: First half of an in-place deployment behind a load balancer (BlockTraffic is done on the controller)
+  rollwright.deploy.host_lifecycle:
+    application: shop
+    deployment_group: web
+    deployment_id: "{{ deployment_id }}"
+    events: [BeforeBlockTraffic]
+    ignore_application_stop_failures: true
+"""
+
+RETURN = r"""
+deployment_id:
+  description: The deployment id.
+  returned: always
+  type: str
+events:
+  description:
+    - One entry per requested event, in order, with C(name), C(status) (C(Succeeded), C(Failed), C(Skipped)),
+      C(start), C(end), C(duration) (s), C(message) and C(scripts).
+    - Each script has C(location), C(path), C(exit_code), C(duration), C(timed_out), C(killed), C(output_tail)
+      (the last 40 lines / 4 KiB of its output), C(log_file), C(runas), C(timeout) and C(error).
+    - Hook events also carry C(revision_deployment_id) (whose scripts ran); Install carries C(install) (created,
+      overwritten, retained, removed, permissions); a failure ignored by O(ignore_application_stop_failures) has
+      C(ignored=true); in check mode events have C(check_mode=true).
+  returned: always
+  type: list
+  elements: dict
+failed_event:
+  description: The event that failed, or null.
+  returned: always
+  type: str
+log_file:
+  description: The deployment's script log on the host.
+  returned: always
+  type: str
+deployment_dir:
+  description: The deployment's directory on the host.
+  returned: always
+  type: str
+last_successful:
+  description: The host's last successful deployment id before and after this call.
+  returned: always
+  type: dict
+  sample: {before: d-1A2B3C4D5, after: d-6E7F8G9H0}
+pruned:
+  description: Deployment directories removed by the retention rule.
+  returned: always
+  type: list
+  elements: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.rollwright.deploy.plugins.module_utils.host_install import (
+    DeploymentRequest,
+    HostDeployment,
+    HostState,
+    StateError,
+)
+from ansible_collections.rollwright.deploy.plugins.module_utils.lifecycle import LifecycleError
+
+
+def argument_spec():
+    return dict(
+        application=dict(type="str", required=True),
+        deployment_group=dict(type="str", required=True),
+        deployment_group_id=dict(type="str"),
+        deployment_id=dict(type="str", required=True),
+        events=dict(type="list", elements="str", required=True),
+        appspec=dict(type="dict"),
+        bundle=dict(type="path"),
+        src=dict(type="path"),
+        revision=dict(type="dict", options=dict(
+            source=dict(type="str", choices=["s3", "local"], default="local"),
+            bucket=dict(type="str"),
+            key=dict(type="str", no_log=False),
+            version=dict(type="str"),
+            etag=dict(type="str"),
+            sha256=dict(type="str"),
+            bundle_type=dict(type="str", choices=["zip", "tar", "tgz"]),
+            appspec_name=dict(type="str", default="appspec.yml"),
+        )),
+        file_exists_behavior=dict(type="str", choices=["DISALLOW", "OVERWRITE", "RETAIN"], default="DISALLOW"),
+        ignore_application_stop_failures=dict(type="bool", default=False),
+        hook_timeout_grace=dict(type="int", default=30),
+        keep_revisions=dict(type="int", default=5),
+        state_root=dict(type="path", default="/var/lib/rollwright"),
+        complete=dict(type="bool", default=False),
+    )
+
+
+def main():
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    p = module.params
+    if p["keep_revisions"] < 1:
+        module.fail_json(msg=f"keep_revisions must be an integer >= 1, got {p['keep_revisions']}")
+    if p["hook_timeout_grace"] < 0:
+        module.fail_json(msg=f"hook_timeout_grace must be >= 0 seconds, got {p['hook_timeout_grace']}")
+    base = dict(deployment_id=p["deployment_id"], events=[], failed_event=None, log_file=None,
+                deployment_dir=None, last_successful={}, pruned=[])
+    try:
+        state = HostState(p["state_root"], p["application"], p["deployment_group"])
+        request = DeploymentRequest(
+            deployment_id=p["deployment_id"], events=p["events"], appspec=p["appspec"], bundle=p["bundle"],
+            revision=p["revision"], deployment_group_id=p["deployment_group_id"],
+            file_exists_behavior=p["file_exists_behavior"],
+            ignore_application_stop_failures=p["ignore_application_stop_failures"],
+            hook_timeout_grace=p["hook_timeout_grace"], keep_revisions=p["keep_revisions"],
+            complete=p["complete"], check_mode=module.check_mode)
+        run = HostDeployment(state, request).execute()
+    except (StateError, LifecycleError) as exc:
+        module.fail_json(msg=str(exc), **base)
+    except OSError as exc:
+        module.fail_json(msg=f"host state error: {exc}", **base)
+    for warning in run.warnings:
+        module.warn(warning)
+    result = run.to_dict()
+    msg = result.pop("message")
+    if run.failed:
+        module.fail_json(msg=msg, **result)
+    module.exit_json(msg=msg, **result)
+
+
+if __name__ == "__main__":
+    main()
