@@ -649,7 +649,7 @@ class LambdaDeployment:
         except Exception as exc:
             text = str(exc) if isinstance(exc, LookupError) else _error_text(exc)
             event = {"time": self._now_iso(), "at_seconds": None, "phase": "before start", "alarm": None,
-                     "state": None, "error": text}
+                     "state": None, "error": text, "ignored": req.ignore_poll_alarm_failure}
             result["alarm_events"].append(event)
             if req.ignore_poll_alarm_failure:
                 self._emit("alarm", f"cannot read alarms before start ({text}); ignored (ignore_poll_alarm_failure)")
