@@ -19,7 +19,7 @@ description:
     pattern or except on a file object).
   - Not an AWS module; needs PyYAML, so it normally runs on the controller.
 author:
-  - rollwright.deploy contributors
+  - Rollwright maintainers (@rollwright)
 options:
   path:
     description: An AppSpec file, a bundle directory or a bundle archive.
@@ -39,9 +39,11 @@ options:
     default: ec2
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying the target.
     support: full
     details: The module only reads.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 """
 

@@ -14,11 +14,11 @@ description:
     keeps it in a cache on the controller, reads its AppSpec without unpacking the bundle and validates
     it, including against the bundle's contents (missing scripts or sources, two sources for one
     destination file, pattern/except on a file object).
-  - The returned O(bundle.path) is the exact file to push to hosts; the returned RV(appspec) is the
+  - The returned RV(bundle.path) is the exact file to push to hosts; the returned RV(appspec) is the
     normalised AppSpec the host modules take.
   - Runs on the controller. Every problem of the AppSpec is reported at once.
 author:
-  - rollwright.deploy contributors
+  - Rollwright maintainers (@rollwright)
 extends_documentation_fragment:
   - rollwright.deploy.revision
   - amazon.aws.common.modules
@@ -26,10 +26,12 @@ extends_documentation_fragment:
   - amazon.aws.boto3
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying the target.
     support: full
     details: Reports what would be fetched (one HeadObject) without downloading or packing anything;
       when the bundle is already cached its AppSpec is validated too.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 """
 
@@ -224,7 +226,7 @@ def main():
         required_one_of=[("s3", "path")],
         supports_check_mode=True,
     )
-    cache_dir = os.path.expanduser(module.params["cache_dir"])
+    cache_dir = module.params["cache_dir"]
     bundle_type = module.params["bundle_type"]
     appspec_name = module.params["appspec_name"]
     try:
