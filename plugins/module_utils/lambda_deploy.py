@@ -68,7 +68,7 @@ ARGUMENT_SPEC: dict[str, Any] = {
         "options": {
             "zip_file": {"type": "path"},
             "s3_bucket": {"type": "str"},
-            "s3_key": {"type": "str"},
+            "s3_key": {"type": "str", "no_log": False},
             "s3_object_version": {"type": "str"},
             "sha256": {"type": "str"},
         },
@@ -101,7 +101,7 @@ class LambdaDeployError(Exception):
 def new_deployment_id() -> str:
     """``d-`` followed by 9 upper-case alphanumerics, like CodeDeploy's ids."""
     alphabet = string.ascii_uppercase + string.digits
-    return "d-" + "".join(secrets.choice(alphabet) for _ in range(9))
+    return "d-" + "".join(secrets.choice(alphabet) for dummy in range(9))
 
 
 def _error_code(exc: BaseException) -> str | None:

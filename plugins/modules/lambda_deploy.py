@@ -38,7 +38,7 @@ description:
     it back on the current version with the routing cleared. A new deployment refuses to start on a
     weighted alias unless O(take_over=true).
 author:
-  - rollwright.deploy maintainers
+  - Rollwright maintainers (@rollwright)
 options:
   function_name:
     description:
