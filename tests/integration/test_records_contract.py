@@ -240,13 +240,13 @@ def test_missing_dynamodb_table_explains_how_to_create_it(aws):
 
 # ---- the module, through ansible ------------------------------------------------------------
 
-def _ansible_json(module: str, args: dict, env: dict) -> dict:
+def _ansible_json(module: str, args: dict, env: dict, check: bool = False) -> dict:
     full_env = dict(os.environ, **env, ANSIBLE_COLLECTIONS_PATH=str(ROOT / "build"),
                     ANSIBLE_LOAD_CALLBACK_PLUGINS="True", ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
                     ANSIBLE_LOCALHOST_WARNING="False", ANSIBLE_DEPRECATION_WARNINGS="False")
     proc = subprocess.run(
         [str(ROOT / ".venv" / "bin" / "ansible"), "localhost", "-m", module, "-a", json.dumps(args),
-         "-e", f"ansible_python_interpreter={ROOT / '.venv' / 'bin' / 'python'}"],
+         "-e", f"ansible_python_interpreter={ROOT / '.venv' / 'bin' / 'python'}"] + (["--check"] if check else []),
         capture_output=True, text=True, env=full_env, timeout=120, cwd=str(ROOT))
     data = json.loads(proc.stdout)
     return data["plays"][0]["tasks"][0]["hosts"]["localhost"]
@@ -281,3 +281,51 @@ def test_deployment_info_module(spec, store):
 
     res = _ansible_json("rollwright.deploy.deployment_info", dict(backend_args, deployment_id="d-000000000"), spec.env)
     assert res["failed"] is True and "no deployment d-000000000" in res["msg"]
+
+
+def test_deployment_record_module(spec, store):
+    if spec.backend == "sqlite":
+        backend_args = {"sqlite_path": spec.options["path"]}
+    else:
+        backend_args = {"backend": "dynamodb", "dynamodb_table": spec.options["table"]}
+
+    def run(**args):
+        return _ansible_json("rollwright.deploy.deployment_record", dict(backend_args, **args), spec.env)
+
+    res = run(state="create", application="shop", deployment_group="web", hosts=["h1", {"name": "h2", "instance_id": "i-2"}],
+              revision={"bucket": "rel", "key": "web.zip"}, configuration="CodeDeployDefault.AllAtOnce")
+    assert res["changed"] is True, res
+    did = res["deployment_id"]
+    assert re.match(r"^d-[A-Z0-9]{9}$", did) and res["deployment"]["status"] == "Created"
+
+    res = run(state="lock", application="shop", deployment_group="web", deployment_id=did, owner="ci@runner pid 1")
+    assert res["changed"] is True and res["lock"]["deployment_id"] == did
+    token = res["lock"]["token"]
+    res = run(state="lock", application="shop", deployment_group="web", deployment_id="d-BBBBBBBBB")
+    assert res["failed"] is True and res["msg"].startswith(f"deployment group shop/web is locked by deployment {did} "
+                                                           "(started by ci@runner pid 1 at ")
+    assert res["lock"]["deployment_id"] == did
+
+    run(state="event", deployment_id=did, host="h1", event_name="BeforeInstall", event_status="Failed",
+        event_message="exit 3", scripts=[{"location": "s/b.sh", "exit_code": 3}])
+    run(state="host", deployment_id=did, host="h1", host_status="Failed", lb_membership=MEMBERSHIP)
+    res = run(state="status", deployment_id=did, status="Failed", error="BeforeInstall failed on h1")
+    assert res["deployment"]["status"] == "Failed" and res["deployment"]["end_time"]
+    res = run(state="status", deployment_id=did, status="Succeeded")
+    assert res["failed"] is True and "already finished as Failed" in res["msg"]
+    res = run(state="status", deployment_id=did)
+    assert res["failed"] is True and "status" in res["msg"]  # required field is named
+
+    # check mode writes nothing
+    check = _ansible_json("rollwright.deploy.deployment_record",
+                          dict(backend_args, state="create", application="shop", deployment_group="web"), spec.env, check=True)
+    assert check["changed"] is True
+    assert [r.deployment_id for r in store.list("shop")] == [did]
+
+    res = run(state="unlock", application="shop", deployment_group="web", deployment_id=did, lock_token=token)
+    assert res["changed"] is True and res["released"] is True
+    rec = store.get(did)
+    h1 = rec.host("h1")
+    assert (h1.status, h1.lb_membership, h1.event("BeforeInstall").message) == ("Failed", MEMBERSHIP, "exit 3")
+    assert rec.host("h2").instance_id == "i-2" and rec.error == "BeforeInstall failed on h1"
+    assert store.get_lock("shop", "web") is None
