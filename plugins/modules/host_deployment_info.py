@@ -10,21 +10,22 @@ module: host_deployment_info
 short_description: Report which revision a host runs for one deployment group
 version_added: 0.1.0
 description:
-  - Reads the host state kept by M(rollwright.deploy.host_lifecycle) for one application and deployment group:
-    the last successful deployment (id and revision identity), the most recent deployment (id and status) and
+  - Reads the host state kept by M(rollwright.deploy.host_lifecycle) for one application and deployment group,
+    namely the last successful deployment (id and revision identity), the most recent deployment (id and status) and
     the deployments kept on the host.
   - The controller uses it to order hosts like CodeDeploy (unknown revision, old revision, current revision).
   - Read-only; a host that never ran a deployment of the group returns C(exists=false) and nulls.
 author:
-  - rollwright.deploy contributors
+  - Rollwright maintainers (@rollwright)
 extends_documentation_fragment:
   - rollwright.deploy.host_engine
 attributes:
   check_mode:
     support: full
-    details: The module only reads.
+    description: The module only reads, so check mode behaves as a normal run.
   diff_mode:
     support: none
+    description: No diff is produced.
 """
 
 EXAMPLES = r"""
@@ -46,7 +47,7 @@ exists:
   type: bool
 last_successful:
   description:
-    - The last successful deployment, C(deployment_id) and C(revision) (the content of C(revision.json):
+    - The last successful deployment, C(deployment_id) and C(revision) (the content of C(revision.json), with
       source, bucket, key, version, etag, sha256, bundle_type, ...), or null.
   returned: always
   type: dict

@@ -10,13 +10,13 @@ module: host_lifecycle
 short_description: Run consecutive CodeDeploy lifecycle events of one deployment on a host
 version_added: 0.1.0
 description:
-  - Does on one host what the CodeDeploy agent does, without an agent: unpacks the pushed bundle
+  - Does on one host what the CodeDeploy agent does, without an agent. It unpacks the pushed bundle
     (C(DownloadBundle)), installs the revision's files (C(Install)) and runs the appspec's hook scripts,
     for several consecutive lifecycle events in one call (every SSH round trip costs).
   - C(BeforeBlockTraffic), C(AfterBlockTraffic) and C(ApplicationStop) run the scripts of the host's
     B(last successful) revision, as CodeDeploy does; they are skipped on a host's first deployment (and when
     that deployment's directory was pruned). All other hooks run the new revision's scripts.
-  - Install follows the agent exactly: the previous install's cleanup list is undone first, then files are
+  - Install follows the agent exactly. The previous install's cleanup list is undone first, then files are
     copied and recorded in a new cleanup list, O(file_exists_behavior) is checked after the cleanup, and the
     appspec's C(permissions) apply only to paths this install created. Re-running the install of the same
     deployment id changes nothing when the installed files are still as installed.
@@ -30,7 +30,7 @@ description:
     directory (one transfer, then one module run) and removes it afterwards.
   - Nothing keeps running on the host between deployments.
 author:
-  - rollwright.deploy contributors
+  - Rollwright maintainers (@rollwright)
 extends_documentation_fragment:
   - rollwright.deploy.host_engine
 options:
@@ -135,11 +135,12 @@ options:
 attributes:
   check_mode:
     support: full
-    details:
+    description:
       - Reports the events, the scripts that would run and, when the bundle is already unpacked, the files Install
         would create or overwrite; changes nothing and transfers nothing.
   diff_mode:
     support: none
+    description: No diff is produced; the result lists what each event did.
 notes:
   - Scripts with O(appspec) C(runas) switch user with setgid, initgroups and setuid (no password, no PAM, no login
     shell); that needs the module to run as root (C(become)).

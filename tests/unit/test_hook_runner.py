@@ -80,7 +80,7 @@ def test_local_revision_has_no_bundle_vars(rev):
 
 
 def test_nonzero_exit_fails_and_stops_event(rev):
-    root, _ = rev
+    root = rev[0]
     write_script(root, "a.sh", "#!/bin/sh\necho boom >&2\nexit 3\n")
     write_script(root, "b.sh", "#!/bin/sh\ntouch \"$0.ran\"\n")
     res = run(rev, "ValidateService", [{"location": "a.sh"}, {"location": "b.sh"}])
@@ -103,7 +103,7 @@ def test_location_outside_revision_rejected(rev):
 
 
 def test_non_executable_is_made_executable(rev):
-    root, _ = rev
+    root = rev[0]
     path = write_script(root, "x.sh", "#!/bin/sh\necho ok\n", mode=0o644)
     res = run(rev, "AfterInstall", [{"location": "x.sh"}])
     assert res.status == "Succeeded", res.message
@@ -111,7 +111,7 @@ def test_non_executable_is_made_executable(rev):
 
 
 def test_script_without_shebang_runs_with_sh(rev):
-    root, _ = rev
+    root = rev[0]
     write_script(root, "plain", "echo no-shebang $LIFECYCLE_EVENT\n")
     res = run(rev, "AfterInstall", [{"location": "plain"}])
     assert res.status == "Succeeded", res.message
@@ -119,7 +119,7 @@ def test_script_without_shebang_runs_with_sh(rev):
 
 
 def test_timeout_terminates_group_within_bound(rev):
-    root, _ = rev
+    root = rev[0]
     write_script(root, "slow.sh", "#!/bin/sh\nsleep 30 &\necho $! > \"$0.child\"\nsleep 30\n")
     t0 = time.monotonic()
     res = run(rev, "ApplicationStart", [{"location": "slow.sh", "timeout": 1}], grace=2)
@@ -142,7 +142,7 @@ def _alive(pid):
 
 
 def test_sigterm_ignored_gets_sigkill_after_grace(rev):
-    root, _ = rev
+    root = rev[0]
     write_script(root, "stubborn.sh", "#!/bin/sh\ntrap '' TERM\nwhile :; do sleep 0.1; done\n")
     t0 = time.monotonic()
     res = run(rev, "ApplicationStop", [{"location": "stubborn.sh", "timeout": 1}], grace=1)
@@ -201,7 +201,7 @@ def app_user():
 
 
 def test_runas_non_root_user(rev, app_user):
-    root, _ = rev
+    root = rev[0]
     write_script(root, "who.sh", "#!/bin/sh\nid -un\necho \"$USER $HOME\"\n")
     res = run(rev, "ValidateService", [{"location": "who.sh", "runas": app_user}])
     assert res.status == "Succeeded", res.message
@@ -210,7 +210,7 @@ def test_runas_non_root_user(rev, app_user):
 
 
 def test_runas_unknown_user_fails(rev):
-    root, _ = rev
+    root = rev[0]
     write_script(root, "who.sh", "#!/bin/sh\nid -un\n")
     res = run(rev, "ValidateService", [{"location": "who.sh", "runas": "no-such-user-rw"}])
     assert res.status == "Failed" and "no-such-user-rw" in res.message

@@ -59,7 +59,7 @@ def test_copy_directory_records_cleanup_and_preserves_modes_and_symlinks(world):
 
 
 def test_missing_ancestors_created_and_removed(world):
-    state, tmp, _ = world
+    state, tmp = world[0], world[1]
     deep = str(tmp / "x" / "y" / "z")
     b1 = make_bundle(tmp / "b1", {"one.txt": "1"})
     hi.install(state, "d-AAAAAAAA1", spec(deep, source="one.txt"), b1)
@@ -158,7 +158,9 @@ def test_permissions_pattern_except_type_and_object_itself(world):
         {"object": dest, "pattern": "**", "except": ["sub"], "mode": "0750", "type": ["directory"]},
     ]
     hi.install(state, "d-AAAAAAAA1", spec(dest, permissions=perms), b1)
-    mode = lambda p: stat.S_IMODE(os.stat(os.path.join(dest, p)).st_mode)  # noqa: E731
+
+    def mode(rel):
+        return stat.S_IMODE(os.stat(os.path.join(dest, rel)).st_mode)
     assert mode("a.sh") == 0o755  # direct child matching *.sh
     assert mode("b.txt") == 0o600  # not matched
     assert mode("sub/c.sh") == 0o700  # simple globs never reach below a direct child; ** does
@@ -185,7 +187,7 @@ def test_permissions_owner_group_and_acl(world):
     import grp
     import pwd
     assert st.st_uid == pwd.getpwnam("nobody").pw_uid and st.st_gid == grp.getgrnam("nogroup").gr_gid
-    acl = subprocess.run(["getfacl", "-cp", path], capture_output=True, text=True).stdout
+    acl = subprocess.run(["getfacl", "-cp", path], capture_output=True, text=True, check=True).stdout
     assert "user:daemon:rw-" in acl and "user::rw-" in acl
     if not hi.selinux_enabled():
         assert res.warnings == []
