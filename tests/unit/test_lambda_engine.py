@@ -379,3 +379,22 @@ def test_minimal_appspec_input(world):
     assert world.engine.run(request)["status"] == "Succeeded" and world.alias() == ("3", {})
     with pytest.raises(LambdaDeployError, match="conflicts with the appspec"):
         request_from_options({"appspec": spec, "target_version": "2"})
+
+
+def test_interruption_mid_shift_puts_the_alias_back(world):
+    def interrupt():
+        raise KeyboardInterrupt
+
+    world.vt.at.append((world.vt.now + 3.0, interrupt))
+    with pytest.raises(KeyboardInterrupt):
+        world.engine.run(req(deployment_config={"type": "linear", "percentage": 25, "interval": "2s"}))
+    assert [w for _, _, w in world.observed] == [{"2": 0.25}, {"2": 0.5}]
+    assert world.alias() == ("1", {})
+    assert any(e["event"] == "rollback" and "interrupted" in e["message"] for e in world.events)
+
+
+def test_heartbeat_while_waiting(world):
+    world.engine.heartbeat_seconds = 30
+    world.engine.run(req(deployment_config="CodeDeployDefault.LambdaCanary10Percent5Minutes"))
+    beats = [e for e in world.events if e["event"] == "wait"]
+    assert 8 <= len(beats) <= 10 and "waiting for step 2/2 at +300s" in beats[0]["message"]
