@@ -67,10 +67,10 @@ for _name, _aliases, _env, _extra in _OPTIONS:
     AWS_OPTION_SPEC[_name] = _spec
 
 #: Every option name and alias an action plugin should pop from its task args.
-AWS_OPTION_NAMES: list[str] = [n for name, aliases, _, _ in _OPTIONS for n in [name] + aliases]
+AWS_OPTION_NAMES: list[str] = [n for opt in _OPTIONS for n in [opt[0]] + opt[1]]
 
-_ALIASES = {alias: name for name, aliases, _, _ in _OPTIONS for alias in aliases}
-_ENV = {name: env for name, _, env, _ in _OPTIONS}
+_ALIASES = {alias: opt[0] for opt in _OPTIONS for alias in opt[1]}
+_ENV = {opt[0]: opt[2] for opt in _OPTIONS}
 
 
 class AWSSessionError(Exception):
@@ -143,7 +143,7 @@ def connection_kwargs(options: dict[str, Any] | None, environ: dict[str, str] | 
 
 def _user_agent_extra() -> str:
     try:
-        from ansible.release import __version__ as ansible_version
+        from ansible.module_utils.ansible_release import __version__ as ansible_version
     except ImportError:  # pragma: no cover
         return COLLECTION_USER_AGENT
     return f"APN/1.0 Ansible/{ansible_version} {COLLECTION_USER_AGENT}"

@@ -22,7 +22,7 @@ description:
     (see O(wait_timeout)).
   - Runs on the controller; delegate it to C(localhost).
 author:
-  - rollwright.deploy maintainers
+  - Rollwright maintainers (@rollwright)
 options:
   instance_ids:
     description:
@@ -48,8 +48,8 @@ options:
     description:
       - Memberships recorded earlier (RV(memberships) of a V(snapshot) or V(absent) run), for V(restore)
         and V(present).
-      - Each is C({kind: elbv2, target_group_arn, target_id, port, availability_zone}) or
-        C({kind: classic_elb, load_balancer_name, instance_id}).
+      - Each is a dictionary with C(kind=elbv2) and C(target_group_arn), C(target_id), C(port),
+        C(availability_zone); or with C(kind=classic_elb) and C(load_balancer_name), C(instance_id).
     type: list
     elements: dict
 extends_documentation_fragment:

@@ -272,7 +272,7 @@ def _ansible(emu, args: dict, check=False):
            "-a", json.dumps(args), "-e", f"ansible_python_interpreter={ROOT / '.venv' / 'bin' / 'python'}"]
     if check:
         cmd.append("--check")
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120, stdin=subprocess.DEVNULL)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120, stdin=subprocess.DEVNULL, check=False)
     out = proc.stdout
     assert "=>" in out, f"rc={proc.returncode}\n{out}\n{proc.stderr}"
     return proc.returncode, json.loads(out[out.index("=> {") + 3:])

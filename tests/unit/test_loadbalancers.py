@@ -19,7 +19,6 @@ from ansible_collections.rollwright.deploy.plugins.module_utils.loadbalancers im
     Backoff,
     ClassicELBMembership,
     ConfigError,
-    ELBv2Adapter,
     ELBv2Membership,
     HAProxyMembership,
     LoadBalancerError,
@@ -58,7 +57,7 @@ def test_backoff_schedule_never_passes_deadline_and_ends_on_it(seed):
 def test_backoff_base_delays_grow_to_the_cap():
     b = Backoff(initial=0.5, cap=12.0, factor=2.0, jitter=0.0)
     it = b.base_delays()
-    first = [next(it) for _ in range(8)]
+    first = [next(it) for _i in range(8)]
     assert first == [0.5, 1.0, 2.0, 4.0, 8.0, 12.0, 12.0, 12.0]
 
 
@@ -67,7 +66,7 @@ def test_backoff_jittered_delays_stay_in_band_and_grow_until_cap(seed):
     b = Backoff(initial=0.75, cap=12.0, factor=2.0, jitter=0.25, rng=random.Random(seed))
     delays = b.delays()
     bases = b.base_delays()
-    got = [(next(delays), next(bases)) for _ in range(10)]
+    got = [(next(delays), next(bases)) for _i in range(10)]
     for d, base in got:
         assert base * 0.75 - 1e-9 <= d <= base + 1e-9
     # below the cap, each delay is at least the previous one (factor 2, jitter <= 0.5)
@@ -284,7 +283,7 @@ def test_allow_registers_exact_ports_and_reregisters_draining_targets():
     assert sorted(m.port for m in snap) == [8081, 8082]
     lb.block(snap)
     clock.t += 1  # still draining (delay 300)
-    assert {s for s, _ in lb.states(snap).values()} == {"draining"}
+    assert {pair[0] for pair in lb.states(snap).values()} == {"draining"}
     lb.allow(snap)
     assert fake.calls["register_targets"] == 1
     assert fake.log[-1][1]["targets"] == [{"Id": "i-1", "Port": 8081}, {"Id": "i-1", "Port": 8082}]
@@ -383,7 +382,8 @@ def test_composite_routes_by_kind_and_rejects_unconfigured_kinds():
 
 def test_wait_result_merge_keeps_worst_outcome():
     a = WaitResult("healthy", {"i-1": Outcome("healthy", "healthy")}, elapsed=3)
-    b = WaitResult("healthy", {"i-1": Outcome("timeout", "initial", None, [{"kind": "classic_elb", "load_balancer_name": "web", "instance_id": "i-1"}])}, elapsed=5)
+    classic = {"kind": "classic_elb", "load_balancer_name": "web", "instance_id": "i-1"}
+    b = WaitResult("healthy", {"i-1": Outcome("timeout", "initial", None, [classic])}, elapsed=5)
     m = a.merge(b)
     assert not m.ok and m.outcomes["i-1"].status == "timeout" and m.elapsed == 5
     assert "classic ELB web" in m.message()
@@ -436,8 +436,9 @@ def test_aws_options_profile_with_keys_is_an_error_and_ca_bundle_verifies():
 
 
 def test_aws_option_spec_and_split():
-    assert set(aws_session.AWS_OPTION_SPEC) >= {"access_key", "secret_key", "session_token", "profile", "region",
-                                               "endpoint_url", "validate_certs", "aws_ca_bundle", "aws_config"}
+    expected = {"access_key", "secret_key", "session_token", "profile", "region", "endpoint_url", "validate_certs",
+                "aws_ca_bundle", "aws_config"}
+    assert set(aws_session.AWS_OPTION_SPEC) >= expected
     assert aws_session.AWS_OPTION_SPEC["secret_key"]["no_log"] is True
     aws, rest = aws_session.split_aws_options({"region": "x", "aws_endpoint_url": "y", "instance_ids": []})
     assert aws == {"region": "x", "aws_endpoint_url": "y"} and rest == {"instance_ids": []}

@@ -533,7 +533,7 @@ def worst_state(pairs: list[tuple[str, str | None]]) -> tuple[str, str | None]:
 
 
 def count_by_state(states: dict[Membership, tuple[str, str | None]]) -> str:
-    counts = Counter(s for s, _ in states.values())
+    counts = Counter(pair[0] for pair in states.values())
     return ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
 
 
@@ -595,14 +595,14 @@ class CompositeLoadBalancer(Adapter):
 
     def block(self, memberships: list[Membership]) -> None:
         routed = self._route(memberships)
-        for adapter, _ in routed:  # every group must exist before anything changes
+        for adapter, _ms in routed:  # every group must exist before anything changes
             adapter.validate()
         for adapter, ms in routed:
             adapter.block(ms)
 
     def allow(self, memberships: list[Membership]) -> None:
         routed = self._route(memberships)
-        for adapter, _ in routed:
+        for adapter, _ms in routed:
             adapter.validate()
         for adapter, ms in routed:
             adapter.allow(ms)

@@ -243,7 +243,7 @@ class ClassicELBAdapter(Adapter):
         self.validate()
         seen: dict[str, list[str]] = {i: [] for i in instance_ids}
         for name in self.names:
-            for iid, (state, _) in self._instance_states(name).items():
+            for iid, (state, _reason) in self._instance_states(name).items():
                 if iid in seen and state != UNUSED:
                     seen[iid].append(state)
         return {i: worst_health(s) for i, s in seen.items()}

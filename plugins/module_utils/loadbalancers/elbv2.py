@@ -202,7 +202,8 @@ class ELBv2Adapter(Adapter):
         return self._delays[arn]
 
     def _normalise(self, m: Membership) -> ELBv2Membership:
-        assert isinstance(m, ELBv2Membership)
+        if not isinstance(m, ELBv2Membership):
+            raise TypeError(f"not an ELBv2 membership: {m!r}")
         if m.port is None:
             info = self._groups.get(m.target_group_arn)
             if info is not None and info.port is not None:
@@ -347,4 +348,3 @@ def _string_list(config: dict[str, Any], key: str) -> list[str]:
         if not isinstance(item, str) or not item:
             raise ConfigError(f"load_balancer.{key}[{i}]: expected a non-empty string, got {item!r}")
     return list(value)
-
