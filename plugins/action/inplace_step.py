@@ -1,0 +1,173 @@
+# -*- coding: utf-8 -*-
+# Copyright: rollwright.deploy contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Controller-side steps of an in-place deployment, run in-process so waits print progress live."""
+
+from __future__ import annotations
+
+import os
+
+from ansible.errors import AnsibleActionFail
+from ansible.plugins.action import ActionBase
+from ansible.utils.display import Display
+
+from ansible_collections.rollwright.deploy.plugins.module_utils import deploy_inputs
+from ansible_collections.rollwright.deploy.plugins.module_utils.inplace import (
+    MAIN,
+    POST_ALLOW,
+    PRE_BLOCK,
+    InPlaceError,
+    InPlaceRun,
+)
+
+display = Display()
+
+STEPS = ("start", "plan", "block", "allow", "stop")
+RESULT_VARS = {PRE_BLOCK: "_rollwright_r_pre_block", MAIN: "_rollwright_r_main", POST_ALLOW: "_rollwright_r_post_allow"}
+
+
+def _progress(message: str) -> None:
+    display.display(f"rollwright: {message}")
+
+
+class ActionModule(ActionBase):
+    """See plugins/modules/inplace_step.py for the documentation."""
+
+    TRANSFERS_FILES = False
+    _requires_connection = False
+
+    def _clients(self, args: dict):
+        from ansible_collections.rollwright.deploy.plugins.module_utils.aws_session import aws_client_factory
+
+        return aws_client_factory(args.get("aws") or {})
+
+    def _store(self, args: dict, clients):
+        from ansible_collections.rollwright.deploy.plugins.module_utils.records import open_store
+
+        record = dict(args.get("record") or {})
+        backend = record.pop("backend", None) or "sqlite"
+        return open_store(backend, record, client_factory=clients)
+
+    def _load_balancer(self, lb_config, clients):
+        if not lb_config:
+            return None
+        from ansible_collections.rollwright.deploy.plugins.module_utils.loadbalancers import (
+            CompositeLoadBalancer,
+            adapters_from_config,
+        )
+
+        return CompositeLoadBalancer(adapters_from_config(lb_config, clients))
+
+    @staticmethod
+    def _host_results(task_vars: dict, hosts: list, var_name: str) -> dict:
+        hostvars = task_vars.get("hostvars", {})
+        results = {}
+        for host in hosts:
+            try:
+                results[host] = hostvars[host].get(var_name)
+            except KeyError:
+                results[host] = None
+        return results
+
+    def _fetch_revision(self, revision: dict, clients, cache_dir: str, appspec_name: str):
+        from ansible_collections.rollwright.deploy.plugins.module_utils import revision as rev
+        from ansible_collections.rollwright.deploy.plugins.module_utils.appspec import parse_appspec
+
+        if "s3" in revision:
+            s3 = revision["s3"]
+            fetched = rev.fetch_s3_bundle(clients.client("s3"), s3["bucket"], s3["key"], cache_dir,
+                                          version=s3.get("version"), etag=s3.get("etag"))
+        else:
+            fetched = rev.local_bundle(revision["path"], cache_dir=cache_dir)
+        bundle_type = revision.get("bundle_type") or fetched.bundle_type
+        text, inner_path = rev.read_appspec_text(fetched.path, bundle_type, appspec_name=appspec_name)
+        spec = parse_appspec(text, filename=inner_path)
+        identity = {
+            "source": "s3" if "s3" in revision else "local",
+            "path": fetched.path,
+            "bundle_type": bundle_type,
+            "sha256": fetched.sha256,
+            "size": fetched.size,
+            "etag": fetched.etag,
+            "version": fetched.version,
+        }
+        if "s3" in revision:
+            identity.update(bucket=revision["s3"]["bucket"], key=revision["s3"]["key"])
+        else:
+            identity["local_path"] = revision["path"]
+        return identity, spec.to_dict()
+
+    def run(self, tmp=None, task_vars=None):
+        result = super().run(tmp, task_vars)
+        task_vars = task_vars or {}
+        args = dict(self._task.args)
+        step = args.get("step")
+        if step not in STEPS:
+            raise AnsibleActionFail(f"step: expected one of {', '.join(STEPS)}, got {step!r}")
+        try:
+            clients = self._clients(args)
+            store = self._store(args, clients)
+            if step == "start":
+                state = self._start(args, task_vars, clients, store)
+            else:
+                state = dict(args.get("state") or {})
+                if not state.get("deployment_id"):
+                    raise AnsibleActionFail("state: expected the deployment state returned by step=start")
+                lb = self._load_balancer(state["options"].get("load_balancer"), clients)
+                run = InPlaceRun(store, lb, progress=_progress)
+                if step == "plan":
+                    state = run.plan(state, self._host_results(task_vars, state["batch"],
+                                                               RESULT_VARS[POST_ALLOW if state["with_load_balancer"] else MAIN]))
+                elif step == "block":
+                    state = run.block(state, self._host_results(task_vars, state["active"], RESULT_VARS[PRE_BLOCK]),
+                                      drain_timeout=state["options"].get("drain_timeout"))
+                elif step == "allow":
+                    state = run.allow(state, self._host_results(task_vars, state["active"], RESULT_VARS[MAIN]),
+                                      healthy_timeout=state["options"].get("healthy_timeout"))
+                elif step == "stop":
+                    state = run.finish(state, stop_reason=args.get("reason") or "stopped on request", status="Stopped")
+        except (InPlaceError, ValueError) as exc:
+            raise AnsibleActionFail(str(exc)) from exc
+        result["changed"] = True
+        result["ansible_facts"] = {"_rollwright": state}
+        result["deployment_id"] = state["deployment_id"]
+        result["batch"] = state.get("batch", [])
+        result["done"] = state.get("done", False)
+        if state.get("done"):
+            result["rollwright_deployment"] = state["summary"]
+            result["ansible_facts"]["rollwright_deployment"] = state["summary"]
+            result["summary_text"] = state["summary_text"]
+        return result
+
+    def _start(self, args: dict, task_vars: dict, clients, store) -> dict:
+        hosts = list(args.get("hosts") or [])
+        if not hosts:
+            raise AnsibleActionFail("hosts: expected at least one host to deploy to")
+        application = args.get("application")
+        if not application:
+            raise AnsibleActionFail("application: expected the application name (rollwright_application)")
+        group = args.get("deployment_group") or application
+        revision = deploy_inputs.normalise_revision(args.get("revision"))
+        lb_config = deploy_inputs.normalise_load_balancer(args.get("load_balancer"),
+                                                          args.get("target_group_arns"), args.get("classic_elb_names"))
+        id_var = args.get("instance_id_var") or "ec2_instance_id"
+        hostvars = task_vars.get("hostvars", {})
+        targets = []
+        for host in hosts:
+            hv = hostvars[host]
+            targets.append({"name": host, "instance_id": hv.get(id_var) or hv.get("instance_id")})
+        host_states = {}
+        for host, info in self._host_results(task_vars, hosts, "_rollwright_host_info").items():
+            host_states[host] = None if (not info or info.get("unreachable") or info.get("failed")) else info
+        cache_dir = os.path.expanduser(args.get("cache_dir") or "~/.cache/rollwright/bundles")
+        identity, appspec = self._fetch_revision(revision, clients, cache_dir, args.get("appspec_name") or "appspec.yml")
+        options = {
+            "load_balancer": lb_config,
+            "drain_timeout": args.get("drain_timeout"),
+            "healthy_timeout": args.get("healthy_timeout"),
+        }
+        run = InPlaceRun(store, self._load_balancer(lb_config, clients), progress=_progress)
+        return run.start(application=application, deployment_group=group, hosts=targets, host_states=host_states,
+                         revision=identity, appspec=appspec, config=args.get("deployment_config"),
+                         load_balancer=lb_config, options=options, creator=args.get("creator") or "user",
+                         rollback_of=args.get("rollback_of"), force_lock=bool(args.get("force_lock")))

@@ -1,0 +1,100 @@
+# -*- coding: utf-8 -*-
+# Copyright: rollwright.deploy contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Normalise the shared deployment inputs (`rollwright_*`), including their survey-friendly scalar forms.
+
+AWX surveys can only pass scalars, so every structured input also has a string form:
+
+- revision: ``s3://bucket/key.zip?versionId=V&etag=E&bundleType=zip`` or a controller path;
+- load balancer: comma-separated target group ARNs and classic ELB names.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+from urllib.parse import parse_qs, urlsplit
+
+BUNDLE_TYPES = ("zip", "tar", "tgz")
+
+
+class InputError(ValueError):
+    """A deployment input is malformed; the message names the field and what was expected."""
+
+
+def _split_list(value: Any, field: str) -> list[str]:
+    if value is None or value == "":
+        return []
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return [v.strip() for v in value if v.strip()]
+    raise InputError(f"{field}: expected a list of strings or a comma-separated string, got {value!r}")
+
+
+def normalise_revision(value: Any, field: str = "rollwright_revision") -> dict:
+    """Return {'s3': {bucket, key, version, etag}, 'bundle_type'} or {'path', 'bundle_type'}."""
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            raise InputError(f"{field}: expected an s3:// URL, a path, or a dict with 's3' or 'path', got an empty string")
+        if text.startswith("s3://"):
+            parts = urlsplit(text)
+            query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+            key = parts.path.lstrip("/")
+            if not parts.netloc or not key:
+                raise InputError(f"{field}: expected s3://BUCKET/KEY[?versionId=V&etag=E&bundleType=T], got {value!r}")
+            unknown = set(query) - {"versionId", "etag", "bundleType"}
+            if unknown:
+                raise InputError(f"{field}: unknown query parameter(s) {sorted(unknown)}; expected versionId, etag, bundleType")
+            value = {"s3": {"bucket": parts.netloc, "key": key, "version": query.get("versionId"),
+                            "etag": query.get("etag")}, "bundle_type": query.get("bundleType")}
+        else:
+            value = {"path": text}
+    if not isinstance(value, dict):
+        raise InputError(f"{field}: expected a dict with 's3' or 'path' (or a string), got {type(value).__name__}")
+    unknown = set(value) - {"s3", "path", "bundle_type"}
+    if unknown:
+        raise InputError(f"{field}: unknown key(s) {sorted(unknown)}; expected s3, path, bundle_type")
+    if ("s3" in value and value["s3"]) == bool(value.get("path")):
+        raise InputError(f"{field}: expected exactly one of 's3' or 'path'")
+    bundle_type = value.get("bundle_type")
+    if bundle_type is not None and bundle_type not in BUNDLE_TYPES:
+        raise InputError(f"{field}.bundle_type: expected one of {', '.join(BUNDLE_TYPES)}, got {bundle_type!r}")
+    if value.get("path"):
+        if not isinstance(value["path"], str):
+            raise InputError(f"{field}.path: expected a string, got {value['path']!r}")
+        return {"path": value["path"], "bundle_type": bundle_type}
+    s3 = value["s3"]
+    if not isinstance(s3, dict):
+        raise InputError(f"{field}.s3: expected a dict with bucket and key, got {s3!r}")
+    unknown = set(s3) - {"bucket", "key", "version", "etag"}
+    if unknown:
+        raise InputError(f"{field}.s3: unknown key(s) {sorted(unknown)}; expected bucket, key, version, etag")
+    for required in ("bucket", "key"):
+        if not isinstance(s3.get(required), str) or not s3.get(required):
+            raise InputError(f"{field}.s3.{required}: expected a non-empty string, got {s3.get(required)!r}")
+    return {"s3": {"bucket": s3["bucket"], "key": s3["key"], "version": s3.get("version") or None,
+                   "etag": s3.get("etag") or None}, "bundle_type": bundle_type}
+
+
+def normalise_load_balancer(value: Any, target_group_arns: Any = None, classic_elb_names: Any = None,
+                            field: str = "rollwright_load_balancer") -> Optional[dict]:
+    """Return {'target_group_arns': [...], 'classic_elb_names': [...]} or None for no load balancer."""
+    if value in (None, "", {}):
+        value = {}
+    if not isinstance(value, dict):
+        raise InputError(f"{field}: expected a dict with target_group_arns and/or classic_elb_names, got {value!r}")
+    unknown = set(value) - {"target_group_arns", "classic_elb_names", "haproxy"}
+    if unknown:
+        raise InputError(f"{field}: unknown key(s) {sorted(unknown)}; expected target_group_arns, classic_elb_names, haproxy")
+    result = {
+        "target_group_arns": _split_list(value.get("target_group_arns"), f"{field}.target_group_arns")
+        + _split_list(target_group_arns, "rollwright_target_group_arns"),
+        "classic_elb_names": _split_list(value.get("classic_elb_names"), f"{field}.classic_elb_names")
+        + _split_list(classic_elb_names, "rollwright_classic_elb_names"),
+    }
+    if value.get("haproxy"):
+        result["haproxy"] = value["haproxy"]
+    if not any(result.values()):
+        return None
+    return result

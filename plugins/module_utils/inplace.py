@@ -1,0 +1,420 @@
+# -*- coding: utf-8 -*-
+# Copyright: rollwright.deploy contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The controller's side of an in-place rolling deployment.
+
+The role `rollwright.deploy.inplace` alternates host-side calls of `host_lifecycle` with the
+controller steps below (the `inplace_step` action plugin calls them):
+
+    start  - validate, fetch the revision, order hosts, create the record, take the lock
+    plan   - judge the previous batch, pick the next one (or finish: status, lock, summary)
+    block  - BlockTraffic for the batch: record membership, deregister, wait for draining
+    allow  - AllowTraffic for the hosts still healthy: register the recorded membership, wait healthy
+
+Between steps the whole state is a plain JSON dict (an Ansible fact), and everything that matters
+for recovery is also written to the deployment record before it is acted on.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+from ansible_collections.rollwright.deploy.plugins.module_utils import deployment_config as dc
+from ansible_collections.rollwright.deploy.plugins.module_utils import lifecycle
+from ansible_collections.rollwright.deploy.plugins.module_utils.records.base import (
+    DeploymentRecord,
+    HostRecord,
+    Lock,
+    RecordStore,
+    now_iso,
+)
+
+Progress = Callable[[str], None]
+
+# The host-side calls of one batch, by the place they take around the controller's traffic steps.
+PRE_BLOCK = "pre_block"
+MAIN = "main"
+POST_ALLOW = "post_allow"
+
+
+# What the hosts are told about the revision (hook environment, revision.json on the host).
+HOST_REVISION_KEYS = ("source", "bucket", "key", "version", "etag", "sha256", "bundle_type")
+
+
+class InPlaceError(Exception):
+    """A deployment cannot start or go on; the message says why and what to do."""
+
+
+@dataclass
+class HostOutcome:
+    """What one host-side call reported for one host."""
+
+    ok: bool
+    events: list
+    message: str
+    unreachable: bool = False
+
+
+def host_outcome(result: Optional[dict]) -> HostOutcome:
+    """Read a registered `host_lifecycle` result (or an unreachable/failed task result)."""
+    if not result:
+        return HostOutcome(False, [], "no result from the host (the task did not run)")
+    if result.get("unreachable"):
+        return HostOutcome(False, [], f"host unreachable: {result.get('msg', '')}".strip(), unreachable=True)
+    events = list(result.get("events") or [])
+    if result.get("failed"):
+        return HostOutcome(False, events, str(result.get("msg") or "failed"))
+    if result.get("skipped"):
+        return HostOutcome(False, events, "the host task was skipped")
+    return HostOutcome(True, events, "")
+
+
+def host_calls(with_load_balancer: bool) -> dict[str, list[str]]:
+    """The host-side event groups of one batch, split around BlockTraffic and AllowTraffic."""
+    events = lifecycle.inplace_events(with_load_balancer)
+    groups = lifecycle.split_host_calls(events)
+    if not with_load_balancer:
+        return {MAIN: groups[0]}
+    pre, main, post = groups
+    return {PRE_BLOCK: pre, MAIN: main, POST_ALLOW: post}
+
+
+def _revision_identity(revision: dict) -> Optional[str]:
+    return revision.get("sha256") if revision else None
+
+
+def classify_hosts(hosts: list[dict], host_states: dict[str, Optional[dict]], lb_health: dict[str, str],
+                   revision: dict) -> list[dc.HostInfo]:
+    """Turn what hosts and the load balancer report into the planner's view.
+
+    host_states[name] is the `host_deployment_info` result (None: the host could not be read, which
+    makes it unhealthy). lb_health maps instance id -> healthy/unhealthy/unused/...
+    """
+    wanted = _revision_identity(revision)
+    infos = []
+    for host in hosts:
+        name = host["name"]
+        state = host_states.get(name)
+        healthy: Optional[bool]
+        if state is None:
+            healthy = False
+        else:
+            lb_state = lb_health.get(host.get("instance_id") or "", None)
+            healthy = None if lb_state in (None, "unused", "unknown") else lb_state == "healthy"
+        last = (state or {}).get("last_successful") or {}
+        current = (last.get("revision") or {}) if isinstance(last, dict) else {}
+        if not last:
+            revision_state = "unknown"
+        elif wanted and _revision_identity(current) == wanted:
+            revision_state = "current"
+        else:
+            revision_state = "old"
+        infos.append(dc.HostInfo(name=name, healthy=healthy, revision=revision_state,
+                                 last_install_succeeded=revision_state == "current"))
+    return infos
+
+
+class InPlaceRun:
+    """One in-place deployment, step by step; stateless between calls apart from the state dict."""
+
+    def __init__(self, store: RecordStore, load_balancer: Any = None, progress: Optional[Progress] = None):
+        self.store = store
+        self.lb = load_balancer
+        self.progress = progress or (lambda message: None)
+
+    # ------------------------------------------------------------------ start
+    def start(self, *, application: str, deployment_group: str, hosts: list[dict],
+              host_states: dict[str, Optional[dict]], revision: dict, appspec: dict, config: Any,
+              load_balancer: Optional[dict], options: dict, creator: str = "user",
+              rollback_of: Optional[str] = None, lock_ttl: float = 7200.0, owner: Optional[str] = None,
+              force_lock: bool = False) -> dict:
+        resolved = dc.resolve_config(config)
+        with_lb = bool(self.lb)
+        lb_health: dict[str, str] = {}
+        instance_ids = [h["instance_id"] for h in hosts if h.get("instance_id")]
+        if with_lb:
+            missing = [h["name"] for h in hosts if not h.get("instance_id")]
+            if missing:
+                raise InPlaceError(
+                    "load balancer configured, but these hosts have no instance id "
+                    f"(set the host variable named by rollwright_instance_id_var): {', '.join(missing)}")
+            lb_health = self.lb.health(instance_ids)
+        infos = classify_hosts(hosts, host_states, lb_health, revision)
+        planner = dc.BatchPlanner(resolved, infos)
+        planner.validate()  # a minimum that leaves no room fails here, before anything is touched
+
+        record = DeploymentRecord(
+            application=application, deployment_group=deployment_group, deployment_type="in_place",
+            revision=dict(revision), configuration=config if isinstance(config, (str, dict)) else resolved.name,
+            creator=creator, rollback_of=rollback_of, status="Created",
+            hosts=[HostRecord(name=h["name"], instance_id=h.get("instance_id")) for h in hosts],
+        )
+        record = self.store.create(record)
+        deployment_id = record.deployment_id
+        try:
+            lock = self.store.acquire_lock(application, deployment_group, deployment_id, owner=owner,
+                                           ttl=lock_ttl, force=force_lock)
+        except Exception as exc:
+            self.store.update_status(deployment_id, "Failed", error=str(exc))
+            raise
+        self.store.update_status(deployment_id, "InProgress")
+        state = {
+            "deployment_id": deployment_id,
+            "application": application,
+            "deployment_group": deployment_group,
+            "config": resolved.name,
+            "minimum": planner.minimum,
+            "planner": planner.to_dict(),
+            "plan_preview": dc.plan_preview(resolved, infos),
+            "with_load_balancer": with_lb,
+            "host_calls": host_calls(with_lb),
+            "instance_ids": {h["name"]: h.get("instance_id") for h in hosts},
+            "lock": lock.to_dict(),
+            "revision": dict(revision),
+            "host_revision": {k: revision.get(k) for k in HOST_REVISION_KEYS if revision.get(k) is not None},
+            "appspec": appspec,
+            "options": dict(options),
+            "batch": [],
+            "active": [],
+            "batch_number": 0,
+            "batch_times": [],
+            "done": False,
+            "status": "InProgress",
+            "started": now_iso(),
+            "started_at": time.time(),
+        }
+        self.store.set_extra(deployment_id, "inplace", {"plan_preview": state["plan_preview"],
+                                                          "minimum": planner.minimum})
+        self.progress(f"deployment {deployment_id}: {len(hosts)} hosts, {resolved.name}, minimum healthy "
+                      f"{planner.minimum}, batches {state['plan_preview']}")
+        return state
+
+    # ------------------------------------------------------------------ helpers
+    def _lock(self, state: dict) -> Lock:
+        return Lock.from_dict(state["lock"])
+
+    def _heartbeat(self, state: dict) -> None:
+        state["lock"] = self.store.heartbeat(self._lock(state)).to_dict()
+
+    def _record_events(self, state: dict, host: str, outcome: HostOutcome, call: str) -> None:
+        deployment_id = state["deployment_id"]
+        seen = set()
+        for event in outcome.events:
+            seen.add(event.get("name"))
+            self.store.event(deployment_id, host, event["name"], event.get("status") or "Failed",
+                             start=event.get("start"), end=event.get("end"),
+                             scripts=event.get("scripts") or [], message=event.get("message"))
+        if not outcome.ok and not outcome.events:
+            # Nothing ran (unreachable host): the call's first event failed, the rest never started.
+            names = state["host_calls"][call]
+            if names:
+                self.store.event(deployment_id, host, names[0], "Failed", end=now_iso(), message=outcome.message)
+
+    def _fail_host(self, state: dict, host: str, message: str) -> None:
+        planner = dc.BatchPlanner.from_dict(state["planner"])
+        planner.record(host, False)
+        state["planner"] = planner.to_dict()
+        state.setdefault("failures", {})[host] = message
+        self.store.update_host(state["deployment_id"], host, status="Failed")
+        self.progress(f"{host}: FAILED - {message}")
+
+    def judge(self, state: dict, call: str, results: dict[str, Optional[dict]]) -> list[str]:
+        """Record a host-side call's results for the active hosts; return the hosts still fine."""
+        still_ok = []
+        for host in state["active"]:
+            outcome = host_outcome(results.get(host))
+            self._record_events(state, host, outcome, call)
+            if outcome.ok:
+                still_ok.append(host)
+            else:
+                self._fail_host(state, host, outcome.message)
+        state["active"] = still_ok
+        return still_ok
+
+    def _mark_in_progress(self, state: dict, call: str) -> None:
+        started = now_iso()
+        for host in state["active"]:
+            for name in state["host_calls"].get(call, []):
+                self.store.event(state["deployment_id"], host, name, "InProgress", start=started)
+
+    # ------------------------------------------------------------------ plan
+    def plan(self, state: dict, last_results: dict[str, Optional[dict]]) -> dict:
+        """Judge the last host call of the previous batch, then pick the next batch or finish."""
+        self._heartbeat(state)
+        if state["batch"]:
+            last_call = POST_ALLOW if state["with_load_balancer"] else MAIN
+            ok_hosts = self.judge(state, last_call, last_results)
+            planner = dc.BatchPlanner.from_dict(state["planner"])
+            for host in ok_hosts:
+                planner.record(host, True)
+                self.store.update_host(state["deployment_id"], host, status="Succeeded")
+            state["planner"] = planner.to_dict()
+            state["batch_times"].append(round(time.time() - state.pop("batch_started_at", time.time()), 2))
+        planner = dc.BatchPlanner.from_dict(state["planner"])
+        stop_reason = planner.should_stop()
+        batch = [] if stop_reason else planner.next_batch()
+        state["planner"] = planner.to_dict()
+        if not batch:
+            return self.finish(state, stop_reason)
+        state["batch_number"] += 1
+        state["batch"] = list(batch)
+        state["active"] = list(batch)
+        state["batch_started_at"] = time.time()
+        for host in batch:
+            self.store.update_host(state["deployment_id"], host, status="InProgress")
+        first_call = PRE_BLOCK if state["with_load_balancer"] else MAIN
+        self._mark_in_progress(state, first_call)
+        self.progress(f"batch {state['batch_number']}: {', '.join(batch)}")
+        return state
+
+    # ------------------------------------------------------------------ traffic
+    def block(self, state: dict, pre_block_results: dict[str, Optional[dict]], drain_timeout: Optional[float]) -> dict:
+        """BlockTraffic: record each host's membership, deregister the batch, wait until drained."""
+        self._heartbeat(state)
+        self.judge(state, PRE_BLOCK, pre_block_results)
+        hosts = state["active"]
+        if not hosts:
+            return state
+        deployment_id = state["deployment_id"]
+        ids = {h: state["instance_ids"][h] for h in hosts}
+        self.store_event_all(state, hosts, "BlockTraffic", "InProgress")
+        snapshot = self.lb.snapshot(list(ids.values()))
+        memberships = []
+        for host, instance_id in ids.items():
+            members = snapshot.get(instance_id, [])
+            # Written BEFORE anything changes: recovery restores exactly this.
+            self.store.update_host(deployment_id, host, lb_membership=[m.to_dict() for m in members], lb_restored=False)
+            memberships.extend(members)
+        state.setdefault("memberships", {}).update(
+            {h: [m.to_dict() for m in snapshot.get(i, [])] for h, i in ids.items()})
+        self.lb.block(memberships)
+        waited = self.lb.wait_drained(memberships, timeout=drain_timeout, progress=self.progress)
+        still_draining = set(getattr(waited, "pending", None) or getattr(waited, "failed", None) or [])
+        for host, instance_id in ids.items():
+            if instance_id in still_draining:
+                self.store.event(deployment_id, host, "BlockTraffic", "Failed", end=now_iso(),
+                                 message=f"{instance_id} still draining after the timeout")
+                self._fail_host(state, host, f"BlockTraffic: {instance_id} still draining after the timeout")
+            else:
+                self.store.event(deployment_id, host, "BlockTraffic", "Succeeded", end=now_iso())
+        state["active"] = [h for h in hosts if ids[h] not in still_draining]
+        self._mark_in_progress(state, MAIN)
+        return state
+
+    def store_event_all(self, state: dict, hosts: list[str], event: str, status: str) -> None:
+        started = now_iso()
+        for host in hosts:
+            self.store.event(state["deployment_id"], host, event, status, start=started)
+
+    def allow(self, state: dict, main_results: dict[str, Optional[dict]], healthy_timeout: Optional[float]) -> dict:
+        """AllowTraffic for the hosts that passed their lifecycle events; failed hosts stay out."""
+        from ansible_collections.rollwright.deploy.plugins.module_utils.loadbalancers.base import Membership
+
+        self._heartbeat(state)
+        self.judge(state, MAIN, main_results)
+        hosts = state["active"]
+        if not hosts:
+            return state
+        deployment_id = state["deployment_id"]
+        self.store_event_all(state, hosts, "AllowTraffic", "InProgress")
+        memberships = [Membership.from_dict(m) for h in hosts for m in state["memberships"].get(h, [])]
+        self.lb.allow(memberships)
+        waited = self.lb.wait_healthy(memberships, timeout=healthy_timeout, progress=self.progress)
+        per_instance = getattr(waited, "states", None) or {}
+        bad = set(getattr(waited, "pending", None) or getattr(waited, "failed", None) or [])
+        still_ok = []
+        for host in hosts:
+            instance_id = state["instance_ids"][host]
+            self.store.update_host(deployment_id, host, lb_restored=True)
+            if instance_id in bad:
+                message = f"{instance_id} not healthy after the timeout ({per_instance.get(instance_id, 'unknown')})"
+                self.store.event(deployment_id, host, "AllowTraffic", "Failed", end=now_iso(), message=message)
+                self._fail_host(state, host, f"AllowTraffic: {message}")
+            else:
+                self.store.event(deployment_id, host, "AllowTraffic", "Succeeded", end=now_iso())
+                still_ok.append(host)
+        state["active"] = still_ok
+        self._mark_in_progress(state, POST_ALLOW)
+        return state
+
+    # ------------------------------------------------------------------ finish
+    def finish(self, state: dict, stop_reason: Optional[str] = None, status: Optional[str] = None) -> dict:
+        planner = dc.BatchPlanner.from_dict(state["planner"])
+        outcome = planner.outcome()
+        final = status or ("Succeeded" if outcome.status == "Succeeded" else "Failed")
+        error = None
+        if final != "Succeeded":
+            error = stop_reason or outcome.reason
+        # Hosts already on the revision, and hosts a stopped deployment never reached, are Skipped (as CodeDeploy shows them).
+        for host in list(outcome.skipped) + list(outcome.pending):
+            self.store.update_host(state["deployment_id"], host, status="Skipped")
+        self.store.update_status(state["deployment_id"], final, error=error)
+        self.store.release_lock(self._lock(state))
+        state.update({"done": True, "status": final, "error": error, "batch": [], "active": [],
+                      "outcome": {"succeeded": outcome.succeeded, "failed": outcome.failed,
+                                  "skipped": outcome.skipped, "pending": outcome.pending,
+                                  "reason": outcome.reason}})
+        state["duration"] = round(time.time() - state["started_at"], 2)
+        state["summary"] = summarise(self.store.get(state["deployment_id"]).to_dict(), state)
+        state["summary_text"] = format_summary(state["summary"])
+        self.progress(f"deployment {state['deployment_id']}: {final}" + (f" - {error}" if error else ""))
+        return state
+
+
+def _seconds_between(start: Optional[str], end: Optional[str]) -> Optional[float]:
+    from ansible_collections.rollwright.deploy.plugins.module_utils.records.base import parse_time
+
+    if not start or not end:
+        return None
+    return round((parse_time(end) - parse_time(start)).total_seconds(), 2)
+
+
+def summarise(record: dict, state: dict) -> dict:
+    """The deployment summary a person reads (also printed as a table by the role)."""
+    hosts = []
+    for host in record.get("hosts", []):
+        failed_event = next((e for e in host.get("events", []) if e.get("status") == "Failed"), None)
+        hosts.append({
+            "name": host["name"],
+            "instance_id": host.get("instance_id"),
+            "status": host.get("status"),
+            "failed_event": failed_event["name"] if failed_event else None,
+            "message": (failed_event or {}).get("message") or state.get("failures", {}).get(host["name"]),
+            "event_durations": {e["name"]: _seconds_between(e.get("start_time"), e.get("end_time"))
+                                for e in host.get("events", []) if e.get("status") in ("Succeeded", "Failed")},
+        })
+    return {
+        "deployment_id": record.get("deployment_id"),
+        "application": record.get("application"),
+        "deployment_group": record.get("deployment_group"),
+        "revision": record.get("revision"),
+        "config": state.get("config"),
+        "status": record.get("status"),
+        "error": record.get("error"),
+        "duration": state.get("duration"),
+        "batches": state.get("batch_number"),
+        "batch_times": state.get("batch_times"),
+        "hosts": hosts,
+    }
+
+
+def format_summary(summary: dict) -> str:
+    """A plain-text table of the summary, for the end of a play."""
+    lines = [
+        f"Deployment {summary['deployment_id']}  {summary['application']}/{summary['deployment_group']}  "
+        f"{summary['status']}  config {summary['config']}  {summary.get('duration')} s  "
+        f"{summary.get('batches')} batch(es)",
+    ]
+    if summary.get("error"):
+        lines.append(f"  error: {summary['error']}")
+    name_width = max([len("host")] + [len(h["name"]) for h in summary["hosts"]])
+    lines.append(f"  {'host'.ljust(name_width)}  {'status':10}  {'failed at':18}  events (s)")
+    for host in summary["hosts"]:
+        durations = ", ".join(f"{k} {v}" for k, v in host["event_durations"].items() if v is not None)
+        lines.append(f"  {host['name'].ljust(name_width)}  {str(host['status']):10}  "
+                     f"{str(host['failed_event'] or '-'):18}  {durations}")
+        if host.get("message") and host["status"] == "Failed":
+            lines.append(f"  {''.ljust(name_width)}  -> {host['message']}")
+    return "\n".join(lines)

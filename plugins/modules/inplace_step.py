@@ -1,0 +1,142 @@
+# -*- coding: utf-8 -*-
+# Copyright: rollwright.deploy contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+DOCUMENTATION = r"""
+---
+module: inplace_step
+short_description: Controller-side steps of an in-place rolling deployment
+version_added: 0.1.0
+description:
+  - Runs one controller-side step of an in-place deployment and returns the deployment state as the
+    C(_rollwright) fact, which the next step takes.
+  - C(start) validates the inputs, fetches and verifies the revision (S3 by version id and ETag, or a
+    controller path), validates its appspec, orders the hosts (unhealthy, unknown revision, old
+    revision, current revision), creates the deployment record and takes the deployment group's lock.
+  - C(plan) judges the hosts of the previous batch and picks the next batch by the minimum healthy
+    hosts rule, or finishes the deployment (status, lock release, summary).
+  - C(block) is BlockTraffic, C(allow) is AllowTraffic (see M(rollwright.deploy.lb_membership)).
+  - C(stop) ends the deployment as Stopped and releases the lock.
+  - This is an action plugin that runs on the controller and prints progress while it waits. It is the
+    engine of the P(rollwright.deploy.inplace#role) role; use the role rather than calling it directly.
+author:
+  - rollwright.deploy maintainers
+options:
+  step:
+    description: The step to run.
+    type: str
+    required: true
+    choices: [start, plan, block, allow, stop]
+  state:
+    description: The deployment state returned by the previous step (the C(_rollwright) fact). Required for every step but C(start).
+    type: dict
+  application:
+    description: The application name (C(start)).
+    type: str
+  deployment_group:
+    description: The deployment group name (C(start)); defaults to the application name.
+    type: str
+  hosts:
+    description: The inventory hostnames to deploy to (C(start)).
+    type: list
+    elements: str
+  revision:
+    description:
+      - The revision to deploy (C(start)), as in C(rollwright_revision) - a dict with C(s3) or C(path), or a string
+        C(s3://bucket/key?versionId=V&etag=E) or a controller path.
+    type: raw
+  deployment_config:
+    description: A predefined configuration name or C({minimum_healthy_hosts: {type, value}}).
+    type: raw
+  load_balancer:
+    description: C({target_group_arns, classic_elb_names}); absent means no traffic events.
+    type: raw
+  target_group_arns:
+    description: Extra target group ARNs (list or comma-separated string, for surveys).
+    type: raw
+  classic_elb_names:
+    description: Extra classic ELB names (list or comma-separated string, for surveys).
+    type: raw
+  instance_id_var:
+    description: The host variable that holds each host's EC2 instance id; C(instance_id) is the fallback.
+    type: str
+    default: ec2_instance_id
+  drain_timeout:
+    description: Seconds to wait for deregistration to finish; default is each target group's deregistration delay plus a margin.
+    type: float
+  healthy_timeout:
+    description: Seconds to wait for re-registered targets to become healthy.
+    type: float
+  record:
+    description: Where the deployment record and lock live - C({backend: sqlite, sqlite_path}) or C({backend: dynamodb, dynamodb_table}).
+    type: dict
+  aws:
+    description: amazon.aws connection options (C(region), C(endpoint_url), C(profile), ...); the C(AWS_*) environment is used otherwise.
+    type: dict
+  cache_dir:
+    description: Where fetched bundles are cached on the controller.
+    type: path
+  appspec_name:
+    description: The appspec file name inside the bundle.
+    type: str
+    default: appspec.yml
+  creator:
+    description: Who creates the deployment.
+    type: str
+    choices: [user, rollback, schedule]
+    default: user
+  rollback_of:
+    description: The deployment id this deployment rolls back.
+    type: str
+  force_lock:
+    description: Take over a stale lock of the deployment group (run recovery first when you can).
+    type: bool
+    default: false
+  reason:
+    description: Why the deployment is stopped (C(stop)).
+    type: str
+attributes:
+  check_mode:
+    support: none
+  diff_mode:
+    support: none
+  action:
+    support: full
+"""
+
+EXAMPLES = r"""
+- name: Start an in-place deployment (the inplace role does this for you)
+  rollwright.deploy.inplace_step:
+    step: start
+    application: web
+    hosts: "{{ ansible_play_hosts }}"
+    revision: s3://releases/web-1.2.0.zip
+    deployment_config: CodeDeployDefault.HalfAtATime
+  run_once: true
+  delegate_to: localhost
+"""
+
+RETURN = r"""
+deployment_id:
+  description: The deployment id.
+  returned: always
+  type: str
+  sample: d-4HXY2KQ7A
+batch:
+  description: The hosts of the batch now in progress (empty when done).
+  returned: always
+  type: list
+  elements: str
+done:
+  description: Whether the deployment has finished.
+  returned: always
+  type: bool
+rollwright_deployment:
+  description: The deployment summary (id, revision, status, per host status, failed event and event durations).
+  returned: when done
+  type: dict
+summary_text:
+  description: The summary as a text table.
+  returned: when done
+  type: str
+"""
