@@ -310,6 +310,14 @@ def test_lb_membership_module_via_ansible(lb_emulator):
     rc, res = _ansible(lb_emulator, {"state": "restore", "memberships": recorded})
     assert rc == 0 and res["changed"] is False  # already healthy
 
+    # present without memberships: the instance joins every configured group on the group's port
+    i2 = w.ids[2]
+    rc, res = _ansible(lb_emulator, {"instance_ids": [i2], "state": "present", "load_balancer": {"target_group_arns": [w.tg_b]},
+                                     "wait_timeout": 30})
+    assert rc == 0 and res["changed"] is True, res
+    assert res["registered"] == [{"kind": "elbv2", "target_group_arn": w.tg_b, "target_id": i2, "port": 8080, "availability_zone": None}]
+    assert _target_states(w, w.tg_b)[(i2, 8080)] == "healthy"
+
     rc, res = _ansible(lb_emulator, {"instance_ids": [i0], "state": "snapshot",
                                      "load_balancer": {"target_group_arns": ["not-an-arn"]}})
     assert rc != 0 and "load_balancer.target_group_arns[0]: expected an ELBv2 target group ARN, got 'not-an-arn'" in res["msg"]

@@ -303,6 +303,7 @@ def test_wait_healthy_reports_unhealthy_and_timeout_per_instance():
     assert result.outcomes["i-1"].status == "healthy"
     assert result.outcomes["i-2"].status == "unhealthy"
     assert result.outcomes["i-2"].memberships[0]["target_id"] == "i-2"
+    assert result.pending == ["i-2"] and result.states["i-2"] == "unhealthy"
     assert clock.t == pytest.approx(10.0)
 
     fake2 = FakeELBv2(FakeClock(), [ARN_A], warmup=1000)

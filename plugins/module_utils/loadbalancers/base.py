@@ -323,6 +323,16 @@ class WaitResult:
     def failed(self) -> dict[str, Outcome]:
         return {h: o for h, o in self.outcomes.items() if not o.ok}
 
+    @property
+    def pending(self) -> list[str]:
+        """Hosts that did not reach the goal (still draining / not healthy), sorted."""
+        return sorted(self.failed)
+
+    @property
+    def states(self) -> dict[str, str]:
+        """Last observed state per host, with its reason when there is one."""
+        return {h: (o.state or "?") + (f" ({o.reason})" if o.reason else "") for h, o in self.outcomes.items()}
+
     def message(self) -> str:
         if self.ok:
             return f"all {len(self.outcomes)} host(s) {self.goal} after {self.elapsed:.1f}s"
