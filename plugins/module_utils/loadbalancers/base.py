@@ -389,7 +389,7 @@ class Backoff:
     """
 
     initial: float = 0.75
-    cap: float = 12.0
+    cap: float = 4.0  # bounded so a wait overshoots the moment a target turns healthy by at most a few seconds
     factor: float = 2.0
     jitter: float = 0.25
     rng: random.Random = field(default_factory=random.Random)
