@@ -85,6 +85,11 @@ def _revision_identity(revision: dict) -> Optional[str]:
     return revision.get("sha256") if revision else None
 
 
+def lb_target_id(host: dict) -> str:
+    """How load balancers know a host: its EC2 instance id, else its inventory name (HAProxy maps names to servers)."""
+    return host.get("instance_id") or host["name"]
+
+
 def classify_hosts(hosts: list[dict], host_states: dict[str, Optional[dict]], lb_health: dict[str, str],
                    revision: dict) -> list[dc.HostInfo]:
     """Turn what hosts and the load balancer report into the planner's view.
@@ -101,7 +106,7 @@ def classify_hosts(hosts: list[dict], host_states: dict[str, Optional[dict]], lb
         if state is None:
             healthy = False
         else:
-            lb_state = lb_health.get(host.get("instance_id") or "", None)
+            lb_state = lb_health.get(lb_target_id(host), None)
             healthy = None if lb_state in (None, "unused", "unknown") else lb_state == "healthy"
         last = (state or {}).get("last_successful") or {}
         current = (last.get("revision") or {}) if isinstance(last, dict) else {}
@@ -133,14 +138,14 @@ class InPlaceRun:
         resolved = dc.resolve_config(config)
         with_lb = bool(self.lb)
         lb_health: dict[str, str] = {}
-        instance_ids = [h["instance_id"] for h in hosts if h.get("instance_id")]
         if with_lb:
+            aws_lb = bool((load_balancer or {}).get("target_group_arns") or (load_balancer or {}).get("classic_elb_names"))
             missing = [h["name"] for h in hosts if not h.get("instance_id")]
-            if missing:
+            if aws_lb and missing:
                 raise InPlaceError(
-                    "load balancer configured, but these hosts have no instance id "
-                    f"(set the host variable named by rollwright_instance_id_var): {', '.join(missing)}")
-            lb_health = self.lb.health(instance_ids)
+                    "rollwright_load_balancer names ELB target groups or classic ELBs, but these hosts have no EC2 "
+                    f"instance id (set the host variable named by rollwright_instance_id_var): {', '.join(missing)}")
+            lb_health = self.lb.health([lb_target_id(h) for h in hosts])
         infos = classify_hosts(hosts, host_states, lb_health, revision)
         planner = dc.BatchPlanner(resolved, infos)
         planner.validate()  # a minimum that leaves no room fails here, before anything is touched
@@ -170,7 +175,7 @@ class InPlaceRun:
             "plan_preview": dc.plan_preview(resolved, infos),
             "with_load_balancer": with_lb,
             "host_calls": host_calls(with_lb),
-            "instance_ids": {h["name"]: h.get("instance_id") for h in hosts},
+            "instance_ids": {h["name"]: lb_target_id(h) for h in hosts},
             "lock": lock.to_dict(),
             "revision": dict(revision),
             "host_revision": {k: revision.get(k) for k in HOST_REVISION_KEYS if revision.get(k) is not None},
