@@ -68,7 +68,7 @@ class ActionModule(ActionBase):
 
         spec = {k: dict(v) for k, v in ARGUMENT_SPEC.items()}
         spec.update({k: dict(v) for k, v in AWS_OPTION_SPEC.items()})
-        dummy, args = self.validate_argument_spec(argument_spec=spec, mutually_exclusive=[("target_version", "publish")])
+        dummy, args = self.validate_argument_spec(argument_spec=spec)
         aws_options = {k: args.get(k) for k in AWS_OPTION_SPEC}
         options = {k: args.get(k) for k in ARGUMENT_SPEC}
         options["code"] = self._resolve_zip(options.get("code"))

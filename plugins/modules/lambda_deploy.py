@@ -324,7 +324,6 @@ def main():
     module = RollwrightAWSModule(
         argument_spec=dict((k, dict(v)) for k, v in ARGUMENT_SPEC.items()),
         supports_check_mode=True,
-        mutually_exclusive=[("target_version", "publish")],
     )
     clients = {}
 
