@@ -190,8 +190,7 @@ class InPlaceRun:
             "started": now_iso(),
             "started_at": time.time(),
         }
-        self.store.set_extra(deployment_id, "inplace", {"plan_preview": state["plan_preview"],
-                                                          "minimum": planner.minimum})
+        self.store.set_extra(deployment_id, "inplace", {"plan_preview": state["plan_preview"], "minimum": planner.minimum})
         self.progress(f"deployment {deployment_id}: {len(hosts)} hosts, {resolved.name}, minimum healthy "
                       f"{planner.minimum}, batches {state['plan_preview']}")
         return state

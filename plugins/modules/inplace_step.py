@@ -46,7 +46,8 @@ options:
         C(s3://bucket/key?versionId=V&etag=E) or a controller path.
     type: raw
   deployment_config:
-    description: A predefined configuration name or C({minimum_healthy_hosts: {type, value}}).
+    description: >-
+      A predefined configuration name or C({minimum_healthy_hosts: {type, value}}).
     type: raw
   load_balancer:
     description: C({target_group_arns, classic_elb_names}); absent means no traffic events.
@@ -68,7 +69,8 @@ options:
     description: Seconds to wait for re-registered targets to become healthy.
     type: float
   record:
-    description: Where the deployment record and lock live - C({backend: sqlite, sqlite_path}) or C({backend: dynamodb, dynamodb_table}).
+    description: >-
+      Where the deployment record and lock live - C({backend: sqlite, sqlite_path}) or C({backend: dynamodb, dynamodb_table}).
     type: dict
   aws:
     description: amazon.aws connection options (C(region), C(endpoint_url), C(profile), ...); the C(AWS_*) environment is used otherwise.
