@@ -31,6 +31,7 @@ HOSTINIT = Path(__file__).resolve().parent / "hostinit.py"
 SYSTEM_PYTHON = "/usr/bin/python3"
 APP_USER = "rwapp"
 FIRST_HOST_OCTET = 11
+ROOT_DOTFILES = [".bashrc", ".profile", ".bash_profile", ".bash_login"]
 
 
 @dataclass
@@ -225,8 +226,10 @@ class Fleet:
             hdir = self.dir / "hosts" / h.name
             hdir.mkdir(parents=True, exist_ok=True)
             (hdir / "etc_hosts").write_text(f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{h.address}\t{h.name}\n")
+            rc = hdir / "root_shellrc"
+            rc.write_text("# a fleet host's root shell start-up file (the controller's is not used)\n")
             cfg = {"name": h.name, "private_dirs": PRIVATE_DIRS, "sshd_config": str(self._sshd_config(h)),
-                   "hosts_file": str(hdir / "etc_hosts")}
+                   "hosts_file": str(hdir / "etc_hosts"), "dotfiles": {f"/root/{f}": str(rc) for f in ROOT_DOTFILES}}
             (hdir / "host.json").write_text(json.dumps(cfg, indent=2))
             with open(hdir / "host.log", "ab") as log:
                 child = subprocess.Popen(

@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 # -*- coding: utf-8 -*-
 # Copyright: rollwright.deploy contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
@@ -6,7 +5,7 @@
 
 Started as ``ip netns exec NS unshare --mount --propagation private --uts --pid --fork --mount-proc
 /usr/bin/python3 -I hostinit.py CONFIG.json``. It sets the hostname, mounts a private tmpfs over
-each private directory and a private /etc/hosts, starts sshd, then reaps orphans for ever.
+each private directory, a private /etc/hosts and plain root dotfiles, starts sshd, then reaps orphans for ever.
 Signals (sent from the root namespace by PID): SIGTERM ends the host (the kernel then kills every
 process in its PID namespace); SIGUSR1 starts sshd again if it is not running.
 """
@@ -31,6 +30,10 @@ def main():
     os.makedirs("/run/lock", mode=0o1777, exist_ok=True)
     if cfg.get("hosts_file"):
         subprocess.run(["mount", "--bind", cfg["hosts_file"], "/etc/hosts"], check=True)
+    # The controller's root dotfiles (pyenv, cargo, ...) are not the host's: give root plain ones.
+    for target, source in cfg.get("dotfiles", {}).items():
+        if os.path.isfile(target):
+            subprocess.run(["mount", "--bind", source, target], check=True)
 
     state = {"sshd": None}
 
