@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -22,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 REGION = "us-east-1"
 ACCESS_KEY = "rollwright-test-access-key"
 SECRET_KEY = "rollwright-test-secret-key"
+EMULATOR_REGISTRY = Path("/run/rollwright/emulators")
 
 
 @dataclass
@@ -100,6 +102,9 @@ def start_emulator(state_dir: str | os.PathLike, timeout: float = 20.0) -> Emula
         tail = log_path.read_text(errors="replace")[-2000:]
         raise HarnessError(f"AWS emulator did not come up within {timeout}s (exit code {rc}); log {log_path}:\n{tail}")
     (state / "emulator.json").write_text(json.dumps(handle.to_json(), indent=2))
+    with contextlib.suppress(OSError):
+        EMULATOR_REGISTRY.mkdir(parents=True, exist_ok=True)
+        (EMULATOR_REGISTRY / f"{handle.pid}.json").write_text(json.dumps(handle.to_json()))
     # The child must not become a zombie of a long-lived caller (pytest): let a thread reap it.
     import threading
 
@@ -131,6 +136,23 @@ def stop_emulator(handle: EmulatorHandle | dict[str, Any] | str | os.PathLike) -
     elif isinstance(handle, dict):
         handle = EmulatorHandle.from_json(handle)
     stop([handle.proc])
+    with contextlib.suppress(OSError):
+        (EMULATOR_REGISTRY / f"{handle.pid}.json").unlink(missing_ok=True)
+
+
+def stop_all_emulators() -> list[str]:
+    """Stop every emulator this machine's harness started (registered under /run/rollwright)."""
+    stopped = []
+    for path in sorted(EMULATOR_REGISTRY.glob("*.json")) if EMULATOR_REGISTRY.exists() else []:
+        try:
+            handle = EmulatorHandle.from_json(json.loads(path.read_text()))
+        except (ValueError, KeyError, OSError):
+            path.unlink(missing_ok=True)
+            continue
+        if handle.proc.alive():
+            stopped.append(f"emulator {handle.endpoint} (pid {handle.pid})")
+        stop_emulator(handle)
+    return stopped
 
 
 def _post(endpoint: str, path: str, body: dict[str, Any], method: str = "POST") -> dict[str, Any]:

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.harness.proc import HarnessError, ProcRef, reap, run, stop
+from tests.harness.proc import HarnessError, ProcRef, run, stop
 
 PRIVATE_DIRS = ["/srv", "/var/www", "/opt/app", "/var/lib/rollwright", "/var/log/rollwright", "/run"]
 HOSTINIT = Path(__file__).resolve().parent / "hostinit.py"
@@ -415,4 +415,4 @@ def rw_links() -> list[str]:
         return []
 
 
-__all__ = ["Fleet", "FleetState", "Host", "PRIVATE_DIRS", "APP_USER", "ensure_app_user", "netns_list", "rw_links", "reap"]
+__all__ = ["Fleet", "FleetState", "Host", "PRIVATE_DIRS", "APP_USER", "ensure_app_user", "netns_list", "rw_links"]

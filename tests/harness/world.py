@@ -358,7 +358,7 @@ def load(dir: str | os.PathLike) -> World:
 def _teardown(world: World, quiet: bool = False) -> list[str]:
     problems = world.fleet.teardown()
     if world.emulator_owned and world.emulator.get("pid"):
-        stop([ProcRef(int(world.emulator["pid"]), world.emulator.get("start"))])
+        emu.stop_emulator(world.emulator)
     cp = Path(f"/run/rollwright/cp-{world.world_id}")
     if cp.exists():
         import shutil
@@ -401,6 +401,7 @@ def down_all() -> list[str]:
     for link in rw_links():
         run(["ip", "link", "del", link], check=False)
         done.append(f"link {link}")
+    done += emu.stop_all_emulators()
     return done
 
 
