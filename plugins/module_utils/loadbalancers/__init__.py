@@ -206,3 +206,6 @@ __all__ = [
     "validate_config",
     "worst_health",
 ]
+
+# The HAProxy adapter registers its builder for the ``haproxy`` key when imported.
+from . import haproxy as _haproxy  # noqa: E402,F401  pylint: disable=wrong-import-position,unused-import
