@@ -55,9 +55,9 @@ def _patch_elbv2() -> None:
         return self._rw_registered_at, self._rw_draining
 
     def _expire(self: Any) -> None:
-        _, draining = _state(self)
+        draining = _state(self)[1]
         now = _now()
-        for target_id, (_, until) in list(draining.items()):
+        for target_id, (unused_target, until) in list(draining.items()):
             if until <= now:
                 del draining[target_id]
 
@@ -106,7 +106,7 @@ def _patch_elbv2() -> None:
                         status.description = "Target registration is in progress"
                 return status
             if target_id in draining:
-                stored, _ = draining[target_id]
+                stored = draining[target_id][0]
                 return m.FakeHealthStatus(
                     target_id, stored["Port"], self.health_check_port, "draining",
                     "Target.DeregistrationInProgress", "Target deregistration is in progress",
@@ -127,7 +127,7 @@ def _patch_elbv2() -> None:
                 _state(target_group)
                 _expire(target_group)
                 targets = list(target_group.targets.values())
-                targets += [stored for i, (stored, _) in target_group._rw_draining.items() if i not in target_group.targets]
+                targets += [entry[0] for i, entry in target_group._rw_draining.items() if i not in target_group.targets]
             return [target_group.health_for(t, self.ec2_backend) for t in targets]
 
     tg_cls.register = register

@@ -22,7 +22,7 @@ def run(cmd: list[str], check: bool = True, timeout: float = 30, **kwargs: Any) 
     if "input" not in kwargs:
         kwargs["stdin"] = subprocess.DEVNULL
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kwargs)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False, **kwargs)
     except FileNotFoundError as exc:
         raise HarnessError(f"command not found: {cmd[0]} (is it installed? `make setup` installs the test world's packages)") from exc
     except subprocess.TimeoutExpired as exc:
