@@ -1036,6 +1036,7 @@ class HostDeployment:
             shutil.rmtree(archive, ignore_errors=True)
             raise _EventFailed(f"cannot unpack bundle: {exc}") from exc
         record = {k: revision.get(k) for k in ("source", "bucket", "key", "version", "etag")}
+        record["source"] = record["source"] or "local"  # the option's default when `revision` is not given at all
         record.update({"sha256": digest, "bundle_type": bundle_type, "bundle_file": os.path.basename(target),
                        "bundle_root": os.path.relpath(root, archive), "deployment_id": self.id,
                        "application": self.state.application, "deployment_group": self.state.deployment_group,

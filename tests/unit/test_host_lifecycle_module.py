@@ -233,3 +233,14 @@ def test_through_ansible_with_action_plugin_transfer(world):
     remote_tmp = tmp_path / "remote-tmp"
     assert not remote_tmp.exists() or os.listdir(remote_tmp) == []  # the pushed bundle was cleaned up
     shutil.rmtree(remote_tmp, ignore_errors=True)
+
+
+def test_revision_source_defaults_to_local_when_revision_is_not_given(world):
+    tmp_path, trace, base, dest = world
+    v1 = make_bundle(tmp_path / "v1.tgz", "v1", trace)
+    args = dict(base, deployment_id="d-AAAAAAAA1", events=EVENTS_V, appspec=appspec(dest), bundle=v1, complete=True)
+    r1 = run_module(tmp_path, "host_lifecycle", args)
+    assert not r1.get("failed"), r1["msg"]
+    info = run_module(tmp_path, "host_deployment_info", base)
+    assert info["last_successful"]["revision"]["source"] == "local"
+    assert info["last_successful"]["revision"]["bucket"] is None
