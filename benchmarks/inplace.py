@@ -1,0 +1,232 @@
+# -*- coding: utf-8 -*-
+# Copyright: rollwright.deploy contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""In-place rolling deployment: rollwright.deploy.inplace against a plain Ansible playbook.
+
+    python -m benchmarks.inplace [--hosts 12] [--drain 2] [--registration 2] [--configs one,half]
+
+Brings up a test world (SSH hosts in namespaces + the AWS emulator, root needed), puts the fleet
+behind an ELBv2 target group and deploys the sample app (tests/sample_app: trivial hooks) twice per
+configuration, once with each tool, from the same starting point (every host on v1, registered and
+healthy). The peer (benchmarks/peer/rolling.yml) is the same rollout written with `serial`,
+`community.aws.elb_target`, `ansible.builtin.unarchive` and `ansible.builtin.command`. Both run with
+SSH pipelining (the world's inventory sets it), 50 forks, and the same load-balancer delays.
+
+ELB API calls are counted on the wire by a small HTTP proxy in front of the emulator (every AWS
+call of both tools goes through it), by action.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+PEER_PLAYBOOK = ROOT / "benchmarks" / "peer" / "rolling.yml"
+CONFIGS = {
+    "one": ("CodeDeployDefault.OneAtATime", "1"),
+    "half": ("CodeDeployDefault.HalfAtATime", "50%"),
+}
+
+
+class CountingProxy:
+    """Forwards every request to the emulator and counts AWS API calls by (service, action)."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = urlsplit(upstream)
+        self.calls: Counter[tuple[str, str]] = Counter()
+        self.lock = threading.Lock()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _forward(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                proxy.count(self.headers, self.path, body)
+                conn = http.client.HTTPConnection(proxy.upstream.hostname, proxy.upstream.port, timeout=120)
+                try:
+                    headers = {k: v for k, v in self.headers.items() if k.lower() not in ("connection", "keep-alive")}
+                    conn.request(self.command, self.path, body=body, headers=headers)
+                    resp = conn.getresponse()
+                    data = resp.read()
+                finally:
+                    conn.close()
+                self.send_response(resp.status, resp.reason)
+                for key, value in resp.getheaders():
+                    if key.lower() not in ("transfer-encoding", "connection", "content-length", "server", "date"):
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _forward  # noqa: N815
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.endpoint = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def count(self, headers: Any, path: str, body: bytes) -> None:
+        auth = headers.get("Authorization") or ""
+        service = "?"
+        if "Credential=" in auth:
+            scope = auth.split("Credential=", 1)[1].split(",", 1)[0].split("/")
+            service = scope[3] if len(scope) > 3 else "?"
+        action = headers.get("X-Amz-Target") or ""
+        if not action and body:
+            form = parse_qs(body.decode("utf-8", "replace"))
+            action = (form.get("Action") or [""])[0]
+            if service == "elasticloadbalancing":
+                service = "elbv2" if (form.get("Version") or [""])[0] == "2015-12-01" else "elb"
+        with self.lock:
+            self.calls[(service, action or path.split("?")[0])] += 1
+
+    def take(self) -> Counter:
+        with self.lock:
+            calls, self.calls = self.calls, Counter()
+        return calls
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _serial_batches(hosts: int, serial: str) -> int:
+    """How many batches Ansible's `serial` makes (a percentage rounds down, at least 1 host)."""
+    size = max(1, int(hosts * int(serial[:-1]) / 100)) if serial.endswith("%") else int(serial)
+    return -(-hosts // size)
+
+
+def _elb_calls(calls: Counter) -> tuple[int, dict[str, int]]:
+    elb = {f"{svc}:{action}": n for (svc, action), n in sorted(calls.items()) if svc in ("elbv2", "elb")}
+    return sum(elb.values()), elb
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.inplace", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--hosts", type=int, default=12)
+    parser.add_argument("--drain", type=int, default=2, help="deregistration delay of the target group (s)")
+    parser.add_argument("--registration", type=float, default=2, help="seconds a new target stays `initial`")
+    parser.add_argument("--configs", default="one,half", help="comma-separated: one (OneAtATime / serial 1), half")
+    parser.add_argument("--json", help="also write the results to this file")
+    args = parser.parse_args(argv)
+    if os.geteuid() != 0:
+        print("the benchmark needs root (it brings up a test world of SSH hosts in namespaces)", file=sys.stderr)
+        return 1
+    configs = [c.strip() for c in args.configs.split(",") if c.strip()]
+    unknown = [c for c in configs if c not in CONFIGS]
+    if unknown:
+        print(f"--configs: unknown {unknown}; expected some of {sorted(CONFIGS)}", file=sys.stderr)
+        return 2
+
+    from tests.bundles import build_bundle
+    from tests.harness import emulator as emu
+    from tests.harness.ansible_run import run_playbook
+    from tests.harness.world import down, up
+    from tests.integration import inplace_helpers as H
+
+    work = Path(tempfile.mkdtemp(prefix="rw-bench-inplace-"))
+    print(f"bringing up {args.hosts} hosts ...", flush=True)
+    world = up(work / "world", args.hosts)
+    proxy = CountingProxy(world.endpoint)
+    aws_env = emu.aws_env(proxy.endpoint, world.region)
+    aws_env["AWS_URL"] = proxy.endpoint
+    names = [h.name for h in world.hosts]
+    ids = [h.instance_id for h in world.hosts]
+    results: list[dict[str, Any]] = []
+    try:
+        for key in configs:
+            config, serial = CONFIGS[key]
+            for tool in ("rollwright", "peer"):
+                version = f"v2-{tool}-{key}"
+                H.reset_hosts(world)
+                baseline = run_playbook("rollwright.deploy.inplace", world.inventory, aws_env=aws_env, timeout=600, extra_vars={
+                    "rollwright_hosts": "fleet", "rollwright_application": "bench", "rollwright_deployment_group": "fleet",
+                    "rollwright_revision": str(build_bundle("v1", work / "bundles")),
+                    "rollwright_deployment_config": "CodeDeployDefault.AllAtOnce", "rollwright_file_exists_behavior": "OVERWRITE",
+                }, env={"XDG_STATE_HOME": str(work / "state")})
+                if baseline.rc != 0:
+                    raise RuntimeError(f"baseline deployment failed: {baseline!r}")
+                arn = H.create_target_group(world, ids, drain_seconds=args.drain, registration_seconds=args.registration)
+                bundle = build_bundle(version, work / "bundles")
+                proxy.take()
+                print(f"{tool:10} {config:30} ...", end="", flush=True)
+                if tool == "rollwright":
+                    run = run_playbook("rollwright.deploy.inplace", world.inventory, aws_env=aws_env, timeout=1800, extra_vars={
+                        "rollwright_hosts": "fleet", "rollwright_application": "bench", "rollwright_deployment_group": "fleet",
+                        "rollwright_revision": str(bundle), "rollwright_deployment_config": config,
+                        "rollwright_target_group_arns": arn, "rollwright_file_exists_behavior": "OVERWRITE",
+                    }, env={"XDG_STATE_HOME": str(work / "state")})
+                    fact = H.deployment_fact(run) or {}
+                    batch_times = list(fact.get("batch_times") or [])
+                else:
+                    run = run_playbook(PEER_PLAYBOOK, world.inventory, aws_env=aws_env, timeout=1800, extra_vars={
+                        "peer_hosts": "fleet", "peer_serial": serial, "peer_bundle": str(bundle), "peer_version": version,
+                        "peer_target_group_arn": arn,
+                    })
+                    batch_times = []
+                calls = proxy.take()
+                if run.rc != 0:
+                    raise RuntimeError(f"{tool} {config} failed: {run!r}")
+                expected = f"sample-app {version}"
+                wrong = {n: H.served(h.address) for n, h in zip(names, world.hosts) if H.served(h.address) != expected}
+                states = H.tg_states(world, arn)
+                if wrong or set(states.values()) != {"healthy"} or len(states) != len(ids):
+                    raise RuntimeError(f"{tool} {config}: fleet not all on {version} and healthy: {wrong} {states}")
+                batches = len(batch_times) or _serial_batches(args.hosts, serial)
+                total, by_action = _elb_calls(calls)
+                row = {"tool": tool, "config": config, "serial": serial, "hosts": args.hosts, "wall_s": round(run.seconds, 1),
+                       "batches": batches, "per_batch_s": round((sum(batch_times) / len(batch_times)) if batch_times
+                                                                else run.seconds / batches, 2),
+                       "batch_times": batch_times, "elb_calls": total, "elb_calls_by_action": by_action}
+                results.append(row)
+                print(f" {row['wall_s']} s, {total} ELB calls", flush=True)
+    finally:
+        proxy.close()
+        down(world.dir)
+
+    print()
+    print(f"In-place rollout of the sample app to {args.hosts} hosts behind one ELBv2 target group "
+          f"(deregistration delay {args.drain} s, registration {args.registration} s; SSH pipelining, 50 forks)")
+    header = f"{'config':30} {'tool':11} {'wall s':>7} {'batches':>7} {'s/batch':>8} {'ELB calls':>9}"
+    print(header)
+    print("-" * len(header))
+    for row in results:
+        print(f"{row['config']:30} {row['tool']:11} {row['wall_s']:7.1f} {row['batches']:7d} {row['per_batch_s']:8.2f} "
+              f"{row['elb_calls']:9d}")
+    print()
+    for key in configs:
+        config = CONFIGS[key][0]
+        rw = next(r for r in results if r["config"] == config and r["tool"] == "rollwright")
+        peer = next(r for r in results if r["config"] == config and r["tool"] == "peer")
+        print(f"{config}: wall rollwright/peer = {rw['wall_s'] / peer['wall_s']:.2f}, "
+              f"ELB calls rollwright/peer = {rw['elb_calls'] / max(peer['elb_calls'], 1):.2f}")
+    print("\nELB calls by action:")
+    for row in results:
+        print(f"  {row['config']} {row['tool']}: " + ", ".join(f"{k} {v}" for k, v in row["elb_calls_by_action"].items()))
+    print("\n(per-batch time: rollwright's own batch_times; peer: wall time / batches)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,316 @@
+# -*- coding: utf-8 -*-
+# Copyright: rollwright.deploy contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Issue 4: in-place rolling deployments end to end, through ``ansible-playbook rollwright.deploy.inplace``.
+
+One 6-host world (SSH hosts in namespaces + the session's AWS emulator) serves the module. Every test
+resets the hosts (sample app stopped, deployment state removed), makes its own target groups / classic
+ELBs (draining 1 s, `initial` 1 s) and its own application, and records to its own SQLite file
+(XDG_STATE_HOME). A monitor thread samples the load balancer's healthy count every 100 ms while a
+deployment runs; hosts are checked over HTTP from the root namespace (what the app serves) and through
+nsenter (what is installed), never through rollwright code.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ansible_collections.rollwright.deploy.plugins.module_utils.records import open_store
+from tests.bundles import build_bundle
+from tests.integration import inplace_helpers as H
+
+pytestmark = [pytest.mark.fleet, pytest.mark.slow]
+
+PLAYBOOK = "rollwright.deploy.inplace"
+N_HOSTS = 6
+
+
+# ----------------------------------------------------------------------------------------------
+# fixtures
+# ----------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def world(aws: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A 6-host world on the session's emulator, shared by this module."""
+    if os.geteuid() != 0:
+        pytest.skip("the SSH fleet needs root (network, mount and PID namespaces); run the tests as root")
+    from tests.harness.world import down, up
+
+    made = up(tmp_path_factory.mktemp("inplace-world"), N_HOSTS, emulator_handle=aws.handle.to_json(), region=aws.region)
+    try:
+        yield made
+    finally:
+        down(made.dir)
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("inplace-bundles")
+    return {v: build_bundle(v, out) for v in ("v1", "v2")}
+
+
+class Deployer:
+    """Runs the playbook for one test: its own application, deployment group and record store."""
+
+    def __init__(self, world: Any, ansible_run: Any, state_dir: Path, app: str) -> None:
+        self.world, self.ansible_run, self.state_dir, self.app = world, ansible_run, state_dir, app
+
+    def names(self, n: int) -> list[str]:
+        return [h.name for h in self.world.hosts[:n]]
+
+    def host(self, name: str) -> Any:
+        return next(h for h in self.world.hosts if h.name == name)
+
+    def run(self, hosts: list[str], bundle: Path, config: str = "CodeDeployDefault.OneAtATime", tgs: tuple = (),
+            clbs: tuple = (), timeout: float = 240, **extra: Any) -> Any:
+        extra_vars = {
+            "rollwright_hosts": ":".join(hosts),
+            "rollwright_application": self.app,
+            "rollwright_deployment_group": "g",
+            "rollwright_revision": str(bundle),
+            "rollwright_deployment_config": config,
+            "rollwright_target_group_arns": ",".join(tgs),
+            "rollwright_classic_elb_names": ",".join(clbs),
+            "rollwright_file_exists_behavior": "OVERWRITE",
+            "rollwright_healthy_timeout": 30,
+            **extra,
+        }
+        return self.ansible_run(PLAYBOOK, self.world.inventory, extra_vars=extra_vars, timeout=timeout,
+                                env={"XDG_STATE_HOME": str(self.state_dir)})
+
+    def record(self, deployment_id: str) -> dict[str, Any]:
+        store = open_store("sqlite", {"path": str(self.state_dir / "rollwright" / "deployments.sqlite3")})
+        return store.get(deployment_id).to_dict()
+
+    def versions(self, hosts: list[str]) -> dict[str, tuple]:
+        """host -> (what the app serves, what is installed)."""
+        return {n: (H.served(self.host(n).address), H.installed(self.world, n)) for n in hosts}
+
+
+@pytest.fixture
+def deployer(world: Any, ansible_run: Any, tmp_path: Path, request: Any) -> Deployer:
+    for h in world.hosts:  # a previous test may have stopped one
+        if not world.fleet.sshd_pids(h.name):
+            world.fleet.start_sshd(h.name)
+    H.reset_hosts(world)
+    app = "ip-" + request.node.name.split("[")[0].replace("test_", "")[:20].replace("_", "-")
+    return Deployer(world, ansible_run, tmp_path, app)
+
+
+def _ids(d: Deployer, hosts: list[str]) -> list[str]:
+    return [d.host(n).instance_id for n in hosts]
+
+
+def _assert_all_new(d: Deployer, hosts: list[str], version: str) -> None:
+    expected = f"sample-app {version}"
+    assert d.versions(hosts) == {n: (expected, expected) for n in hosts}
+
+
+# ----------------------------------------------------------------------------------------------
+# configurations: minimum healthy respected at the load balancer, every host ends new and healthy
+# ----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("config,n_hosts,batches,low", [
+    ("CodeDeployDefault.OneAtATime", 4, 4, 3),
+    ("CodeDeployDefault.HalfAtATime", 4, 2, 2),
+    ("CodeDeployDefault.AllAtOnce", 4, 1, 0),
+    ("HOST_COUNT:2", 5, 2, 2),
+])
+def test_alb_configurations(deployer: Deployer, bundles: dict, config: str, n_hosts: int, batches: int, low: int) -> None:
+    d = deployer
+    hosts = d.names(n_hosts)
+    arn = H.create_target_group(d.world, _ids(d, hosts))
+    with H.HealthMonitor(d.world, target_group_arn=arn) as mon:
+        result = d.run(hosts, bundles["v2"], config=config, tgs=(arn,))
+    assert result.rc == 0, result
+    assert not mon.errors, mon.errors
+    assert len(mon.samples) > 20
+    # Never below the configuration's minimum, and it did drop: exactly by the largest batch.
+    assert mon.minimum == low, mon.samples
+    assert mon.counts[0] == n_hosts and mon.counts[-1] == n_hosts, mon.samples
+
+    fact = H.deployment_fact(result)
+    assert fact["status"] == "Succeeded" and fact["error"] is None
+    assert fact["config"] == config
+    assert fact["batches"] == batches and len(fact["batch_times"]) == batches
+    assert {h["name"]: h["status"] for h in fact["hosts"]} == {n: "Succeeded" for n in hosts}
+    for h in fact["hosts"]:
+        assert {"BlockTraffic", "ValidateService", "AllowTraffic", "AfterAllowTraffic"} <= set(h["event_durations"])
+
+    _assert_all_new(d, hosts, "v2")
+    states = H.tg_states(d.world, arn)
+    assert states == {(i, H.APP_PORT): "healthy" for i in _ids(d, hosts)}
+
+    record = d.record(fact["deployment_id"])
+    assert record["status"] == "Succeeded"
+    for host in record["hosts"]:
+        assert host["lb_membership"] == [{"kind": "elbv2", "target_group_arn": arn, "target_id": host["instance_id"],
+                                          "port": H.APP_PORT, "availability_zone": None}]
+        assert host["lb_restored"] is True
+
+
+def test_classic_elb_one_at_a_time(deployer: Deployer, bundles: dict) -> None:
+    d = deployer
+    hosts = d.names(N_HOSTS)[-2:]
+    name = H.create_classic_elb(d.world, _ids(d, hosts))
+    with H.HealthMonitor(d.world, classic_elb=name) as mon:
+        result = d.run(hosts, bundles["v2"], clbs=(name,))
+    assert result.rc == 0, result
+    assert not mon.errors, mon.errors
+    assert mon.minimum == 1 and mon.counts[-1] == 2, mon.samples
+    fact = H.deployment_fact(result)
+    assert fact["status"] == "Succeeded" and fact["batches"] == 2
+    _assert_all_new(d, hosts, "v2")
+    assert H.clb_members(d.world, name) == set(_ids(d, hosts))
+    assert H.clb_states(d.world, name) == {i: "InService" for i in _ids(d, hosts)}
+
+
+def test_two_target_groups_different_ports(deployer: Deployer, bundles: dict) -> None:
+    """host1 is in tg-a on 8080 and in tg-b on 9000; host2 in tg-a on 8080 and tg-b on 9001: restored exactly.
+
+    (The emulator keys a group's targets by instance id, so one instance on two ports of the same group
+    cannot be modelled; different ports in different groups can.)
+    """
+    d = deployer
+    hosts = d.names(2)
+    i1, i2 = _ids(d, hosts)
+    tg_a = H.create_target_group(d.world, [i1, i2], port=8080)
+    tg_b = H.create_target_group(d.world, [], port=9000, wait=False)
+    d.world.client("elbv2").register_targets(TargetGroupArn=tg_b, Targets=[{"Id": i1, "Port": 9000}, {"Id": i2, "Port": 9001}])
+    H.wait_until(lambda: set(H.tg_states(d.world, tg_b).values()) == {"healthy"}, 10, what="tg-b healthy")
+    before = {tg_a: H.tg_states(d.world, tg_a), tg_b: H.tg_states(d.world, tg_b)}
+    assert set(before[tg_b]) == {(i1, 9000), (i2, 9001)}
+
+    with H.HealthMonitor(d.world, target_group_arn=tg_b) as mon:
+        result = d.run(hosts, bundles["v2"], config="CodeDeployDefault.AllAtOnce", tgs=(tg_a, tg_b))
+    assert result.rc == 0, result
+    assert mon.minimum == 0  # both were taken out of tg-b as well
+    after = {tg_a: H.tg_states(d.world, tg_a), tg_b: H.tg_states(d.world, tg_b)}
+    assert after == before
+    fact = H.deployment_fact(result)
+    record = d.record(fact["deployment_id"])
+    memberships = {h["name"]: sorted((m["target_group_arn"], m["port"]) for m in h["lb_membership"]) for h in record["hosts"]}
+    assert memberships == {hosts[0]: sorted([(tg_a, 8080), (tg_b, 9000)]), hosts[1]: sorted([(tg_a, 8080), (tg_b, 9001)])}
+    _assert_all_new(d, hosts, "v2")
+
+
+# ----------------------------------------------------------------------------------------------
+# failures
+# ----------------------------------------------------------------------------------------------
+
+def test_validate_service_failure_stops_and_keeps_host_out(deployer: Deployer, bundles: dict) -> None:
+    """OneAtATime on 4 hosts, ValidateService fails on host2: host1 new, host2 out, host3/host4 untouched."""
+    d = deployer
+    hosts = d.names(4)
+    assert d.run(hosts, bundles["v1"], config="CodeDeployDefault.AllAtOnce").rc == 0  # the old version, no LB
+    arn = H.create_target_group(d.world, _ids(d, hosts))
+    H.fail_validate(d.world, hosts[1])
+    with H.HealthMonitor(d.world, target_group_arn=arn) as mon:
+        result = d.run(hosts, bundles["v2"], tgs=(arn,))
+    assert result.rc != 0, result
+    assert mon.minimum == 3, mon.samples
+
+    fact = H.deployment_fact(result)
+    assert fact["status"] == "Failed", H.dumps(fact)
+    assert fact["batches"] == 2
+    by_name = {h["name"]: h for h in fact["hosts"]}
+    assert [by_name[n]["status"] for n in hosts] == ["Succeeded", "Failed", "Skipped", "Skipped"]
+    failed = by_name[hosts[1]]
+    assert failed["failed_event"] == "ValidateService"
+    assert "validation failed on purpose" in failed["message"], failed
+    text = fact["summary_text"]
+    assert "Failed" in text.splitlines()[0] and "ValidateService" in text and "validation failed on purpose" in text
+    assert H.summary_lines(result) == text.split("\n")
+    # the role's final failure names the host
+    fail_msg = result.task("Fail when the deployment did not succeed")
+    assert any(hosts[1] in str(r.get("msg")) for r in fail_msg.values())
+
+    states = H.tg_states(d.world, arn)
+    i = dict(zip(hosts, _ids(d, hosts)))
+    assert (i[hosts[1]], H.APP_PORT) not in states
+    assert states == {(i[n], H.APP_PORT): "healthy" for n in (hosts[0], hosts[2], hosts[3])}
+    v = d.versions(hosts)
+    assert v[hosts[0]] == ("sample-app v2", "sample-app v2")
+    assert v[hosts[1]][1] == "sample-app v2"  # installed, but it failed validation
+    assert v[hosts[2]] == v[hosts[3]] == ("sample-app v1", "sample-app v1")
+
+    record = d.record(fact["deployment_id"])
+    assert record["status"] == "Failed"
+    host2 = next(h for h in record["hosts"] if h["name"] == hosts[1])
+    assert host2["lb_membership"] and host2["lb_restored"] is False
+
+
+def test_first_batch_failure_stops_before_batch_two(deployer: Deployer, bundles: dict) -> None:
+    d = deployer
+    hosts = d.names(3)
+    assert d.run(hosts, bundles["v1"], config="CodeDeployDefault.AllAtOnce").rc == 0
+    arn = H.create_target_group(d.world, _ids(d, hosts))
+    H.fail_validate(d.world, hosts[0])
+    result = d.run(hosts, bundles["v2"], tgs=(arn,))
+    assert result.rc != 0, result
+    fact = H.deployment_fact(result)
+    assert fact["status"] == "Failed" and fact["batches"] == 1, H.dumps(fact)
+    assert [h["status"] for h in fact["hosts"]] == ["Failed", "Skipped", "Skipped"]
+    # the hosts of batch 2 never ran an event
+    assert all(h["event_durations"] == {} for h in fact["hosts"][1:])
+    states = H.tg_states(d.world, arn)
+    ids = _ids(d, hosts)
+    assert states == {(i, H.APP_PORT): "healthy" for i in ids[1:]}, (ids, H.dumps(fact), result.stdout[-20000:])
+    v = d.versions(hosts)
+    assert v[hosts[1]] == v[hosts[2]] == ("sample-app v1", "sample-app v1")
+
+
+def test_host_unreachable_mid_deployment(deployer: Deployer, bundles: dict) -> None:
+    """host2's sshd dies while host1 (batch 1) is out of the target group: the deployment fails cleanly."""
+    d = deployer
+    hosts = d.names(3)
+    ids = _ids(d, hosts)
+    arn = H.create_target_group(d.world, ids)
+    killed = threading.Event()
+
+    def killer() -> None:
+        client = d.world.client("elbv2")
+        H.wait_until(lambda: H.tg_states(d.world, arn, client).get((ids[0], H.APP_PORT)) != "healthy", 120,
+                     interval=0.05, what="host1 out of service")
+        d.world.fleet.kill_sshd(hosts[1])
+        killed.set()
+
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    result = d.run(hosts, bundles["v2"], tgs=(arn,), timeout=180)
+    thread.join(5)
+    assert killed.is_set()
+    assert not result.timed_out, result
+    assert result.rc != 0, result
+    fact = H.deployment_fact(result)
+    assert fact["status"] == "Failed", H.dumps(fact)
+    by_name = {h["name"]: h for h in fact["hosts"]}
+    assert by_name[hosts[0]]["status"] == "Succeeded"
+    assert by_name[hosts[1]]["status"] == "Failed"
+    assert "unreachable" in by_name[hosts[1]]["message"].lower(), by_name[hosts[1]]
+    assert by_name[hosts[2]]["status"] == "Skipped"
+    # host2 failed before BlockTraffic: nothing was taken out; every target is registered and healthy
+    assert H.tg_states(d.world, arn) == {(i, H.APP_PORT): "healthy" for i in ids}
+    d.world.fleet.start_sshd(hosts[1])
+    assert H.served(d.host(hosts[0]).address) == "sample-app v2"
+    assert H.installed(d.world, hosts[2]) is None  # never touched
+
+
+def test_missing_target_group_is_named_and_nothing_changes(deployer: Deployer, bundles: dict) -> None:
+    d = deployer
+    hosts = d.names(3)
+    ids = _ids(d, hosts)
+    arn = H.create_target_group(d.world, ids)
+    missing = arn.rsplit("/", 2)[0] + "/rw-does-not-exist/0123456789abcdef"
+    result = d.run(hosts, bundles["v2"], tgs=(arn, missing))
+    assert result.rc != 0, result
+    output = result.stdout + result.stderr
+    assert "rw-does-not-exist" in output, result
+    assert "Traceback" not in output, result
+    assert H.tg_states(d.world, arn) == {(i, H.APP_PORT): "healthy" for i in ids}
+    assert all(v == (None, None) for v in d.versions(hosts).values())
