@@ -50,6 +50,7 @@ class HAProxy:
     backend: str
     servers: dict[str, str]  # server name -> "addr:port"
     tcp_admin_port: Optional[int] = None
+    tcp_admin_bind: str = "127.0.0.1"
     proc: Optional[subprocess.Popen] = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -107,7 +108,7 @@ class HAProxy:
         """The entry of rollwright_load_balancer.haproxy.instances for this process."""
         if tcp:
             assert self.tcp_admin_port, "started without tcp_admin=True"
-            return {"name": self.name, "address": f"127.0.0.1:{self.tcp_admin_port}"}
+            return {"name": self.name, "address": f"{self.tcp_admin_bind}:{self.tcp_admin_port}"}
         return {"name": self.name, "socket": self.socket}
 
     def stop(self) -> None:
@@ -123,6 +124,7 @@ class HAProxy:
 
 def render_config(name: str, socket_path: str, port: int, backend: str, servers: dict[str, str], check: bool = True,
                   inter_ms: int = 200, rise: int = 2, fall: int = 2, tcp_admin_port: Optional[int] = None,
+                  tcp_admin_bind: str = "127.0.0.1",
                   http_check: bool = True, retries: int = 3, redispatch: bool = False,
                   server_options: Optional[dict[str, str]] = None) -> str:
     """An HAProxy configuration: one HTTP frontend on 127.0.0.1:port, one backend, admin socket(s)."""
@@ -131,7 +133,7 @@ def render_config(name: str, socket_path: str, port: int, backend: str, servers:
         f"    stats socket {socket_path} mode 600 level admin",
     ]
     if tcp_admin_port:
-        lines.append(f"    stats socket ipv4@127.0.0.1:{tcp_admin_port} level admin")
+        lines.append(f"    stats socket ipv4@{tcp_admin_bind}:{tcp_admin_port} level admin")
     lines += [
         "    maxconn 2000",
         "",
@@ -163,7 +165,8 @@ def render_config(name: str, socket_path: str, port: int, backend: str, servers:
 
 
 def start_haproxy(dir: str | os.PathLike, servers: dict[str, str], name: str = "lb1", backend: str = "app",
-                  port: Optional[int] = None, tcp_admin: bool = False, timeout: float = 10.0, **config: Any) -> HAProxy:
+                  port: Optional[int] = None, tcp_admin: bool = False, tcp_admin_bind: str = "127.0.0.1",
+                  timeout: float = 10.0, **config: Any) -> HAProxy:
     """Write a config into ``dir`` and start ``haproxy -f CFG -db``; returns once the socket answers."""
     path = Path(dir)
     path.mkdir(parents=True, exist_ok=True)
@@ -173,9 +176,9 @@ def start_haproxy(dir: str | os.PathLike, servers: dict[str, str], name: str = "
         sock = f"/run/rollwright/hx-{os.getpid()}-{name}-{free_port()}.sock"
         Path(sock).parent.mkdir(parents=True, exist_ok=True)
     hx = HAProxy(name=name, dir=path, port=port or free_port(), socket=sock, backend=backend, servers=dict(servers),
-                 tcp_admin_port=free_port() if tcp_admin else None)
+                 tcp_admin_port=free_port() if tcp_admin else None, tcp_admin_bind=tcp_admin_bind)
     hx.config_path.write_text(render_config(name, sock, hx.port, backend, servers, tcp_admin_port=hx.tcp_admin_port,
-                                            **config))
+                                            tcp_admin_bind=tcp_admin_bind, **config))
     with contextlib.suppress(FileNotFoundError):
         os.unlink(sock)
     log = open(path / f"{name}.log", "ab")  # pylint: disable=consider-using-with
