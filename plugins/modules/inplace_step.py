@@ -20,7 +20,7 @@ description:
   - This is an action plugin that runs on the controller and prints progress while it waits. It is the
     engine of the P(rollwright.deploy.inplace#role) role; use the role rather than calling it directly.
 author:
-  - rollwright.deploy maintainers
+  - Rollwright maintainers (@rollwright)
 options:
   step:
     description: The step to run.
@@ -99,10 +99,13 @@ options:
     type: str
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying the target.
     support: none
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   action:
+    description: Indicates this has a corresponding action plugin so some parts of the options can be executed on the controller.
     support: full
 """
 

@@ -55,9 +55,9 @@ def _load_balancer(world) -> str:
     subnet = world.subnet_id
     alb = elbv2.create_load_balancer(Name="demo-alb", Subnets=[subnet], Scheme="internal", Type="application")
     alb_arn = alb["LoadBalancers"][0]["LoadBalancerArn"]
+    fast_health = [{"Key": "rollwright-emulator:registration-seconds", "Value": REGISTRATION_SECONDS}]
     tg = elbv2.create_target_group(Name="demo-web", Protocol="HTTP", Port=8080, VpcId=world.vpc_id, TargetType="instance",
-                                   HealthCheckPath="/", Tags=[{"Key": "rollwright-emulator:registration-seconds",
-                                                                "Value": REGISTRATION_SECONDS}])
+                                   HealthCheckPath="/", Tags=fast_health)
     tg_arn = tg["TargetGroups"][0]["TargetGroupArn"]
     elbv2.modify_target_group_attributes(TargetGroupArn=tg_arn, Attributes=[
         {"Key": "deregistration_delay.timeout_seconds", "Value": DEREGISTRATION_DELAY}])

@@ -58,7 +58,7 @@ def spec(request, tmp_path):
     aws = request.getfixturevalue("aws")
     table = f"rw-records-{uuid.uuid4().hex[:10]}"
     s = Spec("dynamodb", {"table": table, "region": aws.region, "endpoint_url": aws.endpoint}, dict(aws.env))
-    open_store("dynamodb", dict(s.options, create_table=True), client_factory=lambda name: aws.client(name))
+    open_store("dynamodb", dict(s.options, create_table=True), client_factory=aws.client)
     return s
 
 
@@ -187,7 +187,7 @@ def test_eight_processes_race_for_the_lock(spec):
     procs = [ctx.Process(target=_race, args=(spec, i, barrier, results)) for i in range(8)]
     for p in procs:
         p.start()
-    outcomes = [results.get(timeout=90) for _ in procs]
+    outcomes = [results.get(timeout=90) for _proc in procs]
     for p in procs:
         p.join(30)
     winners = [d for kind, d in outcomes if kind == "won"]
@@ -247,7 +247,7 @@ def _ansible_json(module: str, args: dict, env: dict, check: bool = False) -> di
     proc = subprocess.run(
         [str(ROOT / ".venv" / "bin" / "ansible"), "localhost", "-m", module, "-a", json.dumps(args),
          "-e", f"ansible_python_interpreter={ROOT / '.venv' / 'bin' / 'python'}"] + (["--check"] if check else []),
-        capture_output=True, text=True, env=full_env, timeout=120, cwd=str(ROOT))
+        capture_output=True, text=True, env=full_env, timeout=120, cwd=str(ROOT), check=False)
     data = json.loads(proc.stdout)
     return data["plays"][0]["tasks"][0]["hosts"]["localhost"]
 

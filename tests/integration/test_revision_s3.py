@@ -177,7 +177,7 @@ def run_module(aws, module: str, args: dict, check: bool = False) -> tuple[int, 
            "-e", "ansible_python_interpreter=%s" % (VENV / "python")]
     if check:
         cmd.append("--check")
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120, cwd=str(ROOT))
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env, timeout=120, cwd=str(ROOT))
     m = re.search(r"^localhost \| (SUCCESS|CHANGED|FAILED!) => (\{.*\})\s*$", proc.stdout, re.S | re.M)
     assert m, "unexpected output:\n%s\n%s" % (proc.stdout, proc.stderr)
     return proc.returncode, json.loads(m.group(2))

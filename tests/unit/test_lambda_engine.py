@@ -362,7 +362,7 @@ def test_s3_code_that_lambda_took_differs_is_caught(world):
 def test_deployment_id_format():
     import re
 
-    ids = {new_deployment_id() for _ in range(200)}
+    ids = {new_deployment_id() for _i in range(200)}
     assert len(ids) == 200 and all(re.fullmatch(r"d-[A-Z0-9]{9}", i) for i in ids)
 
 
@@ -388,7 +388,7 @@ def test_interruption_mid_shift_puts_the_alias_back(world):
     world.vt.at.append((world.vt.now + 3.0, interrupt))
     with pytest.raises(KeyboardInterrupt):
         world.engine.run(req(deployment_config={"type": "linear", "percentage": 25, "interval": "2s"}))
-    assert [w for _, _, w in world.observed] == [{"2": 0.25}, {"2": 0.5}]
+    assert [w for _when, _version, w in world.observed] == [{"2": 0.25}, {"2": 0.5}]
     assert world.alias() == ("1", {})
     assert any(e["event"] == "rollback" and "interrupted" in e["message"] for e in world.events)
 

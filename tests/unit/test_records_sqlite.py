@@ -61,7 +61,7 @@ def test_create_fills_id_time_and_owner(store):
 
 
 def test_ids_are_distinct(store):
-    ids = {new(store).deployment_id for _ in range(30)}
+    ids = {new(store).deployment_id for _i in range(30)}
     assert len(ids) == 30
 
 
@@ -235,7 +235,7 @@ def test_stale_lock_needs_force(store):
 
 def test_heartbeat_keeps_lock_fresh(store):
     lock = store.acquire_lock("shop", "web", "d-AAAAAAAAA", ttl=0.4)
-    for _ in range(4):
+    for _i in range(4):
         time.sleep(0.2)
         store.heartbeat(lock)
     assert not store.get_lock("shop", "web").stale
@@ -262,7 +262,7 @@ def test_eight_processes_race_for_the_lock_exactly_one_wins(tmp_path):
     procs = [ctx.Process(target=_race_for_lock, args=(path, i, barrier, results)) for i in range(8)]
     for p in procs:
         p.start()
-    outcomes = [results.get(timeout=60) for _ in procs]
+    outcomes = [results.get(timeout=60) for _proc in procs]
     for p in procs:
         p.join(30)
         assert p.exitcode == 0

@@ -203,7 +203,10 @@ def test_modes_symlinks_and_times_preserved(tmp_path, fmt):
     out = tmp_path / "out"
     root = safe_extract(archive, str(out))
     assert root == str(out)
-    mode = lambda p: stat.S_IMODE(os.lstat(out / p).st_mode)  # noqa: E731
+
+    def mode(p):
+        return stat.S_IMODE(os.lstat(out / p).st_mode)
+
     assert mode("bin/run.sh") == 0o755
     assert mode("secret.conf") == 0o600
     assert mode("suid") == 0o755  # setuid dropped
