@@ -375,6 +375,18 @@ def _seconds_between(start: Optional[str], end: Optional[str]) -> Optional[float
     return round((parse_time(end) - parse_time(start)).total_seconds(), 2)
 
 
+def _failure_text(event: Optional[dict], fallback: Optional[str]) -> Optional[str]:
+    """A failed event's message with the tail of its failing script's output (the log tail), on one line."""
+    if not event:
+        return fallback
+    message = event.get("message") or fallback
+    failing = [s for s in event.get("scripts") or [] if isinstance(s, dict) and s.get("exit_code") != 0]
+    tail = (failing[-1].get("output_tail") or "").strip() if failing else ""
+    if tail and message and tail not in message:
+        message = f"{message}; output: {' | '.join(tail.splitlines()[-5:])}"
+    return message
+
+
 def summarise(record: dict, state: dict) -> dict:
     """The deployment summary a person reads (also printed as a table by the role)."""
     hosts = []
@@ -385,7 +397,7 @@ def summarise(record: dict, state: dict) -> dict:
             "instance_id": host.get("instance_id"),
             "status": host.get("status"),
             "failed_event": failed_event["name"] if failed_event else None,
-            "message": (failed_event or {}).get("message") or state.get("failures", {}).get(host["name"]),
+            "message": _failure_text(failed_event, state.get("failures", {}).get(host["name"])),
             "event_durations": {e["name"]: _seconds_between(e.get("start_time"), e.get("end_time"))
                                 for e in host.get("events", []) if e.get("status") in ("Succeeded", "Failed")},
         })
