@@ -196,9 +196,14 @@ def deployment_fact(result: Any) -> Optional[dict[str, Any]]:
     return found
 
 
+def role_task(result: Any, name: str) -> dict[str, Any]:
+    """Per-host results of the last task of the inplace role called `name` (task names carry the role's prefix)."""
+    return result.task(f"rollwright.deploy.inplace : {name}")
+
+
 def summary_lines(result: Any) -> list[str]:
     """The lines of the 'Show the deployment summary' debug task."""
-    for host_result in result.task("Show the deployment summary").values():
+    for host_result in role_task(result, "Show the deployment summary").values():
         msg = host_result.get("msg")
         if msg:
             return list(msg)

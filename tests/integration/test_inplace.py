@@ -227,7 +227,7 @@ def test_validate_service_failure_stops_and_keeps_host_out(deployer: Deployer, b
     assert "Failed" in text.splitlines()[0] and "ValidateService" in text and "validation failed on purpose" in text
     assert H.summary_lines(result) == text.split("\n")
     # the role's final failure names the host
-    fail_msg = result.task("Fail when the deployment did not succeed")
+    fail_msg = H.role_task(result, "Fail when the deployment did not succeed")
     assert any(hosts[1] in str(r.get("msg")) for r in fail_msg.values())
 
     states = H.tg_states(d.world, arn)
