@@ -33,6 +33,14 @@ class LoadResult:
     per_second: dict[int, Counter] = field(default_factory=dict)  # second -> Counter(body or "FAIL")
     failures: list[tuple[float, str]] = field(default_factory=list)  # (seconds since start, what)
     seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)  # seconds, every answered or failed request
+
+    def latency(self, q: float) -> float:
+        """The q-quantile of request latency in seconds (0 when nothing was sent)."""
+        if not self.latencies:
+            return 0.0
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
     def versions(self) -> list[str]:
         seen: dict[str, None] = {}
@@ -62,6 +70,8 @@ class LoadResult:
     def to_dict(self) -> dict[str, Any]:
         return {"sent": self.sent, "ok": self.ok, "failed": self.failed, "errors": dict(self.errors),
                 "seconds": round(self.seconds, 2),
+                "latency_p50_ms": round(self.latency(0.5) * 1000, 1), "latency_p99_ms": round(self.latency(0.99) * 1000, 1),
+                "latency_max_ms": round(max(self.latencies, default=0) * 1000, 1),
                 "per_second": {str(k): dict(v) for k, v in sorted(self.per_second.items())},
                 "failures": [(round(t, 3), what) for t, what in self.failures[:50]]}
 
@@ -126,12 +136,15 @@ class LoadGenerator:
                 delay = self._t0 + i / self.rate - time.monotonic()
                 if delay > 0 and self._stop.wait(delay):
                     return
+            began = time.monotonic()
             ok, what = self._one()
             now = time.monotonic() - self._t0
+            took = time.monotonic() - began
             sec = int(now)
             with self._lock:
                 r = self.result
                 r.sent += 1
+                r.latencies.append(took)
                 bucket = r.per_second.setdefault(sec, Counter())
                 if ok:
                     r.ok += 1
