@@ -19,7 +19,7 @@ description:
     without O(wait) it puts the server in maintenance at once (sessions in progress still finish).
   - V(ready) puts the server back in rotation (and sets O(weight) when given) and, with O(wait), waits until its
     health check reports a full C(UP) on every instance (a server without a health check is ready at once).
-  - Idempotent: nothing is sent for a server already in the requested state and weight.
+  - Idempotent, nothing is sent for a server already in the requested state and weight.
   - Runs where the runtime API is reachable; a unix socket is local to the machine running the module (delegate
     the task to the HAProxy host, or use a TCP admin socket bound to a private address).
 author:
@@ -202,7 +202,7 @@ def main():
         result = set_servers(adapter, p["servers"], p["state"], weight=p["weight"], wait=p["wait"],
                              timeout=p["wait_timeout"], check_mode=module.check_mode)
     except LoadBalancerError as exc:
-        module.fail_json(msg=str(exc).replace("load_balancer.haproxy.backend", "backend"))
+        module.fail_json(msg=str(exc).replace("load_balancer.haproxy.backend", "backend").replace("haproxy_server.", ""))
     rows = _rows(result)
     out = {"changed": result["changed"], "servers": rows}
     if module._diff:  # pylint: disable=protected-access

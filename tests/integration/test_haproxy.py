@@ -220,7 +220,7 @@ def test_host_failing_validation_stays_in_maint(fleet, lbs, tmp_path) -> None:
     # the failed host stays out; every other host is in rotation (deployed before it, or never touched)
     assert hx.status(bad) == "MAINT"
     assert all(hx.status(n) == "UP" for n in names if n != bad), hx.statuses()
-    bodies = {_body(hx.url) for _ in range(20)}
+    bodies = {_body(hx.url) for _i in range(20)}
     assert bodies and bodies <= {"sample-app v1", "sample-app v2"}, bodies
 
 

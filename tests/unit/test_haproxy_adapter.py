@@ -38,7 +38,12 @@ from tests.haproxy_world import haproxy_available, start_haproxy
 
 pytestmark = pytest.mark.skipif(not haproxy_available(), reason="haproxy is not installed (make setup installs it)")
 
-SHOW_STAT = """# pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout,dreq,dresp,ereq,econ,eresp,wretr,wredis,status,weight,act,bck,chkfail,chkdown,lastchg,downtime,qlimit,pid,iid,sid,throttle,lbtot,tracked,type,rate,rate_lim,rate_max,check_status,check_code,check_duration
+STAT_HEADER = ",".join([
+    "# pxname", "svname", "qcur", "qmax", "scur", "smax", "slim", "stot", "bin", "bout", "dreq", "dresp", "ereq", "econ",
+    "eresp", "wretr", "wredis", "status", "weight", "act", "bck", "chkfail", "chkdown", "lastchg", "downtime", "qlimit",
+    "pid", "iid", "sid", "throttle", "lbtot", "tracked", "type", "rate", "rate_lim", "rate_max", "check_status",
+    "check_code", "check_duration"])
+SHOW_STAT = STAT_HEADER + """
 fe,FRONTEND,,,0,1,2000,3,0,0,0,0,0,,,,,OPEN,,,,,,,,,1,2,0,,,,0,0,0,1,,,
 app,s1,0,0,2,3,,10,0,0,,0,,0,0,0,0,DRAIN,30,1,0,0,0,5,0,,1,3,1,,10,,2,0,,1,L4OK,,0
 app,s2,1,1,0,0,,0,0,0,,0,,0,0,0,0,UP 1/3,50,1,0,0,0,5,0,,1,3,2,,0,,2,0,,0,L4CON,,0
@@ -47,8 +52,11 @@ app,BACKEND,0,0,2,3,200,10,0,0,0,0,,0,0,0,0,UP,81,3,0,,0,5,0,,1,3,0,,10,,1,0,,1,
 
 """
 
-SERVERS_STATE = """1
-# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight srv_time_since_last_change srv_check_status srv_check_result srv_check_health srv_check_state srv_agent_state bk_f_forced_id srv_f_forced_id srv_fqdn srv_port srvrecord srv_use_ssl srv_check_port srv_check_addr srv_agent_addr srv_agent_port
+STATE_HEADER = ("# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight "
+                "srv_time_since_last_change srv_check_status srv_check_result srv_check_health srv_check_state "
+                "srv_agent_state bk_f_forced_id srv_f_forced_id srv_fqdn srv_port srvrecord srv_use_ssl srv_check_port "
+                "srv_check_addr srv_agent_addr srv_agent_port")
+SERVERS_STATE = "1\n" + STATE_HEADER + """
 3 app 1 s1 127.0.0.1 2 8 30 1 0 6 3 4 6 0 0 0 - 18081 - 0 0 - - 0
 3 app 2 s2 127.0.0.1 2 0 50 50 1 8 2 0 6 0 0 0 - 18082 - 0 0 - - 0
 3 app 3 s3 127.0.0.1 2 1 1 1 1 1 0 2 0 0 0 0 - 18083 - 0 0 - - 0

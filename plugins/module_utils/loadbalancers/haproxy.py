@@ -527,7 +527,8 @@ class HAProxyAdapter(Adapter):
         statuses = self._statuses(self._haproxy(memberships))
         self._require(statuses)
         for m, status in statuses.items():
-            assert status is not None
+            if status is None:  # _require raised already; keeps type checkers content
+                continue
             if m.weight is not None and status.weight != m.weight:
                 self.set_weight(m, m.weight)
             if status.admin != m.state:
