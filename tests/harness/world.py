@@ -244,8 +244,26 @@ class World:
         return h.instance_id
 
     def down(self) -> None:
-        """Tear this world down (same as ``down(dir)``)."""
+        """Tear this world down (same as ``down(dir)``); stops its EC2 sync first."""
+        self.stop_ec2_sync()
         down(self.dir)
+
+    # -- EC2 view <-> SSH fleet --------------------------------------------------------------
+    def start_ec2_sync(self, interval: float = 0.5) -> Any:
+        """Start (once) the watcher that gives every running instance in the fleet subnet a host and
+        removes the host of a terminated instance (tests.harness.ec2_sync.Ec2Sync)."""
+        from tests.harness.ec2_sync import Ec2Sync
+
+        sync = getattr(self, "_ec2_sync", None)
+        if sync is None or not sync.running:
+            sync = Ec2Sync(self, interval).start()
+            self._ec2_sync = sync  # pylint: disable=attribute-defined-outside-init
+        return sync
+
+    def stop_ec2_sync(self) -> None:
+        sync = getattr(self, "_ec2_sync", None)
+        if sync is not None:
+            sync.stop()
 
     # -- live changes ------------------------------------------------------------------------
     def add_host(self, address: str | None = None, name: str | None = None, instance_id: str | None = None,

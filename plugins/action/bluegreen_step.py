@@ -1,0 +1,200 @@
+# -*- coding: utf-8 -*-
+# Copyright: rollwright.deploy contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Controller-side steps of an EC2 blue/green deployment, run in-process so waits print progress live.
+
+Shares the in-place step plugin's plumbing (AWS clients, record store, revision fetch, reading
+registered host results) by subclassing it; the deployment logic is module_utils/bluegreen.py.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ansible.errors import AnsibleActionFail
+from ansible.utils.display import Display
+
+from ansible_collections.rollwright.deploy.plugins.action.inplace_step import ActionModule as _InPlaceStep
+from ansible_collections.rollwright.deploy.plugins.module_utils import deploy_inputs
+from ansible_collections.rollwright.deploy.plugins.module_utils import fleet_provision as fp
+from ansible_collections.rollwright.deploy.plugins.module_utils.bluegreen import (
+    CONNECTION_VARS,
+    ORIGINAL_ACTIONS,
+    READY_ACTIONS,
+    REROUTE_MODES,
+    BlueGreenError,
+    BlueGreenRun,
+    recover,
+    request_continue,
+)
+from ansible_collections.rollwright.deploy.plugins.module_utils.deployment_config import DeploymentConfigError
+from ansible_collections.rollwright.deploy.plugins.module_utils.listener import ListenerError
+from ansible_collections.rollwright.deploy.plugins.module_utils.loadbalancers import LoadBalancerError
+from ansible_collections.rollwright.deploy.plugins.module_utils.records.base import RecordError
+
+display = Display()
+
+STEPS = ("start", "provision", "ready", "reroute", "finish", "abort", "recover", "continue")
+RESULT_VARS = {
+    "install": "_bluegreen_r_install",
+    "pre": "_bluegreen_r_pre",
+    "post": "_bluegreen_r_post",
+}
+
+
+def _progress(message: str) -> None:
+    display.display(f"rollwright: {message}")
+
+
+def _choice(value, allowed, field):
+    if value not in allowed:
+        raise AnsibleActionFail(f"{field}: expected one of {', '.join(allowed)}, got {value!r}")
+    return value
+
+
+class ActionModule(_InPlaceStep):
+    """See plugins/modules/bluegreen_step.py for the documentation."""
+
+    TRANSFERS_FILES = False
+    _requires_connection = False
+
+    def run(self, tmp=None, task_vars=None):
+        result = super(_InPlaceStep, self).run(tmp, task_vars)  # ActionBase.run, not the in-place steps
+        task_vars = task_vars or {}
+        args = dict(self._task.args)
+        step = args.get("step")
+        if step not in STEPS:
+            raise AnsibleActionFail(f"step: expected one of {', '.join(STEPS)}, got {step!r}")
+        try:
+            clients = self._clients(args)
+            store = self._store(args, clients)
+            if step == "recover":
+                if not args.get("deployment_id"):
+                    raise AnsibleActionFail("deployment_id: required for step=recover")
+                outcome = recover(store, clients, args["deployment_id"], progress=_progress,
+                                  force=bool(args.get("force_lock")))
+                result.update(changed=outcome["action"] != "none", recovery=outcome, deployment_id=args["deployment_id"])
+                return result
+            if step == "continue":
+                outcome = request_continue(store, deployment_id=args.get("deployment_id") or None,
+                                           application=args.get("application") or None,
+                                           deployment_group=args.get("deployment_group") or None,
+                                           by=args.get("creator") or os.environ.get("USER") or "user")
+                result.update(changed=outcome["changed"], deployment_id=outcome["deployment_id"], continued=outcome)
+                return result
+            run = BlueGreenRun(store, clients, progress=_progress)
+            if step == "start":
+                state = self._start(args, task_vars, clients, run)
+            else:
+                state = dict(args.get("state") or {})
+                if not state.get("deployment_id"):
+                    raise AnsibleActionFail("state: expected the deployment state returned by step=start")
+                if step == "provision":
+                    state = run.provision(state, timeout=float(state["options"].get("provision_timeout") or 600))
+                    state["new_hosts"] = self._new_hosts(state, task_vars, run)
+                elif step == "ready":
+                    state = run.ready(state, self._host_results(task_vars, run.replacement_names(state), RESULT_VARS["install"]))
+                elif step == "reroute":
+                    names = run.replacement_names(state) + run.original_names(state)
+                    state = run.reroute(state, self._host_results(task_vars, names, RESULT_VARS["pre"]))
+                elif step == "finish":
+                    names = run.replacement_names(state) + run.original_names(state)
+                    state = run.finish(state, self._host_results(task_vars, names, RESULT_VARS["post"]))
+                elif step == "abort":
+                    state = run.abort(state, args.get("reason") or "unexpected error")
+        except (BlueGreenError, fp.FleetError, ListenerError, LoadBalancerError, DeploymentConfigError,
+                deploy_inputs.InputError, RecordError, ValueError) as exc:
+            raise AnsibleActionFail(str(exc)) from exc
+        result["changed"] = True
+        result["ansible_facts"] = {"_bluegreen": state}
+        result["deployment_id"] = state["deployment_id"]
+        result["done"] = state.get("done", False)
+        if state.get("done"):
+            result["rollwright_deployment"] = state["summary"]
+            result["ansible_facts"]["rollwright_deployment"] = state["summary"]
+            result["summary_text"] = state["summary_text"]
+        return result
+
+    # ------------------------------------------------------------------ start
+    def _start(self, args: dict, task_vars: dict, clients, run: BlueGreenRun) -> dict:
+        application = args.get("application")
+        if not application:
+            raise AnsibleActionFail("application: expected the application name (rollwright_application)")
+        group = args.get("deployment_group") or application
+        revision = deploy_inputs.normalise_revision(args.get("revision"))
+        lb_config = deploy_inputs.normalise_load_balancer(args.get("load_balancer"), args.get("target_group_arns"),
+                                                          args.get("classic_elb_names"))
+        replacement = fp.normalise_replacement(
+            args.get("replacement"), copy_auto_scaling_group=args.get("copy_auto_scaling_group") or "",
+            launch_template=args.get("launch_template") or "", launch_template_version=args.get("launch_template_version"),
+            count=args.get("count"), subnets=args.get("subnets") or "", instance_tags=args.get("instance_tags") or "")
+        original_fleet = fp.normalise_original(
+            args.get("original_fleet"), hosts=args.get("original_hosts") or "", tags=args.get("original_tags") or "",
+            auto_scaling_group=args.get("original_auto_scaling_group") or "", replacement=replacement)
+        reroute = dict(args.get("reroute") or {})
+        reroute.setdefault("mode", args.get("reroute_mode") or "targets")
+        reroute.setdefault("listener_arn", args.get("listener_arn") or None)
+        reroute.setdefault("rule_arn", args.get("listener_rule_arn") or None)
+        _choice(reroute["mode"], REROUTE_MODES, "reroute.mode")
+        ready = dict(args.get("ready") or {})
+        ready.setdefault("action_on_timeout", args.get("ready_action") or "continue")
+        ready = {"action": _choice(ready["action_on_timeout"], READY_ACTIONS, "ready.action_on_timeout"),
+                 "wait": fp.parse_duration(ready.get("wait", args.get("ready_wait") or "30m"), "ready.wait")}
+        original = dict(args.get("original") or {})
+        original.setdefault("action", args.get("original_action") or "terminate")
+        original = {"action": _choice(original["action"], ORIGINAL_ACTIONS, "original.action"),
+                    "wait": fp.parse_duration(original.get("wait", args.get("original_wait") or "1h"), "original.wait"),
+                    "delete_auto_scaling_group": bool(original.get("delete_auto_scaling_group",
+                                                                   args.get("delete_original_auto_scaling_group") or False))}
+        id_var = args.get("instance_id_var") or "ec2_instance_id"
+        inventory_ids = {}
+        hostvars = task_vars.get("hostvars", {})
+        for host in task_vars.get("groups", {}).get("all", []):
+            try:
+                hv = hostvars[host]
+                iid = hv.get(id_var) or hv.get("instance_id")
+            except Exception:  # pylint: disable=broad-except
+                continue
+            if iid:
+                inventory_ids[str(iid)] = host
+        cache_dir = os.path.expanduser(args.get("cache_dir") or "~/.cache/rollwright/bundles")
+        identity, appspec = self._fetch_revision(revision, clients, cache_dir, args.get("appspec_name") or "appspec.yml")
+        options = {
+            "healthy_timeout": float(args.get("healthy_timeout") or 300),
+            "drain_timeout": float(args["drain_timeout"]) if args.get("drain_timeout") not in (None, "") else None,
+            "provision_timeout": float(args.get("provision_timeout") or 600),
+            "host_vars": dict(args.get("host_vars") or {}),
+        }
+        state = run.start(application=application, deployment_group=group, revision=identity, appspec=appspec,
+                          config=args.get("deployment_config"), lb_config=lb_config, reroute=reroute, ready=ready,
+                          original=original, replacement_spec=replacement, original_spec=original_fleet,
+                          inventory_ids=inventory_ids, options=options, creator=args.get("creator") or "user",
+                          rollback_of=args.get("rollback_of"), force_lock=bool(args.get("force_lock")))
+        state["inventory_originals"] = [h["name"] for h in state["originals"] if h["name"] in task_vars.get("hostvars", {})]
+        return state
+
+    # ------------------------------------------------------------------ hosts to add
+    def _new_hosts(self, state: dict, task_vars: dict, run: BlueGreenRun) -> list[dict]:
+        """Hosts for add_host: every replacement, and originals that are not in the inventory yet."""
+        connection = dict(state["options"].get("host_vars") or {})
+        hostvars = task_vars.get("hostvars", {})
+        if not connection:
+            for name in state.get("inventory_originals") or []:
+                hv = hostvars[name]
+                connection = {k: hv.get(k) for k in CONNECTION_VARS if hv.get(k) not in (None, "")}
+                break
+        out = []
+        for host in state["replacements"]:
+            out.append({"name": host["name"], "address": host["address"], "instance_id": host["instance_id"],
+                        "group": "rollwright_bluegreen_replacement", "vars": connection})
+        missing = [h for h in state["originals"] if h["name"] not in (state.get("inventory_originals") or [])]
+        described = run.fleet.describe([h["instance_id"] for h in missing]) if missing else {}
+        for host in state["originals"]:
+            if host in missing:
+                address = (described.get(host["instance_id"]) or {}).get("private_ip")
+                out.append({"name": host["name"], "address": address, "instance_id": host["instance_id"],
+                            "group": "rollwright_bluegreen_original", "vars": connection})
+            else:
+                out.append({"name": host["name"], "address": None, "instance_id": host["instance_id"],
+                            "group": "rollwright_bluegreen_original", "vars": {}})
+        return out

@@ -1,0 +1,739 @@
+# -*- coding: utf-8 -*-
+# Copyright: rollwright.deploy contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The controller's side of an EC2 blue/green deployment.
+
+The playbook `rollwright.deploy.bluegreen_ec2` alternates these controller steps (the
+`bluegreen_step` action plugin calls them) with host-side calls of `host_lifecycle`:
+
+    start      - inputs, revision, original fleet and its load-balancer membership, record, lock
+    provision  - create (or choose) the replacement fleet, wait until it runs; hosts to add
+      [replacements: ApplicationStop .. ValidateService]
+    ready      - judge the install; optional wait for an explicit continue (Ready -> Stopped on timeout)
+      [replacements: BeforeAllowTraffic; originals: BeforeBlockTraffic]
+    reroute    - AllowTraffic / BlockTraffic: targets mode in batches, or one listener swap
+      [replacements: AfterAllowTraffic (complete); originals: AfterBlockTraffic]
+    finish     - judge, then retire the originals (terminate after a wait, or keep alive); Succeeded
+    abort      - an unexpected error: roll back from the record
+    recover    - the same, for a deployment whose controller died (run from any controller)
+
+Every change is preceded by a write of what it is about to do to the record's ``extra.bluegreen``
+(the ``phase``, the planned Auto Scaling group name, instance ids, memberships, the listener's
+actions before the swap), so `rollback` and `recover` work from the record alone:
+
+- before reroute: the replacement fleet is torn down (instances it created terminated, a copied
+  group deleted); the originals were never touched;
+- during or after reroute: the originals' recorded memberships are registered again (and the
+  listener swapped back) and are healthy BEFORE the replacements are deregistered, so no serving
+  target group is ever left empty; then the replacement fleet is torn down;
+- while retiring (traffic already on the replacements): the retirement is completed.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Optional
+
+from ansible_collections.rollwright.deploy.plugins.module_utils import deployment_config as dc
+from ansible_collections.rollwright.deploy.plugins.module_utils import lifecycle
+from ansible_collections.rollwright.deploy.plugins.module_utils.fleet_provision import Ec2Fleet, FleetError, copy_name
+from ansible_collections.rollwright.deploy.plugins.module_utils.inplace import (
+    HOST_REVISION_KEYS,
+    format_summary,
+    host_outcome,
+    summarise,
+)
+from ansible_collections.rollwright.deploy.plugins.module_utils.listener import ListenerError, ListenerSwitch, live_and_idle
+from ansible_collections.rollwright.deploy.plugins.module_utils.loadbalancers import (
+    LoadBalancerError,
+    Membership,
+    by_host,
+    load_balancer_from_config,
+)
+from ansible_collections.rollwright.deploy.plugins.module_utils.records.base import (
+    DeploymentRecord,
+    HostRecord,
+    Lock,
+    RecordStore,
+    now_iso,
+)
+
+Progress = Callable[[str], None]
+
+EXTRA_KEY = "bluegreen"
+CONTINUE_KEY = "bluegreen_continue"
+PHASES = ("started", "provisioning", "installing", "ready", "rerouting", "rerouted", "retiring", "finished", "rolled_back")
+PRE_REROUTE = ("started", "provisioning", "installing", "ready")
+REROUTE_MODES = ("targets", "listener")
+READY_ACTIONS = ("continue", "stop")
+ORIGINAL_ACTIONS = ("terminate", "keep_alive")
+DEFAULT_LOCK_TTL = 7200.0
+
+# Connection variables copied from an original host to hosts added during the run.
+CONNECTION_VARS = (
+    "ansible_connection", "ansible_user", "ansible_port", "ansible_ssh_private_key_file", "ansible_python_interpreter",
+    "ansible_ssh_common_args", "ansible_ssh_extra_args", "ansible_control_path_dir", "ansible_ssh_pipelining",
+    "ansible_ssh_timeout", "ansible_become", "ansible_become_user", "ansible_become_method",
+)
+
+
+class BlueGreenError(Exception):
+    """A blue/green deployment cannot start or go on; the message says why and what to do."""
+
+
+def _host_calls() -> dict[str, list[str]]:
+    """The host-side event groups: install (to ValidateService), then one event each around the traffic events."""
+    replacement = lifecycle.events_for("bluegreen_replacement")
+    cut = replacement.index("ValidateService") + 1
+    allow = lifecycle.split_host_calls(replacement[cut:])
+    block = lifecycle.split_host_calls(lifecycle.events_for("bluegreen_original"))
+    return {"install": replacement[:cut], "pre_allow": allow[0], "post_allow": allow[1],
+            "pre_block": block[0], "post_block": block[1]}
+
+
+HOST_CALLS = _host_calls()
+
+
+def reroute_batches(replacements: list[str], originals: list[str], size: int) -> list[tuple[list[str], list[str]]]:
+    """(replacements to register, originals to deregister) per reroute batch, `size` of each at a time.
+
+    The serving group gains a batch of replacements before it loses a batch of originals, so its
+    size never drops below the original fleet's, and at most `size` targets beyond it are ever mixed in.
+    """
+    if size < 1:
+        raise ValueError(f"batch size must be >= 1, got {size}")
+    out = []
+    for i in range(0, max(len(replacements), len(originals)), size):
+        out.append((replacements[i:i + size], originals[i:i + size]))
+    return out
+
+
+def plan_fleet(config: Any, replacement_count: int) -> tuple[int, int]:
+    """(minimum healthy replacement hosts, reroute batch size) for a replacement fleet of that size."""
+    if replacement_count < 1:
+        raise BlueGreenError("the replacement fleet would have no instance; nothing to deploy to")
+    minimum = dc.minimum_healthy_count(config, replacement_count)
+    if minimum >= replacement_count:
+        raise BlueGreenError(
+            f"rollwright_deployment_config: a minimum of {minimum} healthy host(s) out of {replacement_count} replacement "
+            "host(s) leaves no room to reroute traffic in batches; lower the minimum or grow the fleet")
+    return minimum, replacement_count - minimum
+
+
+def current_members(clients: Any, lb_config: dict[str, Any]) -> list[str]:
+    """Instance ids now registered (not draining) in the configured target groups and classic ELBs."""
+    found: list[str] = []
+    for arn in lb_config.get("target_group_arns") or []:
+        for desc in clients.client("elbv2").describe_target_health(TargetGroupArn=arn)["TargetHealthDescriptions"]:
+            if desc.get("TargetHealth", {}).get("State") not in ("draining", "unused"):
+                found.append(desc["Target"]["Id"])
+    names = lb_config.get("classic_elb_names") or []
+    if names:
+        for lb in clients.client("elb").describe_load_balancers(LoadBalancerNames=names)["LoadBalancerDescriptions"]:
+            found += [i["InstanceId"] for i in lb.get("Instances", [])]
+    return list(dict.fromkeys(found))
+
+
+class BlueGreenRun:
+    """One blue/green deployment, step by step; between steps the whole state is a plain dict."""
+
+    def __init__(self, store: RecordStore, clients: Any, progress: Optional[Progress] = None,
+                 sleep: Callable[[float], None] = time.sleep, now: Callable[[], float] = time.monotonic):
+        self.store = store
+        self.clients = clients
+        self.progress = progress or (lambda message: None)
+        self.sleep = sleep
+        self.now = now
+        self.fleet = Ec2Fleet(clients, sleep=sleep, now=now)
+
+    # ------------------------------------------------------------------ helpers
+    def _lb(self, bg: dict, only: Optional[str] = None) -> Any:
+        if only:
+            return load_balancer_from_config({"target_group_arns": [only]}, self.clients)
+        return load_balancer_from_config(bg["lb_config"], self.clients)
+
+    def _save(self, state: dict) -> None:
+        self.store.set_extra(state["deployment_id"], EXTRA_KEY, state["bg"])
+
+    def _phase(self, state: dict, phase: str) -> None:
+        state["bg"]["phase"] = phase
+        state["bg"]["phase_time"] = now_iso()
+        self._save(state)
+
+    def _heartbeat(self, state: dict) -> None:
+        state["lock"] = self.store.heartbeat(Lock.from_dict(state["lock"])).to_dict()
+
+    def _events(self, state: dict, hosts: list[str], event: str, status: str, message: Optional[str] = None) -> None:
+        stamp = now_iso()
+        for host in hosts:
+            if status == "InProgress":
+                self.store.event(state["deployment_id"], host, event, status, start=stamp)
+            else:
+                self.store.event(state["deployment_id"], host, event, status, end=stamp, message=message)
+
+    def judge(self, state: dict, hosts: list[str], call: str, results: dict[str, Optional[dict]]) -> dict[str, str]:
+        """Record a host-side call's events; return {host: failure message} for the hosts that failed."""
+        failures = {}
+        for host in hosts:
+            outcome = host_outcome(results.get(host))
+            for event in outcome.events:
+                self.store.event(state["deployment_id"], host, event["name"], event.get("status") or "Failed",
+                                 start=event.get("start"), end=event.get("end"), scripts=event.get("scripts") or [],
+                                 message=event.get("message"))
+            if not outcome.ok:
+                if not outcome.events and HOST_CALLS[call]:
+                    self.store.event(state["deployment_id"], host, HOST_CALLS[call][0], "Failed", end=now_iso(),
+                                     message=outcome.message)
+                failures[host] = outcome.message
+                self.store.update_host(state["deployment_id"], host, status="Failed")
+                self.progress(f"{host}: FAILED - {outcome.message}")
+        state.setdefault("failures", {}).update(failures)
+        return failures
+
+    def replacement_names(self, state: dict) -> list[str]:
+        return [h["name"] for h in state["replacements"]]
+
+    def original_names(self, state: dict) -> list[str]:
+        return [h["name"] for h in state["originals"]]
+
+    # ------------------------------------------------------------------ start
+    def start(self, *, application: str, deployment_group: str, revision: dict, appspec: dict, config: Any,
+              lb_config: Optional[dict], reroute: dict, ready: dict, original: dict, replacement_spec: dict,
+              original_spec: dict, inventory_ids: dict[str, str], options: dict, creator: str = "user",
+              rollback_of: Optional[str] = None, owner: Optional[str] = None, force_lock: bool = False,
+              lock_ttl: float = DEFAULT_LOCK_TTL) -> dict:
+        """Validate everything and record the original fleet's membership; nothing is changed yet."""
+        resolved = dc.resolve_config(config)
+        if not lb_config or not (lb_config.get("target_group_arns") or lb_config.get("classic_elb_names")):
+            raise BlueGreenError("rollwright_load_balancer: a blue/green deployment needs target groups or classic ELBs "
+                                 "to reroute traffic (target_group_arns, classic_elb_names)")
+        if lb_config.get("haproxy"):
+            raise BlueGreenError("rollwright_load_balancer.haproxy: EC2 blue/green reroutes ELB traffic only")
+        mode = reroute.get("mode") or "targets"
+        if mode not in REROUTE_MODES:
+            raise BlueGreenError(f"bluegreen_ec2_reroute_mode: expected one of {', '.join(REROUTE_MODES)}, got {mode!r}")
+        bg: dict[str, Any] = {"phase": "started", "mode": mode, "lb_config": dict(lb_config), "listener_swapped": False}
+        serving = dict(lb_config)
+        if mode == "listener":
+            if not reroute.get("listener_arn"):
+                raise BlueGreenError("bluegreen_ec2_listener_arn: required when bluegreen_ec2_reroute_mode is listener")
+            pair = list(lb_config.get("target_group_arns") or [])
+            if lb_config.get("classic_elb_names"):
+                raise BlueGreenError("rollwright_load_balancer.classic_elb_names: listener mode swaps ALB target groups only")
+            switch = ListenerSwitch(self.clients.client("elbv2"))
+            try:
+                before = switch.read(reroute["listener_arn"], reroute.get("rule_arn"))
+                blue, green = live_and_idle(before, pair)
+            except ListenerError as exc:
+                raise BlueGreenError(f"bluegreen_ec2_listener_arn: {exc}") from exc
+            leftovers = current_members(self.clients, {"target_group_arns": [green]})
+            if leftovers:
+                raise BlueGreenError(f"the idle (green) target group {green} still has registered targets "
+                                     f"{', '.join(leftovers)}; deregister them before a listener-mode deployment")
+            bg.update(listener_arn=reroute["listener_arn"], rule_arn=reroute.get("rule_arn") or None,
+                      blue_tg=blue, green_tg=green, listener_before=before)
+            serving = {"target_group_arns": [blue]}
+        bg["serving_lb"] = serving
+
+        # The original fleet and its membership, recorded before anything changes.
+        kind = original_spec["kind"]
+        if kind == "hosts":
+            ids_by_name = {name: iid for iid, name in inventory_ids.items()}
+            missing = [h for h in original_spec["hosts"] if h not in ids_by_name]
+            if missing:
+                raise BlueGreenError(f"bluegreen_ec2_original_hosts: host(s) without an EC2 instance id: {', '.join(missing)}")
+            original_ids = [ids_by_name[h] for h in original_spec["hosts"]]
+        elif kind == "tags":
+            original_ids = self.fleet.find(original_spec["tags"], states=("running",))
+        elif kind == "auto_scaling_group":
+            original_ids = self.fleet.asg_instance_ids(original_spec["auto_scaling_group"])
+        else:
+            original_ids = current_members(self.clients, serving)
+        if not original_ids:
+            raise BlueGreenError(f"the original fleet ({kind}: {original_spec.get(kind) or 'members of the load balancer'}) "
+                                 "has no instance; nothing serves that a replacement fleet could take over from")
+        lb = self._lb(bg) if mode == "targets" else self._lb(bg, only=bg["blue_tg"])
+        try:
+            snapshot = lb.snapshot(original_ids)
+        except LoadBalancerError as exc:
+            raise BlueGreenError(str(exc)) from exc
+        if not any(snapshot.values()):
+            raise BlueGreenError(f"none of the original instances ({', '.join(original_ids)}) is registered in "
+                                 f"{serving}; nothing to reroute from")
+
+        # The replacement fleet's expected size (exact for a launch template and for chosen instances).
+        rkind = replacement_spec["kind"]
+        replacement_ids: list[str] = []
+        if rkind == "copy_auto_scaling_group":
+            source = self.fleet.describe_asg(replacement_spec["auto_scaling_group"])
+            expected = int(source.get("DesiredCapacity") or 0)
+        elif rkind == "launch_template":
+            expected = int(replacement_spec["count"])
+        else:
+            replacement_ids = self.fleet.find(replacement_spec["tags"], states=("running",))
+            overlap = sorted(set(replacement_ids) & set(original_ids))
+            if overlap:
+                raise BlueGreenError(f"bluegreen_ec2_instance_tags: instance(s) {', '.join(overlap)} are in both the "
+                                     "original and the replacement fleet")
+            expected = len(replacement_ids)
+        minimum, batch = plan_fleet(resolved, expected)
+
+        original_asg = original_spec.get("auto_scaling_group") if kind == "auto_scaling_group" else None
+        if original_asg:
+            attached_tgs = [a for a in self.fleet.attached_target_groups(original_asg) if a in (serving.get("target_group_arns") or [])]
+            attached_elbs = [n for n in self.fleet.attached_classic_elbs(original_asg) if n in (serving.get("classic_elb_names") or [])]
+            bg["original_asg_attachments"] = {"target_group_arns": attached_tgs, "classic_elb_names": attached_elbs}
+        names = {iid: inventory_ids.get(iid, iid) for iid in original_ids}
+        record = DeploymentRecord(
+            application=application, deployment_group=deployment_group, deployment_type="blue_green_ec2",
+            revision=dict(revision), configuration=config if isinstance(config, (str, dict)) else resolved.name,
+            creator=creator, rollback_of=rollback_of, status="Created",
+            hosts=[HostRecord(name=names[iid], instance_id=iid, lb_membership=[m.to_dict() for m in snapshot.get(iid, [])])
+                   for iid in original_ids],
+        )
+        bg.update(
+            original_ids=original_ids, original_names=names, original_asg=original_asg,
+            original_memberships={iid: [m.to_dict() for m in snapshot.get(iid, [])] for iid in original_ids},
+            original_action=original["action"], original_wait=float(original["wait"]),
+            delete_original_asg=bool(original.get("delete_auto_scaling_group")),
+            replacement_kind=rkind, replacement_spec=replacement_spec, created=rkind != "instances",
+            replacement_asg=None, replacement_ids=replacement_ids, replacement_asg_attached=False,
+            original_asg_detached=False, green_memberships=[], originals_deregistered=[],
+            minimum=minimum, batch_size=batch, ready=dict(ready),
+        )
+        record.extra = {EXTRA_KEY: bg}
+        record = self.store.create(record)
+        deployment_id = record.deployment_id
+        try:
+            lock = self.store.acquire_lock(application, deployment_group, deployment_id, owner=owner, ttl=lock_ttl,
+                                           force=force_lock)
+        except Exception as exc:
+            self.store.update_status(deployment_id, "Failed", error=str(exc))
+            raise
+        self.store.update_status(deployment_id, "InProgress")
+        state = {
+            "deployment_id": deployment_id, "application": application, "deployment_group": deployment_group,
+            "config": resolved.name, "lock": lock.to_dict(), "revision": dict(revision),
+            "host_revision": {k: revision.get(k) for k in HOST_REVISION_KEYS if revision.get(k) is not None},
+            "appspec": appspec, "options": dict(options), "host_calls": HOST_CALLS, "bg": bg,
+            "originals": [{"name": names[iid], "instance_id": iid} for iid in original_ids],
+            "replacements": [], "new_hosts": [], "done": False, "status": "InProgress",
+            "started": now_iso(), "started_at": time.time(), "batch_number": 0, "batch_times": [],
+        }
+        self.progress(f"deployment {deployment_id}: blue/green ({mode}), {len(original_ids)} original instance(s), "
+                      f"replacement {rkind} of {expected}, minimum healthy {minimum}, reroute batches of {batch}")
+        return state
+
+    # ------------------------------------------------------------------ provision
+    def provision(self, state: dict, timeout: float = 600.0) -> dict:
+        """Create (or take) the replacement fleet and wait until every instance runs with an address."""
+        bg = state["bg"]
+        deployment_id = state["deployment_id"]
+        spec = bg["replacement_spec"]
+        self._heartbeat(state)
+        if spec["kind"] == "copy_auto_scaling_group":
+            bg["replacement_asg"] = copy_name(spec["auto_scaling_group"], deployment_id)
+            self._phase(state, "provisioning")  # the name is on record before the group exists
+            self.progress(f"creating Auto Scaling group {bg['replacement_asg']} from {spec['auto_scaling_group']}")
+            self.fleet.create_copy(spec["auto_scaling_group"], bg["replacement_asg"], deployment_id)
+            ids = self.fleet.wait_asg_instances(bg["replacement_asg"], timeout, progress=self.progress)
+        elif spec["kind"] == "launch_template":
+            self._phase(state, "provisioning")  # instances carry the deployment tag from launch on
+            lt = spec["launch_template"]
+            self.progress(f"launching {spec['count']} instance(s) from launch template {lt.get('name') or lt.get('id')} "
+                          f"version {lt['version']}")
+            ids = self.fleet.launch(lt, spec["count"], spec["subnets"], deployment_id)
+        else:
+            self._phase(state, "provisioning")
+            ids = list(bg["replacement_ids"])
+        bg["replacement_ids"] = ids
+        self._save(state)
+        for iid in ids:
+            self.store.update_host(deployment_id, iid, instance_id=iid, status="Pending")
+        described = self.fleet.wait_running(ids, timeout, progress=self.progress)
+        minimum, batch = plan_fleet(state["config"], len(ids))
+        bg.update(minimum=minimum, batch_size=batch)
+        state["replacements"] = [{"name": iid, "instance_id": iid, "address": described[iid]["private_ip"]} for iid in ids]
+        for iid in ids:
+            self.store.update_host(deployment_id, iid, status="InProgress")
+        self._phase(state, "installing")
+        listing = ", ".join(f"{h['name']} ({h['address']})" for h in state["replacements"])
+        self.progress(f"replacement fleet: {listing}")
+        return state
+
+    # ------------------------------------------------------------------ ready
+    def ready(self, state: dict, install_results: dict[str, Optional[dict]], poll: float = 2.0) -> dict:
+        """Judge the install; then wait for an explicit continue when ready.action_on_timeout is stop."""
+        self._heartbeat(state)
+        failures = self.judge(state, self.replacement_names(state), "install", install_results)
+        if failures:
+            return self.rollback(state, "replacement host(s) failed before traffic was rerouted: "
+                                 + "; ".join(f"{h}: {m}" for h, m in failures.items()))
+        bg = state["bg"]
+        deployment_id = state["deployment_id"]
+        self.store.update_status(deployment_id, "Ready")
+        self._phase(state, "ready")
+        ready = bg["ready"]
+        if ready.get("action") == "stop":
+            wait = float(ready.get("wait") or 0)
+            self.progress(f"deployment {deployment_id} is Ready: waiting up to {wait:.0f}s for a continue "
+                          f"(playbook rollwright.deploy.continue -e rollwright_deployment_id={deployment_id})")
+            if not self._wait_for_continue(state, wait, poll):
+                return self.rollback(state, f"no continue within {wait:.0f}s of the replacement fleet becoming ready",
+                                     status="Stopped")
+        self.store.update_status(deployment_id, "InProgress")
+        return state
+
+    def _wait_for_continue(self, state: dict, wait: float, poll: float) -> bool:
+        deadline = self.now() + wait
+        last_beat = last_note = self.now()
+        while True:
+            extra = self.store.get(state["deployment_id"]).extra
+            signal = extra.get(CONTINUE_KEY)
+            if signal:
+                self.progress(f"continue received from {signal.get('by') or 'someone'} at {signal.get('at')}")
+                return True
+            if self.now() >= deadline:
+                return False
+            if self.now() - last_beat >= 30:
+                self._heartbeat(state)
+                last_beat = self.now()
+            if self.now() - last_note >= 30:
+                self.progress(f"still waiting for a continue; {deadline - self.now():.0f}s left")
+                last_note = self.now()
+            self.sleep(max(0.05, min(poll, deadline - self.now())))
+
+    # ------------------------------------------------------------------ reroute
+    def reroute(self, state: dict, pre_results: dict[str, Optional[dict]]) -> dict:
+        self._heartbeat(state)
+        replacements, originals = self.replacement_names(state), self.original_names(state)
+        failures = self.judge(state, replacements, "pre_allow", pre_results)
+        failures.update(self.judge(state, originals, "pre_block", pre_results))
+        if failures:
+            return self.rollback(state, "BeforeAllowTraffic/BeforeBlockTraffic failed: "
+                                 + "; ".join(f"{h}: {m}" for h, m in failures.items()))
+        bg = state["bg"]
+        self._phase(state, "rerouting")
+        try:
+            if bg["mode"] == "targets":
+                error = self._reroute_targets(state)
+            else:
+                error = self._reroute_listener(state)
+            if error is None:
+                error = self._swap_group_attachments(state)
+        except (LoadBalancerError, ListenerError, FleetError) as exc:
+            error = str(exc)
+        if error:
+            return self.rollback(state, error)
+        self._phase(state, "rerouted")
+        return state
+
+    def _allow(self, state: dict, lb: Any, names: list[str]) -> Optional[str]:
+        """Register replacements (recorded first) and wait healthy; an error message or None."""
+        bg = state["bg"]
+        ids = [self._iid(state, n) for n in names]
+        wanted = lb.desired(ids)
+        bg["green_memberships"] = bg["green_memberships"] + [m.to_dict() for m in wanted]
+        self._save(state)
+        self._events(state, names, "AllowTraffic", "InProgress")
+        lb.allow(wanted)
+        waited = lb.wait_healthy(wanted, timeout=state["options"].get("healthy_timeout"), progress=self.progress)
+        if not waited.ok:
+            self._events(state, names, "AllowTraffic", "Failed", message=waited.message())
+            return f"AllowTraffic: {waited.message()}"
+        self._events(state, names, "AllowTraffic", "Succeeded")
+        return None
+
+    def _block(self, state: dict, lb: Any, names: list[str]) -> Optional[str]:
+        """Deregister originals (recorded first) and wait until drained; an error message or None."""
+        bg = state["bg"]
+        ids = [self._iid(state, n) for n in names]
+        members = [Membership.from_dict(m) for iid in ids for m in bg["original_memberships"].get(iid, [])]
+        bg["originals_deregistered"] = bg["originals_deregistered"] + ids
+        self._save(state)
+        self._events(state, names, "BlockTraffic", "InProgress")
+        if members:
+            lb.block(members)
+            waited = lb.wait_drained(members, timeout=state["options"].get("drain_timeout"), progress=self.progress)
+            if not waited.ok:
+                self._events(state, names, "BlockTraffic", "Failed", message=waited.message())
+                # CodeDeploy: if even one original instance fails to deregister, the deployment fails.
+                return f"BlockTraffic: original instance(s) failed to deregister: {waited.message()}"
+        self._events(state, names, "BlockTraffic", "Succeeded")
+        return None
+
+    def _iid(self, state: dict, name: str) -> str:
+        for host in state["replacements"] + state["originals"]:
+            if host["name"] == name:
+                return host["instance_id"]
+        raise BlueGreenError(f"unknown host {name!r}")
+
+    def _reroute_targets(self, state: dict) -> Optional[str]:
+        bg = state["bg"]
+        lb = self._lb(bg)
+        originals = [h["name"] for h in state["originals"]]
+        for number, (green, blue) in enumerate(reroute_batches(self.replacement_names(state), originals, bg["batch_size"]), 1):
+            started = time.time()
+            state["batch_number"] = number
+            self.progress(f"reroute batch {number}: register {', '.join(green) or '-'}; deregister {', '.join(blue) or '-'}")
+            self._heartbeat(state)
+            if green:
+                error = self._allow(state, lb, green)
+                if error:
+                    return error
+            if blue:
+                error = self._block(state, lb, blue)
+                if error:
+                    return error
+            state["batch_times"].append(round(time.time() - started, 2))
+        return None
+
+    def _reroute_listener(self, state: dict) -> Optional[str]:
+        bg = state["bg"]
+        error = self._allow(state, self._lb(bg, only=bg["green_tg"]), self.replacement_names(state))
+        if error:
+            return error
+        originals = self.original_names(state)
+        self._events(state, originals, "BlockTraffic", "InProgress")
+        bg["listener_swapped"] = "pending"  # a crash from here on: recovery compares the listener with listener_before
+        self._save(state)
+        swap = ListenerSwitch(self.clients.client("elbv2")).swap(bg["listener_arn"], bg.get("rule_arn"), bg["blue_tg"], bg["green_tg"])
+        bg["listener_swapped"] = True
+        bg["listener_after"] = swap["after"]
+        self._save(state)
+        state["batch_number"] = 1
+        self.progress(f"listener {bg.get('rule_arn') or bg['listener_arn']} now forwards to {bg['green_tg']}")
+        # The originals leave the (now idle) blue group, so the next deployment finds it empty.
+        return self._block(state, self._lb(bg, only=bg["blue_tg"]), originals)
+
+    def _swap_group_attachments(self, state: dict) -> Optional[str]:
+        """The copied group takes the serving attachments (so scale-outs join), the original group drops them."""
+        bg = state["bg"]
+        if bg.get("original_asg") and any((bg.get("original_asg_attachments") or {}).values()):
+            bg["original_asg_detached"] = True
+            self._save(state)
+            att = bg["original_asg_attachments"]
+            self.fleet.detach(bg["original_asg"], att["target_group_arns"], att["classic_elb_names"])
+        if bg.get("replacement_asg"):
+            serving = {"target_group_arns": [bg["green_tg"]]} if bg["mode"] == "listener" else bg["lb_config"]
+            bg["replacement_asg_attached"] = True
+            self._save(state)
+            self.fleet.attach(bg["replacement_asg"], serving.get("target_group_arns") or [], serving.get("classic_elb_names") or [])
+        return None
+
+    # ------------------------------------------------------------------ finish
+    def finish(self, state: dict, post_results: dict[str, Optional[dict]]) -> dict:
+        self._heartbeat(state)
+        replacements, originals = self.replacement_names(state), self.original_names(state)
+        failures = self.judge(state, replacements, "post_allow", post_results)
+        failures.update(self.judge(state, originals, "post_block", post_results))
+        if failures:
+            return self.rollback(state, "AfterAllowTraffic/AfterBlockTraffic failed: "
+                                 + "; ".join(f"{h}: {m}" for h, m in failures.items()))
+        for host in replacements + originals:
+            self.store.update_host(state["deployment_id"], host, status="Succeeded")
+        self._phase(state, "retiring")
+        self.retire(state["deployment_id"], state["bg"], state=state)
+        return self._end(state, "Succeeded")
+
+    def retire(self, deployment_id: str, bg: dict, state: Optional[dict] = None, wait: bool = True) -> None:
+        """The originals after a successful reroute: terminate them after the wait, or keep them running."""
+        if bg["original_action"] == "keep_alive":
+            self.progress(f"original instances kept running, out of the load balancer: {', '.join(bg['original_ids'])}")
+        else:
+            if wait and bg.get("original_wait"):
+                self._wait(state, float(bg["original_wait"]), "before terminating the original instances")
+            if bg.get("original_asg"):
+                if bg.get("delete_original_asg"):
+                    self.progress(f"deleting Auto Scaling group {bg['original_asg']} and its instances")
+                    self.fleet.delete_asg(bg["original_asg"])
+                else:
+                    self.progress(f"scaling Auto Scaling group {bg['original_asg']} to 0 (its instances terminate)")
+                    self.fleet.scale_to_zero(bg["original_asg"])
+            others = [i for i in bg["original_ids"]]
+            self.progress(f"terminating original instances {', '.join(others)}")
+            self.fleet.terminate(others)
+        bg["retired"] = True
+        bg["phase"] = "finished"
+        self.store.set_extra(deployment_id, EXTRA_KEY, bg)
+
+    def _wait(self, state: Optional[dict], seconds: float, what: str) -> None:
+        deadline = self.now() + seconds
+        last = self.now()
+        self.progress(f"waiting {seconds:.0f}s {what}")
+        while self.now() < deadline:
+            self.sleep(max(0.05, min(5.0, deadline - self.now())))
+            if self.now() - last >= 30 and state is not None:
+                self._heartbeat(state)
+                self.progress(f"{deadline - self.now():.0f}s left {what}")
+                last = self.now()
+
+    # ------------------------------------------------------------------ rollback
+    def rollback(self, state: dict, reason: str, status: str = "Failed") -> dict:
+        self.progress(f"rolling back: {reason}")
+        restore(self.store, self.clients, state["deployment_id"], state["bg"], progress=self.progress, fleet=self.fleet,
+                healthy_timeout=state["options"].get("healthy_timeout"))
+        for host in self.replacement_names(state) + self.original_names(state):
+            if host not in state.get("failures", {}):
+                self.store.update_host(state["deployment_id"], host, status="Skipped")
+        return self._end(state, status, reason)
+
+    def abort(self, state: dict, reason: str) -> dict:
+        """An unexpected error in the playbook: roll back from what the record says."""
+        state["bg"] = dict(self.store.get(state["deployment_id"]).extra.get(EXTRA_KEY) or state["bg"])
+        if state["bg"].get("phase") in ("retiring", "finished"):
+            self.retire(state["deployment_id"], state["bg"], state=state, wait=False)
+            return self._end(state, "Succeeded")
+        return self.rollback(state, reason)
+
+    def _end(self, state: dict, status: str, error: Optional[str] = None) -> dict:
+        deployment_id = state["deployment_id"]
+        self.store.update_status(deployment_id, status, error=error)
+        try:
+            self.store.release_lock(Lock.from_dict(state["lock"]))
+        except Exception as exc:  # pylint: disable=broad-except
+            self.progress(f"could not release the lock: {exc}")
+        state.update(done=True, status=status, error=error)
+        state["duration"] = round(time.time() - state["started_at"], 2)
+        state["summary"] = summarise(self.store.get(deployment_id).to_dict(), state)
+        state["summary"]["bluegreen"] = {k: state["bg"].get(k) for k in (
+            "mode", "phase", "replacement_asg", "replacement_ids", "original_ids", "original_asg", "original_action",
+            "blue_tg", "green_tg")}
+        state["summary_text"] = format_summary(state["summary"])
+        self.progress(f"deployment {deployment_id}: {status}" + (f" - {error}" if error else ""))
+        return state
+
+
+# ---------------------------------------------------------------------------------------------- restore
+
+
+def restore(store: RecordStore, clients: Any, deployment_id: str, bg: dict, progress: Optional[Progress] = None,
+            fleet: Optional[Ec2Fleet] = None, healthy_timeout: Optional[float] = None) -> dict:
+    """Put traffic back on the originals and tear the replacement fleet down, from the record alone.
+
+    Order: listener back, originals registered and healthy, original group re-attached, then the
+    replacements detached/deregistered, then the fleet torn down. Returns what was done.
+    """
+    say = progress or (lambda message: None)
+    fleet = fleet or Ec2Fleet(clients)
+    done: dict[str, Any] = {}
+    phase = bg.get("phase")
+    if bg.get("mode") == "listener" and bg.get("listener_swapped"):
+        switch = ListenerSwitch(clients.client("elbv2"))
+        now = switch.read(bg["listener_arn"], bg.get("rule_arn"))
+        if bg["green_tg"] in [a for a in _forwards(now)]:
+            switch.write(bg["listener_arn"], bg.get("rule_arn"), bg["listener_before"])
+            done["listener_restored"] = True
+            say(f"listener {bg.get('rule_arn') or bg['listener_arn']} forwards to {bg['blue_tg']} again")
+    lb = load_balancer_from_config(bg["lb_config"], clients)
+    originals = [Membership.from_dict(m) for ms in (bg.get("original_memberships") or {}).values() for m in ms]
+    if originals and (bg.get("originals_deregistered") or phase not in PRE_REROUTE):
+        lb.allow(originals)
+        waited = lb.wait_healthy(originals, timeout=healthy_timeout, progress=say)
+        done["originals_registered"] = sorted(by_host(originals))
+        if not waited.ok:
+            say(f"WARNING: originals registered again but not all healthy: {waited.message()}")
+            done["originals_unhealthy"] = waited.message()
+    if bg.get("original_asg_detached") and bg.get("original_asg"):
+        att = bg.get("original_asg_attachments") or {}
+        fleet.attach(bg["original_asg"], att.get("target_group_arns") or [], att.get("classic_elb_names") or [])
+        done["original_asg_attached"] = bg["original_asg"]
+    if bg.get("replacement_asg_attached") and bg.get("replacement_asg"):
+        serving = {"target_group_arns": [bg["green_tg"]]} if bg.get("mode") == "listener" else bg["lb_config"]
+        fleet.detach(bg["replacement_asg"], serving.get("target_group_arns") or [], serving.get("classic_elb_names") or [])
+    greens = [Membership.from_dict(m) for m in bg.get("green_memberships") or []]
+    if greens:
+        registered = [m for m, (st, _reason) in lb.states(greens).items() if st not in ("unused", "draining")]
+        if registered:
+            lb.block(registered)
+            done["replacements_deregistered"] = sorted(by_host(registered))
+    # Tear down what the deployment created (recorded ids, and anything carrying its tag).
+    if bg.get("replacement_asg"):
+        if fleet.delete_asg(bg["replacement_asg"]):
+            done["replacement_asg_deleted"] = bg["replacement_asg"]
+            say(f"deleted Auto Scaling group {bg['replacement_asg']}")
+    if bg.get("created", True):
+        ids = list(dict.fromkeys(list(bg.get("replacement_ids") or []) + fleet.created_by(deployment_id)))
+        if ids:
+            fleet.terminate(ids)
+            done["terminated"] = ids
+            say(f"terminated replacement instance(s) {', '.join(ids)}")
+    bg["phase"] = "rolled_back"
+    bg["restored"] = done
+    store.set_extra(deployment_id, EXTRA_KEY, bg)
+    return done
+
+
+def _forwards(actions: list[dict]) -> list[str]:
+    from ansible_collections.rollwright.deploy.plugins.module_utils.listener import forwarded_target_groups
+
+    return forwarded_target_groups(actions)
+
+
+def recover(store: RecordStore, clients: Any, deployment_id: str, progress: Optional[Progress] = None,
+            force: bool = False, owner: Optional[str] = None) -> dict:
+    """Finish a blue/green deployment whose controller died, from its record.
+
+    Before or during the reroute: roll back (originals serve, replacements torn down) and end Failed.
+    While retiring: complete the retirement at once (no second wait) and end Succeeded. A finished
+    deployment is left alone (its lock is released if still held). A live lock (fresh heartbeat) is
+    refused unless force=True.
+    """
+    say = progress or (lambda message: None)
+    record = store.get(deployment_id)
+    if record.deployment_type != "blue_green_ec2":
+        raise BlueGreenError(f"deployment {deployment_id} is a {record.deployment_type} deployment, not blue_green_ec2")
+    bg = dict(record.extra.get(EXTRA_KEY) or {})
+    info = store.get_lock(record.application, record.deployment_group)
+    lock = None
+    if info is not None and info.deployment_id == deployment_id:
+        if not info.stale and not force:
+            raise BlueGreenError(f"{info.describe()}; it looks alive - recover only a deployment whose controller died "
+                                 "(wait until the lock is stale, or pass force=true)")
+        lock = store.acquire_lock(record.application, record.deployment_group, deployment_id, owner=owner, force=True)
+    result: dict[str, Any] = {"deployment_id": deployment_id, "phase_before": bg.get("phase"), "status_before": record.status}
+    run = BlueGreenRun(store, clients, progress=say)
+    if record.status in ("Succeeded", "Failed", "Stopped") and bg.get("phase") in ("finished", "rolled_back"):
+        result["action"] = "none"
+    elif bg.get("phase") in ("retiring", "finished"):
+        run.retire(deployment_id, bg, wait=False)
+        if record.status not in ("Succeeded", "Failed", "Stopped"):
+            store.update_status(deployment_id, "Succeeded")
+        result["action"] = "retired"
+    else:
+        result["restored"] = restore(store, clients, deployment_id, bg, progress=say, fleet=run.fleet)
+        if record.status not in ("Succeeded", "Failed", "Stopped"):
+            store.update_status(deployment_id, "Failed",
+                                error=f"recovered after its controller stopped in phase {result['phase_before']}: "
+                                      "traffic restored to the original instances, replacement fleet torn down")
+        result["action"] = "rolled_back"
+    if lock is not None:
+        store.release_lock(lock)
+    result["status"] = store.get(deployment_id).status
+    say(f"recovery of {deployment_id}: {result['action']}, status {result['status']}")
+    return result
+
+
+def request_continue(store: RecordStore, deployment_id: Optional[str] = None, application: Optional[str] = None,
+                     deployment_group: Optional[str] = None, by: Optional[str] = None) -> dict:
+    """Let a deployment waiting in Ready go on (the `continue` playbook, an AWX approval's next job)."""
+    if not deployment_id:
+        if not application:
+            raise BlueGreenError("rollwright_deployment_id or rollwright_application (and rollwright_deployment_group): "
+                                 "required to find the deployment to continue")
+        info = store.get_lock(application, deployment_group or application)
+        if info is None:
+            raise BlueGreenError(f"no deployment is in progress in {application}/{deployment_group or application}")
+        deployment_id = info.deployment_id
+    record = store.get(deployment_id)
+    if record.deployment_type != "blue_green_ec2":
+        raise BlueGreenError(f"deployment {deployment_id} is a {record.deployment_type} deployment; only blue/green EC2 "
+                             "deployments wait for a continue")
+    if record.status in ("Succeeded", "Failed", "Stopped"):
+        raise BlueGreenError(f"deployment {deployment_id} already ended {record.status}; nothing to continue")
+    signal = {"by": by or "user", "at": now_iso()}
+    already = record.extra.get(CONTINUE_KEY)
+    if not already:
+        store.set_extra(deployment_id, CONTINUE_KEY, signal)
+    return {"deployment_id": deployment_id, "status": record.status, "changed": not already,
+            "phase": (record.extra.get(EXTRA_KEY) or {}).get("phase"), "continue": already or signal}

@@ -1,0 +1,244 @@
+# -*- coding: utf-8 -*-
+# Copyright: rollwright.deploy contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Issue 7: EC2 blue/green end to end, through ``ansible-playbook rollwright.deploy.bluegreen_ec2``.
+
+The world starts with no host; its EC2 sync (tests/harness/ec2_sync.py) gives every instance that
+runs in the fleet subnet an SSH host and removes the host of a terminated one, so the Auto Scaling
+groups and launch templates of the emulator ARE the fleet. Each test makes its own blue Auto Scaling
+group (3 instances behind a target group that drains in 1 s and keeps new targets `initial` for 1 s),
+its own application and its own SQLite record file. A monitor thread samples the target groups every
+100 ms while the playbook runs: the serving group never has fewer healthy targets than the minimum,
+never more than one reroute batch of blue and green mixed, and the app is checked over HTTP from the
+root namespace. No rollwright code is used to check outcomes, apart from reading the record.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import pytest
+
+from ansible_collections.rollwright.deploy.plugins.module_utils.records import open_store
+from tests.bundles import build_bundle
+from tests.integration import inplace_helpers as H
+
+pytestmark = [pytest.mark.fleet, pytest.mark.slow]
+
+PLAYBOOK = "rollwright.deploy.bluegreen_ec2"
+CONTINUE = "rollwright.deploy.continue"
+N = 3
+AMI = "ami-03cf127a"
+
+
+@pytest.fixture(scope="module")
+def world(aws: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    if os.geteuid() != 0:
+        pytest.skip("the SSH fleet needs root (network, mount and PID namespaces); run the tests as root")
+    from tests.harness.world import down, up
+
+    made = up(tmp_path_factory.mktemp("bg-world"), 0, emulator_handle=aws.handle.to_json(), region=aws.region)
+    made.start_ec2_sync()
+    try:
+        yield made
+    finally:
+        made.stop_ec2_sync()
+        down(made.dir)
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("bg-bundles")
+    return {v: build_bundle(v, out) for v in ("v1", "v2")}
+
+
+class Env:
+    """One test's blue fleet (a launch template + Auto Scaling group behind a target group) and runner."""
+
+    def __init__(self, world: Any, ansible_run: Any, state_dir: Path, name: str) -> None:
+        self.world, self.ansible_run, self.state_dir, self.name = world, ansible_run, state_dir, name
+        self.ec2, self.asg, self.elbv2 = world.client("ec2"), world.client("autoscaling"), world.client("elbv2")
+        self.groups: list[str] = []
+        self.template = self.ec2.create_launch_template(
+            LaunchTemplateName=H.unique(f"lt-{name}"), LaunchTemplateData={"ImageId": AMI, "InstanceType": "t3.micro"},
+        )["LaunchTemplate"]["LaunchTemplateName"]
+        self.tg = H.create_target_group(self.world, [], name=H.unique("bg"), wait=False)
+
+    def blue_asg(self, tgs: Optional[list[str]] = None) -> str:
+        name = H.unique(f"blue-{self.name}")[:40]
+        self.asg.create_auto_scaling_group(
+            AutoScalingGroupName=name, LaunchTemplate={"LaunchTemplateName": self.template, "Version": "1"},
+            MinSize=N, MaxSize=N, DesiredCapacity=N, VPCZoneIdentifier=self.world.subnet_id,
+            TargetGroupARNs=tgs if tgs is not None else [self.tg], HealthCheckType="ELB", HealthCheckGracePeriod=30,
+            Tags=[{"Key": "app", "Value": self.name, "PropagateAtLaunch": True, "ResourceId": name,
+                   "ResourceType": "auto-scaling-group"}])
+        self.groups.append(name)
+        ids = self.asg_ids(name)
+        H.wait_until(lambda: {h.instance_id for h in self.world.hosts} >= set(ids), 30, what="blue hosts up")
+        if tgs is None or tgs:
+            arn = (tgs or [self.tg])[0]
+            H.wait_until(lambda: sum(1 for s in H.tg_states(self.world, arn).values() if s == "healthy") == N, 15,
+                         what="blue targets healthy")
+        return name
+
+    def asg_ids(self, name: str) -> list[str]:
+        groups = self.asg.describe_auto_scaling_groups(AutoScalingGroupNames=[name])["AutoScalingGroups"]
+        return sorted(i["InstanceId"] for i in groups[0]["Instances"]) if groups else []
+
+    def asg_exists(self, name: str) -> bool:
+        return bool(self.asg.describe_auto_scaling_groups(AutoScalingGroupNames=[name])["AutoScalingGroups"])
+
+    def states(self, ids: list[str]) -> dict[str, str]:
+        found = {}
+        for res in self.ec2.describe_instances(InstanceIds=ids)["Reservations"]:
+            for inst in res["Instances"]:
+                found[inst["InstanceId"]] = inst["State"]["Name"]
+        return found
+
+    def members(self, arn: Optional[str] = None) -> dict[str, str]:
+        """instance id -> state of every target (draining included) of the group."""
+        return {i: s for (i, _port), s in H.tg_states(self.world, arn or self.tg).items()}
+
+    def address(self, iid: str) -> str:
+        return next(h.address for h in self.world.hosts if h.instance_id == iid)
+
+    def run(self, bundle: Path, timeout: float = 240, **extra: Any) -> Any:
+        extra_vars = {
+            "rollwright_application": f"bg-{self.name}",
+            "rollwright_deployment_group": "g",
+            "rollwright_revision": str(bundle),
+            "rollwright_target_group_arns": self.tg,
+            "rollwright_file_exists_behavior": "OVERWRITE",
+            "rollwright_healthy_timeout": 30,
+            "bluegreen_ec2_original_wait": "0s",
+            "bluegreen_ec2_connect_timeout": 60,
+            **extra,
+        }
+        return self.ansible_run(PLAYBOOK, self.world.inventory, extra_vars=extra_vars, timeout=timeout,
+                                env={"XDG_STATE_HOME": str(self.state_dir)})
+
+    def store(self) -> Any:
+        return open_store("sqlite", {"path": str(self.state_dir / "rollwright" / "deployments.sqlite3")})
+
+    def record(self) -> dict[str, Any]:
+        found = self.store().list(f"bg-{self.name}", "g", limit=1)
+        return self.store().get(found[0].deployment_id).to_dict()
+
+    def cleanup(self) -> None:
+        for name in self.groups + [g["AutoScalingGroupName"] for g in self.asg.describe_auto_scaling_groups()["AutoScalingGroups"]
+                                   if any(name in g["AutoScalingGroupName"] for name in self.groups)]:
+            try:
+                self.asg.delete_auto_scaling_group(AutoScalingGroupName=name, ForceDelete=True)
+            except Exception:  # pylint: disable=broad-except
+                pass
+
+
+@pytest.fixture
+def env(world: Any, ansible_run: Any, tmp_path: Path, request: Any) -> Any:
+    made = Env(world, ansible_run, tmp_path, request.node.name.split("[")[0].replace("test_", "")[:12].replace("_", "-"))
+    yield made
+    made.cleanup()
+
+
+class TrafficMonitor:
+    """Samples target groups every 100 ms: healthy count and blue/green (non-draining) counts of the
+    group that serves (the listener's forward target in listener mode). Optionally breaks validation
+    on the first replacement host that appears."""
+
+    def __init__(self, env: Env, blue_ids: list[str], listener_arn: Optional[str] = None,
+                 fail_validate_on_first_green: bool = False) -> None:
+        self.env, self.blue = env, set(blue_ids)
+        self.listener_arn = listener_arn
+        self.fail_first = fail_validate_on_first_green
+        self.failed_host: Optional[str] = None
+        self.samples: list[dict[str, Any]] = []
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._elbv2 = env.world.client("elbv2")
+        self._present = {h.instance_id for h in env.world.hosts}
+
+    def serving_tg(self) -> str:
+        if not self.listener_arn:
+            return self.env.tg
+        actions = self._elbv2.describe_listeners(ListenerArns=[self.listener_arn])["Listeners"][0]["DefaultActions"]
+        return actions[0]["TargetGroupArn"]
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                tg = self.serving_tg()
+                states = {i: s for (i, _p), s in H.tg_states(self.env.world, tg, self._elbv2).items()}
+                live = {i for i, s in states.items() if s != "draining"}
+                self.samples.append({"t": time.monotonic(), "tg": tg,
+                                     "healthy": sum(1 for s in states.values() if s == "healthy"),
+                                     "blue": len(live & self.blue), "green": len(live - self.blue)})
+                if self.fail_first and self.failed_host is None:
+                    green = [h for h in self.env.world.hosts if h.instance_id and h.instance_id not in self._present]
+                    if green:
+                        H.fail_validate(self.env.world, green[0].name)
+                        self.failed_host = green[0].instance_id
+            except Exception as exc:  # pylint: disable=broad-except
+                self.errors.append(str(exc))
+            self._stop.wait(0.1)
+
+    def __enter__(self) -> "TrafficMonitor":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    @property
+    def min_healthy(self) -> int:
+        return min(s["healthy"] for s in self.samples)
+
+    @property
+    def max_mixed(self) -> int:
+        """The most targets of the minority colour seen in the serving group at once."""
+        return max(min(s["blue"], s["green"]) for s in self.samples)
+
+
+def _summary(result: Any) -> Optional[dict[str, Any]]:
+    return H.deployment_fact(result)
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def test_copy_asg_targets_mode(env: Env, bundles: dict[str, Path]) -> None:
+    blue_asg = env.blue_asg()
+    blue = env.asg_ids(blue_asg)
+    with TrafficMonitor(env, blue) as mon:
+        result = env.run(bundles["v2"], bluegreen_ec2_copy_auto_scaling_group=blue_asg)
+    assert result.rc == 0, result
+    record = env.record()
+    assert record["status"] == "Succeeded" and record["deployment_type"] == "blue_green_ec2"
+    green_asg = f"{blue_asg}-{record['deployment_id']}"
+    green = env.asg_ids(green_asg)
+    assert len(green) == N and not set(green) & set(blue)
+    # traffic: all green, healthy; the green group took the attachment; blue group emptied, hosts gone
+    assert env.members() == {i: "healthy" for i in green} or set(env.members()) == set(green)
+    assert env.asg.describe_auto_scaling_groups(AutoScalingGroupNames=[green_asg])["AutoScalingGroups"][0]["TargetGroupARNs"] == [env.tg]
+    assert env.asg_ids(blue_asg) == [] and env.asg_exists(blue_asg)
+    H.wait_until(lambda: not {h.instance_id for h in env.world.hosts} & set(blue), 10, what="blue hosts removed")
+    for iid in green:
+        assert H.served(env.address(iid)) == "sample-app v2"
+    # during the run: OneAtATime on 3 -> minimum 2, batches of 1
+    assert not mon.errors
+    assert mon.min_healthy >= 2, mon.samples
+    # never more than one reroute batch (1) beyond the fleet's size in the serving group
+    assert max(s["blue"] + s["green"] for s in mon.samples) <= N + 1, mon.samples
+    assert max(s["green"] for s in mon.samples) == N and mon.samples[-1]["blue"] == 0
+    # the record: originals' membership recorded, every event of both fleets
+    hosts = {h["instance_id"]: h for h in record["hosts"]}
+    assert {i for i in blue} <= set(hosts) and set(green) <= set(hosts)
+    assert all(hosts[i]["lb_membership"] and hosts[i]["lb_membership"][0]["target_group_arn"] == env.tg for i in blue)
+    assert [e["name"] for e in hosts[blue[0]]["events"]] == ["BeforeBlockTraffic", "BlockTraffic", "AfterBlockTraffic"]
+    assert [e["name"] for e in hosts[green[0]]["events"]][-3:] == ["BeforeAllowTraffic", "AllowTraffic", "AfterAllowTraffic"]
+    assert record["extra"]["bluegreen"]["phase"] == "finished"
