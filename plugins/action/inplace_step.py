@@ -12,17 +12,28 @@ from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
 from ansible_collections.rollwright.deploy.plugins.module_utils import deploy_inputs
+from ansible_collections.rollwright.deploy.plugins.module_utils import recovery
+from ansible_collections.rollwright.deploy.plugins.module_utils.alarms import (
+    AlarmConfigError,
+    AlarmWatch,
+    AutoRollback,
+    parse_auto_rollback,
+)
 from ansible_collections.rollwright.deploy.plugins.module_utils.inplace import (
+    DEFAULT_LOCK_TTL,
     MAIN,
     POST_ALLOW,
     PRE_BLOCK,
     InPlaceError,
     InPlaceRun,
+    plan_rollback,
+    revision_source,
 )
+from ansible_collections.rollwright.deploy.plugins.module_utils.records import RecordError
 
 display = Display()
 
-STEPS = ("start", "plan", "block", "allow", "stop")
+STEPS = ("start", "rollback", "plan", "block", "allow", "stop")
 RESULT_VARS = {PRE_BLOCK: "_rollwright_r_pre_block", MAIN: "_rollwright_r_main", POST_ALLOW: "_rollwright_r_post_allow"}
 
 
@@ -46,7 +57,7 @@ class ActionModule(ActionBase):
 
         record = dict(args.get("record") or {})
         backend = record.pop("backend", None) or "sqlite"
-        return open_store(backend, record, client_factory=clients)
+        return open_store(backend, record, client_factory=clients.client)
 
     def _load_balancer(self, lb_config, clients):
         if not lb_config:
@@ -97,6 +108,28 @@ class ActionModule(ActionBase):
             identity["local_path"] = revision["path"]
         return identity, spec.to_dict()
 
+    @staticmethod
+    def _alarm_watch(settings: AutoRollback, clients):
+        if not settings.alarms:
+            return None
+        return AlarmWatch(clients.client("cloudwatch"), settings.alarms, settings.ignore_poll_alarm_failure)
+
+    def _keep_lease(self, args: dict, state: dict) -> None:
+        """Start the lease keeper (first step), or start it again if it died; stop it when the deployment is done."""
+        keeper = state.get("lease_keeper")
+        if state.get("done"):
+            recovery.stop_lease_keeper(keeper)
+            return
+        if keeper and recovery.process_alive(int(keeper["pid"]), keeper.get("start")):
+            return
+        controller = tuple(state.get("controller") or recovery.find_controller())
+        state["controller"] = list(controller)
+        work_dir = os.path.expanduser("~/.cache/rollwright/lease")
+        state["lease_keeper"] = recovery.spawn_lease_keeper(
+            dict(args.get("record") or {}), dict(args.get("aws") or {}), state["lock"], controller,
+            interval=float(state.get("lease_interval") or 10.0), work_dir=work_dir,
+            log_path=os.path.join(work_dir, f"{state['deployment_id']}.log"))
+
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
         task_vars = task_vars or {}
@@ -107,15 +140,21 @@ class ActionModule(ActionBase):
         try:
             clients = self._clients(args)
             store = self._store(args, clients)
-            if step == "start":
-                state = self._start(args, task_vars, clients, store)
+            if step in ("start", "rollback"):
+                state = self._start(args, task_vars, clients, store, rollback=step == "rollback")
+                self._keep_lease(args, state)
             else:
                 state = dict(args.get("state") or {})
                 if not state.get("deployment_id"):
                     raise AnsibleActionFail("state: expected the deployment state returned by step=start")
+                if state.get("done") and step != "stop":
+                    return self._shape(result, state, changed=False)
                 lb = self._load_balancer(state["options"].get("load_balancer"), clients)
-                run = InPlaceRun(store, lb, progress=_progress)
-                if step == "plan":
+                settings = AutoRollback.from_dict(state.get("auto_rollback"))
+                run = InPlaceRun(store, lb, progress=_progress, alarms=self._alarm_watch(settings, clients))
+                if state.get("done"):
+                    pass  # stop after the end: nothing left to stop
+                elif step == "plan":
                     state = run.plan(state, self._host_results(task_vars, state["batch"],
                                                                RESULT_VARS[POST_ALLOW if state["with_load_balancer"] else MAIN]))
                 elif step == "block":
@@ -126,9 +165,14 @@ class ActionModule(ActionBase):
                                       healthy_timeout=state["options"].get("healthy_timeout"))
                 elif step == "stop":
                     state = run.finish(state, stop_reason=args.get("reason") or "stopped on request", status="Stopped")
-        except (InPlaceError, ValueError) as exc:
+                self._keep_lease(args, state)
+        except (InPlaceError, AlarmConfigError, RecordError, ValueError) as exc:
             raise AnsibleActionFail(str(exc)) from exc
-        result["changed"] = True
+        return self._shape(result, state, changed=True)
+
+    @staticmethod
+    def _shape(result: dict, state: dict, changed: bool) -> dict:
+        result["changed"] = changed
         result["ansible_facts"] = {"_rollwright": state}
         result["deployment_id"] = state["deployment_id"]
         result["batch"] = state.get("batch", [])
@@ -139,7 +183,7 @@ class ActionModule(ActionBase):
             result["summary_text"] = state["summary_text"]
         return result
 
-    def _start(self, args: dict, task_vars: dict, clients, store) -> dict:
+    def _start(self, args: dict, task_vars: dict, clients, store, rollback: bool = False) -> dict:
         hosts = list(args.get("hosts") or [])
         if not hosts:
             raise AnsibleActionFail("hosts: expected at least one host to deploy to")
@@ -147,7 +191,24 @@ class ActionModule(ActionBase):
         if not application:
             raise AnsibleActionFail("application: expected the application name (rollwright_application)")
         group = args.get("deployment_group") or application
-        revision = deploy_inputs.normalise_revision(args.get("revision"))
+        settings = parse_auto_rollback(args.get("auto_rollback"), on_failure=args.get("auto_rollback_on_failure"),
+                                       on_alarm=args.get("auto_rollback_on_alarm"), alarms=args.get("auto_rollback_alarms"),
+                                       ignore_poll_alarm_failure=args.get("auto_rollback_ignore_poll_alarm_failure"))
+        plan = None
+        if rollback:
+            plan = plan_rollback(store, application, group, rollback_of=args.get("rollback_of") or None,
+                                 rollback_to=args.get("rollback_to") or None,
+                                 hosts=None if args.get("rollback_auto") else hosts)
+            unknown = [h for h in plan.hosts if h not in task_vars.get("hostvars", {})]
+            if unknown:
+                raise AnsibleActionFail(f"rollback: hosts {', '.join(unknown)} of {plan.rollback_of} are not in the inventory")
+            hosts = plan.hosts
+            revision = deploy_inputs.normalise_revision(revision_source(plan.revision))
+            _progress(f"rollback of {plan.rollback_of} to the revision of {plan.target_deployment_id} on {', '.join(hosts)}")
+        else:
+            if not args.get("revision"):
+                raise AnsibleActionFail("revision: expected the revision to deploy (rollwright_revision)")
+            revision = deploy_inputs.normalise_revision(args.get("revision"))
         lb_config = deploy_inputs.normalise_load_balancer(args.get("load_balancer"),
                                                           args.get("target_group_arns"), args.get("classic_elb_names"))
         id_var = args.get("instance_id_var") or "ec2_instance_id"
@@ -161,13 +222,28 @@ class ActionModule(ActionBase):
             host_states[host] = None if (not info or info.get("unreachable") or info.get("failed")) else info
         cache_dir = os.path.expanduser(args.get("cache_dir") or "~/.cache/rollwright/bundles")
         identity, appspec = self._fetch_revision(revision, clients, cache_dir, args.get("appspec_name") or "appspec.yml")
+        if plan is not None and plan.revision.get("sha256") and identity["sha256"] != plan.revision["sha256"]:
+            raise AnsibleActionFail(
+                f"rollback: the bundle fetched for {plan.target_deployment_id}'s revision has SHA-256 {identity['sha256']}, "
+                f"not the recorded {plan.revision['sha256']}: it changed since, so it is not rolled back to")
+        if plan is not None and identity.get("source") == "local":
+            identity["local_path"] = plan.revision.get("local_path") or identity.get("local_path")
         options = {
             "load_balancer": lb_config,
             "drain_timeout": args.get("drain_timeout"),
             "healthy_timeout": args.get("healthy_timeout"),
         }
-        run = InPlaceRun(store, self._load_balancer(lb_config, clients), progress=_progress)
-        return run.start(application=application, deployment_group=group, hosts=targets, host_states=host_states,
-                         revision=identity, appspec=appspec, config=args.get("deployment_config"),
-                         load_balancer=lb_config, options=options, creator=args.get("creator") or "user",
-                         rollback_of=args.get("rollback_of"), force_lock=bool(args.get("force_lock")))
+        run = InPlaceRun(store, self._load_balancer(lb_config, clients), progress=_progress,
+                         alarms=self._alarm_watch(settings, clients))
+        ttl = float(args.get("lock_ttl") or DEFAULT_LOCK_TTL)
+        state = run.start(application=application, deployment_group=group, hosts=targets, host_states=host_states,
+                          revision=identity, appspec=appspec, config=args.get("deployment_config"),
+                          load_balancer=lb_config, options=options,
+                          creator="rollback" if plan else (args.get("creator") or "user"),
+                          rollback_of=plan.rollback_of if plan else args.get("rollback_of"),
+                          force_lock=bool(args.get("force_lock")), lock_ttl=ttl, auto_rollback=settings.to_dict(),
+                          original_memberships=plan.original_memberships if plan else None)
+        state["lease_interval"] = max(1.0, min(10.0, ttl / 6.0))
+        if plan is not None:
+            state["rollback_plan"] = plan.to_dict()
+        return state

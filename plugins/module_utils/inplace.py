@@ -23,10 +23,15 @@ from typing import Any, Callable, Optional
 
 from ansible_collections.rollwright.deploy.plugins.module_utils import deployment_config as dc
 from ansible_collections.rollwright.deploy.plugins.module_utils import lifecycle
+from ansible_collections.rollwright.deploy.plugins.module_utils.alarms import AutoRollback
 from ansible_collections.rollwright.deploy.plugins.module_utils.records.base import (
+    TERMINAL_STATUSES,
     DeploymentRecord,
     HostRecord,
     Lock,
+    LockHeld,
+    LockLost,
+    RecordNotFound,
     RecordStore,
     now_iso,
 )
@@ -41,6 +46,10 @@ POST_ALLOW = "post_allow"
 
 # What the hosts are told about the revision (hook environment, revision.json on the host).
 HOST_REVISION_KEYS = ("source", "bucket", "key", "version", "etag", "sha256", "bundle_type")
+
+# The group lock's lease: renewed every few seconds by the lease keeper (recovery.py) and by every
+# controller step, so a dead controller's lock is recognisably stale after a minute.
+DEFAULT_LOCK_TTL = 60.0
 
 
 class InPlaceError(Exception):
@@ -121,21 +130,175 @@ def classify_hosts(hosts: list[dict], host_states: dict[str, Optional[dict]], lb
     return infos
 
 
+def lock_message(store: RecordStore, exc: LockHeld) -> str:
+    """The store's lock message, and what the holder's record says when its controller is known dead."""
+    message = str(exc)
+    try:
+        holder = store.get(exc.info.deployment_id)
+    except RecordNotFound:
+        return message
+    if holder.status in TERMINAL_STATUSES:
+        message += (f". Deployment {holder.deployment_id} is already {holder.status} ({holder.error or 'no error recorded'}) "
+                    f"but still holds the lock: its controller died. Run the rollwright.deploy.recover playbook for it "
+                    "(it restores its hosts' load-balancer membership and releases the lock)")
+    return message
+
+
+def merge_original(snapshot: dict, ids: dict, original: dict) -> dict:
+    """Add to a membership snapshot the memberships a failed deployment recorded for hosts it left out.
+
+    ``snapshot``: instance id -> [Membership]; ``ids``: host -> instance id; ``original``: host ->
+    [membership dict]. A rollback records and restores the union, so a host the failed deployment
+    left out of its load balancer is put back once it runs the old revision.
+    """
+    from ansible_collections.rollwright.deploy.plugins.module_utils.loadbalancers.base import Membership
+
+    merged = {k: list(v) for k, v in snapshot.items()}
+    for host, instance_id in ids.items():
+        current = merged.setdefault(instance_id, [])
+        for data in original.get(host) or []:
+            membership = Membership.from_dict(data, f"original_memberships[{host}]")
+            if membership not in current:
+                current.append(membership)
+    return merged
+
+
+@dataclass
+class RollbackPlan:
+    """What a rollback deploys (``revision``: the recorded identity of the good revision), where, and
+    which memberships it must restore."""
+
+    rollback_of: str
+    target_deployment_id: str
+    revision: dict
+    hosts: list
+    original_memberships: dict
+
+    def to_dict(self) -> dict:
+        return {"rollback_of": self.rollback_of, "target_deployment_id": self.target_deployment_id,
+                "revision": self.revision, "hosts": self.hosts, "original_memberships": self.original_memberships}
+
+
+def describe_hosts(record: DeploymentRecord) -> str:
+    """'host1 Failed at ValidateService (out of its load balancer), host2 Succeeded' for messages."""
+    parts = []
+    for host in record.hosts:
+        failed = next((e.name for e in host.events if e.status == "Failed"), None)
+        text = f"{host.name} {host.status}" + (f" at {failed}" if failed else "")
+        if host.lb_membership and not host.lb_restored:
+            text += " (out of its load balancer)"
+        parts.append(text)
+    return ", ".join(parts) or "no host"
+
+
+def touched_hosts(record: DeploymentRecord) -> list:
+    """Hosts a deployment reached (they may hold its revision, or have had their application stopped)."""
+    return [h.name for h in record.hosts if h.events or h.status in ("InProgress", "Succeeded", "Failed", "Unknown")]
+
+
+def plan_rollback(store: RecordStore, application: str, deployment_group: str, rollback_of: Optional[str] = None,
+                  rollback_to: Optional[str] = None, hosts: Optional[list] = None) -> RollbackPlan:
+    """Work out a rollback of ``rollback_of`` (default: the group's newest deployment).
+
+    Target revision: ``rollback_to``'s (a deployment of the same group), else for an automatic
+    rollback (``hosts`` None) the group's last successful deployment's, else (a rollback on request)
+    the newest successful deployment whose revision differs from the rolled-back one. Hosts: those
+    given, else every host the rolled-back deployment reached. Nothing is guessed: without a good
+    revision this raises InPlaceError naming the hosts and their state.
+    """
+    if rollback_of:
+        failed = store.get(rollback_of)
+    else:
+        newest = store.list(application, deployment_group, limit=1)
+        if not newest:
+            raise InPlaceError(f"rollback: {application}/{deployment_group} has no deployment to roll back")
+        failed = store.get(newest[0].deployment_id)
+    if (failed.application, failed.deployment_group) != (application, deployment_group):
+        raise InPlaceError(f"rollback: deployment {failed.deployment_id} belongs to "
+                           f"{failed.application}/{failed.deployment_group}, not {application}/{deployment_group}")
+    if failed.status not in TERMINAL_STATUSES:
+        raise InPlaceError(f"rollback: deployment {failed.deployment_id} is {failed.status}; it must end first (if its "
+                           "controller died, run the rollwright.deploy.recover playbook)")
+    if rollback_to:
+        target = store.get(rollback_to)
+        if (target.application, target.deployment_group) != (application, deployment_group):
+            raise InPlaceError(f"rollwright_rollback_to: deployment {rollback_to} belongs to "
+                               f"{target.application}/{target.deployment_group}, not {application}/{deployment_group}")
+        if target.deployment_type != "in_place" or not target.revision:
+            raise InPlaceError(f"rollwright_rollback_to: deployment {rollback_to} has no in-place revision recorded")
+    elif hosts is None:
+        target = store.last_successful(application, deployment_group)
+    else:
+        target = None
+        failed_sha = (failed.revision or {}).get("sha256")
+        for summary in store.list(application, deployment_group, status="Succeeded", limit=50):
+            if (summary.revision or {}).get("sha256") != failed_sha:
+                target = store.get(summary.deployment_id)
+                break
+    if target is None or not target.revision:
+        raise InPlaceError(
+            f"rollback of {failed.deployment_id}: {application}/{deployment_group} has no successful deployment "
+            f"to take a revision from, so nothing was rolled back. Hosts of {failed.deployment_id}: "
+            f"{describe_hosts(failed)}. Deploy a known good revision yourself")
+    original = {h.name: list(h.lb_membership) for h in failed.hosts if h.lb_membership and not h.lb_restored}
+    chosen = list(hosts) if hosts is not None else touched_hosts(failed)
+    if not chosen:
+        raise InPlaceError(f"rollback of {failed.deployment_id}: it reached no host; nothing to roll back")
+    return RollbackPlan(failed.deployment_id, target.deployment_id, dict(target.revision), chosen,
+                        {h: ms for h, ms in original.items() if h in chosen})
+
+
+def revision_source(identity: dict) -> dict:
+    """The ``rollwright_revision`` input that fetches a recorded revision identity again.
+
+    S3: by bucket, key, version id and ETag. Local: the controller cache path recorded (the bytes
+    deployed), else the original path. The caller checks the fetched bundle's SHA-256 against the
+    recorded one, so a changed file is refused rather than deployed.
+    """
+    import os
+
+    if identity.get("source") == "s3" or identity.get("bucket"):
+        return {"s3": {"bucket": identity["bucket"], "key": identity["key"], "version": identity.get("version"),
+                       "etag": identity.get("etag")}, "bundle_type": identity.get("bundle_type")}
+    for candidate in (identity.get("path"), identity.get("local_path")):
+        if candidate and os.path.exists(candidate):
+            return {"path": candidate, "bundle_type": identity.get("bundle_type")}
+    raise InPlaceError(f"rollback: the recorded bundle is gone from this controller ({identity.get('path')}, "
+                       f"originally {identity.get('local_path')}); local revisions can only be rolled back on the "
+                       "controller that deployed them while its bundle cache holds them, use an S3 revision otherwise")
+
+
 class InPlaceRun:
     """One in-place deployment, step by step; stateless between calls apart from the state dict."""
 
-    def __init__(self, store: RecordStore, load_balancer: Any = None, progress: Optional[Progress] = None):
+    def __init__(self, store: RecordStore, load_balancer: Any = None, progress: Optional[Progress] = None,
+                 alarms: Any = None):
         self.store = store
         self.lb = load_balancer
         self.progress = progress or (lambda message: None)
+        self.alarms = alarms  # an alarms.AlarmWatch (stop_reason()), or None
 
     # ------------------------------------------------------------------ start
     def start(self, *, application: str, deployment_group: str, hosts: list[dict],
               host_states: dict[str, Optional[dict]], revision: dict, appspec: dict, config: Any,
               load_balancer: Optional[dict], options: dict, creator: str = "user",
-              rollback_of: Optional[str] = None, lock_ttl: float = 7200.0, owner: Optional[str] = None,
-              force_lock: bool = False) -> dict:
+              rollback_of: Optional[str] = None, lock_ttl: float = DEFAULT_LOCK_TTL, owner: Optional[str] = None,
+              force_lock: bool = False, auto_rollback: Optional[dict] = None,
+              original_memberships: Optional[dict] = None) -> dict:
+        """Validate, create the record and take the lock.
+
+        A rollback (``rollback_of`` set) redeploys every host given (none is skipped as "already on
+        the revision"), deploys first the hosts that ``original_memberships`` lists (the failed
+        deployment left them out of their load balancers) and puts them back into exactly those
+        memberships. Alarms are not checked for a rollback: it is the answer to them.
+        """
         resolved = dc.resolve_config(config)
+        rollback = AutoRollback.from_dict(auto_rollback)
+        original_memberships = {h: list(ms) for h, ms in (original_memberships or {}).items() if ms}
+        if self.alarms is not None and not rollback_of:
+            reason = self.alarms.stop_reason()
+            if reason:
+                raise InPlaceError(f"the deployment is refused before it starts: {reason}. Nothing was changed")
         with_lb = bool(self.lb)
         lb_health: dict[str, str] = {}
         if with_lb:
@@ -146,7 +309,10 @@ class InPlaceRun:
                     "rollwright_load_balancer names ELB target groups or classic ELBs, but these hosts have no EC2 "
                     f"instance id (set the host variable named by rollwright_instance_id_var): {', '.join(missing)}")
             lb_health = self.lb.health([lb_target_id(h) for h in hosts])
-        infos = classify_hosts(hosts, host_states, lb_health, revision)
+        infos = classify_hosts(hosts, host_states, lb_health, {} if rollback_of else revision)
+        for info in infos:
+            if info.name in original_memberships:
+                info.healthy = False  # out of its load balancer since the failed deployment: deployed first
         planner = dc.BatchPlanner(resolved, infos)
         planner.validate()  # a minimum that leaves no room fails here, before anything is touched
 
@@ -161,6 +327,10 @@ class InPlaceRun:
         try:
             lock = self.store.acquire_lock(application, deployment_group, deployment_id, owner=owner,
                                            ttl=lock_ttl, force=force_lock)
+        except LockHeld as exc:
+            message = lock_message(self.store, exc)
+            self.store.update_status(deployment_id, "Failed", error=message)
+            raise InPlaceError(message) from exc
         except Exception as exc:
             self.store.update_status(deployment_id, "Failed", error=str(exc))
             raise
@@ -177,6 +347,10 @@ class InPlaceRun:
             "host_calls": host_calls(with_lb),
             "instance_ids": {h["name"]: lb_target_id(h) for h in hosts},
             "lock": lock.to_dict(),
+            "creator": creator,
+            "rollback_of": rollback_of,
+            "auto_rollback": rollback.to_dict(),
+            "original_memberships": original_memberships,
             "revision": dict(revision),
             "host_revision": {k: revision.get(k) for k in HOST_REVISION_KEYS if revision.get(k) is not None},
             "appspec": appspec,
@@ -201,6 +375,16 @@ class InPlaceRun:
 
     def _heartbeat(self, state: dict) -> None:
         state["lock"] = self.store.heartbeat(self._lock(state)).to_dict()
+
+    def _alarm_stop(self, state: dict) -> Optional[dict]:
+        """When an alarm is in ALARM (or cannot be read, unless ignored): finish as Stopped and return the state."""
+        if self.alarms is None or state.get("rollback_of"):
+            return None
+        reason = self.alarms.stop_reason()
+        if not reason:
+            return None
+        self.progress(f"deployment {state['deployment_id']}: stopping - {reason}")
+        return self.finish(state, stop_reason=f"stopped by CloudWatch alarms: {reason}", status="Stopped", cause="alarm")
 
     def _record_events(self, state: dict, host: str, outcome: HostOutcome, call: str) -> None:
         deployment_id = state["deployment_id"]
@@ -256,6 +440,11 @@ class InPlaceRun:
                 self.store.update_host(state["deployment_id"], host, status="Succeeded")
             state["planner"] = planner.to_dict()
             state["batch_times"].append(round(time.time() - state.pop("batch_started_at", time.time()), 2))
+            state["batch"] = []
+            state["active"] = []
+        stopped = self._alarm_stop(state)
+        if stopped is not None:
+            return stopped
         planner = dc.BatchPlanner.from_dict(state["planner"])
         stop_reason = planner.should_stop()
         batch = [] if stop_reason else planner.next_batch()
@@ -278,6 +467,9 @@ class InPlaceRun:
         """BlockTraffic: record each host's membership, deregister the batch, wait until drained."""
         self._heartbeat(state)
         self.judge(state, PRE_BLOCK, pre_block_results)
+        stopped = self._alarm_stop(state)  # before any host of the batch leaves its load balancer
+        if stopped is not None:
+            return stopped
         hosts = state["active"]
         if not hosts:
             return state
@@ -285,6 +477,7 @@ class InPlaceRun:
         ids = {h: state["instance_ids"][h] for h in hosts}
         self.store_event_all(state, hosts, "BlockTraffic", "InProgress")
         snapshot = self.lb.snapshot(list(ids.values()))
+        snapshot = merge_original(snapshot, ids, state.get("original_memberships") or {})
         memberships = []
         for host, instance_id in ids.items():
             members = snapshot.get(instance_id, [])
@@ -332,6 +525,9 @@ class InPlaceRun:
         for host in hosts:
             instance_id = state["instance_ids"][host]
             self.store.update_host(deployment_id, host, lb_restored=True)
+            if state.get("rollback_of") and host in (state.get("original_memberships") or {}):
+                # The rolled-back deployment left this host out; it is back now (recovery must not redo it).
+                self.store.update_host(state["rollback_of"], host, lb_restored=True)
             if instance_id in bad:
                 message = f"{instance_id} not healthy after the timeout ({per_instance.get(instance_id, 'unknown')})"
                 self.store.event(deployment_id, host, "AllowTraffic", "Failed", end=now_iso(), message=message)
@@ -340,11 +536,17 @@ class InPlaceRun:
                 self.store.event(deployment_id, host, "AllowTraffic", "Succeeded", end=now_iso())
                 still_ok.append(host)
         state["active"] = still_ok
+        # Alarms are read after the batch is back in service (it passed ValidateService), so a stop
+        # never leaves a healthy host out of its load balancer.
+        stopped = self._alarm_stop(state)
+        if stopped is not None:
+            return stopped
         self._mark_in_progress(state, POST_ALLOW)
         return state
 
     # ------------------------------------------------------------------ finish
-    def finish(self, state: dict, stop_reason: Optional[str] = None, status: Optional[str] = None) -> dict:
+    def finish(self, state: dict, stop_reason: Optional[str] = None, status: Optional[str] = None,
+               cause: Optional[str] = None) -> dict:
         planner = dc.BatchPlanner.from_dict(state["planner"])
         outcome = planner.outcome()
         final = status or ("Succeeded" if outcome.status == "Succeeded" else "Failed")
@@ -354,8 +556,15 @@ class InPlaceRun:
         # Hosts already on the revision, and hosts a stopped deployment never reached, are Skipped (as CodeDeploy shows them).
         for host in list(outcome.skipped) + list(outcome.pending):
             self.store.update_host(state["deployment_id"], host, status="Skipped")
-        self.store.update_status(state["deployment_id"], final, error=error)
-        self.store.release_lock(self._lock(state))
+        if self.store.get(state["deployment_id"]).status not in TERMINAL_STATUSES:
+            self.store.update_status(state["deployment_id"], final, error=error)
+        try:
+            self.store.release_lock(self._lock(state))
+        except LockLost as exc:  # taken over after going stale: not ours to release any more
+            self.progress(f"deployment {state['deployment_id']}: {exc}")
+        rollback = AutoRollback.from_dict(state.get("auto_rollback"))
+        state["stop_cause"] = cause or ("failure" if final == "Failed" else None)
+        state["rollback_due"] = bool(not state.get("rollback_of") and rollback.applies(final, cause))
         state.update({"done": True, "status": final, "error": error, "batch": [], "active": [],
                       "outcome": {"succeeded": outcome.succeeded, "failed": outcome.failed,
                                   "skipped": outcome.skipped, "pending": outcome.pending,

@@ -1,0 +1,432 @@
+# -*- coding: utf-8 -*-
+# Copyright: rollwright.deploy contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Recovery of a deployment whose controller died, and the lease keeper that notices it.
+
+Two parts (see docs/operations.md, "Recovery" and "The lease keeper"):
+
+- :func:`select_deployment`, :func:`plan_recovery`, :func:`recover`: put every host a deployment
+  took out of its load balancers back into exactly its recorded membership (hosts whose install
+  failed stay out and are reported), wait until healthy, mark the deployment Stopped, release the
+  group's lock. Pure logic over a :class:`RecordStore` and a load-balancer object; safe to repeat.
+- :class:`LeaseKeeper` and :func:`spawn_lease_keeper`: a small detached process (own session,
+  stdlib + our record store, no Ansible) started by the deployment's first step. While the
+  ansible-playbook process lives it renews the group lock every few seconds, so the lock's ttl can
+  be short (60 s); when that process dies (killed, cancelled by AWX, interrupted) it marks the
+  deployment Stopped at once, leaves the lock for recovery, and exits. It never touches a load
+  balancer: it cannot know whether a host stopped in the middle of its install is fit for traffic.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+from ansible_collections.rollwright.deploy.plugins.module_utils.records.base import (
+    TERMINAL_STATUSES,
+    DeploymentRecord,
+    LockInfo,
+    LockLost,
+    RecordError,
+    RecordStore,
+    now_iso,
+)
+
+Progress = Callable[[str], None]
+
+# A Failed event in this range means the host's install of the revision failed: the host is left out
+# of its load balancers by the deployment, and recovery leaves it out too.
+INSTALL_EVENTS = ("ApplicationStop", "DownloadBundle", "BeforeInstall", "Install", "AfterInstall",
+                  "ApplicationStart", "ValidateService")
+
+
+class RecoveryError(Exception):
+    """Recovery cannot (or must not) run; the message says why and what to do."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Recovery
+
+
+@dataclass
+class RecoveryPlan:
+    """What recovery would do for one deployment."""
+
+    deployment_id: str
+    application: str
+    deployment_group: str
+    status: str
+    restore: dict = field(default_factory=dict)  # host -> [membership dict], to register again
+    left_out: dict = field(default_factory=dict)  # host -> why it stays out (its install failed)
+    interrupted: dict = field(default_factory=dict)  # host -> [event names still InProgress]
+    lock: Optional[dict] = None  # the group's lock when this deployment holds it
+    refused: Optional[str] = None
+
+    @property
+    def mark_stopped(self) -> bool:
+        return self.status not in TERMINAL_STATUSES
+
+    @property
+    def needs_action(self) -> bool:
+        return bool(self.restore or self.interrupted or self.mark_stopped or self.lock)
+
+    def to_dict(self) -> dict:
+        return {"deployment_id": self.deployment_id, "application": self.application,
+                "deployment_group": self.deployment_group, "status": self.status, "restore": self.restore,
+                "left_out": self.left_out, "interrupted": self.interrupted, "lock": self.lock,
+                "mark_stopped": self.mark_stopped, "needs_action": self.needs_action, "refused": self.refused}
+
+
+def install_failure(host) -> Optional[str]:
+    """The install event that failed on a host record (a HostRecord), or None."""
+    for event in host.events:
+        if event.name in INSTALL_EVENTS and event.status == "Failed":
+            return event.name
+    return None
+
+
+def _hosts_out(record: DeploymentRecord) -> list:
+    return [h for h in record.hosts if h.lb_membership and not h.lb_restored]
+
+
+def needs_recovery(record: DeploymentRecord) -> bool:
+    """InProgress (its controller is gone or going), or Stopped with hosts still out of their load balancers."""
+    if record.status in ("Created", "InProgress"):
+        return True
+    if record.status == "Stopped":
+        return any(install_failure(h) is None for h in _hosts_out(record))
+    return False
+
+
+def select_deployment(store: RecordStore, application: str, deployment_group: str,
+                      deployment_id: Optional[str] = None, scan: int = 20) -> Optional[DeploymentRecord]:
+    """The deployment to recover: the one named, else the group's lock holder, else the newest one
+    that needs recovery (see :func:`needs_recovery`). None when there is nothing to recover."""
+    if deployment_id:
+        record = store.get(deployment_id)
+        if (record.application, record.deployment_group) != (application, deployment_group):
+            raise RecoveryError(
+                f"deployment_id: {deployment_id} belongs to {record.application}/{record.deployment_group}, "
+                f"not to {application}/{deployment_group}")
+        return record
+    lock = store.get_lock(application, deployment_group)
+    if lock is not None:
+        return store.get(lock.deployment_id)
+    for summary in store.list(application, deployment_group, limit=scan):
+        if summary.status in ("Created", "InProgress", "Stopped"):
+            record = store.get(summary.deployment_id)
+            if needs_recovery(record):
+                return record
+    return None
+
+
+def plan_recovery(record: DeploymentRecord, lock: Optional[LockInfo], force: bool = False) -> RecoveryPlan:
+    """Decide what to restore. Refuses (``refused``) while the deployment's controller looks alive."""
+    plan = RecoveryPlan(record.deployment_id, record.application, record.deployment_group, record.status)
+    for host in _hosts_out(record):
+        failed = install_failure(host)
+        if failed:
+            plan.left_out[host.name] = (f"its install failed at {failed}: it stays out of its load balancer "
+                                        "(deploy a good revision or roll back to put it back)")
+        else:
+            plan.restore[host.name] = list(host.lb_membership)
+    for host in record.hosts:
+        running = [e.name for e in host.events if e.status == "InProgress"]
+        if running:
+            plan.interrupted[host.name] = running
+    if lock is not None and lock.deployment_id == record.deployment_id:
+        plan.lock = lock.to_dict()
+        if not lock.stale and record.status not in TERMINAL_STATUSES and not force:
+            plan.refused = (
+                f"deployment {record.deployment_id} looks alive: its lock was renewed {int(lock.heartbeat_age)} s ago "
+                f"(ttl {int(lock.ttl)} s) and it is {record.status}. Recovering now would fight with its controller. "
+                f"If its controller is dead, wait until the lock is stale ({max(0, int(lock.ttl - lock.heartbeat_age))} s) "
+                "or pass force: true")
+    elif lock is not None and not force and (plan.restore or plan.mark_stopped):
+        plan.refused = (
+            f"deployment group {record.application}/{record.deployment_group} is locked by another deployment, "
+            f"{lock.deployment_id} (started by {lock.owner}); recovering {record.deployment_id} now could undo its "
+            "work. Let it finish (or recover it first), or pass force: true")
+    return plan
+
+
+def recover(store: RecordStore, load_balancer: Any, record: DeploymentRecord, plan: RecoveryPlan,
+            healthy_timeout: Optional[float] = 300.0, progress: Optional[Progress] = None) -> dict:
+    """Carry out a plan: register, wait healthy, mark the record, release the lock. Returns a report."""
+    say = progress or (lambda message: None)
+    if plan.refused:
+        raise RecoveryError(plan.refused)
+    deployment_id = record.deployment_id
+    report: dict = {"deployment_id": deployment_id, "restored": [], "left_out": dict(plan.left_out),
+                    "unhealthy": {}, "status_before": record.status, "lock_released": False, "changed": False}
+    if plan.restore:
+        if load_balancer is None:
+            raise RecoveryError(
+                f"hosts {', '.join(sorted(plan.restore))} of {deployment_id} are recorded out of their load balancers, "
+                "but no load balancer configuration was given to put them back")
+        from ansible_collections.rollwright.deploy.plugins.module_utils.loadbalancers.base import Membership
+
+        memberships = [Membership.from_dict(m, f"hosts[{h}].lb_membership") for h, ms in plan.restore.items() for m in ms]
+        say(f"recover {deployment_id}: registering {len(memberships)} membership(s) of {', '.join(sorted(plan.restore))}")
+        load_balancer.allow(memberships)
+        waited = load_balancer.wait_healthy(memberships, timeout=healthy_timeout, progress=say)
+        bad = set(getattr(waited, "pending", None) or [])
+        states = getattr(waited, "states", None) or {}
+        for host, ms in sorted(plan.restore.items()):
+            store.update_host(deployment_id, host, lb_restored=True)
+            report["restored"].append(host)
+            ids = {Membership.from_dict(m).host for m in ms}
+            late = sorted(i for i in ids if i in bad)
+            if late:
+                report["unhealthy"][host] = ", ".join(f"{i}: {states.get(i, 'unknown')}" for i in late)
+        report["changed"] = True
+    stamp = now_iso()
+    for host, events in sorted(plan.interrupted.items()):
+        for event in events:
+            store.event(deployment_id, host, event, "Failed", end=stamp,
+                        message="interrupted: the controller stopped before this event ended (rollwright.deploy.recover)")
+        current = record.host(host)
+        if current is not None and current.status == "InProgress":
+            store.update_host(deployment_id, host, status="Unknown")
+        report["changed"] = True
+    if plan.mark_stopped:
+        store.update_status(deployment_id, "Stopped",
+                            error=record.error or "the controller stopped before the deployment ended; recovered by "
+                                                  "rollwright.deploy.recover")
+        report["changed"] = True
+    if plan.lock:
+        try:
+            report["lock_released"] = store.release_lock(
+                (record.application, record.deployment_group, deployment_id))
+        except LockLost:
+            report["lock_released"] = False
+        report["changed"] = report["changed"] or report["lock_released"]
+    if report["changed"]:
+        store.set_extra(deployment_id, "recovery", {
+            "time": stamp, "restored": report["restored"], "left_out": report["left_out"],
+            "unhealthy": report["unhealthy"], "status_before": record.status})
+    final = store.get(deployment_id)
+    report["status"] = final.status
+    report["hosts"] = [{"name": h.name, "status": h.status, "lb_restored": h.lb_restored,
+                        "lb_membership": h.lb_membership} for h in final.hosts]
+    say(f"recover {deployment_id}: restored {', '.join(report['restored']) or 'no host'}"
+        + (f"; left out {', '.join(sorted(report['left_out']))}" if report["left_out"] else "")
+        + f"; status {final.status}")
+    return report
+
+
+# ---------------------------------------------------------------------------------------------
+# The lease keeper
+
+
+def process_start(pid: int) -> Optional[str]:
+    """The process's start time in clock ticks since boot (field 22 of /proc/PID/stat), or None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            data = fh.read().decode(errors="replace")
+    except OSError:
+        return None
+    fields = data.rsplit(")", 1)[-1].split()
+    return fields[19] if len(fields) > 19 else None
+
+
+def process_alive(pid: int, start: Optional[str]) -> bool:
+    """The same process (pid and start time, so a recycled pid does not count) still runs, not a zombie."""
+    if not pid or pid <= 1:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            data = fh.read().decode(errors="replace")
+    except OSError:
+        if not os.path.isdir("/proc/self"):  # no procfs (not Linux): signal 0 only
+            try:
+                os.kill(pid, 0)
+                return True
+            except OSError:
+                return False
+        return False
+    fields = data.rsplit(")", 1)[-1].split()
+    if fields and fields[0] in ("Z", "X"):
+        return False
+    return start is None or (len(fields) > 19 and fields[19] == start)
+
+
+def _cmdline(pid: int) -> list:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return [p.decode(errors="replace") for p in fh.read().split(b"\0") if p]
+    except OSError:
+        return []
+
+
+def _parent(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return int(fh.read().decode(errors="replace").rsplit(")", 1)[-1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def find_controller(pid: Optional[int] = None, depth: int = 6) -> tuple:
+    """(pid, start) of the ansible-playbook process this worker belongs to.
+
+    Ansible forks a worker per task from the ansible-playbook process, so that is normally the
+    parent; the ancestors are searched for a command line naming ansible-playbook (or another
+    ``ansible*`` entry point) in case a wrapper sits in between. Falls back to the parent.
+    """
+    first = os.getppid() if pid is None else pid
+    current = first
+    for _level in range(depth):
+        if current <= 1:
+            break
+        args = _cmdline(current)
+        if any(os.path.basename(a).startswith("ansible") for a in args[:3]):
+            return current, process_start(current)
+        current = _parent(current)
+    return first, process_start(first)
+
+
+class LeaseKeeper:
+    """The loop of the detached lease-keeper process (testable: store and clocks are handed in)."""
+
+    def __init__(self, store: RecordStore, lock: dict, controller_pid: int, controller_start: Optional[str],
+                 interval: float = 10.0, poll: float = 0.5, sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic, alive: Callable[[int, Optional[str]], bool] = process_alive):
+        self.store = store
+        self.lock = dict(lock)
+        self.pid = controller_pid
+        self.start = controller_start
+        self.interval = interval
+        self.poll = poll
+        self.sleep = sleep
+        self.clock = clock
+        self.alive = alive
+
+    def controller_died(self) -> str:
+        """Mark the deployment Stopped (when it is still running) and say what happened."""
+        deployment_id = self.lock["deployment_id"]
+        record = self.store.get(deployment_id)
+        if record.status in TERMINAL_STATUSES:
+            return f"controller gone; {deployment_id} already {record.status}"
+        self.store.update_status(
+            deployment_id, "Stopped",
+            error=(f"the controller (ansible-playbook pid {self.pid}) died or was interrupted at {now_iso()}; hosts may "
+                   f"be out of their load balancers: run the rollwright.deploy.recover playbook for {deployment_id}"))
+        self.store.set_extra(deployment_id, "interrupted", {"time": now_iso(), "controller_pid": self.pid,
+                                                            "noticed_by": "lease keeper"})
+        return f"controller died; {deployment_id} marked Stopped, lock left for recovery"
+
+    def run(self, max_seconds: Optional[float] = None) -> str:
+        """Loop until the deployment ends (lock released or taken over) or its controller dies."""
+        started = self.clock()
+        last_beat = None
+        errors = 0
+        while True:
+            if not self.alive(self.pid, self.start):
+                return self.controller_died()
+            now = self.clock()
+            if max_seconds is not None and now - started > max_seconds:
+                return "time limit"
+            if last_beat is None or now - last_beat >= self.interval:
+                try:
+                    self.store.heartbeat(self.lock)
+                    record = self.store.get(self.lock["deployment_id"])
+                    errors = 0
+                except LockLost:
+                    return "lock released or taken over; done"
+                except (RecordError, OSError, Exception):  # pylint: disable=broad-except  # transient store errors
+                    errors += 1
+                    if errors > 30:
+                        return "the record store keeps failing; giving up"
+                    record = None
+                last_beat = now
+                if record is not None and record.status in TERMINAL_STATUSES:
+                    return f"deployment {record.status}; done"
+            self.sleep(self.poll)
+
+
+def collections_root(path: Optional[str] = None) -> Optional[str]:
+    """The directory that holds ``ansible_collections`` for this file (symlinks not resolved)."""
+    path = os.path.abspath(path or __file__)
+    parts = path.split(os.sep)
+    for index in range(len(parts) - 1, 0, -1):
+        if parts[index] == "ansible_collections":
+            return os.sep.join(parts[:index]) or os.sep
+    return None
+
+
+def _import_root(work_dir: str) -> str:
+    root = collections_root()
+    if root:
+        return root
+    # Loaded from a resolved path (no ansible_collections in it): make a private link farm.
+    collection = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    link_dir = os.path.join(work_dir, "pythonpath", "ansible_collections", "rollwright")
+    os.makedirs(link_dir, exist_ok=True)
+    link = os.path.join(link_dir, "deploy")
+    if not os.path.islink(link):
+        os.symlink(collection, link)
+    return os.path.join(work_dir, "pythonpath")
+
+
+_BOOT = ("import sys, json; sys.path.insert(0, sys.argv[1]); "
+         "from ansible_collections.rollwright.deploy.plugins.module_utils.recovery import lease_keeper_main; "
+         "sys.exit(lease_keeper_main(json.loads(sys.argv[2])))")
+
+
+def spawn_lease_keeper(record_options: dict, aws_options: dict, lock: dict, controller: tuple,
+                       interval: float, work_dir: str, log_path: Optional[str] = None) -> dict:
+    """Start the detached lease keeper (new session: a kill of ansible-playbook's process group spares
+    it). Returns ``{"pid", "start"}``."""
+    os.makedirs(work_dir, exist_ok=True)
+    config = {"record": record_options, "aws": aws_options, "lock": lock, "controller_pid": controller[0],
+              "controller_start": controller[1], "interval": interval}
+    log = open(log_path or os.devnull, "ab")  # pylint: disable=consider-using-with
+    try:
+        proc = subprocess.Popen(  # pylint: disable=consider-using-with
+            [sys.executable, "-c", _BOOT, _import_root(work_dir), json.dumps(config)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, close_fds=True, start_new_session=True,
+            cwd="/")
+    finally:
+        log.close()
+    return {"pid": proc.pid, "start": process_start(proc.pid)}
+
+
+def stop_lease_keeper(keeper: Optional[dict]) -> None:
+    """Ask a lease keeper to exit now (it would anyway at its next beat once the lock is released)."""
+    import signal
+
+    if keeper and keeper.get("pid") and process_alive(int(keeper["pid"]), keeper.get("start")):
+        try:
+            os.kill(int(keeper["pid"]), signal.SIGTERM)
+        except OSError:
+            pass
+
+
+def lease_keeper_main(config: dict) -> int:
+    """Entry point of the detached process."""
+    import signal
+
+    from ansible_collections.rollwright.deploy.plugins.module_utils.records import open_store
+
+    signal.signal(signal.SIGTERM, lambda *_args: sys.exit(0))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C on the terminal is for ansible-playbook, not us
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    record = dict(config.get("record") or {})
+    backend = record.pop("backend", None) or "sqlite"
+    client_factory = None
+    if backend == "dynamodb":
+        from ansible_collections.rollwright.deploy.plugins.module_utils.aws_session import aws_client_factory
+
+        client_factory = aws_client_factory(config.get("aws") or {}).client
+    store = open_store(backend, record, client_factory=client_factory)
+    keeper = LeaseKeeper(store, config["lock"], int(config["controller_pid"]), config.get("controller_start"),
+                         interval=float(config.get("interval") or 10.0))
+    outcome = keeper.run()
+    sys.stderr.write(f"{now_iso()} lease keeper for {config['lock'].get('deployment_id')}: {outcome}\n")
+    return 0

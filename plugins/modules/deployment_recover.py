@@ -1,0 +1,105 @@
+# -*- coding: utf-8 -*-
+# Copyright: rollwright.deploy contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+DOCUMENTATION = r"""
+---
+module: deployment_recover
+short_description: Finish a deployment whose controller died - restore load-balancer membership, release the lock
+version_added: 0.1.0
+description:
+  - For an in-place deployment left C(InProgress) by a controller that died (or C(Stopped) with hosts still out of
+    their load balancers), registers every host it took out again into exactly the membership recorded before
+    deregistration, waits until they are healthy, marks the deployment C(Stopped) and releases the deployment
+    group's lock.
+  - Hosts whose install failed (a C(Failed) event from C(ApplicationStop) to C(ValidateService)) stay out and are
+    reported, as the deployment left them.
+  - Refuses while the deployment looks alive (its lock renewed within its ttl and its record C(InProgress)), and
+    while another deployment holds the group's lock, unless I(force=true).
+  - Safe to run twice; the second run changes nothing.
+  - This is an action plugin that runs on the controller. The C(rollwright.deploy.recover) playbook wraps it.
+author:
+  - rollwright.deploy maintainers
+options:
+  application:
+    description: The application name.
+    type: str
+    required: true
+  deployment_group:
+    description: The deployment group; defaults to the application name.
+    type: str
+  deployment_id:
+    description:
+      - The deployment to recover. Default - the group's lock holder, else the newest deployment that is C(InProgress)
+        or C(Stopped) with hosts out of their load balancers.
+    type: str
+  backend:
+    description: Where records and locks live.
+    type: str
+    choices: [sqlite, dynamodb]
+    default: sqlite
+  sqlite_path:
+    description: The SQLite file (default C(~/.local/state/rollwright/deployments.sqlite3)).
+    type: path
+  dynamodb_table:
+    description: The DynamoDB table.
+    type: str
+  load_balancer:
+    description:
+      - The deployment's C(rollwright_load_balancer). Only needed for HAProxy (its runtime sockets are not in the
+        record); ELBv2 and classic ELB memberships are restored from the record alone.
+    type: raw
+  healthy_timeout:
+    description: Seconds to wait for the restored hosts to become healthy.
+    type: float
+    default: 300
+  force:
+    description: Recover even though the deployment's lock looks alive or another deployment holds the group's lock.
+    type: bool
+    default: false
+  aws:
+    description: amazon.aws connection options (C(region), C(endpoint_url), C(profile), ...); the C(AWS_*) environment otherwise.
+    type: dict
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+  action:
+    support: full
+"""
+
+EXAMPLES = r"""
+- name: Recover whatever a dead controller left in web/prod
+  rollwright.deploy.deployment_recover:
+    application: web
+    deployment_group: prod
+
+- name: Recover one deployment, records in DynamoDB
+  rollwright.deploy.deployment_recover:
+    application: web
+    deployment_group: prod
+    deployment_id: d-ABC123XYZ
+    backend: dynamodb
+    dynamodb_table: rollwright-deployments
+"""
+
+RETURN = r"""
+deployment_id:
+  description: The deployment looked at (null when there was nothing to recover).
+  returned: always
+  type: str
+  sample: d-ABC123XYZ
+plan:
+  description: What recovery decided - C(restore) (host -> memberships), C(left_out) (host -> why), C(interrupted), C(lock), C(mark_stopped).
+  returned: always
+  type: dict
+report:
+  description: What was done - C(restored), C(left_out), C(unhealthy), C(status), C(lock_released), C(hosts).
+  returned: when something was done
+  type: dict
+message:
+  description: One line for a person.
+  returned: always
+  type: str
+"""
