@@ -160,7 +160,7 @@ def suite_sanity() -> SuiteResult:
 
 def suite_lint() -> SuiteResult:
     result = SuiteResult("lint")
-    targets = [p for p in ("roles", "playbooks") if any((ROOT / p).rglob("*.yml"))]
+    targets = [p for p in ("roles", "playbooks", "extensions") if any((ROOT / p).rglob("*.yml"))]
     if not targets:
         result.note = "nothing to lint yet"
         return result
