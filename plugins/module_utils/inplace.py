@@ -202,7 +202,7 @@ def plan_rollback(store: RecordStore, application: str, deployment_group: str, r
 
     Target revision: ``rollback_to``'s (a deployment of the same group), else for an automatic
     rollback (``hosts`` None) the group's last successful deployment's, else (a rollback on request)
-    the newest successful deployment whose revision differs from the rolled-back one. Hosts: those
+    the newest successful deployment other than the rolled-back one. Hosts: those
     given, else every host the rolled-back deployment reached. Nothing is guessed: without a good
     revision this raises InPlaceError naming the hosts and their state.
     """
@@ -230,9 +230,8 @@ def plan_rollback(store: RecordStore, application: str, deployment_group: str, r
         target = store.last_successful(application, deployment_group)
     else:
         target = None
-        failed_sha = (failed.revision or {}).get("sha256")
         for summary in store.list(application, deployment_group, status="Succeeded", limit=50):
-            if (summary.revision or {}).get("sha256") != failed_sha:
+            if summary.deployment_id != failed.deployment_id:
                 target = store.get(summary.deployment_id)
                 break
     if target is None or not target.revision:
@@ -310,9 +309,9 @@ class InPlaceRun:
                     f"instance id (set the host variable named by rollwright_instance_id_var): {', '.join(missing)}")
             lb_health = self.lb.health([lb_target_id(h) for h in hosts])
         infos = classify_hosts(hosts, host_states, lb_health, {} if rollback_of else revision)
-        for info in infos:
-            if info.name in original_memberships:
-                info.healthy = False  # out of its load balancer since the failed deployment: deployed first
+        # A host the failed deployment left out of its load balancer is not in service: deployed first.
+        infos = [dc.HostInfo(name=i.name, healthy=False, revision=i.revision, last_install_succeeded=i.last_install_succeeded)
+                 if i.name in original_memberships else i for i in infos]
         planner = dc.BatchPlanner(resolved, infos)
         planner.validate()  # a minimum that leaves no room fails here, before anything is touched
 
@@ -476,14 +475,15 @@ class InPlaceRun:
         deployment_id = state["deployment_id"]
         ids = {h: state["instance_ids"][h] for h in hosts}
         self.store_event_all(state, hosts, "BlockTraffic", "InProgress")
-        snapshot = self.lb.snapshot(list(ids.values()))
-        snapshot = merge_original(snapshot, ids, state.get("original_memberships") or {})
+        actual = self.lb.snapshot(list(ids.values()))
+        # A rollback also restores what the failed deployment recorded for the hosts it left out.
+        snapshot = merge_original(actual, ids, state.get("original_memberships") or {})
         memberships = []
         for host, instance_id in ids.items():
             members = snapshot.get(instance_id, [])
             # Written BEFORE anything changes: recovery restores exactly this.
             self.store.update_host(deployment_id, host, lb_membership=[m.to_dict() for m in members], lb_restored=False)
-            memberships.extend(members)
+            memberships.extend(actual.get(instance_id, []))  # only what is registered now is deregistered
         state.setdefault("memberships", {}).update(
             {h: [m.to_dict() for m in snapshot.get(i, [])] for h, i in ids.items()})
         self.lb.block(memberships)

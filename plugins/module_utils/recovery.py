@@ -32,7 +32,6 @@ from ansible_collections.rollwright.deploy.plugins.module_utils.records.base imp
     DeploymentRecord,
     LockInfo,
     LockLost,
-    RecordError,
     RecordStore,
     now_iso,
 )
@@ -253,7 +252,7 @@ def process_alive(pid: int, start: Optional[str]) -> bool:
     fields = data.rsplit(")", 1)[-1].split()
     if fields and fields[0] in ("Z", "X"):
         return False
-    return start is None or (len(fields) > 19 and fields[19] == start)
+    return start is None or (len(fields) > 19 and fields[19] == str(start))
 
 
 def _cmdline(pid: int) -> list:
@@ -339,7 +338,7 @@ class LeaseKeeper:
                     errors = 0
                 except LockLost:
                     return "lock released or taken over; done"
-                except (RecordError, OSError, Exception):  # pylint: disable=broad-except  # transient store errors
+                except Exception:  # pylint: disable=broad-except  # transient store errors: retried at the next beat
                     errors += 1
                     if errors > 30:
                         return "the record store keeps failing; giving up"
