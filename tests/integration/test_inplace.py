@@ -256,6 +256,9 @@ def test_first_batch_failure_stops_before_batch_two(deployer: Deployer, bundles:
     fact = H.deployment_fact(result)
     assert fact["status"] == "Failed" and fact["batches"] == 1, H.dumps(fact)
     assert [h["status"] for h in fact["hosts"]] == ["Failed", "Skipped", "Skipped"]
+    assert fact["hosts"][0]["failed_event"] == "ValidateService", H.dumps(fact)
+    record = d.record(fact["deployment_id"])
+    assert [len(h["lb_membership"] or []) for h in record["hosts"]] == [1, 0, 0], H.dumps(record["hosts"])
     # the hosts of batch 2 never ran an event
     assert all(h["event_durations"] == {} for h in fact["hosts"][1:])
     states = H.tg_states(d.world, arn)
