@@ -11,6 +11,7 @@ shows it really happened, and the group's lock is free afterwards.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -91,6 +92,9 @@ def test_linear_shift_is_recorded_succeeded(world, inventory, db, ansible_run):
     assert target.name == world.name and target.status == "Succeeded"
     assert [ev.name for ev in target.events] == ["BeforeAllowTraffic", "AllowTraffic", "AfterAllowTraffic"]
     assert all(ev.status == "Succeeded" and ev.start_time and ev.end_time for ev in target.events)
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", t)  # the record's canonical times
+               for ev in target.events for t in (ev.start_time, ev.end_time))
+    assert record.start_time <= events["BeforeAllowTraffic"].start_time and events["AfterAllowTraffic"].end_time <= record.end_time
     assert events["BeforeAllowTraffic"].end_time <= events["AllowTraffic"].start_time
     assert events["AllowTraffic"].end_time <= events["AfterAllowTraffic"].start_time
     assert f"hook {world.pre} Succeeded" in events["BeforeAllowTraffic"].message
