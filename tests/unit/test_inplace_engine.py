@@ -1,0 +1,460 @@
+# -*- coding: utf-8 -*-
+# Copyright: rollwright.deploy contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The in-place engine's controller steps (start/plan/block/allow/finish), rollback planning, alarms,
+recovery and the lease keeper, against a real SQLite record store.
+
+AWS is replaced by two small in-memory test doubles: ``FakeLB`` (a load balancer with the
+snapshot/block/wait_drained/allow/wait_healthy/health interface) and ``FakeCloudWatch``
+(describe_alarms). Everything of ours runs for real.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Optional
+
+import pytest
+
+from ansible_collections.rollwright.deploy.plugins.module_utils import alarms as al
+from ansible_collections.rollwright.deploy.plugins.module_utils import inplace as ip
+from ansible_collections.rollwright.deploy.plugins.module_utils import recovery as rc
+from ansible_collections.rollwright.deploy.plugins.module_utils.loadbalancers.base import (
+    ELBv2Membership,
+    Outcome,
+    WaitResult,
+)
+from ansible_collections.rollwright.deploy.plugins.module_utils.records import open_store
+
+TG = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/web/0123456789abcdef"
+TG2 = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/api/fedcba9876543210"
+HOSTS = [{"name": f"h{i}", "instance_id": f"i-{i:017d}"} for i in range(1, 5)]
+IDS = {h["name"]: h["instance_id"] for h in HOSTS}
+REV1 = {"source": "local", "path": "/cache/v1.zip", "local_path": "/src/v1.zip", "sha256": "1" * 64, "bundle_type": "zip"}
+REV2 = {"source": "local", "path": "/cache/v2.zip", "local_path": "/src/v2.zip", "sha256": "2" * 64, "bundle_type": "zip"}
+
+
+class FakeLB:
+    """An in-memory load balancer. ``block`` checks that the record already holds the membership it removes."""
+
+    def __init__(self, store: Any, registered: list[ELBv2Membership]):
+        self.store = store
+        self.registered = list(registered)
+        self.deployment_id: Optional[str] = None
+        self.calls: list[tuple[str, list[str]]] = []
+        self.unhealthy: set[str] = set()
+
+    def snapshot(self, ids: list[str]) -> dict[str, list[ELBv2Membership]]:
+        return {i: [m for m in self.registered if m.target_id == i] for i in ids}
+
+    def block(self, memberships: list[ELBv2Membership]) -> None:
+        if self.deployment_id:
+            record = self.store.get(self.deployment_id)
+            for m in memberships:
+                host = next(h for h in record.hosts if IDS[h.name] == m.target_id)
+                assert m.to_dict() in host.lb_membership and host.lb_restored is False, \
+                    f"{m.label()} deregistered before it was recorded"
+        self.calls.append(("block", sorted(m.target_id for m in memberships)))
+        self.registered = [m for m in self.registered if m not in memberships]
+
+    def wait_drained(self, memberships, timeout=None, progress=None) -> WaitResult:
+        return WaitResult("drained", {m.target_id: Outcome("drained", "unused") for m in memberships})
+
+    def allow(self, memberships: list[ELBv2Membership]) -> None:
+        self.calls.append(("allow", sorted(m.target_id for m in memberships)))
+        for m in memberships:
+            if m not in self.registered:
+                self.registered.append(m)
+
+    def wait_healthy(self, memberships, timeout=None, progress=None) -> WaitResult:
+        out = {}
+        for m in memberships:
+            out[m.target_id] = Outcome("timeout", "unhealthy") if m.target_id in self.unhealthy else Outcome("healthy", "healthy")
+        return WaitResult("healthy", out)
+
+    def health(self, ids: list[str]) -> dict[str, str]:
+        return {i: "healthy" if any(m.target_id == i for m in self.registered) else "unused" for i in ids}
+
+    def groups_of(self, instance_id: str) -> list[str]:
+        return sorted(m.target_group_arn for m in self.registered if m.target_id == instance_id)
+
+
+class FakeCloudWatch:
+    """describe_alarms over a dict name -> state; counts calls; can fail."""
+
+    def __init__(self, states: dict[str, str]):
+        self.states = dict(states)
+        self.calls = 0
+        self.fail = False
+
+    def describe_alarms(self, AlarmNames, **_kwargs):  # noqa: N803  (boto3's argument name)
+        self.calls += 1
+        if self.fail:
+            raise RuntimeError("throttled")
+        return {"MetricAlarms": [{"AlarmName": n, "StateValue": self.states[n], "StateReason": f"{n} breached",
+                                  "StateUpdatedTimestamp": dt.datetime(2026, 11, 26, 10, 0, tzinfo=dt.timezone.utc)}
+                                 for n in AlarmNames if n in self.states], "CompositeAlarms": []}
+
+
+@pytest.fixture
+def store(tmp_path):
+    return open_store("sqlite", {"path": str(tmp_path / "records.sqlite3")})
+
+
+def all_registered(groups=(TG,)) -> list[ELBv2Membership]:
+    return [ELBv2Membership(tg, h["instance_id"], 80) for h in HOSTS for tg in groups]
+
+
+def ok(events: list[str]) -> dict:
+    return {"changed": True, "events": [{"name": e, "status": "Succeeded", "start": "2026-11-26T10:00:00Z",
+                                         "end": "2026-11-26T10:00:01Z", "scripts": [{"location": "s.sh", "exit_code": 0}]}
+                                        for e in events]}
+
+
+def failing(events: list[str], at: str) -> dict:
+    out = []
+    for e in events:
+        if e == at:
+            out.append({"name": e, "status": "Failed", "start": "2026-11-26T10:00:00Z", "end": "2026-11-26T10:00:01Z",
+                        "scripts": [{"location": "v.sh", "exit_code": 3, "output_tail": "boom"}], "message": "exit 3"})
+            break
+        out.append({"name": e, "status": "Succeeded", "scripts": []})
+    return {"failed": True, "msg": f"{at} failed", "events": out}
+
+
+def start(store, lb, *, revision=REV1, config="CodeDeployDefault.OneAtATime", alarms=None, rollback=None,
+          hosts=HOSTS, **kwargs) -> tuple[ip.InPlaceRun, dict]:
+    run = ip.InPlaceRun(store, lb, alarms=alarms)
+    state = run.start(application="web", deployment_group="prod", hosts=list(hosts),
+                      host_states={h["name"]: {"last_successful": None} for h in hosts}, revision=revision, appspec={},
+                      config=config, load_balancer={"target_group_arns": [TG]}, options={},
+                      auto_rollback=rollback, **kwargs)
+    lb.deployment_id = state["deployment_id"]
+    return run, state
+
+
+def drive(run: ip.InPlaceRun, state: dict, fail: Optional[dict] = None, stop_after_batches: Optional[int] = None,
+          on_batch=None) -> dict:
+    """Run the batches as the role does; ``fail`` maps host -> event that fails."""
+    fail = fail or {}
+    post: dict = {}
+    while True:
+        state = run.plan(state, post)
+        if state["done"]:
+            return state
+        if on_batch:
+            on_batch(state)
+        calls = state["host_calls"]
+        state = run.block(state, {h: ok(calls["pre_block"]) for h in state["active"]}, drain_timeout=None)
+        if state["done"]:
+            return state
+        main = {h: failing(calls["main"], fail[h]) if fail.get(h) else ok(calls["main"]) for h in state["active"]}
+        state = run.allow(state, main, healthy_timeout=None)
+        if state["done"]:
+            return state
+        post = {h: ok(calls["post_allow"]) for h in state["active"]}
+        if stop_after_batches and state["batch_number"] >= stop_after_batches:
+            return state
+
+
+# ------------------------------------------------------------------------------------------------ the record
+
+
+def test_successful_deployment_records_every_event_membership_and_releases_the_lock(store):
+    lb = FakeLB(store, all_registered((TG, TG2)))
+    run, state = start(store, lb)
+    assert store.get_lock("web", "prod").deployment_id == state["deployment_id"]
+    state = drive(run, state)
+    assert state["status"] == "Succeeded" and state["rollback_due"] is False
+    record = store.get(state["deployment_id"])
+    assert record.status == "Succeeded" and store.get_lock("web", "prod") is None
+    expected = state["host_calls"]["pre_block"] + ["BlockTraffic"] + state["host_calls"]["main"] + ["AllowTraffic"] \
+        + state["host_calls"]["post_allow"]
+    for host in record.hosts:
+        assert host.status == "Succeeded"
+        assert [e.name for e in host.events] == expected
+        assert all(e.status == "Succeeded" and e.start_time and e.end_time for e in host.events)
+        assert {m["target_group_arn"] for m in host.lb_membership} == {TG, TG2} and host.lb_restored
+    # OneAtATime: four batches, one deregistration each, and every host back in both groups
+    assert [c for c in lb.calls if c[0] == "block"] == [("block", [IDS[h]] * 2) for h in ("h1", "h2", "h3", "h4")]
+    assert all(lb.groups_of(i) == sorted([TG, TG2]) for i in IDS.values())
+
+
+def test_failed_host_stays_out_its_event_and_log_tail_are_recorded_and_rollback_is_due(store):
+    lb = FakeLB(store, all_registered())
+    run, state = start(store, lb, rollback={"on_failure": True})
+    state = drive(run, state, fail={"h2": "ValidateService"})
+    assert state["status"] == "Failed" and state["rollback_due"] is True and state["stop_cause"] == "failure"
+    record = store.get(state["deployment_id"])
+    h2 = record.host("h2")
+    assert h2.status == "Failed" and h2.event("ValidateService").status == "Failed"
+    assert h2.event("ValidateService").scripts[0]["output_tail"] == "boom"
+    assert h2.lb_membership and h2.lb_restored is False and lb.groups_of(IDS["h2"]) == []
+    assert [h.status for h in record.hosts] == ["Succeeded", "Failed", "Skipped", "Skipped"]
+
+
+def test_failure_without_auto_rollback_is_not_rolled_back(store):
+    lb = FakeLB(store, all_registered())
+    run, state = start(store, lb, rollback={"on_failure": False, "on_alarm": True})
+    state = drive(run, state, fail={"h1": "Install"})
+    assert state["status"] == "Failed" and state["rollback_due"] is False
+
+
+# ------------------------------------------------------------------------------------------------ the lock
+
+
+def test_second_deployment_of_a_locked_group_fails_at_once_naming_the_holder(store):
+    lb = FakeLB(store, all_registered())
+    _run, state = start(store, lb)
+    with pytest.raises(ip.InPlaceError) as err:
+        start(store, FakeLB(store, all_registered()))
+    text = str(err.value)
+    assert state["deployment_id"] in text and "started by" in text and " at 20" in text
+    other = store.list("web", "prod", limit=1)[0]
+    assert other.status == "Failed" and other.deployment_id != state["deployment_id"]
+
+
+def test_lock_message_points_at_recovery_when_the_holder_is_already_stopped(store):
+    lb = FakeLB(store, all_registered())
+    _run, state = start(store, lb)
+    store.update_status(state["deployment_id"], "Stopped", error="controller died")  # what the lease keeper does
+    with pytest.raises(ip.InPlaceError, match="rollwright.deploy.recover"):
+        start(store, FakeLB(store, all_registered()))
+
+
+def test_two_groups_lock_independently(store):
+    lb = FakeLB(store, all_registered())
+    _run, a = start(store, lb, hosts=HOSTS[:2])
+    run = ip.InPlaceRun(store, lb)
+    b = run.start(application="web", deployment_group="canary", hosts=HOSTS[2:], host_states={}, revision=REV1,
+                  appspec={}, config="CodeDeployDefault.AllAtOnce", load_balancer={"target_group_arns": [TG]}, options={})
+    assert store.get_lock("web", "prod").deployment_id == a["deployment_id"]
+    assert store.get_lock("web", "canary").deployment_id == b["deployment_id"]
+
+
+# ------------------------------------------------------------------------------------------------ alarms
+
+
+def test_alarm_in_alarm_refuses_to_start_and_changes_nothing(store):
+    cw = FakeCloudWatch({"5xx": "ALARM", "latency": "OK"})
+    lb = FakeLB(store, all_registered())
+    with pytest.raises(ip.InPlaceError, match="5xx in ALARM since 2026-11-26T10:00:00Z.*Nothing was changed"):
+        start(store, lb, alarms=al.AlarmWatch(cw, ["5xx", "latency"]))
+    assert cw.calls == 1  # one DescribeAlarms for both names
+    assert store.list("web", "prod") == [] and store.get_lock("web", "prod") is None and lb.calls == []
+
+
+def test_alarm_going_off_mid_deployment_stops_it_and_asks_for_rollback(store):
+    cw = FakeCloudWatch({"5xx": "OK"})
+    lb = FakeLB(store, all_registered())
+    run, state = start(store, lb, alarms=al.AlarmWatch(cw, ["5xx"]), rollback={"on_alarm": True})
+
+    def trip(s):
+        if s["batch_number"] == 2:
+            cw.states["5xx"] = "ALARM"
+
+    state = drive(run, state, on_batch=trip)
+    assert state["status"] == "Stopped" and state["stop_cause"] == "alarm" and state["rollback_due"] is True
+    record = store.get(state["deployment_id"])
+    assert record.status == "Stopped" and "alarm 5xx in ALARM since 2026-11-26T10:00:00Z" in record.error
+    # h2 was tripped at its BlockTraffic: it never left its load balancer; h1 finished batch 1
+    assert record.host("h1").status == "Succeeded" and record.host("h2").event("BlockTraffic") is None
+    assert lb.groups_of(IDS["h2"]) == [TG] and store.get_lock("web", "prod") is None
+
+
+def test_unreadable_alarms_stop_unless_ignored(store):
+    cw = FakeCloudWatch({})  # the alarm does not exist
+    with pytest.raises(ip.InPlaceError, match="not found in CloudWatch"):
+        start(store, FakeLB(store, all_registered()), alarms=al.AlarmWatch(cw, ["gone"]))
+    run, state = start(store, FakeLB(store, all_registered()), alarms=al.AlarmWatch(cw, ["gone"], True))
+    cw.fail = True
+    state = drive(run, state)
+    assert state["status"] == "Succeeded" and cw.calls > 4
+
+
+def test_parse_auto_rollback_dict_and_survey_scalars():
+    parsed = al.parse_auto_rollback({"on_failure": True, "alarms": ["a"]}, on_alarm="true", alarms="b, c",
+                                    ignore_poll_alarm_failure="")
+    assert parsed.to_dict() == {"on_failure": True, "on_alarm": True, "alarms": ["a", "b", "c"],
+                                "ignore_poll_alarm_failure": False}
+    assert al.parse_auto_rollback(None, on_failure="no").on_failure is False
+    with pytest.raises(al.AlarmConfigError, match="rollwright_auto_rollback_on_alarm: expected true or false"):
+        al.parse_auto_rollback({}, on_alarm="maybe")
+    with pytest.raises(al.AlarmConfigError, match="at most 10"):
+        al.parse_auto_rollback({"alarms": [f"a{i}" for i in range(11)]})
+    with pytest.raises(al.AlarmConfigError, match="unknown key"):
+        al.parse_auto_rollback({"on_faliure": True})
+
+
+# ------------------------------------------------------------------------------------------------ rollback
+
+
+def _deploy_v1_then_fail_v2(store, lb):
+    run, state = start(store, lb, revision=REV1)
+    v1 = drive(run, state)
+    assert v1["status"] == "Succeeded"
+    run, state = start(store, lb, revision=REV2, rollback={"on_failure": True})
+    v2 = drive(run, state, fail={"h2": "ValidateService"})
+    assert v2["status"] == "Failed" and v2["rollback_due"]
+    return v1, v2
+
+
+def test_rollback_is_a_linked_new_deployment_of_the_last_good_revision_that_restores_membership(store):
+    lb = FakeLB(store, all_registered())
+    v1, v2 = _deploy_v1_then_fail_v2(store, lb)
+    plan = ip.plan_rollback(store, "web", "prod", rollback_of=v2["deployment_id"])
+    assert plan.target_deployment_id == v1["deployment_id"] and plan.revision["sha256"] == REV1["sha256"]
+    assert plan.hosts == ["h1", "h2"]  # the hosts v2 reached
+    assert list(plan.original_memberships) == ["h2"]  # left out by v2
+    run, state = start(store, lb, revision=plan.revision, rollback_of=plan.rollback_of, creator="rollback",
+                       hosts=[h for h in HOSTS if h["name"] in plan.hosts],
+                       original_memberships=plan.original_memberships)
+    assert dict(state["planner"]["hosts"][1]) == {"name": "h2", "healthy": False, "revision": "unknown",
+                                                  "last_install_succeeded": False}
+    state = drive(run, state)
+    assert state["status"] == "Succeeded" and state["rollback_due"] is False
+    rollback = store.get(state["deployment_id"])
+    original = store.get(v2["deployment_id"])
+    assert rollback.creator == "rollback" and rollback.rollback_of == original.deployment_id
+    assert original.rolled_back_by == rollback.deployment_id
+    # h2 (out since v2) went first, and both are back in their group
+    assert [c for c in lb.calls if c[0] == "allow"][-2:] == [("allow", [IDS["h2"]]), ("allow", [IDS["h1"]])]
+    assert all(lb.groups_of(i) == [TG] for i in IDS.values())
+    assert original.host("h2").lb_restored is True  # recovery has nothing left to do for v2
+    assert rc.needs_recovery(original) is False
+
+
+def test_rollback_without_a_successful_deployment_reports_hosts_and_guesses_nothing(store):
+    lb = FakeLB(store, all_registered())
+    run, state = start(store, lb, revision=REV2)
+    failed = drive(run, state, fail={"h1": "AfterInstall"})
+    with pytest.raises(ip.InPlaceError) as err:
+        ip.plan_rollback(store, "web", "prod", rollback_of=failed["deployment_id"])
+    assert "no successful deployment" in str(err.value)
+    assert "h1 Failed at AfterInstall (out of its load balancer)" in str(err.value)
+
+
+def test_rollback_to_a_chosen_deployment_and_manual_default(store):
+    lb = FakeLB(store, all_registered())
+    v1, v2 = _deploy_v1_then_fail_v2(store, lb)
+    chosen = ip.plan_rollback(store, "web", "prod", rollback_to=v1["deployment_id"], hosts=["h1", "h2", "h3", "h4"])
+    assert chosen.rollback_of == v2["deployment_id"] and chosen.hosts == ["h1", "h2", "h3", "h4"]
+    manual = ip.plan_rollback(store, "web", "prod", hosts=["h1"])
+    assert manual.target_deployment_id == v1["deployment_id"]
+    with pytest.raises(ip.InPlaceError, match="belongs to web/prod, not web/other"):
+        ip.plan_rollback(store, "web", "other", rollback_of=v2["deployment_id"])
+
+
+def test_revision_source_for_s3_and_local(tmp_path):
+    s3 = {"source": "s3", "bucket": "b", "key": "k.zip", "version": "v1", "etag": "e", "bundle_type": "zip", "sha256": "x"}
+    assert ip.revision_source(s3) == {"s3": {"bucket": "b", "key": "k.zip", "version": "v1", "etag": "e"},
+                                      "bundle_type": "zip"}
+    cached = tmp_path / "cached.zip"
+    cached.write_bytes(b"x")
+    assert ip.revision_source({"source": "local", "path": str(cached), "local_path": "/gone"})["path"] == str(cached)
+    original = tmp_path / "orig.zip"
+    original.write_bytes(b"x")
+    assert ip.revision_source({"source": "local", "path": "/gone", "local_path": str(original)})["path"] == str(original)
+    with pytest.raises(ip.InPlaceError, match="bundle is gone"):
+        ip.revision_source({"source": "local", "path": "/gone", "local_path": "/gone/too"})
+
+
+# ------------------------------------------------------------------------------------------------ recovery
+
+
+def _interrupted(store, lb, fail=None):
+    """A deployment whose controller 'died' after BlockTraffic of batch 2 (HalfAtATime: h3, h4 out, or only
+    h3 when a host of batch 1 failed)."""
+    run, state = start(store, lb, config="CodeDeployDefault.HalfAtATime")
+    state = run.plan(state, {})
+    calls = state["host_calls"]
+    state = run.block(state, {h: ok(calls["pre_block"]) for h in state["active"]}, None)
+    main = {h: failing(calls["main"], fail[h]) if (fail or {}).get(h) else ok(calls["main"]) for h in state["active"]}
+    state = run.allow(state, main, None)
+    state = run.plan(state, {h: ok(calls["post_allow"]) for h in state["active"]})
+    state = run.block(state, {h: ok(calls["pre_block"]) for h in state["active"]}, None)
+    return state
+
+
+def test_recovery_restores_exactly_the_recorded_membership_and_is_idempotent(store):
+    lb = FakeLB(store, all_registered((TG, TG2)))
+    state = _interrupted(store, lb, fail={"h1": "ValidateService"})
+    deployment_id = state["deployment_id"]
+    # h1 failed in batch 1; with one host down, batch 2 is h3 alone (the minimum of 2 holds)
+    assert lb.groups_of(IDS["h1"]) == [] and lb.groups_of(IDS["h3"]) == [] and lb.groups_of(IDS["h4"]) == sorted([TG, TG2])
+    record = rc.select_deployment(store, "web", "prod")
+    assert record.deployment_id == deployment_id
+    live = rc.plan_recovery(record, store.get_lock("web", "prod"))
+    assert live.refused and "looks alive" in live.refused  # lock fresh, record InProgress
+    store.update_status(deployment_id, "Stopped", error="controller died")  # the lease keeper's mark
+    plan = rc.plan_recovery(store.get(deployment_id), store.get_lock("web", "prod"))
+    assert plan.refused is None and sorted(plan.restore) == ["h3"] and list(plan.left_out) == ["h1"]
+    assert plan.restore["h3"] == [ELBv2Membership(tg, IDS["h3"], 80).to_dict() for tg in (TG, TG2)]
+    report = rc.recover(store, lb, store.get(deployment_id), plan)
+    assert report["restored"] == ["h3"] and report["lock_released"] and report["status"] == "Stopped"
+    assert lb.groups_of(IDS["h3"]) == sorted([TG, TG2]) and lb.groups_of(IDS["h4"]) == sorted([TG, TG2])
+    assert lb.groups_of(IDS["h1"]) == []  # its install failed: it stays out
+    assert store.get_lock("web", "prod") is None
+    after = store.get(deployment_id)
+    assert all(e.status != "InProgress" for h in after.hosts for e in h.events)
+    # a second run changes nothing
+    again = rc.plan_recovery(store.get(deployment_id), store.get_lock("web", "prod"))
+    assert not again.needs_action
+    assert rc.select_deployment(store, "web", "prod") is None
+    calls = len(lb.calls)
+    assert rc.recover(store, lb, store.get(deployment_id), again)["changed"] is False and len(lb.calls) == calls
+
+
+def test_recovery_of_an_inprogress_record_with_a_stale_lock_marks_it_stopped(store):
+    lb = FakeLB(store, all_registered())
+    state = _interrupted(store, lb)
+    lock = store.get_lock("web", "prod")
+    lock.stale = True  # as seen after the ttl
+    plan = rc.plan_recovery(store.get(state["deployment_id"]), lock)
+    assert plan.refused is None and plan.mark_stopped
+    rc.recover(store, lb, store.get(state["deployment_id"]), plan)
+    assert store.get(state["deployment_id"]).status == "Stopped"
+    assert all(lb.groups_of(i) == [TG] for i in IDS.values())
+
+
+# ------------------------------------------------------------------------------------------------ lease keeper
+
+
+def test_lease_keeper_heartbeats_while_the_controller_lives_and_marks_stopped_when_it_dies(store):
+    lb = FakeLB(store, all_registered())
+    _run, state = start(store, lb)
+    ticks = iter(range(1000))
+    alive = {"n": 5}
+
+    def fake_alive(pid, start):
+        alive["n"] -= 1
+        return alive["n"] > 0
+
+    before = store.get_lock("web", "prod").heartbeat_at
+    keeper = rc.LeaseKeeper(store, state["lock"], 4242, "1", interval=1, poll=0, sleep=lambda s: None,
+                            clock=lambda: float(next(ticks)), alive=fake_alive)
+    outcome = keeper.run()
+    assert "marked Stopped" in outcome
+    record = store.get(state["deployment_id"])
+    assert record.status == "Stopped" and "pid 4242" in record.error and "rollwright.deploy.recover" in record.error
+    lock = store.get_lock("web", "prod")
+    assert lock is not None and lock.heartbeat_at > before  # it beat, and it left the lock for recovery
+
+
+def test_lease_keeper_exits_when_the_deployment_ends(store):
+    lb = FakeLB(store, all_registered())
+    run, state = start(store, lb)
+    drive(run, state)
+    keeper = rc.LeaseKeeper(store, state["lock"], 4242, None, interval=0, poll=0, sleep=lambda s: None,
+                            alive=lambda pid, start: True)
+    assert "released" in keeper.run(max_seconds=5)
+
+
+def test_process_identity_helpers():
+    import os
+
+    me = os.getpid()
+    start_time = rc.process_start(me)
+    assert start_time and rc.process_alive(me, start_time) and not rc.process_alive(me, str(int(start_time) + 1))
+    assert not rc.process_alive(0, None)
+    assert rc.find_controller(me)[0] > 0
