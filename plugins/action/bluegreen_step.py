@@ -105,6 +105,10 @@ class ActionModule(_InPlaceStep):
         except (BlueGreenError, fp.FleetError, ListenerError, LoadBalancerError, DeploymentConfigError,
                 deploy_inputs.InputError, RecordError, ValueError) as exc:
             raise AnsibleActionFail(str(exc)) from exc
+        except Exception as exc:  # pylint: disable=broad-except
+            if type(exc).__module__.startswith("botocore"):
+                raise AnsibleActionFail(f"AWS call failed in step {step}: {str(exc)[:600]}") from exc
+            raise
         result["changed"] = True
         result["ansible_facts"] = {"_bluegreen": state}
         result["deployment_id"] = state["deployment_id"]

@@ -32,6 +32,7 @@ REPLACEMENT_KINDS = ("copy_auto_scaling_group", "launch_template", "instances")
 ORIGINAL_KINDS = ("hosts", "tags", "auto_scaling_group", "target_groups")
 ASG_NAME_MAX = 255
 LIVE_STATES = ("pending", "running")
+LAUNCH_TEMPLATE_ID_RE = re.compile(r"^lt-[0-9a-f]{8,17}$")
 
 Progress = Callable[[str], None]
 
@@ -116,7 +117,7 @@ def normalise_launch_template(value: Any, version: Any = None, field: str = "lau
     """{'name' or 'id', 'version'} from a dict or a scalar (a name, or an lt-... id)."""
     if isinstance(value, str):
         text = value.strip()
-        value = {"id": text} if text.startswith("lt-") else {"name": text}
+        value = {"id": text} if LAUNCH_TEMPLATE_ID_RE.match(text) else {"name": text}
     if not isinstance(value, dict):
         raise FleetError(f"{field}: expected {{name|id, version}} or a launch template name or id, got {value!r}")
     unknown = set(value) - {"name", "id", "version"}

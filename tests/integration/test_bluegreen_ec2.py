@@ -204,8 +204,14 @@ class TrafficMonitor:
         return max(min(s["blue"], s["green"]) for s in self.samples)
 
 
-def _summary(result: Any) -> Optional[dict[str, Any]]:
-    return H.deployment_fact(result)
+def failures(result: Any) -> list[str]:
+    """The messages of the failed (or rescued) tasks of a run, for assertion output."""
+    out = []
+    for task in result.tasks():
+        for host, res in task["hosts"].items():
+            if isinstance(res, dict) and (res.get("failed") or res.get("unreachable")):
+                out.append(f"{task['name']} on {host}: {res.get('msg')} {res.get('exception', '')[-1500:]}")
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -216,7 +222,7 @@ def test_copy_asg_targets_mode(env: Env, bundles: dict[str, Path]) -> None:
     blue = env.asg_ids(blue_asg)
     with TrafficMonitor(env, blue) as mon:
         result = env.run(bundles["v2"], bluegreen_ec2_copy_auto_scaling_group=blue_asg)
-    assert result.rc == 0, result
+    assert result.rc == 0, failures(result) or result
     record = env.record()
     assert record["status"] == "Succeeded" and record["deployment_type"] == "blue_green_ec2"
     green_asg = f"{blue_asg}-{record['deployment_id']}"
@@ -242,3 +248,146 @@ def test_copy_asg_targets_mode(env: Env, bundles: dict[str, Path]) -> None:
     assert [e["name"] for e in hosts[blue[0]]["events"]] == ["BeforeBlockTraffic", "BlockTraffic", "AfterBlockTraffic"]
     assert [e["name"] for e in hosts[green[0]]["events"]][-3:] == ["BeforeAllowTraffic", "AllowTraffic", "AfterAllowTraffic"]
     assert record["extra"]["bluegreen"]["phase"] == "finished"
+
+
+def _alb(env: Env, blue_tg: str) -> dict[str, str]:
+    """An ALB whose port-80 listener forwards to blue_tg, with a second rule (to a third group) on that
+    listener and a second listener (fixed response): neither may change during a swap."""
+    elbv2 = env.elbv2
+    lb = elbv2.create_load_balancer(Name=H.unique("alb")[:32], Subnets=[env.world.subnet_id], Type="application")[
+        "LoadBalancers"][0]["LoadBalancerArn"]
+    other_tg = H.create_target_group(env.world, [], name=H.unique("other"), wait=False)
+    main = elbv2.create_listener(LoadBalancerArn=lb, Protocol="HTTP", Port=80,
+                                 DefaultActions=[{"Type": "forward", "TargetGroupArn": blue_tg}])["Listeners"][0]["ListenerArn"]
+    rule = elbv2.create_rule(ListenerArn=main, Priority=10, Conditions=[{"Field": "path-pattern", "Values": ["/admin/*"]}],
+                             Actions=[{"Type": "forward", "TargetGroupArn": other_tg}])["Rules"][0]["RuleArn"]
+    second = elbv2.create_listener(LoadBalancerArn=lb, Protocol="HTTP", Port=81, DefaultActions=[
+        {"Type": "fixed-response", "FixedResponseConfig": {"StatusCode": "503", "ContentType": "text/plain"}}])["Listeners"][0]["ListenerArn"]
+    return {"lb": lb, "listener": main, "rule": rule, "second": second, "other_tg": other_tg}
+
+
+def test_copy_asg_listener_mode_keep_alive(env: Env, bundles: dict[str, Path]) -> None:
+    blue_asg = env.blue_asg()
+    blue = env.asg_ids(blue_asg)
+    green_tg = H.create_target_group(env.world, [], name=H.unique("green"), wait=False)
+    alb = _alb(env, env.tg)
+    rule_before = env.elbv2.describe_rules(RuleArns=[alb["rule"]])["Rules"]
+    second_before = env.elbv2.describe_listeners(ListenerArns=[alb["second"]])["Listeners"]
+    with TrafficMonitor(env, blue, listener_arn=alb["listener"]) as mon:
+        result = env.run(bundles["v2"], bluegreen_ec2_copy_auto_scaling_group=blue_asg,
+                         rollwright_target_group_arns=f"{env.tg},{green_tg}", bluegreen_ec2_reroute_mode="listener",
+                         bluegreen_ec2_listener_arn=alb["listener"], bluegreen_ec2_original_action="keep_alive")
+    assert result.rc == 0, failures(result) or result
+    record = env.record()
+    green = env.asg_ids(f"{blue_asg}-{record['deployment_id']}")
+    listener = env.elbv2.describe_listeners(ListenerArns=[alb["listener"]])["Listeners"][0]
+    assert listener["DefaultActions"] == [{"Type": "forward", "TargetGroupArn": green_tg}]
+    assert env.elbv2.describe_rules(RuleArns=[alb["rule"]])["Rules"] == rule_before
+    assert env.elbv2.describe_listeners(ListenerArns=[alb["second"]])["Listeners"] == second_before
+    assert set(env.members(green_tg)) == set(green) and all(s == "healthy" for s in env.members(green_tg).values())
+    # keep_alive: originals deregistered from the blue group (which the group no longer feeds) and running
+    assert not {i for i, s in env.members().items() if s != "draining"}
+    assert set(env.states(blue).values()) == {"running"} and env.asg_ids(blue_asg) == blue
+    assert env.asg.describe_auto_scaling_groups(AutoScalingGroupNames=[blue_asg])["AutoScalingGroups"][0]["TargetGroupARNs"] == []
+    for iid in green:
+        assert H.served(env.address(iid)) == "sample-app v2"
+    # the serving group (whichever the listener forwards to) was never short and never mixed
+    assert not mon.errors and mon.min_healthy >= 2 and mon.max_mixed == 0, mon.samples
+    assert {s["tg"] for s in mon.samples} == {env.tg, green_tg}
+
+
+def test_ready_stop_without_continue_is_stopped(env: Env, bundles: dict[str, Path]) -> None:
+    blue_asg = env.blue_asg()
+    blue = env.asg_ids(blue_asg)
+    with TrafficMonitor(env, blue) as mon:
+        result = env.run(bundles["v2"], bluegreen_ec2_copy_auto_scaling_group=blue_asg,
+                         bluegreen_ec2_ready_action="stop", bluegreen_ec2_ready_wait="3s")
+    assert result.rc != 0, result
+    record = env.record()
+    assert record["status"] == "Stopped" and "no continue" in record["error"]
+    green_asg = f"{blue_asg}-{record['deployment_id']}"
+    assert not env.asg_exists(green_asg)
+    green = record["extra"]["bluegreen"]["replacement_ids"]
+    assert len(green) == N and set(env.states(green).values()) <= {"terminated", "shutting-down"}
+    assert env.members() == {i: "healthy" for i in blue}
+    assert mon.min_healthy == N and max(s["green"] for s in mon.samples) == 0
+    H.wait_until(lambda: not {h.instance_id for h in env.world.hosts} & set(green), 10, what="green hosts removed")
+
+
+def test_ready_stop_with_continue_proceeds(env: Env, bundles: dict[str, Path]) -> None:
+    blue_asg = env.blue_asg()
+    continued: dict[str, Any] = {}
+
+    def approve() -> None:
+        store = env.store
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # wait until the deployment is Ready, then continue it
+            try:
+                found = store().list(f"bg-{env.name}", "g", limit=1)
+            except Exception:  # pylint: disable=broad-except
+                found = []
+            if found and found[0].status == "Ready":
+                continued["result"] = env.ansible_run(
+                    CONTINUE, env.world.inventory, env={"XDG_STATE_HOME": str(env.state_dir)},
+                    extra_vars={"rollwright_application": f"bg-{env.name}", "rollwright_deployment_group": "g"})
+                return
+            time.sleep(0.3)
+
+    approver = threading.Thread(target=approve, daemon=True)
+    approver.start()
+    result = env.run(bundles["v2"], bluegreen_ec2_copy_auto_scaling_group=blue_asg,
+                     bluegreen_ec2_ready_action="stop", bluegreen_ec2_ready_wait="90s")
+    approver.join(30)
+    assert continued.get("result") is not None and continued["result"].rc == 0, continued
+    assert result.rc == 0, failures(result) or result
+    record = env.record()
+    assert record["status"] == "Succeeded" and record["extra"]["bluegreen_continue"]["at"]
+    green = env.asg_ids(f"{blue_asg}-{record['deployment_id']}")
+    assert set(env.members()) == set(green)
+
+
+def test_validate_failure_on_one_green_host_rolls_back(env: Env, bundles: dict[str, Path]) -> None:
+    blue_asg = env.blue_asg()
+    blue = env.asg_ids(blue_asg)
+    with TrafficMonitor(env, blue, fail_validate_on_first_green=True) as mon:
+        result = env.run(bundles["v2"], bluegreen_ec2_copy_auto_scaling_group=blue_asg)
+    assert result.rc != 0, result
+    record = env.record()
+    assert record["status"] == "Failed" and "ValidateService" in record["error"], record["error"]
+    failed = {h["instance_id"]: h for h in record["hosts"]}[mon.failed_host]
+    assert failed["status"] == "Failed"
+    assert [e["status"] for e in failed["events"] if e["name"] == "ValidateService"] == ["Failed"]
+    # originals untouched and serving; replacement fleet gone
+    assert env.members() == {i: "healthy" for i in blue} and mon.min_healthy == N
+    assert not env.asg_exists(f"{blue_asg}-{record['deployment_id']}")
+    green = record["extra"]["bluegreen"]["replacement_ids"]
+    assert set(env.states(green).values()) <= {"terminated", "shutting-down"}
+    assert env.asg.describe_auto_scaling_groups(AutoScalingGroupNames=[blue_asg])["AutoScalingGroups"][0]["TargetGroupARNs"] == [env.tg]
+
+
+def test_launch_template_flow(env: Env, bundles: dict[str, Path]) -> None:
+    blue_asg = env.blue_asg()
+    blue = env.asg_ids(blue_asg)
+    env.ec2.create_launch_template_version(LaunchTemplateName=env.template,
+                                           LaunchTemplateData={"ImageId": AMI, "InstanceType": "t3.small"})
+    with TrafficMonitor(env, blue) as mon:
+        result = env.run(bundles["v2"], bluegreen_ec2_launch_template=env.template, bluegreen_ec2_launch_template_version="2",
+                         bluegreen_ec2_count=2, bluegreen_ec2_subnets=env.world.subnet_id,
+                         bluegreen_ec2_original_auto_scaling_group=blue_asg,
+                         rollwright_deployment_config="CodeDeployDefault.AllAtOnce")
+    assert result.rc == 0, failures(result) or result
+    record = env.record()
+    green = record["extra"]["bluegreen"]["replacement_ids"]
+    assert len(green) == 2 and set(env.members()) == set(green)
+    found = env.ec2.describe_instances(InstanceIds=green)["Reservations"]
+    assert {i["InstanceType"] for r in found for i in r["Instances"]} == {"t3.small"}
+    tags = {t["Key"]: t["Value"] for r in found for i in r["Instances"] for t in i["Tags"]}
+    assert tags["rollwright:deployment-id"] == record["deployment_id"]
+    # terminate: the original group is scaled to zero (it stays), its instances end
+    assert env.asg_exists(blue_asg) and env.asg_ids(blue_asg) == []
+    assert set(env.states(blue).values()) <= {"terminated", "shutting-down"}
+    # AllAtOnce: minimum 0 - one batch of 2 greens, then the 3 blues in batches of 2
+    assert record["extra"]["bluegreen"]["batch_size"] == 2
+    assert max(s["blue"] + s["green"] for s in mon.samples) <= N + 2
+    for iid in green:
+        assert H.served(env.address(iid)) == "sample-app v2"
