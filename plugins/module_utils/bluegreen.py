@@ -690,7 +690,10 @@ def recover(store: RecordStore, clients: Any, deployment_id: str, progress: Opti
         if not info.stale and not force:
             raise BlueGreenError(f"{info.describe()}; it looks alive - recover only a deployment whose controller died "
                                  "(wait until the lock is stale, or pass force=true)")
-        lock = store.acquire_lock(record.application, record.deployment_group, deployment_id, owner=owner, force=True)
+        if info.stale:
+            lock = store.acquire_lock(record.application, record.deployment_group, deployment_id, owner=owner, force=True)
+        else:  # forced while it looks alive: act, then release the deployment's lock by its id
+            lock = (record.application, record.deployment_group, deployment_id)
     result: dict[str, Any] = {"deployment_id": deployment_id, "phase_before": bg.get("phase"), "status_before": record.status}
     run = BlueGreenRun(store, clients, progress=say)
     if record.status in ("Succeeded", "Failed", "Stopped") and bg.get("phase") in ("finished", "rolled_back"):

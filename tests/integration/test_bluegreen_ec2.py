@@ -391,3 +391,49 @@ def test_launch_template_flow(env: Env, bundles: dict[str, Path]) -> None:
     assert max(s["blue"] + s["green"] for s in mon.samples) <= N + 2
     for iid in green:
         assert H.served(env.address(iid)) == "sample-app v2"
+
+
+def test_controller_killed_during_reroute_then_recover(env: Env, bundles: dict[str, Path]) -> None:
+    """kill -9 of ansible-playbook as soon as a green target is registered; the record alone lets
+    `bluegreen_step: step=recover` put the originals back (healthy first) and tear the green fleet down."""
+    import subprocess
+
+    from tests.harness.ansible_run import VENV_BIN, ansible_env
+
+    blue_asg = env.blue_asg()
+    blue = env.asg_ids(blue_asg)
+    extra = {"rollwright_application": f"bg-{env.name}", "rollwright_deployment_group": "g",
+             "rollwright_revision": str(bundles["v2"]), "rollwright_target_group_arns": env.tg,
+             "rollwright_file_exists_behavior": "OVERWRITE", "bluegreen_ec2_copy_auto_scaling_group": blue_asg}
+    vars_file = env.state_dir / "vars.json"
+    vars_file.write_text(__import__("json").dumps(extra))
+    environ = ansible_env(env.world.aws_env(), str(env.state_dir / "cp"), {"XDG_STATE_HOME": str(env.state_dir)})
+    proc = subprocess.Popen([str(VENV_BIN / "ansible-playbook"), "-i", str(env.world.inventory), PLAYBOOK, "-e", f"@{vars_file}"],
+                            env=environ, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    with TrafficMonitor(env, blue) as mon:
+        try:
+            H.wait_until(lambda: any(s["green"] for s in mon.samples[-3:]), 180, interval=0.05, what="a green target registered")
+        finally:
+            os.killpg(proc.pid, 9)
+            proc.wait(10)
+        record = env.record()
+        assert record["status"] == "InProgress" and record["extra"]["bluegreen"]["phase"] == "rerouting"
+        green = record["extra"]["bluegreen"]["replacement_ids"]
+        recovered = env.ansible_run(
+            [{"hosts": "localhost", "gather_facts": False, "tasks": [{
+                "rollwright.deploy.bluegreen_step": {"step": "recover", "deployment_id": record["deployment_id"],
+                                                     "force_lock": True}, "register": "out"}]}],
+            env.world.inventory, env={"XDG_STATE_HOME": str(env.state_dir)})
+        time.sleep(0.5)
+    assert recovered.rc == 0, failures(recovered) or recovered
+    out = recovered.task("rollwright.deploy.bluegreen_step")["localhost"]["recovery"]
+    assert out["action"] == "rolled_back" and out["phase_before"] == "rerouting"
+    record = env.record()
+    assert record["status"] == "Failed" and "recovered" in record["error"]
+    assert {i for i, s in env.members().items() if s != "draining"} == set(blue)
+    assert all(s == "healthy" for i, s in env.members().items() if i in blue)
+    assert not env.asg_exists(f"{blue_asg}-{record['deployment_id']}")
+    assert set(env.states(green).values()) <= {"terminated", "shutting-down"}
+    assert env.store().get_lock(f"bg-{env.name}", "g") is None
+    # the serving group was never short of the minimum, before, during and after recovery
+    assert mon.min_healthy >= 2, mon.samples
