@@ -1,0 +1,362 @@
+# -*- coding: utf-8 -*-
+# Copyright: rollwright.deploy contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""EC2 blue/green engine: inputs, copy request, listener swap, batches, and the controller steps
+(start, provision, ready, reroute, finish, rollback, recover, continue) against moto in-process with a
+real SQLite record store. Host-side results are given as the dicts host_lifecycle returns."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from ansible_collections.rollwright.deploy.plugins.module_utils import bluegreen as bgm
+from ansible_collections.rollwright.deploy.plugins.module_utils import fleet_provision as fp
+from ansible_collections.rollwright.deploy.plugins.module_utils.listener import (
+    ListenerError,
+    ListenerSwitch,
+    forwarded_target_groups,
+    live_and_idle,
+    swap_actions,
+)
+from ansible_collections.rollwright.deploy.plugins.module_utils.records import open_store
+
+REGION = "us-east-1"
+AMI = "ami-03cf127a"
+
+
+# ---------------------------------------------------------------------------------------------- inputs
+
+@pytest.mark.parametrize("text,seconds", [(90, 90), ("90", 90), ("90s", 90), ("30m", 1800), ("1h", 3600),
+                                          ("1h30m", 5400), ("2d", 172800), ("0", 0), ("1.5m", 90)])
+def test_parse_duration(text: Any, seconds: float) -> None:
+    assert fp.parse_duration(text, "w") == seconds
+
+
+@pytest.mark.parametrize("bad", ["", "soon", "-5", "1h30", True, None, [1]])
+def test_parse_duration_rejects(bad: Any) -> None:
+    with pytest.raises(fp.FleetError, match="^w: "):
+        fp.parse_duration(bad, "w")
+
+
+def test_parse_tags() -> None:
+    assert fp.parse_tags("app=web, env = prod", "t") == {"app": "web", "env": "prod"}
+    assert fp.parse_tags({"a": 1}, "t") == {"a": "1"}
+    assert fp.parse_tags("", "t") == {}
+    with pytest.raises(fp.FleetError, match="key=value"):
+        fp.parse_tags("app", "t")
+
+
+def test_normalise_replacement_forms() -> None:
+    assert fp.normalise_replacement(copy_auto_scaling_group="web") == {"kind": "copy_auto_scaling_group", "auto_scaling_group": "web"}
+    lt = fp.normalise_replacement(launch_template="web-lt", launch_template_version=3, count="2", subnets="subnet-a,subnet-b")
+    assert lt == {"kind": "launch_template", "launch_template": {"name": "web-lt", "version": "3"}, "count": 2,
+                  "subnets": ["subnet-a", "subnet-b"]}
+    by_id = fp.normalise_replacement({"launch_template": "lt-0123456789abcdef0", "count": 1, "subnets": ["s"]})
+    assert by_id["launch_template"] == {"id": "lt-0123456789abcdef0", "version": "$Default"}
+    assert fp.normalise_replacement(instance_tags="fleet=green") == {"kind": "instances", "tags": {"fleet": "green"}}
+    with pytest.raises(fp.FleetError, match="exactly one replacement fleet.*got copy_auto_scaling_group, launch_template"):
+        fp.normalise_replacement(copy_auto_scaling_group="a", launch_template="b", count=1, subnets="s")
+    with pytest.raises(fp.FleetError, match="none"):
+        fp.normalise_replacement()
+    with pytest.raises(fp.FleetError, match="count: expected a whole number"):
+        fp.normalise_replacement(launch_template="x", count=0, subnets="s")
+    with pytest.raises(fp.FleetError, match="subnets"):
+        fp.normalise_replacement(launch_template="x", count=1)
+
+
+def test_normalise_original_defaults() -> None:
+    copy = {"kind": "copy_auto_scaling_group", "auto_scaling_group": "web"}
+    assert fp.normalise_original(replacement=copy) == {"kind": "auto_scaling_group", "auto_scaling_group": "web"}
+    assert fp.normalise_original() == {"kind": "target_groups"}
+    assert fp.normalise_original(hosts="a,b") == {"kind": "hosts", "hosts": ["a", "b"]}
+    with pytest.raises(fp.FleetError, match="at most one"):
+        fp.normalise_original(hosts="a", tags="x=y")
+
+
+def test_copy_request_keeps_the_template_version_and_drops_load_balancers() -> None:
+    original = {
+        "AutoScalingGroupName": "web", "LaunchTemplate": {"LaunchTemplateId": "lt-1", "LaunchTemplateName": "t", "Version": "7"},
+        "MinSize": 2, "MaxSize": 6, "DesiredCapacity": 3, "VPCZoneIdentifier": "subnet-a,subnet-b", "HealthCheckType": "ELB",
+        "HealthCheckGracePeriod": 60, "TargetGroupARNs": ["arn:tg"], "LoadBalancerNames": ["clb"],
+        "Tags": [{"Key": "app", "Value": "web", "PropagateAtLaunch": True},
+                 {"Key": "aws:cloudformation:stack-name", "Value": "s", "PropagateAtLaunch": False}],
+    }
+    req = fp.copy_request(original, "web-d-ABCDEFGHI", "d-ABCDEFGHI")
+    assert req["LaunchTemplate"] == {"LaunchTemplateId": "lt-1", "Version": "7"}
+    assert (req["MinSize"], req["MaxSize"], req["DesiredCapacity"]) == (2, 6, 3)
+    assert req["VPCZoneIdentifier"] == "subnet-a,subnet-b" and req["HealthCheckGracePeriod"] == 60
+    assert "TargetGroupARNs" not in req and "LoadBalancerNames" not in req
+    tags = {t["Key"]: t for t in req["Tags"]}
+    assert set(tags) == {"app", fp.DEPLOYMENT_TAG, fp.FLEET_TAG}
+    assert tags[fp.DEPLOYMENT_TAG]["Value"] == "d-ABCDEFGHI" and tags[fp.DEPLOYMENT_TAG]["PropagateAtLaunch"]
+
+
+def test_spread() -> None:
+    assert fp.spread(5, ["a", "b"]) == [("a", 3), ("b", 2)]
+    assert fp.spread(1, ["a", "b", "c"]) == [("a", 1)]
+
+
+# ---------------------------------------------------------------------------------------------- listener
+
+BLUE, GREEN, OTHER = "arn:tg/blue", "arn:tg/green", "arn:tg/other"
+
+
+def test_swap_plain_and_weighted_actions() -> None:
+    actions = [{"Type": "authenticate-oidc", "Order": 1, "AuthenticateOidcConfig": {"Issuer": "x"}},
+               {"Type": "forward", "Order": 2, "TargetGroupArn": BLUE}]
+    new, changed = swap_actions(actions, BLUE, GREEN)
+    assert changed and new[1]["TargetGroupArn"] == GREEN and new[0] == actions[0] and actions[1]["TargetGroupArn"] == BLUE
+    weighted = [{"Type": "forward", "ForwardConfig": {"TargetGroups": [{"TargetGroupArn": BLUE, "Weight": 90},
+                                                                       {"TargetGroupArn": OTHER, "Weight": 10}],
+                                                      "TargetGroupStickinessConfig": {"Enabled": True, "DurationSeconds": 60}}}]
+    new, changed = swap_actions(weighted, BLUE, GREEN)
+    assert changed and new[0]["ForwardConfig"]["TargetGroups"] == [{"TargetGroupArn": GREEN, "Weight": 90},
+                                                                   {"TargetGroupArn": OTHER, "Weight": 10}]
+    assert new[0]["ForwardConfig"]["TargetGroupStickinessConfig"] == {"Enabled": True, "DurationSeconds": 60}
+    assert swap_actions(new, BLUE, GREEN) == (new, False)
+    with pytest.raises(ListenerError, match="both"):
+        swap_actions([{"Type": "forward", "ForwardConfig": {"TargetGroups": [{"TargetGroupArn": BLUE}, {"TargetGroupArn": GREEN}]}}],
+                     BLUE, GREEN)
+
+
+def test_live_and_idle() -> None:
+    actions = [{"Type": "forward", "TargetGroupArn": GREEN}]
+    assert live_and_idle(actions, [BLUE, GREEN]) == (GREEN, BLUE)
+    assert forwarded_target_groups(actions) == [GREEN]
+    with pytest.raises(ListenerError, match="exactly one of"):
+        live_and_idle([{"Type": "forward", "TargetGroupArn": OTHER}], [BLUE, GREEN])
+    with pytest.raises(ListenerError, match="exactly two"):
+        live_and_idle(actions, [BLUE])
+
+
+# ---------------------------------------------------------------------------------------------- planning
+
+def test_reroute_batches_gain_before_loss() -> None:
+    assert bgm.reroute_batches(["g1", "g2", "g3"], ["b1", "b2", "b3"], 1) == [
+        (["g1"], ["b1"]), (["g2"], ["b2"]), (["g3"], ["b3"])]
+    assert bgm.reroute_batches(["g1", "g2"], ["b1", "b2", "b3"], 2) == [(["g1", "g2"], ["b1", "b2"]), ([], ["b3"])]
+
+
+def test_plan_fleet_uses_the_replacement_fleet() -> None:
+    assert bgm.plan_fleet("CodeDeployDefault.OneAtATime", 3) == (2, 1)
+    assert bgm.plan_fleet("CodeDeployDefault.HalfAtATime", 4) == (2, 2)
+    assert bgm.plan_fleet("CodeDeployDefault.AllAtOnce", 3) == (0, 3)
+    with pytest.raises(bgm.BlueGreenError, match="leaves no room"):
+        bgm.plan_fleet("HOST_COUNT:3", 3)
+
+
+def test_host_calls_follow_lifecycle() -> None:
+    assert bgm.HOST_CALLS["install"] == ["ApplicationStop", "DownloadBundle", "BeforeInstall", "Install", "AfterInstall",
+                                         "ApplicationStart", "ValidateService"]
+    assert (bgm.HOST_CALLS["pre_allow"], bgm.HOST_CALLS["post_allow"]) == (["BeforeAllowTraffic"], ["AfterAllowTraffic"])
+    assert (bgm.HOST_CALLS["pre_block"], bgm.HOST_CALLS["post_block"]) == (["BeforeBlockTraffic"], ["AfterBlockTraffic"])
+
+
+# ---------------------------------------------------------------------------------------------- engine on moto
+
+class Clients:
+    def __init__(self) -> None:
+        self._c: dict[str, Any] = {}
+
+    def client(self, name: str) -> Any:
+        if name not in self._c:
+            self._c[name] = boto3.client(name, region_name=REGION)
+        return self._c[name]
+
+
+@pytest.fixture
+def aws_world(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    for k, v in {"AWS_ACCESS_KEY_ID": "unit-test-key", "AWS_SECRET_ACCESS_KEY": "unit-test-secret", "AWS_DEFAULT_REGION": REGION}.items():
+        monkeypatch.setenv(k, v)
+    with mock_aws():
+        clients = Clients()
+        ec2, asg, elbv2 = clients.client("ec2"), clients.client("autoscaling"), clients.client("elbv2")
+        vpc = ec2.create_vpc(CidrBlock="10.9.0.0/24")["Vpc"]["VpcId"]
+        subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.9.0.0/24", AvailabilityZone=f"{REGION}a")["Subnet"]["SubnetId"]
+        ec2.create_launch_template(LaunchTemplateName="web", LaunchTemplateData={"ImageId": AMI, "InstanceType": "t3.micro"})
+        tg = elbv2.create_target_group(Name="blue", Protocol="HTTP", Port=8080, VpcId=vpc, TargetType="instance")[
+            "TargetGroups"][0]["TargetGroupArn"]
+        asg.create_auto_scaling_group(AutoScalingGroupName="web", LaunchTemplate={"LaunchTemplateName": "web", "Version": "1"},
+                                      MinSize=3, MaxSize=3, DesiredCapacity=3, VPCZoneIdentifier=subnet, TargetGroupARNs=[tg])
+        blue = sorted(i["InstanceId"] for i in asg.describe_auto_scaling_groups(AutoScalingGroupNames=["web"])[
+            "AutoScalingGroups"][0]["Instances"])
+        store = open_store("sqlite", {"path": str(tmp_path / "records.sqlite3")})
+        yield {"clients": clients, "tg": tg, "blue": blue, "store": store, "subnet": subnet, "vpc": vpc}
+
+
+def ok(events: list[str]) -> dict:
+    return {"changed": True, "events": [{"name": e, "status": "Succeeded"} for e in events]}
+
+
+def failed(events: list[str], at: str) -> dict:
+    evs = []
+    for e in events:
+        evs.append({"name": e, "status": "Failed" if e == at else ("Skipped" if evs and evs[-1]["status"] != "Succeeded" else "Succeeded"),
+                    "message": "exit code 3" if e == at else None})
+    return {"failed": True, "msg": f"{at} failed: exit code 3", "events": evs}
+
+
+def start(w: dict, **kw: Any) -> tuple[bgm.BlueGreenRun, dict]:
+    run = bgm.BlueGreenRun(w["store"], w["clients"], sleep=lambda s: None)
+    args = dict(application="app", deployment_group="g", revision={"source": "local", "sha256": "x"}, appspec={}, config=None,
+                lb_config={"target_group_arns": [w["tg"]], "classic_elb_names": []}, reroute={"mode": "targets"},
+                ready={"action": "continue", "wait": 0}, original={"action": "terminate", "wait": 0},
+                replacement_spec={"kind": "copy_auto_scaling_group", "auto_scaling_group": "web"},
+                original_spec={"kind": "auto_scaling_group", "auto_scaling_group": "web"}, inventory_ids={},
+                options={"healthy_timeout": 5, "drain_timeout": 5})
+    args.update(kw)
+    return run, run.start(**args)
+
+
+def members(w: dict) -> set[str]:
+    return {d["Target"]["Id"] for d in w["clients"].client("elbv2").describe_target_health(TargetGroupArn=w["tg"])["TargetHealthDescriptions"]}
+
+
+def test_start_records_originals_before_any_change(aws_world: dict) -> None:
+    run, state = start(aws_world)
+    record = aws_world["store"].get(state["deployment_id"])
+    assert record.deployment_type == "blue_green_ec2" and record.status == "InProgress"
+    assert {h.instance_id for h in record.hosts} == set(aws_world["blue"])
+    assert all(h.lb_membership == [{"kind": "elbv2", "target_group_arn": aws_world["tg"], "target_id": h.instance_id,
+                                    "port": 8080, "availability_zone": None}] for h in record.hosts)
+    bg = record.extra["bluegreen"]
+    assert bg["phase"] == "started" and bg["original_asg_attachments"]["target_group_arns"] == [aws_world["tg"]]
+    assert (bg["minimum"], bg["batch_size"]) == (2, 1)
+    lock = aws_world["store"].get_lock("app", "g")
+    assert lock is not None and lock.deployment_id == state["deployment_id"]
+    with pytest.raises(Exception, match="locked by deployment"):
+        start(aws_world)
+
+
+def test_full_run_then_terminate(aws_world: dict) -> None:
+    w = aws_world
+    run, state = start(w)
+    state = run.provision(state, timeout=10)
+    green = state["bg"]["replacement_ids"]
+    assert len(green) == 3 and state["bg"]["replacement_asg"] == f"web-{state['deployment_id']}"
+    names = run.replacement_names(state)
+    state = run.ready(state, {n: ok(bgm.HOST_CALLS["install"]) for n in names})
+    pre = {n: ok(["BeforeAllowTraffic"]) for n in names}
+    pre.update({n: ok(["BeforeBlockTraffic"]) for n in run.original_names(state)})
+    state = run.reroute(state, pre)
+    assert not state["done"] and state["bg"]["phase"] == "rerouted", state.get("error")
+    assert members(w) == set(green)
+    asg = w["clients"].client("autoscaling")
+    assert asg.describe_auto_scaling_groups(AutoScalingGroupNames=[state["bg"]["replacement_asg"]])["AutoScalingGroups"][0]["TargetGroupARNs"] == [w["tg"]]
+    post = {n: ok(["AfterAllowTraffic"]) for n in names}
+    post.update({n: ok(["AfterBlockTraffic"]) for n in run.original_names(state)})
+    state = run.finish(state, post)
+    assert state["status"] == "Succeeded"
+    assert asg.describe_auto_scaling_groups(AutoScalingGroupNames=["web"])["AutoScalingGroups"][0]["DesiredCapacity"] == 0
+    assert w["store"].get_lock("app", "g") is None
+    assert w["store"].get(state["deployment_id"]).extra["bluegreen"]["phase"] == "finished"
+
+
+def test_install_failure_tears_down_and_leaves_originals(aws_world: dict) -> None:
+    w = aws_world
+    run, state = start(w)
+    state = run.provision(state, timeout=10)
+    names = run.replacement_names(state)
+    results = {n: ok(bgm.HOST_CALLS["install"]) for n in names}
+    results[names[1]] = failed(bgm.HOST_CALLS["install"], "ValidateService")
+    state = run.ready(state, results)
+    assert state["done"] and state["status"] == "Failed" and names[1] in state["error"]
+    asg = w["clients"].client("autoscaling")
+    assert not asg.describe_auto_scaling_groups(AutoScalingGroupNames=[state["bg"]["replacement_asg"]])["AutoScalingGroups"]
+    described = fp.Ec2Fleet(w["clients"]).describe(state["bg"]["replacement_ids"])
+    assert {d["state"] for d in described.values()} <= {"terminated", "shutting-down"}
+    assert members(w) == set(w["blue"])
+    record = w["store"].get(state["deployment_id"])
+    assert record.host(names[1]).status == "Failed" and record.host(names[1]).event("ValidateService").status == "Failed"
+
+
+def test_ready_stop_times_out_as_stopped_and_continue_proceeds(aws_world: dict) -> None:
+    w = aws_world
+    clock = {"t": 0.0}
+    run = bgm.BlueGreenRun(w["store"], w["clients"], sleep=lambda s: clock.__setitem__("t", clock["t"] + s), now=lambda: clock["t"])
+    _, state = start(w, ready={"action": "stop", "wait": 60})
+    state = run.provision(state, timeout=10)
+    names = run.replacement_names(state)
+    stopped = run.ready(state, {n: ok(bgm.HOST_CALLS["install"]) for n in names})
+    assert stopped["status"] == "Stopped" and "no continue within 60s" in stopped["error"]
+    assert members(w) == set(w["blue"])
+
+    _, state = start(w, ready={"action": "stop", "wait": 60})
+    state = run.provision(state, timeout=10)
+    names = run.replacement_names(state)
+    out = bgm.request_continue(w["store"], application="app", deployment_group="g", by="tester")
+    assert out["deployment_id"] == state["deployment_id"] and out["changed"]
+    state = run.ready(state, {n: ok(bgm.HOST_CALLS["install"]) for n in names})
+    assert not state["done"] and w["store"].get(state["deployment_id"]).status == "InProgress"
+
+
+def test_after_traffic_failure_restores_originals_first(aws_world: dict) -> None:
+    w = aws_world
+    run, state = start(w)
+    state = run.provision(state, timeout=10)
+    names = run.replacement_names(state)
+    state = run.ready(state, {n: ok(bgm.HOST_CALLS["install"]) for n in names})
+    pre = {n: ok(["BeforeAllowTraffic"]) for n in names}
+    pre.update({n: ok(["BeforeBlockTraffic"]) for n in run.original_names(state)})
+    state = run.reroute(state, pre)
+    post = {n: ok(["AfterAllowTraffic"]) for n in names}
+    post[names[0]] = failed(["AfterAllowTraffic"], "AfterAllowTraffic")
+    post.update({n: ok(["AfterBlockTraffic"]) for n in run.original_names(state)})
+    state = run.finish(state, post)
+    assert state["status"] == "Failed"
+    assert members(w) == set(w["blue"])  # originals back, replacements out
+    asg = w["clients"].client("autoscaling")
+    web = asg.describe_auto_scaling_groups(AutoScalingGroupNames=["web"])["AutoScalingGroups"][0]
+    assert web["TargetGroupARNs"] == [w["tg"]] and web["DesiredCapacity"] == 3  # kept, re-attached
+    assert not asg.describe_auto_scaling_groups(AutoScalingGroupNames=[state["bg"]["replacement_asg"]])["AutoScalingGroups"]
+    restored = w["store"].get(state["deployment_id"]).extra["bluegreen"]["restored"]
+    assert restored["originals_registered"] == sorted(w["blue"]) and restored["original_asg_attached"] == "web"
+
+
+def test_recover_from_record_after_a_crash_mid_provision(aws_world: dict) -> None:
+    """The controller died right after creating the group: only the record (planned name) is left."""
+    w = aws_world
+    run, state = start(w)
+    state = run.provision(state, timeout=10)  # then the controller "dies": no further step
+    with pytest.raises(bgm.BlueGreenError, match="looks alive"):
+        bgm.recover(w["store"], w["clients"], state["deployment_id"])
+    out = bgm.recover(w["store"], w["clients"], state["deployment_id"], force=True)
+    assert out["action"] == "rolled_back" and out["status"] == "Failed" and out["phase_before"] == "installing"
+    assert out["restored"]["replacement_asg_deleted"] == state["bg"]["replacement_asg"]
+    assert set(out["restored"]["terminated"]) >= set(state["bg"]["replacement_ids"])
+    assert members(w) == set(w["blue"]) and w["store"].get_lock("app", "g") is None
+    assert bgm.recover(w["store"], w["clients"], state["deployment_id"])["action"] == "none"
+
+
+def test_listener_mode_swaps_only_the_listener(aws_world: dict) -> None:
+    w = aws_world
+    elbv2 = w["clients"].client("elbv2")
+    green_tg = elbv2.create_target_group(Name="green", Protocol="HTTP", Port=8080, VpcId=w["vpc"], TargetType="instance")[
+        "TargetGroups"][0]["TargetGroupArn"]
+    lb = elbv2.create_load_balancer(Name="alb", Subnets=[w["subnet"]])["LoadBalancers"][0]["LoadBalancerArn"]
+    listener = elbv2.create_listener(LoadBalancerArn=lb, Protocol="HTTP", Port=80,
+                                     DefaultActions=[{"Type": "forward", "TargetGroupArn": w["tg"]}])["Listeners"][0]["ListenerArn"]
+    rule = elbv2.create_rule(ListenerArn=listener, Priority=5, Conditions=[{"Field": "path-pattern", "Values": ["/x"]}],
+                             Actions=[{"Type": "forward", "TargetGroupArn": w["tg"]}])["Rules"][0]
+    run, state = start(w, lb_config={"target_group_arns": [green_tg, w["tg"]]},
+                       reroute={"mode": "listener", "listener_arn": listener, "rule_arn": None},
+                       original={"action": "keep_alive", "wait": 0})
+    assert (state["bg"]["blue_tg"], state["bg"]["green_tg"]) == (w["tg"], green_tg)
+    state = run.provision(state, timeout=10)
+    names = run.replacement_names(state)
+    state = run.ready(state, {n: ok(bgm.HOST_CALLS["install"]) for n in names})
+    pre = {n: ok(["BeforeAllowTraffic"]) for n in names}
+    pre.update({n: ok(["BeforeBlockTraffic"]) for n in run.original_names(state)})
+    state = run.reroute(state, pre)
+    assert state["bg"]["listener_swapped"] is True, state.get("error")
+    assert ListenerSwitch(elbv2).read(listener) == [{"Type": "forward", "TargetGroupArn": green_tg}]
+    assert elbv2.describe_rules(RuleArns=[rule["RuleArn"]])["Rules"][0]["Actions"] == rule["Actions"]
+    # a crash now: recovery swaps back and puts the originals back
+    out = bgm.recover(w["store"], w["clients"], state["deployment_id"], force=True)
+    assert out["restored"]["listener_restored"]
+    assert ListenerSwitch(elbv2).read(listener) == [{"Type": "forward", "TargetGroupArn": w["tg"]}]
+    assert members(w) == set(w["blue"])
