@@ -37,6 +37,11 @@ STEPS = ("start", "rollback", "plan", "block", "allow", "stop")
 RESULT_VARS = {PRE_BLOCK: "_rollwright_r_pre_block", MAIN: "_rollwright_r_main", POST_ALLOW: "_rollwright_r_post_allow"}
 
 
+def LEASE_DIR() -> str:  # noqa: N802  (a constant that depends on HOME)
+    """Where lease keepers keep their logs and controller steps their pid markers."""
+    return os.path.expanduser("~/.cache/rollwright/lease")
+
+
 def _progress(message: str) -> None:
     display.display(f"rollwright: {message}")
 
@@ -114,21 +119,27 @@ class ActionModule(ActionBase):
             return None
         return AlarmWatch(clients.client("cloudwatch"), settings.alarms, settings.ignore_poll_alarm_failure)
 
+    def _spawn_keeper(self, args: dict, lock: dict, interval: float, controller: tuple) -> dict:
+        work_dir = LEASE_DIR()
+        if not self._marker:
+            self._mark_step(lock["deployment_id"])
+        keeper = recovery.spawn_lease_keeper(
+            dict(args.get("record") or {}), dict(args.get("aws") or {}), lock, controller, interval=interval,
+            work_dir=work_dir, log_path=os.path.join(work_dir, f"{lock['deployment_id']}.log"))
+        keeper["controller"] = list(controller)
+        return keeper
+
     def _keep_lease(self, args: dict, state: dict) -> None:
-        """Start the lease keeper (first step), or start it again if it died; stop it when the deployment is done."""
+        """Start the lease keeper again if it died; stop it when the deployment is done."""
         keeper = state.get("lease_keeper")
         if state.get("done"):
             recovery.stop_lease_keeper(keeper)
             return
         if keeper and recovery.process_alive(int(keeper["pid"]), keeper.get("start")):
             return
-        controller = tuple(state.get("controller") or recovery.find_controller())
-        state["controller"] = list(controller)
-        work_dir = os.path.expanduser("~/.cache/rollwright/lease")
-        state["lease_keeper"] = recovery.spawn_lease_keeper(
-            dict(args.get("record") or {}), dict(args.get("aws") or {}), state["lock"], controller,
-            interval=float(state.get("lease_interval") or 10.0), work_dir=work_dir,
-            log_path=os.path.join(work_dir, f"{state['deployment_id']}.log"))
+        controller = tuple((keeper or {}).get("controller") or recovery.find_controller())
+        state["lease_keeper"] = self._spawn_keeper(args, state["lock"], float(state.get("lease_interval") or 10.0),
+                                                   controller)
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
@@ -137,6 +148,20 @@ class ActionModule(ActionBase):
         step = args.get("step")
         if step not in STEPS:
             raise AnsibleActionFail(f"step: expected one of {', '.join(STEPS)}, got {step!r}")
+        self._guard = recovery.controller_guard(os.getppid())
+        self._marker = None
+        try:
+            return self._run_step(result, task_vars, args, step)
+        finally:
+            if self._marker:
+                recovery.clear_step_marker(self._marker)
+
+    def _mark_step(self, deployment_id: str) -> None:
+        """Leave this worker's pid where the lease keeper looks (it waits for an orphaned step to end)."""
+        self._marker = recovery.step_marker(LEASE_DIR(), deployment_id)
+        recovery.write_step_marker(self._marker)
+
+    def _run_step(self, result: dict, task_vars: dict, args: dict, step: str) -> dict:
         try:
             clients = self._clients(args)
             store = self._store(args, clients)
@@ -149,9 +174,11 @@ class ActionModule(ActionBase):
                     raise AnsibleActionFail("state: expected the deployment state returned by step=start")
                 if state.get("done") and step != "stop":
                     return self._shape(result, state, changed=False)
+                self._mark_step(state["deployment_id"])
                 lb = self._load_balancer(state["options"].get("load_balancer"), clients)
                 settings = AutoRollback.from_dict(state.get("auto_rollback"))
-                run = InPlaceRun(store, lb, progress=_progress, alarms=self._alarm_watch(settings, clients))
+                run = InPlaceRun(store, lb, progress=_progress, alarms=self._alarm_watch(settings, clients),
+                                 guard=self._guard)
                 if state.get("done"):
                     pass  # stop after the end: nothing left to stop
                 elif step == "plan":
@@ -234,16 +261,19 @@ class ActionModule(ActionBase):
             "healthy_timeout": args.get("healthy_timeout"),
         }
         run = InPlaceRun(store, self._load_balancer(lb_config, clients), progress=_progress,
-                         alarms=self._alarm_watch(settings, clients))
+                         alarms=self._alarm_watch(settings, clients), guard=self._guard)
         ttl = float(args.get("lock_ttl") or DEFAULT_LOCK_TTL)
+        interval = max(1.0, min(10.0, ttl / 6.0))
+        controller = recovery.find_controller()
         state = run.start(application=application, deployment_group=group, hosts=targets, host_states=host_states,
                           revision=identity, appspec=appspec, config=args.get("deployment_config"),
                           load_balancer=lb_config, options=options,
                           creator="rollback" if plan else (args.get("creator") or "user"),
                           rollback_of=plan.rollback_of if plan else args.get("rollback_of"),
                           force_lock=bool(args.get("force_lock")), lock_ttl=ttl, auto_rollback=settings.to_dict(),
-                          original_memberships=plan.original_memberships if plan else None)
-        state["lease_interval"] = max(1.0, min(10.0, ttl / 6.0))
+                          original_memberships=plan.original_memberships if plan else None,
+                          on_locked=lambda lock: self._spawn_keeper(args, lock.to_dict(), interval, controller))
+        state["lease_interval"] = interval
         if plan is not None:
             state["rollback_plan"] = plan.to_dict()
         return state

@@ -56,6 +56,10 @@ class InPlaceError(Exception):
     """A deployment cannot start or go on; the message says why and what to do."""
 
 
+class ControllerGone(InPlaceError):
+    """The ansible-playbook process this step belongs to died: the step stops before its next change."""
+
+
 @dataclass
 class HostOutcome:
     """What one host-side call reported for one host."""
@@ -271,11 +275,21 @@ class InPlaceRun:
     """One in-place deployment, step by step; stateless between calls apart from the state dict."""
 
     def __init__(self, store: RecordStore, load_balancer: Any = None, progress: Optional[Progress] = None,
-                 alarms: Any = None):
+                 alarms: Any = None, guard: Optional[Callable[[], None]] = None):
         self.store = store
         self.lb = load_balancer
-        self.progress = progress or (lambda message: None)
         self.alarms = alarms  # an alarms.AlarmWatch (stop_reason()), or None
+        # guard() raises ControllerGone once the controller died (Ansible's workers run in their own
+        # session, so they outlive a killed ansible-playbook): checked before every change and at
+        # every poll of a wait, so an orphaned step never acts after recovery may have started.
+        self.guard = guard or (lambda: None)
+        say = progress or (lambda message: None)
+
+        def _progress(message: str) -> None:
+            self.guard()
+            say(message)
+
+        self.progress = _progress
 
     # ------------------------------------------------------------------ start
     def start(self, *, application: str, deployment_group: str, hosts: list[dict],
@@ -283,7 +297,8 @@ class InPlaceRun:
               load_balancer: Optional[dict], options: dict, creator: str = "user",
               rollback_of: Optional[str] = None, lock_ttl: float = DEFAULT_LOCK_TTL, owner: Optional[str] = None,
               force_lock: bool = False, auto_rollback: Optional[dict] = None,
-              original_memberships: Optional[dict] = None) -> dict:
+              original_memberships: Optional[dict] = None,
+              on_locked: Optional[Callable[[Lock], Any]] = None) -> dict:
         """Validate, create the record and take the lock.
 
         A rollback (``rollback_of`` set) redeploys every host given (none is skipped as "already on
@@ -333,6 +348,7 @@ class InPlaceRun:
         except Exception as exc:
             self.store.update_status(deployment_id, "Failed", error=str(exc))
             raise
+        keeper = on_locked(lock) if on_locked else None  # e.g. start the lease keeper before going InProgress
         self.store.update_status(deployment_id, "InProgress")
         state = {
             "deployment_id": deployment_id,
@@ -346,6 +362,7 @@ class InPlaceRun:
             "host_calls": host_calls(with_lb),
             "instance_ids": {h["name"]: lb_target_id(h) for h in hosts},
             "lock": lock.to_dict(),
+            "lease_keeper": keeper,
             "creator": creator,
             "rollback_of": rollback_of,
             "auto_rollback": rollback.to_dict(),
@@ -373,6 +390,7 @@ class InPlaceRun:
         return Lock.from_dict(state["lock"])
 
     def _heartbeat(self, state: dict) -> None:
+        self.guard()
         state["lock"] = self.store.heartbeat(self._lock(state)).to_dict()
 
     def _alarm_stop(self, state: dict) -> Optional[dict]:
@@ -421,6 +439,7 @@ class InPlaceRun:
         return still_ok
 
     def _mark_in_progress(self, state: dict, call: str) -> None:
+        self.guard()
         started = now_iso()
         for host in state["active"]:
             for name in state["host_calls"].get(call, []):
@@ -486,8 +505,10 @@ class InPlaceRun:
             memberships.extend(actual.get(instance_id, []))  # only what is registered now is deregistered
         state.setdefault("memberships", {}).update(
             {h: [m.to_dict() for m in snapshot.get(i, [])] for h, i in ids.items()})
+        self.guard()
         self.lb.block(memberships)
         waited = self.lb.wait_drained(memberships, timeout=drain_timeout, progress=self.progress)
+        self.guard()
         still_draining = set(getattr(waited, "pending", None) or getattr(waited, "failed", None) or [])
         for host, instance_id in ids.items():
             if instance_id in still_draining:
@@ -517,8 +538,10 @@ class InPlaceRun:
         deployment_id = state["deployment_id"]
         self.store_event_all(state, hosts, "AllowTraffic", "InProgress")
         memberships = [Membership.from_dict(m) for h in hosts for m in state["memberships"].get(h, [])]
+        self.guard()
         self.lb.allow(memberships)
         waited = self.lb.wait_healthy(memberships, timeout=healthy_timeout, progress=self.progress)
+        self.guard()
         per_instance = getattr(waited, "states", None) or {}
         bad = set(getattr(waited, "pending", None) or getattr(waited, "failed", None) or [])
         still_ok = []

@@ -295,7 +295,9 @@ class LeaseKeeper:
 
     def __init__(self, store: RecordStore, lock: dict, controller_pid: int, controller_start: Optional[str],
                  interval: float = 10.0, poll: float = 0.5, sleep: Callable[[float], None] = time.sleep,
-                 clock: Callable[[], float] = time.monotonic, alive: Callable[[int, Optional[str]], bool] = process_alive):
+                 clock: Callable[[], float] = time.monotonic, alive: Callable[[int, Optional[str]], bool] = process_alive,
+                 marker: Optional[str] = None):
+        self.marker = marker
         self.store = store
         self.lock = dict(lock)
         self.pid = controller_pid
@@ -306,8 +308,18 @@ class LeaseKeeper:
         self.clock = clock
         self.alive = alive
 
+    def wait_for_orphan(self, limit: float = 120.0) -> None:
+        """Ansible's workers run in their own session: a controller step may outlive the killed
+        ansible-playbook. Its guard stops it at its next check (at most a poll interval); wait for it
+        so that nothing writes to the record or the load balancer after the deployment is Stopped."""
+        step = read_step_marker(self.marker) if self.marker else None
+        deadline = self.clock() + limit
+        while step and self.alive(int(step["pid"]), step.get("start")) and self.clock() < deadline:
+            self.sleep(self.poll)
+
     def controller_died(self) -> str:
         """Mark the deployment Stopped (when it is still running) and say what happened."""
+        self.wait_for_orphan()
         deployment_id = self.lock["deployment_id"]
         record = self.store.get(deployment_id)
         if record.status in TERMINAL_STATUSES:
@@ -349,6 +361,47 @@ class LeaseKeeper:
             self.sleep(self.poll)
 
 
+def step_marker(work_dir: str, deployment_id: str) -> str:
+    """The file in which a running controller step leaves its pid (for the lease keeper)."""
+    return os.path.join(work_dir, f"{deployment_id}.step")
+
+
+def write_step_marker(path: str) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump({"pid": os.getpid(), "start": process_start(os.getpid())}, fh)
+    os.replace(tmp, path)
+
+
+def clear_step_marker(path: str) -> None:
+    step = read_step_marker(path)
+    if step and int(step.get("pid") or 0) == os.getpid():
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+
+def read_step_marker(path: str) -> Optional[dict]:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return None
+
+
+def controller_guard(controller_pid: int) -> Callable[[], None]:
+    """A guard for InPlaceRun: raises ControllerGone once this worker's parent is no longer the controller."""
+    from ansible_collections.rollwright.deploy.plugins.module_utils.inplace import ControllerGone
+
+    def guard() -> None:
+        if os.getppid() != controller_pid:
+            raise ControllerGone(f"the controller (ansible-playbook pid {controller_pid}) died; this step stops here")
+
+    return guard
+
+
 def collections_root(path: Optional[str] = None) -> Optional[str]:
     """The directory that holds ``ansible_collections`` for this file (symlinks not resolved)."""
     path = os.path.abspath(path or __file__)
@@ -384,7 +437,8 @@ def spawn_lease_keeper(record_options: dict, aws_options: dict, lock: dict, cont
     it). Returns ``{"pid", "start"}``."""
     os.makedirs(work_dir, exist_ok=True)
     config = {"record": record_options, "aws": aws_options, "lock": lock, "controller_pid": controller[0],
-              "controller_start": controller[1], "interval": interval}
+              "controller_start": controller[1], "interval": interval,
+              "marker": step_marker(work_dir, lock["deployment_id"])}
     log = open(log_path or os.devnull, "ab")  # pylint: disable=consider-using-with
     try:
         proc = subprocess.Popen(  # pylint: disable=consider-using-with
@@ -425,7 +479,7 @@ def lease_keeper_main(config: dict) -> int:
         client_factory = aws_client_factory(config.get("aws") or {}).client
     store = open_store(backend, record, client_factory=client_factory)
     keeper = LeaseKeeper(store, config["lock"], int(config["controller_pid"]), config.get("controller_start"),
-                         interval=float(config.get("interval") or 10.0))
+                         interval=float(config.get("interval") or 10.0), marker=config.get("marker"))
     outcome = keeper.run()
     sys.stderr.write(f"{now_iso()} lease keeper for {config['lock'].get('deployment_id')}: {outcome}\n")
     return 0
