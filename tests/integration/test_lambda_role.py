@@ -72,6 +72,12 @@ def _events(record):
 
 
 def test_linear_shift_is_recorded_succeeded(world, inventory, db, ansible_run):
+    # check mode: the plan only; no lock, no record, no change
+    run = ansible_run(PLAYBOOK, inventory, timeout=120, check=True, extra_vars=_vars(world, db))
+    assert run.rc == 0, run
+    assert run.task("rollwright.deploy.lambda_shift : Plan the deployment (read only)")["localhost"]["status"] == "Planned"
+    assert world.alias() == ("1", {}) and _store(db).list(world.name, limit=10) == []
+
     world.aws.queue_lambda_results([OK, OK])
     run = ansible_run(PLAYBOOK, inventory, timeout=120, extra_vars=_vars(
         world, db, rollwright_lambda_deployment_config={"type": "linear", "percentage": 40, "interval": "1s"},
@@ -225,7 +231,7 @@ def test_recovery_after_the_controller_died(world, inventory, db, ansible_run):
 
     # a new deployment is refused before it takes anything: the alias splits traffic (and the group is locked)
     run = ansible_run(PLAYBOOK, inventory, timeout=120, extra_vars=_vars(world, db))
-    assert run.rc != 0 and any("already splits traffic" in m for m in _msgs(run)), _msgs(run)
+    assert run.rc != 0 and any("already splits traffic" in m and "rollwright_lambda_recover=true" in m for m in _msgs(run)), _msgs(run)
     assert len(store.list(world.name, limit=10)) == 1
 
     # recovery without force refuses too, and says how
