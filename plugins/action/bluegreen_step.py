@@ -69,11 +69,18 @@ class ActionModule(_InPlaceStep):
             clients = self._clients(args)
             store = self._store(args, clients)
             if step == "recover":
-                if not args.get("deployment_id"):
-                    raise AnsibleActionFail("deployment_id: required for step=recover")
-                outcome = recover(store, clients, args["deployment_id"], progress=_progress,
-                                  force=bool(args.get("force_lock")))
-                result.update(changed=outcome["action"] != "none", recovery=outcome, deployment_id=args["deployment_id"])
+                deployment_id = args.get("deployment_id")
+                if not deployment_id and args.get("application"):
+                    info = store.get_lock(args["application"], args.get("deployment_group") or args["application"])
+                    deployment_id = info.deployment_id if info else None
+                    if not deployment_id:
+                        result.update(changed=False, recovery={"action": "none", "reason": "no deployment holds the group's lock"})
+                        return result
+                if not deployment_id:
+                    raise AnsibleActionFail("deployment_id: required for step=recover (or application and deployment_group: "
+                                            "the deployment that holds the group's lock)")
+                outcome = recover(store, clients, deployment_id, progress=_progress, force=bool(args.get("force_lock")))
+                result.update(changed=outcome["action"] != "none", recovery=outcome, deployment_id=deployment_id)
                 return result
             if step == "continue":
                 outcome = request_continue(store, deployment_id=args.get("deployment_id") or None,

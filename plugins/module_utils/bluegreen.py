@@ -550,7 +550,7 @@ class BlueGreenRun:
                 else:
                     self.progress(f"scaling Auto Scaling group {bg['original_asg']} to 0 (its instances terminate)")
                     self.fleet.scale_to_zero(bg["original_asg"])
-            others = [i for i in bg["original_ids"]]
+            others = list(bg["original_ids"])
             self.progress(f"terminating original instances {', '.join(others)}")
             self.fleet.terminate(others)
         bg["retired"] = True
@@ -621,7 +621,7 @@ def restore(store: RecordStore, clients: Any, deployment_id: str, bg: dict, prog
     if bg.get("mode") == "listener" and bg.get("listener_swapped"):
         switch = ListenerSwitch(clients.client("elbv2"))
         now = switch.read(bg["listener_arn"], bg.get("rule_arn"))
-        if bg["green_tg"] in [a for a in _forwards(now)]:
+        if bg["green_tg"] in _forwards(now):
             switch.write(bg["listener_arn"], bg.get("rule_arn"), bg["listener_before"])
             done["listener_restored"] = True
             say(f"listener {bg.get('rule_arn') or bg['listener_arn']} forwards to {bg['blue_tg']} again")

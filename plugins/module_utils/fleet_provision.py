@@ -61,7 +61,7 @@ def parse_duration(value: Any, field: str) -> float:
         text = value.strip().replace(" ", "")
         if text and re.fullmatch(r"(?:\d+(?:\.\d+)?[smhdSMHD]?)+", text):
             parts = _DURATION_RE.findall(text)
-            if len(parts) > 1 and any(unit == "" for _, unit in parts):
+            if len(parts) > 1 and any(part[1] == "" for part in parts):
                 raise FleetError(f"{field}: every number of a compound duration needs a unit (s, m, h, d), got {value!r}")
             return float(sum(float(n) * _UNIT[u.lower()] for n, u in parts))
     raise FleetError(f"{field}: expected a duration such as 90, '90s', '30m', '1h' or '1h30m', got {value!r}")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 from typing import Any, Optional
 
+
 class ListenerError(Exception):
     """The listener or rule does not forward as expected; the message says what was found."""
 

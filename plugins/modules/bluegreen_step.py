@@ -10,7 +10,7 @@ short_description: Controller-side steps of an EC2 blue/green deployment
 version_added: 0.1.0
 description:
   - Runs one controller-side step of an EC2 blue/green deployment and returns the deployment state as the
-    C(_bluegreen) fact, which the next step takes. The playbook P(rollwright.deploy.bluegreen_ec2#playbook)
+    C(_bluegreen) fact, which the next step takes. The playbook C(rollwright.deploy.bluegreen_ec2)
     (role P(rollwright.deploy.bluegreen_ec2#role)) calls the steps in order; use it rather than calling
     this directly, except for O(step=recover) and O(step=continue).
   - C(start) validates the inputs, fetches and verifies the revision, finds the original fleet (inventory hosts,
@@ -37,7 +37,7 @@ description:
   - C(continue) lets a deployment waiting in C(Ready) go on.
   - This is an action plugin that runs on the controller and prints progress while it waits.
 author:
-  - rollwright.deploy maintainers
+  - Rollwright maintainers (@rollwright)
 options:
   step:
     description: The step to run.
@@ -48,7 +48,9 @@ options:
     description: The deployment state returned by the previous step (the C(_bluegreen) fact); every step but C(start), C(recover), C(continue).
     type: dict
   deployment_id:
-    description: The deployment to recover (C(recover)) or to continue (C(continue); or give O(application) and O(deployment_group)).
+    description:
+      - The deployment to recover (C(recover)) or to continue (C(continue)).
+      - Or give O(application) and O(deployment_group) - the deployment that holds the group's lock.
     type: str
   application:
     description: The application name (C(start); C(continue) without O(deployment_id)).
@@ -60,7 +62,9 @@ options:
     description: The revision (C(start)), as in C(rollwright_revision).
     type: raw
   deployment_config:
-    description: A predefined configuration name, C(HOST_COUNT:N), C(FLEET_PERCENT:N), C(N%) or C({minimum_healthy_hosts{type, value}}); it applies to the replacement fleet.
+    description:
+      - A predefined configuration name, C(HOST_COUNT:N), C(FLEET_PERCENT:N), C(N%) or C({minimum_healthy_hosts{type, value}}).
+      - It applies to the replacement fleet.
     type: raw
   load_balancer:
     description: C({target_group_arns, classic_elb_names}); in listener mode exactly two target groups (blue and green, in any order).
@@ -76,7 +80,9 @@ options:
     type: str
     default: ec2_instance_id
   replacement:
-    description: The replacement fleet as a dict - C({copy_auto_scaling_group}), C({launch_template{name|id, version}, count, subnets}) or C({instances{tags}}).
+    description:
+      - The replacement fleet as a dict - C({copy_auto_scaling_group}), C({launch_template{name|id, version}, count, subnets})
+        or C({instances{tags}}).
     type: dict
   copy_auto_scaling_group:
     description: Scalar form - the Auto Scaling group to copy.
@@ -97,7 +103,9 @@ options:
     description: Scalar form of C(instances.tags) - C(key=value,key2=value2).
     type: raw
   original_fleet:
-    description: How to find the original fleet - C({hosts}), C({tags}) or C({auto_scaling_group}); default the copied group, else the load balancer's current members.
+    description:
+      - How to find the original fleet - C({hosts}), C({tags}) or C({auto_scaling_group}).
+      - Default - the copied group, else the load balancer's current members.
     type: dict
   original_hosts:
     description: Scalar form - inventory host names (comma-separated).
@@ -192,10 +200,13 @@ options:
     type: str
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying the target.
     support: none
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   action:
+    description: Indicates this has a corresponding action plugin so some parts of the options can be executed on the controller.
     support: full
 """
 

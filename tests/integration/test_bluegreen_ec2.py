@@ -243,7 +243,7 @@ def test_copy_asg_targets_mode(env: Env, bundles: dict[str, Path]) -> None:
     assert max(s["green"] for s in mon.samples) == N and mon.samples[-1]["blue"] == 0
     # the record: originals' membership recorded, every event of both fleets
     hosts = {h["instance_id"]: h for h in record["hosts"]}
-    assert {i for i in blue} <= set(hosts) and set(green) <= set(hosts)
+    assert set(blue) <= set(hosts) and set(green) <= set(hosts)
     assert all(hosts[i]["lb_membership"] and hosts[i]["lb_membership"][0]["target_group_arn"] == env.tg for i in blue)
     assert [e["name"] for e in hosts[blue[0]]["events"]] == ["BeforeBlockTraffic", "BlockTraffic", "AfterBlockTraffic"]
     assert [e["name"] for e in hosts[green[0]]["events"]][-3:] == ["BeforeAllowTraffic", "AllowTraffic", "AfterAllowTraffic"]

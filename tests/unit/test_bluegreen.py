@@ -278,14 +278,14 @@ def test_ready_stop_times_out_as_stopped_and_continue_proceeds(aws_world: dict) 
     w = aws_world
     clock = {"t": 0.0}
     run = bgm.BlueGreenRun(w["store"], w["clients"], sleep=lambda s: clock.__setitem__("t", clock["t"] + s), now=lambda: clock["t"])
-    _, state = start(w, ready={"action": "stop", "wait": 60})
+    state = start(w, ready={"action": "stop", "wait": 60})[1]
     state = run.provision(state, timeout=10)
     names = run.replacement_names(state)
     stopped = run.ready(state, {n: ok(bgm.HOST_CALLS["install"]) for n in names})
     assert stopped["status"] == "Stopped" and "no continue within 60s" in stopped["error"]
     assert members(w) == set(w["blue"])
 
-    _, state = start(w, ready={"action": "stop", "wait": 60})
+    state = start(w, ready={"action": "stop", "wait": 60})[1]
     state = run.provision(state, timeout=10)
     names = run.replacement_names(state)
     out = bgm.request_continue(w["store"], application="app", deployment_group="g", by="tester")
