@@ -500,15 +500,30 @@ class Adapter:
         is_done: Callable[[str, str | None], bool],
         progress: Progress | None,
         describe_progress: Callable[[dict[Membership, tuple[str, str | None]], float], str],
+        expected: float = 0.0,
+        expected_why: str = "",
     ) -> WaitResult:
         """The shared polling loop: states() once per poll (one call per group), backoff
-        between polls, never past the deadline, then one Outcome per host."""
+        between polls, never past the deadline, then one Outcome per host.
+
+        ``expected`` is how long the load balancer is known to take at the least (the
+        deregistration delay, the health-check interval x healthy threshold): no API call is made
+        before then, since the answer cannot be "done" yet; progress is still printed meanwhile.
+        """
         start = self.clock.now()
         deadline = start + max(0.0, timeout)
         pending = list(dict.fromkeys(memberships))
         last: dict[Membership, tuple[str, str | None]] = {}
         polls = 0
-        schedule = self.backoff.schedule(start, deadline)
+        quiet_until = min(deadline, start + max(0.0, expected))
+        while self.clock.now() < quiet_until:
+            if progress is not None:
+                verb = "drain" if goal == "drained" else "become healthy"
+                why = f" ({expected_why})" if expected_why else ""
+                progress(f"{self.kind}: waiting for {len(pending)} target(s) to {verb}{why}: done in about "
+                         f"{quiet_until - self.clock.now():.0f}s; {deadline - self.clock.now():.0f}s left")
+            self.clock.sleep(min(QUIET_PROGRESS_EVERY, max(0.0, quiet_until - self.clock.now())))
+        schedule = self.backoff.schedule(self.clock.now(), deadline)
         while pending:
             current = self.states(pending)
             polls += 1
@@ -534,6 +549,10 @@ class Adapter:
             status = "unhealthy" if goal == "healthy" and state == UNHEALTHY else "timeout"
             result.outcomes[host] = Outcome(status, state, reason, [m.to_dict() for m in bad])
         return result
+
+
+# While nothing can have changed yet, say so at this pace instead of polling the API.
+QUIET_PROGRESS_EVERY = 10.0
 
 
 def worst_state(pairs: list[tuple[str, str | None]]) -> tuple[str, str | None]:

@@ -287,7 +287,10 @@ class ELBv2Adapter(Adapter):
             )
             return f"elbv2: waiting for {len(pending)} target(s) to drain [{count_by_state(pending)}] in {per_group}; {left:.0f}s left"
 
-        return self._poll("drained", memberships, timeout, done, progress, describe)
+        # A deregistered target drains for the whole delay: no poll can succeed earlier.
+        expected = min(delays.values())
+        return self._poll("drained", memberships, timeout, done, progress, describe, expected=expected,
+                          expected_why=f"deregistration delay {expected}s")
 
     def wait_healthy(
         self, memberships: list[Membership], timeout: float | None = None, progress: Progress | None = None
