@@ -18,8 +18,10 @@ ends:
 * the control: the same deployment with no load balancer configured (hosts are stopped and started
   without draining; HAProxy only notices through its health checks).
 
-An automatic-rollback row runs when the in-place role has ``rollwright_auto_rollback`` (a v+1 that
-fails validation on one host, rolled back automatically); otherwise it is reported as not run.
+An automatic-rollback row runs when the in-place role has ``rollwright_auto_rollback``: a revision
+whose ValidateService fails, deployed OneAtATime with ``rollwright_auto_rollback: {on_failure: true}``
+(the first host fails, the previous revision is redeployed automatically); otherwise it is reported
+as not run. Its timeline shows the share of the *broken* revision (which must stay 0).
 
 Reported per run: requests sent, failed (non-2xx or no complete answer) with their kinds, the
 deployment's wall time, and the served version per second (one character per second: the share of
@@ -76,13 +78,25 @@ PROFILES = {
 }
 
 
-def build(version: str, out: Path, profile: str) -> Path:
+def build(version: str, out: Path, profile: str, failing: bool = False) -> Path:
+    """The sample bundle for a profile; ``failing``: its ValidateService fails (for the rollback row)."""
     from tests.bundles import build_bundle
 
-    if profile == "instant":
-        return build_bundle(version, out)
-    return build_bundle(version, out, extra_files={"app/bin/slow_server.py": SLOW_SERVER, "scripts/start_slow.sh": START_SLOW},
-                        edit_appspec=lambda text: text.replace("scripts/start_server.sh", "scripts/start_slow.sh"))
+    files: dict[str, str] = {}
+    edits = []
+    if profile == "slow":
+        files.update({"app/bin/slow_server.py": SLOW_SERVER, "scripts/start_slow.sh": START_SLOW})
+        edits.append(lambda text: text.replace("scripts/start_server.sh", "scripts/start_slow.sh"))
+    if failing:
+        files["scripts/fail.sh"] = "#!/bin/sh\necho 'this revision is broken on purpose' >&2\nexit 1\n"
+        edits.append(lambda text: text.replace("  ValidateService:\n", "  ValidateService:\n    - location: scripts/fail.sh\n"))
+
+    def edit(text: str) -> str:
+        for e in edits:
+            text = e(text)
+        return text
+
+    return build_bundle(version, out, extra_files=files or None, edit_appspec=edit if edits else None)
 
 
 def _rollback_supported() -> bool:
@@ -166,19 +180,17 @@ def main(argv: list[str] | None = None) -> int:
                 scenarios.append((profile, CONFIGS[key], "control (no LB)", None, None))
             if _rollback_supported():
                 scenarios.append((profile, "CodeDeployDefault.OneAtATime", "adapter + rollback", lb,
-                                  {"rollwright_auto_rollback": True}))
+                                  {"rollwright_auto_rollback": {"on_failure": True}}))
         for profile, config, label, lb_config, extra in scenarios:
             version = f"v{next(counter)}"
-            if extra:  # the rollback row: the new revision fails validation on the last host
-                world.fleet.exec(names[-1], ["sh", "-c", "mkdir -p /srv && touch /srv/fail-validate"])
-            bundle = build(version, work / "bundles", profile)
+            # the rollback row: the new revision fails ValidateService, the previous one is redeployed
+            bundle = build(version, work / "bundles", profile, failing=bool(extra))
             print(f"{profile:8} {config:30} {label:20} -> {version} ...", end="", flush=True)
             run, result = _run_with_load(world, hx, inv, bundle, state, lb_config, config, args, extra)
-            if extra:
-                world.fleet.exec(names[-1], ["rm", "-f", "/srv/fail-validate"])
-            expected_ok = extra is None
-            if (run.rc == 0) != expected_ok:
-                raise RuntimeError(f"{config} {label}: deployment rc={run.rc} unexpected: {run!r}")
+            if extra is None and run.rc != 0:
+                raise RuntimeError(f"{config} {label}: deployment failed: {run!r}")
+            # the rollback row fails by design (the playbook reports the failed deployment); the fleet must be
+            # back on the previous revision and every server UP
             _settle(hx, names)
             row = {"profile": profile, "config": config, "run": label, "version": version, "hosts": args.hosts,
                    "sent": result.sent, "failed": result.failed, "errors": dict(result.errors),

@@ -278,10 +278,10 @@ def test_recover_after_a_killed_controller(fleet, lbs, tmp_path) -> None:
     names = [h.name for h in world.hosts]
     for n in names:
         hx.wait_status(n, "UP")
-    # a slow ApplicationStop keeps the first host out long enough to kill the controller there
+    # a slow AfterInstall (the new revision's hook) keeps the first host out long enough to kill the controller there
     v2 = build_bundle("v2", tmp_path / "bundles", extra_files={"scripts/slow.sh": "#!/bin/sh\nsleep 20\n"},
-                      edit_appspec=lambda t: t.replace("  ApplicationStop:\n",
-                                                       "  ApplicationStop:\n    - location: scripts/slow.sh\n      timeout: 60\n"))
+                      edit_appspec=lambda t: t.replace("  AfterInstall:\n",
+                                                       "  AfterInstall:\n    - location: scripts/slow.sh\n      timeout: 60\n"))
     variables = {"rollwright_hosts": "fleet", "rollwright_application": "sample", "rollwright_revision": str(v2),
                  "rollwright_load_balancer": _lb_config(hx)}
     cmd = [str(ROOT / ".venv/bin/ansible-playbook"), "-i", str(inv), "rollwright.deploy.inplace", "-e", json.dumps(variables)]
@@ -297,7 +297,11 @@ def test_recover_after_a_killed_controller(fleet, lbs, tmp_path) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(10)
     assert "MAINT" in hx.statuses().values()
-    variables = {"rollwright_hosts": "fleet", "rollwright_application": "sample", "rollwright_load_balancer": _lb_config(hx)}
+    out_before = {n: st for n, st in hx.statuses().items() if st == "MAINT"}
+    assert len(out_before) == 1, out_before
+    # the group defaults to rollwright_hosts ("fleet") in the in-place role
+    variables = {"rollwright_application": "sample", "rollwright_deployment_group": "fleet",
+                 "rollwright_load_balancer": _lb_config(hx)}
     cmd = [str(ROOT / ".venv/bin/ansible-playbook"), "-i", str(inv), "rollwright.deploy.recover", "-e", json.dumps(variables)]
     rec = subprocess.run(cmd, cwd=str(ROOT), env=playbook_env(world, state), capture_output=True, text=True, timeout=300,
                          check=False)

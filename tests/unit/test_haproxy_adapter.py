@@ -376,3 +376,17 @@ def test_set_servers_idempotent_and_check_mode(lbs) -> None:
     assert not set_servers(adapter, ["web1"], "ready", weight=3, timeout=5)["changed"]
     with pytest.raises(NotFoundError, match=r"server 'web7' not found in backend 'app' on haproxy instance lb1"):
         set_servers(adapter, ["web7"], "drain")
+
+
+def test_rollback_union_of_memberships_restores_the_in_service_state(lbs) -> None:
+    """A rollback restores its own snapshot (maint: the failed deployment left the server out) together
+    with the failed deployment's record (ready): the server goes back in rotation."""
+    hx = lbs("lb1")
+    adapter = _adapter(hx)
+    hx.set_state("web1", "maint")
+    union = [HAProxyMembership("lb1", "app", "web1", "maint", 1), HAProxyMembership("lb1", "app", "web1", "ready", 1)]
+    adapter.allow(union)
+    waited = adapter.wait_healthy(union, timeout=5)
+    assert waited.ok, waited.message()
+    assert hx.status("web1") == "UP"
+    assert adapter.collapse(list(reversed(union))) == [union[1]]

@@ -500,6 +500,20 @@ class HAProxyAdapter(Adapter):
             out.append(m)
         return list(dict.fromkeys(out))
 
+    @staticmethod
+    def collapse(memberships: list[HAProxyMembership]) -> list[HAProxyMembership]:
+        """One membership per server line: when several are recorded for one (instance, backend,
+        server) - a rollback restores the union of its own snapshot and the failed deployment's
+        record - the most in-service state wins (ready over drain over maint), like the union of
+        target-group registrations."""
+        rank = {"ready": 0, "drain": 1, "maint": 2}
+        best: dict[tuple[str, str, str], HAProxyMembership] = {}
+        for m in memberships:
+            key = (m.instance, m.backend, m.server)
+            if key not in best or rank.get(m.state, 3) < rank.get(best[key].state, 3):
+                best[key] = m
+        return list(best.values())
+
     def set_state(self, m: HAProxyMembership, state: str) -> None:
         if state not in ADMIN_STATES:
             raise LoadBalancerError(f"{m.label()}: cannot set state {state!r}; expected one of {', '.join(ADMIN_STATES)}")
@@ -524,7 +538,7 @@ class HAProxyAdapter(Adapter):
 
     def allow(self, memberships: list[Membership]) -> None:
         """Restore each recorded membership's weight and state (``ready`` unless recorded otherwise)."""
-        statuses = self._statuses(self._haproxy(memberships))
+        statuses = self._statuses(self.collapse(self._haproxy(memberships)))
         self._require(statuses)
         for m, status in statuses.items():
             if status is None:  # _require raised already; keeps type checkers content
@@ -566,8 +580,8 @@ class HAProxyAdapter(Adapter):
         def describe(s: ServerStatus) -> str:
             return s.health()[1] or s.status
 
-        return self._wait("healthy", memberships, self.config.healthy_timeout if timeout is None else timeout,
-                          done, describe, progress)
+        return self._wait("healthy", self.collapse(self._haproxy(memberships)),
+                          self.config.healthy_timeout if timeout is None else timeout, done, describe, progress)
 
     def _wait(self, goal: str, memberships: list[Membership], timeout: float,
               done: Callable[[HAProxyMembership, ServerStatus], bool], describe: Callable[[ServerStatus], str],
