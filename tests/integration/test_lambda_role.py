@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import json
 import re
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from ansible_collections.rollwright.deploy.plugins.module_utils.records import open_store
+from ansible_collections.rollwright.deploy.plugins.module_utils.records import DeploymentRecord, HostRecord, open_store
 from tests.integration.test_lambda_deploy import LambdaWorld
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -161,18 +163,13 @@ def test_hook_failure_is_recorded_failed(world, inventory, db, ansible_run):
 
 
 def test_alarm_stops_and_rolls_back(world, inventory, db, ansible_run, aws):
-    import threading
-
     cw = aws.client("cloudwatch")
 
     def fire():
         # once the alias has left version 1 alone, the alarm goes off
-        import time
-
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            version, weights = world.alias()
-            if weights:
+            if world.alias()[1]:
                 cw.set_alarm_state(AlarmName=world.alarm, StateValue="ALARM", StateReason="Errors > 1 in test")
                 return
             time.sleep(0.05)
@@ -217,8 +214,6 @@ def test_recovery_after_the_controller_died(world, inventory, db, ansible_run):
     group = f"{world.name}:live"
     store = _store(db)
     # what a dead controller leaves: a held (live) lock, an InProgress record, a weighted alias
-    from ansible_collections.rollwright.deploy.plugins.module_utils.records import DeploymentRecord, HostRecord
-
     record = store.create(DeploymentRecord(
         application=world.name, deployment_group=group, deployment_type="lambda",
         revision={"function": world.name, "alias": "live", "current_version": "1", "target_version": "3"},
