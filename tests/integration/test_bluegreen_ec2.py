@@ -217,6 +217,35 @@ def failures(result: Any) -> list[str]:
 # ----------------------------------------------------------------------------------------------
 
 
+def test_ec2_sync_follows_the_ec2_view(world: Any) -> None:
+    """Instances the emulator runs in the fleet subnet become SSH hosts at their private IPs; a terminated
+    instance's host goes away; an instance outside the subnet gets none."""
+    import ipaddress
+    import socket
+
+    ec2 = world.client("ec2")
+    ids = [i["InstanceId"] for i in ec2.run_instances(ImageId=AMI, MinCount=2, MaxCount=2, SubnetId=world.subnet_id)["Instances"]]
+    other_vpc = ec2.create_vpc(CidrBlock="10.250.0.0/24")["Vpc"]["VpcId"]
+    other = ec2.create_subnet(VpcId=other_vpc, CidrBlock="10.250.0.0/24")["Subnet"]["SubnetId"]
+    outside = ec2.run_instances(ImageId=AMI, MinCount=1, MaxCount=1, SubnetId=other)["Instances"][0]["InstanceId"]
+    hosts = H.wait_until(lambda: [h for h in world.hosts if h.instance_id in ids] if
+                         len([h for h in world.hosts if h.instance_id in ids]) == 2 else None, 20, what="hosts for the instances")
+    described = {i["InstanceId"]: i["PrivateIpAddress"] for r in ec2.describe_instances(InstanceIds=ids)["Reservations"]
+                 for i in r["Instances"]}
+    for h in hosts:
+        assert h.address == described[h.instance_id] and h.name == h.instance_id
+        assert ipaddress.IPv4Address(h.address) in ipaddress.IPv4Network(world.fleet_state.subnet)
+        with socket.create_connection((h.address, 22), timeout=2) as conn:
+            assert conn.recv(4).startswith(b"SSH")
+    assert outside not in {h.instance_id for h in world.hosts}
+    ec2.terminate_instances(InstanceIds=ids[:1])
+    H.wait_until(lambda: ids[0] not in {h.instance_id for h in world.hosts}, 10, what="host of the terminated instance removed")
+    assert ids[1] in {h.instance_id for h in world.hosts}
+    ec2.terminate_instances(InstanceIds=ids[1:] + [outside])
+    H.wait_until(lambda: not {h.instance_id for h in world.hosts} & set(ids), 10, what="hosts removed")
+    assert not world._ec2_sync.errors  # pylint: disable=protected-access
+
+
 def test_copy_asg_targets_mode(env: Env, bundles: dict[str, Path]) -> None:
     blue_asg = env.blue_asg()
     blue = env.asg_ids(blue_asg)
