@@ -83,7 +83,10 @@ def suite_unit() -> SuiteResult:
 
 
 def suite_integration() -> SuiteResult:
-    return _pytest_suite("integration", "tests/integration")
+    # Most integration time is waiting (load-balancer delays, hooks, SSH): run files side by side.
+    # Each worker has its own emulator, and every test world its own subnet and namespaces.
+    workers = os.environ.get("ROLLWRIGHT_TEST_WORKERS", "3")
+    return _pytest_suite("integration", "tests/integration", ["-n", workers, "--dist", "loadfile"])
 
 
 def suite_molecule() -> SuiteResult:
