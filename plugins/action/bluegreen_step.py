@@ -100,7 +100,12 @@ class ActionModule(_InPlaceStep):
                     state = run.provision(state, timeout=float(state["options"].get("provision_timeout") or 600))
                     state["new_hosts"] = self._new_hosts(state, task_vars, run)
                 elif step == "ready":
-                    state = run.ready(state, self._host_results(task_vars, run.replacement_names(state), RESULT_VARS["install"]))
+                    names = run.replacement_names(state)
+                    results = self._host_results(task_vars, names, RESULT_VARS["install"])
+                    for name, connect in self._host_results(task_vars, names, "_bluegreen_r_connect").items():
+                        if connect and connect.get("failed") and (not results.get(name) or results[name].get("skipped")):
+                            results[name] = {"failed": True, "msg": f"did not answer over SSH: {connect.get('msg', '')}".strip()}
+                    state = run.ready(state, results)
                 elif step == "reroute":
                     names = run.replacement_names(state) + run.original_names(state)
                     state = run.reroute(state, self._host_results(task_vars, names, RESULT_VARS["pre"]))
