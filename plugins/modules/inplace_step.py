@@ -17,6 +17,14 @@ description:
     hosts rule, or finishes the deployment (status, lock release, summary).
   - C(block) is BlockTraffic, C(allow) is AllowTraffic (see M(rollwright.deploy.lb_membership)).
   - C(stop) ends the deployment as Stopped and releases the lock.
+  - C(rollback) starts a rollback - a new deployment (creator C(rollback), linked both ways to the deployment it
+    rolls back) of an earlier deployment's revision (S3 by version id and ETag, or the controller's cached bundle,
+    SHA-256 checked), which puts back into their recorded load-balancer membership the hosts the rolled-back
+    deployment left out.
+  - The first step starts a detached lease keeper that renews the group lock while ansible-playbook runs and marks
+    the deployment Stopped if ansible-playbook dies (see docs/operations.md).
+  - CloudWatch alarms (C(auto_rollback.alarms)) are read before the start (one in ALARM refuses it) and at every
+    step (one in ALARM stops the deployment); the result says whether an automatic rollback is due.
   - This is an action plugin that runs on the controller and prints progress while it waits. It is the
     engine of the P(rollwright.deploy.inplace#role) role; use the role rather than calling it directly.
 author:
@@ -26,7 +34,7 @@ options:
     description: The step to run.
     type: str
     required: true
-    choices: [start, plan, block, allow, stop]
+    choices: [start, rollback, plan, block, allow, stop]
   state:
     description: The deployment state returned by the previous step (the C(_rollwright) fact). Required for every step but C(start).
     type: dict
@@ -88,7 +96,7 @@ options:
     choices: [user, rollback, schedule]
     default: user
   rollback_of:
-    description: The deployment id this deployment rolls back.
+    description: The deployment id this deployment rolls back (C(rollback) - default the group's newest deployment).
     type: str
   force_lock:
     description: Take over a stale lock of the deployment group (run recovery first when you can).
@@ -97,6 +105,35 @@ options:
   reason:
     description: Why the deployment is stopped (C(stop)).
     type: str
+  lock_ttl:
+    description: Seconds without a heartbeat after which the group lock is stale; the lease keeper beats every C(ttl/6) s (at most 10).
+    type: float
+    default: 60
+  auto_rollback:
+    description: C({on_failure, on_alarm, alarms, ignore_poll_alarm_failure}) (up to 10 CloudWatch alarm names).
+    type: raw
+  auto_rollback_on_failure:
+    description: Survey form of C(auto_rollback.on_failure); empty means not set.
+    type: raw
+  auto_rollback_on_alarm:
+    description: Survey form of C(auto_rollback.on_alarm); empty means not set.
+    type: raw
+  auto_rollback_alarms:
+    description: Survey form of C(auto_rollback.alarms), comma-separated (added to the dict's).
+    type: raw
+  auto_rollback_ignore_poll_alarm_failure:
+    description: Survey form of C(auto_rollback.ignore_poll_alarm_failure); empty means not set.
+    type: raw
+  rollback_to:
+    description: C(rollback) - the deployment whose revision to deploy again (default - see C(rollback_auto)).
+    type: str
+  rollback_auto:
+    description:
+      - C(rollback) - true for the automatic rollback of C(rollback_of) (the group's last successful revision, to the hosts
+        it reached); false for a rollback on request (the newest successful deployment other than the rolled-back one,
+        to the given hosts).
+    type: bool
+    default: false
 attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying the target.
