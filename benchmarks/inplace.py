@@ -25,7 +25,6 @@ import os
 import sys
 import tempfile
 import threading
-import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path

@@ -124,7 +124,7 @@ class HealthMonitor:
 
     @property
     def counts(self) -> list[int]:
-        return [c for _, c in self.samples]
+        return [c for _when, c in self.samples]
 
     @property
     def minimum(self) -> int:

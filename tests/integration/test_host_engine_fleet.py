@@ -104,7 +104,7 @@ def bucket(aws: Any) -> str:
 # ----------------------------------------------------------------------------------------------
 
 def new_deployment_id() -> str:
-    return "d-" + "".join(secrets.choice(string.ascii_uppercase + string.digits) for _ in range(9))
+    return "d-" + "".join(secrets.choice(string.ascii_uppercase + string.digits) for _i in range(9))
 
 
 def replace_once(text: str, old: str, new: str) -> str:
@@ -140,12 +140,12 @@ def hosts_play(hosts: str, *tasks: dict[str, Any], name: str = "hosts") -> dict[
 
 
 def lifecycle_task(name: str, rev: str, *, application: str, group: str, deployment_id: str,
-                   events: list[str] = FULL_EVENTS, src: bool | str = True, complete: bool = True,
+                   events: tuple[str, ...] = tuple(FULL_EVENTS), src: bool | str = True, complete: bool = True,
                    ignore_errors: bool = False, **extra: Any) -> dict[str, Any]:
     """A host_lifecycle task using the revision registered as `rev` on localhost (bundle, identity, appspec)."""
     r = f"hostvars['localhost']['{rev}']"
     args: dict[str, Any] = {
-        "application": application, "deployment_group": group, "deployment_id": deployment_id, "events": events,
+        "application": application, "deployment_group": group, "deployment_id": deployment_id, "events": list(events),
         "appspec": "{{ %s.appspec }}" % r,
         "revision": "{{ %s.bundle | dict2items | selectattr('key', 'in', %r) | items2dict }}" % (r, HOST_REVISION_KEYS),
         "complete": complete,
@@ -184,7 +184,7 @@ def processes(res: AnsibleResult, name: str, args: str) -> dict[str, list[int]]:
     for host, r in res.task(name).items():
         pids = []
         for line in r["stdout"].splitlines():
-            pid, _, argv = line.strip().partition(" ")
+            pid, _sep, argv = line.strip().partition(" ")
             if argv.strip() == args:
                 pids.append(int(pid))
         found[host] = pids
