@@ -467,7 +467,10 @@ def lease_keeper_main(config: dict) -> int:
 
     from ansible_collections.rollwright.deploy.plugins.module_utils.records import open_store
 
-    signal.signal(signal.SIGTERM, lambda *_args: sys.exit(0))
+    def _terminate(*_args):
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, _terminate)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C on the terminal is for ansible-playbook, not us
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     record = dict(config.get("record") or {})

@@ -19,7 +19,7 @@ description:
   - Safe to run twice; the second run changes nothing.
   - This is an action plugin that runs on the controller. The C(rollwright.deploy.recover) playbook wraps it.
 author:
-  - rollwright.deploy maintainers
+  - Rollwright maintainers (@rollwright)
 options:
   application:
     description: The application name.
@@ -62,10 +62,13 @@ options:
     type: dict
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying the target.
     support: full
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   action:
+    description: Indicates this has a corresponding action plugin so some parts of the options can be executed on the controller.
     support: full
 """
 

@@ -177,7 +177,7 @@ def test_kill_ansible_playbook_at_ten_points_then_recover(world: Any, target_gro
         seen.add(deployment_id)
         at_kill = watch.store.get(deployment_id)
         # The lease keeper notices the dead controller and marks the record Stopped.
-        for _ in range(100):
+        for _attempt in range(100):
             if watch.store.get(deployment_id).status == "Stopped":
                 break
             time.sleep(0.05)

@@ -228,8 +228,8 @@ def test_alarm_mid_deployment_stops_and_rolls_back(world: Any, aws: Any, tg: str
     assert set(registered(world, tg).values()) == {"healthy"}
 
 
-def test_locked_group_fails_at_once_and_two_groups_deploy_in_parallel(world: Any, aws: Any, tg: str, work: Path,
-                                                                       store: Any) -> None:
+def test_locked_group_fails_at_once_and_two_groups_deploy_in_parallel(
+        world: Any, aws: Any, tg: str, work: Path, store: Any) -> None:
     env = ansible_env(aws.env, str(world.control_path_dir), {"ANSIBLE_STDOUT_CALLBACK": "default"})
 
     def popen(extra: dict[str, Any], name: str) -> tuple[subprocess.Popen, Path]:
@@ -247,7 +247,7 @@ def test_locked_group_fails_at_once_and_two_groups_deploy_in_parallel(world: Any
     holder_proc, holder_log = popen(base_vars(work, tg, rollwright_revision=str(slow)), "holder")
     try:
         holder = None
-        for _ in range(600):
+        for _attempt in range(600):
             fresh = [r for r in store.list(APP, GROUP, limit=3) if r.deployment_id not in known and r.status == "InProgress"]
             if fresh:
                 holder = fresh[0]
@@ -269,7 +269,8 @@ def test_locked_group_fails_at_once_and_two_groups_deploy_in_parallel(world: Any
     v6 = bundle("v6", work / "b")
     left, left_log = popen(base_vars(work, tg, rollwright_hosts="host1:host2", rollwright_deployment_group="left", rollwright_file_exists_behavior="OVERWRITE",
                                      rollwright_revision=str(v6)), "left")
-    right, right_log = popen(base_vars(work, tg, rollwright_hosts="host3:host4", rollwright_deployment_group="right", rollwright_file_exists_behavior="OVERWRITE",
+    right, right_log = popen(base_vars(work, tg, rollwright_hosts="host3:host4", rollwright_deployment_group="right",
+                                       rollwright_file_exists_behavior="OVERWRITE",
                                        rollwright_revision=str(v6)), "right")
     assert left.wait(timeout=300) == 0, left_log.read_text()
     assert right.wait(timeout=300) == 0, right_log.read_text()

@@ -122,11 +122,12 @@ def failing(events: list[str], at: str) -> dict:
     return {"failed": True, "msg": f"{at} failed", "events": out}
 
 
-def start(store, lb, *, revision=REV1, config="CodeDeployDefault.OneAtATime", alarms=None, rollback=None,
+def start(store, lb, *, revision=None, config="CodeDeployDefault.OneAtATime", alarms=None, rollback=None,
           hosts=HOSTS, **kwargs) -> tuple[ip.InPlaceRun, dict]:
     run = ip.InPlaceRun(store, lb, alarms=alarms)
     state = run.start(application="web", deployment_group="prod", hosts=list(hosts),
-                      host_states={h["name"]: {"last_successful": None} for h in hosts}, revision=revision, appspec={},
+                      host_states={h["name"]: {"last_successful": None} for h in hosts},
+                      revision=REV1 if revision is None else revision, appspec={},
                       config=config, load_balancer={"target_group_arns": [TG]}, options={},
                       auto_rollback=rollback, **kwargs)
     lb.deployment_id = state["deployment_id"]
