@@ -36,7 +36,8 @@ venv: $(STAMP)
 $(STAMP): requirements-dev.txt constraints.txt
 	@test -x $(PY) || python3 -m venv $(VENV)
 	@echo "setup: installing pinned Python packages into $(VENV)"
-	@$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt -c constraints.txt
+	@$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt -c constraints.txt \
+	  > $(VENV)/pip-install.log 2>&1 || { tail -40 $(VENV)/pip-install.log; exit 1; }
 	@touch $(STAMP)
 
 collection-link:
