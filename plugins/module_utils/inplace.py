@@ -154,15 +154,29 @@ def merge_original(snapshot: dict, ids: dict, original: dict) -> dict:
     ``snapshot``: instance id -> [Membership]; ``ids``: host -> instance id; ``original``: host ->
     [membership dict]. A rollback records and restores the union, so a host the failed deployment
     left out of its load balancer is put back once it runs the old revision.
+
+    An HAProxy membership is a server line's state, not a registration: the snapshot sees the server
+    the failed deployment left in ``maint``, its record says what it was before (``ready``, weight).
+    For the same (instance, backend, server) the ORIGINAL record's membership replaces the snapshot's,
+    so one server is never asked for two states.
     """
     from ansible_collections.rollwright.deploy.plugins.module_utils.loadbalancers.base import Membership
+
+    def server_line(m: Any) -> Optional[tuple]:
+        return (m.instance, m.backend, m.server) if m.kind == "haproxy" else None
 
     merged = {k: list(v) for k, v in snapshot.items()}
     for host, instance_id in ids.items():
         current = merged.setdefault(instance_id, [])
         for data in original.get(host) or []:
             membership = Membership.from_dict(data, f"original_memberships[{host}]")
-            if membership not in current:
+            line = server_line(membership)
+            same = [i for i, m in enumerate(current) if line is not None and server_line(m) == line]
+            if same:
+                current[same[0]] = membership
+                for extra in reversed(same[1:]):
+                    del current[extra]
+            elif membership not in current:
                 current.append(membership)
     return merged
 

@@ -18,6 +18,7 @@ import pytest
 from ansible_collections.rollwright.deploy.plugins.module_utils.loadbalancers import (
     ConfigError,
     HAProxyMembership,
+    LoadBalancerError,
     Membership,
     NotFoundError,
     adapters_from_config,
@@ -378,15 +379,21 @@ def test_set_servers_idempotent_and_check_mode(lbs) -> None:
         set_servers(adapter, ["web7"], "drain")
 
 
-def test_rollback_union_of_memberships_restores_the_in_service_state(lbs) -> None:
-    """A rollback restores its own snapshot (maint: the failed deployment left the server out) together
-    with the failed deployment's record (ready): the server goes back in rotation."""
+def test_two_states_for_one_server_are_refused_not_guessed(lbs) -> None:
+    """The engine records one membership per server line (a rollback keeps the failed deployment's record,
+    inplace.merge_original); memberships that disagree about one server are refused before any change."""
     hx = lbs("lb1")
     adapter = _adapter(hx)
     hx.set_state("web1", "maint")
-    union = [HAProxyMembership("lb1", "app", "web1", "maint", 1), HAProxyMembership("lb1", "app", "web1", "ready", 1)]
-    adapter.allow(union)
-    waited = adapter.wait_healthy(union, timeout=5)
-    assert waited.ok, waited.message()
+    conflict = [HAProxyMembership("lb1", "app", "web1", "maint", 1), HAProxyMembership("lb1", "app", "web1", "ready", 1)]
+    with pytest.raises(LoadBalancerError, match=r"app/web1 on lb1 is given twice with different settings"):
+        adapter.allow(conflict)
+    with pytest.raises(LoadBalancerError, match="two states"):
+        adapter.wait_healthy(conflict, timeout=1)
+    assert hx.status("web1") == "MAINT"  # nothing changed
+    # exact duplicates are one membership
+    twice = [HAProxyMembership("lb1", "app", "web1", "ready", 1)] * 2
+    assert adapter.collapse(twice) == twice[:1]
+    adapter.allow(twice)
+    assert adapter.wait_healthy(twice, timeout=5).ok
     assert hx.status("web1") == "UP"
-    assert adapter.collapse(list(reversed(union))) == [union[1]]

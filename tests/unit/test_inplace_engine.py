@@ -21,6 +21,7 @@ from ansible_collections.rollwright.deploy.plugins.module_utils import inplace a
 from ansible_collections.rollwright.deploy.plugins.module_utils import recovery as rc
 from ansible_collections.rollwright.deploy.plugins.module_utils.loadbalancers.base import (
     ELBv2Membership,
+    HAProxyMembership,
     Outcome,
     WaitResult,
 )
@@ -323,6 +324,25 @@ def test_rollback_is_a_linked_new_deployment_of_the_last_good_revision_that_rest
     assert all(lb.groups_of(i) == [TG] for i in IDS.values())
     assert original.host("h2").lb_restored is True  # recovery has nothing left to do for v2
     assert rc.needs_recovery(original) is False
+
+
+def test_merge_original_keeps_the_original_haproxy_state_instead_of_adding_both():
+    """A rollback's snapshot sees the server the failed deployment left in maint; the failed deployment's
+    record says it was ready (weight 7). One membership per server line, the original one."""
+    snap = {"web1": [HAProxyMembership("lb1", "app", "web1", "maint", 1), HAProxyMembership("lb2", "app", "web1", "maint", 1)],
+            "web2": [HAProxyMembership("lb1", "app", "web2", "ready", 1)]}
+    original = {"web1": [HAProxyMembership("lb1", "app", "web1", "ready", 7).to_dict(),
+                         HAProxyMembership("lb2", "app", "web1", "ready", 1).to_dict(),
+                         HAProxyMembership("lb1", "app_tls", "web1", "ready", 1).to_dict()]}
+    merged = ip.merge_original(snap, {"web1": "web1", "web2": "web2"}, original)
+    assert merged["web1"] == [HAProxyMembership("lb1", "app", "web1", "ready", 7), HAProxyMembership("lb2", "app", "web1", "ready", 1),
+                              HAProxyMembership("lb1", "app_tls", "web1", "ready", 1)]
+    assert merged["web2"] == snap["web2"]
+    assert snap["web1"][0].state == "maint"  # the caller's snapshot is not changed
+    # ELB registrations stay a union (a target group the failed deployment recorded is added, none twice)
+    elb = ip.merge_original({"i-1": [ELBv2Membership(TG, "i-1", 80)]}, {"h1": "i-1"},
+                            {"h1": [ELBv2Membership(TG, "i-1", 80).to_dict(), ELBv2Membership(TG2, "i-1", 80).to_dict()]})
+    assert elb["i-1"] == [ELBv2Membership(TG, "i-1", 80), ELBv2Membership(TG2, "i-1", 80)]
 
 
 def test_rollback_without_a_successful_deployment_reports_hosts_and_guesses_nothing(store):

@@ -502,16 +502,21 @@ class HAProxyAdapter(Adapter):
 
     @staticmethod
     def collapse(memberships: list[HAProxyMembership]) -> list[HAProxyMembership]:
-        """One membership per server line: when several are recorded for one (instance, backend,
-        server) - a rollback restores the union of its own snapshot and the failed deployment's
-        record - the most in-service state wins (ready over drain over maint), like the union of
-        target-group registrations."""
-        rank = {"ready": 0, "drain": 1, "maint": 2}
+        """One membership per server line (instance, backend, server), exact duplicates dropped.
+
+        The engine records one membership per server line (a rollback keeps the failed deployment's
+        record over its own snapshot, see ``inplace.merge_original``). Two that disagree would ask
+        for two states of one server: that is refused, before anything changes, rather than guessed.
+        """
         best: dict[tuple[str, str, str], HAProxyMembership] = {}
         for m in memberships:
             key = (m.instance, m.backend, m.server)
-            if key not in best or rank.get(m.state, 3) < rank.get(best[key].state, 3):
-                best[key] = m
+            seen = best.setdefault(key, m)
+            if seen != m:
+                raise LoadBalancerError(
+                    f"haproxy: {m.label()} is given twice with different settings (state {seen.state}, weight "
+                    f"{seen.weight} and state {m.state}, weight {m.weight}); one server cannot be put in two states, "
+                    "nothing was changed")
         return list(best.values())
 
     def set_state(self, m: HAProxyMembership, state: str) -> None:
