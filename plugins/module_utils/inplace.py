@@ -524,11 +524,13 @@ class InPlaceRun:
         waited = self.lb.wait_drained(memberships, timeout=drain_timeout, progress=self.progress)
         self.guard()
         still_draining = set(getattr(waited, "pending", None) or getattr(waited, "failed", None) or [])
+        per_instance = getattr(waited, "states", None) or {}
         for host, instance_id in ids.items():
             if instance_id in still_draining:
-                self.store.event(deployment_id, host, "BlockTraffic", "Failed", end=now_iso(),
-                                 message=f"{instance_id} still draining after the timeout")
-                self._fail_host(state, host, f"BlockTraffic: {instance_id} still draining after the timeout")
+                # e.g. "draining (app/web1 on lb1: 3 session(s), DRAIN)": what is still open, and where
+                message = f"{instance_id} still draining after the timeout ({per_instance.get(instance_id, 'unknown')})"
+                self.store.event(deployment_id, host, "BlockTraffic", "Failed", end=now_iso(), message=message)
+                self._fail_host(state, host, f"BlockTraffic: {message}")
             else:
                 self.store.event(deployment_id, host, "BlockTraffic", "Succeeded", end=now_iso())
         state["active"] = [h for h in hosts if ids[h] not in still_draining]

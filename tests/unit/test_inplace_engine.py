@@ -44,6 +44,7 @@ class FakeLB:
         self.deployment_id: Optional[str] = None
         self.calls: list[tuple[str, list[str]]] = []
         self.unhealthy: set[str] = set()
+        self.draining: dict[str, str] = {}  # target id -> why it is still draining at the timeout
 
     def snapshot(self, ids: list[str]) -> dict[str, list[ELBv2Membership]]:
         return {i: [m for m in self.registered if m.target_id == i] for i in ids}
@@ -59,7 +60,9 @@ class FakeLB:
         self.registered = [m for m in self.registered if m not in memberships]
 
     def wait_drained(self, memberships, timeout=None, progress=None) -> WaitResult:
-        return WaitResult("drained", {m.target_id: Outcome("drained", "unused") for m in memberships})
+        return WaitResult("drained", {m.target_id: Outcome("timeout", "draining", self.draining[m.target_id])
+                                      if m.target_id in self.draining else Outcome("drained", "unused")
+                                      for m in memberships})
 
     def allow(self, memberships: list[ELBv2Membership]) -> None:
         self.calls.append(("allow", sorted(m.target_id for m in memberships)))
@@ -193,6 +196,20 @@ def test_failed_host_stays_out_its_event_and_log_tail_are_recorded_and_rollback_
     assert h2.event("ValidateService").scripts[0]["output_tail"] == "boom"
     assert h2.lb_membership and h2.lb_restored is False and lb.groups_of(IDS["h2"]) == []
     assert [h.status for h in record.hosts] == ["Succeeded", "Failed", "Skipped", "Skipped"]
+
+
+def test_draining_timeout_names_what_is_still_open_in_the_record_and_the_summary(store):
+    lb = FakeLB(store, all_registered())
+    lb.draining[IDS["h1"]] = "app/h1 on lb1: 3 session(s), DRAIN"
+    run, state = start(store, lb)
+    state = drive(run, state)
+    assert state["status"] == "Failed"
+    wanted = f"{IDS['h1']} still draining after the timeout (draining (app/h1 on lb1: 3 session(s), DRAIN))"
+    event = store.get(state["deployment_id"]).host("h1").event("BlockTraffic")
+    assert event.status == "Failed" and event.message == wanted
+    h1 = next(h for h in state["summary"]["hosts"] if h["name"] == "h1")
+    assert h1["failed_event"] == "BlockTraffic" and h1["message"] == wanted
+    assert "3 session(s)" in state["summary_text"] and state["failures"]["h1"] == f"BlockTraffic: {wanted}"
 
 
 def test_failure_without_auto_rollback_is_not_rolled_back(store):
