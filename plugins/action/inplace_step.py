@@ -26,6 +26,7 @@ from ansible_collections.rollwright.deploy.plugins.module_utils.inplace import (
     PRE_BLOCK,
     InPlaceError,
     InPlaceRun,
+    haproxy_servers_by_lb_id,
     plan_rollback,
     revision_source,
 )
@@ -244,6 +245,8 @@ class ActionModule(ActionBase):
         for host in hosts:
             hv = hostvars[host]
             targets.append({"name": host, "instance_id": hv.get(id_var) or hv.get("instance_id")})
+        # HAProxy servers are named by inventory hostname; the engine addresses hosts by lb id.
+        lb_config = haproxy_servers_by_lb_id(lb_config, targets)
         host_states = {}
         for host, info in self._host_results(task_vars, hosts, "_rollwright_host_info").items():
             host_states[host] = None if (not info or info.get("unreachable") or info.get("failed")) else info

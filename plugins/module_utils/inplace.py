@@ -103,6 +103,29 @@ def lb_target_id(host: dict) -> str:
     return host.get("instance_id") or host["name"]
 
 
+def haproxy_servers_by_lb_id(load_balancer: Optional[dict], hosts: list[dict]) -> Optional[dict]:
+    """The load-balancer configuration with ``haproxy.servers`` keyed the way the engine addresses hosts.
+
+    Load balancers know a host by :func:`lb_target_id` (its EC2 instance id when it has one), but
+    ``haproxy.servers`` is written by inventory hostname, and a host without an entry is the server of
+    its inventory hostname. This returns a copy whose ``servers`` maps every host's lb id to its server
+    name: ``servers[inventory name]`` if given (an entry keyed by the instance id is accepted too),
+    else the inventory name. Other keys and configurations without ``haproxy`` are returned as they are.
+    """
+    if not isinstance(load_balancer, dict) or not isinstance(load_balancer.get("haproxy"), dict):
+        return load_balancer
+    haproxy = dict(load_balancer["haproxy"])
+    given = haproxy.get("servers") or {}
+    if not isinstance(given, dict):
+        return load_balancer  # the adapter's validation names the field and what it expects
+    servers = {}
+    for host in hosts:
+        name, instance_id = host["name"], host.get("instance_id")
+        servers[lb_target_id(host)] = given.get(name) or (given.get(instance_id) if instance_id else None) or name
+    haproxy["servers"] = servers
+    return dict(load_balancer, haproxy=haproxy)
+
+
 def classify_hosts(hosts: list[dict], host_states: dict[str, Optional[dict]], lb_health: dict[str, str],
                    revision: dict) -> list[dc.HostInfo]:
     """Turn what hosts and the load balancer report into the planner's view.

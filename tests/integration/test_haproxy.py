@@ -204,6 +204,38 @@ def test_inplace_with_an_ha_pair_in_step(fleet, lbs, tmp_path) -> None:
     assert proc.stdout.strip() == "sample-app v2"  # deployed, but left out of rotation as it was
 
 
+def _record(state: Path) -> Any:
+    """The newest deployment of sample/fleet in the run's SQLite record store."""
+    from ansible_collections.rollwright.deploy.plugins.module_utils.records import open_store
+
+    store = open_store("sqlite", {"path": str(state / "rollwright" / "deployments.sqlite3")})
+    return store.get(store.list("sample", "fleet", limit=1)[0].deployment_id)
+
+
+def test_hosts_with_ec2_ids_are_servers_by_inventory_name(fleet, lbs, tmp_path) -> None:
+    """EC2 hosts (an ec2_instance_id host variable) behind HAProxy: a server is named by the inventory
+    hostname, or by `servers` keyed by inventory hostname, never by the instance id."""
+    world = fleet(2)
+    _inv, state = _deployed_v1(world, tmp_path)
+    first, second = [h.name for h in world.hosts]
+    servers = backend_servers(world)
+    hx = lbs({f"shop-{first}": servers[first], second: servers[second]})
+    for server in (f"shop-{first}", second):
+        hx.wait_status(server, "UP")
+    v2 = build_bundle("v2", tmp_path / "bundles")
+    with StatusMonitor(hx) as mon:
+        run = run_inplace(world, world.inventory, v2, state,
+                          load_balancer=_lb_config(hx, servers={first: f"shop-{first}"}))
+    assert run.rc == 0, run
+    assert mon.ever_out("lb1") == {f"shop-{first}", second} and mon.max_out("lb1") == 1
+    assert hx.statuses() == {f"shop-{first}": "UP", second: "UP"}
+    record = _record(state)
+    by_name = {h.name: h for h in record.hosts}
+    assert by_name[first].instance_id and by_name[first].instance_id.startswith("i-")
+    assert [m["server"] for m in by_name[first].lb_membership] == [f"shop-{first}"]
+    assert [m["server"] for m in by_name[second].lb_membership] == [second]
+
+
 def test_host_failing_validation_stays_in_maint(fleet, lbs, tmp_path) -> None:
     world = fleet(3)
     inv, state = _deployed_v1(world, tmp_path)

@@ -362,6 +362,30 @@ def test_merge_original_keeps_the_original_haproxy_state_instead_of_adding_both(
     assert elb["i-1"] == [ELBv2Membership(TG, "i-1", 80), ELBv2Membership(TG2, "i-1", 80)]
 
 
+def test_haproxy_servers_are_named_by_inventory_hostname_and_keyed_by_lb_id():
+    hosts = [{"name": "web1", "instance_id": "i-0000000000000001"}, {"name": "web2", "instance_id": "i-0000000000000002"},
+             {"name": "web3", "instance_id": None}, {"name": "web4", "instance_id": "i-0000000000000004"}]
+    config = {"target_group_arns": [TG],
+              "haproxy": {"instances": ["/run/lb1.sock"], "backend": "app",
+                          "servers": {"web1": "shop-web1", "web3": "shop-web3", "i-0000000000000004": "shop-web4",
+                                      "gone": "shop-gone"}}}
+    mapped = ip.haproxy_servers_by_lb_id(config, hosts)
+    # ELB keys untouched; servers: inventory name -> server (default: the inventory name), keyed by lb id
+    assert mapped["target_group_arns"] == [TG] and mapped["haproxy"]["backend"] == "app"
+    assert mapped["haproxy"]["servers"] == {"i-0000000000000001": "shop-web1", "i-0000000000000002": "web2",
+                                            "web3": "shop-web3", "i-0000000000000004": "shop-web4"}
+    assert config["haproxy"]["servers"]["web1"] == "shop-web1" and "i-0000000000000001" not in config["haproxy"]["servers"]
+    # mapping again (a stored configuration) gives the same
+    assert ip.haproxy_servers_by_lb_id(mapped, hosts) == mapped
+    # the adapter built from it addresses the right servers
+    from ansible_collections.rollwright.deploy.plugins.module_utils.loadbalancers.haproxy import parse_haproxy_config
+
+    parsed = parse_haproxy_config(mapped["haproxy"])
+    assert parsed.server_for("i-0000000000000002") == "web2" and parsed.host_for("shop-web1") == "i-0000000000000001"
+    assert ip.haproxy_servers_by_lb_id({"target_group_arns": [TG]}, hosts) == {"target_group_arns": [TG]}
+    assert ip.haproxy_servers_by_lb_id(None, hosts) is None
+
+
 def test_rollback_without_a_successful_deployment_reports_hosts_and_guesses_nothing(store):
     lb = FakeLB(store, all_registered())
     run, state = start(store, lb, revision=REV2)
