@@ -67,8 +67,9 @@ class ActionModule(ActionBase):
                 return result
             lb = None
             if plan.restore:
-                lb_config = deploy_inputs.normalise_load_balancer(args.get("load_balancer") or None)
-                lb = load_balancer_from_config(lb_config, clients)
+                # rollwright_load_balancer overrides what the deployment recorded at its start
+                override = deploy_inputs.normalise_load_balancer(args.get("load_balancer") or None)
+                lb = load_balancer_from_config(recovery.load_balancer_config(record, override), clients)
             report = recovery.recover(store, lb, record, plan, healthy_timeout=float(args.get("healthy_timeout") or 300),
                                       progress=_progress)
         except (recovery.RecoveryError, RecordError, ValueError) as exc:

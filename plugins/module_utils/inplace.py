@@ -417,7 +417,11 @@ class InPlaceRun:
             "started": now_iso(),
             "started_at": time.time(),
         }
-        self.store.set_extra(deployment_id, "inplace", {"plan_preview": state["plan_preview"], "minimum": planner.minimum})
+        # The load-balancer configuration (target groups, classic ELBs, HAProxy instances, backends and
+        # servers; no secret is in it) is recorded so that recovery can restore memberships without it.
+        self.store.set_extra(deployment_id, "inplace", {
+            "plan_preview": state["plan_preview"], "minimum": planner.minimum,
+            "load_balancer": options["load_balancer"] if "load_balancer" in options else load_balancer})
         self.progress(f"deployment {deployment_id}: {len(hosts)} hosts, {resolved.name}, minimum healthy "
                       f"{planner.minimum}, batches {state['plan_preview']}")
         return state

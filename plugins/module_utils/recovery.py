@@ -124,6 +124,16 @@ def select_deployment(store: RecordStore, application: str, deployment_group: st
     return None
 
 
+def load_balancer_config(record: DeploymentRecord, override: Optional[dict] = None) -> Optional[dict]:
+    """The load-balancer configuration recovery uses: ``override`` (``rollwright_load_balancer``) when
+    given, else the one the deployment recorded at its start (``extra.inplace.load_balancer``)."""
+    if override:
+        from ansible_collections.rollwright.deploy.plugins.module_utils.inplace import haproxy_servers_by_lb_id
+
+        return haproxy_servers_by_lb_id(override, [{"name": h.name, "instance_id": h.instance_id} for h in record.hosts])
+    return (record.extra.get("inplace") or {}).get("load_balancer") or None
+
+
 def plan_recovery(record: DeploymentRecord, lock: Optional[LockInfo], force: bool = False) -> RecoveryPlan:
     """Decide what to restore. Refuses (``refused``) while the deployment's controller looks alive."""
     plan = RecoveryPlan(record.deployment_id, record.application, record.deployment_group, record.status)
@@ -167,7 +177,8 @@ def recover(store: RecordStore, load_balancer: Any, record: DeploymentRecord, pl
         if load_balancer is None:
             raise RecoveryError(
                 f"hosts {', '.join(sorted(plan.restore))} of {deployment_id} are recorded out of their load balancers, "
-                "but no load balancer configuration was given to put them back")
+                "but no load balancer configuration was given to put them back (the record has none in "
+                "extra.inplace.load_balancer: pass rollwright_load_balancer)")
         from ansible_collections.rollwright.deploy.plugins.module_utils.loadbalancers.base import Membership
 
         memberships = [Membership.from_dict(m, f"hosts[{h}].lb_membership") for h, ms in plan.restore.items() for m in ms]
@@ -179,7 +190,9 @@ def recover(store: RecordStore, load_balancer: Any, record: DeploymentRecord, pl
         for host, ms in sorted(plan.restore.items()):
             store.update_host(deployment_id, host, lb_restored=True)
             report["restored"].append(host)
-            ids = {Membership.from_dict(m).host for m in ms}
+            current = record.host(host)
+            # wait results are keyed by the lb id (instance id or host name); HAProxy's by server too
+            ids = {Membership.from_dict(m).host for m in ms} | {host, (current.instance_id if current else None) or host}
             late = sorted(i for i in ids if i in bad)
             if late:
                 report["unhealthy"][host] = ", ".join(f"{i}: {states.get(i, 'unknown')}" for i in late)

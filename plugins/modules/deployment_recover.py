@@ -46,8 +46,11 @@ options:
     type: str
   load_balancer:
     description:
-      - The deployment's C(rollwright_load_balancer). Only needed for HAProxy (its runtime sockets are not in the
-        record); ELBv2 and classic ELB memberships are restored from the record alone.
+      - Overrides the load-balancer configuration an in-place deployment recorded at its start
+        (C(extra.inplace.load_balancer) - target groups, classic ELBs, HAProxy instances and backends). Not needed
+        normally; give it when the HAProxy runtime API moved (another socket path or address) since the deployment,
+        or for a record written before the configuration was recorded. ELBv2 and classic ELB memberships are
+        restored from the record alone.
     type: raw
   healthy_timeout:
     description: Seconds to wait for the restored hosts to become healthy.

@@ -331,9 +331,9 @@ def test_recover_after_a_killed_controller(fleet, lbs, tmp_path) -> None:
     assert "MAINT" in hx.statuses().values()
     out_before = {n: st for n, st in hx.statuses().items() if st == "MAINT"}
     assert len(out_before) == 1, out_before
-    # the group defaults to rollwright_hosts ("fleet") in the in-place role
-    variables = {"rollwright_application": "sample", "rollwright_deployment_group": "fleet",
-                 "rollwright_load_balancer": _lb_config(hx)}
+    # the group defaults to rollwright_hosts ("fleet") in the in-place role; no rollwright_load_balancer:
+    # recovery finds the HAProxy instances in the record (extra.inplace.load_balancer)
+    variables = {"rollwright_application": "sample", "rollwright_deployment_group": "fleet"}
     cmd = [str(ROOT / ".venv/bin/ansible-playbook"), "-i", str(inv), "rollwright.deploy.recover", "-e", json.dumps(variables)]
     rec = subprocess.run(cmd, cwd=str(ROOT), env=playbook_env(world, state), capture_output=True, text=True, timeout=300,
                          check=False)
@@ -342,3 +342,6 @@ def test_recover_after_a_killed_controller(fleet, lbs, tmp_path) -> None:
     while set(hx.statuses().values()) != {"UP"}:
         assert time.monotonic() < deadline, hx.statuses()
         time.sleep(0.1)
+    record = _record(state)
+    assert record.status == "Stopped" and record.extra["recovery"]["restored"] == sorted(out_before)
+    assert record.extra["inplace"]["load_balancer"]["haproxy"]["instances"] == [hx.instance_config()]

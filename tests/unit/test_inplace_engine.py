@@ -479,6 +479,26 @@ def test_recovery_of_an_inprogress_record_with_a_stale_lock_marks_it_stopped(sto
     assert all(lb.groups_of(i) == [TG] for i in IDS.values())
 
 
+def test_recovery_uses_the_load_balancer_configuration_recorded_at_start(store):
+    lb = FakeLB(store, all_registered())
+    state = _interrupted(store, lb)
+    record = store.get(state["deployment_id"])
+    assert record.extra["inplace"]["load_balancer"] == {"target_group_arns": [TG]}
+    assert rc.load_balancer_config(record) == {"target_group_arns": [TG]}
+    # rollwright_load_balancer overrides it; its HAProxy servers (by inventory hostname) are keyed by lb id
+    override = {"haproxy": {"instances": ["/run/lb1.sock"], "backend": "app", "servers": {"h1": "web-1"}}}
+    chosen = rc.load_balancer_config(record, override)
+    assert chosen["haproxy"]["servers"] == {IDS["h1"]: "web-1", IDS["h2"]: "h2", IDS["h3"]: "h3", IDS["h4"]: "h4"}
+    # the options given to start() are what is recorded (the state carries the same configuration)
+    run = ip.InPlaceRun(store, FakeLB(store, all_registered()))
+    mapped = {"haproxy": {"instances": ["/run/lb1.sock"], "backend": "app", "servers": {"i-1": "web-1"}}}
+    other = run.start(application="web", deployment_group="other", hosts=HOSTS[:1],
+                      host_states={"h1": {"last_successful": None}}, revision=REV1, appspec={},
+                      config="CodeDeployDefault.AllAtOnce", load_balancer={"haproxy": {}},
+                      options={"load_balancer": mapped})
+    assert store.get(other["deployment_id"]).extra["inplace"]["load_balancer"] == mapped == other["options"]["load_balancer"]
+
+
 # ------------------------------------------------------------------------------------------------ lease keeper
 
 
