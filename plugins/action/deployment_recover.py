@@ -1,7 +1,12 @@
 # -*- coding: utf-8 -*-
 # Copyright: rollwright.deploy contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Recover a deployment whose controller died (see plugins/modules/deployment_recover.py)."""
+"""Recover a deployment whose controller died (see plugins/modules/deployment_recover.py).
+
+Picks the deployment (by id, else the group's lock holder, else the newest one that needs it) and
+dispatches on its ``deployment_type``: in-place (recovery.py), blue/green EC2 (``bluegreen.recover``),
+Lambda (fails with the ``rollwright.deploy.lambda`` command that recovers it).
+"""
 
 from __future__ import annotations
 
@@ -20,7 +25,7 @@ def _progress(message: str) -> None:
 
 
 class ActionModule(ActionBase):
-    """Controller-side: reads the record, registers recorded memberships, marks the record, releases the lock."""
+    """Controller-side: reads the record and finishes the deployment as its type requires."""
 
     TRANSFERS_FILES = False
     _requires_connection = False
@@ -28,60 +33,103 @@ class ActionModule(ActionBase):
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
         args = dict(self._task.args)
-        application = args.get("application")
-        if not application:
-            raise AnsibleActionFail("application: expected the application name (rollwright_application)")
+        application = args.get("application") or None
+        deployment_id = args.get("deployment_id") or None
+        if not application and not deployment_id:
+            raise AnsibleActionFail("application: expected the application name (rollwright_application), "
+                                    "or deployment_id (rollwright_deployment_id)")
         group = args.get("deployment_group") or application
         backend = args.get("backend") or "sqlite"
         if backend not in ("sqlite", "dynamodb"):
             raise AnsibleActionFail(f"backend: expected sqlite or dynamodb, got {backend!r}")
         try:
             from ansible_collections.rollwright.deploy.plugins.module_utils.aws_session import aws_client_factory
-            from ansible_collections.rollwright.deploy.plugins.module_utils.loadbalancers import load_balancer_from_config
             from ansible_collections.rollwright.deploy.plugins.module_utils.records import open_store
-            from ansible_collections.rollwright.deploy.plugins.module_utils import deploy_inputs
 
             clients = aws_client_factory(args.get("aws") or {})
             options = {"sqlite_path": args.get("sqlite_path"), "dynamodb_table": args.get("dynamodb_table")}
             store = open_store(backend, {k: v for k, v in options.items() if v}, client_factory=clients.client)
-            record = recovery.select_deployment(store, application, group, args.get("deployment_id") or None)
+            record = recovery.select_deployment(store, application, group, deployment_id)
             if record is None:
-                result.update(changed=False, deployment_id=None, plan=None, report=None,
+                result.update(changed=False, deployment_id=None, deployment_type=None, plan=None, report=None,
                               message=f"{application}/{group}: nothing to recover (no deployment in progress, "
                                       "none stopped with hosts out of their load balancers, and the lock is free)")
                 return result
-            lock = store.get_lock(application, group)
-            plan = recovery.plan_recovery(record, lock, force=bool(args.get("force")))
             result["deployment_id"] = record.deployment_id
-            result["plan"] = plan.to_dict()
-            if plan.refused:
-                raise AnsibleActionFail(plan.refused)
-            if not plan.needs_action:
+            result["deployment_type"] = record.deployment_type
+            lock = store.get_lock(record.application, record.deployment_group)
+            if record.deployment_type == "blue_green_ec2":
+                return self._bluegreen(result, store, clients, record, lock, bool(args.get("force")))
+            if record.deployment_type == "lambda":
+                refusal = recovery.lambda_refusal(record, lock, dict(options, backend=backend), args.get("aws") or {})
+                result["plan"] = {"deployment_type": "lambda", "refused": refusal}
+                if refusal:
+                    raise AnsibleActionFail(refusal)
                 result.update(changed=False, report=None,
-                              message=f"{record.deployment_id} ({record.status}): nothing to do, every host it took out "
-                                      "of a load balancer is back (or its install failed) and the lock is free"
-                                      + (f"; left out: {', '.join(sorted(plan.left_out))}" if plan.left_out else ""))
+                              message=f"{record.deployment_id} (Lambda, {record.status}): nothing to do, it ended "
+                                      "and does not hold the group's lock")
                 return result
-            if self._task.check_mode:
-                result.update(changed=True, report=None, message=f"{record.deployment_id}: would recover (check mode)")
-                return result
-            lb = None
-            if plan.restore:
-                # rollwright_load_balancer overrides what the deployment recorded at its start
-                override = deploy_inputs.normalise_load_balancer(args.get("load_balancer") or None)
-                lb = load_balancer_from_config(recovery.load_balancer_config(record, override), clients)
-            report = recovery.recover(store, lb, record, plan, healthy_timeout=float(args.get("healthy_timeout") or 300),
-                                      progress=_progress)
+            return self._inplace(result, args, store, clients, record, lock)
         except (recovery.RecoveryError, RecordError, ValueError) as exc:
             raise AnsibleActionFail(str(exc)) from exc
         except Exception as exc:  # pylint: disable=broad-except  # AWS and load-balancer errors, shown as they are
             if isinstance(exc, AnsibleActionFail):
                 raise
             raise AnsibleActionFail(f"recovery failed: {exc}") from exc
+
+    def _inplace(self, result: dict, args: dict, store, clients, record, lock) -> dict:
+        from ansible_collections.rollwright.deploy.plugins.module_utils import deploy_inputs
+        from ansible_collections.rollwright.deploy.plugins.module_utils.loadbalancers import load_balancer_from_config
+
+        plan = recovery.plan_recovery(record, lock, force=bool(args.get("force")))
+        result["plan"] = plan.to_dict()
+        if plan.refused:
+            raise AnsibleActionFail(plan.refused)
+        if not plan.needs_action:
+            result.update(changed=False, report=None,
+                          message=f"{record.deployment_id} ({record.status}): nothing to do, every host it took out "
+                                  "of a load balancer is back (or its install failed) and the lock is free"
+                                  + (f"; left out: {', '.join(sorted(plan.left_out))}" if plan.left_out else ""))
+            return result
+        if self._task.check_mode:
+            result.update(changed=True, report=None, message=f"{record.deployment_id}: would recover (check mode)")
+            return result
+        lb = None
+        if plan.restore:
+            # rollwright_load_balancer overrides what the deployment recorded at its start
+            override = deploy_inputs.normalise_load_balancer(args.get("load_balancer") or None)
+            lb = load_balancer_from_config(recovery.load_balancer_config(record, override), clients)
+        report = recovery.recover(store, lb, record, plan, healthy_timeout=float(args.get("healthy_timeout") or 300),
+                                  progress=_progress)
         result.update(changed=report["changed"], report=report,
                       message=(f"{record.deployment_id}: restored {', '.join(report['restored']) or 'no host'}; "
                                + (f"left out (install failed): {', '.join(sorted(report['left_out']))}; "
                                   if report["left_out"] else "")
                                + (f"not healthy yet: {report['unhealthy']}; " if report["unhealthy"] else "")
                                + f"status {report['status']}; lock {'released' if report['lock_released'] else 'free'}"))
+        return result
+
+    def _bluegreen(self, result: dict, store, clients, record, lock, force: bool) -> dict:
+        plan = recovery.bluegreen_plan(record, lock, force=force)
+        result["plan"] = plan
+        if plan["refused"]:
+            raise AnsibleActionFail(plan["refused"])
+        what = {"rolled_back": "roll back (originals back in service, replacement fleet torn down, status Failed)",
+                "retired": "finish retiring the original fleet (status Succeeded)",
+                "none": "nothing (it finished)"}[plan["action"]]
+        if not plan["needs_action"]:
+            result.update(changed=False, report=None,
+                          message=f"{record.deployment_id} (blue/green, {record.status}, phase {plan['phase']}): "
+                                  "nothing to do, it finished and the lock is free")
+            return result
+        if self._task.check_mode:
+            result.update(changed=True, report=None,
+                          message=f"{record.deployment_id} (blue/green, phase {plan['phase']}): would {what} (check mode)")
+            return result
+        report = recovery.recover_bluegreen(store, clients, record, plan, progress=_progress)
+        done = {"rolled_back": "rolled back (originals serve, replacement fleet torn down)",
+                "retired": "original fleet retired", "none": "nothing to undo"}[report["action"]]
+        result.update(changed=report["changed"], report=report,
+                      message=(f"{record.deployment_id} (blue/green, phase {report.get('phase_before')}): {done}; "
+                               f"status {report['status']}; lock {'released' if report['lock_released'] else 'free'}"))
         return result

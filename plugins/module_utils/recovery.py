@@ -94,30 +94,37 @@ def _hosts_out(record: DeploymentRecord) -> list:
 
 
 def needs_recovery(record: DeploymentRecord) -> bool:
-    """InProgress (its controller is gone or going), or Stopped with hosts still out of their load balancers."""
-    if record.status in ("Created", "InProgress"):
+    """Not ended (InProgress, or a blue/green deployment waiting in Ready: its controller is gone or
+    going), or an in-place deployment Stopped with hosts still out of their load balancers."""
+    if record.status in ("Created", "InProgress", "Ready"):
         return True
-    if record.status == "Stopped":
+    if record.status == "Stopped" and record.deployment_type == "in_place":
         return any(install_failure(h) is None for h in _hosts_out(record))
     return False
 
 
-def select_deployment(store: RecordStore, application: str, deployment_group: str,
+def select_deployment(store: RecordStore, application: Optional[str], deployment_group: Optional[str],
                       deployment_id: Optional[str] = None, scan: int = 20) -> Optional[DeploymentRecord]:
     """The deployment to recover: the one named, else the group's lock holder, else the newest one
-    that needs recovery (see :func:`needs_recovery`). None when there is nothing to recover."""
+    that needs recovery (see :func:`needs_recovery`). None when there is nothing to recover.
+
+    Any deployment type: the caller dispatches on ``record.deployment_type``. With ``deployment_id``
+    the application and group may be left out (they are checked when given)."""
     if deployment_id:
         record = store.get(deployment_id)
-        if (record.application, record.deployment_group) != (application, deployment_group):
+        if application and (record.application, record.deployment_group) != (application, deployment_group or application):
             raise RecoveryError(
                 f"deployment_id: {deployment_id} belongs to {record.application}/{record.deployment_group}, "
-                f"not to {application}/{deployment_group}")
+                f"not to {application}/{deployment_group or application}")
         return record
+    if not application:
+        raise RecoveryError("application: expected the application name (rollwright_application), or deployment_id")
+    deployment_group = deployment_group or application
     lock = store.get_lock(application, deployment_group)
     if lock is not None:
         return store.get(lock.deployment_id)
     for summary in store.list(application, deployment_group, limit=scan):
-        if summary.status in ("Created", "InProgress", "Stopped"):
+        if summary.status in ("Created", "InProgress", "Ready", "Stopped"):
             record = store.get(summary.deployment_id)
             if needs_recovery(record):
                 return record
@@ -155,12 +162,12 @@ def plan_recovery(record: DeploymentRecord, lock: Optional[LockInfo], force: boo
                 f"deployment {record.deployment_id} looks alive: its lock was renewed {int(lock.heartbeat_age)} s ago "
                 f"(ttl {int(lock.ttl)} s) and it is {record.status}. Recovering now would fight with its controller. "
                 f"If its controller is dead, wait until the lock is stale ({max(0, int(lock.ttl - lock.heartbeat_age))} s) "
-                "or pass force: true")
+                "or pass force: true (-e rollwright_force_recover=true)")
     elif lock is not None and not force and (plan.restore or plan.mark_stopped):
         plan.refused = (
             f"deployment group {record.application}/{record.deployment_group} is locked by another deployment, "
             f"{lock.deployment_id} (started by {lock.owner}); recovering {record.deployment_id} now could undo its "
-            "work. Let it finish (or recover it first), or pass force: true")
+            "work. Let it finish (or recover it first), or pass force: true (-e rollwright_force_recover=true)")
     return plan
 
 
@@ -230,6 +237,103 @@ def recover(store: RecordStore, load_balancer: Any, record: DeploymentRecord, pl
         + (f"; left out {', '.join(sorted(report['left_out']))}" if report["left_out"] else "")
         + f"; status {final.status}")
     return report
+
+
+# ---------------------------------------------------------------------------------------------
+# Other deployment types (the rollwright.deploy.recover playbook dispatches on deployment_type)
+
+
+def bluegreen_plan(record: DeploymentRecord, lock: Optional[LockInfo], force: bool = False) -> dict:
+    """What ``bluegreen.recover`` will do for a blue/green EC2 deployment, and whether it may.
+
+    ``action``: ``rolled_back`` (phase up to ``rerouted``: originals back, replacements torn down,
+    status Failed), ``retired`` (phase ``retiring``: finish the retirement, status Succeeded) or
+    ``none`` (already finished; a lock it still holds is released). ``refused`` while its lock looks
+    alive, or while another deployment holds the group's lock, unless ``force``.
+    """
+    from ansible_collections.rollwright.deploy.plugins.module_utils.bluegreen import EXTRA_KEY
+
+    phase = (record.extra.get(EXTRA_KEY) or {}).get("phase")
+    if record.status in TERMINAL_STATUSES and phase in ("finished", "rolled_back"):
+        action = "none"
+    elif phase in ("retiring", "finished"):
+        action = "retired"
+    else:
+        action = "rolled_back"
+    holds = lock is not None and lock.deployment_id == record.deployment_id
+    plan = {"deployment_id": record.deployment_id, "deployment_type": record.deployment_type,
+            "application": record.application, "deployment_group": record.deployment_group, "status": record.status,
+            "phase": phase, "action": action, "lock": lock.to_dict() if holds and lock is not None else None,
+            "needs_action": action != "none" or holds, "refused": None}
+    if holds and lock is not None and not lock.stale and not force:
+        plan["refused"] = (
+            f"{lock.describe()}; deployment {record.deployment_id} (blue/green, {record.status}, phase {phase}) looks "
+            f"alive: its lock's ttl is {int(lock.ttl)} s. Recovering now would fight with its controller. If its "
+            "controller is dead, run the recovery again with -e rollwright_force_recover=true (force: true)")
+    elif lock is not None and not holds and action != "none" and not force:
+        plan["refused"] = (
+            f"deployment group {record.application}/{record.deployment_group} is locked by another deployment, "
+            f"{lock.deployment_id} (started by {lock.owner}); recovering {record.deployment_id} now could undo its "
+            "work. Let it finish (or recover it first), or pass force: true (-e rollwright_force_recover=true)")
+    return plan
+
+
+def recover_bluegreen(store: RecordStore, clients: Any, record: DeploymentRecord, plan: dict,
+                      progress: Optional[Progress] = None) -> dict:
+    """Carry out :func:`bluegreen_plan` through ``bluegreen.recover`` (the ``bluegreen_step``
+    ``step: recover`` engine). Returns its report, with ``changed`` and ``lock_released``."""
+    from ansible_collections.rollwright.deploy.plugins.module_utils import bluegreen
+
+    if plan.get("refused"):
+        raise RecoveryError(plan["refused"])
+    try:
+        report = bluegreen.recover(store, clients, record.deployment_id, progress=progress, force=True)
+    except bluegreen.BlueGreenError as exc:
+        raise RecoveryError(str(exc)) from exc
+    after = store.get_lock(record.application, record.deployment_group)
+    report["lock_released"] = bool(plan.get("lock")) and (after is None or after.deployment_id != record.deployment_id)
+    report["changed"] = report.get("action") != "none" or report["lock_released"]
+    return report
+
+
+LAMBDA_RECORD_VARS = (("backend", "rollwright_record_backend"), ("sqlite_path", "rollwright_record_sqlite_path"),
+                      ("dynamodb_table", "rollwright_record_dynamodb_table"))
+LAMBDA_AWS_VARS = (("region", "rollwright_aws_region"), ("endpoint_url", "rollwright_aws_endpoint_url"),
+                   ("profile", "rollwright_aws_profile"))
+
+
+def lambda_recovery_command(record: DeploymentRecord, record_options: Optional[dict] = None,
+                            aws: Optional[dict] = None) -> str:
+    """The ``rollwright.deploy.lambda`` command that recovers a Lambda deployment (docs/lambda.md, Recovery)."""
+    import shlex
+
+    revision = record.revision or {}
+    pairs = [("rollwright_lambda_function_name", revision.get("function") or "<function>"),
+             ("rollwright_lambda_alias", revision.get("alias") or "<alias>"),
+             ("rollwright_application", record.application), ("rollwright_deployment_group", record.deployment_group),
+             ("rollwright_lambda_recover", "true"), ("rollwright_force_lock", "true")]
+    for key, var in LAMBDA_RECORD_VARS:
+        value = (record_options or {}).get(key)
+        if value and not (key == "backend" and value == "sqlite"):
+            pairs.append((var, value))
+    for key, var in LAMBDA_AWS_VARS:
+        if (aws or {}).get(key):
+            pairs.append((var, aws[key]))  # type: ignore[index]
+    return "ansible-playbook rollwright.deploy.lambda " + " ".join(f"-e {shlex.quote(f'{k}={v}')}" for k, v in pairs)
+
+
+def lambda_refusal(record: DeploymentRecord, lock: Optional[LockInfo], record_options: Optional[dict] = None,
+                   aws: Optional[dict] = None) -> Optional[str]:
+    """For a Lambda deployment that needs recovery: why this playbook does not do it and the command
+    that does. None when it needs nothing (ended, and not holding the group's lock)."""
+    holds = lock is not None and lock.deployment_id == record.deployment_id
+    if record.status in TERMINAL_STATUSES and not holds:
+        return None
+    revision = record.revision or {}
+    return (f"deployment {record.deployment_id} is a Lambda deployment ({revision.get('function')} alias "
+            f"{revision.get('alias')}, {record.status}{', holding the group lock' if holds else ''}); the Lambda "
+            "playbook recovers it (alias back on the recorded current version, record Stopped, lock released): "
+            f"{lambda_recovery_command(record, record_options, aws)}  (docs/lambda.md, Recovery)")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,16 +5,22 @@
 DOCUMENTATION = r"""
 ---
 module: deployment_recover
-short_description: Finish a deployment whose controller died - restore load-balancer membership, release the lock
+short_description: Finish a deployment whose controller died - in-place, blue/green EC2 (Lambda - the command to run)
 version_added: 0.1.0
 description:
-  - For an in-place deployment left C(InProgress) by a controller that died (or C(Stopped) with hosts still out of
-    their load balancers), registers every host it took out again into exactly the membership recorded before
-    deregistration, waits until they are healthy, marks the deployment C(Stopped) and releases the deployment
-    group's lock.
-  - Hosts whose install failed (a C(Failed) event from C(ApplicationStop) to C(ValidateService)) stay out and are
-    reported, as the deployment left them.
-  - Refuses while the deployment looks alive (its lock renewed within its ttl and its record C(InProgress)), and
+  - Picks the deployment to recover - I(deployment_id), else the one that holds the deployment group's lock, else the
+    group's newest deployment that has not ended (or an in-place one C(Stopped) with hosts still out of their load
+    balancers) - and finishes it from its record, as its C(deployment_type) requires. Then releases the group's lock.
+  - C(in_place) - registers every host it took out again into exactly the membership recorded before
+    deregistration (with the load-balancer configuration recorded at its start, HAProxy sockets included), waits
+    until they are healthy and marks the deployment C(Stopped). Hosts whose install failed (a C(Failed) event from
+    C(ApplicationStop) to C(ValidateService)) stay out and are reported, as the deployment left them.
+  - C(blue_green_ec2) - up to the reroute, rolls back (originals registered and healthy first, replacement fleet torn
+    down, status C(Failed)); while retiring, completes the retirement (status C(Succeeded)); a finished deployment is
+    left alone. The same as C(rollwright.deploy.bluegreen_step) with C(step=recover).
+  - C(lambda) - fails with the exact C(ansible-playbook rollwright.deploy.lambda ... -e rollwright_lambda_recover=true
+    -e rollwright_force_lock=true) command that recovers it (its recovery is part of the Lambda playbook).
+  - Refuses while the deployment looks alive (its lock renewed within its ttl and its record not ended), and
     while another deployment holds the group's lock, unless I(force=true).
   - Safe to run twice; the second run changes nothing.
   - This is an action plugin that runs on the controller. The C(rollwright.deploy.recover) playbook wraps it.
@@ -22,16 +28,16 @@ author:
   - Rollwright maintainers (@rollwright)
 options:
   application:
-    description: The application name.
+    description: The application name. Required unless I(deployment_id) is given.
     type: str
-    required: true
   deployment_group:
     description: The deployment group; defaults to the application name.
     type: str
   deployment_id:
     description:
-      - The deployment to recover. Default - the group's lock holder, else the newest deployment that is C(InProgress)
-        or C(Stopped) with hosts out of their load balancers.
+      - The deployment to recover, of any type. Default - the group's lock holder, else the newest deployment that has
+        not ended (C(InProgress), or C(Ready) for blue/green) or is an in-place one C(Stopped) with hosts out of their
+        load balancers.
     type: str
   backend:
     description: Where records and locks live.
@@ -57,7 +63,9 @@ options:
     type: float
     default: 300
   force:
-    description: Recover even though the deployment's lock looks alive or another deployment holds the group's lock.
+    description:
+      - Recover even though the deployment's lock looks alive or another deployment holds the group's lock.
+      - A blue/green deployment keeps its lock for hours (no lease keeper); after its controller died, pass C(true).
     type: bool
     default: false
   aws:
@@ -81,6 +89,14 @@ EXAMPLES = r"""
     application: web
     deployment_group: prod
 
+- name: Recover a blue/green deployment whose AWX job was killed (its lock is still fresh)
+  rollwright.deploy.deployment_recover:
+    application: web
+    deployment_group: prod
+    force: true
+    aws:
+      region: eu-west-1
+
 - name: Recover one deployment, records in DynamoDB
   rollwright.deploy.deployment_recover:
     application: web
@@ -96,12 +112,22 @@ deployment_id:
   returned: always
   type: str
   sample: d-ABC123XYZ
-plan:
-  description: What recovery decided - C(restore) (host -> memberships), C(left_out) (host -> why), C(interrupted), C(lock), C(mark_stopped).
+deployment_type:
+  description: The recovered deployment's type (null when there was nothing to recover).
   returned: always
+  type: str
+  sample: in_place
+plan:
+  description:
+    - What recovery decided. In-place - C(restore) (host -> memberships), C(left_out) (host -> why), C(interrupted),
+      C(lock), C(mark_stopped). Blue/green - C(phase), C(action) (C(rolled_back), C(retired) or C(none)), C(lock),
+      C(refused). Lambda - C(refused) (the command to run).
+  returned: when a deployment was found
   type: dict
 report:
-  description: What was done - C(restored), C(left_out), C(unhealthy), C(status), C(lock_released), C(hosts).
+  description:
+    - What was done. In-place - C(restored), C(left_out), C(unhealthy), C(status), C(lock_released), C(hosts).
+      Blue/green - C(action), C(phase_before), C(status_before), C(status), C(restored), C(lock_released).
   returned: when something was done
   type: dict
 message:

@@ -31,6 +31,8 @@ pytestmark = [pytest.mark.fleet, pytest.mark.slow]
 
 PLAYBOOK = "rollwright.deploy.bluegreen_ec2"
 CONTINUE = "rollwright.deploy.continue"
+RECOVER = "rollwright.deploy.recover"
+RECOVER_TASK = "Recover the deployment and release the group's lock"
 N = 3
 AMI = "ami-03cf127a"
 
@@ -422,9 +424,12 @@ def test_launch_template_flow(env: Env, bundles: dict[str, Path]) -> None:
         assert H.served(env.address(iid)) == "sample-app v2"
 
 
-def test_controller_killed_during_reroute_then_recover(env: Env, bundles: dict[str, Path]) -> None:
+@pytest.mark.parametrize("via", ["bluegreen_step", "recover_playbook"])
+def test_controller_killed_during_reroute_then_recover(env: Env, bundles: dict[str, Path], via: str) -> None:
     """kill -9 of ansible-playbook as soon as a green target is registered; the record alone lets
-    `bluegreen_step: step=recover` put the originals back (healthy first) and tear the green fleet down."""
+    `bluegreen_step: step=recover`, or `ansible-playbook rollwright.deploy.recover` (which finds the
+    deployment by the group's lock and dispatches on its type), put the originals back (healthy first)
+    and tear the green fleet down."""
     import subprocess
 
     from tests.harness.ansible_run import VENV_BIN, ansible_env
@@ -439,6 +444,7 @@ def test_controller_killed_during_reroute_then_recover(env: Env, bundles: dict[s
     environ = ansible_env(env.world.aws_env(), str(env.state_dir / "cp"), {"XDG_STATE_HOME": str(env.state_dir)})
     proc = subprocess.Popen([str(VENV_BIN / "ansible-playbook"), "-i", str(env.world.inventory), PLAYBOOK, "-e", f"@{vars_file}"],
                             env=environ, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    recover_vars = {"rollwright_application": f"bg-{env.name}", "rollwright_deployment_group": "g"}
     with TrafficMonitor(env, blue) as mon:
         try:
             H.wait_until(lambda: any(s["green"] for s in mon.samples[-3:]), 180, interval=0.05, what="a green target registered")
@@ -448,14 +454,33 @@ def test_controller_killed_during_reroute_then_recover(env: Env, bundles: dict[s
         record = env.record()
         assert record["status"] == "InProgress" and record["extra"]["bluegreen"]["phase"] == "rerouting"
         green = record["extra"]["bluegreen"]["replacement_ids"]
-        recovered = env.ansible_run(
-            [{"hosts": "localhost", "gather_facts": False, "tasks": [{
-                "rollwright.deploy.bluegreen_step": {"step": "recover", "deployment_id": record["deployment_id"],
-                                                     "force_lock": True}, "register": "out"}]}],
-            env.world.inventory, env={"XDG_STATE_HOME": str(env.state_dir)})
+        if via == "bluegreen_step":
+            recovered = env.ansible_run(
+                [{"hosts": "localhost", "gather_facts": False, "tasks": [{
+                    "rollwright.deploy.bluegreen_step": {"step": "recover", "deployment_id": record["deployment_id"],
+                                                         "force_lock": True}, "register": "out"}]}],
+                env.world.inventory, env={"XDG_STATE_HOME": str(env.state_dir)})
+        else:
+            # the lock is fresh (a blue/green lock lasts hours): refused without force, nothing touched
+            refused = env.ansible_run(RECOVER, env.world.inventory, extra_vars=recover_vars,
+                                      env={"XDG_STATE_HOME": str(env.state_dir)})
+            assert refused.rc != 0
+            message = refused.task(RECOVER_TASK)["localhost"]["msg"]
+            assert "looks alive" in message and "rollwright_force_recover=true" in message, message
+            assert env.record()["status"] == "InProgress"
+            recovered = env.ansible_run(RECOVER, env.world.inventory, extra_vars=dict(recover_vars, rollwright_force_recover=True),
+                                        env={"XDG_STATE_HOME": str(env.state_dir)})
         time.sleep(0.5)
     assert recovered.rc == 0, failures(recovered) or recovered
-    out = recovered.task("rollwright.deploy.bluegreen_step")["localhost"]["recovery"]
+    if via == "bluegreen_step":
+        out = recovered.task("rollwright.deploy.bluegreen_step")["localhost"]["recovery"]
+    else:
+        task = recovered.task(RECOVER_TASK)["localhost"]
+        assert task["changed"] is True and task["deployment_type"] == "blue_green_ec2"
+        assert task["deployment_id"] == record["deployment_id"] and task["plan"]["action"] == "rolled_back"
+        assert "rolled back" in task["message"], task["message"]
+        out = task["report"]
+        assert out["lock_released"] is True
     assert out["action"] == "rolled_back" and out["phase_before"] == "rerouting"
     record = env.record()
     assert record["status"] == "Failed" and "recovered" in record["error"]
@@ -466,3 +491,9 @@ def test_controller_killed_during_reroute_then_recover(env: Env, bundles: dict[s
     assert env.store().get_lock(f"bg-{env.name}", "g") is None
     # the serving group was never short of the minimum, before, during and after recovery
     assert mon.min_healthy >= 2, mon.samples
+    if via == "recover_playbook":
+        again = env.ansible_run(RECOVER, env.world.inventory, extra_vars=recover_vars,
+                                env={"XDG_STATE_HOME": str(env.state_dir)})
+        assert again.rc == 0, failures(again) or again
+        assert again.task(RECOVER_TASK)["localhost"]["changed"] is False
+        assert "nothing to recover" in again.task(RECOVER_TASK)["localhost"]["message"]

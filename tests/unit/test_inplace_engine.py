@@ -12,6 +12,7 @@ snapshot/block/wait_drained/allow/wait_healthy/health interface) and ``FakeCloud
 from __future__ import annotations
 
 import datetime as dt
+import time
 from typing import Any, Optional
 
 import pytest
@@ -497,6 +498,71 @@ def test_recovery_uses_the_load_balancer_configuration_recorded_at_start(store):
                       config="CodeDeployDefault.AllAtOnce", load_balancer={"haproxy": {}},
                       options={"load_balancer": mapped})
     assert store.get(other["deployment_id"]).extra["inplace"]["load_balancer"] == mapped == other["options"]["load_balancer"]
+
+
+def _other_type(store, kind: str, status: str, *, extra: Optional[dict] = None, revision: Optional[dict] = None,
+                group: str = "prod", lock_ttl: Optional[float] = None):
+    from ansible_collections.rollwright.deploy.plugins.module_utils.records.base import DeploymentRecord
+
+    record = store.create(DeploymentRecord(application="web", deployment_group=group, deployment_type=kind,
+                                           revision=revision or {}, status="Created"))
+    for key, value in (extra or {}).items():
+        store.set_extra(record.deployment_id, key, value)
+    if lock_ttl is not None:
+        store.acquire_lock("web", group, record.deployment_id, owner="ci", ttl=lock_ttl)
+    store.update_status(record.deployment_id, status)
+    return store.get(record.deployment_id)
+
+
+def test_recover_picks_any_deployment_type_and_plans_blue_green_from_its_phase(store):
+    rerouting = _other_type(store, "blue_green_ec2", "InProgress", extra={"bluegreen": {"phase": "rerouting"}}, lock_ttl=7200)
+    # the lock holder is chosen whatever its type; a fresh blue/green lock is refused without force
+    assert rc.select_deployment(store, "web", "prod").deployment_id == rerouting.deployment_id
+    lock = store.get_lock("web", "prod")
+    plan = rc.bluegreen_plan(rerouting, lock)
+    assert plan["action"] == "rolled_back" and plan["refused"] and "rollwright_force_recover=true" in plan["refused"]
+    assert rc.bluegreen_plan(rerouting, lock, force=True)["refused"] is None
+    # by id, application and group may be left out; a wrong group is named
+    assert rc.select_deployment(store, None, None, rerouting.deployment_id).deployment_id == rerouting.deployment_id
+    with pytest.raises(rc.RecoveryError, match="belongs to web/prod, not to web/other"):
+        rc.select_deployment(store, "web", "other", rerouting.deployment_id)
+    # phases: retiring -> the retirement is finished; finished and ended -> nothing (a held lock is still released)
+    retiring = _other_type(store, "blue_green_ec2", "InProgress", extra={"bluegreen": {"phase": "retiring"}}, group="g2")
+    assert rc.bluegreen_plan(retiring, None)["action"] == "retired"
+    ready = _other_type(store, "blue_green_ec2", "Ready", extra={"bluegreen": {"phase": "ready"}}, group="g3")
+    assert rc.needs_recovery(ready) and rc.select_deployment(store, "web", "g3").deployment_id == ready.deployment_id
+    done = _other_type(store, "blue_green_ec2", "Succeeded", extra={"bluegreen": {"phase": "finished"}}, group="g4",
+                       lock_ttl=0.001)
+    time.sleep(0.01)
+    stale = store.get_lock("web", "g4")
+    assert stale.stale
+    plan = rc.bluegreen_plan(done, stale)
+    assert plan["action"] == "none" and plan["needs_action"] and plan["refused"] is None
+    report = rc.recover_bluegreen(store, None, done, plan)
+    assert report["action"] == "none" and report["lock_released"] and report["changed"]
+    assert store.get_lock("web", "g4") is None and store.get(done.deployment_id).status == "Succeeded"
+    assert rc.select_deployment(store, "web", "g4") is None
+    # another deployment's lock: refused unless forced
+    other = rc.bluegreen_plan(retiring, lock)
+    assert other["refused"] and f"locked by another deployment, {rerouting.deployment_id}" in other["refused"]
+
+
+def test_recover_of_a_lambda_deployment_names_the_lambda_command(store):
+    stuck = _other_type(store, "lambda", "InProgress", group="orders-api:live", lock_ttl=3600,
+                        revision={"function": "orders-api", "alias": "live", "current_version": "3", "target_version": "4"})
+    refusal = rc.lambda_refusal(stuck, store.get_lock("web", "orders-api:live"),
+                                {"backend": "dynamodb", "dynamodb_table": "deployments", "sqlite_path": None},
+                                {"region": "eu-west-1"})
+    assert refusal and "holding the group lock" in refusal
+    assert ("ansible-playbook rollwright.deploy.lambda -e rollwright_lambda_function_name=orders-api "
+            "-e rollwright_lambda_alias=live -e rollwright_application=web -e rollwright_deployment_group=orders-api:live "
+            "-e rollwright_lambda_recover=true -e rollwright_force_lock=true -e rollwright_record_backend=dynamodb "
+            "-e rollwright_record_dynamodb_table=deployments -e rollwright_aws_region=eu-west-1") in refusal
+    assert "rollwright_record_backend" not in rc.lambda_recovery_command(stuck, {"backend": "sqlite"})
+    spaced = rc.lambda_recovery_command(stuck, {"sqlite_path": "/srv/my records/d.sqlite3"})
+    assert "-e 'rollwright_record_sqlite_path=/srv/my records/d.sqlite3'" in spaced
+    ended = _other_type(store, "lambda", "Succeeded", group="orders-api:beta", revision={"function": "orders-api"})
+    assert rc.lambda_refusal(ended, None) is None
 
 
 # ------------------------------------------------------------------------------------------------ lease keeper
