@@ -10,6 +10,7 @@ registered host results) by subclassing it; the deployment logic is module_utils
 from __future__ import annotations
 
 import os
+import time
 
 from ansible.errors import AnsibleActionFail
 from ansible.utils.display import Display
@@ -17,6 +18,7 @@ from ansible.utils.display import Display
 from ansible_collections.rollwright.deploy.plugins.action.inplace_step import ActionModule as _InPlaceStep
 from ansible_collections.rollwright.deploy.plugins.module_utils import deploy_inputs
 from ansible_collections.rollwright.deploy.plugins.module_utils import fleet_provision as fp
+from ansible_collections.rollwright.deploy.plugins.module_utils import recovery
 from ansible_collections.rollwright.deploy.plugins.module_utils.bluegreen import (
     CONNECTION_VARS,
     ORIGINAL_ACTIONS,
@@ -89,7 +91,19 @@ class ActionModule(_InPlaceStep):
                                            by=args.get("creator") or os.environ.get("USER") or "user")
                 result.update(changed=outcome["changed"], deployment_id=outcome["deployment_id"], continued=outcome)
                 return result
-            run = BlueGreenRun(store, clients, progress=_progress)
+            # Ansible's workers outlive a killed ansible-playbook (they run in their own session): an
+            # orphaned step must not go on changing load balancers while `recover` puts them back.
+            guard = recovery.controller_guard(os.getppid())
+
+            def guarded_progress(message: str) -> None:
+                guard()
+                _progress(message)
+
+            def guarded_sleep(seconds: float) -> None:
+                guard()
+                time.sleep(seconds)
+
+            run = BlueGreenRun(store, clients, progress=guarded_progress, sleep=guarded_sleep)
             if step == "start":
                 state = self._start(args, task_vars, clients, run)
             else:
