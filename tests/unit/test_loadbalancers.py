@@ -9,6 +9,7 @@ so the waits run in no real time.
 
 from __future__ import annotations
 
+import json
 import random
 from collections import Counter
 
@@ -459,3 +460,45 @@ def test_client_factory_caches_and_sets_retries_and_user_agent(monkeypatch):
     monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/config")
     with pytest.raises(aws_session.AWSSessionError, match="region"):
         aws_session.aws_client_factory({"access_key": "AKIATEST00000000", "secret_key": "x" * 12}).client("elb")
+
+
+class _CountingELBv2:
+    """A boto3-shaped ELBv2 client that answers from fixed data and counts calls."""
+
+    def __init__(self):
+        self.calls = []
+
+    def describe_target_groups(self, **kwargs):
+        self.calls.append("DescribeTargetGroups")
+        return {"TargetGroups": [{"TargetGroupArn": kwargs["TargetGroupArns"][0], "TargetGroupName": "web", "Port": 80,
+                                  "TargetType": "instance", "HealthCheckIntervalSeconds": 5, "HealthyThresholdCount": 2}]}
+
+    def describe_target_group_attributes(self, **kwargs):
+        self.calls.append("DescribeTargetGroupAttributes")
+        return {"Attributes": [{"Key": "deregistration_delay.timeout_seconds", "Value": "7"}]}
+
+
+def test_a_later_step_reuses_what_an_earlier_step_learnt_about_its_target_groups():
+    from ansible_collections.rollwright.deploy.plugins.module_utils.loadbalancers.elbv2 import ELBv2Adapter
+
+    arn = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/web/0123456789abcdef"
+    first_client = _CountingELBv2()
+    first = ELBv2Adapter(first_client, [arn])
+    assert first.deregistration_delay(arn) == 7
+    cache = first.export_cache()
+    assert sorted(first_client.calls) == ["DescribeTargetGroupAttributes", "DescribeTargetGroups"]
+
+    later_client = _CountingELBv2()
+    later = ELBv2Adapter(later_client, [arn])
+    later.import_cache(json.loads(json.dumps(cache)))  # it travels between steps as JSON
+    assert later.target_group_arns == [arn]
+    assert later.deregistration_delay(arn) == 7
+    assert later_client.calls == []
+
+    # A cache that does not cover every configured group is not trusted.
+    other = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/api/fedcba9876543210"
+    partial_client = _CountingELBv2()
+    partial = ELBv2Adapter(partial_client, [arn, other])
+    partial.import_cache(cache)
+    partial.validate()
+    assert partial_client.calls == ["DescribeTargetGroups"]

@@ -457,6 +457,14 @@ class Adapter:
         """Check that every configured load balancer / target group exists (cached)."""
         raise NotImplementedError
 
+    def export_cache(self) -> dict[str, Any]:
+        """What this adapter learnt about its groups (JSON), so a later step in another process
+        need not describe them again. Empty when there is nothing worth keeping."""
+        return {}
+
+    def import_cache(self, cache: dict[str, Any] | None) -> None:
+        """Take what ``export_cache`` returned in an earlier step."""
+
     def snapshot(self, instance_ids: list[str]) -> dict[str, list[Membership]]:
         raise NotImplementedError
 
@@ -609,6 +617,14 @@ class CompositeLoadBalancer(Adapter):
     def validate(self) -> None:
         for a in self.adapters:
             a.validate()
+
+    def export_cache(self) -> dict[str, Any]:
+        caches = {a.kind: a.export_cache() for a in self.adapters}
+        return {kind: cache for kind, cache in caches.items() if cache}
+
+    def import_cache(self, cache: dict[str, Any] | None) -> None:
+        for a in self.adapters:
+            a.import_cache((cache or {}).get(a.kind))
 
     def snapshot(self, instance_ids: list[str]) -> dict[str, list[Membership]]:
         # Each adapter validates its own groups first; a snapshot changes nothing either way.

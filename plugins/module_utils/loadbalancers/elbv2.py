@@ -11,7 +11,7 @@ DeregisterTargets / RegisterTargets once per target group per batch. Never one c
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from .base import (
@@ -157,6 +157,23 @@ class ELBv2Adapter(Adapter):
                     "only 'instance' target groups can hold deployment hosts"
                 )
             self._groups[info.arn] = info
+
+    def export_cache(self) -> dict[str, Any]:
+        self.validate()
+        return {"groups": {arn: asdict(info) for arn, info in self._groups.items()}, "delays": dict(self._delays)}
+
+    def import_cache(self, cache: dict[str, Any] | None) -> None:
+        """Target groups described by an earlier step of the same deployment: they existed then, and
+        a group deleted since fails the next DescribeTargetHealth with a clear error anyway."""
+        if not cache:
+            return
+        groups = {arn: TargetGroupInfo(**info) for arn, info in (cache.get("groups") or {}).items()}
+        wanted = set(self.configured_arns)
+        if self.configured_names or not wanted <= set(groups):
+            return  # names to resolve, or groups this cache does not know: describe them as usual
+        self._groups.update(groups)
+        self._delays.update({arn: int(d) for arn, d in (cache.get("delays") or {}).items()})
+        self._validated = True
 
     def validate(self) -> None:
         if self._validated:
