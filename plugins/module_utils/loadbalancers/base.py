@@ -388,9 +388,11 @@ class Backoff:
     ``[base * (1 - jitter), base]`` and then clipped to the time left before the deadline.
     """
 
-    initial: float = 0.75
-    cap: float = 4.0  # bounded so a wait overshoots the moment a target turns healthy by at most a few seconds
-    factor: float = 2.0
+    # Gentle growth and a low cap: a wait notices a target turning healthy within about a second
+    # early on and within 4 s later, for one describe call per group per poll.
+    initial: float = 0.5
+    cap: float = 4.0
+    factor: float = 1.5
     jitter: float = 0.25
     rng: random.Random = field(default_factory=random.Random)
 
