@@ -256,6 +256,33 @@ def test_host_failing_validation_stays_in_maint(fleet, lbs, tmp_path) -> None:
     assert bodies and bodies <= {"sample-app v1", "sample-app v2"}, bodies
 
 
+def test_rollback_puts_the_server_a_failed_deployment_left_in_maint_back(fleet, lbs, tmp_path) -> None:
+    """v2 fails ValidateService on one host (left in maint); the rollback playbook redeploys v1 and puts
+    that server back as the failed deployment recorded it (ready), once: one membership per server line."""
+    world = fleet(3)
+    inv, state = _deployed_v1(world, tmp_path)
+    hx = lbs(backend_servers(world))
+    names = [h.name for h in world.hosts]
+    for n in names:
+        hx.wait_status(n, "UP")
+    bad = names[0]
+    world.fleet.exec(bad, ["sh", "-c", "mkdir -p /srv && touch /srv/fail-validate"])
+    v2 = build_bundle("v2", tmp_path / "bundles")
+    run = run_inplace(world, inv, v2, state, load_balancer=_lb_config(hx))
+    assert run.rc != 0, run
+    assert hx.status(bad) == "MAINT"
+    failed_id = _record(state).deployment_id
+    world.fleet.exec(bad, ["rm", "-f", "/srv/fail-validate"])
+    rollback = run_inplace(world, inv, v2, state, load_balancer=_lb_config(hx), playbook="rollwright.deploy.rollback")
+    assert rollback.rc == 0, rollback
+    assert hx.statuses() == {n: "UP" for n in names}
+    record = _record(state)
+    assert record.rollback_of == failed_id and record.status == "Succeeded"
+    assert record.host(bad).lb_membership == [{"kind": "haproxy", "instance": "lb1", "backend": "app", "server": bad,
+                                               "state": "ready", "weight": 1}]
+    assert {_body(hx.url) for _i in range(10)} == {"sample-app v1"}
+
+
 def test_haproxy_server_module_on_a_fleet_host(fleet, lbs, tmp_path) -> None:
     world = fleet(2)
     inv, state = _deployed_v1(world, tmp_path)
