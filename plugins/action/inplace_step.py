@@ -177,6 +177,8 @@ class ActionModule(ActionBase):
                     return self._shape(result, state, changed=False)
                 self._mark_step(state["deployment_id"])
                 lb = self._load_balancer(state["options"].get("load_balancer"), clients)
+                if lb is not None:
+                    lb.import_cache(state.get("lb_cache"))  # what start learnt about the target groups
                 settings = AutoRollback.from_dict(state.get("auto_rollback"))
                 run = InPlaceRun(store, lb, progress=_progress, alarms=self._alarm_watch(settings, clients),
                                  guard=self._guard)
@@ -193,6 +195,8 @@ class ActionModule(ActionBase):
                                       healthy_timeout=state["options"].get("healthy_timeout"))
                 elif step == "stop":
                     state = run.finish(state, stop_reason=args.get("reason") or "stopped on request", status="Stopped")
+                if lb is not None:
+                    state["lb_cache"] = lb.export_cache()
                 self._keep_lease(args, state)
         except (InPlaceError, AlarmConfigError, RecordError, ValueError) as exc:
             raise AnsibleActionFail(str(exc)) from exc
@@ -263,8 +267,8 @@ class ActionModule(ActionBase):
             "drain_timeout": args.get("drain_timeout"),
             "healthy_timeout": args.get("healthy_timeout"),
         }
-        run = InPlaceRun(store, self._load_balancer(lb_config, clients), progress=_progress,
-                         alarms=self._alarm_watch(settings, clients), guard=self._guard)
+        lb = self._load_balancer(lb_config, clients)
+        run = InPlaceRun(store, lb, progress=_progress, alarms=self._alarm_watch(settings, clients), guard=self._guard)
         ttl = float(args.get("lock_ttl") or DEFAULT_LOCK_TTL)
         interval = max(1.0, min(10.0, ttl / 6.0))
         controller = recovery.find_controller()
@@ -277,6 +281,9 @@ class ActionModule(ActionBase):
                           original_memberships=plan.original_memberships if plan else None,
                           on_locked=lambda lock: self._spawn_keeper(args, lock.to_dict(), interval, controller))
         state["lease_interval"] = interval
+        if lb is not None:
+            # Later steps run in other processes: spare them describing the target groups again.
+            state["lb_cache"] = lb.export_cache()
         if plan is not None:
             state["rollback_plan"] = plan.to_dict()
         return state
