@@ -51,7 +51,10 @@ class Ec2Sync:
 
     def _instances(self) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
-        for page in self._client.get_paginator("describe_instances").paginate():
+        # Only this world's subnet: the emulator outlives worlds, and a later world may reuse an
+        # earlier one's CIDR in another VPC, whose instances must not become this world's hosts.
+        paginator = self._client.get_paginator("describe_instances")
+        for page in paginator.paginate(Filters=[{"Name": "subnet-id", "Values": [self.world.subnet_id]}]):
             for reservation in page.get("Reservations", []):
                 for inst in reservation.get("Instances", []):
                     out[inst["InstanceId"]] = {"state": inst.get("State", {}).get("Name"), "ip": inst.get("PrivateIpAddress")}
