@@ -868,15 +868,19 @@ class LambdaDeployment:
         result["allow_traffic_start"] = self._now_iso()
         last_poll = t0
         last_beat = t0
+        poll_cost = 0.0  # how long the last alarm read took
         total = len(plan)
         for index, step in enumerate(plan, start=1):
             due = t0 + step.at_seconds
             # wait, polling alarms every poll_interval
             while True:
                 now = self.clock()
-                if req.alarms and now - last_poll >= req.poll_interval:
+                # A read that would still be running when the step is due waits until after the step:
+                # slow alarm reads (a CloudWatch endpoint timing out) must not push the schedule.
+                if req.alarms and now - last_poll >= req.poll_interval and now + poll_cost <= due:
                     last_poll = now
                     problem = self._poll_alarms(req, result, "AllowTraffic", t0)
+                    poll_cost = self.clock() - now
                     if problem:
                         return self._stop(req, result, current, problem)
                     now = self.clock()
@@ -890,9 +894,10 @@ class LambdaDeployment:
                 if req.alarms:
                     wake = min(wake, last_poll + req.poll_interval)
                 self.sleep(max(0.0, min(wake - now, 1.0)))
-            if step.promote and req.alarms and self.clock() - last_poll > 0.5:
+            if step.promote and req.alarms and self.clock() - last_poll > 0.5 and poll_cost <= 0.5:
                 last_poll = self.clock()
                 problem = self._poll_alarms(req, result, "AllowTraffic", t0)
+                poll_cost = self.clock() - last_poll
                 if problem:
                     return self._stop(req, result, current, problem)
             issued = self.clock() - t0

@@ -254,12 +254,15 @@ def test_unreachable_cloudwatch(world):
 
     import botocore.config
 
+    # Bound but never listening: every connection is refused at once, and no other process can take
+    # the port while the test holds it (a closed socket's port may be reused and answer slowly).
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    sock.close()
+    # One attempt per read (standard retry mode counts attempts, legacy mode counts retries with a
+    # random backoff of up to a second): each failed read returns at once, as a refused connection does.
     broken = world.aws.session().client("cloudwatch", endpoint_url=dead, config=botocore.config.Config(
-        retries={"max_attempts": 1}, connect_timeout=0.5, read_timeout=0.5))
+        retries={"max_attempts": 1, "mode": "standard"}, connect_timeout=0.5, read_timeout=0.5))
     # without ignore_poll_alarm_failure: refused before anything changes
     refused = execute(world.options(alarms=[world.alarm]),
                       lambda s: broken if s == "cloudwatch" else world.client(s))
@@ -272,8 +275,9 @@ def test_unreachable_cloudwatch(world):
         poll_interval=0.5, ignore_poll_alarm_failure=True)))
     assert result["status"] == "Succeeded"
     assert len(result["alarm_events"]) >= 3 and all(e["ignored"] and e["error"] for e in result["alarm_events"])
-    assert all(abs(s["actual_seconds"] - s["planned_seconds"]) < 1.0 for s in result["steps"])
+    assert all(abs(s["actual_seconds"] - s["planned_seconds"]) < 1.0 for s in result["steps"]), result["steps"]
     assert world.alias() == ("2", {})
+    sock.close()
 
 
 @pytest.mark.parametrize("options,match", [
