@@ -13,7 +13,6 @@ import os
 import time
 
 from ansible.errors import AnsibleActionFail
-from ansible.utils.display import Display
 
 from ansible_collections.rollwright.deploy.plugins.action.inplace_step import ActionModule as _InPlaceStep
 from ansible_collections.rollwright.deploy.plugins.module_utils import deploy_inputs
@@ -24,28 +23,18 @@ from ansible_collections.rollwright.deploy.plugins.module_utils.bluegreen import
     ORIGINAL_ACTIONS,
     READY_ACTIONS,
     REROUTE_MODES,
-    BlueGreenError,
     BlueGreenRun,
     recover,
     request_continue,
 )
-from ansible_collections.rollwright.deploy.plugins.module_utils.deployment_config import DeploymentConfigError
-from ansible_collections.rollwright.deploy.plugins.module_utils.listener import ListenerError
-from ansible_collections.rollwright.deploy.plugins.module_utils.loadbalancers import LoadBalancerError
-from ansible_collections.rollwright.deploy.plugins.module_utils.records.base import RecordError
 
-display = Display()
+from ansible_collections.rollwright.deploy.plugins.plugin_utils.step_action import progress as _progress
 
-STEPS = ("start", "provision", "ready", "reroute", "finish", "abort", "recover", "continue")
 RESULT_VARS = {
     "install": "_bluegreen_r_install",
     "pre": "_bluegreen_r_pre",
     "post": "_bluegreen_r_post",
 }
-
-
-def _progress(message: str) -> None:
-    display.display(f"rollwright: {message}")
 
 
 def _choice(value, allowed, field):
@@ -57,84 +46,70 @@ def _choice(value, allowed, field):
 class ActionModule(_InPlaceStep):
     """See plugins/modules/bluegreen_step.py for the documentation."""
 
-    TRANSFERS_FILES = False
-    _requires_connection = False
+    MODULE = "bluegreen_step"
 
-    def run(self, tmp=None, task_vars=None):
-        result = super(_InPlaceStep, self).run(tmp, task_vars)  # ActionBase.run, not the in-place steps
-        task_vars = task_vars or {}
-        args = dict(self._task.args)
-        step = args.get("step")
-        if step not in STEPS:
-            raise AnsibleActionFail(f"step: expected one of {', '.join(STEPS)}, got {step!r}")
-        try:
-            clients = self._clients(args)
-            store = self._store(args, clients)
-            if step == "recover":
-                deployment_id = args.get("deployment_id")
-                if not deployment_id and args.get("application"):
-                    info = store.get_lock(args["application"], args.get("deployment_group") or args["application"])
-                    deployment_id = info.deployment_id if info else None
-                    if not deployment_id:
-                        result.update(changed=False, recovery={"action": "none", "reason": "no deployment holds the group's lock"})
-                        return result
+    def run_step(self, result: dict, args: dict, task_vars: dict) -> dict:
+        step = args["step"]
+        clients = self.clients(args)
+        store = self._store(args, clients)
+        if step == "recover":
+            deployment_id = args.get("deployment_id")
+            if not deployment_id and args.get("application"):
+                info = store.get_lock(args["application"], args.get("deployment_group") or args["application"])
+                deployment_id = info.deployment_id if info else None
                 if not deployment_id:
-                    raise AnsibleActionFail("deployment_id: required for step=recover (or application and deployment_group: "
-                                            "the deployment that holds the group's lock)")
-                outcome = recover(store, clients, deployment_id, progress=_progress, force=bool(args.get("force_lock")))
-                result.update(changed=outcome["action"] != "none", recovery=outcome, deployment_id=deployment_id)
-                return result
-            if step == "continue":
-                outcome = request_continue(store, deployment_id=args.get("deployment_id") or None,
-                                           application=args.get("application") or None,
-                                           deployment_group=args.get("deployment_group") or None,
-                                           by=args.get("creator") or os.environ.get("USER") or "user")
-                result.update(changed=outcome["changed"], deployment_id=outcome["deployment_id"], continued=outcome)
-                return result
-            # Ansible's workers outlive a killed ansible-playbook (they run in their own session): an
-            # orphaned step must not go on changing load balancers while `recover` puts them back.
-            guard = recovery.controller_guard(os.getppid())
+                    result.update(changed=False, recovery={"action": "none", "reason": "no deployment holds the group's lock"})
+                    return result
+            if not deployment_id:
+                raise AnsibleActionFail("deployment_id: required for step=recover (or application and deployment_group: "
+                                        "the deployment that holds the group's lock)")
+            outcome = recover(store, clients, deployment_id, progress=_progress, force=bool(args.get("force_lock")))
+            result.update(changed=outcome["action"] != "none", recovery=outcome, deployment_id=deployment_id)
+            return result
+        if step == "continue":
+            outcome = request_continue(store, deployment_id=args.get("deployment_id") or None,
+                                       application=args.get("application") or None,
+                                       deployment_group=args.get("deployment_group") or None,
+                                       by=args.get("creator") or os.environ.get("USER") or "user")
+            result.update(changed=outcome["changed"], deployment_id=outcome["deployment_id"], continued=outcome)
+            return result
+        # Ansible's workers outlive a killed ansible-playbook (they run in their own session): an
+        # orphaned step must not go on changing load balancers while `recover` puts them back.
+        guard = recovery.controller_guard(os.getppid())
 
-            def guarded_progress(message: str) -> None:
-                guard()
-                _progress(message)
+        def guarded_progress(message: str) -> None:
+            guard()
+            _progress(message)
 
-            def guarded_sleep(seconds: float) -> None:
-                guard()
-                time.sleep(seconds)
+        def guarded_sleep(seconds: float) -> None:
+            guard()
+            time.sleep(seconds)
 
-            run = BlueGreenRun(store, clients, progress=guarded_progress, sleep=guarded_sleep)
-            if step == "start":
-                state = self._start(args, task_vars, clients, run)
-            else:
-                state = dict(args.get("state") or {})
-                if not state.get("deployment_id"):
-                    raise AnsibleActionFail("state: expected the deployment state returned by step=start")
-                if step == "provision":
-                    state = run.provision(state, timeout=float(state["options"].get("provision_timeout") or 600))
-                    state["new_hosts"] = self._new_hosts(state, task_vars, run)
-                elif step == "ready":
-                    names = run.replacement_names(state)
-                    results = self._host_results(task_vars, names, RESULT_VARS["install"])
-                    for name, connect in self._host_results(task_vars, names, "_bluegreen_r_connect").items():
-                        if connect and connect.get("failed") and (not results.get(name) or results[name].get("skipped")):
-                            results[name] = {"failed": True, "msg": f"did not answer over SSH: {connect.get('msg', '')}".strip()}
-                    state = run.ready(state, results)
-                elif step == "reroute":
-                    names = run.replacement_names(state) + run.original_names(state)
-                    state = run.reroute(state, self._host_results(task_vars, names, RESULT_VARS["pre"]))
-                elif step == "finish":
-                    names = run.replacement_names(state) + run.original_names(state)
-                    state = run.finish(state, self._host_results(task_vars, names, RESULT_VARS["post"]))
-                elif step == "abort":
-                    state = run.abort(state, args.get("reason") or "unexpected error")
-        except (BlueGreenError, fp.FleetError, ListenerError, LoadBalancerError, DeploymentConfigError,
-                deploy_inputs.InputError, RecordError, ValueError) as exc:
-            raise AnsibleActionFail(str(exc)) from exc
-        except Exception as exc:  # pylint: disable=broad-except
-            if type(exc).__module__.startswith("botocore"):
-                raise AnsibleActionFail(f"AWS call failed in step {step}: {str(exc)[:600]}") from exc
-            raise
+        run = BlueGreenRun(store, clients, progress=guarded_progress, sleep=guarded_sleep)
+        if step == "start":
+            state = self._start(args, task_vars, clients, run)
+        else:
+            state = dict(args.get("state") or {})
+            if not state.get("deployment_id"):
+                raise AnsibleActionFail("state: expected the deployment state returned by step=start")
+            if step == "provision":
+                state = run.provision(state, timeout=float(state["options"].get("provision_timeout") or 600))
+                state["new_hosts"] = self._new_hosts(state, task_vars, run)
+            elif step == "ready":
+                names = run.replacement_names(state)
+                results = self._host_results(task_vars, names, RESULT_VARS["install"])
+                for name, connect in self._host_results(task_vars, names, "_bluegreen_r_connect").items():
+                    if connect and connect.get("failed") and (not results.get(name) or results[name].get("skipped")):
+                        results[name] = {"failed": True, "msg": f"did not answer over SSH: {connect.get('msg', '')}".strip()}
+                state = run.ready(state, results)
+            elif step == "reroute":
+                names = run.replacement_names(state) + run.original_names(state)
+                state = run.reroute(state, self._host_results(task_vars, names, RESULT_VARS["pre"]))
+            elif step == "finish":
+                names = run.replacement_names(state) + run.original_names(state)
+                state = run.finish(state, self._host_results(task_vars, names, RESULT_VARS["post"]))
+            elif step == "abort":
+                state = run.abort(state, args.get("reason") or "unexpected error")
         result["changed"] = True
         result["ansible_facts"] = {"_bluegreen": state}
         result["deployment_id"] = state["deployment_id"]

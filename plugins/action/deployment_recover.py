@@ -11,28 +11,19 @@ Lambda (fails with the ``rollwright.deploy.lambda`` command that recovers it).
 from __future__ import annotations
 
 from ansible.errors import AnsibleActionFail
-from ansible.plugins.action import ActionBase
-from ansible.utils.display import Display
 
 from ansible_collections.rollwright.deploy.plugins.module_utils import recovery
-from ansible_collections.rollwright.deploy.plugins.module_utils.records import RecordError
-
-display = Display()
-
-
-def _progress(message: str) -> None:
-    display.display(f"rollwright: {message}")
+from ansible_collections.rollwright.deploy.plugins.module_utils.records import open_store
+from ansible_collections.rollwright.deploy.plugins.plugin_utils.step_action import RollwrightAction
+from ansible_collections.rollwright.deploy.plugins.plugin_utils.step_action import progress as _progress
 
 
-class ActionModule(ActionBase):
+class ActionModule(RollwrightAction):
     """Controller-side: reads the record and finishes the deployment as its type requires."""
 
-    TRANSFERS_FILES = False
-    _requires_connection = False
+    MODULE = "deployment_recover"
 
-    def run(self, tmp=None, task_vars=None):
-        result = super().run(tmp, task_vars)
-        args = dict(self._task.args)
+    def run_step(self, result: dict, args: dict, task_vars: dict) -> dict:
         application = args.get("application") or None
         deployment_id = args.get("deployment_id") or None
         if not application and not deployment_id:
@@ -40,42 +31,30 @@ class ActionModule(ActionBase):
                                     "or deployment_id (rollwright_deployment_id)")
         group = args.get("deployment_group") or application
         backend = args.get("backend") or "sqlite"
-        if backend not in ("sqlite", "dynamodb"):
-            raise AnsibleActionFail(f"backend: expected sqlite or dynamodb, got {backend!r}")
-        try:
-            from ansible_collections.rollwright.deploy.plugins.module_utils.aws_session import aws_client_factory
-            from ansible_collections.rollwright.deploy.plugins.module_utils.records import open_store
-
-            clients = aws_client_factory(args.get("aws") or {})
-            options = {"sqlite_path": args.get("sqlite_path"), "dynamodb_table": args.get("dynamodb_table")}
-            store = open_store(backend, {k: v for k, v in options.items() if v}, client_factory=clients.client)
-            record = recovery.select_deployment(store, application, group, deployment_id)
-            if record is None:
-                result.update(changed=False, deployment_id=None, deployment_type=None, plan=None, report=None,
-                              message=f"{application}/{group}: nothing to recover (no deployment in progress, "
-                                      "none stopped with hosts out of their load balancers, and the lock is free)")
-                return result
-            result["deployment_id"] = record.deployment_id
-            result["deployment_type"] = record.deployment_type
-            lock = store.get_lock(record.application, record.deployment_group)
-            if record.deployment_type == "blue_green_ec2":
-                return self._bluegreen(result, store, clients, record, lock, bool(args.get("force")))
-            if record.deployment_type == "lambda":
-                refusal = recovery.lambda_refusal(record, lock, dict(options, backend=backend), args.get("aws") or {})
-                result["plan"] = {"deployment_type": "lambda", "refused": refusal}
-                if refusal:
-                    raise AnsibleActionFail(refusal)
-                result.update(changed=False, report=None,
-                              message=f"{record.deployment_id} (Lambda, {record.status}): nothing to do, it ended "
-                                      "and does not hold the group's lock")
-                return result
-            return self._inplace(result, args, store, clients, record, lock)
-        except (recovery.RecoveryError, RecordError, ValueError) as exc:
-            raise AnsibleActionFail(str(exc)) from exc
-        except Exception as exc:  # pylint: disable=broad-except  # AWS and load-balancer errors, shown as they are
-            if isinstance(exc, AnsibleActionFail):
-                raise
-            raise AnsibleActionFail(f"recovery failed: {exc}") from exc
+        clients = self.clients(args)
+        options = {"sqlite_path": args.get("sqlite_path"), "dynamodb_table": args.get("dynamodb_table")}
+        store = open_store(backend, {k: v for k, v in options.items() if v}, client_factory=clients.client)
+        record = recovery.select_deployment(store, application, group, deployment_id)
+        if record is None:
+            result.update(changed=False, deployment_id=None, deployment_type=None, plan=None, report=None,
+                          message=f"{application}/{group}: nothing to recover (no deployment in progress, "
+                                  "none stopped with hosts out of their load balancers, and the lock is free)")
+            return result
+        result["deployment_id"] = record.deployment_id
+        result["deployment_type"] = record.deployment_type
+        lock = store.get_lock(record.application, record.deployment_group)
+        if record.deployment_type == "blue_green_ec2":
+            return self._bluegreen(result, store, clients, record, lock, bool(args.get("force")))
+        if record.deployment_type == "lambda":
+            refusal = recovery.lambda_refusal(record, lock, dict(options, backend=backend), self.aws_options(args))
+            result["plan"] = {"deployment_type": "lambda", "refused": refusal}
+            if refusal:
+                raise AnsibleActionFail(refusal)
+            result.update(changed=False, report=None,
+                          message=f"{record.deployment_id} (Lambda, {record.status}): nothing to do, it ended "
+                                  "and does not hold the group's lock")
+            return result
+        return self._inplace(result, args, store, clients, record, lock)
 
     def _inplace(self, result: dict, args: dict, store, clients, record, lock) -> dict:
         from ansible_collections.rollwright.deploy.plugins.module_utils import deploy_inputs
@@ -91,7 +70,7 @@ class ActionModule(ActionBase):
                                   "of a load balancer is back (or its install failed) and the lock is free"
                                   + (f"; left out: {', '.join(sorted(plan.left_out))}" if plan.left_out else ""))
             return result
-        if self._task.check_mode:
+        if self.check_mode:
             result.update(changed=True, report=None, message=f"{record.deployment_id}: would recover (check mode)")
             return result
         lb = None
@@ -122,7 +101,7 @@ class ActionModule(ActionBase):
                           message=f"{record.deployment_id} (blue/green, {record.status}, phase {plan['phase']}): "
                                   "nothing to do, it finished and the lock is free")
             return result
-        if self._task.check_mode:
+        if self.check_mode:
             result.update(changed=True, report=None,
                           message=f"{record.deployment_id} (blue/green, phase {plan['phase']}): would {what} (check mode)")
             return result

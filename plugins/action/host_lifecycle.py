@@ -17,6 +17,8 @@ from ansible.errors import AnsibleActionFail, AnsibleError
 from ansible.module_utils.common.text.converters import to_text
 from ansible.plugins.action import ActionBase
 
+from ansible_collections.rollwright.deploy.plugins.plugin_utils.step_action import documented_spec
+
 MODULE = "rollwright.deploy.host_lifecycle"
 _EXTENSIONS = (".tar.gz", ".tgz", ".zip", ".tar")
 
@@ -36,6 +38,9 @@ class ActionModule(ActionBase):
         task_vars = task_vars or {}
         result = super().run(tmp, task_vars)
         del tmp  # tmp no longer has any effect
+        # Refuse unknown and mistyped options on the controller, before any transfer (the module's own
+        # validation would only run on the host, after the bundle was pushed).
+        self.validate_argument_spec(argument_spec=documented_spec("host_lifecycle"))
         args = dict(self._task.args)
         src = args.pop("src", None)
         events = args.get("events") or []

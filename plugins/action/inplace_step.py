@@ -8,13 +8,10 @@ from __future__ import annotations
 import os
 
 from ansible.errors import AnsibleActionFail
-from ansible.plugins.action import ActionBase
-from ansible.utils.display import Display
 
 from ansible_collections.rollwright.deploy.plugins.module_utils import deploy_inputs
 from ansible_collections.rollwright.deploy.plugins.module_utils import recovery
 from ansible_collections.rollwright.deploy.plugins.module_utils.alarms import (
-    AlarmConfigError,
     AlarmWatch,
     AutoRollback,
     parse_auto_rollback,
@@ -24,17 +21,14 @@ from ansible_collections.rollwright.deploy.plugins.module_utils.inplace import (
     MAIN,
     POST_ALLOW,
     PRE_BLOCK,
-    InPlaceError,
     InPlaceRun,
     haproxy_servers_by_lb_id,
     plan_rollback,
     revision_source,
 )
-from ansible_collections.rollwright.deploy.plugins.module_utils.records import RecordError
+from ansible_collections.rollwright.deploy.plugins.plugin_utils.step_action import RollwrightAction
+from ansible_collections.rollwright.deploy.plugins.plugin_utils.step_action import progress as _progress
 
-display = Display()
-
-STEPS = ("start", "rollback", "plan", "block", "allow", "stop")
 RESULT_VARS = {PRE_BLOCK: "_rollwright_r_pre_block", MAIN: "_rollwright_r_main", POST_ALLOW: "_rollwright_r_post_allow"}
 
 
@@ -43,20 +37,10 @@ def LEASE_DIR() -> str:  # noqa: N802  (a constant that depends on HOME)
     return os.path.expanduser("~/.cache/rollwright/lease")
 
 
-def _progress(message: str) -> None:
-    display.display(f"rollwright: {message}")
-
-
-class ActionModule(ActionBase):
+class ActionModule(RollwrightAction):
     """See plugins/modules/inplace_step.py for the documentation."""
 
-    TRANSFERS_FILES = False
-    _requires_connection = False
-
-    def _clients(self, args: dict):
-        from ansible_collections.rollwright.deploy.plugins.module_utils.aws_session import aws_client_factory
-
-        return aws_client_factory(args.get("aws") or {})
+    MODULE = "inplace_step"
 
     def _store(self, args: dict, clients):
         from ansible_collections.rollwright.deploy.plugins.module_utils.records import open_store
@@ -125,7 +109,7 @@ class ActionModule(ActionBase):
         if not self._marker:
             self._mark_step(lock["deployment_id"])
         keeper = recovery.spawn_lease_keeper(
-            dict(args.get("record") or {}), dict(args.get("aws") or {}), lock, controller, interval=interval,
+            dict(args.get("record") or {}), self.aws_options(args), lock, controller, interval=interval,
             work_dir=work_dir, log_path=os.path.join(work_dir, f"{lock['deployment_id']}.log"))
         keeper["controller"] = list(controller)
         return keeper
@@ -142,13 +126,8 @@ class ActionModule(ActionBase):
         state["lease_keeper"] = self._spawn_keeper(args, state["lock"], float(state.get("lease_interval") or 10.0),
                                                    controller)
 
-    def run(self, tmp=None, task_vars=None):
-        result = super().run(tmp, task_vars)
-        task_vars = task_vars or {}
-        args = dict(self._task.args)
-        step = args.get("step")
-        if step not in STEPS:
-            raise AnsibleActionFail(f"step: expected one of {', '.join(STEPS)}, got {step!r}")
+    def run_step(self, result: dict, args: dict, task_vars: dict) -> dict:
+        step = args["step"]
         self._guard = recovery.controller_guard(os.getppid())
         self._marker = None
         try:
@@ -163,43 +142,40 @@ class ActionModule(ActionBase):
         recovery.write_step_marker(self._marker)
 
     def _run_step(self, result: dict, task_vars: dict, args: dict, step: str) -> dict:
-        try:
-            clients = self._clients(args)
-            store = self._store(args, clients)
-            if step in ("start", "rollback"):
-                state = self._start(args, task_vars, clients, store, rollback=step == "rollback")
-                self._keep_lease(args, state)
-            else:
-                state = dict(args.get("state") or {})
-                if not state.get("deployment_id"):
-                    raise AnsibleActionFail("state: expected the deployment state returned by step=start")
-                if state.get("done") and step != "stop":
-                    return self._shape(result, state, changed=False)
-                self._mark_step(state["deployment_id"])
-                lb = self._load_balancer(state["options"].get("load_balancer"), clients)
-                if lb is not None:
-                    lb.import_cache(state.get("lb_cache"))  # what start learnt about the target groups
-                settings = AutoRollback.from_dict(state.get("auto_rollback"))
-                run = InPlaceRun(store, lb, progress=_progress, alarms=self._alarm_watch(settings, clients),
-                                 guard=self._guard)
-                if state.get("done"):
-                    pass  # stop after the end: nothing left to stop
-                elif step == "plan":
-                    state = run.plan(state, self._host_results(task_vars, state["batch"],
-                                                               RESULT_VARS[POST_ALLOW if state["with_load_balancer"] else MAIN]))
-                elif step == "block":
-                    state = run.block(state, self._host_results(task_vars, state["active"], RESULT_VARS[PRE_BLOCK]),
-                                      drain_timeout=state["options"].get("drain_timeout"))
-                elif step == "allow":
-                    state = run.allow(state, self._host_results(task_vars, state["active"], RESULT_VARS[MAIN]),
-                                      healthy_timeout=state["options"].get("healthy_timeout"))
-                elif step == "stop":
-                    state = run.finish(state, stop_reason=args.get("reason") or "stopped on request", status="Stopped")
-                if lb is not None:
-                    state["lb_cache"] = lb.export_cache()
-                self._keep_lease(args, state)
-        except (InPlaceError, AlarmConfigError, RecordError, ValueError) as exc:
-            raise AnsibleActionFail(str(exc)) from exc
+        clients = self.clients(args)
+        store = self._store(args, clients)
+        if step in ("start", "rollback"):
+            state = self._start(args, task_vars, clients, store, rollback=step == "rollback")
+            self._keep_lease(args, state)
+        else:
+            state = dict(args.get("state") or {})
+            if not state.get("deployment_id"):
+                raise AnsibleActionFail("state: expected the deployment state returned by step=start")
+            if state.get("done") and step != "stop":
+                return self._shape(result, state, changed=False)
+            self._mark_step(state["deployment_id"])
+            lb = self._load_balancer(state["options"].get("load_balancer"), clients)
+            if lb is not None:
+                lb.import_cache(state.get("lb_cache"))  # what start learnt about the target groups
+            settings = AutoRollback.from_dict(state.get("auto_rollback"))
+            run = InPlaceRun(store, lb, progress=_progress, alarms=self._alarm_watch(settings, clients),
+                             guard=self._guard)
+            if state.get("done"):
+                pass  # stop after the end: nothing left to stop
+            elif step == "plan":
+                state = run.plan(state, self._host_results(task_vars, state["batch"],
+                                                           RESULT_VARS[POST_ALLOW if state["with_load_balancer"] else MAIN]))
+            elif step == "block":
+                state = run.block(state, self._host_results(task_vars, state["active"], RESULT_VARS[PRE_BLOCK]),
+                                  drain_timeout=state["options"].get("drain_timeout"))
+            elif step == "allow":
+                state = run.allow(state, self._host_results(task_vars, state["active"], RESULT_VARS[MAIN]),
+                                  healthy_timeout=state["options"].get("healthy_timeout"))
+            elif step == "stop":
+                state = run.finish(state, stop_reason=args.get("reason") or "stopped on request", status="Stopped")
+            if lb is not None:
+                state["lb_cache"] = lb.export_cache()
+            self._keep_lease(args, state)
         return self._shape(result, state, changed=True)
 
     @staticmethod

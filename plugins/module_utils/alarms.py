@@ -18,13 +18,14 @@ from __future__ import annotations
 import datetime as _dt
 from dataclasses import dataclass, field
 from typing import Any, Optional
+from ansible_collections.rollwright.deploy.plugins.module_utils.errors import RollwrightError
 
 MAX_ALARMS = 10
 _TRUE = ("1", "true", "yes", "on", "y", "t")
 _FALSE = ("0", "false", "no", "off", "n", "f")
 
 
-class AlarmConfigError(ValueError):
+class AlarmConfigError(RollwrightError, ValueError):
     """The auto rollback / alarm settings are malformed (the message names the field)."""
 
 

@@ -18,6 +18,7 @@ import posixpath
 import re
 from dataclasses import dataclass, field
 from typing import Any
+from ansible_collections.rollwright.deploy.plugins.module_utils.errors import RollwrightError
 
 SCRIPTABLE_EVENTS: tuple[str, ...] = (
     "BeforeBlockTraffic",
@@ -53,7 +54,7 @@ _ACL_TYPES = {"u": "user", "user": "user", "g": "group", "group": "group", "m": 
 _MODE_RE = re.compile(r"^[0-7]{3,4}$")
 
 
-class AppSpecError(ValueError):
+class AppSpecError(RollwrightError, ValueError):
     """An invalid AppSpec. ``errors`` holds every problem found, each a complete sentence."""
 
     def __init__(self, errors: list[str]):

@@ -1,36 +1,52 @@
 # -*- coding: utf-8 -*-
 # Copyright: rollwright.deploy contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""boto3 clients for controller-side action plugins, from the options amazon.aws modules take.
+"""The one client path: every boto3 client of the collection, for modules and action plugins alike.
 
-Action plugins run in the controller process (so they can print progress) and have no
-AnsibleAWSModule; this mirrors amazon.aws's connection semantics (module_utils/modules.py
-``aws_argument_spec`` and module_utils/botocore.py ``_aws_connection_info`` / ``_boto3_conn``)
-without importing its private modules:
+Options are amazon.aws's (module_utils/modules.py ``aws_argument_spec``), so a task's
+``module_defaults: {group/rollwright.deploy.aws: {...}}`` and its ``environment:`` reach every
+plugin the same way:
 
 - options and their aliases: access_key (aws_access_key_id, aws_access_key), secret_key
   (aws_secret_access_key, aws_secret_key), session_token (aws_session_token), profile
   (aws_profile), region (aws_region), endpoint_url (aws_endpoint_url), validate_certs,
   aws_ca_bundle, aws_config, debug_botocore_endpoint_logs (accepted, unused);
-- environment fallbacks when an option is unset: AWS_ACCESS_KEY_ID, AWS_ACCESS_KEY;
-  AWS_SECRET_ACCESS_KEY, AWS_SECRET_KEY; AWS_SESSION_TOKEN; AWS_PROFILE, AWS_DEFAULT_PROFILE;
-  AWS_REGION, AWS_DEFAULT_REGION; AWS_URL (and AWS_ENDPOINT_URL, which botocore also reads);
-  AWS_CA_BUNDLE;
+- environment fallbacks when an option is unset (the task's ``environment:`` over the
+  controller's): AWS_ACCESS_KEY_ID, AWS_ACCESS_KEY; AWS_SECRET_ACCESS_KEY, AWS_SECRET_KEY;
+  AWS_SESSION_TOKEN; AWS_PROFILE, AWS_DEFAULT_PROFILE; AWS_REGION, AWS_DEFAULT_REGION; AWS_URL
+  (and AWS_ENDPOINT_URL, which botocore also reads); AWS_CA_BUNDLE;
 - a profile together with keys is an error; empty strings mean "unset"; with validate_certs and
   a CA bundle, the bundle verifies; without a region option the profile's/boto3's region applies.
 
-Unlike amazon.aws, every client gets botocore's ``standard`` retry mode (8 attempts) and the
-user agent names this collection.
+Every client gets one botocore ``Config`` (:func:`client_config`): botocore's ``standard`` retry
+mode (throttling and transient errors retried with backoff, :data:`MAX_ATTEMPTS` attempts), a
+short connect timeout, and the user agent naming this collection. Retries print a progress line
+(:func:`set_retry_reporter`), and an unreachable endpoint fails after one retry instead of backing
+off in silence. Clients are cached per process, options and region.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
-from typing import Any
+from typing import Any, Callable, Optional
 
-COLLECTION_USER_AGENT = "rollwright.deploy/0.1.0"
-RETRY_CONFIG = {"mode": "standard", "total_max_attempts": 8}
+from ansible_collections.rollwright.deploy.plugins.module_utils.errors import RollwrightError
+
+COLLECTION_NAME = "rollwright.deploy"
+COLLECTION_VERSION = "0.1.0"  # the one version constant (galaxy.yml says the same; a unit test checks)
+COLLECTION_USER_AGENT = f"{COLLECTION_NAME}/{COLLECTION_VERSION}"
+MAX_ATTEMPTS = 8
+CONNECT_TIMEOUT = 5
+CONNECTION_RETRIES = 1  # an unreachable endpoint is retried once (a blip), then fails with a hint
+# Per-service additions: a Lambda Invoke of a validation hook may run up to 15 minutes.
+SERVICE_CONFIG: dict[str, dict[str, Any]] = {"lambda": {"read_timeout": 910, "connect_timeout": 10}}
+THROTTLING_CODES = ("Throttling", "ThrottlingException", "ThrottledException", "RequestThrottledException",
+                    "TooManyRequestsException", "ProvisionedThroughputExceededException", "RequestLimitExceeded",
+                    "SlowDown", "RequestThrottled", "BandwidthLimitExceeded", "LimitExceededException",
+                    "EC2ThrottledException", "PriorRequestNotComplete", "TransactionInProgressException")
+_CONNECTION_ERRORS = ("EndpointConnectionError", "ConnectTimeoutError", "ConnectionClosedError", "ProxyConnectionError")
 
 try:
     from ansible.module_utils.basic import env_fallback
@@ -73,7 +89,7 @@ _ALIASES = {alias: opt[0] for opt in _OPTIONS for alias in opt[1]}
 _ENV = {opt[0]: opt[2] for opt in _OPTIONS}
 
 
-class AWSSessionError(Exception):
+class AWSSessionError(RollwrightError):
     """Bad connection options (message meant for a person)."""
 
 
@@ -149,12 +165,79 @@ def _user_agent_extra() -> str:
     return f"APN/1.0 Ansible/{ansible_version} {COLLECTION_USER_AGENT}"
 
 
+def client_config(service: str = "", extra: Optional[dict] = None) -> Any:
+    """The one botocore Config: standard retries, our user agent, short connect timeout (+ per service, + extra)."""
+    import botocore.config
+
+    settings: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT}
+    settings.update(SERVICE_CONFIG.get(service, {}))
+    config = botocore.config.Config(user_agent_extra=_user_agent_extra(),
+                                    retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS}, **settings)
+    if extra:
+        config = config.merge(botocore.config.Config(**extra))
+    return config
+
+
+_reporter: Optional[Callable[[str], None]] = None
+
+
+def set_retry_reporter(reporter: Optional[Callable[[str], None]]) -> None:
+    """Where retries are announced (an action plugin's progress line); None keeps them silent."""
+    global _reporter  # pylint: disable=global-statement
+    _reporter = reporter
+
+
+def _on_needs_retry(attempts: int = 1, response: Any = None, caught_exception: Any = None, operation: Any = None,
+                    request_dict: Any = None, **_kwargs: Any) -> None:
+    """Announce each retry; stop retrying an unreachable endpoint after CONNECTION_RETRIES."""
+    name = getattr(operation, "name", "call")
+    url = (request_dict or {}).get("url", "") if isinstance(request_dict, dict) else ""
+    reason = None
+    if caught_exception is not None:
+        if type(caught_exception).__name__ in _CONNECTION_ERRORS:
+            if attempts > CONNECTION_RETRIES:
+                raise caught_exception  # the error boundary explains it (endpoint_url, region)
+            reason = f"endpoint unreachable ({url.split('?')[0] or caught_exception})"
+    elif response is not None:
+        try:
+            http, parsed = response
+            code = (parsed.get("Error") or {}).get("Code")
+            status = http.status_code
+        except (TypeError, ValueError, AttributeError):
+            return None
+        if code in THROTTLING_CODES:
+            reason = f"throttled ({code})"
+        elif status >= 500:
+            reason = f"AWS error {status} {code or ''}".strip()
+    if reason and attempts < MAX_ATTEMPTS and _reporter is not None:
+        _reporter(f"AWS {name}: {reason}; retrying (attempt {attempts + 1} of at most {MAX_ATTEMPTS})")
+    return None
+
+
+def watch_retries(client: Any) -> Any:
+    """Register the retry announcer on a client (idempotent)."""
+    client.meta.events.register("needs-retry", _on_needs_retry, unique_id="rollwright-retry-progress")
+    return client
+
+
+_CACHE: dict[tuple, Any] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def _cache_key(service: str, kwargs: dict[str, Any]) -> tuple:
+    session = dict(kwargs["session"])
+    secret = session.pop("aws_secret_access_key", None) or ""
+    token = session.pop("aws_session_token", None) or ""
+    digest = hashlib.sha256(f"{secret}\0{token}".encode()).hexdigest()  # never keep secrets as keys
+    return (service, os.getpid(), tuple(sorted(session.items())), digest,
+            tuple(sorted((k, str(v)) for k, v in kwargs["client"].items())), repr(sorted((kwargs.get("aws_config") or {}).items())))
+
+
 class AWSClientFactory:
-    """Builds and caches one boto3 client per service from amazon.aws-style options."""
+    """boto3 clients from amazon.aws-style options, cached per process, options and region."""
 
     def __init__(self, options: dict[str, Any] | None = None, environ: dict[str, str] | None = None):
         self._kwargs = connection_kwargs(options, environ)
-        self._clients: dict[str, Any] = {}
         self._session: Any = None
         self._lock = threading.Lock()
 
@@ -173,26 +256,23 @@ class AWSClientFactory:
             self._session = boto3.session.Session(**self._kwargs["session"])
         return self._session
 
-    def config(self) -> Any:
-        import botocore.config
-
-        config = botocore.config.Config(user_agent_extra=_user_agent_extra(), retries=dict(RETRY_CONFIG))
-        extra = self._kwargs.get("aws_config")
-        if extra:
-            config = config.merge(botocore.config.Config(**extra))
-        return config
+    def config(self, service: str = "") -> Any:
+        return client_config(service, self._kwargs.get("aws_config"))
 
     def client(self, service: str) -> Any:
         with self._lock:
-            if service not in self._clients:
-                session = self.session()
-                if session.region_name is None:
-                    raise AWSSessionError(
-                        "region: no AWS region was given (set the region option, AWS_REGION or "
-                        "AWS_DEFAULT_REGION, or a region in the profile)"
-                    )
-                self._clients[service] = session.client(service, config=self.config(), **self._kwargs["client"])
-            return self._clients[service]
+            session = self.session()
+            if session.region_name is None:
+                raise AWSSessionError(
+                    "region: no AWS region was given (set the region option or rollwright_aws_region, AWS_REGION "
+                    "or AWS_DEFAULT_REGION, or a region in the profile)", field="region")
+            key = _cache_key(service, dict(self._kwargs, session=dict(self._kwargs["session"],
+                                                                         region_name=session.region_name)))
+            with _CACHE_LOCK:
+                if key not in _CACHE:
+                    _CACHE[key] = watch_retries(session.client(service, config=self.config(service),
+                                                               **self._kwargs["client"]))
+                return _CACHE[key]
 
 
 def aws_client_factory(options: dict[str, Any] | None = None, environ: dict[str, str] | None = None) -> AWSClientFactory:
@@ -201,7 +281,7 @@ def aws_client_factory(options: dict[str, Any] | None = None, environ: dict[str,
 
 
 class ModuleClientFactory:
-    """ClientFactory over an AnsibleAWSModule (for modules): same retry config and user agent."""
+    """The same clients for modules: the AnsibleAWSModule resolves the options, this adds our Config."""
 
     def __init__(self, module: Any):
         self.module = module
@@ -209,8 +289,7 @@ class ModuleClientFactory:
 
     def client(self, service: str) -> Any:
         if service not in self._clients:
-            import botocore.config
-
-            config = botocore.config.Config(retries=dict(RETRY_CONFIG))
-            self._clients[service] = self.module.client(service, config=config)
+            self._clients[service] = watch_retries(self.module.client(service, config=client_config(service)))
         return self._clients[service]
+
+    __call__ = client

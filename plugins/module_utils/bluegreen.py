@@ -34,6 +34,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, Optional
 
+from ansible_collections.rollwright.deploy.plugins.module_utils.errors import RollwrightError
 from ansible_collections.rollwright.deploy.plugins.module_utils import deployment_config as dc
 from ansible_collections.rollwright.deploy.plugins.module_utils import lifecycle
 from ansible_collections.rollwright.deploy.plugins.module_utils.fleet_provision import Ec2Fleet, FleetError, copy_name
@@ -77,7 +78,7 @@ CONNECTION_VARS = (
 )
 
 
-class BlueGreenError(Exception):
+class BlueGreenError(RollwrightError):
     """A blue/green deployment cannot start or go on; the message says why and what to do."""
 
 

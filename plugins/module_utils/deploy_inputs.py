@@ -13,11 +13,12 @@ from __future__ import annotations
 
 from typing import Any, Optional
 from urllib.parse import parse_qs, urlsplit
+from ansible_collections.rollwright.deploy.plugins.module_utils.errors import RollwrightError
 
 BUNDLE_TYPES = ("zip", "tar", "tgz")
 
 
-class InputError(ValueError):
+class InputError(RollwrightError, ValueError):
     """A deployment input is malformed; the message names the field and what was expected."""
 
 

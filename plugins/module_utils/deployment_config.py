@@ -33,6 +33,7 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Mapping
+from ansible_collections.rollwright.deploy.plugins.module_utils.errors import RollwrightError
 
 __all__ = [
     "DEFAULT_CONFIG",
@@ -58,7 +59,7 @@ REVISIONS = ("unknown", "old", "current")
 STATE_VERSION = 1
 
 
-class DeploymentConfigError(ValueError):
+class DeploymentConfigError(RollwrightError, ValueError):
     """A deployment configuration or a fleet that cannot be deployed; the message names the field."""
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import re
 import time
 from typing import Any, Callable, Optional
+from ansible_collections.rollwright.deploy.plugins.module_utils.errors import RollwrightError
 
 DEPLOYMENT_TAG = "rollwright:deployment-id"
 FLEET_TAG = "rollwright:fleet"
@@ -37,7 +38,7 @@ LAUNCH_TEMPLATE_ID_RE = re.compile(r"^lt-[0-9a-f]{8,17}$")
 Progress = Callable[[str], None]
 
 
-class FleetError(Exception):
+class FleetError(RollwrightError):
     """A fleet input is malformed or a fleet operation failed; the message names the field or the resource."""
 
 

@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
+from ansible_collections.rollwright.deploy.plugins.module_utils.errors import RollwrightError
 from ansible_collections.rollwright.deploy.plugins.module_utils import deployment_config as dc
 from ansible_collections.rollwright.deploy.plugins.module_utils import lifecycle
 from ansible_collections.rollwright.deploy.plugins.module_utils.alarms import AutoRollback
@@ -52,7 +53,7 @@ HOST_REVISION_KEYS = ("source", "bucket", "key", "version", "etag", "sha256", "b
 DEFAULT_LOCK_TTL = 60.0
 
 
-class InPlaceError(Exception):
+class InPlaceError(RollwrightError):
     """A deployment cannot start or go on; the message says why and what to do."""
 
 

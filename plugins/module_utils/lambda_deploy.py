@@ -43,6 +43,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 from .traffic_shift import ShiftConfig, ShiftConfigError, Step, parse_lambda_config, plan_steps
+from ansible_collections.rollwright.deploy.plugins.module_utils.errors import RollwrightError
 
 __all__ = [
     "ARGUMENT_SPEC",
@@ -90,7 +91,7 @@ ARGUMENT_SPEC: dict[str, Any] = {
 ProgressCallback = Callable[[dict], None]
 
 
-class LambdaDeployError(Exception):
+class LambdaDeployError(RollwrightError):
     """A deployment that cannot start or cannot go on. ``result`` holds what is known so far."""
 
     def __init__(self, message: str, result: dict | None = None):
@@ -931,9 +932,6 @@ class LambdaDeployment:
 
 #: botocore Config options for the Lambda client: a synchronous hook may run up to 15 minutes,
 #: botocore's default read timeout (60 s) would cut it off and its retry would invoke it again.
-LAMBDA_CLIENT_CONFIG: dict[str, Any] = {"read_timeout": 910, "connect_timeout": 10}
-
-
 def execute(
     options: dict,
     client: Callable[[str], Any],

@@ -8,6 +8,7 @@ Pure and stdlib-only: imported by the controller (to plan module calls) and by t
 """
 
 from __future__ import annotations
+from ansible_collections.rollwright.deploy.plugins.module_utils.errors import RollwrightError
 
 # The nine events an appspec may attach scripts to.
 SCRIPTABLE_EVENTS = (
@@ -84,7 +85,7 @@ LAMBDA_EVENTS = ("BeforeAllowTraffic", "AllowTraffic", "AfterAllowTraffic")
 DEPLOYMENT_TYPES = ("inplace", "bluegreen_replacement", "bluegreen_original", "lambda")
 
 
-class LifecycleError(ValueError):
+class LifecycleError(RollwrightError, ValueError):
     """A requested list of lifecycle events is not valid."""
 
 

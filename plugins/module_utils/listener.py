@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import copy
 from typing import Any, Optional
+from ansible_collections.rollwright.deploy.plugins.module_utils.errors import RollwrightError
 
 
-class ListenerError(Exception):
+class ListenerError(RollwrightError):
     """The listener or rule does not forward as expected; the message says what was found."""
 
 

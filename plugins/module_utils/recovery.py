@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
+from ansible_collections.rollwright.deploy.plugins.module_utils.errors import RollwrightError
 from ansible_collections.rollwright.deploy.plugins.module_utils.records.base import (
     TERMINAL_STATUSES,
     DeploymentRecord,
@@ -44,7 +45,7 @@ INSTALL_EVENTS = ("ApplicationStop", "DownloadBundle", "BeforeInstall", "Install
                   "ApplicationStart", "ValidateService")
 
 
-class RecoveryError(Exception):
+class RecoveryError(RollwrightError):
     """Recovery cannot (or must not) run; the message says why and what to do."""
 
 

@@ -21,6 +21,7 @@ import tarfile
 import tempfile
 import zipfile
 from dataclasses import asdict, dataclass, field
+from ansible_collections.rollwright.deploy.plugins.module_utils.errors import RollwrightError
 
 BUNDLE_TYPES = ("zip", "tar", "tgz")
 DEFAULT_CACHE_DIR = "~/.cache/rollwright/bundles"
@@ -30,7 +31,7 @@ _IGNORED_TOP_LEVEL = ("__MACOSX",)  # macOS Finder zips add it beside the real t
 _CHUNK = 1024 * 1024
 
 
-class RevisionError(Exception):
+class RevisionError(RollwrightError):
     """A revision that cannot be fetched, verified or read."""
 
 

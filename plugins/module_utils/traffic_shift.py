@@ -27,6 +27,7 @@ import math
 import re
 from dataclasses import dataclass
 from typing import Any
+from ansible_collections.rollwright.deploy.plugins.module_utils.errors import RollwrightError
 
 __all__ = [
     "MAX_SHIFT_SECONDS",
@@ -48,7 +49,7 @@ LINEAR = "linear"
 ALL_AT_ONCE = "all_at_once"
 
 
-class ShiftConfigError(ValueError):
+class ShiftConfigError(RollwrightError, ValueError):
     """A deployment configuration that cannot be used; the message names the field."""
 
 

@@ -176,7 +176,9 @@ options:
     description: Where the deployment record and lock live - C({backend, sqlite_path}) or C({backend, dynamodb_table}).
     type: dict
   aws:
-    description: amazon.aws connection options (C(region), C(endpoint_url), C(profile), ...); the C(AWS_*) environment otherwise.
+    description:
+      - Deprecated, give the amazon.aws options (O(region), O(endpoint_url), O(profile), ...) at the top level instead,
+        where C(module_defaults) for C(group/rollwright.deploy.aws) also reach them. Top-level options win.
     type: dict
   cache_dir:
     description: Where fetched bundles are cached on the controller.
@@ -198,6 +200,9 @@ options:
   reason:
     description: Why the deployment is aborted (C(abort)).
     type: str
+extends_documentation_fragment:
+  - amazon.aws.common.modules
+  - amazon.aws.region.modules
 attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying the target.

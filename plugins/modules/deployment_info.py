@@ -247,7 +247,7 @@ def main():
 
     failure = None
     try:
-        store = open_store(p["backend"], options, client_factory=module.retrying_client)
+        store = open_store(p["backend"], options, client_factory=module.aws_client)
         if p["deployment_id"]:
             result["deployment"] = store.get(p["deployment_id"]).to_dict()
         if p["application"]:

@@ -428,7 +428,7 @@ def main():
         options = {"table": p["dynamodb_table"], "create_table": p["create_table"] and not module.check_mode}
     failure = None
     try:
-        store = open_store(p["backend"], options, client_factory=module.retrying_client)
+        store = open_store(p["backend"], options, client_factory=module.aws_client)
         result = run(module, store)
     except LockHeld as exc:
         failure = dict(msg=str(exc), lock=exc.info.to_dict())

@@ -69,8 +69,13 @@ options:
     type: bool
     default: false
   aws:
-    description: amazon.aws connection options (C(region), C(endpoint_url), C(profile), ...); the C(AWS_*) environment otherwise.
+    description:
+      - Deprecated, give the amazon.aws options (O(region), O(endpoint_url), O(profile), ...) at the top level instead,
+        where C(module_defaults) for C(group/rollwright.deploy.aws) also reach them. Top-level options win.
     type: dict
+extends_documentation_fragment:
+  - amazon.aws.common.modules
+  - amazon.aws.region.modules
 attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying the target.

@@ -81,7 +81,9 @@ options:
       Where the deployment record and lock live - C({backend: sqlite, sqlite_path}) or C({backend: dynamodb, dynamodb_table}).
     type: dict
   aws:
-    description: amazon.aws connection options (C(region), C(endpoint_url), C(profile), ...); the C(AWS_*) environment is used otherwise.
+    description:
+      - Deprecated, give the amazon.aws options (O(region), O(endpoint_url), O(profile), ...) at the top level instead,
+        where C(module_defaults) for C(group/rollwright.deploy.aws) also reach them. Top-level options win.
     type: dict
   cache_dir:
     description: Where fetched bundles are cached on the controller.
@@ -134,6 +136,9 @@ options:
         to the given hosts).
     type: bool
     default: false
+extends_documentation_fragment:
+  - amazon.aws.common.modules
+  - amazon.aws.region.modules
 attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying the target.

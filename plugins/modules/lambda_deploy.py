@@ -307,7 +307,6 @@ end_time:
 """
 
 try:
-    import botocore.config
     import botocore.exceptions
 except ImportError:
     pass  # handled by AnsibleAWSModule
@@ -315,7 +314,6 @@ except ImportError:
 from ansible_collections.rollwright.deploy.plugins.module_utils.aws import RollwrightAWSModule
 from ansible_collections.rollwright.deploy.plugins.module_utils.lambda_deploy import (
     ARGUMENT_SPEC,
-    LAMBDA_CLIENT_CONFIG,
     execute,
 )
 
@@ -325,17 +323,8 @@ def main():
         argument_spec=dict((k, dict(v)) for k, v in ARGUMENT_SPEC.items()),
         supports_check_mode=True,
     )
-    clients = {}
-
-    def client(service):
-        if service not in clients:
-            extra = dict(LAMBDA_CLIENT_CONFIG) if service == "lambda" else {}
-            config = botocore.config.Config(retries={"mode": "standard", "max_attempts": 8}, **extra)
-            clients[service] = module.client(service, config=config)
-        return clients[service]
-
     try:
-        result = execute(module.params, client, check_mode=module.check_mode)
+        result = execute(module.params, module.aws_client, check_mode=module.check_mode)
     except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as e:
         module.fail_json_aws(e, msg="AWS call failed during the Lambda deployment")
     if not module._diff:

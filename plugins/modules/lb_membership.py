@@ -147,7 +147,6 @@ api_calls:
 """
 
 from ansible_collections.rollwright.deploy.plugins.module_utils.aws import RollwrightAWSModule
-from ansible_collections.rollwright.deploy.plugins.module_utils.aws_session import ModuleClientFactory
 from ansible_collections.rollwright.deploy.plugins.module_utils.loadbalancers import (
     LoadBalancerError,
     by_host,
@@ -280,7 +279,7 @@ def main():
 
     lb = None
     try:
-        lb = load_balancer_from_config(params["load_balancer"], ModuleClientFactory(module))
+        lb = load_balancer_from_config(params["load_balancer"], module.clients)
         result = run(module, lb)
     except LoadBalancerError as e:
         module.fail_json(msg=str(e), api_calls=dict(lb.api_calls) if lb else {})

@@ -122,7 +122,7 @@ def main():
         required_one_of=[("target_group_pair", "to_target_group_arn")],
     )
     params = module.params
-    switch = ListenerSwitch(module.retrying_client("elbv2"))
+    switch = ListenerSwitch(module.aws_client("elbv2"))
     try:
         if params["target_group_pair"]:
             pair = [p.strip() for item in params["target_group_pair"] for p in item.split(",") if p.strip()]

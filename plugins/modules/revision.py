@@ -152,7 +152,7 @@ def _from_s3(module, cache_dir, bundle_type, appspec_name):
     bucket, key = s3["bucket"], s3["key"]
     version, etag = s3.get("version"), normalise_etag(s3.get("etag"))
     btype = bundle_type or infer_bundle_type(key)
-    client = module.retrying_client("s3")
+    client = module.aws_client("s3")
     result = {"source": "s3", "bucket": bucket, "key": key}
     if module.check_mode:
         pin_version, pin_etag = version, etag

@@ -19,6 +19,7 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, ClassVar, Iterable, Iterator, Protocol
+from ansible_collections.rollwright.deploy.plugins.module_utils.errors import RollwrightError
 
 Progress = Callable[[str], None]
 
@@ -55,7 +56,7 @@ def worst_health(states: Iterable[str]) -> str:
 # Errors
 
 
-class LoadBalancerError(Exception):
+class LoadBalancerError(RollwrightError):
     """Any load-balancer failure with a message meant for a person."""
 
 

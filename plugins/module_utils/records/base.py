@@ -25,6 +25,7 @@ import socket
 import string
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional, Union
+from ansible_collections.rollwright.deploy.plugins.module_utils.errors import RollwrightError
 
 # --------------------------------------------------------------------------------------------
 # Vocabulary (CodeDeploy's names)
@@ -49,7 +50,7 @@ _NAME_RE = re.compile(r"^[^#\x00-\x1f\x7f]{1,255}$")
 # --------------------------------------------------------------------------------------------
 
 
-class RecordError(Exception):
+class RecordError(RollwrightError):
     """Base class of every records error; the message is meant for a person."""
 
 

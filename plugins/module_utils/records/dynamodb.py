@@ -625,6 +625,6 @@ def client_from_options(options: dict, client_factory: Optional[Callable] = None
     """A DynamoDB client: from ``client_factory('dynamodb')`` or boto3 with region/endpoint_url options."""
     if client_factory is not None:
         return client_factory("dynamodb")
-    import boto3  # controller only; imported late so the SQLite backend needs no boto3
+    from ansible_collections.rollwright.deploy.plugins.module_utils.aws_session import aws_client_factory
 
-    return boto3.client("dynamodb", region_name=options.get("region"), endpoint_url=options.get("endpoint_url"))
+    return aws_client_factory({k: options[k] for k in ("region", "endpoint_url", "profile") if options.get(k)}).client("dynamodb")

@@ -1,0 +1,159 @@
+# -*- coding: utf-8 -*-
+# Copyright: rollwright.deploy contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The base of the collection's controller-side action plugins (the deployment steps).
+
+What every step plugin needs once, as amazon.aws's ``plugin_utils/base.py`` does for its plugins:
+
+- its arguments validated like a module's, against the documentation in ``plugins/modules/<name>.py``
+  (unknown and mistyped options refused, defaults and choices applied), the amazon.aws connection
+  options included;
+- AWS clients from the one client path (``module_utils/aws_session.py``): top-level amazon.aws
+  options (so ``module_defaults: {group/rollwright.deploy.aws: ...}`` reaches it), the older nested
+  ``aws:`` dict, and the task's ``environment:`` over the controller's;
+- progress lines (retries of AWS calls included) and the error boundary: a collection error or an
+  AWS error becomes a failed result naming the step and the field, never a plugin traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from typing import Any, Callable, Optional
+
+import yaml
+from ansible.errors import AnsibleActionFail
+from ansible.plugins.action import ActionBase
+from ansible.utils.display import Display
+
+from ansible_collections.rollwright.deploy.plugins.module_utils import aws_session
+from ansible_collections.rollwright.deploy.plugins.module_utils.errors import error_result
+
+display = Display()
+
+_SPEC_KEYS = ("type", "elements", "choices", "default", "required", "aliases", "no_log")
+_SPECS: dict[str, dict] = {}
+
+
+def progress(message: str) -> None:
+    """One progress line on the controller's output."""
+    display.display(f"rollwright: {message}")
+
+
+def _to_spec(options: dict) -> dict:
+    spec = {}
+    for name, doc in (options or {}).items():
+        entry = {k: doc[k] for k in _SPEC_KEYS if k in doc}
+        if doc.get("suboptions"):
+            entry["options"] = _to_spec(doc["suboptions"])
+        spec[name] = entry
+    return spec
+
+
+def _doc(kind: str, name: str, attribute: str = "DOCUMENTATION") -> dict:
+    module = importlib.import_module(f"ansible_collections.rollwright.deploy.plugins.{kind}.{name}")
+    if kind == "doc_fragments":
+        module = module.ModuleDocFragment
+    return yaml.safe_load(getattr(module, attribute)) or {}
+
+
+def documented_spec(module_name: str) -> dict:
+    """The argument spec of ``plugins/modules/<module_name>.py``'s documentation.
+
+    The collection's own doc fragments are merged; amazon.aws's are the connection options, which
+    ``RollwrightAction.argument_spec`` adds from the client path.
+    """
+    if module_name not in _SPECS:
+        doc = _doc("modules", module_name)
+        options: dict = {}
+        for fragment in doc.get("extends_documentation_fragment") or []:
+            if fragment.startswith("rollwright.deploy."):
+                name, dummy, attribute = fragment[len("rollwright.deploy."):].partition(".")
+                options.update(_doc("doc_fragments", name, (attribute or "documentation").upper()).get("options") or {})
+        options.update(doc.get("options") or {})
+        _SPECS[module_name] = _to_spec(options)
+    return {k: dict(v) for k, v in _SPECS[module_name].items()}
+
+
+class RollwrightAction(ActionBase):
+    """Validated arguments, AWS clients, progress and one error boundary; subclasses implement run_step."""
+
+    TRANSFERS_FILES = False
+    _requires_connection = False
+    MODULE = ""  # the module whose documentation is the argument spec
+    AWS_OPTIONS = True  # takes the amazon.aws connection options
+
+    def argument_spec(self) -> dict:
+        spec = documented_spec(self.MODULE)
+        if self.AWS_OPTIONS:
+            for name, option in aws_session.AWS_OPTION_SPEC.items():
+                spec[name] = {k: v for k, v in option.items() if k != "fallback"}  # env applied by the client path
+        return spec
+
+    def validated_args(self) -> dict:
+        dummy, args = self.validate_argument_spec(argument_spec=self.argument_spec())
+        return args
+
+    @property
+    def check_mode(self) -> bool:
+        return bool(self._task.check_mode if self._task.check_mode is not None else self._play_context.check_mode)
+
+    @property
+    def diff_mode(self) -> bool:
+        return bool(self._task.diff if self._task.diff is not None else self._play_context.diff)
+
+    def task_environment(self) -> dict[str, str]:
+        """The controller's environment with the task's ``environment:`` over it."""
+        environ = dict(os.environ)
+        extra: dict[str, Any] = {}
+        try:
+            self._compute_environment_string(extra)
+        except Exception:  # pylint: disable=broad-except  # no shell (no connection): no task environment
+            extra = {}
+        environ.update({str(k): str(v) for k, v in extra.items() if v is not None})
+        return environ
+
+    def aws_options(self, args: dict) -> dict:
+        """amazon.aws options: top-level ones (module_defaults) over the nested ``aws:`` dict."""
+        options = {k: v for k, v in dict(args.get("aws") or {}).items() if v not in (None, "")}
+        for name in aws_session.AWS_OPTION_SPEC:
+            if args.get(name) not in (None, "") and not (name == "validate_certs" and args[name] is True):
+                options[name] = args[name]
+        return options
+
+    def clients(self, args: dict) -> aws_session.AWSClientFactory:
+        return aws_session.aws_client_factory(self.aws_options(args), environ=self.task_environment())
+
+    def step_label(self, args: dict) -> str:
+        step = args.get("step") if isinstance(args, dict) else None
+        return f"{self.MODULE} step={step}" if step else self.MODULE
+
+    def run(self, tmp=None, task_vars=None):
+        result = super().run(tmp, task_vars)
+        del tmp
+        args: dict = {}
+        aws_session.set_retry_reporter(progress)
+        try:
+            args = self.validated_args()
+            return self.run_step(result, args, task_vars or {})
+        except AnsibleActionFail:
+            raise
+        except Exception as exc:  # pylint: disable=broad-except  # known errors fail the task; others show
+            failed = error_result(exc, self.step_label(args))
+            if failed is None:
+                raise
+            result.update(failed)
+            return result
+        finally:
+            aws_session.set_retry_reporter(None)
+
+    def run_step(self, result: dict, args: dict, task_vars: dict) -> dict:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def fail(message: str, field: Optional[str] = None) -> AnsibleActionFail:
+    """An AnsibleActionFail naming the field (for ``raise fail(...)``)."""
+    return AnsibleActionFail(message, result={"field": field} if field else None)
+
+
+Progress = Callable[[str], None]
