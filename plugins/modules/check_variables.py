@@ -1,0 +1,62 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: rollwright.deploy contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+DOCUMENTATION = r"""
+---
+module: check_variables
+short_description: Refuse rollwright variables that no role option declares (typos)
+version_added: 0.1.0
+description:
+  - Fails when a variable visible to the task is named C(rollwright_*) or C(bluegreen_ec2_*) and no option of the
+    collection's roles (their C(meta/argument_specs.yml)) declares it, naming it and the closest valid name
+    (C(rollwright_target_group_arn) - did you mean C(rollwright_target_group_arns)?). A misspelt option would
+    otherwise be ignored silently and its default used.
+  - The playbooks' own inputs (C(rollwright_hosts), C(rollwright_deployment_id), C(rollwright_force_recover)) and
+    the results the roles set (C(rollwright_deployment), C(rollwright_recovery), C(rollwright_lambda_result)) are
+    accepted.
+  - The roles and playbooks of the collection run it first; nothing is changed before it passed.
+  - This is an action plugin that runs on the controller.
+author:
+  - Rollwright maintainers (@rollwright)
+options:
+  extra_names:
+    description: More accepted variable names (a playbook's own inputs).
+    type: list
+    elements: str
+    default: []
+  unsupported:
+    description:
+      - Variables another role declares that this one does not support, with why; setting one fails (it would be
+        ignored otherwise), e.g. C({rollwright_lock_ttl: blue/green keeps its lock until it ends}).
+    type: dict
+    default: {}
+attributes:
+  check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying the target.
+    support: full
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
+    support: none
+  action:
+    description: Indicates this has a corresponding action plugin so some parts of the options can be executed on the controller.
+    support: full
+"""
+
+EXAMPLES = r"""
+- name: Refuse misspelt rollwright variables before anything changes
+  rollwright.deploy.check_variables:
+  run_once: true
+"""
+
+RETURN = r"""
+checked:
+  description: How many prefixed variables were checked.
+  returned: success
+  type: int
+unknown:
+  description: Unknown variable -> the closest valid name (null when none is close).
+  returned: failure
+  type: dict
+"""
