@@ -12,7 +12,7 @@ AWX surveys can only pass scalars, so every structured input also has a string f
 from __future__ import annotations
 
 from typing import Any, Optional
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import unquote, urlsplit
 from ansible_collections.rollwright.deploy.plugins.module_utils.errors import RollwrightError
 
 BUNDLE_TYPES = ("zip", "tar", "tgz")
@@ -32,6 +32,37 @@ def _split_list(value: Any, field: str) -> list[str]:
     raise InputError(f"{field}: expected a list of strings or a comma-separated string, got {value!r}")
 
 
+S3_URL_FORM = "s3://BUCKET/KEY[?versionId=V&etag=E&bundleType=T]"
+S3_URL_PARAMETERS = {"versionId": "version", "etag": "etag", "bundleType": "bundle_type"}
+
+
+def parse_s3_url(text: str, field: str = "rollwright_revision") -> dict:
+    """``s3://bucket/key?versionId=V&etag=E&bundleType=T`` -> the revision dict.
+
+    The key and the values are percent-decoded; a ``+`` stays a ``+`` (S3 version ids contain it,
+    it is not a space as in an HTML form). A ``#`` is refused: it would silently cut the key or
+    the version id short (write it ``%23``).
+    """
+    if "#" in text:
+        raise InputError(f"{field}: a '#' in an s3:// URL would cut it short; percent-encode it as %23 in the key "
+                         f"(expected {S3_URL_FORM}), got {text!r}")
+    parts = urlsplit(text, allow_fragments=False)
+    key = unquote(parts.path[1:] if parts.path.startswith("/") else parts.path)
+    if not parts.netloc or not key:
+        raise InputError(f"{field}: expected {S3_URL_FORM}, got {text!r}")
+    query: dict[str, str] = {}
+    for item in filter(None, parts.query.split("&")):
+        name, dummy, raw = item.partition("=")
+        name = unquote(name)
+        if name not in S3_URL_PARAMETERS:
+            raise InputError(f"{field}: unknown query parameter {name!r}; expected versionId, etag, bundleType")
+        if name in query:
+            raise InputError(f"{field}: query parameter {name!r} given twice in {text!r}")
+        query[name] = unquote(raw)
+    return {"s3": {"bucket": parts.netloc, "key": key, "version": query.get("versionId") or None,
+                   "etag": query.get("etag") or None}, "bundle_type": query.get("bundleType") or None}
+
+
 def normalise_revision(value: Any, field: str = "rollwright_revision") -> dict:
     """Return {'s3': {bucket, key, version, etag}, 'bundle_type'} or {'path', 'bundle_type'}."""
     if isinstance(value, str):
@@ -39,16 +70,7 @@ def normalise_revision(value: Any, field: str = "rollwright_revision") -> dict:
         if not text:
             raise InputError(f"{field}: expected an s3:// URL, a path, or a dict with 's3' or 'path', got an empty string")
         if text.startswith("s3://"):
-            parts = urlsplit(text)
-            query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-            key = parts.path.lstrip("/")
-            if not parts.netloc or not key:
-                raise InputError(f"{field}: expected s3://BUCKET/KEY[?versionId=V&etag=E&bundleType=T], got {value!r}")
-            unknown = set(query) - {"versionId", "etag", "bundleType"}
-            if unknown:
-                raise InputError(f"{field}: unknown query parameter(s) {sorted(unknown)}; expected versionId, etag, bundleType")
-            value = {"s3": {"bucket": parts.netloc, "key": key, "version": query.get("versionId"),
-                            "etag": query.get("etag")}, "bundle_type": query.get("bundleType")}
+            value = parse_s3_url(text, field)
         else:
             value = {"path": text}
     if not isinstance(value, dict):

@@ -29,7 +29,7 @@ options:
   unsupported:
     description:
       - Variables another role declares that this one does not support, with why; setting one fails (it would be
-        ignored otherwise), e.g. C({rollwright_lock_ttl: blue/green keeps its lock until it ends}).
+        ignored otherwise). For example C(rollwright_lock_ttl) with the reason C(blue/green keeps its lock until it ends).
     type: dict
     default: {}
 attributes:
