@@ -29,6 +29,7 @@ from ansible_collections.rollwright.deploy.plugins.module_utils.inplace import (
 from ansible_collections.rollwright.deploy.plugins.plugin_utils.step_action import RollwrightAction
 from ansible_collections.rollwright.deploy.plugins.plugin_utils.step_action import progress as _progress
 
+DRY_RUN_RESULT_VAR = "_rollwright_r_dry_run"
 RESULT_VARS = {PRE_BLOCK: "_rollwright_r_pre_block", MAIN: "_rollwright_r_main", POST_ALLOW: "_rollwright_r_post_allow"}
 
 
@@ -146,11 +147,18 @@ class ActionModule(RollwrightAction):
         store = self._store(args, clients)
         if step in ("start", "rollback"):
             state = self._start(args, task_vars, clients, store, rollback=step == "rollback")
+            if state.get("dry_run"):
+                return self._shape(result, state, changed=False)
             self._keep_lease(args, state)
         else:
             state = dict(args.get("state") or {})
             if not state.get("deployment_id"):
                 raise AnsibleActionFail("state: expected the deployment state returned by step=start")
+            if state.get("dry_run"):
+                return self._shape(result, self._dry_run_hosts(state, task_vars), changed=False)
+            if self.check_mode:
+                raise AnsibleActionFail(f"step={step} in check mode takes the dry-run state of step=start run in "
+                                        "check mode; with a real deployment's state it would change it")
             if state.get("done") and step != "stop":
                 return self._shape(result, state, changed=False)
             self._mark_step(state["deployment_id"])
@@ -177,6 +185,17 @@ class ActionModule(RollwrightAction):
                 state["lb_cache"] = lb.export_cache()
             self._keep_lease(args, state)
         return self._shape(result, state, changed=True)
+
+    def _dry_run_hosts(self, state: dict, task_vars: dict) -> dict:
+        """A dry run's plan with what each host reported in check mode (events, scripts, and with diff the files)."""
+        from ansible_collections.rollwright.deploy.plugins.module_utils.dry_run import format_host_plans
+
+        state = dict(state)
+        results = self._host_results(task_vars, state.get("hosts") or [], DRY_RUN_RESULT_VAR)
+        if any(results.values()) and "per host" not in state["summary_text"]:
+            state["summary_text"] += "\n" + format_host_plans(results, diff=self.diff_mode)
+            state["host_plans"] = {h: (r or {}).get("plan") for h, r in results.items()}
+        return state
 
     @staticmethod
     def _shape(result: dict, state: dict, changed: bool) -> dict:
@@ -245,6 +264,12 @@ class ActionModule(RollwrightAction):
         }
         lb = self._load_balancer(lb_config, clients)
         run = InPlaceRun(store, lb, progress=_progress, alarms=self._alarm_watch(settings, clients), guard=self._guard)
+        if self.check_mode:
+            return run.dry_run(application=application, deployment_group=group, hosts=targets, host_states=host_states,
+                               revision=identity, appspec=appspec, config=args.get("deployment_config"),
+                               load_balancer=lb_config, auto_rollback=settings.to_dict(),
+                               rollback=plan.to_dict() if plan else None,
+                               original_memberships=plan.original_memberships if plan else None)
         ttl = float(args.get("lock_ttl") or DEFAULT_LOCK_TTL)
         interval = max(1.0, min(10.0, ttl / 6.0))
         controller = recovery.find_controller()

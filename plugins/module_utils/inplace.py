@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
+from ansible_collections.rollwright.deploy.plugins.module_utils.dry_run import NO_LOAD_BALANCER, inplace_plan
 from ansible_collections.rollwright.deploy.plugins.module_utils.errors import RollwrightError
 from ansible_collections.rollwright.deploy.plugins.module_utils import deployment_config as dc
 from ansible_collections.rollwright.deploy.plugins.module_utils import lifecycle
@@ -352,19 +353,7 @@ class InPlaceRun:
             if reason:
                 raise InPlaceError(f"the deployment is refused before it starts: {reason}. Nothing was changed")
         with_lb = bool(self.lb)
-        lb_health: dict[str, str] = {}
-        if with_lb:
-            aws_lb = bool((load_balancer or {}).get("target_group_arns") or (load_balancer or {}).get("classic_elb_names"))
-            missing = [h["name"] for h in hosts if not h.get("instance_id")]
-            if aws_lb and missing:
-                raise InPlaceError(
-                    "rollwright_load_balancer names ELB target groups or classic ELBs, but these hosts have no EC2 "
-                    f"instance id (set the host variable named by rollwright_instance_id_var): {', '.join(missing)}")
-            lb_health = self.lb.health([lb_target_id(h) for h in hosts])
-        infos = classify_hosts(hosts, host_states, lb_health, {} if rollback_of else revision)
-        # A host the failed deployment left out of its load balancer is not in service: deployed first.
-        infos = [dc.HostInfo(name=i.name, healthy=False, revision=i.revision, last_install_succeeded=i.last_install_succeeded)
-                 if i.name in original_memberships else i for i in infos]
+        infos, dummy = self.classify(hosts, host_states, load_balancer, revision, rollback_of, original_memberships)
         planner = dc.BatchPlanner(resolved, infos)
         planner.validate()  # a minimum that leaves no room fails here, before anything is touched
 
@@ -423,8 +412,46 @@ class InPlaceRun:
         self.store.set_extra(deployment_id, "inplace", {
             "plan_preview": state["plan_preview"], "minimum": planner.minimum,
             "load_balancer": options["load_balancer"] if "load_balancer" in options else load_balancer})
+        if not with_lb:
+            self.progress(f"deployment {deployment_id}: WARNING {NO_LOAD_BALANCER}")
         self.progress(f"deployment {deployment_id}: {len(hosts)} hosts, {resolved.name}, minimum healthy "
                       f"{planner.minimum}, batches {state['plan_preview']}")
+        return state
+
+    def classify(self, hosts: list[dict], host_states: dict[str, Optional[dict]], load_balancer: Optional[dict],
+                 revision: dict, rollback_of: Optional[str], original_memberships: dict) -> tuple[list, dict[str, str]]:
+        """The hosts as the batch planner sees them (health read from the load balancer), and that health."""
+        lb_health: dict[str, str] = {}
+        if self.lb:
+            aws_lb = bool((load_balancer or {}).get("target_group_arns") or (load_balancer or {}).get("classic_elb_names"))
+            missing = [h["name"] for h in hosts if not h.get("instance_id")]
+            if aws_lb and missing:
+                raise InPlaceError(
+                    "rollwright_load_balancer names ELB target groups or classic ELBs, but these hosts have no EC2 "
+                    f"instance id (set the host variable named by rollwright_instance_id_var): {', '.join(missing)}")
+            lb_health = self.lb.health([lb_target_id(h) for h in hosts])
+        infos = classify_hosts(hosts, host_states, lb_health, {} if rollback_of else revision)
+        # A host the failed deployment left out of its load balancer is not in service: deployed first.
+        infos = [dc.HostInfo(name=i.name, healthy=False, revision=i.revision, last_install_succeeded=i.last_install_succeeded)
+                 if i.name in original_memberships else i for i in infos]
+        return infos, lb_health
+
+    def dry_run(self, *, application: str, deployment_group: str, hosts: list[dict],
+                host_states: dict[str, Optional[dict]], revision: dict, appspec: dict, config: Any,
+                load_balancer: Optional[dict], auto_rollback: Optional[dict] = None, rollback: Optional[dict] = None,
+                original_memberships: Optional[dict] = None) -> dict:
+        """What start and the batches would do, from reads only (no record, no lock, no load-balancer change)."""
+        original_memberships = {h: list(ms) for h, ms in (original_memberships or {}).items() if ms}
+        rollback_of = (rollback or {}).get("rollback_of")
+        infos, lb_health = self.classify(hosts, host_states, load_balancer, revision, rollback_of, original_memberships)
+        alarm = self.alarms.stop_reason() if self.alarms is not None and not rollback_of else None
+        state = inplace_plan(
+            application=application, deployment_group=deployment_group, hosts=hosts, infos=infos, config=config,
+            revision=revision, appspec=appspec, host_calls=host_calls(bool(self.lb)), load_balancer=load_balancer,
+            lb_health=lb_health, host_states=host_states, lock=self.store.get_lock(application, deployment_group),
+            alarm_reason=alarm, auto_rollback=AutoRollback.from_dict(auto_rollback).to_dict(),
+            last_successful=self.store.last_successful(application, deployment_group), rollback=rollback)
+        state["host_revision"] = {k: revision.get(k) for k in HOST_REVISION_KEYS if revision.get(k) is not None}
         return state
 
     # ------------------------------------------------------------------ helpers
@@ -688,6 +715,7 @@ def summarise(record: dict, state: dict) -> dict:
         "duration": state.get("duration"),
         "batches": state.get("batch_number"),
         "batch_times": state.get("batch_times"),
+        "no_load_balancer": state.get("with_load_balancer", True) is False,
         "hosts": hosts,
     }
 
@@ -701,6 +729,8 @@ def format_summary(summary: dict) -> str:
     ]
     if summary.get("error"):
         lines.append(f"  error: {summary['error']}")
+    if summary.get("no_load_balancer"):
+        lines.append(f"  WARNING {NO_LOAD_BALANCER}")
     name_width = max([len("host")] + [len(h["name"]) for h in summary["hosts"]])
     lines.append(f"  {'host'.ljust(name_width)}  {'status':10}  {'failed at':18}  events (s)")
     for host in summary["hosts"]:
