@@ -63,9 +63,19 @@ class ActionModule(_InPlaceStep):
             if not deployment_id:
                 raise AnsibleActionFail("deployment_id: required for step=recover (or application and deployment_group: "
                                         "the deployment that holds the group's lock)")
+            if self.check_mode:
+                record = store.get(deployment_id)
+                plan = recovery.bluegreen_plan(record, store.get_lock(record.application, record.deployment_group),
+                                               force=bool(args.get("force_lock")))
+                result.update(changed=bool(plan["needs_action"]), deployment_id=deployment_id,
+                              recovery={"action": plan["action"], "check_mode": True, "plan": plan})
+                return result
             outcome = recover(store, clients, deployment_id, progress=_progress, force=bool(args.get("force_lock")))
             result.update(changed=outcome["action"] != "none", recovery=outcome, deployment_id=deployment_id)
             return result
+        if step == "continue" and self.check_mode:
+            raise AnsibleActionFail("step=continue: not run in check mode (it only records a signal; "
+                                    "run it without --check to let the deployment reroute)")
         if step == "continue":
             outcome = request_continue(store, deployment_id=args.get("deployment_id") or None,
                                        application=args.get("application") or None,
@@ -92,6 +102,13 @@ class ActionModule(_InPlaceStep):
             state = dict(args.get("state") or {})
             if not state.get("deployment_id"):
                 raise AnsibleActionFail("state: expected the deployment state returned by step=start")
+            if state.get("dry_run"):
+                result.update(changed=False, ansible_facts={"_bluegreen": state}, deployment_id=state["deployment_id"],
+                              done=True)
+                return result
+            if self.check_mode:
+                raise AnsibleActionFail(f"step={step} in check mode takes the dry-run state of step=start run in "
+                                        "check mode; with a real deployment's state it would change it")
             if step == "provision":
                 state = run.provision(state, timeout=float(state["options"].get("provision_timeout") or 600))
                 state["new_hosts"] = self._new_hosts(state, task_vars, run)
@@ -174,7 +191,10 @@ class ActionModule(_InPlaceStep):
                           config=args.get("deployment_config"), lb_config=lb_config, reroute=reroute, ready=ready,
                           original=original, replacement_spec=replacement, original_spec=original_fleet,
                           inventory_ids=inventory_ids, options=options, creator=args.get("creator") or "user",
-                          rollback_of=args.get("rollback_of"), force_lock=bool(args.get("force_lock")))
+                          rollback_of=args.get("rollback_of"), force_lock=bool(args.get("force_lock")),
+                          dry_run=self.check_mode)
+        if state.get("dry_run"):
+            return state
         state["inventory_originals"] = [h["name"] for h in state["originals"] if h["name"] in task_vars.get("hostvars", {})]
         return state
 

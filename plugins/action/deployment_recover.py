@@ -71,7 +71,11 @@ class ActionModule(RollwrightAction):
                                   + (f"; left out: {', '.join(sorted(plan.left_out))}" if plan.left_out else ""))
             return result
         if self.check_mode:
-            result.update(changed=True, report=None, message=f"{record.deployment_id}: would recover (check mode)")
+            restore = "; ".join(f"{host} into {len(ms)} recorded membership(s)" for host, ms in sorted(plan.restore.items()))
+            result.update(changed=True, report=None, message=(
+                f"DRY RUN - {record.deployment_id} ({record.status}): would restore {restore or 'no host'}"
+                + (f"; leave out (install failed): {', '.join(sorted(plan.left_out))}" if plan.left_out else "")
+                + (", mark it Stopped" if plan.mark_stopped else "") + ", release the group's lock. Nothing was changed"))
             return result
         lb = None
         if plan.restore:
@@ -103,7 +107,8 @@ class ActionModule(RollwrightAction):
             return result
         if self.check_mode:
             result.update(changed=True, report=None,
-                          message=f"{record.deployment_id} (blue/green, phase {plan['phase']}): would {what} (check mode)")
+                          message=f"DRY RUN - {record.deployment_id} (blue/green, phase {plan['phase']}): would {what}. "
+                                  "Nothing was changed")
             return result
         report = recovery.recover_bluegreen(store, clients, record, plan, progress=_progress)
         done = {"rolled_back": "rolled back (originals serve, replacement fleet torn down)",

@@ -34,6 +34,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, Optional
 
+from ansible_collections.rollwright.deploy.plugins.module_utils.dry_run import bluegreen_dry_run
 from ansible_collections.rollwright.deploy.plugins.module_utils.errors import RollwrightError
 from ansible_collections.rollwright.deploy.plugins.module_utils import deployment_config as dc
 from ansible_collections.rollwright.deploy.plugins.module_utils import lifecycle
@@ -202,8 +203,11 @@ class BlueGreenRun:
               lb_config: Optional[dict], reroute: dict, ready: dict, original: dict, replacement_spec: dict,
               original_spec: dict, inventory_ids: dict[str, str], options: dict, creator: str = "user",
               rollback_of: Optional[str] = None, owner: Optional[str] = None, force_lock: bool = False,
-              lock_ttl: float = DEFAULT_LOCK_TTL) -> dict:
-        """Validate everything and record the original fleet's membership; nothing is changed yet."""
+              lock_ttl: float = DEFAULT_LOCK_TTL, dry_run: bool = False) -> dict:
+        """Validate everything and record the original fleet's membership; nothing is changed yet.
+
+        With ``dry_run`` nothing is recorded or locked either: the returned state is the plan (done).
+        """
         resolved = dc.resolve_config(config)
         if not lb_config or not (lb_config.get("target_group_arns") or lb_config.get("classic_elb_names")):
             raise BlueGreenError("rollwright_load_balancer: a blue/green deployment needs target groups or classic ELBs "
@@ -285,6 +289,13 @@ class BlueGreenRun:
             attached_elbs = [n for n in self.fleet.attached_classic_elbs(original_asg) if n in (serving.get("classic_elb_names") or [])]
             bg["original_asg_attachments"] = {"target_group_arns": attached_tgs, "classic_elb_names": attached_elbs}
         names = {iid: inventory_ids.get(iid, iid) for iid in original_ids}
+        if dry_run:
+            bg["replacement_ids"] = replacement_ids
+            return bluegreen_dry_run(application=application, deployment_group=deployment_group, revision=revision,
+                                     config_name=resolved.name, mode=mode, serving=serving, originals=names,
+                                     replacement=replacement_spec, expected=expected, minimum=minimum, batch=batch,
+                                     ready=ready, original=original, bg=bg,
+                                     lock=self.store.get_lock(application, deployment_group))
         record = DeploymentRecord(
             application=application, deployment_group=deployment_group, deployment_type="blue_green_ec2",
             revision=dict(revision), configuration=config if isinstance(config, (str, dict)) else resolved.name,

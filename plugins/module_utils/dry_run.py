@@ -161,7 +161,7 @@ def format_host_plans(results: dict[str, Optional[dict]], diff: bool = False) ->
     return "\n".join(lines)
 
 
-def bluegreen_plan(*, application: str, deployment_group: str, revision: dict, config_name: str, mode: str,
+def bluegreen_dry_run(*, application: str, deployment_group: str, revision: dict, config_name: str, mode: str,
                    serving: dict, originals: dict[str, str], replacement: dict, expected: int, minimum: int,
                    batch: int, ready: dict, original: dict, bg: dict, lock: Any) -> dict:
     """The state of a blue/green dry run and its text."""

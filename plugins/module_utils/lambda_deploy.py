@@ -566,6 +566,10 @@ class LambdaDeployment:
             result["end_time"] = self._now_iso()
             result["msg"] = (f"check mode: would shift alias {req.alias} from version {current} to {target_label} "
                              f"in {len(steps_plan)} step(s)")
+            result["plan_text"] = [
+                f"at +{s.at_seconds:g} s: {'promote - 100% on' if s.promote else f'{s.weight:.0%} on'} version "
+                f"{target_label}" + ("" if s.promote else f", {1 - s.weight:.0%} on version {current}")
+                for s in steps_plan]
             return result
 
         result["changed"] = True
