@@ -184,3 +184,21 @@ def lambda_invocations(endpoint: str, region: str = REGION) -> list[dict[str, An
 
 def clear_lambda_invocations(endpoint: str, region: str = REGION) -> None:
     _post(endpoint, f"/_rollwright/lambda/invocations?region={region}", {}, method="DELETE")
+
+
+def inject_fault(endpoint: str, action: str, code: str = "Throttling", status: int = 400,
+                 message: str = "Rate exceeded", count: int = 1) -> None:
+    """Make the next `count` requests of an API action (e.g. ``DescribeTargetHealth``) fail with an AWS error
+    (`count` < 0: every one). Requests of that action are counted from now on (:func:`fault_requests`)."""
+    _post(endpoint, "/_rollwright/faults", {"action": action, "code": code, "status": status, "message": message,
+                                            "count": count})
+
+
+def fault_requests(endpoint: str) -> dict[str, int]:
+    """action -> requests seen since its fault was injected (failed and passed through)."""
+    with urllib.request.urlopen(f"{endpoint}/_rollwright/faults", timeout=10) as resp:
+        return dict(json.loads(resp.read())["seen"])
+
+
+def clear_faults(endpoint: str) -> None:
+    _post(endpoint, "/_rollwright/faults", {}, method="DELETE")

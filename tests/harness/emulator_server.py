@@ -21,10 +21,12 @@ Control API (besides moto's own ``/moto-api/``):
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import signal
 import sys
+import threading
 from typing import Any, Callable
 from urllib.parse import parse_qs
 
@@ -35,6 +37,70 @@ def _json_response(start_response: Callable[..., Any], status: str, body: Any) -
     data = json.dumps(body).encode()
     start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(data)))])
     return [data]
+
+
+# Injected AWS errors, for tests of retries and error hints: action -> {code, status, message, count},
+# and how many requests of each action were seen since the fault was set (faulted or passed through).
+FAULTS: dict[str, dict[str, Any]] = {}
+SEEN: dict[str, int] = {}
+_FAULT_LOCK = threading.Lock()
+
+
+def _request_action(environ: dict[str, Any]) -> str:
+    """The API action of a request: X-Amz-Target (JSON protocols) or Action= (query protocols); body kept readable."""
+    target = environ.get("HTTP_X_AMZ_TARGET") or ""
+    if target:
+        return target.rsplit(".", 1)[-1]
+    action = parse_qs(environ.get("QUERY_STRING", "")).get("Action")
+    if action:
+        return action[-1]
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    body = environ["wsgi.input"].read(length) if length else b""
+    environ["wsgi.input"] = io.BytesIO(body)
+    action = parse_qs(body.decode("utf-8", "replace")).get("Action")
+    return action[-1] if action else ""
+
+
+def _match_fault(environ: dict[str, Any]) -> dict[str, Any] | None:
+    action = _request_action(environ)
+    with _FAULT_LOCK:
+        if action not in FAULTS:
+            return None
+        SEEN[action] = SEEN.get(action, 0) + 1
+        fault = FAULTS[action]
+        if fault["count"] == 0:
+            return None
+        fault["count"] -= 1  # a negative count never runs out
+        return dict(fault)
+
+
+def _fault_response(environ: dict[str, Any], start_response: Callable[..., Any], fault: dict[str, Any]) -> list[bytes]:
+    status = f"{fault['status']} Error"
+    if environ.get("HTTP_X_AMZ_TARGET"):
+        data = json.dumps({"__type": fault["code"], "message": fault["message"]}).encode()
+        content_type = "application/x-amz-json-1.0"
+    else:
+        data = (f"<ErrorResponse><Error><Type>Sender</Type><Code>{fault['code']}</Code><Message>{fault['message']}"
+                "</Message></Error><RequestId>rollwright-fault</RequestId></ErrorResponse>").encode()
+        content_type = "text/xml"
+    start_response(status, [("Content-Type", content_type), ("Content-Length", str(len(data)))])
+    return [data]
+
+
+def _faults_endpoint(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+    """POST {action, code, status, message, count} sets a fault; GET returns what was seen; DELETE clears."""
+    method = environ.get("REQUEST_METHOD", "GET")
+    with _FAULT_LOCK:
+        if method == "DELETE":
+            FAULTS.clear()
+            SEEN.clear()
+        elif method == "POST":
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            body = json.loads(environ["wsgi.input"].read(length) or b"{}")
+            FAULTS[body["action"]] = {"code": body.get("code", "Throttling"), "status": int(body.get("status", 400)),
+                                      "message": body.get("message", "Rate exceeded"), "count": int(body.get("count", 1))}
+            SEEN[body["action"]] = 0
+        return _json_response(start_response, "200 OK", {"faults": FAULTS, "seen": SEEN})
 
 
 def make_app() -> Callable[..., Any]:
@@ -48,7 +114,13 @@ def make_app() -> Callable[..., Any]:
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         path = environ.get("PATH_INFO", "")
         if not path.startswith("/_rollwright/"):
+            if FAULTS:
+                fault = _match_fault(environ)
+                if fault is not None:
+                    return _fault_response(environ, start_response, fault)
             return moto_app(environ, start_response)
+        if path == "/_rollwright/faults":
+            return _faults_endpoint(environ, start_response)
         method = environ.get("REQUEST_METHOD", "GET")
         query = {k: v[-1] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()}
         try:
