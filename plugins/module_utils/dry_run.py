@@ -81,18 +81,19 @@ def inplace_plan(*, application: str, deployment_group: str, hosts: list[dict], 
         lines.append(f"    {host['name']}: last successful {last.get('deployment_id') or 'none'}"
                      + (f" ({describe_revision(last['revision'])})" if last.get("revision") else ""))
     plan_batches = []
+    groups = list(host_calls.values())
+    steps = [f"{group[0]}..{group[-1]} on the hosts" if len(group) > 1 else f"{group[0]} on the hosts" for group in groups]
+    if lbs:
+        steps = [steps[0], "BlockTraffic (controller)", steps[1], "AllowTraffic (controller)", steps[2]]
+    lines.append(f"  each batch: {' -> '.join(steps)}")
     for number, batch in enumerate(batches, 1):
         lines.append(f"  batch {number}: {', '.join(batch)}")
         calls = []
-        groups = list(host_calls.values())
         if lbs:
             targets = ", ".join(ids[h] for h in batch)
             calls = [f"BlockTraffic: deregister {targets} from {'; '.join(lbs)} and wait until drained",
                      f"AllowTraffic: register {targets} again into their recorded membership and wait until healthy"]
-        for index, group in enumerate(groups):
-            lines.append(f"    hosts: {', '.join(group)}")
-            if index < len(calls) and index < len(groups) - 1:
-                lines.append(f"    controller: {calls[index]}")
+            lines += [f"    {call}" for call in calls]
         plan_batches.append({"hosts": batch, "load_balancer_calls": calls})
     lines.append("  lifecycle scripts (this revision; ApplicationStop, BeforeBlockTraffic and AfterBlockTraffic "
                  "run the scripts of each host's last successful revision):")
