@@ -8,16 +8,34 @@ hosts through the harness (nsenter) or plain HTTP from the root namespace: no ro
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import os
 import json
 import threading
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 from tests.harness.world import World
+
+
+@contextlib.contextmanager
+def fleet_world(aws: Any, tmp_path_factory: Any, hosts: int, name: str) -> Iterator[World]:
+    """A world of `hosts` SSH hosts on the session's emulator (for a module-scoped fixture); root only."""
+    import pytest
+
+    if os.geteuid() != 0:
+        pytest.skip("the SSH fleet needs root (network, mount and PID namespaces); run the tests as root")
+    from tests.harness.world import down, up
+
+    made = up(tmp_path_factory.mktemp(name), hosts, emulator_handle=aws.handle.to_json(), region=aws.region)
+    try:
+        yield made
+    finally:
+        down(made.dir)
 
 # Small but real LB delays: targets drain for DRAIN_SECONDS and stay `initial` for REGISTRATION_SECONDS.
 DRAIN_SECONDS = 1

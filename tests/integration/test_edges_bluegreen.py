@@ -11,7 +11,6 @@ target health sampled every 100 ms, and the record file.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -19,23 +18,9 @@ import pytest
 
 from tests.integration import inplace_helpers as H
 from tests.integration.test_bluegreen_ec2 import N, Env, TrafficMonitor, failures
+from tests.integration.test_bluegreen_ec2 import world  # noqa: F401  # pylint: disable=unused-import  # the fixture
 
 pytestmark = [pytest.mark.fleet, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def world(aws: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    if os.geteuid() != 0:
-        pytest.skip("the SSH fleet needs root (network, mount and PID namespaces); run the tests as root")
-    from tests.harness.world import down, up
-
-    made = up(tmp_path_factory.mktemp("edges-bg-world"), 0, emulator_handle=aws.handle.to_json(), region=aws.region)
-    made.start_ec2_sync()
-    try:
-        yield made
-    finally:
-        made.stop_ec2_sync()
-        down(made.dir)
 
 
 @pytest.fixture

@@ -24,9 +24,9 @@ from urllib.parse import quote
 import pytest
 
 from ansible_collections.rollwright.deploy.plugins.module_utils.records import open_store
-from tests.bundles import build_bundle
 from tests.harness.emulator import clear_faults, inject_fault
 from tests.integration import inplace_helpers as H
+from tests.integration.test_inplace import bundles  # noqa: F401  # pylint: disable=unused-import  # the v1/v2 bundles fixture
 
 pytestmark = [pytest.mark.fleet, pytest.mark.slow]
 
@@ -40,21 +40,8 @@ SNAPSHOT = ("find /opt/app /var/lib/rollwright -printf '%p %s %T@ %m\\n' 2>/dev/
 
 @pytest.fixture(scope="module")
 def world(aws: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    if os.geteuid() != 0:
-        pytest.skip("the SSH fleet needs root (network, mount and PID namespaces); run the tests as root")
-    from tests.harness.world import down, up
-
-    made = up(tmp_path_factory.mktemp("edges-world"), N_HOSTS, emulator_handle=aws.handle.to_json(), region=aws.region)
-    try:
+    with H.fleet_world(aws, tmp_path_factory, N_HOSTS, "edges-world") as made:
         yield made
-    finally:
-        down(made.dir)
-
-
-@pytest.fixture(scope="module")
-def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    out = tmp_path_factory.mktemp("edges-bundles")
-    return {v: build_bundle(v, out) for v in ("v1", "v2")}
 
 
 class Runner:
@@ -288,8 +275,12 @@ def test_module_defaults_group_and_task_environment_reach_modules_and_step_plugi
               "environment": {"AWS_ACCESS_KEY_ID": r.aws.env["AWS_ACCESS_KEY_ID"],
                               "AWS_SECRET_ACCESS_KEY": r.aws.env["AWS_SECRET_ACCESS_KEY"]},
               "tasks": [
-                  {"name": "module", "rollwright.deploy.deployment_info": {
-                      "backend": "dynamodb", "dynamodb_table": table, "create_table": True, "application": r.app}},
+                  {"name": "module", "rollwright.deploy.deployment_record": {
+                      "backend": "dynamodb", "dynamodb_table": table, "create_table": True, "state": "lock",
+                      "application": r.app, "deployment_group": "g", "deployment_id": "d-EDGES0001"}},
+                  {"name": "unlock", "rollwright.deploy.deployment_record": {
+                      "backend": "dynamodb", "dynamodb_table": table, "state": "unlock",
+                      "application": r.app, "deployment_group": "g", "deployment_id": "d-EDGES0001"}},
                   {"name": "step plugin", "rollwright.deploy.deployment_recover": {
                       "backend": "dynamodb", "dynamodb_table": table, "application": r.app}},
               ]}]

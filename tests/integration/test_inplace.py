@@ -13,7 +13,6 @@ nsenter (what is installed), never through rollwright code.
 
 from __future__ import annotations
 
-import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -37,15 +36,8 @@ N_HOSTS = 6
 @pytest.fixture(scope="module")
 def world(aws: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
     """A 6-host world on the session's emulator, shared by this module."""
-    if os.geteuid() != 0:
-        pytest.skip("the SSH fleet needs root (network, mount and PID namespaces); run the tests as root")
-    from tests.harness.world import down, up
-
-    made = up(tmp_path_factory.mktemp("inplace-world"), N_HOSTS, emulator_handle=aws.handle.to_json(), region=aws.region)
-    try:
+    with H.fleet_world(aws, tmp_path_factory, N_HOSTS, "inplace-world") as made:
         yield made
-    finally:
-        down(made.dir)
 
 
 @pytest.fixture(scope="module")
