@@ -266,8 +266,8 @@ class AWSClientFactory:
                 raise AWSSessionError(
                     "region: no AWS region was given (set the region option or rollwright_aws_region, AWS_REGION "
                     "or AWS_DEFAULT_REGION, or a region in the profile)", field="region")
-            key = _cache_key(service, dict(self._kwargs, session=dict(self._kwargs["session"],
-                                                                         region_name=session.region_name)))
+            session_kwargs = dict(self._kwargs["session"], region_name=session.region_name)
+            key = _cache_key(service, dict(self._kwargs, session=session_kwargs))
             with _CACHE_LOCK:
                 if key not in _CACHE:
                     _CACHE[key] = watch_retries(session.client(service, config=self.config(service),

@@ -163,8 +163,8 @@ def format_host_plans(results: dict[str, Optional[dict]], diff: bool = False) ->
 
 
 def bluegreen_dry_run(*, application: str, deployment_group: str, revision: dict, config_name: str, mode: str,
-                   serving: dict, originals: dict[str, str], replacement: dict, expected: int, minimum: int,
-                   batch: int, ready: dict, original: dict, bg: dict, lock: Any) -> dict:
+                      serving: dict, originals: dict[str, str], replacement: dict, expected: int, minimum: int,
+                      batch: int, ready: dict, original: dict, bg: dict, lock: Any) -> dict:
     """The state of a blue/green dry run and its text."""
     lines = [HEADER, f"blue/green deployment of {application}/{deployment_group}: {describe_revision(revision)}, "
                      f"{config_name}, reroute mode {mode}"]

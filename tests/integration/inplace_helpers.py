@@ -37,6 +37,7 @@ def fleet_world(aws: Any, tmp_path_factory: Any, hosts: int, name: str) -> Itera
     finally:
         down(made.dir)
 
+
 # Small but real LB delays: targets drain for DRAIN_SECONDS and stay `initial` for REGISTRATION_SECONDS.
 DRAIN_SECONDS = 1
 REGISTRATION_SECONDS = 1

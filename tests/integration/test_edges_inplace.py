@@ -250,8 +250,8 @@ def test_step_plugins_refuse_unknown_and_mistyped_options(runner: Runner) -> Non
     plays = [{"hosts": "localhost", "gather_facts": False, "tasks": [
         {"name": "typo", "rollwright.deploy.deployment_recover": {"application": r.app, "forse": True},
          "ignore_errors": True, "register": "typo"},
-        {"name": "mistyped", "rollwright.deploy.inplace_step": {"step": "start", "hosts": r.hosts,
-                                                                 "lock_ttl": "a minute"},
+        {"name": "mistyped",
+         "rollwright.deploy.inplace_step": {"step": "start", "hosts": r.hosts, "lock_ttl": "a minute"},
          "ignore_errors": True},
         {"name": "bad step", "rollwright.deploy.bluegreen_step": {"step": "deploy"}, "ignore_errors": True},
     ]}]
