@@ -30,6 +30,7 @@ from ansible_collections.rollwright.deploy.plugins.plugin_utils.step_action impo
 from ansible_collections.rollwright.deploy.plugins.plugin_utils.step_action import progress as _progress
 
 DRY_RUN_RESULT_VAR = "_rollwright_r_dry_run"
+KEEPER_AWS_OPTIONS = ("region", "endpoint_url", "profile", "validate_certs", "aws_ca_bundle")
 RESULT_VARS = {PRE_BLOCK: "_rollwright_r_pre_block", MAIN: "_rollwright_r_main", POST_ALLOW: "_rollwright_r_post_allow"}
 
 
@@ -110,10 +111,25 @@ class ActionModule(RollwrightAction):
         if not self._marker:
             self._mark_step(lock["deployment_id"])
         keeper = recovery.spawn_lease_keeper(
-            dict(args.get("record") or {}), self.aws_options(args), lock, controller, interval=interval,
+            dict(args.get("record") or {}), self.keeper_aws_options(args), lock, controller, interval=interval,
             work_dir=work_dir, log_path=os.path.join(work_dir, f"{lock['deployment_id']}.log"))
         keeper["controller"] = list(controller)
         return keeper
+
+    def keeper_aws_options(self, args: dict) -> dict:
+        """The options the detached lease keeper gets on its command line: never a secret.
+
+        It finds credentials as boto3 does (environment, profile, instance role); region and endpoint
+        are resolved here so that a task's environment or module_defaults still apply.
+        """
+        options = {k: v for k, v in self.aws_options(args).items() if k in KEEPER_AWS_OPTIONS}
+        environ = self.task_environment()
+        for name, variables in (("region", ("AWS_REGION", "AWS_DEFAULT_REGION")),
+                                ("endpoint_url", ("AWS_URL", "AWS_ENDPOINT_URL"))):
+            found = next((environ[v] for v in variables if environ.get(v)), None)
+            if not options.get(name) and found:
+                options[name] = found
+        return options
 
     def _keep_lease(self, args: dict, state: dict) -> None:
         """Start the lease keeper again if it died; stop it when the deployment is done."""

@@ -211,6 +211,7 @@ attributes:
       - C(step=start) in check mode is a dry run - it reads the current state and returns the plan as the
         state (C(dry_run=true), done) and its text (RV(summary_text)), creating no record and taking no lock, launching nothing.
       - The later steps do nothing with a dry-run state, and refuse a real deployment's state in check mode.
+      - C(step=recover) in check mode returns the recovery plan and changes nothing; C(step=continue) is refused.
   diff_mode:
     description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none

@@ -99,8 +99,7 @@ EXAMPLES = r"""
     application: web
     deployment_group: prod
     force: true
-    aws:
-      region: eu-west-1
+    region: eu-west-1
 
 - name: Recover one deployment, records in DynamoDB
   rollwright.deploy.deployment_recover:

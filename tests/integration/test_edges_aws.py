@@ -88,6 +88,26 @@ def test_an_unreachable_endpoint_fails_after_one_announced_retry(aws):
     assert "cannot be reached" in str(explain_aws_error(caught.value))
 
 
+@pytest.mark.slow
+def test_a_module_retries_a_throttled_call(aws, ansible_run, tmp_path):
+    """The modules' clients (RollwrightAWSModule.aws_client) retry too: deployment_record against DynamoDB."""
+    clear_faults(aws.endpoint)
+    inventory = tmp_path / "hosts"
+    inventory.write_text(f"localhost ansible_connection=local ansible_python_interpreter={ROOT / '.venv/bin/python'}\n")
+    table = f"rw-retry-{int(time.time() * 1000)}"
+    inject_fault(aws.endpoint, "DescribeTable", code="ThrottlingException", count=2)
+    try:
+        run = ansible_run([{"hosts": "localhost", "gather_facts": False, "tasks": [
+            {"name": "lock", "rollwright.deploy.deployment_record": {
+                "backend": "dynamodb", "dynamodb_table": table, "create_table": True, "state": "lock",
+                "application": "retry", "deployment_group": "g", "deployment_id": "d-RETRY0001"}}]}], inventory, timeout=120)
+        seen = fault_requests(aws.endpoint)["DescribeTable"]
+    finally:
+        clear_faults(aws.endpoint)
+    assert run.rc == 0, run
+    assert seen >= 3  # two throttled answers, then the call that went through (and later describes)
+
+
 def test_clients_are_cached_per_process_options_and_region(aws):
     options = {"endpoint_url": aws.endpoint, "region": aws.region}
     one = aws_session.aws_client_factory(options, environ=aws.env).client("elbv2")

@@ -138,6 +138,25 @@ def test_dry_run_changes_nothing_and_lists_every_batch(runner: Runner, bundles: 
         assert f"  {host}:" in text
 
 
+def test_dry_run_diff_lists_each_hosts_file_changes(runner: Runner, bundles: dict) -> None:
+    """--diff: the files the install would create, overwrite or remove, as each host's host_lifecycle plan says."""
+    r = runner
+    first = r.run(extra_vars={"rollwright_revision": str(bundles["v1"]), "rollwright_hosts": r.hosts[0]})
+    assert first.rc == 0, first
+    files = r.snapshot()
+    dry = r.run(extra_vars={"rollwright_revision": str(bundles["v2"]), "rollwright_hosts": r.hosts[0]},
+                check=True, extra_args=["--diff"])
+    assert dry.rc == 0, dry
+    read = dry.task("rollwright.deploy.inplace : Dry run - read what each host would run (check mode - no hook runs, "
+                    "nothing changes)")[r.hosts[0]]
+    if not any("plan" in item for item in read.get("results") or []):
+        pytest.skip("host_lifecycle's check mode returns no plan yet (the host engine's read-only plan)")
+    text = output(dry)
+    assert any(line.strip().split(" ", 1)[0] in ("create", "overwrite") and "/opt/app/sample/index.html" in line
+               for line in text.splitlines()), text
+    assert r.snapshot() == files
+
+
 def test_rollback_dry_run_says_what_it_would_restore(runner: Runner, bundles: dict) -> None:
     r = runner
     arn = H.create_target_group(r.world, r.ids())
@@ -254,6 +273,10 @@ def test_step_plugins_refuse_unknown_and_mistyped_options(runner: Runner) -> Non
          "rollwright.deploy.inplace_step": {"step": "start", "hosts": r.hosts, "lock_ttl": "a minute"},
          "ignore_errors": True},
         {"name": "bad step", "rollwright.deploy.bluegreen_step": {"step": "deploy"}, "ignore_errors": True},
+    ]}, {"hosts": r.hosts[0], "gather_facts": False, "tasks": [
+        {"name": "host typo", "rollwright.deploy.host_lifecycle": {
+            "application": r.app, "deployment_group": "g", "deployment_id": "d-EDGES0002", "events": ["ApplicationStop"],
+            "srcc": "/tmp/bundle.zip"}, "ignore_errors": True},
     ]}]
     res = r.run(plays, extra_vars=False)
     typo = res.task("typo")["localhost"]
@@ -262,6 +285,8 @@ def test_step_plugins_refuse_unknown_and_mistyped_options(runner: Runner) -> Non
     assert mistyped.get("failed") and "lock_ttl" in mistyped["msg"], mistyped
     bad = res.task("bad step")["localhost"]
     assert bad.get("failed") and "step" in bad["msg"] and "start" in bad["msg"], bad
+    host = res.task("host typo")[r.hosts[0]]  # refused on the controller, before any transfer
+    assert host.get("failed") and "srcc" in host["msg"] and "Unsupported parameters" in host["msg"], host
 
 
 def test_module_defaults_group_and_task_environment_reach_modules_and_step_plugins(runner: Runner) -> None:
