@@ -39,8 +39,8 @@ from .base import (
     default_owner,
     lock_held_error,
     lock_info,
-    lock_ref,
     new_token,
+    token_ref,
     now_iso,
     utc_now,
 )
@@ -436,11 +436,32 @@ class SQLiteRecordStore(RecordStore):
             )
         return lock
 
+    def take_over(self, application, deployment_group, deployment_id, owner=None, ttl=DEFAULT_LOCK_TTL, live=False,
+                  token=None) -> Lock:
+        self._check_lock_args(application, deployment_group, deployment_id, ttl)
+        owner = owner or default_owner()
+        with self._write() as conn:  # read and swap in one BEGIN IMMEDIATE transaction: nobody renews in between
+            row = self._lock_row(conn, application, deployment_group)
+            if row is None:
+                raise RecordNotFound(f"deployment group {application}/{deployment_group} is not locked")
+            if token and row["token"] != token:
+                raise LockLost(f"lock of deployment group {application}/{deployment_group} no longer has the expected "
+                               f"token: held by deployment {row['deployment_id']} ({row['owner']})")
+            info = self._info(row)
+            if row["deployment_id"] != deployment_id or not (info.stale or live):
+                raise lock_held_error(info)
+            now = now_iso()
+            lock = Lock(application, deployment_group, deployment_id, owner, new_token(), float(ttl), now, now)
+            conn.execute("UPDATE locks SET owner = ?, token = ?, ttl = ?, acquired_at = ?, heartbeat_at = ? "
+                         "WHERE application = ? AND deployment_group = ? AND token = ?",
+                         (owner, lock.token, lock.ttl, now, now, application, deployment_group, row["token"]))
+        return lock
+
     def heartbeat(self, lock) -> Lock:
-        application, group, deployment_id, token = lock_ref(lock)
+        application, group, deployment_id, token = token_ref(lock, "renewing")
         with self._write() as conn:
             row = self._lock_row(conn, application, group)
-            if row is None or row["deployment_id"] != deployment_id or (token and row["token"] != token):
+            if row is None or row["deployment_id"] != deployment_id or row["token"] != token:
                 holder = "nobody" if row is None else f"deployment {row['deployment_id']} ({row['owner']})"
                 raise LockLost(
                     f"lock of deployment group {application}/{group} is no longer held by {deployment_id}: "
@@ -455,17 +476,19 @@ class SQLiteRecordStore(RecordStore):
         return result
 
     def release_lock(self, lock_or_ids) -> bool:
-        application, group, deployment_id, token = lock_ref(lock_or_ids)
+        application, group, deployment_id, token = token_ref(lock_or_ids, "releasing")
         with self._write() as conn:
             row = self._lock_row(conn, application, group)
             if row is None:
                 return False
-            if row["deployment_id"] != deployment_id or (token and row["token"] != token):
+            if row["deployment_id"] != deployment_id or row["token"] != token:
                 raise LockLost(
                     f"lock of deployment group {application}/{group} is held by deployment {row['deployment_id']} "
-                    f"({row['owner']}), not by {deployment_id}: not released"
+                    f"({row['owner']}){' with another token (taken over)' if row['deployment_id'] == deployment_id else ''}, "
+                    f"not by this holder of {deployment_id}: not released"
                 )
-            conn.execute("DELETE FROM locks WHERE application = ? AND deployment_group = ?", (application, group))
+            conn.execute("DELETE FROM locks WHERE application = ? AND deployment_group = ? AND token = ?",
+                         (application, group, token))
             return True
 
     def get_lock(self, application, deployment_group) -> Optional[LockInfo]:
