@@ -795,7 +795,8 @@ def recover(store: RecordStore, clients: Any, deployment_id: str, progress: Opti
         # taken over by its token (stale: judged by the store), so a surviving step of the dead
         # controller fails its next fencing check; released by our token at the end
         lock = store.take_over(record.application, record.deployment_group, deployment_id,
-                               owner=owner or f"recovery of {deployment_id} by {default_owner()}", live=not info.stale)
+                               owner=owner or f"recovery of {deployment_id} by {default_owner()}", live=not info.stale,
+                               acquired_at=info.acquired_at)
 
     def fence() -> None:
         if lock is not None:

@@ -393,7 +393,7 @@ def hold_lock(store: RecordStore, record: DeploymentRecord, held_by_it: Optional
     if held_by_it:
         try:
             return store.take_over(record.application, record.deployment_group, record.deployment_id, owner=owner,
-                                   ttl=ttl, live=not held_by_it.get("stale"))
+                                   ttl=ttl, live=not held_by_it.get("stale"), acquired_at=held_by_it.get("acquired_at"))
         except RecordNotFound:
             pass  # released meanwhile: take it below
         except LockHeld as exc:

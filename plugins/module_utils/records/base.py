@@ -190,6 +190,18 @@ def _json_roundtrip(value: Any, field_name: str) -> Any:
         raise InvalidRecord(f"{field_name}: expected plain JSON data (dicts, lists, strings, numbers, booleans): {exc}")
 
 
+def stored_json(text: Any, field_name: str, default: Any = None) -> Any:
+    """Decode a JSON value read back from a store; a corrupt or tampered value is an InvalidRecord
+    naming its field rather than a traceback."""
+    if text is None or text == "":
+        return default
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError) as exc:
+        raise InvalidRecord(f"{field_name}: the stored value is not valid JSON ({exc}); the record was changed "
+                            "outside rollwright or is corrupt") from None
+
+
 # --------------------------------------------------------------------------------------------
 # Data model
 # --------------------------------------------------------------------------------------------
@@ -603,13 +615,15 @@ class RecordStore(abc.ABC):
 
     @abc.abstractmethod
     def take_over(self, application: str, deployment_group: str, deployment_id: str, owner: Optional[str] = None,
-                  ttl: float = DEFAULT_LOCK_TTL, live: bool = False, token: Optional[str] = None) -> Lock:
+                  ttl: float = DEFAULT_LOCK_TTL, live: bool = False, token: Optional[str] = None,
+                  acquired_at: Optional[str] = None) -> Lock:
         """Take over the lock that ``deployment_id`` holds (for its recovery): a new token and owner,
         same deployment id, so its old holder's renewals and writes fail from now on (fencing).
         Only a stale lock (judged by the store), unless ``live``; a compare-and-swap on the token read
         (or on ``token``, when given: LockLost if the lock no longer has it), so another takeover in
-        between wins. RecordNotFound when the group is not locked, LockHeld when another deployment
-        holds it or it is live."""
+        between wins; ``acquired_at`` (of the lock the caller judged, :class:`LockInfo`) makes it fail
+        with LockHeld when the lock was taken over since. RecordNotFound when the group is not locked,
+        LockHeld when another deployment holds it or it is live."""
 
     def break_lock(self, application: str, deployment_group: str, deployment_id: str, owner: Optional[str] = None,
                    live: bool = False) -> bool:

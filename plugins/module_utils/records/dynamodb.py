@@ -66,6 +66,7 @@ from .base import (
     format_time,
     new_token,
     now_iso,
+    stored_json,
     token_ref,
 )
 
@@ -131,13 +132,13 @@ def _get(item: dict, name: str, default: Any = None) -> Any:
     if "BOOL" in attr:
         return attr["BOOL"]
     if "M" in attr:
-        return {k: json.loads(v["S"]) for k, v in attr["M"].items()}
+        return {k: stored_json(v.get("S"), f"{name}.{k}") for k, v in attr["M"].items()}
     raise RecordError(f"unexpected DynamoDB attribute {name}: {attr!r}")  # pragma: no cover
 
 
 def _getj(item: dict, name: str, default: Any = None) -> Any:
     raw = _get(item, name)
-    return default if raw is None else json.loads(raw)
+    return default if raw is None else stored_json(raw, f"{_get(item, 'pk')}/{_get(item, 'sk')}.{name}")
 
 
 def _code(exc: Exception) -> str:
@@ -635,7 +636,7 @@ class DynamoDBRecordStore(RecordStore):
         raise LockLost(f"lock of deployment group {application}/{deployment_group}: too much contention, try again")
 
     def take_over(self, application, deployment_group, deployment_id, owner=None, ttl=DEFAULT_LOCK_TTL, live=False,
-                  token=None) -> Lock:
+                  token=None, acquired_at=None) -> Lock:
         self._check_lock_args(application, deployment_group, deployment_id, ttl)
         owner = owner or default_owner()
         current = self._lock_item(application, deployment_group)
@@ -645,7 +646,8 @@ class DynamoDBRecordStore(RecordStore):
             raise LockLost(f"lock of deployment group {application}/{deployment_group} no longer has the expected "
                            f"token: held by deployment {_get(current, 'deployment_id')} ({_get(current, 'owner')})")
         info = self._info(current)
-        if info.deployment_id != deployment_id or not (info.stale or live):
+        if info.deployment_id != deployment_id or not (info.stale or live) or \
+                (acquired_at and _get(current, "acquired_at") != acquired_at):
             raise lock_held_error(info)
         lock, item = self._new_lock(application, deployment_group, deployment_id, owner, ttl)
         if live:

@@ -42,6 +42,7 @@ from .base import (
     new_token,
     token_ref,
     now_iso,
+    stored_json,
     utc_now,
 )
 
@@ -204,8 +205,8 @@ class SQLiteRecordStore(RecordStore):
             application=row["application"],
             deployment_group=row["deployment_group"],
             deployment_type=row["deployment_type"],
-            revision=json.loads(row["revision"] or "{}"),
-            configuration=json.loads(row["configuration"]) if row["configuration"] is not None else None,
+            revision=stored_json(row["revision"], f"{row['deployment_id']}.revision", {}),
+            configuration=stored_json(row["configuration"], f"{row['deployment_id']}.configuration"),
             creator=row["creator"],
             rollback_of=row["rollback_of"],
             rolled_back_by=row["rolled_back_by"],
@@ -226,7 +227,7 @@ class SQLiteRecordStore(RecordStore):
                 name=row["name"],
                 instance_id=row["instance_id"],
                 status=row["status"],
-                lb_membership=json.loads(row["lb_membership"] or "[]"),
+                lb_membership=stored_json(row["lb_membership"], f"{did}.hosts[{row['name']}].lb_membership", []),
                 lb_restored=bool(row["lb_restored"]),
             )
         for row in conn.execute("SELECT * FROM events WHERE deployment_id = ? ORDER BY seq, name", (did,)):
@@ -235,10 +236,11 @@ class SQLiteRecordStore(RecordStore):
                 host = hosts[row["host"]] = HostRecord(name=row["host"])
             host.events.append(EventRecord(
                 name=row["name"], status=row["status"], start_time=row["start_time"], end_time=row["end_time"],
-                scripts=json.loads(row["scripts"] or "[]"), message=row["message"],
+                scripts=stored_json(row["scripts"], f"{did}.hosts[{row['host']}].events[{row['name']}].scripts", []),
+                message=row["message"],
             ))
         record.hosts = list(hosts.values())
-        record.extra = {row["key"]: json.loads(row["value"])
+        record.extra = {row["key"]: stored_json(row["value"], f"{did}.extra.{row['key']}")
                         for row in conn.execute("SELECT key, value FROM extra WHERE deployment_id = ? ORDER BY key", (did,))}
         return record
 
@@ -437,7 +439,7 @@ class SQLiteRecordStore(RecordStore):
         return lock
 
     def take_over(self, application, deployment_group, deployment_id, owner=None, ttl=DEFAULT_LOCK_TTL, live=False,
-                  token=None) -> Lock:
+                  token=None, acquired_at=None) -> Lock:
         self._check_lock_args(application, deployment_group, deployment_id, ttl)
         owner = owner or default_owner()
         with self._write() as conn:  # read and swap in one BEGIN IMMEDIATE transaction: nobody renews in between
@@ -448,7 +450,8 @@ class SQLiteRecordStore(RecordStore):
                 raise LockLost(f"lock of deployment group {application}/{deployment_group} no longer has the expected "
                                f"token: held by deployment {row['deployment_id']} ({row['owner']})")
             info = self._info(row)
-            if row["deployment_id"] != deployment_id or not (info.stale or live):
+            if row["deployment_id"] != deployment_id or not (info.stale or live) or \
+                    (acquired_at and row["acquired_at"] != acquired_at):
                 raise lock_held_error(info)
             now = now_iso()
             lock = Lock(application, deployment_group, deployment_id, owner, new_token(), float(ttl), now, now)
