@@ -792,6 +792,12 @@ def recover(store: RecordStore, clients: Any, deployment_id: str, progress: Opti
         if not info.stale and not force:
             raise BlueGreenError(f"{info.describe()}; it looks alive - recover only a deployment whose controller died "
                                  "(wait until the lock is stale, or pass force=true)")
+        ended = record.status in ("Succeeded", "Failed", "Stopped") and bg.get("phase") in ("finished", "rolled_back")
+        if not ended and bg.get("phase") not in ("retiring", "finished"):
+            problems = ownership_problems(Ec2Fleet(clients), deployment_id, bg)  # before the lock changes hands
+            if problems:
+                raise BlueGreenError(f"the record of {deployment_id} names resources that are not this deployment's, "
+                                     f"so nothing was changed (recovery refused): {'; '.join(problems)}")
         # taken over by its token (stale: judged by the store), so a surviving step of the dead
         # controller fails its next fencing check; released by our token at the end
         lock = store.take_over(record.application, record.deployment_group, deployment_id,
