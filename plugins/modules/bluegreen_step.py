@@ -176,7 +176,10 @@ options:
     description: Where the deployment record and lock live - C({backend, sqlite_path}) or C({backend, dynamodb_table}).
     type: dict
   aws:
-    description: amazon.aws connection options (C(region), C(endpoint_url), C(profile), ...); the C(AWS_*) environment otherwise.
+    description:
+      - amazon.aws connection options (C(region), C(endpoint_url), C(profile), ...); the C(AWS_*) environment otherwise.
+      - C(secret_key) and C(session_token) are no_log - never shown, never written to a record, never on a command
+        line (the lease keeper reads its configuration on its stdin).
     type: dict
   cache_dir:
     description: Where fetched bundles are cached on the controller.

@@ -69,7 +69,10 @@ options:
     type: bool
     default: false
   aws:
-    description: amazon.aws connection options (C(region), C(endpoint_url), C(profile), ...); the C(AWS_*) environment otherwise.
+    description:
+      - amazon.aws connection options (C(region), C(endpoint_url), C(profile), ...); the C(AWS_*) environment otherwise.
+      - C(secret_key) and C(session_token) are no_log - never shown, never written to a record, never on a command
+        line (the lease keeper reads its configuration on its stdin).
     type: dict
 attributes:
   check_mode:

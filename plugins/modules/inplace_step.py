@@ -81,7 +81,10 @@ options:
       Where the deployment record and lock live - C({backend: sqlite, sqlite_path}) or C({backend: dynamodb, dynamodb_table}).
     type: dict
   aws:
-    description: amazon.aws connection options (C(region), C(endpoint_url), C(profile), ...); the C(AWS_*) environment is used otherwise.
+    description:
+      - amazon.aws connection options (C(region), C(endpoint_url), C(profile), ...); the C(AWS_*) environment is used otherwise.
+      - C(secret_key) and C(session_token) are no_log - never shown, never written to a record, never on a command
+        line (the lease keeper reads its configuration on its stdin).
     type: dict
   cache_dir:
     description: Where fetched bundles are cached on the controller.

@@ -429,3 +429,16 @@ def test_redaction_keeps_ordinary_output():
     assert redact_value({"status": "Succeeded", "DbPassword": "x", "n": [1, "TOKEN=t"]}) == \
         {"status": "Succeeded", "DbPassword": MASK, "n": [1, f"TOKEN={MASK}"]}
 
+
+
+def test_the_aws_dict_option_registers_its_secrets_as_no_log():
+    from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+
+    from ansible_collections.rollwright.deploy.plugins.module_utils.aws_session import AWS_DICT_OPTION
+
+    result = ArgumentSpecValidator({"aws": AWS_DICT_OPTION}).validate(
+        {"aws": {"region": "eu-west-1", "aws_secret_access_key": "wJalrXUtnFEMIK7MDENG", "session_token": "FwoGZXIv"}})
+    assert result.error_messages == [], result.error_messages
+    assert {"wJalrXUtnFEMIK7MDENG", "FwoGZXIv"} <= set(result._no_log_values)  # pylint: disable=protected-access
+    assert "eu-west-1" not in result._no_log_values  # pylint: disable=protected-access
+    assert result.validated_parameters["aws"]["secret_key"] == "wJalrXUtnFEMIK7MDENG"
