@@ -12,9 +12,14 @@ Two parts (see docs/operations.md, "Recovery" and "The lease keeper"):
 - :class:`LeaseKeeper` and :func:`spawn_lease_keeper`: a small detached process (own session,
   stdlib + our record store, no Ansible) started by the deployment's first step. While the
   ansible-playbook process lives it renews the group lock every few seconds, so the lock's ttl can
-  be short (60 s); when that process dies (killed, cancelled by AWX, interrupted) it marks the
-  deployment Stopped at once, leaves the lock for recovery, and exits. It never touches a load
-  balancer: it cannot know whether a host stopped in the middle of its install is fit for traffic.
+  be short (60 s); when that process dies (killed, cancelled by AWX, interrupted) it takes the lock
+  over by its token (fencing off orphaned steps), marks the deployment Stopped at once, leaves the
+  lock for recovery, and exits. It never touches a load balancer: it cannot know whether a host
+  stopped in the middle of its install is fit for traffic.
+
+Recovery does not trust the record (docs/security.md): memberships are checked against their host
+and the load-balancer configuration, a superseded deployment is recovered only when named, and the
+lock is taken over by token before anything changes (and renewed before each write: fencing).
 """
 
 from __future__ import annotations
@@ -706,7 +711,8 @@ class LeaseKeeper:
 
 
 def step_marker(work_dir: str, deployment_id: str) -> str:
-    """The file in which a running controller step leaves its pid (for the lease keeper)."""
+    """The file in which a running controller step leaves its pid (which step of a deployment runs, for
+    a person looking at a stuck controller; the lease keeper no longer waits for it: fencing stops it)."""
     return os.path.join(work_dir, f"{deployment_id}.step")
 
 
