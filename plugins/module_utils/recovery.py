@@ -220,8 +220,10 @@ def membership_problems(record: DeploymentRecord, lb_config: Optional[dict], hos
     if not (arns or tg_names or elbs or config.get("haproxy")):
         problems.append("there is no load-balancer configuration to check the recorded memberships against (the record "
                         "has none in extra.inplace.load_balancer): pass the deployment's (rollwright_load_balancer)")
-    configured = ", ".join(sorted(arns | tg_names | elbs) + ([f"HAProxy {', '.join(i.name for i in haproxy.instances)}"]
-                                                               if haproxy else [])) or "none"
+    named = sorted(arns | tg_names | elbs)
+    if haproxy:
+        named.append(f"HAProxy {', '.join(i.name for i in haproxy.instances)}")
+    configured = ", ".join(named) or "none"
     for host in record.hosts:
         if hosts is not None and host.name not in hosts:
             continue

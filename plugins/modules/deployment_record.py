@@ -144,7 +144,7 @@ options:
     default: false
   lock_token:
     description:
-      - The C(token) of the lock returned by C(state=lock). Required for C(heartbeat): a lock is renewed by its holder
+      - The C(token) of the lock returned by C(state=lock). Required for C(heartbeat) - a lock is renewed by its holder
         only. For C(unlock), releases the lock only if it still has this token; without it, the lock of
         O(deployment_id) is taken over by the token read at that moment (only when stale, unless O(force)) and
         released, so a lock that another controller took meanwhile is never removed.

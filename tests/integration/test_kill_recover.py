@@ -225,8 +225,8 @@ def test_kill_ansible_playbook_at_ten_points_then_recover(world: Any, target_gro
 
 
 @pytest.mark.hostile
-def test_sigkill_14s_into_a_halfatatime_rollout_then_recover_one_second_later(world: Any, target_groups: list[str],
-                                                                               aws: Any, tmp_path: Path) -> None:
+def test_sigkill_14s_into_a_halfatatime_rollout_then_recover_one_second_later(
+        world: Any, target_groups: list[str], aws: Any, tmp_path: Path) -> None:
     """Issue 12, as a user would do it: SIGKILL of the ansible-playbook process alone (its workers are
     orphaned, still running) 14 s into the rollout, ``rollwright.deploy.recover`` 1 s later, no force.
 

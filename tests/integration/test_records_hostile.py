@@ -158,8 +158,8 @@ def test_dynamodb_release_renewal_and_takeover_by_token_only(aws: Any, table: st
 # ------------------------------------------------------------------------------------------------ recover playbook
 
 
-def test_recover_refuses_a_foreign_membership_and_registers_nothing(aws: Any, cloud: dict, backend: dict,
-                                                                     localhost: Path, ansible_run: Any) -> None:
+def test_recover_refuses_a_foreign_membership_and_registers_nothing(
+        aws: Any, cloud: dict, backend: dict, localhost: Path, ansible_run: Any) -> None:
     store = backend["store"]
     did = stopped_with_host_out(store, cloud, {"kind": "elbv2", "target_group_arn": cloud["tg_b"], "target_id": "10.9.9.9",
                                                "port": 22})

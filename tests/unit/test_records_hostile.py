@@ -430,7 +430,6 @@ def test_redaction_keeps_ordinary_output():
         {"status": "Succeeded", "DbPassword": MASK, "n": [1, f"TOKEN={MASK}"]}
 
 
-
 def test_the_aws_dict_option_registers_its_secrets_as_no_log():
     from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
