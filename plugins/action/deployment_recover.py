@@ -60,7 +60,11 @@ class ActionModule(RollwrightAction):
         from ansible_collections.rollwright.deploy.plugins.module_utils import deploy_inputs
         from ansible_collections.rollwright.deploy.plugins.module_utils.loadbalancers import load_balancer_from_config
 
-        plan = recovery.plan_recovery(record, lock, force=bool(args.get("force")))
+        # rollwright_load_balancer overrides what the deployment recorded at its start; the recorded
+        # memberships are checked against the configuration used
+        override = deploy_inputs.normalise_load_balancer(args.get("load_balancer") or None)
+        lb_config = recovery.load_balancer_config(record, override)
+        plan = recovery.plan_recovery(record, lock, force=bool(args.get("force")), lb_config=lb_config)
         result["plan"] = plan.to_dict()
         if plan.refused:
             raise AnsibleActionFail(plan.refused)
@@ -79,9 +83,7 @@ class ActionModule(RollwrightAction):
             return result
         lb = None
         if plan.restore:
-            # rollwright_load_balancer overrides what the deployment recorded at its start
-            override = deploy_inputs.normalise_load_balancer(args.get("load_balancer") or None)
-            lb = load_balancer_from_config(recovery.load_balancer_config(record, override), clients)
+            lb = load_balancer_from_config(lb_config, clients)
         report = recovery.recover(store, lb, record, plan, healthy_timeout=float(args.get("healthy_timeout") or 300),
                                   progress=_progress)
         result.update(changed=report["changed"], report=report,

@@ -85,6 +85,15 @@ for _name, _aliases, _env, _extra in _OPTIONS:
 #: Every option name and alias an action plugin should pop from its task args.
 AWS_OPTION_NAMES: list[str] = [n for opt in _OPTIONS for n in [opt[0]] + opt[1]]
 
+#: The spec of an ``aws`` dict option (inplace_step, bluegreen_step, deployment_recover): the options
+#: above as sub-options (no environment fallback or default: aws_client_factory applies those), the
+#: secret ones no_log, so that argument validation registers them and Ansible never shows them.
+AWS_DICT_OPTION: dict[str, Any] = {
+    "type": "dict",
+    "options": {name: {k: v for k, v in spec.items() if k not in ("fallback", "default")}
+                for name, spec in AWS_OPTION_SPEC.items()},
+}
+
 _ALIASES = {alias: opt[0] for opt in _OPTIONS for alias in opt[1]}
 _ENV = {opt[0]: opt[2] for opt in _OPTIONS}
 

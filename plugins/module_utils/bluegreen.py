@@ -31,6 +31,7 @@ actions before the swap), so `rollback` and `recover` work from the record alone
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any, Callable, Optional
 
@@ -38,7 +39,12 @@ from ansible_collections.rollwright.deploy.plugins.module_utils.dry_run import b
 from ansible_collections.rollwright.deploy.plugins.module_utils.errors import RollwrightError
 from ansible_collections.rollwright.deploy.plugins.module_utils import deployment_config as dc
 from ansible_collections.rollwright.deploy.plugins.module_utils import lifecycle
-from ansible_collections.rollwright.deploy.plugins.module_utils.fleet_provision import Ec2Fleet, FleetError, copy_name
+from ansible_collections.rollwright.deploy.plugins.module_utils.fleet_provision import (
+    DEPLOYMENT_TAG,
+    Ec2Fleet,
+    FleetError,
+    copy_name,
+)
 from ansible_collections.rollwright.deploy.plugins.module_utils.inplace import (
     HOST_REVISION_KEYS,
     format_summary,
@@ -57,12 +63,14 @@ from ansible_collections.rollwright.deploy.plugins.module_utils.records.base imp
     HostRecord,
     Lock,
     RecordStore,
+    default_owner,
     now_iso,
 )
 
 Progress = Callable[[str], None]
 
 EXTRA_KEY = "bluegreen"
+_INSTANCE_ID_RE = re.compile(r"^(?:i|mi)-[0-9a-f]{8,17}$")
 CONTINUE_KEY = "bluegreen_continue"
 PHASES = ("started", "provisioning", "installing", "ready", "rerouting", "rerouted", "retiring", "finished", "rolled_back")
 PRE_REROUTE = ("started", "provisioning", "installing", "ready")
@@ -448,6 +456,7 @@ class BlueGreenRun:
         bg["green_memberships"] = bg["green_memberships"] + [m.to_dict() for m in wanted]
         self._save(state)
         self._events(state, names, "AllowTraffic", "InProgress")
+        self._heartbeat(state)  # fencing: a controller that lost its lock stops before writing
         lb.allow(wanted)
         waited = lb.wait_healthy(wanted, timeout=state["options"].get("healthy_timeout"), progress=self.progress)
         if not waited.ok:
@@ -465,6 +474,7 @@ class BlueGreenRun:
         self._save(state)
         self._events(state, names, "BlockTraffic", "InProgress")
         if members:
+            self._heartbeat(state)
             lb.block(members)
             waited = lb.wait_drained(members, timeout=state["options"].get("drain_timeout"), progress=self.progress)
             if not waited.ok:
@@ -509,6 +519,7 @@ class BlueGreenRun:
         self._events(state, originals, "BlockTraffic", "InProgress")
         bg["listener_swapped"] = "pending"  # a crash from here on: recovery compares the listener with listener_before
         self._save(state)
+        self._heartbeat(state)
         swap = ListenerSwitch(self.clients.client("elbv2")).swap(bg["listener_arn"], bg.get("rule_arn"), bg["blue_tg"], bg["green_tg"])
         bg["listener_swapped"] = True
         bg["listener_after"] = swap["after"]
@@ -521,6 +532,7 @@ class BlueGreenRun:
     def _swap_group_attachments(self, state: dict) -> Optional[str]:
         """The copied group takes the serving attachments (so scale-outs join), the original group drops them."""
         bg = state["bg"]
+        self._heartbeat(state)
         if bg.get("original_asg") and any((bg.get("original_asg_attachments") or {}).values()):
             bg["original_asg_detached"] = True
             self._save(state)
@@ -548,13 +560,17 @@ class BlueGreenRun:
         self.retire(state["deployment_id"], state["bg"], state=state)
         return self._end(state, "Succeeded")
 
-    def retire(self, deployment_id: str, bg: dict, state: Optional[dict] = None, wait: bool = True) -> None:
-        """The originals after a successful reroute: terminate them after the wait, or keep them running."""
+    def retire(self, deployment_id: str, bg: dict, state: Optional[dict] = None, wait: bool = True,
+               fence: Optional[Callable[[], None]] = None) -> None:
+        """The originals after a successful reroute: terminate them after the wait, or keep them running.
+        ``fence`` (default: renew the step's lock) runs right before the terminating calls."""
+        fence = fence or (lambda: self._heartbeat(state) if state is not None else None)
         if bg["original_action"] == "keep_alive":
             self.progress(f"original instances kept running, out of the load balancer: {', '.join(bg['original_ids'])}")
         else:
             if wait and bg.get("original_wait"):
                 self._wait(state, float(bg["original_wait"]), "before terminating the original instances")
+            fence()
             if bg.get("original_asg"):
                 if bg.get("delete_original_asg"):
                     self.progress(f"deleting Auto Scaling group {bg['original_asg']} and its instances")
@@ -584,7 +600,7 @@ class BlueGreenRun:
     def rollback(self, state: dict, reason: str, status: str = "Failed") -> dict:
         self.progress(f"rolling back: {reason}")
         restore(self.store, self.clients, state["deployment_id"], state["bg"], progress=self.progress, fleet=self.fleet,
-                healthy_timeout=state["options"].get("healthy_timeout"))
+                healthy_timeout=state["options"].get("healthy_timeout"), fence=lambda: self._heartbeat(state))
         for host in self.replacement_names(state) + self.original_names(state):
             if host not in state.get("failures", {}):
                 self.store.update_host(state["deployment_id"], host, status="Skipped")
@@ -619,17 +635,102 @@ class BlueGreenRun:
 # ---------------------------------------------------------------------------------------------- restore
 
 
+def _groups_of(bg: dict) -> set:
+    """Target groups and classic ELBs of the deployment's configuration (recorded at its start)."""
+    config = bg.get("lb_config") if isinstance(bg.get("lb_config"), dict) else {}
+    groups = set(config.get("target_group_arns") or []) | set(config.get("classic_elb_names") or [])
+    return groups | {g for g in (bg.get("blue_tg"), bg.get("green_tg")) if isinstance(g, str) and g}
+
+
+def _id_list(value: Any, field: str, problems: list) -> list:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(i, str) and _INSTANCE_ID_RE.match(i) for i in value):
+        problems.append(f"bluegreen.{field}: expected a list of EC2 instance ids, got {value!r}")
+        return []
+    return value
+
+
+def ownership_problems(fleet: Ec2Fleet, deployment_id: str, bg: dict) -> list:
+    """What in a blue/green record a restore must not act on (checked before any change).
+
+    The record is writable by whoever can write the records table, so it is not trusted to say what
+    to delete: the replacement Auto Scaling group and every recorded replacement instance that still
+    exists must carry ``rollwright:deployment-id = <this deployment>``; recorded memberships must
+    be in the deployment's target groups / classic ELBs and name an instance the record lists on
+    that side (originals for the originals' memberships, replacements for the green ones)."""
+    problems: list = []
+    groups = _groups_of(bg)
+    replacement_ids = _id_list(bg.get("replacement_ids"), "replacement_ids", problems)
+    original_ids = _id_list(bg.get("original_ids"), "original_ids", problems)
+    asg = bg.get("replacement_asg")
+    if asg is not None and (not isinstance(asg, str) or not asg or len(asg) > 255):
+        problems.append(f"bluegreen.replacement_asg: expected an Auto Scaling group name, got {asg!r}")
+        asg = None
+    if asg:
+        group = fleet.describe_asg(asg, missing_ok=True)
+        tags = {t.get("Key"): t.get("Value") for t in (group or {}).get("Tags") or []}
+        if group is not None and tags.get(DEPLOYMENT_TAG) != deployment_id:
+            problems.append(f"bluegreen.replacement_asg: Auto Scaling group {asg} does not carry the tag "
+                            f"{DEPLOYMENT_TAG}={deployment_id} (it has {tags.get(DEPLOYMENT_TAG) or 'no such tag'}): "
+                            "it is not this deployment's, so it is not deleted")
+    if bg.get("created", True) and replacement_ids:
+        described = fleet.describe(replacement_ids)
+        for iid in replacement_ids:
+            info = described.get(iid)
+            if info is None or info.get("state") in ("terminated", "shutting-down"):
+                continue
+            owner = (info.get("tags") or {}).get(DEPLOYMENT_TAG)
+            if owner != deployment_id:
+                problems.append(f"bluegreen.replacement_ids: instance {iid} does not carry the tag "
+                                f"{DEPLOYMENT_TAG}={deployment_id} (it has {owner or 'no such tag'}): it is not "
+                                "terminated")
+    originals = bg.get("original_memberships") or {}
+    if not isinstance(originals, dict):
+        problems.append(f"bluegreen.original_memberships: expected a mapping of instance id to memberships, got {originals!r}")
+        originals = {}
+    sides = [(f"original_memberships[{iid}]", iid, ms, set(original_ids) | {iid} if not original_ids else set(original_ids))
+             for iid, ms in originals.items()]
+    sides.append(("green_memberships", None, bg.get("green_memberships") or [], set(replacement_ids)))
+    for path, key, items, allowed_hosts in sides:
+        if not isinstance(items, list):
+            problems.append(f"bluegreen.{path}: expected a list of memberships, got {items!r}")
+            continue
+        for index, data in enumerate(items):
+            try:
+                member = Membership.from_dict(data, f"bluegreen.{path}[{index}]")
+            except LoadBalancerError as exc:
+                problems.append(str(exc))
+                continue
+            if member.group not in groups:
+                problems.append(f"bluegreen.{path}[{index}]: {member.label()} is not in a load balancer of the "
+                                f"deployment's configuration ({', '.join(sorted(groups)) or 'none'})")
+            if (key is not None and member.host != key) or member.host not in allowed_hosts:
+                problems.append(f"bluegreen.{path}[{index}]: {member.label()} names an instance that is not one of "
+                                f"the deployment's {'original' if key is not None else 'replacement'} instances")
+    return problems
+
+
 def restore(store: RecordStore, clients: Any, deployment_id: str, bg: dict, progress: Optional[Progress] = None,
-            fleet: Optional[Ec2Fleet] = None, healthy_timeout: Optional[float] = None) -> dict:
+            fleet: Optional[Ec2Fleet] = None, healthy_timeout: Optional[float] = None,
+            fence: Optional[Callable[[], None]] = None) -> dict:
     """Put traffic back on the originals and tear the replacement fleet down, from the record alone.
 
     Order: listener back, originals registered and healthy, original group re-attached, then the
-    replacements detached/deregistered, then the fleet torn down. Returns what was done.
+    replacements detached/deregistered, then the fleet torn down. Returns what was done. First,
+    :func:`ownership_problems` must find nothing (else BlueGreenError, nothing changed); ``fence``
+    (the lock still ours) runs before each group of writes.
     """
     say = progress or (lambda message: None)
     fleet = fleet or Ec2Fleet(clients)
+    fence = fence or (lambda: None)
+    problems = ownership_problems(fleet, deployment_id, bg)
+    if problems:
+        raise BlueGreenError(f"the record of {deployment_id} names resources that are not this deployment's, so "
+                             f"nothing was changed (restore refused): {'; '.join(problems)}")
     done: dict[str, Any] = {}
     phase = bg.get("phase")
+    fence()
     if bg.get("mode") == "listener" and bg.get("listener_swapped"):
         switch = ListenerSwitch(clients.client("elbv2"))
         now = switch.read(bg["listener_arn"], bg.get("rule_arn"))
@@ -654,6 +755,7 @@ def restore(store: RecordStore, clients: Any, deployment_id: str, bg: dict, prog
         serving = {"target_group_arns": [bg["green_tg"]]} if bg.get("mode") == "listener" else bg["lb_config"]
         fleet.detach(bg["replacement_asg"], serving.get("target_group_arns") or [], serving.get("classic_elb_names") or [])
     greens = [Membership.from_dict(m) for m in bg.get("green_memberships") or []]
+    fence()
     if greens:
         registered = [m for m, (st, _reason) in lb.states(greens).items() if st not in ("unused", "draining")]
         if registered:
@@ -702,21 +804,33 @@ def recover(store: RecordStore, clients: Any, deployment_id: str, progress: Opti
         if not info.stale and not force:
             raise BlueGreenError(f"{info.describe()}; it looks alive - recover only a deployment whose controller died "
                                  "(wait until the lock is stale, or pass force=true)")
-        if info.stale:
-            lock = store.acquire_lock(record.application, record.deployment_group, deployment_id, owner=owner, force=True)
-        else:  # forced while it looks alive: act, then release the deployment's lock by its id
-            lock = (record.application, record.deployment_group, deployment_id)
+        ended = record.status in ("Succeeded", "Failed", "Stopped") and bg.get("phase") in ("finished", "rolled_back")
+        if not ended and bg.get("phase") not in ("retiring", "finished"):
+            problems = ownership_problems(Ec2Fleet(clients), deployment_id, bg)  # before the lock changes hands
+            if problems:
+                raise BlueGreenError(f"the record of {deployment_id} names resources that are not this deployment's, "
+                                     f"so nothing was changed (recovery refused): {'; '.join(problems)}")
+        # taken over by its token (stale: judged by the store), so a surviving step of the dead
+        # controller fails its next fencing check; released by our token at the end
+        lock = store.take_over(record.application, record.deployment_group, deployment_id,
+                               owner=owner or f"recovery of {deployment_id} by {default_owner()}", live=not info.stale,
+                               acquired_at=info.acquired_at)
+
+    def fence() -> None:
+        if lock is not None:
+            store.heartbeat(lock)
+
     result: dict[str, Any] = {"deployment_id": deployment_id, "phase_before": bg.get("phase"), "status_before": record.status}
     run = BlueGreenRun(store, clients, progress=say)
     if record.status in ("Succeeded", "Failed", "Stopped") and bg.get("phase") in ("finished", "rolled_back"):
         result["action"] = "none"
     elif bg.get("phase") in ("retiring", "finished"):
-        run.retire(deployment_id, bg, wait=False)
+        run.retire(deployment_id, bg, wait=False, fence=fence)
         if record.status not in ("Succeeded", "Failed", "Stopped"):
             store.update_status(deployment_id, "Succeeded")
         result["action"] = "retired"
     else:
-        result["restored"] = restore(store, clients, deployment_id, bg, progress=say, fleet=run.fleet)
+        result["restored"] = restore(store, clients, deployment_id, bg, progress=say, fleet=run.fleet, fence=fence)
         if record.status not in ("Succeeded", "Failed", "Stopped"):
             store.update_status(deployment_id, "Failed",
                                 error=f"recovered after its controller stopped in phase {result['phase_before']}: "

@@ -26,6 +26,7 @@ from ansible_collections.rollwright.deploy.plugins.module_utils.errors import Ro
 from ansible_collections.rollwright.deploy.plugins.module_utils import deployment_config as dc
 from ansible_collections.rollwright.deploy.plugins.module_utils import lifecycle
 from ansible_collections.rollwright.deploy.plugins.module_utils.alarms import AutoRollback
+from ansible_collections.rollwright.deploy.plugins.module_utils.redact import redact_text
 from ansible_collections.rollwright.deploy.plugins.module_utils.records.base import (
     TERMINAL_STATUSES,
     DeploymentRecord,
@@ -79,8 +80,8 @@ def host_outcome(result: Optional[dict]) -> HostOutcome:
     if result.get("unreachable"):
         return HostOutcome(False, [], f"host unreachable: {result.get('msg', '')}".strip(), unreachable=True)
     events = list(result.get("events") or [])
-    if result.get("failed"):
-        return HostOutcome(False, events, str(result.get("msg") or "failed"))
+    if result.get("failed"):  # the message may quote hook output: it reaches records and the summary
+        return HostOutcome(False, events, redact_text(str(result.get("msg") or "failed")))
     if result.get("skipped"):
         return HostOutcome(False, events, "the host task was skipped")
     return HostOutcome(True, events, "")
@@ -286,6 +287,13 @@ def plan_rollback(store: RecordStore, application: str, deployment_group: str, r
     chosen = list(hosts) if hosts is not None else touched_hosts(failed)
     if not chosen:
         raise InPlaceError(f"rollback of {failed.deployment_id}: it reached no host; nothing to roll back")
+    from ansible_collections.rollwright.deploy.plugins.module_utils import recovery
+
+    # The rollback registers these memberships again: they are checked like recovery's.
+    problems = recovery.membership_problems(failed, recovery.load_balancer_config(failed),
+                                            hosts=[h for h in original if h in chosen])
+    if problems:
+        raise InPlaceError(recovery.membership_refusal(failed, problems, "rollback"))
     return RollbackPlan(failed.deployment_id, target.deployment_id, dict(target.revision), chosen,
                         {h: ms for h, ms in original.items() if h in chosen})
 
@@ -574,7 +582,7 @@ class InPlaceRun:
             memberships.extend(actual.get(instance_id, []))  # only what is registered now is deregistered
         state.setdefault("memberships", {}).update(
             {h: [m.to_dict() for m in snapshot.get(i, [])] for h, i in ids.items()})
-        self.guard()
+        self._heartbeat(state)  # fencing: a step whose lock was taken over stops before it writes
         self.lb.block(memberships)
         waited = self.lb.wait_drained(memberships, timeout=drain_timeout, progress=self.progress)
         self.guard()
@@ -609,7 +617,7 @@ class InPlaceRun:
         deployment_id = state["deployment_id"]
         self.store_event_all(state, hosts, "AllowTraffic", "InProgress")
         memberships = [Membership.from_dict(m) for h in hosts for m in state["memberships"].get(h, [])]
-        self.guard()
+        self._heartbeat(state)  # fencing, as in block()
         self.lb.allow(memberships)
         waited = self.lb.wait_healthy(memberships, timeout=healthy_timeout, progress=self.progress)
         self.guard()

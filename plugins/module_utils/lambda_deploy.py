@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable
 
+from .redact import redact_text
 from .traffic_shift import ShiftConfig, ShiftConfigError, Step, parse_lambda_config, plan_steps
 from ansible_collections.rollwright.deploy.plugins.module_utils.errors import RollwrightError
 
@@ -803,7 +804,7 @@ class LambdaDeployment:
             body = resp.get("Payload")
             raw = body.read() if hasattr(body, "read") else (body or b"")
             text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
-            record["payload"] = text[:_PAYLOAD_LIMIT]
+            record["payload"] = redact_text(text[:_PAYLOAD_LIMIT])  # kept in the record and the result
             record["function_error"] = resp.get("FunctionError")
             if resp.get("FunctionError"):
                 record["status"] = "Failed"

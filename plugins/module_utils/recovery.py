@@ -12,15 +12,22 @@ Two parts (see docs/operations.md, "Recovery" and "The lease keeper"):
 - :class:`LeaseKeeper` and :func:`spawn_lease_keeper`: a small detached process (own session,
   stdlib + our record store, no Ansible) started by the deployment's first step. While the
   ansible-playbook process lives it renews the group lock every few seconds, so the lock's ttl can
-  be short (60 s); when that process dies (killed, cancelled by AWX, interrupted) it marks the
-  deployment Stopped at once, leaves the lock for recovery, and exits. It never touches a load
-  balancer: it cannot know whether a host stopped in the middle of its install is fit for traffic.
+  be short (60 s); when that process dies (killed, cancelled by AWX, interrupted) it takes the lock
+  over by its token (fencing off orphaned steps), marks the deployment Stopped at once, leaves the
+  lock for recovery, and exits. It never touches a load balancer: it cannot know whether a host
+  stopped in the middle of its install is fit for traffic.
+
+Recovery does not trust the record (docs/security.md): memberships are checked against their host
+and the load-balancer configuration, a superseded deployment is recovered only when named, and the
+lock is taken over by token before anything changes (and renewed before each write: fencing).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import socket
 import subprocess
 import sys
 import time
@@ -29,11 +36,16 @@ from typing import Any, Callable, Optional
 
 from ansible_collections.rollwright.deploy.plugins.module_utils.errors import RollwrightError
 from ansible_collections.rollwright.deploy.plugins.module_utils.records.base import (
+    DEFAULT_LOCK_TTL,
     TERMINAL_STATUSES,
     DeploymentRecord,
+    Lock,
+    LockHeld,
     LockInfo,
     LockLost,
+    RecordNotFound,
     RecordStore,
+    default_owner,
     now_iso,
 )
 
@@ -104,13 +116,32 @@ def needs_recovery(record: DeploymentRecord) -> bool:
     return False
 
 
+def superseded_by(store: RecordStore, record: DeploymentRecord, scan: int = 20) -> Optional[DeploymentRecord]:
+    """A later deployment of the same group that started (or succeeded), or None.
+
+    Recovering a deployment after a later one ran would put hosts back into memberships that the
+    later deployment has since changed; a deployment refused at its start (lock held) never started
+    and does not count."""
+    for summary in store.list(record.application, record.deployment_group, limit=scan):
+        if summary.deployment_id == record.deployment_id:
+            continue
+        if (summary.create_time or "") <= (record.create_time or ""):
+            continue
+        if summary.start_time or summary.status == "Succeeded":
+            return summary
+    return None
+
+
 def select_deployment(store: RecordStore, application: Optional[str], deployment_group: Optional[str],
                       deployment_id: Optional[str] = None, scan: int = 20) -> Optional[DeploymentRecord]:
     """The deployment to recover: the one named, else the group's lock holder, else the newest one
     that needs recovery (see :func:`needs_recovery`). None when there is nothing to recover.
 
-    Any deployment type: the caller dispatches on ``record.deployment_type``. With ``deployment_id``
-    the application and group may be left out (they are checked when given)."""
+    A deployment superseded by a later one of its group (see :func:`superseded_by`) is recovered only
+    when named: as the lock holder it is refused (the error names the later deployment), as a
+    candidate it is passed over. Any deployment type: the caller dispatches on
+    ``record.deployment_type``. With ``deployment_id`` the application and group may be left out
+    (they are checked when given)."""
     if deployment_id:
         record = store.get(deployment_id)
         if application and (record.application, record.deployment_group) != (application, deployment_group or application):
@@ -123,11 +154,29 @@ def select_deployment(store: RecordStore, application: Optional[str], deployment
     deployment_group = deployment_group or application
     lock = store.get_lock(application, deployment_group)
     if lock is not None:
-        return store.get(lock.deployment_id)
+        try:
+            record = store.get(lock.deployment_id)
+        except RecordNotFound:
+            raise RecoveryError(
+                f"deployment group {application}/{deployment_group} is locked by deployment {lock.deployment_id} "
+                f"({lock.owner}), which has no record: nothing to recover from. If that lock is left over, end it "
+                "with rollwright.deploy.deployment_record state=unlock (force: true once you know its controller "
+                "is gone)") from None
+        if (record.application, record.deployment_group) != (application, deployment_group):
+            raise RecoveryError(
+                f"the lock of {application}/{deployment_group} names deployment {record.deployment_id}, whose record "
+                f"belongs to {record.application}/{record.deployment_group}: the records do not agree, nothing was changed")
+        later = superseded_by(store, record, scan)
+        if later is not None:
+            raise RecoveryError(
+                f"deployment {record.deployment_id} holds the lock of {application}/{deployment_group} but is superseded "
+                f"by the later deployment {later.deployment_id} ({later.status}, created {later.create_time}): it is "
+                f"recovered only when named (rollwright_deployment_id={record.deployment_id}); nothing was changed")
+        return record
     for summary in store.list(application, deployment_group, limit=scan):
         if summary.status in ("Created", "InProgress", "Ready", "Stopped"):
             record = store.get(summary.deployment_id)
-            if needs_recovery(record):
+            if needs_recovery(record) and superseded_by(store, record, scan) is None:
                 return record
     return None
 
@@ -142,9 +191,102 @@ def load_balancer_config(record: DeploymentRecord, override: Optional[dict] = No
     return (record.extra.get("inplace") or {}).get("load_balancer") or None
 
 
-def plan_recovery(record: DeploymentRecord, lock: Optional[LockInfo], force: bool = False) -> RecoveryPlan:
-    """Decide what to restore. Refuses (``refused``) while the deployment's controller looks alive."""
+_TARGET_GROUP_NAME_RE = re.compile(r":targetgroup/([^/]+)/")
+
+
+def membership_problems(record: DeploymentRecord, lb_config: Optional[dict], hosts: Optional[list] = None) -> list:
+    """What in the recorded memberships does not belong where a restore would put it back.
+
+    For each host still out of its load balancers (or each of ``hosts``), every recorded membership
+    must parse, name this host (ELBv2 target / classic ELB instance = the host's instance id; an
+    HAProxy server = the host's server in the configuration) and a load balancer of ``lb_config``
+    (a configured target group by ARN or name, classic ELB, HAProxy instance and backend). A record
+    is writable by whoever can write the records table; these checks keep a tampered or corrupt
+    membership from registering an arbitrary target anywhere. Returns one message per problem."""
+    from ansible_collections.rollwright.deploy.plugins.module_utils.loadbalancers.base import ConfigError, Membership
+
+    config = lb_config if isinstance(lb_config, dict) else {}
+    arns = set(config.get("target_group_arns") or [])
+    tg_names = set(config.get("target_group_names") or [])
+    elbs = set(config.get("classic_elb_names") or [])
+    haproxy = None
+    problems = []
+    if config.get("haproxy"):
+        from ansible_collections.rollwright.deploy.plugins.module_utils.loadbalancers.haproxy import parse_haproxy_config
+
+        try:
+            haproxy = parse_haproxy_config(config["haproxy"])
+        except ConfigError as exc:
+            problems.append(f"the recorded load-balancer configuration is invalid: {exc}")
+    if not (arns or tg_names or elbs or config.get("haproxy")):
+        problems.append("there is no load-balancer configuration to check the recorded memberships against (the record "
+                        "has none in extra.inplace.load_balancer): pass the deployment's (rollwright_load_balancer)")
+    named = sorted(arns | tg_names | elbs)
+    if haproxy:
+        named.append(f"HAProxy {', '.join(i.name for i in haproxy.instances)}")
+    configured = ", ".join(named) or "none"
+    for host in record.hosts:
+        if hosts is not None and host.name not in hosts:
+            continue
+        if hosts is None and (not host.lb_membership or host.lb_restored):
+            continue
+        lb_id = host.instance_id or host.name
+        for index, data in enumerate(host.lb_membership):
+            path = f"hosts[{host.name}].lb_membership[{index}]"
+            try:
+                member = Membership.from_dict(data, path)
+            except ConfigError as exc:
+                problems.append(str(exc))
+                continue
+            if member.kind == "elbv2":
+                tg_name = _TARGET_GROUP_NAME_RE.search(member.target_group_arn)
+                if member.target_group_arn not in arns and not (tg_name and tg_name.group(1) in tg_names):
+                    problems.append(f"{path}: target group {member.target_group_arn} is not a load balancer of the "
+                                    f"deployment's configuration ({configured})")
+                if member.target_id != host.instance_id:
+                    problems.append(f"{path}: target {member.label()} is not host {host.name}'s instance "
+                                    f"({host.instance_id or 'none recorded'})")
+                if member.port is not None and not 0 < member.port < 65536:
+                    problems.append(f"{path}: port {member.port} is not a TCP port")
+            elif member.kind == "classic_elb":
+                if member.load_balancer_name not in elbs:
+                    problems.append(f"{path}: classic ELB {member.load_balancer_name} is not a load balancer of the "
+                                    f"deployment's configuration ({configured})")
+                if member.instance_id != host.instance_id:
+                    problems.append(f"{path}: instance {member.instance_id} is not host {host.name}'s instance "
+                                    f"({host.instance_id or 'none recorded'})")
+            elif member.kind == "haproxy":
+                if haproxy is None:
+                    problems.append(f"{path}: HAProxy server {member.label()}, but the deployment's configuration has "
+                                    "no HAProxy")
+                    continue
+                if member.instance not in [i.name for i in haproxy.instances] or member.backend not in haproxy.backends:
+                    problems.append(f"{path}: {member.label()} is not an HAProxy instance and backend of the "
+                                    f"deployment's configuration ({configured}, backends {', '.join(haproxy.backends)})")
+                expected = {haproxy.server_for(lb_id), haproxy.server_for(host.name)}
+                if member.server not in expected:
+                    problems.append(f"{path}: server {member.server} is not host {host.name}'s server "
+                                    f"({' or '.join(sorted(expected))})")
+    return problems
+
+
+def membership_refusal(record: DeploymentRecord, problems: list, what: str = "recover") -> str:
+    return (f"the record of {record.deployment_id} does not match its hosts and load balancers, so nothing is "
+            f"registered from it and nothing was changed ({what} refused): {'; '.join(problems)}. If the record was "
+            "changed by hand or by someone else, restore the hosts yourself")
+
+
+def plan_recovery(record: DeploymentRecord, lock: Optional[LockInfo], force: bool = False,
+                  lb_config: Any = False, controller_dead: Optional[str] = None) -> RecoveryPlan:
+    """Decide what to restore. Refuses (``refused``) while the deployment's controller looks alive,
+    and when a recorded membership does not match its host or the load-balancer configuration
+    (``lb_config``: the configuration recovery will use; default: the one the record holds).
+    ``controller_dead``: why this machine knows the controller is gone (:func:`controller_gone`):
+    then a live-looking lock does not stop recovery."""
     plan = RecoveryPlan(record.deployment_id, record.application, record.deployment_group, record.status)
+    if lb_config is False:
+        lb_config = load_balancer_config(record)
+    controller_dead = controller_dead or controller_gone(record)
     for host in _hosts_out(record):
         failed = install_failure(host)
         if failed:
@@ -158,17 +300,21 @@ def plan_recovery(record: DeploymentRecord, lock: Optional[LockInfo], force: boo
             plan.interrupted[host.name] = running
     if lock is not None and lock.deployment_id == record.deployment_id:
         plan.lock = lock.to_dict()
-        if not lock.stale and record.status not in TERMINAL_STATUSES and not force:
+        if not lock.stale and record.status not in TERMINAL_STATUSES and not force and not controller_dead:
             plan.refused = (
                 f"deployment {record.deployment_id} looks alive: its lock was renewed {int(lock.heartbeat_age)} s ago "
                 f"(ttl {int(lock.ttl)} s) and it is {record.status}. Recovering now would fight with its controller. "
                 f"If its controller is dead, wait until the lock is stale ({max(0, int(lock.ttl - lock.heartbeat_age))} s) "
-                "or pass force: true (-e rollwright_force_recover=true)")
+                f"or pass force: true (-e rollwright_force_recover=true){controller_elsewhere(record)}")
     elif lock is not None and not force and (plan.restore or plan.mark_stopped):
         plan.refused = (
             f"deployment group {record.application}/{record.deployment_group} is locked by another deployment, "
             f"{lock.deployment_id} (started by {lock.owner}); recovering {record.deployment_id} now could undo its "
             "work. Let it finish (or recover it first), or pass force: true (-e rollwright_force_recover=true)")
+    if plan.restore and not plan.refused:
+        problems = membership_problems(record, lb_config)
+        if problems:
+            plan.refused = membership_refusal(record, problems)
     return plan
 
 
@@ -181,16 +327,18 @@ def recover(store: RecordStore, load_balancer: Any, record: DeploymentRecord, pl
     deployment_id = record.deployment_id
     report: dict = {"deployment_id": deployment_id, "restored": [], "left_out": dict(plan.left_out),
                     "unhealthy": {}, "status_before": record.status, "lock_released": False, "changed": False}
+    if plan.restore and load_balancer is None:
+        raise RecoveryError(
+            f"hosts {', '.join(sorted(plan.restore))} of {deployment_id} are recorded out of their load balancers, "
+            "but no load balancer configuration was given to put them back (the record has none in "
+            "extra.inplace.load_balancer: pass rollwright_load_balancer)")
+    held = hold_lock(store, record, plan.lock, timeout=healthy_timeout)
     if plan.restore:
-        if load_balancer is None:
-            raise RecoveryError(
-                f"hosts {', '.join(sorted(plan.restore))} of {deployment_id} are recorded out of their load balancers, "
-                "but no load balancer configuration was given to put them back (the record has none in "
-                "extra.inplace.load_balancer: pass rollwright_load_balancer)")
         from ansible_collections.rollwright.deploy.plugins.module_utils.loadbalancers.base import Membership
 
         memberships = [Membership.from_dict(m, f"hosts[{h}].lb_membership") for h, ms in plan.restore.items() for m in ms]
         say(f"recover {deployment_id}: registering {len(memberships)} membership(s) of {', '.join(sorted(plan.restore))}")
+        fence(store, held)
         load_balancer.allow(memberships)
         waited = load_balancer.wait_healthy(memberships, timeout=healthy_timeout, progress=say)
         bad = set(getattr(waited, "pending", None) or [])
@@ -219,12 +367,12 @@ def recover(store: RecordStore, load_balancer: Any, record: DeploymentRecord, pl
                             error=record.error or "the controller stopped before the deployment ended; recovered by "
                                                   "rollwright.deploy.recover")
         report["changed"] = True
-    if plan.lock:
+    if held is not None:
         try:
-            report["lock_released"] = store.release_lock(
-                (record.application, record.deployment_group, deployment_id))
+            released = store.release_lock(held)
         except LockLost:
-            report["lock_released"] = False
+            released = False
+        report["lock_released"] = bool(plan.lock) and released
         report["changed"] = report["changed"] or report["lock_released"]
     if report["changed"]:
         store.set_extra(deployment_id, "recovery", {
@@ -238,6 +386,38 @@ def recover(store: RecordStore, load_balancer: Any, record: DeploymentRecord, pl
         + (f"; left out {', '.join(sorted(report['left_out']))}" if report["left_out"] else "")
         + f"; status {final.status}")
     return report
+
+
+def hold_lock(store: RecordStore, record: DeploymentRecord, held_by_it: Optional[dict],
+              timeout: Optional[float] = None) -> Optional[Lock]:
+    """The group's lock for the recovery itself, taken before anything is changed: the dead
+    deployment's lock taken over by the token read (its controller's or an orphaned step's next
+    renewal or fencing check then fails, so it stops before writing), or the free lock acquired so
+    that no deployment starts meanwhile. A stale lock is judged by the store at the takeover; a
+    live-looking one is taken only when the plan allowed it (record ended, controller known dead,
+    or force). None when another deployment holds the lock (recovery was forced past it)."""
+    owner = f"recovery of {record.deployment_id} by {default_owner()}"
+    ttl = max(DEFAULT_LOCK_TTL, float(timeout or 0) + 60.0)
+    if held_by_it:
+        try:
+            return store.take_over(record.application, record.deployment_group, record.deployment_id, owner=owner,
+                                   ttl=ttl, live=not held_by_it.get("stale"), acquired_at=held_by_it.get("acquired_at"))
+        except RecordNotFound:
+            pass  # released meanwhile: take it below
+        except LockHeld as exc:
+            raise RecoveryError(f"the lock of {record.deployment_id} changed since recovery read it, so nothing was "
+                                f"changed: {exc}") from None
+    try:
+        return store.acquire_lock(record.application, record.deployment_group, record.deployment_id, owner=owner, ttl=ttl)
+    except LockHeld:
+        return None
+
+
+def fence(store: RecordStore, lock: Optional[Lock]) -> None:
+    """The fencing check before a write to AWS: the lock is still ours (renewed by its token), or
+    LockLost stops the caller before it writes."""
+    if lock is not None:
+        store.heartbeat(lock)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -262,6 +442,7 @@ def bluegreen_plan(record: DeploymentRecord, lock: Optional[LockInfo], force: bo
     else:
         action = "rolled_back"
     holds = lock is not None and lock.deployment_id == record.deployment_id
+    force = force or bool(holds and controller_gone(record))  # its controller ran here and is gone
     plan = {"deployment_id": record.deployment_id, "deployment_type": record.deployment_type,
             "application": record.application, "deployment_group": record.deployment_group, "status": record.status,
             "phase": phase, "action": action, "lock": lock.to_dict() if holds and lock is not None else None,
@@ -270,7 +451,8 @@ def bluegreen_plan(record: DeploymentRecord, lock: Optional[LockInfo], force: bo
         plan["refused"] = (
             f"{lock.describe()}; deployment {record.deployment_id} (blue/green, {record.status}, phase {phase}) looks "
             f"alive: its lock's ttl is {int(lock.ttl)} s. Recovering now would fight with its controller. If its "
-            "controller is dead, run the recovery again with -e rollwright_force_recover=true (force: true)")
+            "controller is dead, run the recovery again with -e rollwright_force_recover=true (force: true)"
+            f"{controller_elsewhere(record)}")
     elif lock is not None and not holds and action != "none" and not force:
         plan["refused"] = (
             f"deployment group {record.application}/{record.deployment_group} is locked by another deployment, "
@@ -408,14 +590,60 @@ def find_controller(pid: Optional[int] = None, depth: int = 6) -> tuple:
     return first, process_start(first)
 
 
+def boot_id() -> Optional[str]:
+    """This boot of this machine (a pid and its start time are only comparable within one boot)."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as fh:
+            return fh.read().strip() or None
+    except OSError:
+        return None
+
+
+def controller_identity(pid: int, start: Optional[str]) -> dict:
+    """What recovery needs to check the controller itself: machine, boot, pid and start time."""
+    return {"host": socket.gethostname(), "boot_id": boot_id(), "pid": int(pid), "start": start}
+
+
+def _recorded_controller(record: DeploymentRecord) -> Optional[dict]:
+    ident = record.extra.get("controller")
+    if not isinstance(ident, dict) or not ident.get("host") or not ident.get("boot_id"):
+        return None
+    try:
+        pid = int(ident.get("pid"))
+    except (TypeError, ValueError):
+        return None
+    return dict(ident, pid=pid) if pid > 1 and ident.get("start") is not None else None
+
+
+def controller_gone(record: DeploymentRecord) -> Optional[str]:
+    """Why the deployment's controller is known dead, when it ran on this machine (same host name
+    and boot) and its process (pid AND start time, /proc/<pid>/stat) is gone; else None (unknown:
+    another machine, or alive)."""
+    ident = _recorded_controller(record)
+    if ident is None or ident["host"] != socket.gethostname() or ident["boot_id"] != boot_id():
+        return None
+    if process_alive(ident["pid"], str(ident["start"])):
+        return None
+    return f"its controller (ansible-playbook pid {ident['pid']} on this machine) is gone"
+
+
+def controller_elsewhere(record: DeploymentRecord) -> str:
+    """A clause for a refusal: where the controller ran, when this machine cannot check it."""
+    ident = _recorded_controller(record)
+    if ident is None:
+        return ""
+    if ident["host"] != socket.gethostname() or ident["boot_id"] != boot_id():
+        return (f". Its controller ran on {ident['host']} (pid {ident['pid']}): only there can recovery check the "
+                "process itself; from here the lease rules apply")
+    return f". Its controller, ansible-playbook pid {ident['pid']} on this machine, is still running"
+
+
 class LeaseKeeper:
     """The loop of the detached lease-keeper process (testable: store and clocks are handed in)."""
 
     def __init__(self, store: RecordStore, lock: dict, controller_pid: int, controller_start: Optional[str],
                  interval: float = 10.0, poll: float = 0.5, sleep: Callable[[float], None] = time.sleep,
-                 clock: Callable[[], float] = time.monotonic, alive: Callable[[int, Optional[str]], bool] = process_alive,
-                 marker: Optional[str] = None):
-        self.marker = marker
+                 clock: Callable[[], float] = time.monotonic, alive: Callable[[int, Optional[str]], bool] = process_alive):
         self.store = store
         self.lock = dict(lock)
         self.pid = controller_pid
@@ -426,19 +654,21 @@ class LeaseKeeper:
         self.clock = clock
         self.alive = alive
 
-    def wait_for_orphan(self, limit: float = 120.0) -> None:
-        """Ansible's workers run in their own session: a controller step may outlive the killed
-        ansible-playbook. Its guard stops it at its next check (at most a poll interval); wait for it
-        so that nothing writes to the record or the load balancer after the deployment is Stopped."""
-        step = read_step_marker(self.marker) if self.marker else None
-        deadline = self.clock() + limit
-        while step and self.alive(int(step["pid"]), step.get("start")) and self.clock() < deadline:
-            self.sleep(self.poll)
-
     def controller_died(self) -> str:
-        """Mark the deployment Stopped (when it is still running) and say what happened."""
-        self.wait_for_orphan()
+        """Fence the dead controller's steps, mark the deployment Stopped, leave the lock for recovery.
+
+        The lock is taken over by its token (a new token, same deployment): an orphaned controller
+        step (Ansible's workers outlive a killed ansible-playbook) fails its next fencing check
+        before it writes to AWS. Then the record is marked Stopped at once, so that a recovery
+        started a moment later finds the deployment ended."""
         deployment_id = self.lock["deployment_id"]
+        try:
+            self.lock = self.store.take_over(
+                self.lock["application"], self.lock["deployment_group"], deployment_id,
+                owner=f"{self.lock.get('owner') or 'controller'} (controller died; held for recovery)",
+                ttl=float(self.lock.get("ttl") or DEFAULT_LOCK_TTL), live=True, token=self.lock.get("token")).to_dict()
+        except (LockLost, LockHeld, RecordNotFound):
+            pass  # released, or already taken over (by recovery): not ours to touch
         record = self.store.get(deployment_id)
         if record.status in TERMINAL_STATUSES:
             return f"controller gone; {deployment_id} already {record.status}"
@@ -455,6 +685,10 @@ class LeaseKeeper:
         started = self.clock()
         last_beat = None
         errors = 0
+        try:  # recovery on this machine checks the controller's process itself
+            self.store.set_extra(self.lock["deployment_id"], "controller", controller_identity(self.pid, self.start))
+        except Exception:  # pylint: disable=broad-except  # without it recovery follows the lease rules
+            pass
         while True:
             if not self.alive(self.pid, self.start):
                 return self.controller_died()
@@ -480,7 +714,8 @@ class LeaseKeeper:
 
 
 def step_marker(work_dir: str, deployment_id: str) -> str:
-    """The file in which a running controller step leaves its pid (for the lease keeper)."""
+    """The file in which a running controller step leaves its pid (which step of a deployment runs, for
+    a person looking at a stuck controller; the lease keeper no longer waits for it: fencing stops it)."""
     return os.path.join(work_dir, f"{deployment_id}.step")
 
 
@@ -544,25 +779,27 @@ def _import_root(work_dir: str) -> str:
     return os.path.join(work_dir, "pythonpath")
 
 
+# The keeper's configuration (AWS options with keys and session token, the lock token) is read from
+# stdin, never from argv: any local user can read /proc/<pid>/cmdline.
 _BOOT = ("import sys, json; sys.path.insert(0, sys.argv[1]); "
          "from ansible_collections.rollwright.deploy.plugins.module_utils.recovery import lease_keeper_main; "
-         "sys.exit(lease_keeper_main(json.loads(sys.argv[2])))")
+         "sys.exit(lease_keeper_main(json.load(sys.stdin)))")
 
 
 def spawn_lease_keeper(record_options: dict, aws_options: dict, lock: dict, controller: tuple,
                        interval: float, work_dir: str, log_path: Optional[str] = None) -> dict:
     """Start the detached lease keeper (new session: a kill of ansible-playbook's process group spares
-    it). Returns ``{"pid", "start"}``."""
-    os.makedirs(work_dir, exist_ok=True)
+    it), its configuration written to its stdin. Returns ``{"pid", "start"}``."""
+    os.makedirs(work_dir, mode=0o700, exist_ok=True)
     config = {"record": record_options, "aws": aws_options, "lock": lock, "controller_pid": controller[0],
-              "controller_start": controller[1], "interval": interval,
-              "marker": step_marker(work_dir, lock["deployment_id"])}
+              "controller_start": controller[1], "interval": interval}
     log = open(log_path or os.devnull, "ab")  # pylint: disable=consider-using-with
     try:
         proc = subprocess.Popen(  # pylint: disable=consider-using-with
-            [sys.executable, "-c", _BOOT, _import_root(work_dir), json.dumps(config)],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log, close_fds=True, start_new_session=True,
-            cwd="/")
+            [sys.executable, "-c", _BOOT, _import_root(work_dir)],
+            stdin=subprocess.PIPE, stdout=log, stderr=log, close_fds=True, start_new_session=True, cwd="/")
+        with proc.stdin:  # a few KiB: fits the pipe, so this never blocks on the child
+            proc.stdin.write(json.dumps(config).encode("utf-8"))
     finally:
         log.close()
     return {"pid": proc.pid, "start": process_start(proc.pid)}
@@ -600,7 +837,7 @@ def lease_keeper_main(config: dict) -> int:
         client_factory = aws_client_factory(config.get("aws") or {}).client
     store = open_store(backend, record, client_factory=client_factory)
     keeper = LeaseKeeper(store, config["lock"], int(config["controller_pid"]), config.get("controller_start"),
-                         interval=float(config.get("interval") or 10.0), marker=config.get("marker"))
+                         interval=float(config.get("interval") or 10.0))
     outcome = keeper.run()
     sys.stderr.write(f"{now_iso()} lease keeper for {config['lock'].get('deployment_id')}: {outcome}\n")
     return 0

@@ -136,14 +136,18 @@ options:
     default: 120
   force:
     description:
-      - Take over a stale lock (C(lock)). A live lock is never taken over. Run recovery for the stale lock's
-        deployment first when you can, so that its hosts are put back into their load balancers.
+      - Take over a stale lock (C(lock)). A live lock is never taken over by C(lock). Run recovery for the stale
+        lock's deployment first when you can, so that its hosts are put back into their load balancers.
+      - With C(unlock) and no O(lock_token), end the lock of O(deployment_id) even if it looks alive (its
+        controller is known to be dead); without O(force) only a stale lock is ended that way.
     type: bool
     default: false
   lock_token:
     description:
-      - The C(token) of the lock returned by C(state=lock) (C(heartbeat), C(unlock)); without it, the lock is matched
-        by O(deployment_id) only.
+      - The C(token) of the lock returned by C(state=lock). Required for C(heartbeat) - a lock is renewed by its holder
+        only. For C(unlock), releases the lock only if it still has this token; without it, the lock of
+        O(deployment_id) is taken over by the token read at that moment (only when stale, unless O(force)) and
+        released, so a lock that another controller took meanwhile is never removed.
     type: str
 extends_documentation_fragment:
   - rollwright.deploy.records
@@ -376,7 +380,10 @@ def run(module, store):
         if info is not None and info.deployment_id != did:
             raise LockLost(f"lock of deployment group {app}/{group} is held by deployment {info.deployment_id}, not by {did}")
         return dict(changed=info is not None, deployment_id=did, released=info is not None)
-    released = store.release_lock(ref)
+    if p["lock_token"]:
+        released = store.release_lock(ref)
+    else:  # a dead deployment's lock: taken over by the token read (stale, or force), then released by ours
+        released = store.break_lock(app, group, did, owner=_owner(p["owner"]), live=p["force"])
     return dict(changed=released, deployment_id=did, released=released)
 
 
@@ -414,7 +421,7 @@ def main():
         owner=dict(type="str"),
         ttl=dict(type="float", default=120.0),
         force=dict(type="bool", default=False),
-        lock_token=dict(type="str", no_log=False),
+        lock_token=dict(type="str", no_log=True),
     )
     module = RollwrightAWSModule(
         argument_spec=argument_spec,

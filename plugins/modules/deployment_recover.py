@@ -72,6 +72,8 @@ options:
     description:
       - Deprecated, give the amazon.aws options (O(region), O(endpoint_url), O(profile), ...) at the top level instead,
         where C(module_defaults) for C(group/rollwright.deploy.aws) also reach them. Top-level options win.
+      - C(secret_key) and C(session_token) are no_log - never shown, never written to a record, never on a command
+        line (the lease keeper reads its configuration on its stdin).
     type: dict
 extends_documentation_fragment:
   - amazon.aws.common.modules

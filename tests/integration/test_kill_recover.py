@@ -222,3 +222,70 @@ def test_kill_ansible_playbook_at_ten_points_then_recover(world: Any, target_gro
     assert clean_count == len(results) == (len(only) if only else 10), json.dumps(results, indent=2)
     # the lease keeper marked every interrupted deployment Stopped before recovery ran
     assert all(r["marked_stopped_by_keeper"] for r in results), json.dumps(results, indent=2)
+
+
+@pytest.mark.hostile
+def test_sigkill_14s_into_a_halfatatime_rollout_then_recover_one_second_later(
+        world: Any, target_groups: list[str], aws: Any, tmp_path: Path) -> None:
+    """Issue 12, as a user would do it: SIGKILL of the ansible-playbook process alone (its workers are
+    orphaned, still running) 14 s into the rollout, ``rollwright.deploy.recover`` 1 s later, no force.
+
+    The lease keeper marks the deployment Stopped within 2 s of the kill (and takes the lock over, so
+    an orphaned step is fenced off); recover on this machine checks the recorded controller process
+    itself. The end state is every host in exactly its target groups, the record Stopped, the lock free."""
+    records = str(tmp_path / "records.sqlite3")
+    watch = Watch(records)
+    before = membership(world, target_groups)
+    bundle = build_bundle("kill14", tmp_path / "bundles", extra_files={"scripts/slow.sh": "#!/bin/sh\nsleep 6\n"},
+                          edit_appspec=_slow_appspec)
+    extra = {"rollwright_hosts": "fleet", "rollwright_application": APP, "rollwright_deployment_group": "fleet14",
+             "rollwright_deployment_config": "CodeDeployDefault.HalfAtATime", "rollwright_healthy_timeout": 60,
+             "rollwright_target_group_arns": ",".join(target_groups), "rollwright_record_sqlite_path": records,
+             "rollwright_revision": str(bundle)}
+    (tmp_path / "vars.json").write_text(json.dumps(extra))
+    env = ansible_env(aws.env, str(world.control_path_dir), {"ANSIBLE_STDOUT_CALLBACK": "default"})
+    log = open(tmp_path / "run.log", "w")  # pylint: disable=consider-using-with
+    started = time.monotonic()
+    proc = subprocess.Popen([str(VENV_BIN / "ansible-playbook"), "-i", str(world.inventory),  # pylint: disable=consider-using-with
+                             str(ROOT / "playbooks" / "inplace.yml"), "-e", f"@{tmp_path / 'vars.json'}"],
+                            cwd=str(ROOT), env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        summary = None
+        while summary is None and proc.poll() is None and time.monotonic() - started < 120:
+            found = watch.store.list(APP, "fleet14", limit=1) if os.path.exists(records) else []
+            summary = found[0] if found and found[0].status == "InProgress" else None
+            time.sleep(0.05)
+        assert summary is not None, (tmp_path / "run.log").read_text()[-3000:]
+        rollout = time.monotonic()
+        time.sleep(14.0)  # 14 s into the rollout (two batches of >= 6 s hooks: still running)
+        assert watch.store.get(summary.deployment_id).status == "InProgress" and proc.poll() is None, \
+            (tmp_path / "run.log").read_text()[-3000:]
+        os.kill(proc.pid, signal.SIGKILL)  # ansible-playbook only
+        killed = time.monotonic()
+        proc.wait()
+        at_kill = watch.store.get(summary.deployment_id)
+        while watch.store.get(summary.deployment_id).status != "Stopped" and time.monotonic() - killed < 10:
+            time.sleep(0.05)
+        noticed = round(time.monotonic() - killed, 2)
+        time.sleep(max(0.0, killed + 1.0 - time.monotonic()))
+        recovered = run_playbook(str(ROOT / "playbooks" / "recover.yml"), world.inventory,
+                                 extra_vars={"rollwright_application": APP, "rollwright_deployment_group": "fleet14",
+                                             "rollwright_record_sqlite_path": records},
+                                 aws_env=aws.env, control_path_dir=str(world.control_path_dir), timeout=120)
+    finally:
+        log.close()
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # the orphaned workers, once the test is done with them
+        except ProcessLookupError:
+            pass
+    final = watch.store.get(summary.deployment_id)
+    out_at_kill = sorted(h.name for h in at_kill.hosts if h.lb_membership and not h.lb_restored)
+    result = recovered.task("Recover the deployment and release the group's lock").get("localhost") or {}
+    print(f"\nkill {round(killed - rollout, 1)} s into the rollout: hosts out at the kill {out_at_kill}; Stopped by "
+          f"the lease keeper {noticed} s after the kill; recover rc {recovered.rc}: {result.get('message') or result.get('msg')}")
+    assert noticed < 2.0, noticed
+    assert recovered.rc == 0, result.get("msg") or recovered.stderr[-2000:]
+    assert membership(world, target_groups) == before
+    assert final.status == "Stopped" and watch.store.get_lock(APP, "fleet14") is None
+    assert all(not h.lb_membership or h.lb_restored for h in final.hosts)

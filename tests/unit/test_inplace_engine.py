@@ -128,12 +128,12 @@ def failing(events: list[str], at: str) -> dict:
 
 
 def start(store, lb, *, revision=None, config="CodeDeployDefault.OneAtATime", alarms=None, rollback=None,
-          hosts=HOSTS, **kwargs) -> tuple[ip.InPlaceRun, dict]:
+          hosts=HOSTS, groups=(TG,), **kwargs) -> tuple[ip.InPlaceRun, dict]:
     run = ip.InPlaceRun(store, lb, alarms=alarms)
     state = run.start(application="web", deployment_group="prod", hosts=list(hosts),
                       host_states={h["name"]: {"last_successful": None} for h in hosts},
                       revision=REV1 if revision is None else revision, appspec={},
-                      config=config, load_balancer={"target_group_arns": [TG]}, options={},
+                      config=config, load_balancer={"target_group_arns": list(groups)}, options={},
                       auto_rollback=rollback, **kwargs)
     lb.deployment_id = state["deployment_id"]
     return run, state
@@ -425,10 +425,10 @@ def test_revision_source_for_s3_and_local(tmp_path):
 # ------------------------------------------------------------------------------------------------ recovery
 
 
-def _interrupted(store, lb, fail=None):
+def _interrupted(store, lb, fail=None, groups=(TG,)):
     """A deployment whose controller 'died' after BlockTraffic of batch 2 (HalfAtATime: h3, h4 out, or only
     h3 when a host of batch 1 failed)."""
-    run, state = start(store, lb, config="CodeDeployDefault.HalfAtATime")
+    run, state = start(store, lb, config="CodeDeployDefault.HalfAtATime", groups=groups)
     state = run.plan(state, {})
     calls = state["host_calls"]
     state = run.block(state, {h: ok(calls["pre_block"]) for h in state["active"]}, None)
@@ -441,7 +441,7 @@ def _interrupted(store, lb, fail=None):
 
 def test_recovery_restores_exactly_the_recorded_membership_and_is_idempotent(store):
     lb = FakeLB(store, all_registered((TG, TG2)))
-    state = _interrupted(store, lb, fail={"h1": "ValidateService"})
+    state = _interrupted(store, lb, fail={"h1": "ValidateService"}, groups=(TG, TG2))
     deployment_id = state["deployment_id"]
     # h1 failed in batch 1; with one host down, batch 2 is h3 alone (the minimum of 2 holds)
     assert lb.groups_of(IDS["h1"]) == [] and lb.groups_of(IDS["h3"]) == [] and lb.groups_of(IDS["h4"]) == sorted([TG, TG2])
@@ -468,11 +468,15 @@ def test_recovery_restores_exactly_the_recorded_membership_and_is_idempotent(sto
     assert rc.recover(store, lb, store.get(deployment_id), again)["changed"] is False and len(lb.calls) == calls
 
 
-def test_recovery_of_an_inprogress_record_with_a_stale_lock_marks_it_stopped(store):
+def test_recovery_of_an_inprogress_record_with_a_stale_lock_marks_it_stopped(store, monkeypatch):
+    from ansible_collections.rollwright.deploy.plugins.module_utils.records import sqlite as sqlite_store
+
     lb = FakeLB(store, all_registered())
     state = _interrupted(store, lb)
+    later = sqlite_store.utc_now() + dt.timedelta(seconds=ip.DEFAULT_LOCK_TTL + 1)
+    monkeypatch.setattr(sqlite_store, "utc_now", lambda: later)  # the store judges staleness by its clock
     lock = store.get_lock("web", "prod")
-    lock.stale = True  # as seen after the ttl
+    assert lock.stale
     plan = rc.plan_recovery(store.get(state["deployment_id"]), lock)
     assert plan.refused is None and plan.mark_stopped
     rc.recover(store, lb, store.get(state["deployment_id"]), plan)

@@ -398,3 +398,18 @@ def test_heartbeat_while_waiting(world):
     world.engine.run(req(deployment_config="CodeDeployDefault.LambdaCanary10Percent5Minutes"))
     beats = [e for e in world.events if e["event"] == "wait"]
     assert 8 <= len(beats) <= 10 and "waiting for step 2/2 at +300s" in beats[0]["message"]
+
+
+@pytest.mark.hostile
+def test_hook_payload_is_redacted_before_it_is_kept(world):
+    """A hook that echoes a secret: the payload kept in the result (and so in the record) is masked."""
+    from moto.awslambda_simple.models import lambda_simple_backends
+
+    queue = lambda_simple_backends["123456789012"][REGION].lambda_simple_results_queue
+    queue.append(json.dumps({"status": "Succeeded", "db_password": "hunter2", "log": "API_TOKEN=abc123 key AKIAIOSFODNN7EXAMPLE"}))
+    result = world.engine.run(req(before_allow_traffic_hook="pre-hook"))
+    assert result["status"] == "Succeeded"
+    payload = result["hooks"][0]["payload"]
+    for secret in ("hunter2", "abc123", "AKIAIOSFODNN7EXAMPLE"):
+        assert secret not in payload
+    assert json.loads(payload)["status"] == "Succeeded"

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional, Union
 from ansible_collections.rollwright.deploy.plugins.module_utils.errors import RollwrightError
 
+from ansible_collections.rollwright.deploy.plugins.module_utils.redact import redact_text, redact_value
+
 # --------------------------------------------------------------------------------------------
 # Vocabulary (CodeDeploy's names)
 # --------------------------------------------------------------------------------------------
@@ -187,6 +189,18 @@ def _json_roundtrip(value: Any, field_name: str) -> Any:
         return json.loads(json.dumps(value))
     except (TypeError, ValueError) as exc:
         raise InvalidRecord(f"{field_name}: expected plain JSON data (dicts, lists, strings, numbers, booleans): {exc}")
+
+
+def stored_json(text: Any, field_name: str, default: Any = None) -> Any:
+    """Decode a JSON value read back from a store; a corrupt or tampered value is an InvalidRecord
+    naming its field rather than a traceback."""
+    if text is None or text == "":
+        return default
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError) as exc:
+        raise InvalidRecord(f"{field_name}: the stored value is not valid JSON ({exc}); the record was changed "
+                            "outside rollwright or is corrupt") from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -513,6 +527,17 @@ def lock_ref(lock_or_ids: LockRef) -> tuple:
     )
 
 
+def token_ref(lock: LockRef, action: str) -> tuple:
+    """:func:`lock_ref` for a renewal or a release, which only the holder may do: the token is required."""
+    application, group, deployment_id, token = lock_ref(lock)
+    if not token:
+        raise InvalidRecord(
+            f"lock_token: {action} the lock of {application}/{group} needs the token its holder got when it took it "
+            f"(a lock is renewed and released by its token only); to end the lock of a dead deployment "
+            f"({deployment_id}), run recovery or take the lock over (force)")
+    return application, group, deployment_id, token
+
+
 # --------------------------------------------------------------------------------------------
 # The interface
 # --------------------------------------------------------------------------------------------
@@ -581,12 +606,35 @@ class RecordStore(abc.ABC):
 
     @abc.abstractmethod
     def heartbeat(self, lock: LockRef) -> Lock:
-        """Renew the lease. Raises LockLost when the lock is no longer held by this lock's holder."""
+        """Renew the lease (token required). Raises LockLost when the lock is no longer held by this
+        lock's holder (released, taken over). Also the fencing check before a step writes to AWS."""
 
     @abc.abstractmethod
     def release_lock(self, lock_or_ids: LockRef) -> bool:
-        """Release if held by that deployment (and token, when given). False when not held at all;
-        LockLost when another deployment holds it."""
+        """Release if held with that token (required). False when not held at all; LockLost when
+        another holder (another deployment, or a takeover) has it."""
+
+    @abc.abstractmethod
+    def take_over(self, application: str, deployment_group: str, deployment_id: str, owner: Optional[str] = None,
+                  ttl: float = DEFAULT_LOCK_TTL, live: bool = False, token: Optional[str] = None,
+                  acquired_at: Optional[str] = None) -> Lock:
+        """Take over the lock that ``deployment_id`` holds (for its recovery): a new token and owner,
+        same deployment id, so its old holder's renewals and writes fail from now on (fencing).
+        Only a stale lock (judged by the store), unless ``live``; a compare-and-swap on the token read
+        (or on ``token``, when given: LockLost if the lock no longer has it), so another takeover in
+        between wins; ``acquired_at`` (of the lock the caller judged, :class:`LockInfo`) makes it fail
+        with LockHeld when the lock was taken over since. RecordNotFound when the group is not locked,
+        LockHeld when another deployment holds it or it is live."""
+
+    def break_lock(self, application: str, deployment_group: str, deployment_id: str, owner: Optional[str] = None,
+                   live: bool = False) -> bool:
+        """End a dead deployment's lock: take it over by its token, then release it by ours.
+        False when the group was not locked."""
+        try:
+            lock = self.take_over(application, deployment_group, deployment_id, owner=owner, live=live)
+        except RecordNotFound:
+            return False
+        return self.release_lock(lock)
 
     @abc.abstractmethod
     def get_lock(self, application: str, deployment_group: str) -> Optional[LockInfo]:
@@ -607,13 +655,14 @@ class RecordStore(abc.ABC):
             start = now_iso()
         if status in EVENT_END_STATUSES and end is None:
             end = now_iso()
+        # Hook output is stored redacted (secret shapes masked, module_utils/redact.py) whoever writes it.
         if scripts is not None:
             if not isinstance(scripts, list):
                 raise InvalidRecord(f"scripts: expected a list of script result dicts, got {scripts!r}")
-            scripts = _json_roundtrip(scripts, "scripts")
+            scripts = redact_value(_json_roundtrip(scripts, "scripts"))
         if message is not None and not isinstance(message, str):
             message = str(message)
-        return start, end, scripts, message
+        return start, end, scripts, redact_text(message)
 
     @staticmethod
     def _check_host_args(host: str, status, instance_id, lb_membership, lb_restored) -> None:

@@ -22,10 +22,20 @@ secondary indexes holding only ``META`` items: ``by_group`` (``gsi1pk = GRP#<app
 
 The lock is a conditional put (``attribute_not_exists(pk)``); a stale lock (``expires_epoch`` in the
 past) is taken over only with ``force`` and only if its token did not change meanwhile.
+
+Clock: lock times are on the *store's* clock, not on the controllers'. Every response carries the
+server's ``Date`` header; the store keeps the offset between it and this machine's clock, the
+holder writes ``expires_epoch`` = store time + ttl at each renewal, and a reader judges staleness,
+and a takeover's condition compares, against store time too. A controller whose clock is a minute
+off therefore neither steals a live lock nor keeps a dead one alive; the precision is that of the
+header (1 s) plus a request's latency. An endpoint without a ``Date`` header falls back to this
+machine's clock (then keep controllers' clocks in sync).
 """
 
 from __future__ import annotations
 
+import datetime as _dt
+import email.utils
 import json
 import time
 from typing import Any, Callable, Optional
@@ -53,11 +63,11 @@ from .base import (
     default_owner,
     lock_held_error,
     lock_info,
-    lock_ref,
+    format_time,
     new_token,
     now_iso,
-    parse_time,
-    utc_now,
+    stored_json,
+    token_ref,
 )
 
 DEFAULT_TABLE = "rollwright-deployments"
@@ -122,13 +132,13 @@ def _get(item: dict, name: str, default: Any = None) -> Any:
     if "BOOL" in attr:
         return attr["BOOL"]
     if "M" in attr:
-        return {k: json.loads(v["S"]) for k, v in attr["M"].items()}
+        return {k: stored_json(v.get("S"), f"{name}.{k}") for k, v in attr["M"].items()}
     raise RecordError(f"unexpected DynamoDB attribute {name}: {attr!r}")  # pragma: no cover
 
 
 def _getj(item: dict, name: str, default: Any = None) -> Any:
     raw = _get(item, name)
-    return default if raw is None else json.loads(raw)
+    return default if raw is None else stored_json(raw, f"{_get(item, 'pk')}/{_get(item, 'sk')}.{name}")
 
 
 def _code(exc: Exception) -> str:
@@ -147,18 +157,57 @@ def _lock_key(application: str, group: str) -> dict:
 class DynamoDBRecordStore(RecordStore):
     backend = "dynamodb"
 
-    def __init__(self, client, table: str = DEFAULT_TABLE):
+    def __init__(self, client, table: str = DEFAULT_TABLE, clock: Callable[[], float] = time.time):
         self.client = client
         self.table = table or DEFAULT_TABLE
         self._known_deployments: set = set()
         self._known_hosts: set = set()
+        self._clock = clock  # this machine's clock (injectable: tests skew it)
+        # store time minus this machine's clock lies in [low, high]: each response's Date header narrows it
+        self._bounds: Optional[tuple] = None
+        self._sent = clock()
+
+    # the store's clock ---------------------------------------------------------------------
+    @property
+    def _offset(self) -> Optional[float]:
+        return None if self._bounds is None else (self._bounds[0] + self._bounds[1]) / 2.0
+
+    def _observe(self, response: Any) -> None:
+        """Narrow the offset to the server's clock with a response's Date header: the server stamped a
+        second D while this machine's clock was between the request's send and now, so the offset is in
+        [D - now, D + 1 - sent]. Intervals of successive responses are intersected (an empty
+        intersection - a clock was stepped - starts over)."""
+        try:
+            date = response["ResponseMetadata"]["HTTPHeaders"]["date"]
+            server = email.utils.parsedate_to_datetime(date).timestamp()
+        except (KeyError, TypeError, ValueError, IndexError):
+            return
+        low, high = server - self._clock(), server + 1.0 - self._sent
+        if self._bounds is not None:
+            narrowed = (max(low, self._bounds[0]), min(high, self._bounds[1]))
+            if narrowed[0] <= narrowed[1]:
+                low, high = narrowed
+        self._bounds = (low, high)
+
+    def store_time(self) -> float:
+        """Now on the store's clock (this machine's clock until a response told the offset)."""
+        if self._offset is None:
+            self._call("describe_table")
+        return self._clock() + (self._offset or 0.0)
+
+    def _store_now(self) -> tuple:
+        epoch = self.store_time()
+        return epoch, _dt.datetime.fromtimestamp(epoch, tz=_dt.timezone.utc)
 
     # table ---------------------------------------------------------------------------------
     def ensure_table(self, create: bool = False, wait: float = 120.0) -> bool:
         """Check that the table exists with our indexes; create it (PAY_PER_REQUEST) when allowed.
         Returns True when it was created."""
         try:
-            desc = self.client.describe_table(TableName=self.table)["Table"]
+            self._sent = self._clock()
+            response = self.client.describe_table(TableName=self.table)
+            self._observe(response)
+            desc = response["Table"]
         except Exception as exc:
             if _code(exc) != "ResourceNotFoundException":
                 raise StoreNotReady(f"dynamodb_table: cannot describe table {self.table}: {exc}") from None
@@ -194,7 +243,10 @@ class DynamoDBRecordStore(RecordStore):
     # low-level -----------------------------------------------------------------------------
     def _call(self, method: str, **kwargs) -> dict:
         try:
-            return getattr(self.client, method)(TableName=self.table, **kwargs)
+            self._sent = self._clock()
+            response = getattr(self.client, method)(TableName=self.table, **kwargs)
+            self._observe(response)
+            return response
         except Exception as exc:
             if _code(exc) == "ResourceNotFoundException":
                 raise StoreNotReady(
@@ -516,25 +568,53 @@ class DynamoDBRecordStore(RecordStore):
     def _lock_item(self, application: str, group: str) -> Optional[dict]:
         return self._call("get_item", Key=_lock_key(application, group), ConsistentRead=True).get("Item")
 
-    @staticmethod
-    def _info(item: dict) -> LockInfo:
-        return lock_info(_get(item, "application"), _get(item, "deployment_group"), _get(item, "deployment_id"),
-                         _get(item, "owner"), _get(item, "acquired_at"), _get(item, "heartbeat_at"),
-                         float(_get(item, "ttl")), now=utc_now())
+    def _info(self, item: dict) -> LockInfo:
+        """Staleness on the store's clock: ``expires_epoch`` (written by the holder, store time) vs store time now."""
+        ttl = float(_get(item, "ttl"))
+        epoch, now = self._store_now()
+        expires = _get(item, "expires_epoch")
+        heartbeat_at = _get(item, "heartbeat_at")
+        if expires is not None:
+            heartbeat_at = format_time(_dt.datetime.fromtimestamp(float(expires) - ttl, tz=_dt.timezone.utc))
+        info = lock_info(_get(item, "application"), _get(item, "deployment_group"), _get(item, "deployment_id"),
+                         _get(item, "owner"), _get(item, "acquired_at"), heartbeat_at, ttl, now=now)
+        if expires is not None:
+            info.stale = float(expires) < epoch
+        return info
+
+    def _lock_attributes(self, lock: Lock, epoch: float) -> dict:
+        return {
+            **_lock_key(lock.application, lock.deployment_group), "kind": _s("lock"),
+            "application": _s(lock.application), "deployment_group": _s(lock.deployment_group),
+            "deployment_id": _s(lock.deployment_id), "owner": _s(lock.owner), "token": _s(lock.token),
+            "ttl": _n(float(lock.ttl)), "acquired_at": _s(lock.acquired_at), "heartbeat_at": _s(lock.heartbeat_at),
+            "expires_epoch": _n(epoch + float(lock.ttl)),
+        }
+
+    def _new_lock(self, application: str, group: str, deployment_id: str, owner: str, ttl: float) -> tuple:
+        epoch, now = self._store_now()
+        stamp = format_time(now)
+        lock = Lock(application, group, deployment_id, owner, new_token(), float(ttl), stamp, stamp)
+        return lock, self._lock_attributes(lock, epoch)
+
+    def _swap(self, item: dict, current: dict) -> bool:
+        """Replace ``current`` by ``item`` only if its token is unchanged and it is expired on the store's
+        clock (``live`` takeovers pass an expiry condition that always holds). False when it changed."""
+        try:
+            self._call("put_item", Item=item, ConditionExpression="#token = :old AND expires_epoch < :now",
+                       ExpressionAttributeNames={"#token": "token"},
+                       ExpressionAttributeValues={":old": current["token"], ":now": _n(self.store_time())})
+            return True
+        except Exception as exc:
+            if _code(exc) != "ConditionalCheckFailedException":
+                raise
+        return False
 
     def acquire_lock(self, application, deployment_group, deployment_id, owner=None, ttl=DEFAULT_LOCK_TTL, force=False) -> Lock:
         self._check_lock_args(application, deployment_group, deployment_id, ttl)
         owner = owner or default_owner()
         for _attempt in range(5):
-            now = now_iso()
-            lock = Lock(application, deployment_group, deployment_id, owner, new_token(), float(ttl), now, now)
-            item = {
-                **_lock_key(application, deployment_group), "kind": _s("lock"),
-                "application": _s(application), "deployment_group": _s(deployment_group),
-                "deployment_id": _s(deployment_id), "owner": _s(owner), "token": _s(lock.token), "ttl": _n(float(ttl)),
-                "acquired_at": _s(now), "heartbeat_at": _s(now),
-                "expires_epoch": _n(parse_time(now).timestamp() + float(ttl)),
-            }
+            lock, item = self._new_lock(application, deployment_group, deployment_id, owner, ttl)
             try:
                 self._call("put_item", Item=item, ConditionExpression="attribute_not_exists(pk)")
                 return lock
@@ -547,38 +627,62 @@ class DynamoDBRecordStore(RecordStore):
             info = self._info(current)
             if not (info.stale and force):
                 raise lock_held_error(info)
-            try:  # take over the stale lock, only if nobody renewed or took it meanwhile
-                self._call("put_item", Item=item,
-                           ConditionExpression="#token = :old AND expires_epoch < :now",
-                           ExpressionAttributeNames={"#token": "token"},
-                           ExpressionAttributeValues={":old": current["token"], ":now": _n(time.time())})
+            # take over the stale lock, only if nobody renewed or took it meanwhile
+            if self._swap(item, current):
                 return lock
-            except Exception as exc:
-                if _code(exc) != "ConditionalCheckFailedException":
-                    raise
         current = self._lock_item(application, deployment_group)
         if current is not None:
             raise lock_held_error(self._info(current))
         raise LockLost(f"lock of deployment group {application}/{deployment_group}: too much contention, try again")
+
+    def take_over(self, application, deployment_group, deployment_id, owner=None, ttl=DEFAULT_LOCK_TTL, live=False,
+                  token=None, acquired_at=None) -> Lock:
+        self._check_lock_args(application, deployment_group, deployment_id, ttl)
+        owner = owner or default_owner()
+        current = self._lock_item(application, deployment_group)
+        if current is None:
+            raise RecordNotFound(f"deployment group {application}/{deployment_group} is not locked")
+        if token and _get(current, "token") != token:
+            raise LockLost(f"lock of deployment group {application}/{deployment_group} no longer has the expected "
+                           f"token: held by deployment {_get(current, 'deployment_id')} ({_get(current, 'owner')})")
+        info = self._info(current)
+        if info.deployment_id != deployment_id or not (info.stale or live) or \
+                (acquired_at and _get(current, "acquired_at") != acquired_at):
+            raise lock_held_error(info)
+        lock, item = self._new_lock(application, deployment_group, deployment_id, owner, ttl)
+        if live:
+            condition = {"ConditionExpression": "#token = :old", "ExpressionAttributeNames": {"#token": "token"},
+                         "ExpressionAttributeValues": {":old": current["token"]}}
+            try:
+                self._call("put_item", Item=item, **condition)
+                return lock
+            except Exception as exc:
+                if _code(exc) != "ConditionalCheckFailedException":
+                    raise
+        elif self._swap(item, current):
+            return lock
+        now = self._lock_item(application, deployment_group)
+        if now is None:
+            raise RecordNotFound(f"deployment group {application}/{deployment_group} is not locked (released meanwhile)")
+        raise lock_held_error(self._info(now))
 
     def _holder(self, application: str, group: str) -> str:
         item = self._lock_item(application, group)
         return "nobody" if item is None else f"deployment {_get(item, 'deployment_id')} ({_get(item, 'owner')})"
 
     def heartbeat(self, lock) -> Lock:
-        application, group, deployment_id, token = lock_ref(lock)
-        now = now_iso()
-        condition = "deployment_id = :id" + (" AND #token = :token" if token else "")
-        values = {":id": _s(deployment_id), ":now": _s(now), ":epoch": _n(parse_time(now).timestamp())}
-        names = {"#ttl": "ttl"}
-        if token:
-            values[":token"] = _s(token)
-            names["#token"] = "token"
+        application, group, deployment_id, token = token_ref(lock, "renewing")
+        epoch, now_dt = self._store_now()
+        now = format_time(now_dt)
         try:
             result = self._call(
                 "update_item", Key=_lock_key(application, group),
-                UpdateExpression="SET heartbeat_at = :now, expires_epoch = #ttl + :epoch", ConditionExpression=condition,
-                ExpressionAttributeNames=names, ExpressionAttributeValues=values, ReturnValues="ALL_NEW",
+                UpdateExpression="SET heartbeat_at = :now, expires_epoch = #ttl + :epoch",
+                ConditionExpression="deployment_id = :id AND #token = :token",
+                ExpressionAttributeNames={"#ttl": "ttl", "#token": "token"},
+                ExpressionAttributeValues={":id": _s(deployment_id), ":now": _s(now), ":epoch": _n(epoch),
+                                           ":token": _s(token)},
+                ReturnValues="ALL_NEW",
             )
         except Exception as exc:
             if _code(exc) != "ConditionalCheckFailedException":
@@ -595,13 +699,12 @@ class DynamoDBRecordStore(RecordStore):
         return renewed
 
     def release_lock(self, lock_or_ids) -> bool:
-        application, group, deployment_id, token = lock_ref(lock_or_ids)
-        condition = "deployment_id = :id" + (" AND #token = :token" if token else "")
-        values = {":id": _s(deployment_id), **({":token": _s(token)} if token else {})}
+        application, group, deployment_id, token = token_ref(lock_or_ids, "releasing")
         try:
-            self._call("delete_item", Key=_lock_key(application, group), ConditionExpression=condition,
-                       ExpressionAttributeValues=values,
-                       **({"ExpressionAttributeNames": {"#token": "token"}} if token else {}))
+            self._call("delete_item", Key=_lock_key(application, group),
+                       ConditionExpression="deployment_id = :id AND #token = :token",
+                       ExpressionAttributeValues={":id": _s(deployment_id), ":token": _s(token)},
+                       ExpressionAttributeNames={"#token": "token"})
             return True
         except Exception as exc:
             if _code(exc) != "ConditionalCheckFailedException":
@@ -609,9 +712,10 @@ class DynamoDBRecordStore(RecordStore):
         item = self._lock_item(application, group)
         if item is None:
             return False
+        taken = " with another token (taken over)" if _get(item, "deployment_id") == deployment_id else ""
         raise LockLost(
             f"lock of deployment group {application}/{group} is held by deployment {_get(item, 'deployment_id')} "
-            f"({_get(item, 'owner')}), not by {deployment_id}: not released"
+            f"({_get(item, 'owner')}){taken}, not by this holder of {deployment_id}: not released"
         )
 
     def get_lock(self, application, deployment_group) -> Optional[LockInfo]:

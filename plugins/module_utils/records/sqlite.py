@@ -39,9 +39,10 @@ from .base import (
     default_owner,
     lock_held_error,
     lock_info,
-    lock_ref,
     new_token,
+    token_ref,
     now_iso,
+    stored_json,
     utc_now,
 )
 
@@ -204,8 +205,8 @@ class SQLiteRecordStore(RecordStore):
             application=row["application"],
             deployment_group=row["deployment_group"],
             deployment_type=row["deployment_type"],
-            revision=json.loads(row["revision"] or "{}"),
-            configuration=json.loads(row["configuration"]) if row["configuration"] is not None else None,
+            revision=stored_json(row["revision"], f"{row['deployment_id']}.revision", {}),
+            configuration=stored_json(row["configuration"], f"{row['deployment_id']}.configuration"),
             creator=row["creator"],
             rollback_of=row["rollback_of"],
             rolled_back_by=row["rolled_back_by"],
@@ -226,7 +227,7 @@ class SQLiteRecordStore(RecordStore):
                 name=row["name"],
                 instance_id=row["instance_id"],
                 status=row["status"],
-                lb_membership=json.loads(row["lb_membership"] or "[]"),
+                lb_membership=stored_json(row["lb_membership"], f"{did}.hosts[{row['name']}].lb_membership", []),
                 lb_restored=bool(row["lb_restored"]),
             )
         for row in conn.execute("SELECT * FROM events WHERE deployment_id = ? ORDER BY seq, name", (did,)):
@@ -235,10 +236,11 @@ class SQLiteRecordStore(RecordStore):
                 host = hosts[row["host"]] = HostRecord(name=row["host"])
             host.events.append(EventRecord(
                 name=row["name"], status=row["status"], start_time=row["start_time"], end_time=row["end_time"],
-                scripts=json.loads(row["scripts"] or "[]"), message=row["message"],
+                scripts=stored_json(row["scripts"], f"{did}.hosts[{row['host']}].events[{row['name']}].scripts", []),
+                message=row["message"],
             ))
         record.hosts = list(hosts.values())
-        record.extra = {row["key"]: json.loads(row["value"])
+        record.extra = {row["key"]: stored_json(row["value"], f"{did}.extra.{row['key']}")
                         for row in conn.execute("SELECT key, value FROM extra WHERE deployment_id = ? ORDER BY key", (did,))}
         return record
 
@@ -436,11 +438,33 @@ class SQLiteRecordStore(RecordStore):
             )
         return lock
 
+    def take_over(self, application, deployment_group, deployment_id, owner=None, ttl=DEFAULT_LOCK_TTL, live=False,
+                  token=None, acquired_at=None) -> Lock:
+        self._check_lock_args(application, deployment_group, deployment_id, ttl)
+        owner = owner or default_owner()
+        with self._write() as conn:  # read and swap in one BEGIN IMMEDIATE transaction: nobody renews in between
+            row = self._lock_row(conn, application, deployment_group)
+            if row is None:
+                raise RecordNotFound(f"deployment group {application}/{deployment_group} is not locked")
+            if token and row["token"] != token:
+                raise LockLost(f"lock of deployment group {application}/{deployment_group} no longer has the expected "
+                               f"token: held by deployment {row['deployment_id']} ({row['owner']})")
+            info = self._info(row)
+            if row["deployment_id"] != deployment_id or not (info.stale or live) or \
+                    (acquired_at and row["acquired_at"] != acquired_at):
+                raise lock_held_error(info)
+            now = now_iso()
+            lock = Lock(application, deployment_group, deployment_id, owner, new_token(), float(ttl), now, now)
+            conn.execute("UPDATE locks SET owner = ?, token = ?, ttl = ?, acquired_at = ?, heartbeat_at = ? "
+                         "WHERE application = ? AND deployment_group = ? AND token = ?",
+                         (owner, lock.token, lock.ttl, now, now, application, deployment_group, row["token"]))
+        return lock
+
     def heartbeat(self, lock) -> Lock:
-        application, group, deployment_id, token = lock_ref(lock)
+        application, group, deployment_id, token = token_ref(lock, "renewing")
         with self._write() as conn:
             row = self._lock_row(conn, application, group)
-            if row is None or row["deployment_id"] != deployment_id or (token and row["token"] != token):
+            if row is None or row["deployment_id"] != deployment_id or row["token"] != token:
                 holder = "nobody" if row is None else f"deployment {row['deployment_id']} ({row['owner']})"
                 raise LockLost(
                     f"lock of deployment group {application}/{group} is no longer held by {deployment_id}: "
@@ -455,17 +479,19 @@ class SQLiteRecordStore(RecordStore):
         return result
 
     def release_lock(self, lock_or_ids) -> bool:
-        application, group, deployment_id, token = lock_ref(lock_or_ids)
+        application, group, deployment_id, token = token_ref(lock_or_ids, "releasing")
         with self._write() as conn:
             row = self._lock_row(conn, application, group)
             if row is None:
                 return False
-            if row["deployment_id"] != deployment_id or (token and row["token"] != token):
+            if row["deployment_id"] != deployment_id or row["token"] != token:
                 raise LockLost(
                     f"lock of deployment group {application}/{group} is held by deployment {row['deployment_id']} "
-                    f"({row['owner']}), not by {deployment_id}: not released"
+                    f"({row['owner']}){' with another token (taken over)' if row['deployment_id'] == deployment_id else ''}, "
+                    f"not by this holder of {deployment_id}: not released"
                 )
-            conn.execute("DELETE FROM locks WHERE application = ? AND deployment_group = ?", (application, group))
+            conn.execute("DELETE FROM locks WHERE application = ? AND deployment_group = ? AND token = ?",
+                         (application, group, token))
             return True
 
     def get_lock(self, application, deployment_group) -> Optional[LockInfo]:
