@@ -1009,6 +1009,7 @@ class DeploymentRequest:
     check_mode: bool = False
     unpack_limits: dict | None = None
     hook_output: str = _hooks.OUTPUT_ON_FAILURE
+    bundle_entries: dict | None = None  # check mode: the bundle's members (path -> file|dir|link), read on the controller
 
 
 @dataclass
@@ -1024,10 +1025,42 @@ class DeploymentRun:
     last_successful_before: str | None = None
     last_successful_after: str | None = None
     pruned: list = field(default_factory=list)
+    plan: dict | None = None
 
     @property
     def failed(self) -> bool:
         return self.failed_event is not None
+
+    def build_plan(self) -> dict:
+        """What the events would do (check mode): the scripts each would run (and whose revision they come
+        from) and the files Install would create, overwrite and remove."""
+        events, files = [], {"create": [], "overwrite": [], "remove": []}
+        for item in self.events:
+            source = item.get("revision_deployment_id")
+            events.append({"event": item["name"], "scripts": [
+                {"location": s.get("location"), "runas": s.get("runas"), "timeout": s.get("timeout"), "from_revision": source}
+                for s in item.get("scripts") or []]})
+            install_plan = item.get("install")
+            if install_plan:
+                overwritten = set(install_plan.get("overwritten") or [])
+                files["create"] = [p for p in install_plan.get("created") or [] if p not in overwritten]
+                files["overwrite"] = sorted(overwritten)
+                files["remove"] = list(install_plan.get("removed") or [])
+        return {"events": events, "files": files}
+
+    def diff(self) -> dict | None:
+        """An Ansible diff of the files Install changed (or would change): paths before and after."""
+        install_event = next((e for e in self.events if e.get("install")), None)
+        if install_event is None:
+            return None
+        data = install_event["install"]
+        removed = set(data.get("removed") or [])
+        created = list(data.get("created") or [])
+        before = sorted(removed | set(data.get("overwritten") or []))
+        after = sorted(set(created))
+        return {"before_header": "paths of the previous install (removed or overwritten)",
+                "after_header": f"paths installed by {self.deployment_id}",
+                "before": "".join(p + "\n" for p in before), "after": "".join(p + "\n" for p in after)}
 
     def to_dict(self) -> dict:
         return {
@@ -1035,11 +1068,33 @@ class DeploymentRun:
             "events": self.events, "failed_event": self.failed_event, "message": self.message,
             "changed": self.changed, "pruned": self.pruned,
             "last_successful": {"before": self.last_successful_before, "after": self.last_successful_after},
+            **({"plan": self.plan} if self.plan is not None else {}),
         }
 
 
 class _EventFailed(Exception):
     pass
+
+
+def bundle_skeleton(entries: dict) -> str:
+    """A private temporary tree with the bundle's names (empty files, directories, dangling links), so check mode
+    plans the install exactly without the bundle on the host. The caller removes it."""
+    base = tempfile.mkdtemp(prefix="rollwright-plan-")
+    for rel in sorted(entries, key=lambda r: r.count("/")):
+        parts = [p for p in str(rel).split("/") if p not in ("", ".")]
+        if not parts or ".." in parts:
+            continue
+        path = os.path.join(base, *parts)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        kind = entries[rel]
+        if kind == "dir":
+            os.makedirs(path, exist_ok=True)
+        elif kind == "link":
+            os.symlink("rollwright-plan-placeholder", path)
+        elif not os.path.lexists(path):
+            with open(path, "w", encoding="utf-8"):
+                pass
+    return base
 
 
 def validate_host_appspec(data, what: str) -> dict:
@@ -1216,16 +1271,23 @@ class HostDeployment:
         t0 = time.monotonic()
         root = self.state.bundle_root(self.id)
         appspec = self.new_appspec()
+        skeleton = None
         if root is None:
-            if self.req.check_mode:
+            if self.req.check_mode and self.req.bundle_entries is not None:
+                skeleton = root = bundle_skeleton(self.req.bundle_entries)
+            elif self.req.check_mode:
                 files = [f"{f.get('source')} -> {f.get('destination')}" for f in appspec.get("files") or []]
                 return self._event("Install", "Skipped", "check mode: the bundle is not on the host yet; would install "
                                    + (", ".join(files) or "no files"), changed=True, check_mode=True)
-            raise _EventFailed(f"Install: the revision of {self.id} is not unpacked on this host; run DownloadBundle first")
+            else:
+                raise _EventFailed(f"Install: the revision of {self.id} is not unpacked on this host; run DownloadBundle first")
         try:
             result = install(self.state, self.id, appspec, root, self.req.file_exists_behavior, check_mode=self.req.check_mode)
         except (InstallError, StateError) as exc:
             raise _EventFailed(f"Install failed: {exc}") from exc
+        finally:
+            if skeleton:
+                shutil.rmtree(skeleton, ignore_errors=True)
         self.run.warnings.extend(result.warnings)
         status = "Skipped" if self.req.check_mode else "Succeeded"
         data = self._event("Install", status, result.message, changed=result.changed, install=result.to_dict(),
@@ -1299,6 +1361,8 @@ class HostDeployment:
                 for rest in self.events[index + 1:]:
                     run.events.append(self._event(rest, "Skipped", f"not run: {name} failed"))
                 break
+        if self.req.check_mode:
+            run.plan = run.build_plan()
         if run.failed:
             self._record("Failed")
             return run
