@@ -1323,8 +1323,11 @@ class HostDeployment:
             if not hooks:
                 return self._event(name, "Succeeded", "no scripts for this event", revision_deployment_id=source_id)
             raise _EventFailed(f"{name}: the revision of {self.id} is not unpacked on this host; run DownloadBundle first")
-        result = self.hooks.run_event(name, hooks, root, self.context, self.run.log_file, grace=self.req.hook_timeout_grace,
-                                      output=self.req.hook_output)
+        try:
+            result = self.hooks.run_event(name, hooks, root, self.context, self.run.log_file,
+                                          grace=self.req.hook_timeout_grace, output=self.req.hook_output)
+        except _fs.UnsafePathError as exc:
+            raise _EventFailed(f"{name}: host state: {exc}") from None
         data = result.to_dict()
         data.update(revision_deployment_id=source_id, changed=bool(hooks))
         return data
@@ -1347,8 +1350,10 @@ class HostDeployment:
                     data = self.install()
                 else:
                     data = self.hook(name)
-            except _EventFailed as exc:
+            except (_EventFailed, StateError) as exc:
                 data = self._event(name, "Failed", str(exc))
+            except _fs.UnsafePathError as exc:
+                data = self._event(name, "Failed", f"host state: {exc}")
             run.events.append(data)
             run.changed = run.changed or bool(data.get("changed"))
             if data["status"] == "Failed":

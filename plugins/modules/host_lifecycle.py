@@ -278,6 +278,7 @@ from ansible_collections.rollwright.deploy.plugins.module_utils.host_install imp
     HostState,
     StateError,
 )
+from ansible_collections.rollwright.deploy.plugins.module_utils.host_fs import UnsafePathError
 from ansible_collections.rollwright.deploy.plugins.module_utils.lifecycle import LifecycleError
 
 
@@ -344,6 +345,8 @@ def main():
         run = HostDeployment(state, request).execute()
     except (StateError, LifecycleError) as exc:
         module.fail_json(msg=str(exc), **base)
+    except UnsafePathError as exc:
+        module.fail_json(msg=f"host state: {exc}", **base)
     except OSError as exc:
         module.fail_json(msg=f"host state error: {exc}", **base)
     for warning in run.warnings:
