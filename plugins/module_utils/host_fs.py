@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
+import io
 import os
 import secrets
 import stat
@@ -172,12 +174,16 @@ def temp_file_at(dir_fd_: int, name: str, mode: int = 0o600) -> tuple[int, str]:
     raise FileExistsError(f"no free temporary name beside {name}")
 
 
-def write_bytes_at(dir_fd_: int, name: str, data: bytes, mode: int = 0o600) -> None:
-    """Replace ``name`` atomically (temporary file in the same directory, fsync, rename); never writes through a link."""
+def write_stream_at(dir_fd_: int, name: str, source, mode: int = 0o600) -> str:
+    """Replace ``name`` atomically with what ``source`` (a binary file object) holds: temporary file in the same
+    directory, fsync, rename; never writes through a link. Returns the SHA-256 of the bytes written."""
+    digest = hashlib.sha256()
     fd, tmp = temp_file_at(dir_fd_, name, mode)
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            for chunk in iter(lambda: source.read(_CHUNK), b""):
+                handle.write(chunk)
+                digest.update(chunk)
             handle.flush()
             os.fchmod(handle.fileno(), mode)
             os.fsync(handle.fileno())
@@ -186,6 +192,11 @@ def write_bytes_at(dir_fd_: int, name: str, data: bytes, mode: int = 0o600) -> N
         with contextlib.suppress(OSError):
             os.unlink(tmp, dir_fd=dir_fd_)
         raise
+    return digest.hexdigest()
+
+
+def write_bytes_at(dir_fd_: int, name: str, data: bytes, mode: int = 0o600) -> None:
+    write_stream_at(dir_fd_, name, io.BytesIO(data), mode)
 
 
 def read_bytes_at(dir_fd_: int, name: str) -> bytes:

@@ -34,7 +34,6 @@ changes nothing when all match; on any drift the install is redone.
 
 from __future__ import annotations
 
-import contextlib
 import grp
 import hashlib
 import json
@@ -1238,22 +1237,8 @@ class HostDeployment:
     def _copy_bundle(bundle: str, ddir: str, name: str) -> str:
         """Copy the pushed bundle into the sealed deployment directory (0600) and return the sha256 of the bytes
         written, so what is verified is what gets unpacked."""
-        digest = hashlib.sha256()
-        with _fs.dir_fd(ddir, state_uids()) as dfd:
-            out, tmp = _fs.temp_file_at(dfd, name)
-            try:
-                with open(bundle, "rb") as src, os.fdopen(out, "wb") as dst:
-                    for chunk in iter(lambda: src.read(1024 * 1024), b""):
-                        dst.write(chunk)
-                        digest.update(chunk)
-                    dst.flush()
-                    os.fsync(dst.fileno())
-                os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp, dir_fd=dfd)
-                raise
-        return digest.hexdigest()
+        with open(bundle, "rb") as src, _fs.dir_fd(ddir, state_uids()) as dfd:
+            return _fs.write_stream_at(dfd, name, src)
 
     def runs_as_others(self) -> bool:
         """True when a script of this deployment runs as a user other than the engine's: its revision must be

@@ -3,7 +3,7 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Issue 12, host side, end to end: hostile application users and bundles against host_lifecycle over SSH.
 
-Each case runs ``ansible-playbook`` on a 2-host world: the revision is fetched on the controller,
+Each case runs ``ansible-playbook`` on a 3-host world (the fixtures of test_host_engine_fleet): the revision is fetched on the controller,
 host_lifecycle runs on the hosts (as root), the attacker acts as the app user ``rwapp`` (``runuser``
 or a ``runas`` hook), and a probe over SSH checks the hosts. Victims live in the hosts' private
 ``/srv`` (standing in for ``/etc``): every case asserts the victim is unchanged and the failure
@@ -13,15 +13,14 @@ names the path or the limit at fault.
 from __future__ import annotations
 
 import json
-import os
 import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
 
-from tests.harness.ansible_run import AnsibleResult, run_playbook
-from tests.integration.test_host_engine_fleet import (
+from tests.harness.ansible_run import AnsibleResult
+from tests.integration.test_host_engine_fleet import (  # noqa: F401  # play, work, world: the same module-scoped fixtures
     controller_play,
     event,
     failures,
@@ -33,6 +32,9 @@ from tests.integration.test_host_engine_fleet import (
     processes,
     ps_task,
     revision_task,
+    play,
+    work,
+    world,
 )
 
 pytestmark = [pytest.mark.fleet, pytest.mark.slow, pytest.mark.hostile]
@@ -41,33 +43,6 @@ APP_USER = "rwapp"
 STATE = "/var/lib/rollwright"
 VICTIM = "/srv/hh-victim"
 VICTIM_FILES = [VICTIM, f"{VICTIM}/passwd", f"{VICTIM}/sub", f"{VICTIM}/sub/app.conf"]
-
-
-@pytest.fixture(scope="module")
-def world(aws: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    if os.geteuid() != 0:
-        pytest.skip("the SSH fleet needs root (network, mount and PID namespaces); run the tests as root")
-    from tests.harness.world import down, up
-
-    made = up(tmp_path_factory.mktemp("hostile-world"), 2, emulator_handle=aws.handle.to_json(), region=aws.region)
-    try:
-        yield made
-    finally:
-        down(made.dir)
-
-
-@pytest.fixture(scope="module")
-def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("hostile-work")
-
-
-@pytest.fixture(scope="module")
-def play(world: Any, aws: Any) -> Callable[..., AnsibleResult]:
-    def _run(plays: list[dict[str, Any]], timeout: float = 120, **kwargs: Any) -> AnsibleResult:
-        return run_playbook(plays, world.inventory, aws_env=aws.env, control_path_dir=str(world.control_path_dir),
-                            timeout=timeout, **kwargs)
-
-    return _run
 
 
 # ----------------------------------------------------------------------------------------------

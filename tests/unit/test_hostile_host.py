@@ -27,6 +27,7 @@ from ansible_collections.rollwright.deploy.plugins.module_utils import hook_runn
 from ansible_collections.rollwright.deploy.plugins.module_utils import host_fs as fs
 from ansible_collections.rollwright.deploy.plugins.module_utils import host_install as hi
 from ansible_collections.rollwright.deploy.plugins.module_utils import revision as rev
+from tests.unit.test_host_install import make_bundle as make_tree
 
 pytestmark = pytest.mark.hostile
 
@@ -71,17 +72,6 @@ def victim(tmp_path):
     before = snapshot(root)
     yield root
     assert snapshot(root) == before, "the victim tree outside the appspec destinations changed"
-
-
-def make_tree(root, files: dict, modes: dict | None = None) -> str:
-    for rel, content in files.items():
-        path = os.path.join(root, rel)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "w") as handle:
-            handle.write(content)
-    for rel, mode in (modes or {}).items():
-        os.chmod(os.path.join(root, rel), mode)
-    return str(root)
 
 
 def spec(dest, source="app", **extra):
