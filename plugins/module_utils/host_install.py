@@ -728,8 +728,8 @@ def destination_uids(*appspecs_or_records) -> frozenset:
     uids = set(state_uids())
     for item in appspecs_or_records:
         item = item or {}
-        perms = list(item.get("permissions") or []) + [i for i in item.get("instructions") or []
-                                                         if i.get("type") == "permissions"]
+        recorded = [i for i in item.get("instructions") or [] if i.get("type") == "permissions"]
+        perms = list(item.get("permissions") or []) + recorded
         for perm in perms:
             owner = perm.get("owner")
             if owner:

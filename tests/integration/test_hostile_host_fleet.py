@@ -20,7 +20,8 @@ from typing import Any, Callable
 import pytest
 
 from tests.harness.ansible_run import AnsibleResult
-from tests.integration.test_host_engine_fleet import (  # noqa: F401  # play, work, world: the same module-scoped fixtures
+from tests.integration import test_host_engine_fleet as engine
+from tests.integration.test_host_engine_fleet import (
     controller_play,
     event,
     failures,
@@ -32,12 +33,12 @@ from tests.integration.test_host_engine_fleet import (  # noqa: F401  # play, wo
     processes,
     ps_task,
     revision_task,
-    play,
-    work,
-    world,
 )
 
 pytestmark = [pytest.mark.fleet, pytest.mark.slow, pytest.mark.hostile]
+
+# the module-scoped fixtures of the host engine tests: this module gets its own 3-host world
+world, work, play = engine.world, engine.work, engine.play
 
 APP_USER = "rwapp"
 STATE = "/var/lib/rollwright"

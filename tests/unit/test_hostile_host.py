@@ -417,7 +417,10 @@ def test_state_is_sealed_and_the_bundle_removed_once_unpacked(tmp_path):
     state, run = _deploy(tmp_path, bundle)
     assert not run.failed, run.message
     ddir = state.deployment_dir("d-AAAAAAAA1")
-    mode = lambda p: stat.S_IMODE(os.lstat(p).st_mode)  # noqa: E731
+
+    def mode(path):
+        return stat.S_IMODE(os.lstat(path).st_mode)
+
     assert mode(ddir) == 0o700 and mode(state.logs_dir("d-AAAAAAAA1")) == 0o700
     for name in ("revision.json", "appspec.json", "status.json"):
         assert mode(os.path.join(ddir, name)) == 0o600, name
@@ -444,8 +447,8 @@ def test_state_logs_dir_swapped_for_symlink_is_refused(tmp_path, victim):
     os.rmdir(logs)
     os.symlink(victim, logs)
     with pytest.raises(hi.StateError, match=f"refusing {logs}: is a symlink"):
-        _deploy(tmp_path, None, events=("AfterInstall",), hooks={"AfterInstall": [{"location": "s.sh", "timeout": 10,
-                                                                                     "runas": None}]})
+        hooks = {"AfterInstall": [{"location": "s.sh", "timeout": 10, "runas": None}]}
+        _deploy(tmp_path, None, events=("AfterInstall",), hooks=hooks)
 
 
 def test_state_archive_dir_swapped_for_symlink_is_not_extracted_into(tmp_path, victim):
@@ -474,7 +477,7 @@ def test_state_pointer_swapped_for_symlink_is_refused(tmp_path, victim):
     os.unlink(os.path.join(state.group_dir, "last_successful"))
     os.symlink(victim / "passwd", os.path.join(state.group_dir, "last_successful"))
     with pytest.raises(hi.StateError, match="last_successful"):
-        _ = state.last_successful
+        assert state.last_successful is None  # raises before the comparison
     state.set_last_successful("d-AAAAAAAA2")  # a write replaces the link, never writes through it
     assert state.last_successful == "d-AAAAAAAA2"
 
@@ -607,7 +610,10 @@ def test_world_writable_and_setuid_modes_are_masked(tmp_path):
                          modes={"scripts/": 0o777, "scripts/run.sh": 0o4777, "conf/a": 0o666, "conf/": 0o2775})
     out = tmp_path / "out"
     rev.safe_extract(bundle, str(out))
-    mode = lambda p: stat.S_IMODE(os.lstat(out / p).st_mode)  # noqa: E731
+
+    def mode(rel):
+        return stat.S_IMODE(os.lstat(out / rel).st_mode)
+
     assert (mode("scripts"), mode("scripts/run.sh"), mode("conf/a"), mode("conf")) == (0o755, 0o755, 0o644, 0o755)
 
 
@@ -651,7 +657,7 @@ def test_setsid_child_is_killed_at_the_timeout(revroot, body):
     _script(root, "hang.sh", body)
     res = hr.run_event("ApplicationStart", [{"location": "hang.sh", "timeout": 1}], root, CTX, log, grace=1)
     assert res.status == "Failed" and res.scripts[0].timed_out and "timeout of 1 s" in res.message
-    for _ in range(50):
+    for _attempt in range(50):
         if os.path.exists(os.path.join(root, "hang.sh.pid")):
             break
         time.sleep(0.05)
