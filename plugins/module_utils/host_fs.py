@@ -98,7 +98,7 @@ def open_dir(path: str, trusted_uids, create_mode: int | None = None) -> int:
                 child = _open_child_dir(fd, name, shown)
                 os.fchmod(child, create_mode)
             except NotADirectoryError:
-                raise UnsafePathError(shown, "exists and is not a directory") from None
+                raise NotADirectoryError(errno.ENOTDIR, "not a directory", shown) from None
             os.close(fd)
             fd = child
             _check_dir(fd, shown, trusted)
@@ -116,8 +116,8 @@ def check_existing_part(path: str, trusted_uids) -> None:
         try:
             os.close(open_dir("/" + "/".join(parts[:end]), trusted_uids))
             return
-        except FileNotFoundError:
-            continue
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # the planner reports a non-directory on the way in its own words
 
 
 @contextlib.contextmanager

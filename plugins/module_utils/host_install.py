@@ -291,7 +291,8 @@ class HostState:
             raise _unsafe(exc) from None
         return sorted(names, key=lambda n: (self.created_at(n), n))
 
-    def _remove_below(self, parent: str, name: str) -> None:
+    def remove_below(self, parent: str, name: str) -> None:
+        """Remove ``name`` (a tree) below state directory ``parent``, following no symlink."""
         try:
             with _fs.dir_fd(parent, state_uids()) as dfd:
                 _fs.rmtree_at(dfd, name)
@@ -301,7 +302,7 @@ class HostState:
             raise _unsafe(exc) from None
 
     def remove_archive(self, deployment_id: str) -> None:
-        self._remove_below(self.deployment_dir(deployment_id), "archive")
+        self.remove_below(self.deployment_dir(deployment_id), "archive")
 
     def prune(self, keep: int, current: str | None = None) -> list[str]:
         """Keep at most ``keep`` deployment dirs (the current one included, like the agent); never delete the
@@ -316,7 +317,7 @@ class HostState:
         removed = []
         if extra > 0:
             for deployment_id in [d for d in others if d not in protected][:extra]:
-                self._remove_below(self.deployments_dir, deployment_id)
+                self.remove_below(self.deployments_dir, deployment_id)
                 removed.append(deployment_id)
         for deployment_id in kept:
             if deployment_id not in protected and deployment_id not in removed:
@@ -1205,7 +1206,7 @@ class HostDeployment:
         name = "bundle." + _BUNDLE_EXT.get(bundle_type, bundle_type)
         written = self._copy_bundle(bundle, ddir, name)
         if written != digest or (expected and written != expected):
-            self.state._remove_below(ddir, name)
+            self.state.remove_below(ddir, name)
             raise _EventFailed(f"bundle {bundle} changed while it was copied (sha256 {digest} before, {written} as "
                                f"written): refusing to install it")
         archive = self.state.archive_dir(self.id)
@@ -1218,7 +1219,7 @@ class HostDeployment:
             self.state.remove_archive(self.id)
             raise _EventFailed(f"cannot unpack bundle: {exc}") from exc
         finally:
-            self.state._remove_below(ddir, name)  # the unpacked revision is what is kept, the archive only as its hash
+            self.state.remove_below(ddir, name)  # the unpacked revision is what is kept, the archive only as its hash
         target = os.path.join(ddir, name)
         record = {k: revision.get(k) for k in ("source", "bucket", "key", "version", "etag")}
         record["source"] = record["source"] or "local"  # the option's default when `revision` is not given at all

@@ -211,6 +211,15 @@ def test_cleanup_directory_replaced_by_symlink_to_victim_dir(tmp_path, installed
     assert (dest / "bin" / "run").exists()
 
 
+def test_cleanup_directory_replaced_by_a_file_is_handled(tmp_path, installed, victim):
+    state, dest, b2 = installed
+    os.unlink(dest / "conf" / "app.conf")
+    os.rmdir(dest / "conf")
+    (dest / "conf").write_text("not a directory any more\n")
+    res = hi.install(state, "d-AAAAAAAA2", spec(dest), b2)  # conf/app.conf is skipped, conf itself removed
+    assert f"{dest}/conf" in res.removed and (dest / "conf" / "other.conf").read_text() == "v2"
+
+
 def test_cleanup_list_naming_paths_through_a_symlink_is_refused(tmp_path, installed, victim):
     state, dest, b2 = installed
     os.symlink(victim, tmp_path / "shortcut")
