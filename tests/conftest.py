@@ -116,3 +116,15 @@ def ansible_run(aws: AWS, _control_path_dir: str) -> Callable[..., AnsibleResult
                             aws_env=aws.env, control_path_dir=_control_path_dir, extra_args=extra_args)
 
     return _run
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Count the hostile-input cases that ran: one line per test marked ``hostile`` whose body ran (passed or
+    failed), appended to the file named by ROLLWRIGHT_HOSTILE_LOG (tests/run_suites.py sets it). With xdist,
+    only the controlling process writes (it receives every worker's reports)."""
+    path = os.environ.get("ROLLWRIGHT_HOSTILE_LOG")
+    if not path or os.environ.get("PYTEST_XDIST_WORKER") or report.when != "call" or report.skipped \
+            or "hostile" not in report.keywords:
+        return
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(f"{report.outcome} {report.nodeid}\n")

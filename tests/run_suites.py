@@ -48,12 +48,29 @@ def _run(cmd: list[str], log_name: str, cwd: Path = ROOT) -> tuple[int, str]:
     return proc.returncode, log_path.read_text(errors="replace")
 
 
+def _hostile_log(name: str) -> Path:
+    return OUTPUT / f"hostile-{name}.txt"
+
+
+def hostile_cases(names: list[str]) -> int:
+    """How many tests marked ``hostile`` ran in the given pytest suites (tests/conftest.py writes one line each)."""
+    total = 0
+    for name in names:
+        log = _hostile_log(name)
+        if log.exists():
+            total += sum(1 for line in log.read_text().splitlines() if line.strip())
+    return total
+
+
 def _pytest_suite(name: str, path: str, extra: list[str] | None = None) -> SuiteResult:
     result = SuiteResult(name)
     if not any((ROOT / path).rglob("test_*.py")):
         result.note = "no tests yet"
         return result
     junit = OUTPUT / f"{name}.xml"
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    _hostile_log(name).unlink(missing_ok=True)
+    os.environ["ROLLWRIGHT_HOSTILE_LOG"] = str(_hostile_log(name))
     rc, text = _run([str(VENV_BIN / "python"), "-m", "pytest", path, "-q", "-rfE", f"--junitxml={junit}"] + (extra or []), name)
     if junit.exists():
         suite = ET.parse(junit).getroot()
@@ -177,6 +194,7 @@ def suite_lint() -> SuiteResult:
     return result
 
 
+PYTEST_SUITES = ("unit", "integration")
 SUITES = {
     "unit": suite_unit,
     "integration": suite_integration,
@@ -201,6 +219,9 @@ def main(argv: list[str]) -> int:
         results.append(res)
         note = f" ({res.note})" if res.note else ""
         print(f"{name}: {res.passed} passed, {res.failed} failed, {res.skipped} skipped in {res.seconds:.0f}s{note}", flush=True)
+        pytest_suites = [n for n in names if n in PYTEST_SUITES]
+        if pytest_suites and name == pytest_suites[-1]:
+            print(f"hostile-input cases: {hostile_cases(pytest_suites)}", flush=True)
     passed = sum(r.passed for r in results)
     failed = sum(r.failed for r in results)
     skipped = sum(r.skipped for r in results)

@@ -6,7 +6,8 @@
 When ``src`` is given and ``events`` include DownloadBundle, the controller-side bundle is transferred
 once to the host's remote temporary directory (the SFTP/SCP of the connection Ansible already has), its
 remote path is passed to the module as ``bundle``, the module runs once, and the temporary directory
-is removed. In check mode nothing is transferred.
+is removed. In check mode nothing is transferred: the bundle's member names are read here and passed
+as ``bundle_entries``, so the host's plan lists the exact files Install would touch.
 """
 
 from __future__ import annotations
@@ -34,6 +35,18 @@ def _remote_name(src: str) -> str:
 class ActionModule(ActionBase):
     TRANSFERS_FILES = True
 
+    def _bundle_entries(self, src, args):
+        """Check mode: the bundle's member names, read here, so the host plans the exact install without it."""
+        from ansible_collections.rollwright.deploy.plugins.module_utils.revision import RevisionError, bundle_entries
+
+        try:
+            local = self._find_needle("files", src)
+            revision = args.get("revision") or {}
+            _top, entries = bundle_entries(local, revision.get("bundle_type"), revision.get("appspec_name") or "appspec.yml")
+        except (AnsibleError, RevisionError, OSError) as exc:
+            raise AnsibleActionFail(f"src: cannot read bundle {src} for the check-mode plan: {to_text(exc)}")
+        return entries
+
     def run(self, tmp=None, task_vars=None):
         task_vars = task_vars or {}
         result = super().run(tmp, task_vars)
@@ -60,6 +73,8 @@ class ActionModule(ActionBase):
                 self._transfer_file(local, remote)
                 self._fixup_perms2((self._connection._shell.tmpdir, remote))
                 args["bundle"] = remote
+            elif src and self._task.check_mode and "bundle_entries" not in args:
+                args["bundle_entries"] = self._bundle_entries(src, args)
             result.update(self._execute_module(module_name=MODULE, module_args=args, task_vars=task_vars))
         except AnsibleActionFail as exc:
             result.update(exc.result)

@@ -24,10 +24,15 @@ Per script, in appspec order:
 - stdout and stderr are appended to the deployment's ``logs/scripts.log`` (a FILE, not a pipe), after
   a header line ``<timestamp> [<event>] Script - <location>``. A background child that keeps its
   output open therefore never blocks the hook (the agent hangs until the timeout).
-- We wait for the script's own process only. At its timeout the whole process group gets SIGTERM,
-  then, after ``grace`` seconds (default 30) if anything in the group is still alive, SIGKILL.
-- A non-zero exit (or a signal) fails the event; the result carries the last 40 lines / 4 KiB of
-  this script's output and the log file path.
+- We wait for the script's own process only. At its timeout everything the script started gets
+  SIGTERM, then, after ``grace`` seconds (default 30) if anything is still alive, SIGKILL: its process
+  group, every descendant, and descendants that left it with ``setsid`` (the engine makes itself a child
+  subreaper with ``prctl(PR_SET_CHILD_SUBREAPER)``, so orphans of the script are re-parented to it
+  rather than to init, and are found by walking ``/proc``). Background children of a script that
+  finished in time are left running (an ApplicationStart may start a daemon).
+- The log is sealed (0600, opened without following symlinks) and keeps everything. A non-zero exit
+  (or a signal) fails the event; only then does the result carry the last 40 lines / 4 KiB of this
+  script's output, after a redaction pass (``redact``), or nothing with ``output="none"``.
 """
 
 from __future__ import annotations
@@ -35,17 +40,33 @@ from __future__ import annotations
 import errno
 import os
 import pwd
+import re
 import signal
 import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
+from ansible_collections.rollwright.deploy.plugins.module_utils import host_fs as _fs
+
 DEFAULT_TIMEOUT = 3600
 DEFAULT_GRACE = 30
 TAIL_LINES = 40
 TAIL_BYTES = 4096
 BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+OUTPUT_ON_FAILURE = "failure"
+OUTPUT_NONE = "none"
+OUTPUT_CHOICES = (OUTPUT_ON_FAILURE, OUTPUT_NONE)
+LOG_MODE = 0o600
+PR_SET_CHILD_SUBREAPER = 36
+REDACTED = "[REDACTED]"
+# NAME=value / NAME: value where NAME mentions a password, secret or token (any case, any affixes)
+_SECRET_ASSIGNMENT = re.compile(r"(?i)\b([A-Za-z0-9_.-]*(?:PASSWORD|PASSWD|SECRET|TOKEN)[A-Za-z0-9_.-]*)(\s*[=:]\s*)(\"[^\"]*\"|'[^']*'|\S+)")
+_AWS_ACCESS_KEY = re.compile(r"\b(?:AKIA|ASIA|AROA|AIDA|AGPA|ANPA|ANVA|AIPA)[A-Z0-9]{16}\b")
+# a 40-character base64 word with upper case, lower case and a digit: the shape of an AWS secret access key
+# (lower-case hex digests such as git or sha1 ids have no upper case and are left alone)
+_AWS_SECRET = re.compile(r"(?<![A-Za-z0-9/+=])(?=[A-Za-z0-9/+]*[A-Z])(?=[A-Za-z0-9/+]*[a-z])(?=[A-Za-z0-9/+]*[0-9])"
+                         r"[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])")
 
 
 class HookError(Exception):
@@ -159,22 +180,20 @@ def script_path(root: str, location: str) -> str:
     return path
 
 
+def redact(text: str) -> str:
+    """Mask common secret shapes in hook output before it leaves the host: ``*PASSWORD*=``, ``*SECRET*=``,
+    ``*TOKEN*=`` assignments (value masked, name kept), AWS access key ids and secret-access-key shapes."""
+    text = _SECRET_ASSIGNMENT.sub(lambda m: m.group(1) + m.group(2) + REDACTED, text)
+    text = _AWS_ACCESS_KEY.sub(REDACTED, text)
+    return _AWS_SECRET.sub(REDACTED, text)
+
+
 def _tail(data: bytes) -> str:
     data = data[-TAIL_BYTES:]
     lines = data.split(b"\n")
     if lines and lines[-1] == b"":
         lines = lines[:-1]
     return b"\n".join(lines[-TAIL_LINES:]).decode("utf-8", "replace")
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _signal_group(pgid: int, sig: int) -> None:
@@ -184,13 +203,105 @@ def _signal_group(pgid: int, sig: int) -> None:
         pass
 
 
+def open_log(log_file: str) -> int:
+    """An append descriptor on the sealed log: 0600, in a directory reached without following symlinks
+    (created 0700 when missing), never through a symlink or hard link at the log's own name."""
+    uids = frozenset({0, os.geteuid()})
+    with _fs.parent_dir(log_file, uids, create_mode=0o700) as (dfd, name):
+        return _fs.open_append_at(dfd, name, LOG_MODE)
+
+
 def _append(log_file: str, text: str) -> None:
-    with open(log_file, "ab") as handle:
-        handle.write(text.encode("utf-8", "replace"))
+    fd = open_log(log_file)
+    try:
+        os.write(fd, text.encode("utf-8", "replace"))
+    finally:
+        os.close(fd)
+
+
+# ---------------------------------------------------------------------------------------------
+# containment: find and kill everything a timed-out script started, setsid children included
+# ---------------------------------------------------------------------------------------------
+
+def become_subreaper() -> bool:
+    """Make this process a child subreaper (orphaned descendants are re-parented to us, not to init)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _process_table(zombies: bool = False) -> dict:
+    """pid -> (ppid, session, process group) of every live process visible in /proc (zombies only when asked)."""
+    table = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as handle:
+                raw = handle.read().decode("ascii", "replace")
+        except OSError:
+            continue
+        fields = raw[raw.rfind(")") + 2:].split()
+        if len(fields) < 4 or (fields[0] in ("Z", "X")) != zombies:
+            continue
+        table[int(entry)] = (int(fields[1]), int(fields[3]), int(fields[2]))
+    return table
+
+
+def contained(root_pid: int, orphans_before: set) -> set:
+    """Live processes belonging to the script ``root_pid``: its descendants, members of its session, and
+    orphans re-parented to us (the subreaper) since it started."""
+    me = os.getpid()
+    table = _process_table()
+    found = {root_pid} if root_pid in table else set()
+    found |= {pid for pid, (ppid, sid, _pgrp) in table.items() if sid == root_pid
+              or (ppid == me and pid not in orphans_before and pid != root_pid)}
+    grew = True
+    while grew:
+        grew = False
+        for pid, (ppid, _sid, _pgrp) in table.items():
+            if ppid in found and pid not in found and pid != me:
+                found.add(pid)
+                grew = True
+    found.discard(me)
+    return found
+
+
+def our_children() -> set:
+    me = os.getpid()
+    return {pid for pid, (ppid, _sid, _pgrp) in _process_table().items() if ppid == me}
+
+
+def _signal_all(pids: set, sig: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _reap(orphans_before: set) -> None:
+    """Collect our zombie children (re-parented orphans of the script) so they do not look alive."""
+    me = os.getpid()
+    for pid, (ppid, _sid, _pgrp) in _process_table(zombies=True).items():
+        if ppid == me and pid not in orphans_before:
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+
+
+def _group_has_live(pgid: int) -> bool:
+    return any(pgrp == pgid for _ppid, _sid, pgrp in _process_table().values())
 
 
 def run_script(location: str, root: str, *, event: str, env: dict, log_file: str,
-               timeout: float = DEFAULT_TIMEOUT, grace: float = DEFAULT_GRACE, runas: str | None = None) -> ScriptResult:
+               timeout: float = DEFAULT_TIMEOUT, grace: float = DEFAULT_GRACE, runas: str | None = None,
+               output: str = OUTPUT_ON_FAILURE) -> ScriptResult:
     """Run one hook script; never raises for a script failure (the result says what happened)."""
     timeout = float(timeout or DEFAULT_TIMEOUT)
     result = ScriptResult(location=location, path="", exit_code=None, duration=0.0, log_file=log_file,
@@ -201,7 +312,6 @@ def run_script(location: str, root: str, *, event: str, env: dict, log_file: str
         result.error = str(exc)
         return result
     result.path = path
-    os.makedirs(os.path.dirname(log_file), exist_ok=True)
     _append(log_file, f"{now_iso()} [{event}] Script - {location}" + (f" (runas {runas})" if runas else "") + "\n")
     if not os.path.isfile(path):
         result.error = f"script {location} does not exist at {path}" if not os.path.lexists(path) else \
@@ -235,14 +345,16 @@ def run_script(location: str, root: str, *, event: str, env: dict, log_file: str
         result.error = str(exc)
         return result
 
-    with open(log_file, "ab") as out:
-        out.flush()
-        offset = out.tell()
+    become_subreaper()
+    orphans_before = our_children()
+    log_fd = open_log(log_file)
+    try:
+        offset = os.lseek(log_fd, 0, os.SEEK_END)
         started = time.monotonic()
         proc = None
         for argv in ([path], ["/bin/sh", path]):
             try:
-                proc = subprocess.Popen(argv, cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=out,
+                proc = subprocess.Popen(argv, cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=log_fd,
                                         stderr=subprocess.STDOUT, close_fds=True, start_new_session=True, **kwargs)
                 break
             except OSError as exc:
@@ -250,38 +362,62 @@ def run_script(location: str, root: str, *, event: str, env: dict, log_file: str
                     continue  # no shebang: the agent's Ruby runs it with /bin/sh
                 result.error = f"script {location} could not be started: {exc.strerror or exc}"
                 break
-    if proc is None:
+        if proc is None:
+            result.duration = round(time.monotonic() - started, 3)
+            os.write(log_fd, f"{now_iso()} [{event}] {result.error}\n".encode())
+            return result
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            result.timed_out = True
+            result.killed = _stop_everything(proc, orphans_before, grace)
         result.duration = round(time.monotonic() - started, 3)
-        _append(log_file, f"{now_iso()} [{event}] {result.error}\n")
-        return result
-
-    pgid = proc.pid  # start_new_session: the script leads its own process group
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        result.timed_out = True
-        _signal_group(pgid, signal.SIGTERM)
-        deadline = time.monotonic() + max(0.0, float(grace))
-        while time.monotonic() < deadline:
-            if proc.poll() is not None and not _group_alive(pgid):
-                break
-            time.sleep(0.05)
-        if proc.poll() is None or _group_alive(pgid):
-            result.killed = True
-            _signal_group(pgid, signal.SIGKILL)
-        proc.wait()
-    result.duration = round(time.monotonic() - started, 3)
-    result.exit_code = proc.returncode
-    with open(log_file, "rb") as handle:
-        handle.seek(offset)
-        result.output_tail = _tail(handle.read())
-    outcome = "succeeded" if result.succeeded else result.describe_failure()
-    _append(log_file, f"{now_iso()} [{event}] Script - {location}: {outcome} ({result.duration:.3f} s)\n")
+        result.exit_code = proc.returncode
+        if not result.succeeded and output != OUTPUT_NONE:
+            end = os.lseek(log_fd, 0, os.SEEK_END)
+            start = max(offset, end - TAIL_BYTES)
+            result.output_tail = redact(_tail(os.pread(log_fd, end - start, start)))
+        outcome = "succeeded" if result.succeeded else result.describe_failure()
+        os.write(log_fd, f"{now_iso()} [{event}] Script - {location}: {outcome} ({result.duration:.3f} s)\n".encode())
+    finally:
+        os.close(log_fd)
     return result
 
 
+def _stop_everything(proc: subprocess.Popen, orphans_before: set, grace: float) -> bool:
+    """SIGTERM the timed-out script and everything it started; SIGKILL what is left after ``grace`` seconds.
+    Returns True when SIGKILL was needed."""
+    pgid = proc.pid  # start_new_session: the script leads its own process group
+    targets = contained(proc.pid, orphans_before)
+    _signal_group(pgid, signal.SIGTERM)
+    _signal_all(targets, signal.SIGTERM)
+    deadline = time.monotonic() + max(0.0, float(grace))
+    while time.monotonic() < deadline:
+        proc.poll()
+        _reap(orphans_before)
+        targets = contained(proc.pid, orphans_before)
+        if proc.returncode is not None and not targets and not _group_has_live(pgid):
+            return False
+        time.sleep(0.05)
+    killed = False
+    for _round in range(20):  # a process may fork while we look: repeat until nothing is left
+        left = contained(proc.pid, orphans_before)
+        if proc.poll() is None:
+            left.add(proc.pid)
+        if not left and not _group_has_live(pgid):
+            break
+        killed = True
+        _signal_group(pgid, signal.SIGKILL)
+        _signal_all(left, signal.SIGKILL)
+        time.sleep(0.02)
+        _reap(orphans_before)
+    proc.wait()
+    _reap(orphans_before)
+    return killed
+
+
 def run_event(event: str, hooks: list, root: str, context: HookContext, log_file: str,
-              grace: float = DEFAULT_GRACE) -> EventResult:
+              grace: float = DEFAULT_GRACE, output: str = OUTPUT_ON_FAILURE) -> EventResult:
     """Run the scripts of one event in order; stop at the first failing script."""
     result = EventResult(name=event, status="Succeeded", start=now_iso())
     started = time.monotonic()
@@ -290,7 +426,6 @@ def run_event(event: str, hooks: list, root: str, context: HookContext, log_file
         result.end = now_iso()
         result.message = "no scripts for this event"
         return result
-    os.makedirs(os.path.dirname(log_file), exist_ok=True)
     _append(log_file, f"{now_iso()} LifecycleEvent - {event}\n")
     for hook in hooks:
         runas = hook.get("runas") or None
@@ -300,7 +435,7 @@ def run_event(event: str, hooks: list, root: str, context: HookContext, log_file
             env = {}
             result.message = str(exc)
         script = run_script(hook.get("location") or "", root, event=event, env=env, log_file=log_file,
-                            timeout=hook.get("timeout") or DEFAULT_TIMEOUT, grace=grace, runas=runas)
+                            timeout=hook.get("timeout") or DEFAULT_TIMEOUT, grace=grace, runas=runas, output=output)
         result.scripts.append(script)
         if not script.succeeded:
             result.status = "Failed"

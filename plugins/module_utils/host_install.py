@@ -47,7 +47,9 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 
+from ansible_collections.rollwright.deploy.plugins.module_utils import appspec as _appspec
 from ansible_collections.rollwright.deploy.plugins.module_utils import hook_runner as _hooks
+from ansible_collections.rollwright.deploy.plugins.module_utils import host_fs as _fs
 from ansible_collections.rollwright.deploy.plugins.module_utils import lifecycle as _lifecycle
 from ansible_collections.rollwright.deploy.plugins.module_utils import revision as _revision
 
@@ -70,57 +72,64 @@ class StateError(Exception):
 # small file helpers
 # ---------------------------------------------------------------------------------------------
 
-def atomic_write(path: str, data: str, mode: int = 0o644) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same directory and a rename."""
-    directory = os.path.dirname(path) or "."
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=directory)
+STATE_DIR_MODE = 0o711  # traversable (scripts run as another user reach their revision), not listable
+SEALED_DIR_MODE = 0o700
+SEALED_FILE_MODE = 0o600
+
+
+def state_uids() -> frozenset:
+    """Who may own the host state tree: root and the engine's own user."""
+    return frozenset({0, os.geteuid()})
+
+
+def _unsafe(exc: _fs.UnsafePathError) -> StateError:
+    return StateError(f"host state: {exc}")
+
+
+def atomic_write(path: str, data: str, mode: int = SEALED_FILE_MODE) -> None:
+    """Replace state file ``path`` atomically (temporary file in the same directory, rename), without following
+    a symlink anywhere on the way; missing directories are created traversable but not listable."""
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+        with _fs.parent_dir(path, state_uids(), create_mode=STATE_DIR_MODE) as (dfd, name):
+            _fs.write_bytes_at(dfd, name, data.encode("utf-8"), mode)
+    except _fs.UnsafePathError as exc:
+        raise _unsafe(exc) from None
 
 
 def atomic_write_json(path: str, obj) -> None:
     atomic_write(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
-def read_json(path: str, default=None):
+def read_text(path: str) -> str | None:
+    """A state file's text, or None when it (or its directory) does not exist; symlinks are refused."""
     try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
+        with _fs.parent_dir(path, state_uids()) as (dfd, name):
+            return _fs.read_bytes_at(dfd, name).decode("utf-8")
     except FileNotFoundError:
+        return None
+    except _fs.UnsafePathError as exc:
+        raise _unsafe(exc) from None
+    except OSError as exc:
+        raise StateError(f"host state: cannot read {path}: {exc.strerror or exc}") from None
+
+
+def read_json(path: str, default=None):
+    text = read_text(path)
+    if text is None:
         return default
+    try:
+        return json.loads(text)
     except ValueError as exc:
         raise StateError(f"{path} is not valid JSON: {exc}") from exc
 
 
-def makedirs_traversable(path: str) -> None:
-    """Create missing directories of ``path`` with mode 0755 whatever the umask, so hook scripts that run
-    as another user (runas) can reach the unpacked revision."""
-    missing = []
-    current = os.path.abspath(path)
-    while not os.path.isdir(current):
-        missing.append(current)
-        parent = os.path.dirname(current)
-        if parent == current:
-            break
-        current = parent
-    for directory in reversed(missing):
-        try:
-            os.mkdir(directory, 0o755)
-        except FileExistsError:
-            continue
-        os.chmod(directory, 0o755)
+def ensure_state_dir(path: str, mode: int) -> None:
+    """Create (or re-seal) a directory of the state tree with exactly ``mode``, refusing symlinks on the way."""
+    try:
+        with _fs.dir_fd(path, state_uids(), create_mode=STATE_DIR_MODE) as dfd:
+            os.fchmod(dfd, mode)
+    except _fs.UnsafePathError as exc:
+        raise _unsafe(exc) from None
 
 
 def validate_component(value: str, what: str) -> str:
@@ -192,11 +201,7 @@ class HostState:
 
     # pointers -----------------------------------------------------------------------------
     def _read_pointer(self, name: str) -> str | None:
-        try:
-            with open(os.path.join(self.group_dir, name), encoding="utf-8") as handle:
-                value = handle.read().strip()
-        except FileNotFoundError:
-            return None
+        value = (read_text(os.path.join(self.group_dir, name)) or "").strip()
         return value or None
 
     def _write_pointer(self, name: str, deployment_id: str) -> None:
@@ -218,11 +223,17 @@ class HostState:
         self._write_pointer("most_recent", deployment_id)
 
     # per-deployment records ---------------------------------------------------------------
-    def ensure_deployment_dir(self, deployment_id: str) -> str:
+    def ensure_group_dir(self) -> None:
+        ensure_state_dir(self.group_dir, STATE_DIR_MODE)
+
+    def ensure_deployment_dir(self, deployment_id: str, traversable: bool = False) -> str:
+        """The deployment's directory, sealed (0700), or 0711 when scripts run as another user must reach its
+        revision; its logs directory is always 0700."""
         path = self.deployment_dir(deployment_id)
-        makedirs_traversable(path)
-        os.makedirs(self.logs_dir(deployment_id), exist_ok=True)
-        if not os.path.exists(os.path.join(path, ".created")):
+        ensure_state_dir(self.deployments_dir, STATE_DIR_MODE)
+        ensure_state_dir(path, STATE_DIR_MODE if traversable else SEALED_DIR_MODE)
+        ensure_state_dir(self.logs_dir(deployment_id), SEALED_DIR_MODE)
+        if read_text(os.path.join(path, ".created")) is None:
             atomic_write(os.path.join(path, ".created"), f"{time.time():.6f}\n")
         return path
 
@@ -245,48 +256,72 @@ class HostState:
         """The unpacked revision's root (archive/ or its single top-level directory), if unpacked."""
         revision = self.load_revision(deployment_id) or {}
         archive = self.archive_dir(deployment_id)
-        if not os.path.isdir(archive):
+        try:
+            with _fs.dir_fd(archive, state_uids()):
+                pass  # the whole way to it is ours and free of symlinks
+        except (FileNotFoundError, NotADirectoryError):
             return None
+        except _fs.UnsafePathError as exc:
+            raise _unsafe(exc) from None
         rel = revision.get("bundle_root") or "."
         root = os.path.normpath(os.path.join(archive, rel))
         if root != archive and not root.startswith(archive + os.sep):
             raise StateError(f"{self.revision_file(deployment_id)}: bundle_root {rel!r} leaves the archive directory")
+        if os.path.islink(root):
+            raise StateError(f"host state: refusing {root}: is a symlink (never followed by the engine)")
         return root if os.path.isdir(root) else None
 
     def created_at(self, deployment_id: str) -> float:
-        path = self.deployment_dir(deployment_id)
         try:
-            with open(os.path.join(path, ".created"), encoding="utf-8") as handle:
-                return float(handle.read().strip())
-        except (OSError, ValueError):
+            return float((read_text(os.path.join(self.deployment_dir(deployment_id), ".created")) or "").strip())
+        except (StateError, ValueError):
             try:
-                return os.stat(path).st_mtime
+                return os.lstat(self.deployment_dir(deployment_id)).st_mtime
             except OSError:
                 return 0.0
 
     def list_deployments(self) -> list[str]:
-        """Deployment ids kept on this host, oldest first."""
+        """Deployment ids kept on this host, oldest first (symlinks in the deployments directory are not ours)."""
         try:
-            names = [n for n in os.listdir(self.deployments_dir) if os.path.isdir(os.path.join(self.deployments_dir, n))]
+            with _fs.dir_fd(self.deployments_dir, state_uids()) as dfd:
+                names = [n for n in os.listdir(dfd) if _NAME_RE.match(n) and _fs.is_dir_at(dfd, n)]
         except FileNotFoundError:
             return []
+        except _fs.UnsafePathError as exc:
+            raise _unsafe(exc) from None
         return sorted(names, key=lambda n: (self.created_at(n), n))
 
+    def remove_below(self, parent: str, name: str) -> None:
+        """Remove ``name`` (a tree) below state directory ``parent``, following no symlink."""
+        try:
+            with _fs.dir_fd(parent, state_uids()) as dfd:
+                _fs.rmtree_at(dfd, name)
+        except FileNotFoundError:
+            pass
+        except _fs.UnsafePathError as exc:
+            raise _unsafe(exc) from None
+
+    def remove_archive(self, deployment_id: str) -> None:
+        self.remove_below(self.deployment_dir(deployment_id), "archive")
+
     def prune(self, keep: int, current: str | None = None) -> list[str]:
-        """Keep at most ``keep`` deployment dirs (the current one included, like the agent);
-        never delete the current one nor the last successful one. Returns the removed ids."""
+        """Keep at most ``keep`` deployment dirs (the current one included, like the agent); never delete the
+        current one nor the last successful one. Of the kept ones, only those two keep their unpacked revision
+        (the previous-revision rule needs no other). Returns the removed ids."""
         if not isinstance(keep, int) or keep < 1:
             raise StateError(f"keep_revisions must be an integer >= 1, got {keep!r}")
         protected = {d for d in (current, self.last_successful) if d}
-        others = [d for d in self.list_deployments() if d != current]
+        kept = self.list_deployments()
+        others = [d for d in kept if d != current]
         extra = len(others) - keep + (1 if current else 0)
-        if extra <= 0:
-            return []
-        candidates = [d for d in others if d not in protected]
         removed = []
-        for deployment_id in candidates[:extra]:
-            shutil.rmtree(self.deployment_dir(deployment_id), ignore_errors=True)
-            removed.append(deployment_id)
+        if extra > 0:
+            for deployment_id in [d for d in others if d not in protected][:extra]:
+                self.remove_below(self.deployments_dir, deployment_id)
+                removed.append(deployment_id)
+        for deployment_id in kept:
+            if deployment_id not in protected and deployment_id not in removed:
+                self.remove_archive(deployment_id)
         return removed
 
 
@@ -294,23 +329,37 @@ class HostState:
 # cleanup list
 # ---------------------------------------------------------------------------------------------
 
-def undo_cleanup(paths: list[str]) -> list[str]:
+def undo_cleanup(paths: list[str], trusted_uids) -> list[str]:
     """Delete what a previous install created: reverse creation order (deepest first); files and
-    symlinks are deleted, directories removed only when empty; missing paths are ignored."""
+    symlinks are deleted (a symlink itself, never its target), directories removed only when empty;
+    missing paths are ignored.
+
+    Every path is reached from ``/`` without following symlinks, through directories owned by
+    ``trusted_uids``. All paths are checked before anything is deleted; a path whose parent is a
+    symlink or is owned by someone else fails the undo, naming it (nothing is deleted through it).
+    """
+    refused = []
+    for path in paths:
+        try:
+            with _fs.parent_dir(path, trusted_uids):
+                pass
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except _fs.UnsafePathError as exc:
+            refused.append(str(exc))
+    if refused:
+        raise InstallError("cannot undo the previous install's cleanup list, nothing was removed: " + "; ".join(refused[:5])
+                           + (f" and {len(refused) - 5} more" if len(refused) > 5 else ""))
     removed = []
     for path in reversed(paths):
         try:
-            if os.path.islink(path) or (os.path.lexists(path) and not os.path.isdir(path)):
-                os.unlink(path)
-                removed.append(path)
-            elif os.path.isdir(path):
-                try:
-                    os.rmdir(path)
+            with _fs.parent_dir(path, trusted_uids) as (dfd, name):
+                if _fs.remove_at(dfd, name):
                     removed.append(path)
-                except OSError:
-                    pass  # not empty: something not ours lives there
-        except FileNotFoundError:
-            pass
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except _fs.UnsafePathError as exc:  # swapped after the check: stop, naming it
+            raise InstallError(f"cleanup of the previous install stopped: {exc}") from None
     return removed
 
 
@@ -673,30 +722,45 @@ def plan_install(appspec: dict, bundle_root: str, file_exists_behavior: str = "D
 # execution
 # ---------------------------------------------------------------------------------------------
 
-def _copy_one(source: str, dest: str, overwrite: bool) -> None:
-    if overwrite:
-        directory = os.path.dirname(dest)
-        tmp = os.path.join(directory, f".{os.path.basename(dest)}.rollwright-{os.getpid()}")
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
-        _copy_one(source, tmp, False)
-        os.replace(tmp, dest)
-        return
-    if os.path.islink(source):
-        os.symlink(os.readlink(source), dest)
-    else:
-        shutil.copy2(source, dest, follow_symlinks=False)
-    if os.geteuid() == 0:
-        st = os.lstat(source)
-        try:
-            os.lchown(dest, st.st_uid, st.st_gid)
-        except OSError:
-            pass
+def destination_uids(*appspecs_or_records) -> frozenset:
+    """Who may own a directory on the way to a destination or cleanup path: root, the engine's own user and
+    every owner the appspec's permissions name (they own what the install gave them). Accepts normalised
+    appspecs and install records."""
+    uids = set(state_uids())
+    for item in appspecs_or_records:
+        item = item or {}
+        recorded = [i for i in item.get("instructions") or [] if i.get("type") == "permissions"]
+        perms = list(item.get("permissions") or []) + recorded
+        for perm in perms:
+            owner = perm.get("owner")
+            if owner:
+                try:
+                    uids.add(pwd.getpwnam(owner).pw_uid)
+                except KeyError:
+                    pass
+    return frozenset(uids)
 
 
-def _run(cmd: list[str], what: str) -> None:
+def _copy_one(source: str, dest: str, overwrite: bool, trusted_uids) -> None:
+    """Copy one planned file or symlink to ``dest`` through a descriptor of its parent (see host_fs)."""
+    st = os.lstat(source)
+    owner = (st.st_uid, st.st_gid) if os.geteuid() == 0 else None
+    with _fs.parent_dir(dest, trusted_uids) as (dfd, name):
+        if _stat.S_ISLNK(st.st_mode):
+            _fs.symlink_at(os.readlink(source), dfd, name, replace=overwrite, owner=owner)
+        else:
+            _fs.copy_file_at(source, dfd, name, replace=overwrite, owner=owner)
+
+
+def _mkdir_one(dest: str, trusted_uids) -> None:
+    with _fs.parent_dir(dest, trusted_uids) as (dfd, name):
+        _fs.mkdir_at(dfd, name, 0o755)
+
+
+def _run(cmd: list[str], what: str, pass_fds=()) -> None:
     try:
-        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
+        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False,
+                              pass_fds=tuple(pass_fds))
     except FileNotFoundError as exc:
         raise InstallError(f"{what}: command {cmd[0]!r} not found on this host") from exc
     if proc.returncode != 0:
@@ -717,46 +781,71 @@ def _context_range(value) -> str | None:
     return str(value)
 
 
-def apply_permission(op: PermissionOp, warnings: list[str]) -> None:
-    path = op.path
-    is_link = os.path.islink(path)
-    where = f"permissions[{op.index}] on {path}"
-    if op.mode is not None and not is_link:
+def _ids(op: PermissionOp) -> tuple[int, int]:
+    uid = gid = -1
+    if op.owner is not None:
+        try:
+            uid = pwd.getpwnam(op.owner).pw_uid
+        except KeyError as exc:
+            raise InstallError(f"permissions[{op.index}].owner: no user named {op.owner!r} on this host") from exc
+    if op.group is not None:
+        try:
+            gid = grp.getgrnam(op.group).gr_gid
+        except KeyError as exc:
+            raise InstallError(f"permissions[{op.index}].group: no group named {op.group!r} on this host") from exc
+    return uid, gid
+
+
+def apply_permission(op: PermissionOp, warnings: list[str], trusted_uids=None) -> None:
+    """chmod, setfacl, chcon, chown (the agent's order) on the object itself: reached through its parent's
+    descriptor, changed through its own descriptor (a symlink gets only chcon -h and lchown)."""
+    where = f"permissions[{op.index}] on {op.path}"
+    mode = None
+    if op.mode is not None:
         try:
             mode = int(str(op.mode), 8)
         except ValueError as exc:
             raise InstallError(f"permissions[{op.index}].mode must be an octal string like '0644', got {op.mode!r}") from exc
-        os.chmod(path, mode)
-    if op.acls and not is_link:
-        acl = full_acl(list(op.acls), os.stat(path).st_mode & 0o777)
-        _run(["setfacl", "--set", ",".join(acl), path], where)
-    if op.context and op.context.get("type"):
-        if selinux_enabled():
-            cmd = ["chcon"]
-            if op.context.get("user"):
-                cmd += ["-u", op.context["user"]]
-            cmd += ["-t", op.context["type"]]
-            rng = _context_range(op.context.get("range"))
-            if rng:
-                cmd += ["-l", rng]
-            if is_link:
-                cmd.append("-h")
-            _run(cmd + [path], where)
-        else:
-            warnings.append(f"{where}: SELinux is not enabled on this host ({SELINUX_ENFORCE} missing); context not applied")
-    if op.owner is not None or op.group is not None:
-        uid = gid = -1
-        if op.owner is not None:
-            try:
-                uid = pwd.getpwnam(op.owner).pw_uid
-            except KeyError as exc:
-                raise InstallError(f"permissions[{op.index}].owner: no user named {op.owner!r} on this host") from exc
-        if op.group is not None:
-            try:
-                gid = grp.getgrnam(op.group).gr_gid
-            except KeyError as exc:
-                raise InstallError(f"permissions[{op.index}].group: no group named {op.group!r} on this host") from exc
-        os.lchown(path, uid, gid)
+    uid, gid = _ids(op) if (op.owner is not None or op.group is not None) else (-1, -1)
+    with _fs.parent_dir(op.path, trusted_uids if trusted_uids is not None else state_uids()) as (dfd, name):
+        st = _fs.lstat_at(dfd, name)
+        if st is None:
+            raise InstallError(f"{where}: the path disappeared after it was installed")
+        if _stat.S_ISLNK(st.st_mode):
+            _apply_context(op, f"{_fs.fd_path(dfd)}/{name}", [dfd], True, where, warnings)
+            if uid != -1 or gid != -1:
+                os.chown(name, uid, gid, dir_fd=dfd, follow_symlinks=False)
+            return
+        tfd = _fs.open_nofollow_at(dfd, name)
+        try:
+            if mode is not None:
+                os.fchmod(tfd, mode)
+            if op.acls:
+                acl = full_acl(list(op.acls), os.fstat(tfd).st_mode & 0o777)
+                _run(["setfacl", "--set", ",".join(acl), _fs.fd_path(tfd)], where, pass_fds=[tfd])
+            _apply_context(op, _fs.fd_path(tfd), [tfd], False, where, warnings)
+            if uid != -1 or gid != -1:
+                os.fchown(tfd, uid, gid)
+        finally:
+            os.close(tfd)
+
+
+def _apply_context(op: PermissionOp, target: str, fds: list, is_link: bool, where: str, warnings: list[str]) -> None:
+    if not (op.context and op.context.get("type")):
+        return
+    if not selinux_enabled():
+        warnings.append(f"{where}: SELinux is not enabled on this host ({SELINUX_ENFORCE} missing); context not applied")
+        return
+    cmd = ["chcon"]
+    if op.context.get("user"):
+        cmd += ["-u", op.context["user"]]
+    cmd += ["-t", op.context["type"]]
+    rng = _context_range(op.context.get("range"))
+    if rng:
+        cmd += ["-l", rng]
+    if is_link:
+        cmd.append("-h")
+    _run(cmd + [target], where, pass_fds=fds)
 
 
 def path_signature(path: str) -> dict | None:
@@ -810,6 +899,19 @@ def installed_unchanged(state: HostState, deployment_id: str) -> bool:
     return all(path_signature(path) == sig for path, sig in signatures.items())
 
 
+def check_destinations(appspec: dict, trusted_uids) -> None:
+    """Refuse, before anything is removed or copied, a destination whose existing part runs through a symlink,
+    a non-directory or a directory owned by someone the appspec does not name."""
+    for index, item in enumerate(appspec.get("files") or []):
+        destination = item.get("destination")
+        if not destination or not os.path.isabs(destination):
+            raise InstallError(f"files[{index}].destination must be an absolute path, got {destination!r}")
+        try:
+            _fs.check_existing_part(destination, trusted_uids)
+        except _fs.UnsafePathError as exc:
+            raise InstallError(f"files[{index}].destination {destination}: {exc}") from None
+
+
 def install(state: HostState, deployment_id: str, appspec: dict, bundle_root: str,
             file_exists_behavior: str = "DISALLOW", check_mode: bool = False) -> InstallResult:
     """The Install lifecycle event (see the module docstring)."""
@@ -828,8 +930,10 @@ def install(state: HostState, deployment_id: str, appspec: dict, bundle_root: st
                              overwritten=plan.overwritten, retained=plan.retained, removed=sorted(gone),
                              permissions=[p.path for p in plan.permissions],
                              message=f"check mode: would remove {len(gone)} path(s) of the previous install and create {len(plan.ops)}")
-    os.makedirs(state.group_dir, exist_ok=True)
-    removed = undo_cleanup(previous)
+    state.ensure_group_dir()
+    uids = destination_uids(appspec, read_json(state.install_file, default=None))
+    check_destinations(appspec, uids)
+    removed = undo_cleanup(previous, uids)
     plan = plan_install(appspec, bundle_root, behavior)
     created = plan.created
     atomic_write_json(state.install_file, {
@@ -843,12 +947,14 @@ def install(state: HostState, deployment_id: str, appspec: dict, bundle_root: st
     try:
         for op in plan.ops:
             if op.kind == "mkdir":
-                os.mkdir(op.destination)
+                _mkdir_one(op.destination, uids)
             else:
-                _copy_one(op.source, op.destination, op.overwrite)
+                _copy_one(op.source, op.destination, op.overwrite, uids)
         for perm in plan.permissions:
-            apply_permission(perm, result.warnings)
+            apply_permission(perm, result.warnings, uids)
             result.permissions.append(perm.path)
+    except _fs.UnsafePathError as exc:
+        raise InstallError(f"install stopped: {exc}") from None
     except OSError as exc:
         raise InstallError(f"install failed at {getattr(exc, 'filename', None) or '?'}: {exc.strerror or exc}") from exc
     atomic_write_json(state.install_file, {
@@ -901,6 +1007,9 @@ class DeploymentRequest:
     keep_revisions: int = DEFAULT_KEEP_REVISIONS
     complete: bool = False
     check_mode: bool = False
+    unpack_limits: dict | None = None
+    hook_output: str = _hooks.OUTPUT_ON_FAILURE
+    bundle_entries: dict | None = None  # check mode: the bundle's members (path -> file|dir|link), read on the controller
 
 
 @dataclass
@@ -916,10 +1025,42 @@ class DeploymentRun:
     last_successful_before: str | None = None
     last_successful_after: str | None = None
     pruned: list = field(default_factory=list)
+    plan: dict | None = None
 
     @property
     def failed(self) -> bool:
         return self.failed_event is not None
+
+    def build_plan(self) -> dict:
+        """What the events would do (check mode): the scripts each would run (and whose revision they come
+        from) and the files Install would create, overwrite and remove."""
+        events, files = [], {"create": [], "overwrite": [], "remove": []}
+        for item in self.events:
+            source = item.get("revision_deployment_id")
+            events.append({"event": item["name"], "scripts": [
+                {"location": s.get("location"), "runas": s.get("runas"), "timeout": s.get("timeout"), "from_revision": source}
+                for s in item.get("scripts") or []]})
+            install_plan = item.get("install")
+            if install_plan:
+                overwritten = set(install_plan.get("overwritten") or [])
+                files["create"] = [p for p in install_plan.get("created") or [] if p not in overwritten]
+                files["overwrite"] = sorted(overwritten)
+                files["remove"] = list(install_plan.get("removed") or [])
+        return {"events": events, "files": files}
+
+    def diff(self) -> dict | None:
+        """An Ansible diff of the files Install changed (or would change): paths before and after."""
+        install_event = next((e for e in self.events if e.get("install")), None)
+        if install_event is None:
+            return None
+        data = install_event["install"]
+        removed = set(data.get("removed") or [])
+        created = list(data.get("created") or [])
+        before = sorted(removed | set(data.get("overwritten") or []))
+        after = sorted(set(created))
+        return {"before_header": "paths of the previous install (removed or overwritten)",
+                "after_header": f"paths installed by {self.deployment_id}",
+                "before": "".join(p + "\n" for p in before), "after": "".join(p + "\n" for p in after)}
 
     def to_dict(self) -> dict:
         return {
@@ -927,11 +1068,42 @@ class DeploymentRun:
             "events": self.events, "failed_event": self.failed_event, "message": self.message,
             "changed": self.changed, "pruned": self.pruned,
             "last_successful": {"before": self.last_successful_before, "after": self.last_successful_after},
+            **({"plan": self.plan} if self.plan is not None else {}),
         }
 
 
 class _EventFailed(Exception):
     pass
+
+
+def bundle_skeleton(entries: dict) -> str:
+    """A private temporary tree with the bundle's names (empty files, directories, dangling links), so check mode
+    plans the install exactly without the bundle on the host. The caller removes it."""
+    base = tempfile.mkdtemp(prefix="rollwright-plan-")
+    for rel in sorted(entries, key=lambda r: r.count("/")):
+        parts = [p for p in str(rel).split("/") if p not in ("", ".")]
+        if not parts or ".." in parts:
+            continue
+        path = os.path.join(base, *parts)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        kind = entries[rel]
+        if kind == "dir":
+            os.makedirs(path, exist_ok=True)
+        elif kind == "link":
+            os.symlink("rollwright-plan-placeholder", path)
+        elif not os.path.lexists(path):
+            with open(path, "w", encoding="utf-8"):
+                pass
+    return base
+
+
+def validate_host_appspec(data, what: str) -> dict:
+    """Re-validate a normalised appspec on the host (the controller's word is not enough) and return its
+    normalised form; StateError lists every problem."""
+    try:
+        return _appspec.AppSpec.from_dict(data, what).to_dict()
+    except _appspec.AppSpecError as exc:
+        raise StateError(f"the {what} given to the host is not a valid normalised appspec: " + "; ".join(exc.errors)) from None
 
 
 class HostDeployment:
@@ -944,6 +1116,10 @@ class HostDeployment:
         self.state = state
         self.req = request
         validate_deployment_id(request.deployment_id)
+        if request.appspec is not None:
+            request.appspec = validate_host_appspec(request.appspec, "appspec")
+        if request.hook_output not in _hooks.OUTPUT_CHOICES:
+            raise StateError(f"hook_output must be one of {', '.join(_hooks.OUTPUT_CHOICES)}, got {request.hook_output!r}")
         self.events = lifecycle.validate_events(request.events, allow_controller_events=False)
         self.id = request.deployment_id
         self.run = DeploymentRun(deployment_id=self.id, deployment_dir=state.deployment_dir(self.id),
@@ -1022,22 +1198,32 @@ class HostDeployment:
         if self.req.check_mode:
             return self._event("DownloadBundle", "Skipped", f"check mode: would unpack {bundle_type} bundle {bundle}",
                                changed=True, check_mode=True)
-        ddir = self.state.ensure_deployment_dir(self.id)
-        target = os.path.join(ddir, "bundle." + _BUNDLE_EXT.get(bundle_type, bundle_type))
-        tmp = target + ".part"
-        shutil.copyfile(bundle, tmp)
-        os.replace(tmp, target)
-        archive = self.state.archive_dir(self.id)
-        shutil.rmtree(archive, ignore_errors=True)
-        makedirs_traversable(archive)
         try:
-            root = rev.safe_extract(target, archive, bundle_type, revision.get("appspec_name") or "appspec.yml")
+            limits = rev.UnpackLimits.from_options(self.req.unpack_limits)
+        except rev.RevisionError as exc:
+            raise _EventFailed(str(exc)) from None
+        ddir = self.state.ensure_deployment_dir(self.id, traversable=self.runs_as_others())
+        name = "bundle." + _BUNDLE_EXT.get(bundle_type, bundle_type)
+        written = self._copy_bundle(bundle, ddir, name)
+        if written != digest or (expected and written != expected):
+            self.state.remove_below(ddir, name)
+            raise _EventFailed(f"bundle {bundle} changed while it was copied (sha256 {digest} before, {written} as "
+                               f"written): refusing to install it")
+        archive = self.state.archive_dir(self.id)
+        self.state.remove_archive(self.id)
+        ensure_state_dir(archive, 0o755)
+        try:
+            root = rev.safe_extract(os.path.join(ddir, name), archive, bundle_type,
+                                    revision.get("appspec_name") or "appspec.yml", limits=limits)
         except (rev.RevisionError, OSError) as exc:
-            shutil.rmtree(archive, ignore_errors=True)
+            self.state.remove_archive(self.id)
             raise _EventFailed(f"cannot unpack bundle: {exc}") from exc
+        finally:
+            self.state.remove_below(ddir, name)  # the unpacked revision is what is kept, the archive only as its hash
+        target = os.path.join(ddir, name)
         record = {k: revision.get(k) for k in ("source", "bucket", "key", "version", "etag")}
         record["source"] = record["source"] or "local"  # the option's default when `revision` is not given at all
-        record.update({"sha256": digest, "bundle_type": bundle_type, "bundle_file": os.path.basename(target),
+        record.update({"sha256": digest, "bundle_type": bundle_type, "bundle_file": os.path.basename(target), "bundle_kept": False,
                        "bundle_root": os.path.relpath(root, archive), "deployment_id": self.id,
                        "application": self.state.application, "deployment_group": self.state.deployment_group,
                        "downloaded_at": time.time()})
@@ -1048,6 +1234,20 @@ class HostDeployment:
         data.update(start=start, duration=round(time.monotonic() - t0, 3))
         return data
 
+    @staticmethod
+    def _copy_bundle(bundle: str, ddir: str, name: str) -> str:
+        """Copy the pushed bundle into the sealed deployment directory (0600) and return the sha256 of the bytes
+        written, so what is verified is what gets unpacked."""
+        with open(bundle, "rb") as src, _fs.dir_fd(ddir, state_uids()) as dfd:
+            return _fs.write_stream_at(dfd, name, src)
+
+    def runs_as_others(self) -> bool:
+        """True when a script of this deployment runs as a user other than the engine's: its revision must be
+        reachable by that user, so the deployment directory is 0711 instead of 0700."""
+        appspec = self.req.appspec or self.state.load_appspec(self.id) or {}
+        me = pwd.getpwuid(os.geteuid()).pw_name if os.geteuid() != 0 else "root"
+        return any((h.get("runas") or me) != me for hooks in (appspec.get("hooks") or {}).values() for h in hooks or [])
+
     def _store_appspec(self) -> None:
         if self.req.appspec is not None:
             atomic_write_json(self.state.appspec_file(self.id), self.req.appspec)
@@ -1057,16 +1257,23 @@ class HostDeployment:
         t0 = time.monotonic()
         root = self.state.bundle_root(self.id)
         appspec = self.new_appspec()
+        skeleton = None
         if root is None:
-            if self.req.check_mode:
+            if self.req.check_mode and self.req.bundle_entries is not None:
+                skeleton = root = bundle_skeleton(self.req.bundle_entries)
+            elif self.req.check_mode:
                 files = [f"{f.get('source')} -> {f.get('destination')}" for f in appspec.get("files") or []]
                 return self._event("Install", "Skipped", "check mode: the bundle is not on the host yet; would install "
                                    + (", ".join(files) or "no files"), changed=True, check_mode=True)
-            raise _EventFailed(f"Install: the revision of {self.id} is not unpacked on this host; run DownloadBundle first")
+            else:
+                raise _EventFailed(f"Install: the revision of {self.id} is not unpacked on this host; run DownloadBundle first")
         try:
             result = install(self.state, self.id, appspec, root, self.req.file_exists_behavior, check_mode=self.req.check_mode)
         except (InstallError, StateError) as exc:
             raise _EventFailed(f"Install failed: {exc}") from exc
+        finally:
+            if skeleton:
+                shutil.rmtree(skeleton, ignore_errors=True)
         self.run.warnings.extend(result.warnings)
         status = "Skipped" if self.req.check_mode else "Succeeded"
         data = self._event("Install", status, result.message, changed=result.changed, install=result.to_dict(),
@@ -1081,6 +1288,11 @@ class HostDeployment:
             if source_id is None:
                 return self._event(name, "Skipped", "first deployment on this host: no previous revision to run scripts of")
             appspec = self.state.load_appspec(source_id)
+            if appspec is not None:
+                try:
+                    appspec = validate_host_appspec(appspec, f"stored appspec of deployment {source_id}")
+                except StateError as exc:
+                    raise _EventFailed(str(exc)) from None
             root = self.state.bundle_root(source_id) if appspec is not None else None
             if appspec is None or root is None:
                 return self._event(name, "Skipped", f"the last successful deployment {source_id} is no longer on this host")
@@ -1097,7 +1309,11 @@ class HostDeployment:
             if not hooks:
                 return self._event(name, "Succeeded", "no scripts for this event", revision_deployment_id=source_id)
             raise _EventFailed(f"{name}: the revision of {self.id} is not unpacked on this host; run DownloadBundle first")
-        result = self.hooks.run_event(name, hooks, root, self.context, self.run.log_file, grace=self.req.hook_timeout_grace)
+        try:
+            result = self.hooks.run_event(name, hooks, root, self.context, self.run.log_file,
+                                          grace=self.req.hook_timeout_grace, output=self.req.hook_output)
+        except _fs.UnsafePathError as exc:
+            raise _EventFailed(f"{name}: host state: {exc}") from None
         data = result.to_dict()
         data.update(revision_deployment_id=source_id, changed=bool(hooks))
         return data
@@ -1110,7 +1326,7 @@ class HostDeployment:
         if self.needs_new_appspec() and self.req.appspec is None and self.state.load_appspec(self.id) is None:
             self.new_appspec()  # raises the clear error before anything runs
         if not self.req.check_mode:
-            self.state.ensure_deployment_dir(self.id)
+            self.state.ensure_deployment_dir(self.id, traversable=self.runs_as_others())
             self._record("InProgress")
         for index, name in enumerate(self.events):
             try:
@@ -1120,8 +1336,10 @@ class HostDeployment:
                     data = self.install()
                 else:
                     data = self.hook(name)
-            except _EventFailed as exc:
+            except (_EventFailed, StateError) as exc:
                 data = self._event(name, "Failed", str(exc))
+            except _fs.UnsafePathError as exc:
+                data = self._event(name, "Failed", f"host state: {exc}")
             run.events.append(data)
             run.changed = run.changed or bool(data.get("changed"))
             if data["status"] == "Failed":
@@ -1134,6 +1352,8 @@ class HostDeployment:
                 for rest in self.events[index + 1:]:
                     run.events.append(self._event(rest, "Skipped", f"not run: {name} failed"))
                 break
+        if self.req.check_mode:
+            run.plan = run.build_plan()
         if run.failed:
             self._record("Failed")
             return run

@@ -20,7 +20,7 @@ import stat
 import tarfile
 import tempfile
 import zipfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from ansible_collections.rollwright.deploy.plugins.module_utils.errors import RollwrightError
 
 BUNDLE_TYPES = ("zip", "tar", "tgz")
@@ -29,6 +29,7 @@ DEFAULT_APPSPEC_NAMES = ("appspec.yml", "appspec.yaml")
 PACK_MTIME = 315532800  # 1980-01-01T00:00:00Z: packed directories are byte-for-byte reproducible
 _IGNORED_TOP_LEVEL = ("__MACOSX",)  # macOS Finder zips add it beside the real top-level directory
 _CHUNK = 1024 * 1024
+_KEPT_MODE_BITS = 0o755  # no setuid/setgid/sticky, no group/other write
 
 
 class RevisionError(RollwrightError):
@@ -306,17 +307,94 @@ def _bundle_root_name(names: list[str], is_dir, has_appspec) -> str:
 # --------------------------------------------------------------------------------------------
 
 
+@dataclass
+class UnpackLimits:
+    """Bounds on what a bundle may unpack to; each is an option of host_lifecycle (``unpack_limits``).
+
+    The defaults fit a large real application (a JVM or Node app with its dependencies) with room to spare.
+    ``ratio`` compares the total unpacked size with the archive's size.
+    """
+
+    total_bytes: int = 4 * 1024 ** 3
+    member_bytes: int = 2 * 1024 ** 3
+    members: int = 200_000
+    ratio: int = 200
+    symlink_target: int = 1024
+
+    OPTION = "unpack_limits"
+
+    @classmethod
+    def from_options(cls, options: dict | None) -> "UnpackLimits":
+        limits = cls()
+        names = [f.name for f in fields(cls)]
+        for key, value in (options or {}).items():
+            if value is None:
+                continue
+            if key not in names:
+                raise RevisionError("unpack_limits: unknown limit %r; limits: %s" % (key, ", ".join(names)))
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise RevisionError("unpack_limits.%s must be an integer >= 1, got %r" % (key, value))
+            setattr(limits, key, value)
+        return limits
+
+
+class UnpackLimitError(RevisionError):
+    """A bundle exceeds an unpack limit; the message names the limit (its option name)."""
+
+    def __init__(self, limit: str, detail: str):
+        self.limit = limit
+        super().__init__("unpack limit %s.%s exceeded: %s" % (UnpackLimits.OPTION, limit, detail))
+
+
+def _member_size(arc: "_Archive", m: _Member) -> int:
+    if m.kind != "file":
+        return 0
+    return int(m.ref.file_size if arc.bundle_type == "zip" else m.ref.size)
+
+
+def check_unpack_limits(arc: "_Archive", limits: UnpackLimits, dest_dir: str) -> int:
+    """Check the member list against ``limits`` and the free space of ``dest_dir`` before anything is written;
+    returns the total unpacked size. Sizes come from the archive's headers; extraction never writes more
+    than a member's header says (zipfile and tarfile stop there)."""
+    if len(arc.members) > limits.members:
+        raise UnpackLimitError("members", "the bundle has %d members, more than %d" % (len(arc.members), limits.members))
+    total = 0
+    for m in arc.members:
+        if m.kind == "symlink" and len(m.linkname.encode("utf-8", "surrogateescape")) > limits.symlink_target:
+            raise UnpackLimitError("symlink_target", "symlink %r has a target of %d bytes, more than %d"
+                                   % (m.name, len(m.linkname.encode("utf-8", "surrogateescape")), limits.symlink_target))
+        size = _member_size(arc, m)
+        if size > limits.member_bytes:
+            raise UnpackLimitError("member_bytes", "member %r unpacks to %d bytes, more than %d" % (m.name, size, limits.member_bytes))
+        total += size
+    if total > limits.total_bytes:
+        raise UnpackLimitError("total_bytes", "the bundle unpacks to %d bytes, more than %d" % (total, limits.total_bytes))
+    packed = max(1, os.path.getsize(arc.path))
+    if total > packed * limits.ratio:
+        raise UnpackLimitError("ratio", "the bundle unpacks to %d bytes from %d (%d:1), more than %d:1"
+                               % (total, packed, total // packed, limits.ratio))
+    st = os.statvfs(dest_dir)
+    free = st.f_bavail * st.f_frsize
+    if total > free:
+        raise RevisionError("not enough free space to unpack the bundle: it needs %d bytes, %s has %d free"
+                            % (total, dest_dir, free))
+    return total
+
+
 def _inside(root_real: str, path: str) -> bool:
     real = os.path.realpath(path)
     return real == root_real or real.startswith(root_real + os.sep)
 
 
-def safe_extract(archive_path: str, dest_dir: str, bundle_type: str | None = None, appspec_name: str = "appspec.yml") -> str:
+def safe_extract(archive_path: str, dest_dir: str, bundle_type: str | None = None, appspec_name: str = "appspec.yml",
+                 limits: UnpackLimits | None = None) -> str:
     """Unpack a zip/tar/tgz bundle into dest_dir safely and return the bundle root.
 
     Rejects (UnsafeArchiveError naming the member, before writing anything) absolute names, '..',
     symlinks or hard links leading outside the archive, members below a symlinked directory, device
-    files and FIFOs. Keeps permission bits (setuid/setgid/sticky are dropped), symlinks and mtimes;
+    files and FIFOs, and bundles over ``limits`` (UnpackLimitError naming the limit) or larger than the free
+    space. Keeps permission bits (setuid/setgid/sticky and group/other write are dropped: nobody but the
+    owner may change what may later run as root), symlinks and mtimes;
     ownership is not restored (the appspec's permissions section sets it). The root is dest_dir, or
     the archive's only top-level directory when that directory holds the appspec (agent rule).
     """
@@ -325,6 +403,7 @@ def safe_extract(archive_path: str, dest_dir: str, bundle_type: str | None = Non
     root_real = os.path.realpath(dest_dir)
     with _Archive(archive_path, bundle_type) as arc:
         _check_members(arc.members)
+        check_unpack_limits(arc, limits or UnpackLimits(), dest_dir)
         dirs: list[_Member] = []
         created: dict[str, str] = {}
         for m in arc.members:
@@ -353,13 +432,13 @@ def safe_extract(archive_path: str, dest_dir: str, bundle_type: str | None = Non
             else:
                 with arc.open_member(m) as src, open(target, "xb") as dst:
                     shutil.copyfileobj(src, dst, _CHUNK)
-                os.chmod(target, m.mode & 0o777)
+                os.chmod(target, m.mode & _KEPT_MODE_BITS)
                 os.utime(target, (m.mtime, m.mtime))
             created[m.name] = target
         # directories last, deepest first: a read-only directory must not block its children
         for m in sorted(dirs, key=lambda d: d.name.count("/"), reverse=True):
             target = os.path.join(dest_dir, *m.name.split("/"))
-            mode = m.mode & 0o777
+            mode = m.mode & _KEPT_MODE_BITS
             os.chmod(target, mode | 0o700 if os.geteuid() != 0 else mode)
             os.utime(target, (m.mtime, m.mtime))
         member_names = [m.name for m in arc.members]

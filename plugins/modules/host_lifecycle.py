@@ -20,12 +20,19 @@ description:
     copied and recorded in a new cleanup list, O(file_exists_behavior) is checked after the cleanup, and the
     appspec's C(permissions) apply only to paths this install created. Re-running the install of the same
     deployment id changes nothing when the installed files are still as installed.
-  - Scripts run in their own process group with their output appended to
-    C(<state_root>/<application>/<deployment_group>/deployments/<id>/logs/scripts.log); a background child that
-    keeps its output open never blocks the hook; at a script's timeout its group gets SIGTERM, then SIGKILL
-    after O(hook_timeout_grace) seconds.
+  - Scripts run in their own process group with their output appended to the sealed log
+    C(<state_root>/<application>/<deployment_group>/deployments/<id>/logs/scripts.log) (0600); a background child
+    that keeps its output open never blocks the hook; at a script's timeout everything it started (children that
+    called C(setsid) included) gets SIGTERM, then SIGKILL after O(hook_timeout_grace) seconds.
   - The first failing event fails the task (remaining events are reported C(Skipped)) with a message naming the
-    event, the script, the exit code or timeout, the log file and the tail of the output.
+    event, the script, the exit code or timeout, the log file and the tail of the output (redacted, see
+    O(hook_output)). A script that succeeds returns no output.
+  - Root-safe against a hostile application user (see docs/security.md). Every file operation walks from C(/)
+    without following symlinks; a destination, cleanup or permissions path whose directories include a symlink or a
+    directory owned by someone other than root and the owners the appspec names is refused, naming it. The host
+    state is sealed (directories 0700 or 0711, files 0600); the pushed bundle is copied into it, hashed as written,
+    unpacked within O(unpack_limits) and removed (its hash stays in C(revision.json)). Extracted files lose
+    setuid, setgid, sticky and group/other write bits. The appspec received is validated again on the host.
   - The action plugin of the same name transfers O(src) from the controller to the host's temporary
     directory (one transfer, then one module run) and removes it afterwards.
   - Nothing keeps running on the host between deployments.
@@ -129,18 +136,60 @@ options:
   complete:
     description:
       - After the events succeed, record this deployment as the host's last successful one and prune old
-        deployment directories.
+        deployment directories. Only the current and the last successful deployment keep their unpacked revision.
     type: bool
     default: false
+  unpack_limits:
+    description:
+      - Bounds on what C(DownloadBundle) unpacks, checked on the archive's member list before anything is written
+        (with the free space of the state directory). Exceeding one fails the event with a message naming it
+        (C(unpack_limits.<name>)). Unset limits keep their defaults.
+    type: dict
+    suboptions:
+      total_bytes:
+        description: Total unpacked size in bytes.
+        type: int
+        default: 4294967296
+      member_bytes:
+        description: Unpacked size of any one member in bytes.
+        type: int
+        default: 2147483648
+      members:
+        description: Number of members (files, directories, links).
+        type: int
+        default: 200000
+      ratio:
+        description: Total unpacked size divided by the archive's size (a zip or gzip bomb has thousands).
+        type: int
+        default: 200
+      symlink_target:
+        description: Length in bytes of a symlink's target.
+        type: int
+        default: 1024
+  hook_output:
+    description:
+      - What a failed script returns of its output. C(failure) returns the last 40 lines / 4 KiB after a redaction
+        pass (values of C(*PASSWORD*=), C(*SECRET*=), C(*TOKEN*=) assignments, AWS access key ids and secret-key
+        shaped words become C([REDACTED])); C(none) returns nothing. Scripts that succeed never return output.
+        The full output stays in the host's sealed log either way.
+    type: str
+    choices: [failure, none]
+    default: failure
+  bundle_entries:
+    description:
+      - Set by the action plugin in check mode from the bundle on the controller (member path to C(file), C(dir)
+        or C(link)), so the plan lists the exact files Install would create without transferring the bundle.
+    type: dict
 attributes:
   check_mode:
     support: full
     description:
-      - Reports the events, the scripts that would run and, when the bundle is already unpacked, the files Install
-        would create or overwrite; changes nothing and transfers nothing.
+      - A read-only plan (C(plan)) - the events, the scripts each would run and whose revision they come from, the
+        files Install would create, overwrite and remove. No hook runs, nothing is transferred or written.
   diff_mode:
-    support: none
-    description: No diff is produced; the result lists what each event did.
+    support: full
+    description:
+      - Returns the paths Install removed or overwrote (before) and installed (after), in check mode what it would.
 notes:
   - Scripts with O(appspec) C(runas) switch user with setgid, initgroups and setuid (no password, no PAM, no login
     shell); that needs the module to run as root (C(become)).
@@ -209,6 +258,16 @@ pruned:
   returned: always
   type: list
   elements: str
+plan:
+  description:
+    - In check mode, what the events would do. C(events) lists each event with C(scripts) (C(location), C(runas),
+      C(timeout), C(from_revision) - the deployment whose revision the script belongs to); C(files) has the paths
+      Install would C(create), C(overwrite) and C(remove).
+  returned: in check mode
+  type: dict
+  sample:
+    events: [{event: ApplicationStop, scripts: [{location: scripts/stop.sh, runas: null, timeout: 60, from_revision: d-6E7F8G9H0}]}]
+    files: {create: [/opt/app/index.html], overwrite: [], remove: [/opt/app/old.html]}
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -219,6 +278,7 @@ from ansible_collections.rollwright.deploy.plugins.module_utils.host_install imp
     HostState,
     StateError,
 )
+from ansible_collections.rollwright.deploy.plugins.module_utils.host_fs import UnsafePathError
 from ansible_collections.rollwright.deploy.plugins.module_utils.lifecycle import LifecycleError
 
 
@@ -248,12 +308,24 @@ def argument_spec():
         keep_revisions=dict(type="int", default=5),
         state_root=dict(type="path", default="/var/lib/rollwright"),
         complete=dict(type="bool", default=False),
+        unpack_limits=dict(type="dict", options=dict(
+            total_bytes=dict(type="int", default=4 * 1024 ** 3),
+            member_bytes=dict(type="int", default=2 * 1024 ** 3),
+            members=dict(type="int", default=200000),
+            ratio=dict(type="int", default=200),
+            symlink_target=dict(type="int", default=1024),
+        )),
+        hook_output=dict(type="str", choices=["failure", "none"], default="failure"),
+        bundle_entries=dict(type="dict"),
     )
 
 
 def main():
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
     p = module.params
+    for name, value in (p["unpack_limits"] or {}).items():
+        if value is not None and value < 1:
+            module.fail_json(msg=f"unpack_limits.{name} must be an integer >= 1, got {value}")
     if p["keep_revisions"] < 1:
         module.fail_json(msg=f"keep_revisions must be an integer >= 1, got {p['keep_revisions']}")
     if p["hook_timeout_grace"] < 0:
@@ -268,15 +340,22 @@ def main():
             file_exists_behavior=p["file_exists_behavior"],
             ignore_application_stop_failures=p["ignore_application_stop_failures"],
             hook_timeout_grace=p["hook_timeout_grace"], keep_revisions=p["keep_revisions"],
-            complete=p["complete"], check_mode=module.check_mode)
+            complete=p["complete"], check_mode=module.check_mode, unpack_limits=p["unpack_limits"],
+            hook_output=p["hook_output"], bundle_entries=p["bundle_entries"] if module.check_mode else None)
         run = HostDeployment(state, request).execute()
     except (StateError, LifecycleError) as exc:
         module.fail_json(msg=str(exc), **base)
+    except UnsafePathError as exc:
+        module.fail_json(msg=f"host state: {exc}", **base)
     except OSError as exc:
         module.fail_json(msg=f"host state error: {exc}", **base)
     for warning in run.warnings:
         module.warn(warning)
     result = run.to_dict()
+    if module._diff:
+        diff = run.diff()
+        if diff is not None:
+            result["diff"] = diff
     msg = result.pop("message")
     if run.failed:
         module.fail_json(msg=msg, **result)

@@ -433,7 +433,8 @@ def test_background_child_holding_stdout_does_not_block(play: Callable[..., Ansi
         controller_play(revision_task("rev_bg", work / "cache-bg", path=bundle)),
         hosts_play("host2", lifecycle_task("deploy with child", "rev_bg", application="bg-app", group="g", deployment_id=dep,
                                            events=["DownloadBundle", "BeforeInstall", "Install", "AfterInstall",
-                                                   "ApplicationStart"])),
+                                                   "ApplicationStart"]),
+                   probe_task("bg log", [f"/var/lib/rollwright/bg-app/g/deployments/{dep}/logs/scripts.log"])),
         hosts_play("fleet", ps_task("ps after child")),
     ], timeout=60)
     assert not res.timed_out, failures(res)
@@ -442,7 +443,9 @@ def test_background_child_holding_stdout_does_not_block(play: Callable[..., Ansi
     assert task_seconds(res, "deploy with child") < 8, f"took {task_seconds(res, 'deploy with child'):.1f}s"
     script = event(r, "ApplicationStart")["scripts"][0]
     assert script["exit_code"] == 0 and script["timed_out"] is False and script["duration"] < 3, script
-    child = int(script["output_tail"].split("child ")[1].split()[0])
+    assert script["output_tail"] == ""  # a script that succeeded returns no output; it stays in the sealed log
+    log = probed(res, "bg log")["host2"][f"/var/lib/rollwright/bg-app/g/deployments/{dep}/logs/scripts.log"]["text"]
+    child = int(log.split("child ")[1].split()[0])
     sleeps = processes(res, "ps after child", "sleep 61")
     assert sleeps == {"host1": [], "host2": [child], "host3": []}, sleeps
 
@@ -463,12 +466,15 @@ def test_runas_non_root_user(play: Callable[..., AnsibleResult], work: Path) -> 
         controller_play(revision_task("rev_runas", work / "cache-runas", path=bundle)),
         hosts_play("host3", lifecycle_task("deploy runas", "rev_runas", application="runas-app", group="g", deployment_id=dep,
                                            events=["DownloadBundle", "BeforeInstall", "Install", "AfterInstall"]),
-                   probe_task("probe runas", ["/var/log/rollwright/runas.log"])),
+                   probe_task("probe runas", ["/var/log/rollwright/runas.log",
+                                              f"/var/lib/rollwright/runas-app/g/deployments/{dep}/logs/scripts.log"])),
     ], timeout=60)
     assert res.rc == 0, failures(res)
     r = res.task("deploy runas")["host3"]
     script = event(r, "AfterInstall")["scripts"][0]
-    assert script["runas"] == "rwapp" and script["output_tail"].strip() == "whoami=rwapp", script
+    assert script["runas"] == "rwapp" and script["output_tail"] == "", script
+    assert "\nwhoami=rwapp\n" in probed(res, "probe runas")["host3"][
+        f"/var/lib/rollwright/runas-app/g/deployments/{dep}/logs/scripts.log"]["text"]
     root = f"/var/lib/rollwright/runas-app/g/deployments/{dep}/archive"
     line = probed(res, "probe runas")["host3"]["/var/log/rollwright/runas.log"]["text"]
     assert line == f"AfterInstall {dep} rwapp /home/rwapp rwapp {root}\n"

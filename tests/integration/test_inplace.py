@@ -13,6 +13,8 @@ nsenter (what is installed), never through rollwright code.
 
 from __future__ import annotations
 
+import json
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -309,3 +311,39 @@ def test_missing_target_group_is_named_and_nothing_changes(deployer: Deployer, b
     assert "Traceback" not in output, result
     assert H.tg_states(d.world, arn) == {(i, H.APP_PORT): "healthy" for i in ids}
     assert all(v == (None, None) for v in d.versions(hosts).values())
+
+
+# ----------------------------------------------------------------------------------------------
+# hostile input through the role (issue 12): secrets printed by a failing hook, an over-limit bundle
+# ----------------------------------------------------------------------------------------------
+
+@pytest.mark.hostile
+def test_secret_printed_by_failing_hook_never_leaves_the_host(deployer: Deployer, tmp_path: Path) -> None:
+    d = deployer
+    hosts = d.names(1)
+    leak = build_bundle("leak", tmp_path, extra_files={
+        "scripts/leak.sh": "#!/bin/sh\necho DB_PASSWORD=hunter2\necho AKIAIOSFODNN7EXAMPLE\nexit 1\n"},
+        edit_appspec=lambda t: t.replace("  ValidateService:\n", "  ValidateService:\n    - location: scripts/leak.sh\n", 1))
+    result = d.run(hosts, leak, config="CodeDeployDefault.AllAtOnce")
+    assert result.rc != 0, result
+    fact = H.deployment_fact(result)
+    host = fact["hosts"][0]
+    assert host["status"] == "Failed" and host["failed_event"] == "ValidateService", host
+    assert "DB_PASSWORD=[REDACTED]" in host["message"], host["message"]
+    record = d.record(fact["deployment_id"])
+    for secret in ("hunter2", "AKIAIOSFODNN7EXAMPLE"):
+        assert secret not in result.stdout + result.stderr, f"{secret} in the job output"
+        assert secret not in json.dumps(record), f"{secret} in the deployment record"
+
+
+@pytest.mark.hostile
+def test_bundle_over_an_unpack_limit_fails_the_host_naming_it(deployer: Deployer, bundles: dict) -> None:
+    d = deployer
+    hosts = d.names(1)
+    result = d.run(hosts, bundles["v1"], config="CodeDeployDefault.AllAtOnce", rollwright_unpack_limits={"members": 3})
+    assert result.rc != 0, result
+    fact = H.deployment_fact(result)
+    host = fact["hosts"][0]
+    assert host["status"] == "Failed" and host["failed_event"] == "DownloadBundle", host
+    assert "unpack limit unpack_limits.members exceeded" in host["message"], host["message"]
+    assert H.installed(d.world, hosts[0]) != "sample-app v1"
