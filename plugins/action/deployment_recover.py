@@ -45,10 +45,12 @@ class ActionModule(ActionBase):
         try:
             from ansible_collections.rollwright.deploy.plugins.module_utils.aws_session import aws_client_factory
             from ansible_collections.rollwright.deploy.plugins.module_utils.records import open_store
+            from ansible_collections.rollwright.deploy.plugins.module_utils.records.creator import store_context
 
             clients = aws_client_factory(args.get("aws") or {})
             options = {"sqlite_path": args.get("sqlite_path"), "dynamodb_table": args.get("dynamodb_table")}
-            store = open_store(backend, {k: v for k, v in options.items() if v}, client_factory=clients.client)
+            store = open_store(backend, {k: v for k, v in options.items() if v}, client_factory=clients.client,
+                               **store_context(task_vars, self._templar.template))
             record = recovery.select_deployment(store, application, group, deployment_id)
             if record is None:
                 result.update(changed=False, deployment_id=None, deployment_type=None, plan=None, report=None,
