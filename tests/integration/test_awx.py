@@ -42,6 +42,8 @@ ROOT = Path(__file__).resolve().parents[2]
 AWX_DIR = ROOT / "extensions" / "awx"
 SURVEYS = AWX_DIR / "controller" / "surveys"
 
+pytestmark = [pytest.mark.slow]
+
 
 def _run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=str(cwd), env=env, capture_output=True, text=True, timeout=timeout, check=False)
@@ -117,6 +119,8 @@ def test_builder_create_and_introspect(tarball: Path, tmp_path: Path) -> None:
     assert "openssh-clients" in (tmp_path / "bindep.txt").read_text()
 
 
+@pytest.mark.fleet
+@pytest.mark.slow
 def test_installed_tarball_deploys_in_place(tarball: Path, fleet: Any, aws: Any, tmp_path: Path) -> None:
     world = fleet(2)
     collections = tmp_path / "collections"
@@ -143,7 +147,7 @@ def test_installed_tarball_deploys_in_place(tarball: Path, fleet: Any, aws: Any,
                  "-e", f"@{tmp_path / 'vars.json'}"], cwd=tmp_path, env=env, timeout=300)
     assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-3000:]
     result = json.loads(done.stdout[done.stdout.find("{"):])
-    marks = [t for p in result["plays"] for t in p["tasks"] if t["task"]["name"] == "Installed copy marker"]
+    marks = [t for p in result["plays"] for t in p["tasks"] if t["task"]["name"].endswith("Installed copy marker")]
     assert marks and next(iter(marks[0]["hosts"].values()))["msg"] == marker
     for host in world.hosts:
         assert H.served(host.address) == "sample-app v1"
@@ -189,7 +193,7 @@ class PrivateDataDir:
         self.collections = base / "requirements_collections"
         install(tarball, self.collections)  # AWX installs collections/requirements.yml here at project sync
 
-    def job(self, job_id: int, template: str, playbook: str, survey: str, answers: dict[str, Any],
+    def job(self, job_id: int, template: str, survey: str, answers: dict[str, Any],
             template_vars: dict[str, Any] | None = None) -> Path:
         pdd = self.base / f"job_{job_id}"
         shutil.copytree(AWX_DIR / "project", pdd / "project")
@@ -216,10 +220,7 @@ class PrivateDataDir:
     def run(self, pdd: Path, playbook: str) -> Any:
         import ansible_runner
 
-        env_before = os.environ.get("ANSIBLE_CONFIG")
-        runner = ansible_runner.run(private_data_dir=str(pdd), playbook=playbook, quiet=True)
-        assert os.environ.get("ANSIBLE_CONFIG") == env_before
-        return runner
+        return ansible_runner.run(private_data_dir=str(pdd), playbook=playbook, quiet=True)
 
 
 def runner_failure(runner: Any) -> str:
@@ -235,13 +236,15 @@ def records_table(aws: Any) -> Any:
     return table, store
 
 
+@pytest.mark.fleet
+@pytest.mark.slow
 def test_awx_project_inplace_job_records_its_creator(tarball: Path, fleet: Any, aws: Any, records_table: Any,
                                                      tmp_path: Path) -> None:
     table, store = records_table
     world = fleet(2)
     bundle = build_bundle("v2", tmp_path / "bundles")
     awx = PrivateDataDir(tmp_path, tarball, world, aws, table)
-    pdd = awx.job(4711, "web in-place", "inplace.yml", "inplace.json",
+    pdd = awx.job(4711, "web in-place", "inplace.json",
                   {"rollwright_hosts": "fleet", "rollwright_application": "awx-inplace", "rollwright_deployment_group": "prod",
                    "rollwright_revision": str(bundle), "rollwright_deployment_config": "CodeDeployDefault.HalfAtATime"},
                   template_vars={"rollwright_file_exists_behavior": "OVERWRITE"})
@@ -260,15 +263,15 @@ def test_awx_project_inplace_job_records_its_creator(tarball: Path, fleet: Any, 
     assert not (pdd / "state" / "rollwright").exists()  # nothing went to a SQLite file
 
 
+@pytest.mark.fleet
+@pytest.mark.slow
 def test_awx_project_refuses_sqlite(tarball: Path, fleet: Any, aws: Any, tmp_path: Path) -> None:
     world = fleet(1)
     awx = PrivateDataDir(tmp_path, tarball, world, aws, "unused")
-    pdd = awx.job(4712, "web in-place", "inplace.yml", "inplace.json",
+    pdd = awx.job(4712, "web in-place", "inplace.json",
                   {"rollwright_hosts": "fleet", "rollwright_application": "awx-sqlite", "rollwright_revision": "/nonexistent.zip"},
                   template_vars={"rollwright_record_backend": "sqlite"})
-    extravars = yaml.safe_load((pdd / "env" / "extravars").read_text())
-    extravars["rollwright_record_backend"] = "sqlite"
-    (pdd / "env" / "extravars").write_text(yaml.safe_dump(extravars))
+    assert yaml.safe_load((pdd / "env" / "extravars").read_text())["rollwright_record_backend"] == "sqlite"
     runner = awx.run(pdd, "inplace.yml")
     out = runner.stdout.read()
     assert runner.status == "failed", out[-3000:]
@@ -291,6 +294,8 @@ def ec2_world(aws: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
         down(made.dir)
 
 
+@pytest.mark.fleet
+@pytest.mark.slow
 def test_awx_project_bluegreen_approval_workflow(tarball: Path, ec2_world: Any, aws: Any, records_table: Any,
                                                  tmp_path: Path) -> None:
     """The workflow's two root nodes: the deploy job waits in Ready; once approved, the continue job
@@ -304,7 +309,7 @@ def test_awx_project_bluegreen_approval_workflow(tarball: Path, ec2_world: Any, 
         bundle = build_bundle("v2", tmp_path / "bundles")
         awx = PrivateDataDir(tmp_path, tarball, ec2_world, aws, table)
         app = f"awx-bg-{uuid.uuid4().hex[:6]}"
-        deploy = awx.job(5001, "web blue/green", "bluegreen_ec2.yml", "bluegreen_ec2.json",
+        deploy = awx.job(5001, "web blue/green", "bluegreen_ec2.json",
                          {"rollwright_application": app, "rollwright_deployment_group": "prod", "rollwright_revision": str(bundle),
                           "rollwright_target_group_arns": env.tg, "bluegreen_ec2_copy_auto_scaling_group": blue_asg,
                           "bluegreen_ec2_ready_action": "stop", "bluegreen_ec2_ready_wait": "120s"},
@@ -317,7 +322,7 @@ def test_awx_project_bluegreen_approval_workflow(tarball: Path, ec2_world: Any, 
             while time.monotonic() < deadline:  # the approval node is approved once the fleet is Ready
                 found = store.list(app, "prod", limit=1)
                 if found and found[0].status == "Ready":
-                    pdd = awx.job(5002, "web continue", "bluegreen_continue.yml", "bluegreen_continue.json",
+                    pdd = awx.job(5002, "web continue", "bluegreen_continue.json",
                                   {"rollwright_application": app, "rollwright_deployment_group": "prod"})
                     continued["runner"] = awx.run(pdd, "bluegreen_continue.yml")
                     return
