@@ -37,6 +37,7 @@ from ansible_collections.rollwright.deploy.plugins.module_utils.records.dynamodb
 from tests.bundles import build_bundle
 from tests.harness.ansible_run import VENV_BIN, ansible_env
 from tests.integration import inplace_helpers as H
+from tests.integration.test_bluegreen_ec2 import Env, world  # noqa: F401  # pylint: disable=unused-import  # its EC2-synced world fixture
 
 ROOT = Path(__file__).resolve().parents[2]
 AWX_DIR = ROOT / "extensions" / "awx"
@@ -279,35 +280,18 @@ def test_awx_project_refuses_sqlite(tarball: Path, fleet: Any, aws: Any, tmp_pat
     assert not (pdd / "state" / "rollwright").exists()
 
 
-@pytest.fixture
-def ec2_world(aws: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    if os.geteuid() != 0:
-        pytest.skip("the SSH fleet needs root (network, mount and PID namespaces); run the tests as root")
-    from tests.harness.world import down, up
-
-    made = up(tmp_path_factory.mktemp("awx-bg-world"), 0, emulator_handle=aws.handle.to_json(), region=aws.region)
-    made.start_ec2_sync()
-    try:
-        yield made
-    finally:
-        made.stop_ec2_sync()
-        down(made.dir)
-
-
 @pytest.mark.fleet
 @pytest.mark.slow
-def test_awx_project_bluegreen_approval_workflow(tarball: Path, ec2_world: Any, aws: Any, records_table: Any,
+def test_awx_project_bluegreen_approval_workflow(tarball: Path, world: Any, aws: Any, records_table: Any,  # pylint: disable=redefined-outer-name
                                                  tmp_path: Path) -> None:
     """The workflow's two root nodes: the deploy job waits in Ready; once approved, the continue job
     (another job, another private data directory) lets it reroute."""
-    from tests.integration.test_bluegreen_ec2 import Env
-
     table, store = records_table
-    env = Env(ec2_world, None, tmp_path, "awx")
+    env = Env(world, None, tmp_path, "awx")
     try:
         blue_asg = env.blue_asg()
         bundle = build_bundle("v2", tmp_path / "bundles")
-        awx = PrivateDataDir(tmp_path, tarball, ec2_world, aws, table)
+        awx = PrivateDataDir(tmp_path, tarball, world, aws, table)
         app = f"awx-bg-{uuid.uuid4().hex[:6]}"
         deploy = awx.job(5001, "web blue/green", "bluegreen_ec2.json",
                          {"rollwright_application": app, "rollwright_deployment_group": "prod", "rollwright_revision": str(bundle),
