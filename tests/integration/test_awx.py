@@ -328,3 +328,35 @@ def test_awx_project_bluegreen_approval_workflow(tarball: Path, world: Any, aws:
         assert len(green) == 3 and set(env.members()) == set(green)
     finally:
         env.cleanup()
+
+
+def test_deployment_record_module_records_the_awx_job(ansible_run: Any, aws: Any, records_table: Any, tmp_path: Path) -> None:
+    """The Lambda role records through deployment_record: its action plugin hands the AWX job to the module."""
+    table, store = records_table
+    plays = [{"name": "record", "hosts": "localhost", "gather_facts": False, "tasks": [
+        {"name": "Create", "rollwright.deploy.deployment_record": {
+            "state": "create", "backend": "{{ backend }}", "dynamodb_table": table, "sqlite_path": str(tmp_path / "r.sqlite3"),
+            "application": "awx-module", "deployment_group": "{{ group }}", "deployment_type": "lambda"}, "register": "made"},
+        {"name": "Lock", "rollwright.deploy.deployment_record": {
+            "state": "lock", "backend": "{{ backend }}", "dynamodb_table": table, "sqlite_path": str(tmp_path / "r.sqlite3"),
+            "application": "awx-module", "deployment_group": "{{ group }}", "deployment_id": "{{ made.deployment_id }}"}}]}]
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text(yaml.safe_dump({"all": {"hosts": {"localhost": {
+        "ansible_connection": "local", "ansible_python_interpreter": str(VENV_BIN / "python")}}}}))
+    result = ansible_run(plays, inventory, extra_vars={"backend": "dynamodb", "group": "fn:live", **job_vars(6001, "fn lambda")})
+    assert result.rc == 0, result
+    record = store.get(result.task("Create")["localhost"]["deployment_id"]).to_dict()
+    assert record["creator_identity"]["job_id"] == 6001 and record["creator_identity"]["job_template_name"] == "fn lambda"
+    assert record["started_by"] == "AWX job 6001 (fn lambda) by alice"
+    assert store.get_lock("awx-module", "fn:live").owner == record["started_by"]
+
+    refused = ansible_run(plays, inventory, extra_vars={"backend": "sqlite", "group": "fn:live", **job_vars(6002, "fn lambda")})
+    assert refused.rc != 0 and "sqlite is refused under AWX" in refused.task("Create")["localhost"]["msg"]
+    assert not (tmp_path / "r.sqlite3").exists()
+    allowed = ansible_run(plays, inventory, extra_vars={"backend": "sqlite", "group": "fn:live", "rollwright_record_allow_sqlite_under_awx": "true",
+                                                        **job_vars(6003, "fn lambda")})
+    assert allowed.rc == 0, [r.get("msg") for t in allowed.tasks() for r in t["hosts"].values()]
+    local = ansible_run(plays, inventory, extra_vars={"backend": "sqlite", "group": "fn:local"})
+    assert local.rc == 0, local
+    made = local.task("Create")["localhost"]["deployment"]
+    assert made["creator_identity"]["kind"] == "local" and made["started_by"].endswith(f"pid {made['creator_identity']['pid']}")
