@@ -135,7 +135,7 @@ options:
     description:
       - Who starts the deployment, stored as the new record's C(creator_identity) (C(create)) and used as the
         default O(owner).
-      - Filled in from the task's variables by the action plugin: under AWX / Automation Controller (its
+      - Filled in from the task's variables by the action plugin. Under AWX / Automation Controller (its
         C(awx_*) / C(tower_*) job variables present) the job id, job template, launching user, workflow job and
         schedule; otherwise C(user), C(host) and C(pid) of the controller. Set it only to record someone else.
       - A dict with C(kind) (C(awx) or C(local)) and plain string or number values.
@@ -145,8 +145,9 @@ options:
       - Under AWX each job runs in a fresh execution environment, so O(backend=sqlite) would keep records and
         locks in a file that is thrown away with the job; it is refused unless this is true (for example with a
         persistent volume mounted into the execution environment). Use O(backend=dynamodb) instead.
-      - Default the variable C(rollwright_record_allow_sqlite_under_awx) (the action plugin reads it), else false.
+      - When not set in the task, the action plugin takes the variable C(rollwright_record_allow_sqlite_under_awx).
     type: bool
+    default: false
   ttl:
     description:
       - Seconds without heartbeat after which the lock is stale (C(lock)).
