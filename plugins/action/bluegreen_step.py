@@ -51,7 +51,7 @@ class ActionModule(_InPlaceStep):
     def run_step(self, result: dict, args: dict, task_vars: dict) -> dict:
         step = args["step"]
         clients = self.clients(args)
-        store = self._store(args, clients)
+        store = self._store(args, clients, task_vars)
         if step == "recover":
             deployment_id = args.get("deployment_id")
             if not deployment_id and args.get("application"):
@@ -80,7 +80,7 @@ class ActionModule(_InPlaceStep):
             outcome = request_continue(store, deployment_id=args.get("deployment_id") or None,
                                        application=args.get("application") or None,
                                        deployment_group=args.get("deployment_group") or None,
-                                       by=args.get("creator") or os.environ.get("USER") or "user")
+                                       by=args.get("creator") or store.lock_owner())
             result.update(changed=outcome["changed"], deployment_id=outcome["deployment_id"], continued=outcome)
             return result
         # Ansible's workers outlive a killed ansible-playbook (they run in their own session): an

@@ -14,6 +14,7 @@ from ansible.errors import AnsibleActionFail
 
 from ansible_collections.rollwright.deploy.plugins.module_utils import recovery
 from ansible_collections.rollwright.deploy.plugins.module_utils.records import open_store
+from ansible_collections.rollwright.deploy.plugins.module_utils.records.creator import store_context
 from ansible_collections.rollwright.deploy.plugins.plugin_utils.step_action import RollwrightAction
 from ansible_collections.rollwright.deploy.plugins.plugin_utils.step_action import progress as _progress
 
@@ -33,7 +34,8 @@ class ActionModule(RollwrightAction):
         backend = args.get("backend") or "sqlite"
         clients = self.clients(args)
         options = {"sqlite_path": args.get("sqlite_path"), "dynamodb_table": args.get("dynamodb_table")}
-        store = open_store(backend, {k: v for k, v in options.items() if v}, client_factory=clients.client)
+        store = open_store(backend, {k: v for k, v in options.items() if v}, client_factory=clients.client,
+                           **store_context(task_vars, self._templar.template))
         record = recovery.select_deployment(store, application, group, deployment_id)
         if record is None:
             result.update(changed=False, deployment_id=None, deployment_type=None, plan=None, report=None,

@@ -44,12 +44,15 @@ class ActionModule(RollwrightAction):
 
     MODULE = "inplace_step"
 
-    def _store(self, args: dict, clients):
+    def _store(self, args: dict, clients, task_vars: dict):
         from ansible_collections.rollwright.deploy.plugins.module_utils.records import open_store
+        from ansible_collections.rollwright.deploy.plugins.module_utils.records.creator import store_context
 
         record = dict(args.get("record") or {})
         backend = record.pop("backend", None) or "sqlite"
-        return open_store(backend, record, client_factory=clients.client)
+        # who runs it (the AWX job, or user@host) and whether SQLite suits where it runs
+        return open_store(backend, record, client_factory=clients.client,
+                          **store_context(task_vars, self._templar.template))
 
     def _load_balancer(self, lb_config, clients):
         if not lb_config:
@@ -160,7 +163,7 @@ class ActionModule(RollwrightAction):
 
     def _run_step(self, result: dict, task_vars: dict, args: dict, step: str) -> dict:
         clients = self.clients(args)
-        store = self._store(args, clients)
+        store = self._store(args, clients, task_vars)
         if step in ("start", "rollback"):
             state = self._start(args, task_vars, clients, store, rollback=step == "rollback")
             if state.get("dry_run"):

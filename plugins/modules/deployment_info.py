@@ -148,8 +148,16 @@ deployment:
       description: Why it failed or stopped.
       type: str
     started_by:
-      description: C(user@host pid N) of the controller that created it.
+      description: Who started it, in words - C(AWX job 42 (deploy web) by alice) under AWX / Automation Controller,
+        else C(user@host pid N) of the controller.
       type: str
+    creator_identity:
+      description:
+        - Who started it - under AWX C(kind=awx) with C(job_id), C(job_template_id), C(job_template_name),
+          C(job_launch_type), C(user_id), C(user_name), C(workflow_job_id), C(workflow_job_name), C(schedule_name),
+          C(inventory_name), C(project_revision), C(host) (those AWX passed); else C(kind=local) with C(user),
+          C(host), C(pid). Empty for records written before this field existed.
+      type: dict
     hosts:
       description:
         - One item per host (target) with C(name), C(instance_id), C(status), C(lb_membership) (list of dicts),

@@ -126,9 +126,28 @@ options:
     type: dict
   owner:
     description:
-      - Who takes the lock (C(lock)), shown to anyone who finds the group locked.
-      - Default C(user@host pid N) of the Ansible process running the task.
+      - Who takes the lock (C(lock)), shown to anyone who finds the group locked, and the record's C(started_by)
+        (C(create)).
+      - Default the text of O(creator_identity), for example C(AWX job 42 (deploy web) by alice), or C(user@host pid N)
+        of the Ansible process running the task.
     type: str
+  creator_identity:
+    description:
+      - Who starts the deployment, stored as the new record's C(creator_identity) (C(create)) and used as the
+        default O(owner).
+      - Filled in from the task's variables by the action plugin. Under AWX / Automation Controller (its
+        C(awx_*) / C(tower_*) job variables present) the job id, job template, launching user, workflow job and
+        schedule; otherwise C(user), C(host) and C(pid) of the controller. Set it only to record someone else.
+      - A dict with C(kind) (C(awx) or C(local)) and plain string or number values.
+    type: dict
+  allow_sqlite_under_awx:
+    description:
+      - Under AWX each job runs in a fresh execution environment, so O(backend=sqlite) would keep records and
+        locks in a file that is thrown away with the job; it is refused unless this is true (for example with a
+        persistent volume mounted into the execution environment). Use O(backend=dynamodb) instead.
+      - When not set in the task, the action plugin takes the variable C(rollwright_record_allow_sqlite_under_awx).
+    type: bool
+    default: false
   ttl:
     description:
       - Seconds without heartbeat after which the lock is stale (C(lock)).
@@ -255,9 +274,9 @@ from ansible_collections.rollwright.deploy.plugins.module_utils.records import (
     LockHeld,
     LockLost,
     RecordError,
-    default_owner,
     open_store,
 )
+from ansible_collections.rollwright.deploy.plugins.module_utils.records.creator import check_identity, local_identity
 from ansible_collections.rollwright.deploy.plugins.module_utils.records.base import lock_held_error
 
 REQUIRED = {
@@ -284,12 +303,11 @@ def _hosts(value):
     return hosts
 
 
-def _owner(value):
-    if value:
-        return value
+def _creator(params):
+    if params["creator_identity"]:
+        return check_identity(params["creator_identity"])
     # the module process ends with the task; the Ansible process that runs it is the better pid to show
-    owner = default_owner()
-    return owner.rsplit(" pid ", 1)[0] + f" pid {os.getppid()}"
+    return dict(local_identity(), pid=os.getppid())
 
 
 def run(module, store):
@@ -303,10 +321,10 @@ def run(module, store):
             application=p["application"], deployment_group=p["deployment_group"], deployment_type=p["deployment_type"],
             deployment_id=did, revision=p["revision"] or {}, configuration=p["configuration"], creator=p["creator"],
             rollback_of=p["rollback_of"], description=p["description"], hosts=_hosts(p["hosts"]),
-            extra=p["extra"] or {}, started_by=_owner(p["owner"]),
+            extra=p["extra"] or {}, started_by=p["owner"] or None,
         )
         if check:
-            record.prepare_for_create()
+            store.stamp(record)
             if record.rollback_of:
                 store.get(record.rollback_of)
         else:
@@ -361,7 +379,7 @@ def run(module, store):
             if info is not None and not (info.stale and p["force"]):
                 raise lock_held_error(info)
             return dict(changed=True, deployment_id=did, lock=None)
-        lock = store.acquire_lock(app, group, did, owner=_owner(p["owner"]), ttl=p["ttl"], force=p["force"])
+        lock = store.acquire_lock(app, group, did, owner=store.lock_owner(p["owner"]), ttl=p["ttl"], force=p["force"])
         return dict(changed=True, deployment_id=did, lock=lock.to_dict())
 
     ref = (app, group, did, p["lock_token"])
@@ -419,6 +437,8 @@ def main():
         event_message=dict(type="str"),
         extra=dict(type="dict"),
         owner=dict(type="str"),
+        creator_identity=dict(type="dict"),
+        allow_sqlite_under_awx=dict(type="bool", default=False),
         ttl=dict(type="float", default=120.0),
         force=dict(type="bool", default=False),
         lock_token=dict(type="str", no_log=True),
@@ -435,7 +455,8 @@ def main():
         options = {"table": p["dynamodb_table"], "create_table": p["create_table"] and not module.check_mode}
     failure = None
     try:
-        store = open_store(p["backend"], options, client_factory=module.aws_client)
+        store = open_store(p["backend"], options, client_factory=module.aws_client, creator=_creator(p),
+                           allow_sqlite_under_awx=p["allow_sqlite_under_awx"])
         result = run(module, store)
     except LockHeld as exc:
         failure = dict(msg=str(exc), lock=exc.info.to_dict())

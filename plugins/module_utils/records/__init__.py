@@ -37,12 +37,14 @@ from .base import (  # noqa: F401  (re-exported: the package is the public API)
     new_deployment_id,
     now_iso,
 )
+from .creator import creator_identity, refuse_sqlite_under_awx  # noqa: F401
 
 BACKENDS = ("sqlite", "dynamodb")
 
 
 def open_store(backend: str = "sqlite", options: Optional[dict] = None,
-               client_factory: Optional[Callable] = None) -> RecordStore:
+               client_factory: Optional[Callable] = None, creator: Optional[dict] = None,
+               allow_sqlite_under_awx: bool = False) -> RecordStore:
     """Open a record store.
 
     sqlite options: ``path`` (or ``sqlite_path``; default ``$XDG_STATE_HOME/rollwright/deployments.sqlite3``).
@@ -50,8 +52,18 @@ def open_store(backend: str = "sqlite", options: Optional[dict] = None,
     ``create_table`` (bool, default False: a missing table is an error that says how to create it),
     and without ``client_factory`` also ``region`` / ``endpoint_url`` for a plain boto3 client.
     ``client_factory(service_name)`` returns a boto3 client (e.g. an AnsibleAWSModule's ``client``).
+    ``creator`` (``creator.creator_identity(task_vars)``) is who runs the deployment: stamped on the records
+    this store creates and named as its locks' owner; under AWX the SQLite backend is refused unless
+    ``allow_sqlite_under_awx``.
     """
     options = dict(options or {})
+    refuse_sqlite_under_awx(backend, creator, allow_sqlite_under_awx)
+    store = _open_backend(backend, options, client_factory)
+    store.creator_identity = dict(creator) if creator else None
+    return store
+
+
+def _open_backend(backend: str, options: dict, client_factory: Optional[Callable]) -> RecordStore:
     if backend == "sqlite":
         from .sqlite import SQLiteRecordStore
 

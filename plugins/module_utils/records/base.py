@@ -312,7 +312,8 @@ class DeploymentRecord:
     start_time: Optional[str] = None
     end_time: Optional[str] = None
     error: Optional[str] = None
-    started_by: Optional[str] = None  # user@host pid N of the controller that created it
+    started_by: Optional[str] = None  # "user@host pid N", or "AWX job 42 (template) by user" (creator.describe)
+    creator_identity: dict = field(default_factory=dict)  # who started it: AWX job id, template, user; or user@host
     description: Optional[str] = None
     hosts: list = field(default_factory=list)  # list[HostRecord]
     extra: dict = field(default_factory=dict)  # free-form per-type state (blue/green fleets, alias weights)
@@ -340,6 +341,7 @@ class DeploymentRecord:
             "end_time": self.end_time,
             "error": self.error,
             "started_by": self.started_by,
+            "creator_identity": dict(self.creator_identity),
             "description": self.description,
             "hosts": [h.to_dict() for h in self.hosts],
             "extra": _json_roundtrip(self.extra, "extra"),
@@ -363,6 +365,7 @@ class DeploymentRecord:
             end_time=data.get("end_time"),
             error=data.get("error"),
             started_by=data.get("started_by"),
+            creator_identity=dict(data.get("creator_identity") or {}),
             description=data.get("description"),
             hosts=[HostRecord.from_dict(h) for h in data.get("hosts") or []],
             extra=dict(data.get("extra") or {}),
@@ -394,8 +397,11 @@ class DeploymentRecord:
         self.create_time = normalise_time(self.create_time, "create_time") or now_iso()
         self.start_time = normalise_time(self.start_time, "start_time")
         self.end_time = normalise_time(self.end_time, "end_time")
+        from .creator import check_identity, describe, local_identity  # creator.py imports this module
+
+        self.creator_identity = check_identity(self.creator_identity or local_identity())
         if self.started_by is None:
-            self.started_by = default_owner()
+            self.started_by = describe(self.creator_identity)
         seen = set()
         for h in self.hosts:
             h.validate()
@@ -547,6 +553,25 @@ class RecordStore(abc.ABC):
     """Where deployment records and group locks live. Every method is one small atomic write or a read."""
 
     backend = "abstract"
+    # Who opened the store (records/creator.py; open_store sets it): stamped on the records it creates
+    # and named as the owner of the locks it takes.
+    creator_identity: Optional[dict] = None
+
+    def stamp(self, record: DeploymentRecord) -> None:
+        """Validate a new record and fill in its id, create time and creator (for ``create``)."""
+        if not record.creator_identity and self.creator_identity:
+            record.creator_identity = dict(self.creator_identity)
+        record.prepare_for_create()
+
+    def lock_owner(self, owner: Optional[str] = None) -> str:
+        """The owner a lock is taken under: the one given, the store's creator, or user@host pid N."""
+        if owner:
+            return owner
+        if self.creator_identity:
+            from .creator import describe
+
+            return describe(self.creator_identity)
+        return default_owner()
 
     # records -------------------------------------------------------------------------------
     @abc.abstractmethod

@@ -60,7 +60,6 @@ from .base import (
     check_choice,
     check_deployment_id,
     check_name,
-    default_owner,
     lock_held_error,
     lock_info,
     format_time,
@@ -299,6 +298,7 @@ class DynamoDBRecordStore(RecordStore):
             "status": _s(record.status),
             "create_time": _s(record.create_time),
             "extra": {"M": {str(k): _j(v) for k, v in record.extra.items()}},
+            "creator_identity": _j(record.creator_identity),
         }
         for name in ("rollback_of", "rolled_back_by", "start_time", "end_time", "error", "started_by", "description"):
             value = getattr(record, name)
@@ -324,6 +324,7 @@ class DynamoDBRecordStore(RecordStore):
             end_time=_get(item, "end_time"),
             error=_get(item, "error"),
             started_by=_get(item, "started_by"),
+            creator_identity=_getj(item, "creator_identity", {}) or {},
             description=_get(item, "description"),
             extra=_get(item, "extra", {}) or {},
         )
@@ -374,7 +375,7 @@ class DynamoDBRecordStore(RecordStore):
 
     # records -------------------------------------------------------------------------------
     def create(self, record: DeploymentRecord) -> DeploymentRecord:
-        record.prepare_for_create()
+        self.stamp(record)
         put = {"TableName": self.table, "Item": self._meta_item(record), "ConditionExpression": "attribute_not_exists(pk)"}
         if record.rollback_of is None:
             try:
@@ -612,7 +613,7 @@ class DynamoDBRecordStore(RecordStore):
 
     def acquire_lock(self, application, deployment_group, deployment_id, owner=None, ttl=DEFAULT_LOCK_TTL, force=False) -> Lock:
         self._check_lock_args(application, deployment_group, deployment_id, ttl)
-        owner = owner or default_owner()
+        owner = self.lock_owner(owner)
         for _attempt in range(5):
             lock, item = self._new_lock(application, deployment_group, deployment_id, owner, ttl)
             try:

@@ -36,7 +36,6 @@ from .base import (
     check_choice,
     check_deployment_id,
     check_name,
-    default_owner,
     lock_held_error,
     lock_info,
     new_token,
@@ -46,7 +45,7 @@ from .base import (
     utc_now,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 30000
 
 _SCHEMA_V1 = """
@@ -111,8 +110,13 @@ CREATE TABLE IF NOT EXISTS locks (
 );
 """
 
+# 2: who started each deployment (AWX job, template, user; or user@host), as JSON
+_SCHEMA_V2 = """
+ALTER TABLE deployments ADD COLUMN creator_identity TEXT;
+"""
+
 # schema version -> SQL that upgrades from the previous version (1 is the initial schema)
-_MIGRATIONS = {1: _SCHEMA_V1}
+_MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2}
 
 
 def default_path() -> Path:
@@ -216,6 +220,7 @@ class SQLiteRecordStore(RecordStore):
             end_time=row["end_time"],
             error=row["error"],
             started_by=row["started_by"],
+            creator_identity=json.loads(row["creator_identity"]) if row["creator_identity"] else {},
             description=row["description"],
         )
 
@@ -271,7 +276,7 @@ class SQLiteRecordStore(RecordStore):
 
     # records -------------------------------------------------------------------------------
     def create(self, record: DeploymentRecord) -> DeploymentRecord:
-        record.prepare_for_create()
+        self.stamp(record)
         with self._write() as conn:
             if conn.execute("SELECT 1 FROM deployments WHERE deployment_id = ?", (record.deployment_id,)).fetchone():
                 raise RecordExists(f"deployment_id: deployment {record.deployment_id} already exists")
@@ -280,11 +285,12 @@ class SQLiteRecordStore(RecordStore):
             conn.execute(
                 "INSERT INTO deployments (deployment_id, application, deployment_group, deployment_type, revision, "
                 "configuration, creator, rollback_of, rolled_back_by, status, create_time, start_time, end_time, error, "
-                "started_by, description) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "started_by, creator_identity, description) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (record.deployment_id, record.application, record.deployment_group, record.deployment_type,
                  json.dumps(record.revision), None if record.configuration is None else json.dumps(record.configuration),
                  record.creator, record.rollback_of, record.rolled_back_by, record.status, record.create_time,
-                 record.start_time, record.end_time, record.error, record.started_by, record.description),
+                 record.start_time, record.end_time, record.error, record.started_by,
+                 json.dumps(record.creator_identity), record.description),
             )
             if record.rollback_of is not None:
                 conn.execute("UPDATE deployments SET rolled_back_by = ? WHERE deployment_id = ?",
@@ -420,7 +426,7 @@ class SQLiteRecordStore(RecordStore):
 
     def acquire_lock(self, application, deployment_group, deployment_id, owner=None, ttl=DEFAULT_LOCK_TTL, force=False) -> Lock:
         self._check_lock_args(application, deployment_group, deployment_id, ttl)
-        owner = owner or default_owner()
+        owner = self.lock_owner(owner)
         with self._write() as conn:  # BEGIN IMMEDIATE: one writer decides at a time
             row = self._lock_row(conn, application, deployment_group)
             if row is not None:
