@@ -639,7 +639,7 @@ class DynamoDBRecordStore(RecordStore):
     def take_over(self, application, deployment_group, deployment_id, owner=None, ttl=DEFAULT_LOCK_TTL, live=False,
                   token=None, acquired_at=None) -> Lock:
         self._check_lock_args(application, deployment_group, deployment_id, ttl)
-        owner = owner or default_owner()
+        owner = self.lock_owner(owner)
         current = self._lock_item(application, deployment_group)
         if current is None:
             raise RecordNotFound(f"deployment group {application}/{deployment_group} is not locked")

@@ -447,7 +447,7 @@ class SQLiteRecordStore(RecordStore):
     def take_over(self, application, deployment_group, deployment_id, owner=None, ttl=DEFAULT_LOCK_TTL, live=False,
                   token=None, acquired_at=None) -> Lock:
         self._check_lock_args(application, deployment_group, deployment_id, ttl)
-        owner = owner or default_owner()
+        owner = self.lock_owner(owner)
         with self._write() as conn:  # read and swap in one BEGIN IMMEDIATE transaction: nobody renews in between
             row = self._lock_row(conn, application, deployment_group)
             if row is None:
