@@ -29,6 +29,7 @@ class SuiteResult:
     skipped: int = 0
     seconds: float = 0.0
     note: str = ""
+    fleet_playbook_tests: int = 0  # passed tests that ran a collection playbook end to end on a test world
 
 
 def _env() -> dict[str, str]:
@@ -65,12 +66,20 @@ def _pytest_suite(name: str, path: str, extra: list[str] | None = None) -> Suite
             result.failed += bad
             result.skipped += skipped
             result.passed += total - bad - skipped
+        result.fleet_playbook_tests = _fleet_playbook_tests(suite)
     if rc not in (0, 5) and result.failed == 0:
         result.failed = 1
         result.note = f"pytest exited {rc}"
     if result.failed:
         _show_tail(text)
     return result
+
+
+def _fleet_playbook_tests(junit_root: ET.Element) -> int:
+    """Passed test cases the conftest marked with the `fleet_playbook_runs` property."""
+    return sum(1 for case in junit_root.iter("testcase")
+               if not any(case.find(tag) is not None for tag in ("failure", "error", "skipped"))
+               and any(p.get("name") == "fleet_playbook_runs" for p in case.iter("property")))
 
 
 def _show_tail(text: str, lines: int = 60) -> None:
@@ -205,6 +214,8 @@ def main(argv: list[str]) -> int:
     failed = sum(r.failed for r in results)
     skipped = sum(r.skipped for r in results)
     print(f"{passed} passed, {failed} failed, {skipped} skipped")
+    if any(r.name == "integration" for r in results):
+        print(f"{sum(r.fleet_playbook_tests for r in results)} tests ran a collection playbook end to end on the fleet")
     return 1 if failed or passed == 0 else 0
 
 
