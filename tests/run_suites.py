@@ -94,8 +94,9 @@ def suite_unit() -> SuiteResult:
 def suite_integration() -> SuiteResult:
     # Most integration time is waiting (load-balancer delays, hooks, SSH): run files side by side.
     # Each worker has its own emulator, and every test world its own subnet and namespaces.
-    # Two workers on CI's two cores: timing assertions (Lambda steps within 1 s, health monitors) need headroom.
-    workers = os.environ.get("ROLLWRIGHT_TEST_WORKERS", "2")
+    # Three workers: the timing assertions keep seconds of headroom (the tight figures are measured by
+    # `make bench-timing`, not asserted), so a loaded 2-core machine does not fail them.
+    workers = os.environ.get("ROLLWRIGHT_TEST_WORKERS", "3")
     return _pytest_suite("integration", "tests/integration", ["-n", workers, "--dist", "loadfile"])
 
 
