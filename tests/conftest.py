@@ -91,6 +91,16 @@ def fleet(aws: AWS, tmp_path_factory: pytest.TempPathFactory) -> Any:
         pytest.fail("world tear-down failed:\n" + "\n".join(errors))
 
 
+@pytest.fixture
+def ec2_world(aws: AWS, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A world whose hosts are the emulator's instances in its subnet (its EC2 sync), for blue/green."""
+    _require_root()
+    from tests.integration.inplace_helpers import ec2_synced_world
+
+    with ec2_synced_world(aws, tmp_path_factory.mktemp("ec2-world")) as made:
+        yield made
+
+
 @pytest.fixture(scope="session")
 def _control_path_dir() -> Any:
     path = Path(f"/run/rollwright/cp-pytest-{os.getpid()}") if os.geteuid() == 0 else None

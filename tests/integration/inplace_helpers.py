@@ -8,6 +8,7 @@ hosts through the harness (nsenter) or plain HTTP from the root namespace: no ro
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import threading
@@ -15,7 +16,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 from tests.harness.world import World
 
@@ -129,6 +130,21 @@ class HealthMonitor:
     @property
     def minimum(self) -> int:
         return min(self.counts)
+
+
+@contextlib.contextmanager
+def ec2_synced_world(aws: Any, directory: Any) -> Iterator[World]:
+    """A world with no host of its own whose EC2 sync makes every instance run in its subnet an SSH host
+    (so Auto Scaling groups and launch templates of the emulator are the fleet); torn down after."""
+    from tests.harness.world import down, up
+
+    made = up(directory, 0, emulator_handle=aws.handle.to_json(), region=aws.region)
+    made.start_ec2_sync()
+    try:
+        yield made
+    finally:
+        made.stop_ec2_sync()
+        down(made.dir)
 
 
 # ----------------------------------------------------------------------------------------------

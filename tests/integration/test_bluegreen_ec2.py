@@ -41,15 +41,8 @@ AMI = "ami-03cf127a"
 def world(aws: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
     if os.geteuid() != 0:
         pytest.skip("the SSH fleet needs root (network, mount and PID namespaces); run the tests as root")
-    from tests.harness.world import down, up
-
-    made = up(tmp_path_factory.mktemp("bg-world"), 0, emulator_handle=aws.handle.to_json(), region=aws.region)
-    made.start_ec2_sync()
-    try:
+    with H.ec2_synced_world(aws, tmp_path_factory.mktemp("bg-world")) as made:
         yield made
-    finally:
-        made.stop_ec2_sync()
-        down(made.dir)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ the emulator's ELBv2 and EC2 views and over HTTP from the hosts.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from pathlib import Path
@@ -29,20 +28,6 @@ pytestmark = [pytest.mark.fleet, pytest.mark.slow]
 AMI = "ami-03cf127a"
 N = 2
 
-
-@pytest.fixture
-def ec2_world(aws: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    if os.geteuid() != 0:
-        pytest.skip("the SSH fleet needs root (network, mount and PID namespaces); run the tests as root")
-    from tests.harness.world import down, up
-
-    made = up(tmp_path_factory.mktemp("bg-tags-world"), 0, emulator_handle=aws.handle.to_json(), region=aws.region)
-    made.start_ec2_sync()
-    try:
-        yield made
-    finally:
-        made.stop_ec2_sync()
-        down(made.dir)
 
 
 class RuleMonitor:

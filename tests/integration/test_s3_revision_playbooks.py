@@ -12,7 +12,6 @@ whose ETag does not match refuses to deploy and changes nothing. Outcomes are re
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -93,21 +92,6 @@ def test_inplace_and_rollback_by_version_id_and_etag(fleet: Any, aws: Any, ansib
     assert rollback.creator == "rollback" and rollback.status == "Succeeded", rollback.error
     assert (rollback.revision["bucket"], rollback.revision["version"]) == (bucket, v["v1"]["id"])
 
-
-@pytest.fixture
-def ec2_world(aws: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """A world whose hosts are the emulator's instances (its EC2 sync), for blue/green."""
-    if os.geteuid() != 0:
-        pytest.skip("the SSH fleet needs root (network, mount and PID namespaces); run the tests as root")
-    from tests.harness.world import down, up
-
-    made = up(tmp_path_factory.mktemp("s3-bg-world"), 0, emulator_handle=aws.handle.to_json(), region=aws.region)
-    made.start_ec2_sync()
-    try:
-        yield made
-    finally:
-        made.stop_ec2_sync()
-        down(made.dir)
 
 
 def test_bluegreen_by_version_id_and_etag(ec2_world: Any, aws: Any, ansible_run: Any, tmp_path: Path) -> None:
