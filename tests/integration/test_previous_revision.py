@@ -52,8 +52,8 @@ def _log(world: Any, name: str) -> list[tuple[str, str, str]]:
     return [tuple(line.split()) for line in proc.stdout.splitlines() if line.strip()]  # type: ignore[misc]
 
 
-def test_stop_scripts_come_from_the_last_successful_revision_not_the_failed_one(fleet: Any, ansible_run: Any,
-                                                                                 tmp_path: Path) -> None:
+def test_stop_scripts_come_from_the_last_successful_revision_not_the_failed_one(
+        fleet: Any, ansible_run: Any, tmp_path: Path) -> None:
     world = fleet(2)
     names = [h.name for h in world.hosts]
     ids = [h.instance_id for h in world.hosts]
