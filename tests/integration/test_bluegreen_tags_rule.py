@@ -29,7 +29,6 @@ AMI = "ami-03cf127a"
 N = 2
 
 
-
 class RuleMonitor:
     """Every 100 ms: the group the rule forwards to, its healthy and live (non-draining) targets."""
 

@@ -93,7 +93,6 @@ def test_inplace_and_rollback_by_version_id_and_etag(fleet: Any, aws: Any, ansib
     assert (rollback.revision["bucket"], rollback.revision["version"]) == (bucket, v["v1"]["id"])
 
 
-
 def test_bluegreen_by_version_id_and_etag(ec2_world: Any, aws: Any, ansible_run: Any, tmp_path: Path) -> None:
     world = ec2_world
     bucket, v = upload_versions(aws, tmp_path / "b", ["v1", "v2", "v3"])
