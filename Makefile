@@ -15,7 +15,7 @@ export ANSIBLE_HOST_KEY_CHECKING := False
 export PYTHONDONTWRITEBYTECODE := 1
 
 .PHONY: help setup system-packages venv collection-link test unit integration molecule sanity lint demo \
-        bench bench-inplace bench-zero-downtime build-collection clean
+        bench bench-inplace bench-zero-downtime bench-timing mutation build-collection clean
 
 help:
 	@echo "make demo    - set up, bring up a test world and run a real deployment end to end"
@@ -75,6 +75,14 @@ bench-inplace: setup
 
 bench-zero-downtime: setup
 	@$(PY) -m benchmarks.zero_downtime
+
+# the tight timing figures (Lambda steps, alarm to rollback, lease keeper, hook timeout) as a table
+bench-timing: setup
+	@$(PY) -m benchmarks.lambda_timing
+
+# hand-written mutants of the core rules; every one must be caught (not part of `make test`)
+mutation: setup
+	@$(PY) -m tests.mutation
 
 clean:
 	@-$(PY) -m tests.harness down-all 2>/dev/null

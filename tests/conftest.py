@@ -8,6 +8,7 @@ See docs/testing.md. Fleet tests need root; they skip (with the reason) otherwis
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -90,6 +91,16 @@ def fleet(aws: AWS, tmp_path_factory: pytest.TempPathFactory) -> Any:
         pytest.fail("world tear-down failed:\n" + "\n".join(errors))
 
 
+@pytest.fixture
+def ec2_world(aws: AWS, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A world whose hosts are the emulator's instances in its subnet (its EC2 sync), for blue/green."""
+    _require_root()
+    from tests.integration.inplace_helpers import ec2_synced_world
+
+    with ec2_synced_world(aws, tmp_path_factory.mktemp("ec2-world")) as made:
+        yield made
+
+
 @pytest.fixture(scope="session")
 def _control_path_dir() -> Any:
     path = Path(f"/run/rollwright/cp-pytest-{os.getpid()}") if os.geteuid() == 0 else None
@@ -128,3 +139,38 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         return
     with open(path, "a", encoding="utf-8") as handle:
         handle.write(f"{report.outcome} {report.nodeid}\n")
+
+
+# ----------------------------------------------------------------------------------------------
+# how many tests ran a collection playbook end to end on a test world (tests/run_suites.py prints it)
+
+TALLY_CALLBACK_DIR = ROOT / "tests" / "harness" / "callback_plugins"
+COLLECTION_PLAYBOOKS = ROOT / "playbooks"
+
+
+def fleet_playbook_runs(lines: list[dict[str, Any]]) -> int:
+    """Finished runs of a collection playbook, or of a play with a collection role, that ran a
+    rollwright.deploy module on a test world's SSH host."""
+    def collection_run(line: dict[str, Any]) -> bool:
+        playbook = Path(str(line.get("playbook") or "")).resolve()
+        ours = playbook.parent == COLLECTION_PLAYBOOKS.resolve()
+        return bool(line.get("fleet_hosts")) and (ours or any(str(r).startswith("rollwright.deploy.") for r in line.get("roles", [])))
+
+    return sum(1 for line in lines if collection_run(line))
+
+
+@pytest.fixture(autouse=True)
+def _fleet_playbook_tally(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest,
+                          monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Enable the tally callback for every ansible-playbook the test starts (they inherit the environment)."""
+    tally = tmp_path_factory.mktemp("tally") / "runs.jsonl"
+    monkeypatch.setenv("ROLLWRIGHT_FLEET_TALLY", str(tally))
+    paths = [str(TALLY_CALLBACK_DIR)] + [p for p in os.environ.get("ANSIBLE_CALLBACK_PLUGINS", "").split(":") if p]
+    monkeypatch.setenv("ANSIBLE_CALLBACK_PLUGINS", ":".join(paths))
+    enabled = [c for c in os.environ.get("ANSIBLE_CALLBACKS_ENABLED", "").split(",") if c]
+    monkeypatch.setenv("ANSIBLE_CALLBACKS_ENABLED", ",".join(enabled + ["rollwright_fleet_tally"]))
+    yield
+    lines = [json.loads(line) for line in tally.read_text().splitlines() if line.strip()] if tally.exists() else []
+    runs = fleet_playbook_runs(lines)
+    if runs:
+        request.node.user_properties.append(("fleet_playbook_runs", runs))  # junit XML <property>

@@ -78,7 +78,7 @@ def normalise_revision(value: Any, field: str = "rollwright_revision") -> dict:
     unknown = set(value) - {"s3", "path", "bundle_type"}
     if unknown:
         raise InputError(f"{field}: unknown key(s) {sorted(unknown)}; expected s3, path, bundle_type")
-    if ("s3" in value and value["s3"]) == bool(value.get("path")):
+    if bool(value.get("s3")) == bool(value.get("path")):
         raise InputError(f"{field}: expected exactly one of 's3' or 'path'")
     bundle_type = value.get("bundle_type")
     if bundle_type is not None and bundle_type not in BUNDLE_TYPES:

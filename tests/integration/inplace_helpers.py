@@ -150,6 +150,21 @@ class HealthMonitor:
         return min(self.counts)
 
 
+@contextlib.contextmanager
+def ec2_synced_world(aws: Any, directory: Any) -> Iterator[World]:
+    """A world with no host of its own whose EC2 sync makes every instance run in its subnet an SSH host
+    (so Auto Scaling groups and launch templates of the emulator are the fleet); torn down after."""
+    from tests.harness.world import down, up
+
+    made = up(directory, 0, emulator_handle=aws.handle.to_json(), region=aws.region)
+    made.start_ec2_sync()
+    try:
+        yield made
+    finally:
+        made.stop_ec2_sync()
+        down(made.dir)
+
+
 # ----------------------------------------------------------------------------------------------
 # hosts
 # ----------------------------------------------------------------------------------------------

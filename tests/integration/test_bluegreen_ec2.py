@@ -41,15 +41,8 @@ AMI = "ami-03cf127a"
 def world(aws: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
     if os.geteuid() != 0:
         pytest.skip("the SSH fleet needs root (network, mount and PID namespaces); run the tests as root")
-    from tests.harness.world import down, up
-
-    made = up(tmp_path_factory.mktemp("bg-world"), 0, emulator_handle=aws.handle.to_json(), region=aws.region)
-    made.start_ec2_sync()
-    try:
+    with H.ec2_synced_world(aws, tmp_path_factory.mktemp("bg-world")) as made:
         yield made
-    finally:
-        made.stop_ec2_sync()
-        down(made.dir)
 
 
 @pytest.fixture(scope="module")
@@ -260,7 +253,8 @@ def test_copy_asg_targets_mode(env: Env, bundles: dict[str, Path]) -> None:
     green = env.asg_ids(green_asg)
     assert len(green) == N and not set(green) & set(blue)
     # traffic: all green, healthy; the green group took the attachment; blue group emptied, hosts gone
-    assert env.members() == {i: "healthy" for i in green} or set(env.members()) == set(green)
+    # (every green target healthy when the playbook ends; the drained blues gone from the group)
+    assert env.members() == {i: "healthy" for i in green}
     assert env.asg.describe_auto_scaling_groups(AutoScalingGroupNames=[green_asg])["AutoScalingGroups"][0]["TargetGroupARNs"] == [env.tg]
     assert env.asg_ids(blue_asg) == [] and env.asg_exists(blue_asg)
     H.wait_until(lambda: not {h.instance_id for h in env.world.hosts} & set(blue), 10, what="blue hosts removed")
@@ -347,6 +341,7 @@ def test_ready_stop_without_continue_is_stopped(env: Env, bundles: dict[str, Pat
 
 def test_ready_stop_with_continue_proceeds(env: Env, bundles: dict[str, Path]) -> None:
     blue_asg = env.blue_asg()
+    blue = env.asg_ids(blue_asg)
     continued: dict[str, Any] = {}
 
     def approve() -> None:
@@ -358,6 +353,7 @@ def test_ready_stop_with_continue_proceeds(env: Env, bundles: dict[str, Path]) -
             except Exception:  # pylint: disable=broad-except
                 found = []
             if found and found[0].status == "Ready":
+                continued["at"] = time.monotonic()
                 continued["result"] = env.ansible_run(
                     CONTINUE, env.world.inventory, env={"XDG_STATE_HOME": str(env.state_dir)},
                     extra_vars={"rollwright_application": f"bg-{env.name}", "rollwright_deployment_group": "g"})
@@ -366,15 +362,25 @@ def test_ready_stop_with_continue_proceeds(env: Env, bundles: dict[str, Path]) -
 
     approver = threading.Thread(target=approve, daemon=True)
     approver.start()
-    result = env.run(bundles["v2"], bluegreen_ec2_copy_auto_scaling_group=blue_asg,
-                     bluegreen_ec2_ready_action="stop", bluegreen_ec2_ready_wait="90s")
-    approver.join(30)
+    with TrafficMonitor(env, blue) as mon:
+        result = env.run(bundles["v2"], bluegreen_ec2_copy_auto_scaling_group=blue_asg,
+                         bluegreen_ec2_ready_action="stop", bluegreen_ec2_ready_wait="90s")
+        approver.join(30)
     assert continued.get("result") is not None and continued["result"].rc == 0, continued
     assert result.rc == 0, failures(result) or result
     record = env.record()
     assert record["status"] == "Succeeded" and record["extra"]["bluegreen_continue"]["at"]
     green = env.asg_ids(f"{blue_asg}-{record['deployment_id']}")
-    assert set(env.members()) == set(green)
+    assert env.members() == {i: "healthy" for i in green}
+    for iid in green:
+        assert H.served(env.address(iid)) == "sample-app v2"
+    # traffic: the blues alone served until the continue; then never short of the minimum, one batch mixed at most
+    assert not mon.errors, mon.errors
+    before = [s for s in mon.samples if s["t"] < continued["at"]]
+    assert before and all(s["green"] == 0 and s["blue"] == N and s["healthy"] == N for s in before), before
+    assert mon.min_healthy >= 2, mon.samples
+    assert max(s["blue"] + s["green"] for s in mon.samples) <= N + 1, mon.samples
+    assert mon.samples[-1]["green"] == N and mon.samples[-1]["blue"] == 0, mon.samples[-1]
 
 
 def test_validate_failure_on_one_green_host_rolls_back(env: Env, bundles: dict[str, Path]) -> None:

@@ -412,7 +412,7 @@ def test_hook_timeout_is_killed_and_reported_quickly(play: Callable[..., Ansible
         script = start["scripts"][0]
         sigkill = host == "host3"
         assert script["timed_out"] is True and script["killed"] is sigkill, script
-        assert 2 <= script["duration"] < (6 if sigkill else 4), script
+        assert 2 <= script["duration"] < (9 if sigkill else 7), script  # timeout 2 s (+ grace 1 s), headroom for load
         assert ("SIGKILLed after the grace period" if sigkill else "terminated with SIGTERM") in r["msg"], r["msg"]
         assert "hanging" in script["output_tail"] and "never" not in script["output_tail"]
         assert "did not finish within its timeout of 2 s" in r["msg"] and "scripts/hang.sh" in r["msg"], r["msg"]

@@ -7,6 +7,9 @@ in-place deployment at 10 different points, then run ``rollwright.deploy.recover
 Clean means: every host is registered in exactly the target groups it was in before the deployment
 (compared with a snapshot taken before), the record is Stopped (the lease keeper marked it so when
 the controller died) and the group's lock is released. The test prints n/10 and asserts 10/10.
+Each run also records where its kill landed (the hosts out of their target groups once the controller
+is dead): the kills meant to land with a batch out of the load balancer must find that batch out, the
+record must name those hosts as taken out, and recovery must bring each of them back.
 
 One world (4 hosts, two target groups, 1 s deregistration delay and registration time) serves all
 ten runs; every run deploys a new revision, so no host is skipped as "already on it".
@@ -114,18 +117,26 @@ def _batch_done(record: Any, batch: int) -> bool:
     return len(batches) >= batch and all(record.host(h).status == "Succeeded" for h in batches[batch - 1])
 
 
-# (name, predicate on the record, extra delay before the kill)
-KILL_POINTS: list[tuple[str, Callable[[Any], bool], float]] = [
-    ("right after start", lambda r: r.status == "InProgress", 0.0),
-    ("BeforeBlockTraffic of batch 1", lambda r: _event(r, "BeforeBlockTraffic", "InProgress", 1), 0.2),
-    ("draining batch 1", lambda r: _event(r, "BlockTraffic", "InProgress", 1), 0.3),
-    ("BeforeInstall hook (sleeping) of batch 1", lambda r: _event(r, "ApplicationStop", "InProgress", 1), 1.2),
-    ("AllowTraffic of batch 1", lambda r: _event(r, "AllowTraffic", "InProgress", 1), 0.2),
-    ("AfterAllowTraffic of batch 1", lambda r: _event(r, "AllowTraffic", "Succeeded", 1), 0.0),
-    ("between batches", lambda r: _batch_done(r, 1), 0.0),
-    ("draining batch 2", lambda r: _event(r, "BlockTraffic", "InProgress", 2), 0.3),
-    ("BeforeInstall hook (sleeping) of batch 2", lambda r: _event(r, "ApplicationStop", "InProgress", 2), 1.2),
-    ("AllowTraffic of batch 2", lambda r: _event(r, "AllowTraffic", "InProgress", 2), 0.2),
+def _batch_out(record: Any, out: set[str], batch: int) -> bool:
+    """Some host of the batch is really out of its target groups now (the load balancer's view)."""
+    batches = (record.extra.get("inplace") or {}).get("plan_preview") or []
+    return len(batches) >= batch and any(record.host(h) is not None and record.host(h).instance_id in out
+                                         for h in batches[batch - 1])
+
+
+# (name, predicate on the record and the instances out of the load balancer now, extra delay before the
+# kill, the batch whose hosts must be out of the load balancer when the kill lands, or None: not pinned)
+KILL_POINTS: list[tuple[str, Callable[[Any, set[str]], bool], float, Optional[int]]] = [
+    ("right after start", lambda r, out: r.status == "InProgress", 0.0, None),
+    ("BeforeBlockTraffic of batch 1", lambda r, out: _event(r, "BeforeBlockTraffic", "InProgress", 1), 0.2, None),
+    ("draining batch 1", lambda r, out: _event(r, "BlockTraffic", "InProgress", 1) and _batch_out(r, out, 1), 0.3, 1),
+    ("BeforeInstall hook (sleeping) of batch 1", lambda r, out: _event(r, "ApplicationStop", "InProgress", 1), 1.2, 1),
+    ("AllowTraffic of batch 1", lambda r, out: _event(r, "AllowTraffic", "InProgress", 1), 0.2, None),
+    ("AfterAllowTraffic of batch 1", lambda r, out: _event(r, "AllowTraffic", "Succeeded", 1), 0.0, None),
+    ("between batches", lambda r, out: _batch_done(r, 1), 0.0, None),
+    ("draining batch 2", lambda r, out: _event(r, "BlockTraffic", "InProgress", 2) and _batch_out(r, out, 2), 0.3, 2),
+    ("BeforeInstall hook (sleeping) of batch 2", lambda r, out: _event(r, "ApplicationStop", "InProgress", 2), 1.2, 2),
+    ("AllowTraffic of batch 2", lambda r, out: _event(r, "AllowTraffic", "InProgress", 2), 0.2, None),
 ]
 
 
@@ -143,7 +154,14 @@ def test_kill_ansible_playbook_at_ten_points_then_recover(world: Any, target_gro
     results = []
     t_all = time.monotonic()
     only = {int(x) for x in os.environ.get("ROLLWRIGHT_KILL_POINTS", "").split(",") if x.strip()}
-    for index, (point, predicate, delay) in enumerate(KILL_POINTS, start=1):
+    names = {h.instance_id: h.name for h in world.hosts}
+
+    def out_now() -> set[str]:
+        """Instances not in every target group they were in before (draining counts as out)."""
+        now = membership(world, target_groups)
+        return {i for i, groups in before.items() if now.get(i) != groups}
+
+    for index, (point, predicate, delay, out_batch) in enumerate(KILL_POINTS, start=1):
         if only and index not in only:
             continue
         t0 = time.monotonic()
@@ -162,7 +180,7 @@ def test_kill_ansible_playbook_at_ten_points_then_recover(world: Any, target_gro
         try:
             while time.monotonic() < deadline and proc.poll() is None:
                 record = watch.newest(seen)
-                if record is not None and predicate(record):
+                if record is not None and predicate(record, out_now()):
                     observed = record
                     break
                 time.sleep(0.03)
@@ -176,8 +194,11 @@ def test_kill_ansible_playbook_at_ten_points_then_recover(world: Any, target_gro
         deployment_id = observed.deployment_id
         seen.add(deployment_id)
         at_kill = watch.store.get(deployment_id)
-        # The lease keeper notices the dead controller and marks the record Stopped.
-        for _attempt in range(100):
+        # where the kill landed: the hosts out of their target groups once the controller is dead
+        out_lb_at_kill = sorted(names[i] for i in out_now())
+        batches = (at_kill.extra.get("inplace") or {}).get("plan_preview") or []
+        # The lease keeper notices the dead controller and marks the record Stopped (headroom for a loaded machine).
+        for _attempt in range(400):
             if watch.store.get(deployment_id).status == "Stopped":
                 break
             time.sleep(0.05)
@@ -188,6 +209,7 @@ def test_kill_ansible_playbook_at_ten_points_then_recover(world: Any, target_gro
                                              "rollwright_record_sqlite_path": records},
                                  aws_env=aws.env, control_path_dir=str(world.control_path_dir), timeout=120)
         after = membership(world, target_groups)
+        came_back = all(after[i] == before[i] for i, n in names.items() if n in out_lb_at_kill)
         final = watch.store.get(deployment_id)
         lock = watch.store.get_lock(APP, GROUP)
         clean = (recovered.rc == 0 and after == before and final.status == "Stopped" and lock is None
@@ -204,8 +226,11 @@ def test_kill_ansible_playbook_at_ten_points_then_recover(world: Any, target_gro
             second_changed = again.rc != 0 or bool(second.get("changed"))
             second = {k: second.get(k) for k in ("msg", "message", "plan")}
             clean = clean and not second_changed
+        landed = out_batch is None or (bool(out_lb_at_kill) and len(batches) >= out_batch
+                                       and set(out_lb_at_kill) <= set(batches[out_batch - 1]))
         results.append({"run": index, "point": point, "deployment_id": deployment_id, "clean": clean,
                         "marked_stopped_by_keeper": marked.status == "Stopped", "out_at_kill": out_at_kill,
+                        "out_of_lb_at_kill": out_lb_at_kill, "landed_as_intended": landed, "out_hosts_came_back": came_back,
                         "recover_rc": recovered.rc, "status": final.status, "lock_free": lock is None,
                         "second_recover_changed": second_changed, "second_recover": second,
                         "recover_message": (recovered.task("Recover the deployment and release the group's lock")
@@ -222,6 +247,13 @@ def test_kill_ansible_playbook_at_ten_points_then_recover(world: Any, target_gro
     assert clean_count == len(results) == (len(only) if only else 10), json.dumps(results, indent=2)
     # the lease keeper marked every interrupted deployment Stopped before recovery ran
     assert all(r["marked_stopped_by_keeper"] for r in results), json.dumps(results, indent=2)
+    # every kill meant to land with a batch out of the load balancer did, the record knew those hosts
+    # were out (recovery works from it), and every host that was out is back in its groups
+    assert all(r["landed_as_intended"] for r in results), json.dumps(results, indent=2)
+    assert all(set(r["out_of_lb_at_kill"]) <= set(r["out_at_kill"]) for r in results), json.dumps(results, indent=2)
+    assert all(r["out_hosts_came_back"] for r in results), json.dumps(results, indent=2)
+    pinned = [r for r in results if KILL_POINTS[r["run"] - 1][3] is not None]
+    assert all(r["out_of_lb_at_kill"] for r in pinned), json.dumps(results, indent=2)
 
 
 @pytest.mark.hostile

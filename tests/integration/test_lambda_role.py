@@ -112,7 +112,8 @@ def test_linear_shift_is_recorded_succeeded(world, inventory, db, ansible_run):
     assert [s["at_seconds"] for s in planned] == [0.0, 1.0, 2.0]
     assert [s["weight"] for s in planned] == [0.4, 0.8, 1.0]
     assert [s["planned_seconds"] for s in actual] == [0.0, 1.0, 2.0]
-    assert all(abs(s["drift_seconds"]) < 1.0 for s in actual)
+    # never early, never far late (headroom for a loaded machine; `make bench-timing` measures the drift)
+    assert all(-0.05 <= s["drift_seconds"] < 3.0 for s in actual), actual
     assert [h["lifecycle_event"] for h in record.extra["hooks"]] == ["BeforeAllowTraffic", "AfterAllowTraffic"]
     assert record.extra["lambda"]["final_alias"] == {"function_version": "2", "additional_version_weights": {}}
     assert store.get_lock(world.name, f"{world.name}:live") is None

@@ -8,7 +8,7 @@ i1 i3), deregistration delay 2 s, and a classic ELB (i0 i3). API calls are count
 ``before-call`` event, i.e. what really went over the wire.
 
 The emulator (tests/harness, the session `aws` fixture) models ``draining`` and ``initial``; plain
-moto does not. Timing assertions detect that by behaviour and are skipped without it.
+moto does not. The tests that rely on it fail (never skip) when the emulator stops modelling them.
 """
 
 from __future__ import annotations
@@ -230,9 +230,8 @@ def test_a_draining_target_is_registered_again(lb_emulator):
     lb = load_balancer_from_config(w.config, CountingClients(lb_emulator))
     ms = lb.snapshot([i2])[i2]
     lb.block(ms)
-    state = _target_states(w, w.tg_a).get((i2, 80))
-    if state != "draining":
-        pytest.skip("the emulator does not model draining (deregistered targets vanish at once)")
+    # the session emulator models draining (30 s here): a target that vanished at once is a regression
+    assert _target_states(w, w.tg_a).get((i2, 80)) == "draining"
     assert lb.health([i2]) == {i2: "draining"}
     short = lb.wait_drained(ms, timeout=1.5)
     assert not short.ok and short.outcomes[i2].status == "timeout" and short.outcomes[i2].state == "draining"
@@ -245,20 +244,20 @@ def test_a_draining_target_is_registered_again(lb_emulator):
 
 
 def test_wait_healthy_waits_through_initial(lb_emulator):
-    w = make_world(lb_emulator, delay=0, registration_seconds=2)
+    # 5 s of `initial`: far more than a loaded machine needs between the registration and the first read
+    w = make_world(lb_emulator, delay=0, registration_seconds=5)
     i3 = w.ids[3]
     lb = load_balancer_from_config({"target_group_arns": [w.tg_a]}, CountingClients(lb_emulator))
     new = lb.desired([i3])
     assert new == [ELBv2Membership(w.tg_a, i3, 80)]
-    lb.allow(new)
-    first = _target_states(w, w.tg_a)[(i3, 80)]
     t0 = time.monotonic()
-    result = lb.wait_healthy(new, timeout=20)
+    lb.allow(new)
+    assert _target_states(w, w.tg_a)[(i3, 80)] == "initial"  # the emulator models `initial`: not, a regression
+    result = lb.wait_healthy(new, timeout=30)
     assert result.ok, result.message()
-    if first == "initial":
-        assert time.monotonic() - t0 >= 1.0
-    else:
-        pytest.skip("the emulator does not model `initial` (new targets are healthy at once)")
+    # it returned once the target was healthy, not before: the emulator's 5 s had passed
+    assert _target_states(w, w.tg_a)[(i3, 80)] == "healthy"
+    assert time.monotonic() - t0 >= 4.5
 
 
 def _ansible(emu, args: dict, check=False):

@@ -4,12 +4,14 @@
 """Issue 5 on a real fleet: automatic rollback on failure and on a CloudWatch alarm, the group lock,
 two groups deploying at once. The playbooks run as a user runs them (rollwright.deploy.inplace).
 
-One world (4 hosts behind one target group) serves the module; the tests run in file order and build
-on each other's history (v1 is the last successful revision the rollbacks return to).
+One world (4 hosts behind one target group) serves the module. A test that needs history makes it:
+the rollback tests start from v1 as the group's last successful revision (the `on_v1` fixture deploys
+it unless the fleet is already there), so they pass alone, in any order, or after each other.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -135,6 +137,18 @@ def newest(store: Any, n: int = 5) -> list[Any]:
     return [store.get(r.deployment_id) for r in store.list(APP, GROUP, limit=n)]
 
 
+@pytest.fixture
+def on_v1(world: Any, aws: Any, tg: str, work: Path, store: Any) -> None:
+    """Every host serves v1 and v1 is the group's last successful revision (deployed here if not)."""
+    v1 = bundle("v1", work / "b")
+    sha = hashlib.sha256(v1.read_bytes()).hexdigest()
+    last = store.last_successful(APP, GROUP)
+    if last is None or last.revision.get("sha256") != sha or not all("v1" in v for v in served_versions(world, aws).values()):
+        result = deploy(world, aws, base_vars(work, tg, rollwright_revision=str(v1), rollwright_file_exists_behavior="OVERWRITE"))
+        assert result.rc == 0, result
+    assert store.last_successful(APP, GROUP).revision.get("sha256") == sha
+
+
 def test_failure_rolls_back_automatically_to_v1(world: Any, aws: Any, tg: str, work: Path, store: Any) -> None:
     v1 = bundle("v1", work / "b")
     first = deploy(world, aws, base_vars(work, tg, rollwright_revision=str(v1)))
@@ -186,7 +200,7 @@ def test_alarm_already_firing_refuses_to_start(world: Any, aws: Any, tg: str, wo
 
 
 def test_alarm_mid_deployment_stops_and_rolls_back(world: Any, aws: Any, tg: str, work: Path, store: Any,
-                                                   alarm: str) -> None:
+                                                   alarm: str, on_v1: None) -> None:
     cw = world.client("cloudwatch")
     known = {r.deployment_id for r in store.list(APP, GROUP, limit=50)}
     tripped: dict[str, Any] = {}

@@ -150,7 +150,7 @@ def test_sigterm_ignored_gets_sigkill_after_grace(rev):
     elapsed = time.monotonic() - t0
     script = res.scripts[0]
     assert script.timed_out and script.killed
-    assert 2 <= elapsed < 1 + 1 + 1, elapsed
+    assert 2 <= elapsed < 1 + 1 + 4, elapsed  # timeout + grace; the rest is headroom for a loaded machine
     assert "SIGKILL" in res.message
 
 
