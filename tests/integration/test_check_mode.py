@@ -47,15 +47,19 @@ def test_check_mode_changes_nothing(fleet: Any, ansible_run: Any, tmp_path: Path
                 [r.to_dict() for r in store.list(APP, "g", limit=20)], store.get_lock(APP, "g"),
                 H.tg_states(world, tg))
 
-    before = snapshot()
-    assert before[0] == on_v1 and before[2] is None
-    for playbook, extra in (("rollwright.deploy.inplace", {"rollwright_revision": v2}), ("rollwright.deploy.rollback", {})):
+    def dry_run_changes_nothing(playbook: str, extra: dict) -> None:
+        before = snapshot()
         with H.HealthMonitor(world, target_group_arn=tg) as mon:
             dry = ansible_run(playbook, world.inventory, extra_vars=dict(common, **extra), check=True, timeout=240)
         assert dry.rc == 0, dry
         assert not mon.errors and set(mon.counts) == {2}, (playbook, [s for s in mon.samples if s[1] != 2])  # nobody left
         assert snapshot() == before, playbook
 
+    assert snapshot()[0] == on_v1 and snapshot()[2] is None
+    dry_run_changes_nothing("rollwright.deploy.inplace", {"rollwright_revision": v2})
+
     real = ansible_run("rollwright.deploy.inplace", world.inventory, timeout=240, extra_vars=dict(common, rollwright_revision=v2))
     assert real.rc == 0, real
     assert snapshot()[0] == {n: ("sample-app v2", "sample-app v2") for n in names}
+    # a rollback needs a good revision to go back to (v1): its dry run, too, leaves everything on v2
+    dry_run_changes_nothing("rollwright.deploy.rollback", {})
