@@ -53,36 +53,9 @@ class ActionModule(_InPlaceStep):
         clients = self.clients(args)
         store = self._store(args, clients, task_vars)
         if step == "recover":
-            deployment_id = args.get("deployment_id")
-            if not deployment_id and args.get("application"):
-                info = store.get_lock(args["application"], args.get("deployment_group") or args["application"])
-                deployment_id = info.deployment_id if info else None
-                if not deployment_id:
-                    result.update(changed=False, recovery={"action": "none", "reason": "no deployment holds the group's lock"})
-                    return result
-            if not deployment_id:
-                raise AnsibleActionFail("deployment_id: required for step=recover (or application and deployment_group: "
-                                        "the deployment that holds the group's lock)")
-            if self.check_mode:
-                record = store.get(deployment_id)
-                plan = recovery.bluegreen_plan(record, store.get_lock(record.application, record.deployment_group),
-                                               force=bool(args.get("force_lock")))
-                result.update(changed=bool(plan["needs_action"]), deployment_id=deployment_id,
-                              recovery={"action": plan["action"], "check_mode": True, "plan": plan})
-                return result
-            outcome = recover(store, clients, deployment_id, progress=_progress, force=bool(args.get("force_lock")))
-            result.update(changed=outcome["action"] != "none", recovery=outcome, deployment_id=deployment_id)
-            return result
-        if step == "continue" and self.check_mode:
-            raise AnsibleActionFail("step=continue: not run in check mode (it only records a signal; "
-                                    "run it without --check to let the deployment reroute)")
+            return self._recover(result, args, store, clients)
         if step == "continue":
-            outcome = request_continue(store, deployment_id=args.get("deployment_id") or None,
-                                       application=args.get("application") or None,
-                                       deployment_group=args.get("deployment_group") or None,
-                                       by=args.get("creator") or store.lock_owner())
-            result.update(changed=outcome["changed"], deployment_id=outcome["deployment_id"], continued=outcome)
-            return result
+            return self._continue(result, args, store)
         # Ansible's workers outlive a killed ansible-playbook (they run in their own session): an
         # orphaned step must not go on changing load balancers while `recover` puts them back.
         guard = recovery.controller_guard(os.getppid())
@@ -135,6 +108,41 @@ class ActionModule(_InPlaceStep):
             result["rollwright_deployment"] = state["summary"]
             result["ansible_facts"]["rollwright_deployment"] = state["summary"]
             result["summary_text"] = state["summary_text"]
+        return result
+
+    def _recover(self, result: dict, args: dict, store, clients) -> dict:
+        """step=recover: finish a deployment whose controller died (check mode: the plan only)."""
+        deployment_id = args.get("deployment_id")
+        if not deployment_id and args.get("application"):
+            info = store.get_lock(args["application"], args.get("deployment_group") or args["application"])
+            deployment_id = info.deployment_id if info else None
+            if not deployment_id:
+                result.update(changed=False, recovery={"action": "none", "reason": "no deployment holds the group's lock"})
+                return result
+        if not deployment_id:
+            raise AnsibleActionFail("deployment_id: required for step=recover (or application and deployment_group: "
+                                    "the deployment that holds the group's lock)")
+        if self.check_mode:
+            record = store.get(deployment_id)
+            plan = recovery.bluegreen_plan(record, store.get_lock(record.application, record.deployment_group),
+                                           force=bool(args.get("force_lock")))
+            result.update(changed=bool(plan["needs_action"]), deployment_id=deployment_id,
+                          recovery={"action": plan["action"], "check_mode": True, "plan": plan})
+            return result
+        outcome = recover(store, clients, deployment_id, progress=_progress, force=bool(args.get("force_lock")))
+        result.update(changed=outcome["action"] != "none", recovery=outcome, deployment_id=deployment_id)
+        return result
+
+    def _continue(self, result: dict, args: dict, store) -> dict:
+        """step=continue: let a deployment waiting in Ready reroute."""
+        if self.check_mode:
+            raise AnsibleActionFail("step=continue: not run in check mode (it only records a signal; "
+                                    "run it without --check to let the deployment reroute)")
+        outcome = request_continue(store, deployment_id=args.get("deployment_id") or None,
+                                   application=args.get("application") or None,
+                                   deployment_group=args.get("deployment_group") or None,
+                                   by=args.get("creator") or store.lock_owner())
+        result.update(changed=outcome["changed"], deployment_id=outcome["deployment_id"], continued=outcome)
         return result
 
     # ------------------------------------------------------------------ start
