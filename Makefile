@@ -15,7 +15,7 @@ export ANSIBLE_HOST_KEY_CHECKING := False
 export PYTHONDONTWRITEBYTECODE := 1
 
 .PHONY: help setup system-packages venv collection-link test unit integration molecule sanity lint demo \
-        bench bench-inplace bench-zero-downtime build-collection clean
+        bench bench-inplace bench-zero-downtime build-collection clean iam-templates iam-matrix
 
 help:
 	@echo "make demo    - set up, bring up a test world and run a real deployment end to end"
@@ -79,3 +79,7 @@ bench-zero-downtime: setup
 clean:
 	@-$(PY) -m tests.harness down-all 2>/dev/null
 	rm -rf build .pytest_cache .hypothesis tests/output
+
+iam-templates: setup
+	@$(PY) -c "from ansible_collections.rollwright.deploy.plugins.module_utils.iam_policy import POLICY_KINDS, template_text; \
+	[open(f'extensions/iam/{k}.json', 'w').write(template_text(k)) for k in POLICY_KINDS]"
