@@ -21,6 +21,7 @@ help:
 	@echo "make demo    - set up, bring up a test world and run a real deployment end to end"
 	@echo "make test    - set up and run every test suite (unit, integration, molecule, sanity, lint)"
 	@echo "make setup   - only the set-up (idempotent, quick when nothing changed)"
+	@echo "make iam-matrix - remove each IAM policy action in turn and check the deployment fails before harm"
 
 setup: system-packages venv collection-link
 
@@ -81,5 +82,9 @@ clean:
 	rm -rf build .pytest_cache .hypothesis tests/output
 
 iam-templates: setup
-	@$(PY) -c "from ansible_collections.rollwright.deploy.plugins.module_utils.iam_policy import POLICY_KINDS, template_text; \
+	@PYTHONPATH=build $(PY) -c "from ansible_collections.rollwright.deploy.plugins.module_utils.iam_policy import POLICY_KINDS, template_text; \
 	[open(f'extensions/iam/{k}.json', 'w').write(template_text(k)) for k in POLICY_KINDS]"
+
+# The one-action-removed IAM matrix (~20 deployments on an IAM-enforcing emulator; not in `make test`).
+iam-matrix: setup
+	@$(PY) -m pytest tests/iam_matrix -q -n 0 -rxXs

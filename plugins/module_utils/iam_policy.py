@@ -59,7 +59,7 @@ ACTION_PURPOSES: dict[str, str] = {
     "autoscaling:AttachLoadBalancers": "attach the serving classic ELBs to the group that now serves",
     "autoscaling:DetachLoadBalancerTargetGroups": "detach the target groups from the group that no longer serves",
     "autoscaling:DetachLoadBalancers": "detach the classic ELBs from the group that no longer serves",
-    "lambda:GetFunction": "read the function's code hash and state",
+    "lambda:GetFunction": "read the function's code hash and state; check the hook functions exist before shifting",
     "lambda:GetFunctionConfiguration": "wait for the function to be Active after an update",
     "lambda:GetAlias": "read the alias's current version and routing",
     "lambda:ListVersionsByFunction": "find the published version matching the code",
@@ -75,6 +75,41 @@ ACTION_PURPOSES: dict[str, str] = {
     "dynamodb:DeleteItem": "release the group's lock, prune old records",
     "dynamodb:Query": "list a group's or an application's deployments (table and its indexes)",
 }
+
+# The IAM service prefix of boto3 services whose name differs.
+_IAM_PREFIX = {"elb": "elasticloadbalancing", "elbv2": "elasticloadbalancing", "monitoring": "cloudwatch"}
+# API operations authorised by other (or more) IAM actions than their own name.
+_OPERATION_ACTIONS = {
+    "lambda:Invoke": ["lambda:InvokeFunction"],
+    "s3:HeadObject": ["s3:GetObject", "s3:GetObjectVersion"],  # GetObjectVersion when a version is given
+    "s3:GetObject": ["s3:GetObject", "s3:GetObjectVersion"],
+    "dynamodb:TransactWriteItems": ["dynamodb:PutItem", "dynamodb:UpdateItem"],  # the records' Put + Update
+}
+_ACCESS_DENIED_CODES = ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "403")
+
+
+def iam_actions_for(service: str, operation: str) -> list[str]:
+    """The IAM actions a boto3 call needs: ``iam_actions_for("elbv2", "RegisterTargets")``."""
+    key = f"{service}:{operation}"
+    return list(_OPERATION_ACTIONS.get(key) or [f"{_IAM_PREFIX.get(service, service)}:{operation}"])
+
+
+def access_denied_hint(exc: BaseException, service: str) -> str:
+    """For an access-denied botocore error whose message does not name the action (S3 says only
+    "Access Denied"): " (IAM: needs s3:GetObject or s3:GetObjectVersion)"; otherwise ""."""
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return ""
+    error = response.get("Error") or {}
+    code = str(error.get("Code") or (response.get("ResponseMetadata") or {}).get("HTTPStatusCode") or "")
+    operation = getattr(exc, "operation_name", None)
+    if code not in _ACCESS_DENIED_CODES or not operation:
+        return ""
+    actions = iam_actions_for(service, operation)
+    if any(a in str(error.get("Message") or "") for a in actions):
+        return ""
+    return f" (IAM: needs {' or '.join(actions)})"
+
 
 _ACCOUNT_RE = re.compile(r"^\d{12}$")
 _REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
@@ -265,7 +300,7 @@ def _lambda(p: PolicyInputs, arns: _Arns) -> list[dict[str, Any]]:
             out.append(_statement("UpdateCode", ["lambda:UpdateFunctionCode"], functions))
     hooks = [a for n in p.hook_function_names for a in arns.function(n)]
     if hooks:
-        out.append(_statement("InvokeHooks", ["lambda:InvokeFunction"], hooks))
+        out.append(_statement("InvokeHooks", ["lambda:GetFunction", "lambda:InvokeFunction"], hooks))
     if p.code_bucket:
         out.append(_statement("ReadCode", ["s3:GetObject", "s3:GetObjectVersion"], [arns.objects(p.code_bucket, p.code_key_prefix)]))
     return out + _alarm_statement(p, arns)

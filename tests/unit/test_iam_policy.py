@@ -25,6 +25,8 @@ from botocore import xform_name
 from ansible_collections.rollwright.deploy.plugins.module_utils.iam_policy import (
     ACTION_PURPOSES,
     POLICY_KINDS,
+    access_denied_hint,
+    iam_actions_for,
     PolicyInputError,
     PolicyInputs,
     policy_actions,
@@ -37,14 +39,6 @@ from ansible_collections.rollwright.deploy.plugins.module_utils.iam_policy impor
 ROOT = Path(__file__).resolve().parents[2]
 PLUGINS = ROOT / "plugins"
 
-IAM_PREFIX = {"elb": "elasticloadbalancing", "elbv2": "elasticloadbalancing"}
-# Operations authorised by other (or more) IAM actions than their own name.
-OPERATION_ACTIONS = {
-    "lambda:Invoke": ["lambda:InvokeFunction"],
-    "s3:HeadObject": ["s3:GetObject", "s3:GetObjectVersion"],
-    "s3:GetObject": ["s3:GetObject", "s3:GetObjectVersion"],  # with VersionId: GetObjectVersion
-    "dynamodb:TransactWriteItems": ["dynamodb:PutItem", "dynamodb:UpdateItem"],  # the records' Put + Update
-}
 # Actions AWS checks on a call besides the call's own action (no call of their own in plugins/).
 IMPLIED_ACTIONS = {
     "ec2:CreateTags": "RunInstances with TagSpecifications",
@@ -146,10 +140,7 @@ def collection_calls() -> dict[str, list[str]]:
 
 
 def iam_actions(call: str) -> list[str]:
-    if call in OPERATION_ACTIONS:
-        return OPERATION_ACTIONS[call]
-    service, op = call.split(":")
-    return [f"{IAM_PREFIX.get(service, service)}:{op}"]
+    return iam_actions_for(*call.split(":"))
 
 
 def shipped_actions() -> set[str]:
@@ -293,3 +284,17 @@ def test_matrix_removal_is_what_the_matrix_runs():
         doc = template_document(kind)
         for action in policy_actions(doc):
             assert action not in policy_actions(without_action(doc, action))
+
+
+def test_access_denied_hint_names_the_action_only_when_aws_does_not():
+    from botocore.exceptions import ClientError
+
+    s3 = ClientError({"Error": {"Code": "AccessDenied", "Message": "Access Denied"}}, "GetObject")
+    assert access_denied_hint(s3, "s3") == " (IAM: needs s3:GetObject or s3:GetObjectVersion)"
+    named = ClientError({"Error": {"Code": "AccessDenied", "Message": "... not authorized to perform: "
+                                   "elasticloadbalancing:RegisterTargets on resource: x"}}, "RegisterTargets")
+    assert access_denied_hint(named, "elbv2") == ""
+    cbor = ClientError({"Error": {"Code": "403", "Message": ""}, "ResponseMetadata": {"HTTPStatusCode": 403}}, "DescribeAlarms")
+    assert access_denied_hint(cbor, "cloudwatch") == " (IAM: needs cloudwatch:DescribeAlarms)"
+    other = ClientError({"Error": {"Code": "Throttling", "Message": "slow down"}}, "GetObject")
+    assert access_denied_hint(other, "s3") == ""
