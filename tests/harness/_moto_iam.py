@@ -238,10 +238,11 @@ def apply() -> None:
             return original(self, iam_request_cls, resource)
         parsed = urlparse(self.uri)
         path = parsed.path + (f"?{parsed.query}" if parsed.query else "")
-        # the signature covers the raw body only (moto falls back to its parsed params on an empty body,
-        # which breaks the signature of rest-json GETs such as lambda:GetFunction)
+        # a GET has no body to sign (moto falls back to its parsed params, which breaks the signature of
+        # rest-json GETs such as lambda:GetFunction); a form POST's body is in self.data
+        no_body = self.method in ("GET", "HEAD") and not self.raw_body
         request = IAMRequest(account_id=self.current_account, method=self.method, path=path,
-                             data=self.data if self.raw_body else {}, body=self.raw_body, headers=self.headers,
+                             data={} if no_body else self.data, body=self.raw_body, headers=self.headers,
                              action=self._get_action())
         request.check_signature()
         checks = _Checks(self, request._service, request._region).all()
