@@ -265,7 +265,13 @@ def _bluegreen(p: PolicyInputs, arns: _Arns) -> list[dict[str, Any]]:
     if p.launch_template:
         out.append(_statement("TagReplacementsAtLaunch", ["ec2:CreateTags"], [arns.regional("ec2", "instance/*")],
                               {"StringEquals": {"ec2:CreateAction": "RunInstances"}}))
+    if p.launch_template or p.auto_scaling_group_names:
+        # replacements carry the tag (launched with it, or propagated from the copied group)
         out.append(_statement("TerminateReplacements", ["ec2:TerminateInstances"], [arns.regional("ec2", "instance/*")], replacement))
+    if p.auto_scaling_group_names:
+        # the original group's instances, which Auto Scaling tags with their group's name
+        out.append(_statement("TerminateOriginalGroupInstances", ["ec2:TerminateInstances"], [arns.regional("ec2", "instance/*")],
+                              {"StringEquals": {"aws:ResourceTag/aws:autoscaling:groupName": list(p.auto_scaling_group_names)}}))
     if p.original_instance_tags:
         out.append(_statement("TerminateOriginals", ["ec2:TerminateInstances"], [arns.regional("ec2", "instance/*")],
                               {"StringEquals": {f"aws:ResourceTag/{k}": v for k, v in sorted(p.original_instance_tags.items())}}))

@@ -133,7 +133,8 @@ class _Checks:
         arn = getattr(group, "arn", None) or self.arn("autoscaling", f"autoScalingGroup:new:autoScalingGroupName/{name}")
         context: dict[str, str] = {}
         for tag in getattr(group, "tags", None) or []:
-            context[f"aws:ResourceTag/{tag['key']}"] = context[f"autoscaling:ResourceTag/{tag['key']}"] = tag.get("value", "")
+            key, value = tag.get("Key", tag.get("key")), tag.get("Value", tag.get("value", ""))
+            context[f"aws:ResourceTag/{key}"] = context[f"autoscaling:ResourceTag/{key}"] = value
         request_tags = _query_tags(qs)
         context.update({f"aws:RequestTag/{k}": v for k, v in request_tags.items()})
         out = [(self.action(), arn, context)]

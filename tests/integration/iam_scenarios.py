@@ -63,6 +63,12 @@ def output(result: AnsibleResult) -> str:
     return result.stdout + result.stderr
 
 
+def failures(result: AnsibleResult) -> list[str]:
+    """The messages of every failed task result (ignored ones included), in order."""
+    return [f"{task['name']}: {host_result.get('msg')}" for task in result.tasks()
+            for host_result in task["hosts"].values() if isinstance(host_result, dict) and host_result.get("failed")]
+
+
 class InplaceScenario:
     """Two hosts behind a target group and a classic ELB; revision in a versioned S3 bucket; an alarm;
     automatic rollback on failure and on alarm; records in DynamoDB."""
@@ -124,15 +130,17 @@ class InplaceScenario:
             "rollwright_target_group_arns": self.tg, "rollwright_classic_elb_names": self.clb,
             "rollwright_file_exists_behavior": "OVERWRITE", "rollwright_record_backend": "dynamodb",
             "rollwright_record_dynamodb_table": self.table}))
+        log = open(self.work / "killed.log", "w")  # pylint: disable=consider-using-with
         proc = subprocess.Popen([str(VENV_BIN / "ansible-playbook"), "-i", str(self.world.inventory),
                                  str(ROOT / "playbooks" / "inplace.yml"), "-e", f"@{vars_file}"],
-                                env=ansible_env(env, str(self.world.control_path_dir)), stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, start_new_session=True)
+                                env=ansible_env(env, str(self.world.control_path_dir)), stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
         try:
             H.wait_until(self.out_of_service, timeout=120, interval=0.05, what="a host out of its load balancers")
         finally:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
+            log.close()
 
     def recover(self, env: dict[str, str]) -> AnsibleResult:
         extra_vars = {"rollwright_application": self.name, "rollwright_deployment_group": "g", "rollwright_force_recover": True,

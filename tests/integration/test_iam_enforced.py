@@ -123,7 +123,7 @@ def test_lambda_without_one_action_fails_before_harm(lambda_scenario: S.LambdaSc
 
 
 @pytest.fixture(scope="module")
-def bluegreen(enforced: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
+def bluegreen_world(enforced: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
     if os.geteuid() != 0:
         pytest.skip("the SSH fleet needs root (network, mount and PID namespaces); run the tests as root")
     from tests.harness.world import down, up
@@ -131,18 +131,37 @@ def bluegreen(enforced: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
     world = up(tmp_path_factory.mktemp("iam-bg-world"), 0, emulator_handle=enforced.handle.to_json(), region=enforced.region)
     world.start_ec2_sync()
     try:
-        yield S.BlueGreenScenario(enforced, world, tmp_path_factory.mktemp("iam-bg"), "iambg")
+        yield world
     finally:
         world.stop_ec2_sync()
         down(world.dir)
+
+
+@pytest.fixture
+def bluegreen(enforced: Any, bluegreen_world: Any, tmp_path: Path) -> S.BlueGreenScenario:
+    made = S.BlueGreenScenario(enforced, bluegreen_world, tmp_path, H.unique("iambg"))
+    yield made
+    made.env.cleanup()
 
 
 def test_bluegreen_copy_asg_listener_with_its_policy(bluegreen: S.BlueGreenScenario) -> None:
     s = bluegreen
     blue = s.env.asg_ids(s.blue_asg)
     result = s.deploy(S.user_env(s.aws, *s.policies()))
-    assert result.rc == 0, S.output(result)[-3000:]
+    assert result.rc == 0, S.failures(result)
     assert s.serving_target_group() == s.green_tg
     green = {i for i, state in s.env.members(s.green_tg).items() if state == "healthy"}
     assert len(green) == len(blue) and not green & set(blue)
     assert s.env.asg_ids(s.blue_asg) == []  # the original group was scaled to zero
+
+
+@pytest.mark.parametrize("action", ["elasticloadbalancing:ModifyListener", "autoscaling:CreateAutoScalingGroup"])
+def test_bluegreen_without_one_action_fails_before_harm(bluegreen: S.BlueGreenScenario, action: str) -> None:
+    s = bluegreen
+    blue = s.env.asg_ids(s.blue_asg)
+    result = s.deploy(S.user_env(s.aws, *[without_action(p, action) for p in s.policies()]))
+    assert result.rc != 0 and any(action in f for f in S.failures(result)), S.failures(result)
+    # the original fleet still serves, whole and healthy
+    assert s.serving_target_group() == s.env.tg
+    assert s.env.asg_ids(s.blue_asg) == blue
+    assert {i for i, state in s.env.members().items() if state == "healthy"} == set(blue)
