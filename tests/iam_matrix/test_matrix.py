@@ -32,11 +32,18 @@ pytestmark = [pytest.mark.fleet, pytest.mark.slow]
 NOT_EXERCISED = {
     "s3:GetObject": "the revision is pinned by version: AWS authorises HeadObject/GetObject of a version by s3:GetObjectVersion",
 }
-# Removing these makes the deployment fail after a batch left its load balancers: there is no way back
-# in without the permission (nothing checks permissions before deregistering).
+# Removing these makes the deployment fail after a host left its load balancers, and it stays out:
+# the engine does not check permissions (or read what it needs) before taking a batch out, and does not
+# put back what it took out when a later call of the same step is denied. Strict: fixed engine -> XPASS.
 HARMFUL = {
     "elasticloadbalancing:RegisterTargets": "deregistered targets cannot be registered again",
     "elasticloadbalancing:RegisterInstancesWithLoadBalancer": "deregistered instances cannot be registered again",
+    "elasticloadbalancing:DeregisterInstancesFromLoadBalancer":
+        "the batch is already out of its target groups when the classic ELB refuses; it is not put back",
+    "elasticloadbalancing:DescribeLoadBalancerAttributes":
+        "the connection draining timeout is read after the batch is deregistered; it is not put back",
+    "elasticloadbalancing:DescribeTargetGroupAttributes":
+        "the deregistration delay is read after the batch is deregistered; it is not put back",
 }
 
 
@@ -66,9 +73,9 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 
 @pytest.mark.parametrize("action", _actions())
-def test_one_action_removed(scenario: S.InplaceScenario, action: str) -> None:
+def test_one_action_removed(scenario: S.InplaceScenario, action: str, request: pytest.FixtureRequest) -> None:
     if action in HARMFUL:
-        pytest.xfail(f"known: {HARMFUL[action]}")
+        request.node.add_marker(pytest.mark.xfail(reason=f"known harm: {HARMFUL[action]}", strict=True))
     policies = [p for p in (without_action(p, action) for p in scenario.policies()) if p["Statement"]]
     result = scenario.deploy(S.user_env(scenario.aws, *policies), "v2")
     text = S.output(result)

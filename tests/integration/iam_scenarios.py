@@ -90,12 +90,14 @@ class InplaceScenario:
         s3 = aws.client("s3")
         s3.create_bucket(Bucket=self.bucket)
         s3.put_bucket_versioning(Bucket=self.bucket, VersioningConfiguration={"Status": "Enabled"})
-        self.revisions = {}
-        for version in ("v1", "v2"):
-            # v2 fails ValidateService on a host with /srv/fail-validate, v1 never (so a rollback succeeds)
-            path = rollback_bundle(version, work / "bundles", fail_on_marker=version == "v2")
-            put = s3.put_object(Bucket=self.bucket, Key=f"app/{path.name}", Body=path.read_bytes())
-            self.revisions[version] = f"s3://{self.bucket}/app/{path.name}?versionId={put['VersionId']}"
+        # v2 fails ValidateService on a host with /srv/fail-validate, v1 never (so a rollback succeeds)
+        self.bundles = {v: rollback_bundle(v, work / "bundles", fail_on_marker=v == "v2") for v in ("v1", "v2")}
+
+    def revision(self, version: str) -> str:
+        """A new S3 object version of the bundle: the controller has not cached it, so S3 is read."""
+        path = self.bundles[version]
+        put = self.aws.client("s3").put_object(Bucket=self.bucket, Key=f"app/{path.name}", Body=path.read_bytes())
+        return f"s3://{self.bucket}/app/{path.name}?versionId={put['VersionId']}"
 
     def policies(self) -> list[dict[str, Any]]:
         inputs = dict(account_id=ACCOUNT, region=self.aws.region, revision_bucket=self.bucket, revision_key_prefix="app/",
@@ -105,7 +107,7 @@ class InplaceScenario:
     def deploy(self, env: dict[str, str], version: str = "v2", **extra: Any) -> AnsibleResult:
         extra_vars = {
             "rollwright_hosts": "fleet", "rollwright_application": self.name, "rollwright_deployment_group": "g",
-            "rollwright_revision": self.revisions[version], "rollwright_deployment_config": "CodeDeployDefault.OneAtATime",
+            "rollwright_revision": self.revision(version), "rollwright_deployment_config": "CodeDeployDefault.OneAtATime",
             "rollwright_target_group_arns": self.tg, "rollwright_classic_elb_names": self.clb,
             "rollwright_file_exists_behavior": "OVERWRITE", "rollwright_healthy_timeout": 30,
             "rollwright_record_backend": "dynamodb", "rollwright_record_dynamodb_table": self.table,
@@ -126,7 +128,7 @@ class InplaceScenario:
         vars_file = self.work / "killed-vars.json"
         vars_file.write_text(json.dumps({
             "rollwright_hosts": "fleet", "rollwright_application": self.name, "rollwright_deployment_group": "g",
-            "rollwright_revision": self.revisions["v2"], "rollwright_deployment_config": "CodeDeployDefault.OneAtATime",
+            "rollwright_revision": self.revision("v2"), "rollwright_deployment_config": "CodeDeployDefault.OneAtATime",
             "rollwright_target_group_arns": self.tg, "rollwright_classic_elb_names": self.clb,
             "rollwright_file_exists_behavior": "OVERWRITE", "rollwright_record_backend": "dynamodb",
             "rollwright_record_dynamodb_table": self.table}))

@@ -90,6 +90,8 @@ def test_recover_with_the_inplace_policy(inplace: S.InplaceScenario) -> None:
     """A controller killed while a host is out of its load balancers; the recover playbook, as the same
     IAM user, puts it back and releases the lock."""
     env = S.user_env(inplace.aws, *inplace.policies())
+    first = inplace.deploy(env, "v1")  # hosts on v1, so that v2 has work to do
+    assert first.rc == 0, S.failures(first)
     inplace.deploy_killed_mid_batch(env)
     assert inplace.out_of_service()
     recovered = inplace.recover(env)
