@@ -69,6 +69,16 @@ def failures(result: AnsibleResult) -> list[str]:
             for host_result in task["hosts"].values() if isinstance(host_result, dict) and host_result.get("failed")]
 
 
+def records_table_and_bucket(aws: AWS, name: str, bucket_suffix: str) -> tuple[str, str]:
+    """A records table and a versioned bucket of the scenario (made by the administrator)."""
+    table, bucket = f"{name}-records", f"{name}-{bucket_suffix}"
+    aws.client("dynamodb").create_table(**table_definition(table))
+    s3 = aws.client("s3")
+    s3.create_bucket(Bucket=bucket)
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    return table, bucket
+
+
 class InplaceScenario:
     """Two hosts behind a target group and a classic ELB; revision in a versioned S3 bucket; an alarm;
     automatic rollback on failure and on alarm; records in DynamoDB."""
@@ -84,12 +94,7 @@ class InplaceScenario:
         aws.client("cloudwatch").put_metric_alarm(
             AlarmName=self.alarm, MetricName="HTTPCode_Target_5XX_Count", Namespace="AWS/ApplicationELB", Statistic="Sum",
             Period=60, EvaluationPeriods=1, Threshold=1, ComparisonOperator="GreaterThanThreshold")
-        self.table = f"{name}-records"
-        aws.client("dynamodb").create_table(**table_definition(self.table))
-        self.bucket = f"{name}-releases"
-        s3 = aws.client("s3")
-        s3.create_bucket(Bucket=self.bucket)
-        s3.put_bucket_versioning(Bucket=self.bucket, VersioningConfiguration={"Status": "Enabled"})
+        self.table, self.bucket = records_table_and_bucket(aws, name, "releases")
         # v2 fails ValidateService on a host with /srv/fail-validate, v1 never (so a rollback succeeds)
         self.bundles = {v: rollback_bundle(v, work / "bundles", fail_on_marker=v == "v2") for v in ("v1", "v2")}
 
@@ -188,13 +193,8 @@ class LambdaScenario:
 
         self.aws, self.work, self.name = aws, work, name
         self.fn = LambdaWorld(aws, versions=1)
-        self.table = f"{name}-records"
-        aws.client("dynamodb").create_table(**table_definition(self.table))
-        self.bucket = f"{name}-code"
-        s3 = aws.client("s3")
-        s3.create_bucket(Bucket=self.bucket)
-        s3.put_bucket_versioning(Bucket=self.bucket, VersioningConfiguration={"Status": "Enabled"})
-        self.code_version = s3.put_object(Bucket=self.bucket, Key="fn/code.zip", Body=_zip(f"# {name} v2"))["VersionId"]
+        self.table, self.bucket = records_table_and_bucket(aws, name, "code")
+        self.code_version = aws.client("s3").put_object(Bucket=self.bucket, Key="fn/code.zip", Body=_zip(f"# {name} v2"))["VersionId"]
         self.inventory = work / "hosts"
         self.inventory.write_text(f"localhost ansible_connection=local ansible_python_interpreter={ROOT / '.venv/bin/python'}\n")
 
