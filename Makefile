@@ -15,12 +15,13 @@ export ANSIBLE_HOST_KEY_CHECKING := False
 export PYTHONDONTWRITEBYTECODE := 1
 
 .PHONY: help setup system-packages venv collection-link test unit integration molecule sanity lint demo \
-        bench bench-inplace bench-zero-downtime bench-timing mutation build-collection clean
+        bench bench-inplace bench-zero-downtime bench-timing mutation build-collection clean iam-templates iam-matrix
 
 help:
 	@echo "make demo    - set up, bring up a test world and run a real deployment end to end"
 	@echo "make test    - set up and run every test suite (unit, integration, molecule, sanity, lint)"
 	@echo "make setup   - only the set-up (idempotent, quick when nothing changed)"
+	@echo "make iam-matrix - remove each IAM policy action in turn and check the deployment fails before harm"
 
 setup: system-packages venv collection-link
 
@@ -87,3 +88,11 @@ mutation: setup
 clean:
 	@-$(PY) -m tests.harness down-all 2>/dev/null
 	rm -rf build .pytest_cache .hypothesis tests/output
+
+iam-templates: setup
+	@PYTHONPATH=build $(PY) -c "from ansible_collections.rollwright.deploy.plugins.module_utils.iam_policy import POLICY_KINDS, template_text; \
+	[open(f'extensions/iam/{k}.json', 'w').write(template_text(k)) for k in POLICY_KINDS]"
+
+# The one-action-removed IAM matrix (~20 deployments on an IAM-enforcing emulator; not in `make test`).
+iam-matrix: setup
+	@$(PY) -m pytest tests/iam_matrix -q -n 0 -rxXs

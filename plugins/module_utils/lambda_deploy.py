@@ -43,6 +43,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 from .redact import redact_text
+from .iam_policy import access_denied_hint
 from .traffic_shift import ShiftConfig, ShiftConfigError, Step, parse_lambda_config, plan_steps
 from ansible_collections.rollwright.deploy.plugins.module_utils.errors import RollwrightError
 
@@ -742,7 +743,7 @@ class LambdaDeployment:
         except Exception as exc:
             where = f"s3://{code['s3_bucket']}/{code['s3_key']}" + (
                 f" version {code['s3_object_version']}" if code.get("s3_object_version") else "")
-            raise LambdaDeployError(f"code: cannot read {where}: {_error_text(exc)}") from None
+            raise LambdaDeployError(f"code: cannot read {where}: {_error_text(exc)}{access_denied_hint(exc, 's3')}") from None
         return body, args
 
     def _wait_updated(self, fn: str, timeout: float = 300.0) -> None:

@@ -15,6 +15,8 @@
 - Lambda (simple backend, no Docker): invoking an unknown function or qualifier fails as in AWS,
   ``Qualifier`` is honoured, every invocation is recorded, and a queue of scripted results (each
   with an optional function error) is served first-in first-out.
+- IAM: enforcement (off unless ``/moto-api/reset-auth`` turns it on) with resources and conditions, see
+  ``_moto_iam``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import threading
 import time
 from collections import OrderedDict
 from typing import Any
+
+from tests.harness import _moto_iam
 
 _LOCK = threading.RLock()
 
@@ -250,4 +254,5 @@ def apply() -> None:
     _patch_lambda()
     _patch_elbv2()
     _patch_elb()
+    _moto_iam.apply()
     apply.done = True  # type: ignore[attr-defined]
