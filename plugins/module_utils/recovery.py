@@ -553,6 +553,8 @@ def spawn_lease_keeper(record_options: dict, aws_options: dict, lock: dict, cont
     """Start the detached lease keeper (new session: a kill of ansible-playbook's process group spares
     it). Returns ``{"pid", "start"}``."""
     os.makedirs(work_dir, exist_ok=True)
+    # The keeper only renews the lock: it sends no notifications, and their secrets stay off its command line.
+    record_options = {k: v for k, v in record_options.items() if k != "notifications"}
     config = {"record": record_options, "aws": aws_options, "lock": lock, "controller_pid": controller[0],
               "controller_start": controller[1], "interval": interval,
               "marker": step_marker(work_dir, lock["deployment_id"])}

@@ -50,8 +50,15 @@ def open_store(backend: str = "sqlite", options: Optional[dict] = None,
     ``create_table`` (bool, default False: a missing table is an error that says how to create it),
     and without ``client_factory`` also ``region`` / ``endpoint_url`` for a plain boto3 client.
     ``client_factory(service_name)`` returns a boto3 client (e.g. an AnsibleAWSModule's ``client``).
+    ``notifications`` (any backend): trigger events to SNS topics and webhooks (module_utils/notifications.py);
+    the store returned then sends them after the writes that cause them.
     """
     options = dict(options or {})
+    notifications = options.pop("notifications", None)
+    if notifications:
+        from ansible_collections.rollwright.deploy.plugins.module_utils.notifications import wrap_store
+
+        return wrap_store(open_store(backend, options, client_factory), notifications, client_factory)
     if backend == "sqlite":
         from .sqlite import SQLiteRecordStore
 
