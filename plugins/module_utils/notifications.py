@@ -30,7 +30,7 @@ import urllib.parse
 import urllib.request
 from typing import Any, Callable, Optional
 
-from ansible_collections.rollwright.deploy.plugins.module_utils.records.base import InvalidRecord
+from ansible_collections.rollwright.deploy.plugins.module_utils.records.base import InvalidRecord, now_iso
 
 DEPLOYMENT_EVENTS = ("DeploymentStart", "DeploymentSuccess", "DeploymentFailure", "DeploymentStop",
                      "DeploymentRollback", "DeploymentReady")
@@ -217,7 +217,7 @@ def build_message(event: str, context: dict, config: dict, host: Optional[str] =
     deployment_id = context.get("deployment_id")
     message = {
         "event": event,
-        "time": now or _now_iso(),
+        "time": now or now_iso(),
         "deployment_id": deployment_id,
         "application": context.get("application"),
         "deployment_group": context.get("deployment_group"),
@@ -392,10 +392,6 @@ class Notifier:
 # --------------------------------------------------------------------------------------------
 
 
-def _now_iso() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1e6) % 1_000_000:06d}Z"
-
-
 def state_dir() -> str:
     return os.path.expanduser("~/.cache/rollwright/notify")
 
@@ -552,14 +548,14 @@ class NotifyingStore:
             if budget <= 0.02:
                 if label not in state.data["skipped"]:
                     state.data["skipped"].append(label)
-                    new_failures.append({"time": _now_iso(), "destination": label, "event": event, "host": host,
+                    new_failures.append({"time": now_iso(), "destination": label, "event": event, "host": host,
                                          "attempts": 0, "error": f"skipped for the rest of the deployment: failed "
                                                                  f"deliveries already took {timeout:g} s"})
                 continue
             outcome = self.notifier.deliver(destination, message, budget)
             if not outcome["ok"]:
                 state.data["spent"][label] = float(state.data["spent"].get(label, 0.0)) + outcome["seconds"]
-                new_failures.append({"time": _now_iso(), "destination": label, "event": event, "host": host,
+                new_failures.append({"time": now_iso(), "destination": label, "event": event, "host": host,
                                      "attempts": outcome["attempts"], "error": outcome["error"]})
         if new_failures:
             state.data["failures"].extend(new_failures)
