@@ -77,7 +77,7 @@ def host_outcome(result: Optional[dict]) -> HostOutcome:
     if result.get("unreachable"):
         return HostOutcome(False, [], f"host unreachable: {result.get('msg', '')}".strip(), unreachable=True)
     events = list(result.get("events") or [])
-    if result.get("failed"):
+    if result.get("failed") or result.get("lifecycle_failed"):  # lifecycle_failed: a failure the role handles
         return HostOutcome(False, events, str(result.get("msg") or "failed"))
     if result.get("skipped"):
         return HostOutcome(False, events, "the host task was skipped")

@@ -108,7 +108,9 @@ def parse_config(value: Any) -> Optional[dict]:
         retries = int(retries)
     if not isinstance(retries, int) or isinstance(retries, bool) or not 0 <= retries <= MAX_RETRIES:
         raise NotificationConfigError(f"notifications.retries: expected an integer from 0 to {MAX_RETRIES}, got {retries!r}")
-    destinations = []
+    # Webhooks first: an SNS publish is slower than a local POST, and each destination waits for the previous.
+    destinations = [_webhook(item, f"notifications.webhooks[{index}]", events)
+                    for index, item in enumerate(_as_list(value.get("webhooks"), "notifications.webhooks"))]
     for index, item in enumerate(_as_list(value.get("sns"), "notifications.sns")):
         where = f"notifications.sns[{index}]"
         item = {"topic_arn": item} if isinstance(item, str) else item
@@ -117,8 +119,6 @@ def parse_config(value: Any) -> Optional[dict]:
                                           f"{{topic_arn, events}}, got {item!r}")
         destinations.append({"kind": "sns", "topic_arn": item["topic_arn"],
                              "events": _events(item.get("events"), f"{where}.events") if item.get("events") is not None else events})
-    for index, item in enumerate(_as_list(value.get("webhooks"), "notifications.webhooks")):
-        destinations.append(_webhook(item, f"notifications.webhooks[{index}]", events))
     if not destinations:
         return None
     report_url = value.get("report_url") or None
@@ -356,11 +356,18 @@ class Notifier:
             if self.client_factory is None:
                 raise DeliveryError("no AWS client available for SNS", retry=False)
             self._sns = self.client_factory("sns")
+            self._sns.meta.service_model.operation_model("Publish")  # botocore loads it lazily on the first call
         return self._sns
 
     def deliver(self, destination: dict, message: dict, budget: float) -> dict:
         """Try up to 1 + retries times with exponential backoff, all within ``budget`` seconds.
         Returns ``{ok, attempts, seconds, error}``."""
+        client = None
+        if destination["kind"] == "sns":
+            try:
+                client = self._sns_client()  # made (and its model loaded) outside the budget: local work only
+            except Exception as exc:  # pylint: disable=broad-except
+                return {"ok": False, "attempts": 0, "seconds": 0.0, "error": f"no SNS client: {exc}"[:300]}
         started = self.clock()
         deadline = started + budget
         attempts = 0
@@ -372,7 +379,7 @@ class Notifier:
             attempts += 1
             try:
                 if destination["kind"] == "sns":
-                    _publish_sns(self._sns_client(), destination, message, left)
+                    _publish_sns(client, destination, message, left)
                 else:
                     _post_webhook(destination, message, left)
                 return {"ok": True, "attempts": attempts, "seconds": round(self.clock() - started, 3), "error": None}

@@ -141,7 +141,8 @@ def expected_events(record: dict) -> list:
     if record.get("rollback_of"):
         out.append(("DeploymentRollback", None))
     out.append(("DeploymentStart", None))
-    hosts = sorted(record["hosts"], key=lambda h: min(e["start_time"] for e in h["events"] if e.get("start_time")))
+    started = [h for h in record["hosts"] if any(e.get("start_time") for e in h["events"])]  # not the skipped hosts
+    hosts = sorted(started, key=lambda h: min(e["start_time"] for e in h["events"] if e.get("start_time")))
     for host in hosts:
         out.append(("InstanceStart", host["name"]))
         out.append(({"Succeeded": "InstanceSuccess", "Failed": "InstanceFailure"}[host["status"]], host["name"]))

@@ -10,6 +10,7 @@ their timeout. Two hosts behind a target group, OneAtATime, through ``rollwright
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +18,21 @@ import pytest
 
 from tests.harness.ansible_run import run_playbook
 from tests.integration import notify_helpers as N
-from tests.integration.test_rollback_recover import bundle
+from tests.bundles import build_bundle
+from tests.integration.test_rollback_recover import VALIDATE_VERSION, _edit, bundle
 
 pytestmark = [pytest.mark.fleet, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = "notifyapp"
 GROUP = "fleet"
-TIMEOUT = 0.5  # each dead webhook may cost the deployment this much, no more
+TIMEOUT = 1.0  # each dead webhook may cost the deployment this much, no more (the default, and the maximum)
+SLOW = "#!/bin/sh\nsleep 7\n"  # a BeforeInstall hook long enough for a progress line (after 5 s)
+
+
+def slow_bundle(out: Path) -> Path:
+    return build_bundle("v1", out, extra_files={"scripts/validate_version.sh": VALIDATE_VERSION, "scripts/slow.sh": SLOW},
+                        edit_appspec=_edit(slow_before_install=True))
 
 
 @pytest.fixture(scope="module")
@@ -79,9 +87,13 @@ def test_success_notifies_in_order_dead_webhooks_cost_at_most_their_timeout(worl
     refused, blackhole = N.RefusedPort(), N.BlackholePort()
     try:
         with N.WebhookReceiver() as hook:
-            result = deploy(world, aws, work, tg, bundle("v1", work / "b"),
+            result = deploy(world, aws, work, tg, slow_bundle(work / "slow"),
                             N.notifications(hook, topic, refused.url, blackhole.url, timeout=TIMEOUT))
             assert result.rc == 0, result
+            # a hook running longer than 5 s shows a progress line (host, event, script, elapsed)
+            for host in ("host1", "host2"):
+                assert re.search(rf"rollwright: {host}: BeforeInstall scripts/slow.sh running \(\d+ s\)", result.stdout), \
+                    result.stdout[-3000:]
             (found,) = store.list(APP, GROUP, limit=1)
             record = store.get(found.deployment_id).to_dict()
             expected = N.expected_events(record)
@@ -121,28 +133,39 @@ def test_success_notifies_in_order_dead_webhooks_cost_at_most_their_timeout(worl
 
 
 def test_failure_and_automatic_rollback_notify_in_order(world: Any, aws: Any, tg: str, work: Path, store: Any) -> None:
+    """Runs after the successful deployment above (its revision is what the rollback returns to)."""
     topic = N.SnsQueue(aws, f"notify-rb-{world.world_id}")
-    world.fleet.exec("host2", ["sh", "-c", "mkdir -p /srv && touch /srv/fail-validate"])
+    for host in ("host1", "host2"):  # v2 fails ValidateService wherever it goes: the first batch fails
+        world.fleet.exec(host, ["sh", "-c", "mkdir -p /srv && touch /srv/fail-validate"])
     try:
         with N.WebhookReceiver() as hook:
             result = deploy(world, aws, work, tg, bundle("v2", work / "b", fail_on_marker=True),
                             N.notifications(hook, topic), rollwright_auto_rollback={"on_failure": True})
     finally:
-        world.fleet.exec("host2", ["sh", "-c", "rm -f /srv/fail-validate"])
+        for host in ("host1", "host2"):
+            world.fleet.exec(host, ["sh", "-c", "rm -f /srv/fail-validate"])
     assert result.rc != 0 and "Rolled back by deployment" in result.stdout + result.stderr, result
     rollback_found, failed_found = store.list(APP, GROUP, limit=2)
     failed = store.get(failed_found.deployment_id).to_dict()
     rollback = store.get(rollback_found.deployment_id).to_dict()
     assert failed["status"] == "Failed" and rollback["status"] == "Succeeded" and rollback["rollback_of"] == failed["deployment_id"]
     expected = N.expected_events(failed) + N.expected_events(rollback)
-    assert expected[:1] == [("DeploymentStart", None)] and ("InstanceFailure", "host2") in expected
+    (bad,) = [h["name"] for h in failed["hosts"] if h["status"] == "Failed"]
+    assert expected[:3] == [("DeploymentStart", None), ("InstanceStart", bad), ("InstanceFailure", bad)], expected
     assert ("DeploymentFailure", None) in expected and ("DeploymentRollback", None) in expected
     assert N.events_of(hook.messages()) == expected
     assert N.events_of(topic.drain()) == expected
+    # The job log: the host's failure is reported as handled by the deployment, not as a failed task.
+    lifecycle = [t["hosts"][bad] for t in result.tasks()
+                 if t["name"].endswith("Run the lifecycle events from ApplicationStop to BeforeAllowTraffic") and bad in t["hosts"]
+                 and t["hosts"][bad].get("events")]
+    assert lifecycle and lifecycle[0].get("lifecycle_failed") is True and not lifecycle[0].get("failed"), \
+        [(t["name"], {h: sorted(r) for h, r in t["hosts"].items()}) for t in result.tasks() if "lifecycle" in t["name"]]
+    assert f"rollwright: {bad}: " in result.stdout and "handled by the deployment" in result.stdout
     failure = next(m for m in hook.messages() if m["event"] == "DeploymentFailure")
-    assert failure["failure"]["host"] == "host2" and failure["failure"]["event"] == "ValidateService"
+    assert failure["failure"]["host"] == bad and failure["failure"]["event"] == "ValidateService"
     assert failure["failure"]["script"] and failure["failure"]["exit_code"] == 3, failure
-    assert "host2 ValidateService" in failure["summary"]
+    assert f"{bad} ValidateService" in failure["summary"]
     assert next(m for m in hook.messages() if m["event"] == "DeploymentRollback")["rollback_of"] == failed["deployment_id"]
     shown = N.check_report(work / "reports" / f"{failed['deployment_id']}.html", failed, work / "failed.png")
     assert f'href="{rollback["deployment_id"]}.html"' in shown["dom"]
