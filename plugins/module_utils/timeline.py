@@ -96,6 +96,12 @@ def _time(value: Optional[str]) -> Optional[float]:
     return parsed.timestamp()
 
 
+def _when(value: Optional[str]) -> str:
+    """``2026-11-26 14:33:14 UTC`` from a record time."""
+    moment = _time(value)
+    return _dt.datetime.fromtimestamp(moment, _dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC") if moment else "-"
+
+
 def _clock(seconds: float) -> str:
     return _dt.datetime.fromtimestamp(seconds, _dt.timezone.utc).strftime("%H:%M:%S")
 
@@ -337,7 +343,9 @@ def _traffic_chart(record: dict, scale: _Scale, y: int) -> tuple:
         weight = 1.0 if step.get("promote") else float(step.get("weight") or 0.0)
         out.append(f'<circle class="traffic-step" cx="{scale.x(moment)}" cy="{base - (base - top) * weight}" r="3.5" '
                    f'fill="#3b82f6"><title>step {index}: {weight:.0%} at +{step.get("actual_seconds")} s '
-                   f'(planned +{step.get("planned_seconds")} s); alarms {_esc(step.get("alarms"))}</title></circle>')
+                   f'(planned +{step.get("planned_seconds")} s); alarms {_esc(step.get("alarms"))}</title></circle>'
+                   f'<text x="{scale.x(moment) + 5}" y="{base - (base - top) * weight - 6}" font-size="11" '
+                   f'fill="#2563eb">{weight:.0%}</text>')
     for alarm in alarms:
         moment = _time(alarm["time"])
         firing = alarm.get("state") == "ALARM" or alarm.get("error")
@@ -451,8 +459,12 @@ def _host_row(host: dict, scale: _Scale, y: int, t_end: float) -> list:
 
 def _legend(record: dict) -> str:
     items = [("Succeeded", STATUS_COLOURS["Succeeded"]), ("Failed", STATUS_COLOURS["Failed"]),
-             ("Skipped", STATUS_COLOURS["Skipped"]), ("In progress", STATUS_COLOURS["InProgress"]),
-             ("out of the load balancer", "#f0a43a")]
+             ("Skipped", STATUS_COLOURS["Skipped"]), ("In progress", STATUS_COLOURS["InProgress"])]
+    names = {e.get("name") for h in record.get("hosts") or [] for e in h.get("events") or []}
+    if "BlockTraffic" in names:
+        items.append(("out of the load balancer", "#f0a43a"))
+    if record.get("deployment_type") == "lambda":
+        items += [("traffic to the new version", "#3b82f6"), ("alarm check OK", "#2f9e5f"), ("alarm in ALARM", "#d9443f")]
     if (record.get("extra") or {}).get("bluegreen"):
         items += [(f"phase: {k}", v) for k, v in PHASE_COLOURS.items() if k not in ("started", "finished")]
     spans = "".join(f'<span><i style="background:{c}"></i>{_esc(t)}</span>' for t, c in items)
@@ -474,8 +486,8 @@ def _header(record: dict) -> str:
     meta = [
         ("application", record.get("application")), ("group", record.get("deployment_group")),
         ("type", record.get("deployment_type")), ("revision", revision_text(record.get("revision"))),
-        ("configuration", configuration or "-"), ("started", record.get("start_time") or record.get("create_time")),
-        ("ended", record.get("end_time") or "-"), ("duration", _duration(deployment_seconds(record))),
+        ("configuration", configuration or "-"), ("started", _when(record.get("start_time") or record.get("create_time"))),
+        ("ended", _when(record.get("end_time"))), ("duration", _duration(deployment_seconds(record))),
         ("started by", trigger_text(record)), ("hosts", len(record.get("hosts") or [])),
     ]
     cells = "".join(f"<div><b>{_esc(k)}</b>{_esc(v)}</div>" for k, v in meta)
@@ -510,7 +522,7 @@ def _notification_failures(extra: dict) -> str:
     failures = extra.get("notification_failures") or []
     if not failures:
         return ""
-    rows = "".join(f"<tr><td>{_esc(f.get('time'))}</td><td>{_esc(f.get('event'))}</td><td class='mono'>"
+    rows = "".join(f"<tr><td>{_esc(_when(f.get('time')))}</td><td>{_esc(f.get('event'))}</td><td class='mono'>"
                    f"{_esc(f.get('destination'))}</td><td>{_esc(f.get('error'))}</td></tr>" for f in failures)
     return ('<div class="card"><h2 style="margin-top:0">Notifications not delivered</h2><table><tr><th>time</th>'
             '<th>event</th><th>destination</th><th>error</th></tr>' + rows + "</table></div>")
@@ -540,7 +552,7 @@ def render_history(records: list, application: str, deployment_group: str, gener
         rows.append(
             f'<tr class="deployment" data-deployment="{_esc(did)}"><td><a href="{_esc(report_name(did))}">{_esc(did)}</a>'
             f"{relation}</td><td>{_badge(record.get('status'))}</td>"
-            f"<td>{_esc(record.get('start_time') or record.get('create_time'))}</td>"
+            f"<td>{_esc(_when(record.get('start_time') or record.get('create_time')))}</td>"
             f"<td class='num'>{_esc(_duration(deployment_seconds(record)))}</td>"
             f"<td class='mono'>{_esc(revision_text(record.get('revision')))}</td><td>{_esc(trigger_text(record))}</td></tr>")
     table = ('<table><tr><th>deployment</th><th>status</th><th>started</th><th>duration</th><th>revision</th>'
