@@ -35,7 +35,7 @@ EVENT_ABBREVIATIONS = {
 }
 
 _WIDTH = 1120
-_LABEL = 190
+_LABEL = 250
 _RIGHT = 24
 _ROW = 30
 _BAR = 16
@@ -390,6 +390,10 @@ def render_deployment(record: dict, generated: Optional[str] = None) -> str:
                        f'font-size="10" fill="#5d6878">batch {number}</text>')
         for host in batch:
             svg += _host_row(host, scale, y, t1)
+            fleet = _fleet_of(record, host)
+            if fleet:
+                svg.append(f'<text class="fleet" x="{_LABEL - 8}" y="{y + _ROW / 2 + 4}" text-anchor="end" font-size="10" '
+                           f'fill="#5d6878">{fleet}</text>')
             y += _ROW
     height = y + 16
     # the axis's grid lines run through every lane
@@ -404,6 +408,15 @@ def render_deployment(record: dict, generated: Optional[str] = None) -> str:
     return _page(f"{record.get('deployment_id')} - {record.get('application')}/{record.get('deployment_group')}",
                  _header(record) + f'<div class="card"><h2 style="margin-top:0">Timeline</h2>{svg_text}{_legend(record)}</div>'
                  + _hosts_table(hosts) + _notification_failures(extra), generated)
+
+
+def _fleet_of(record: dict, host: dict) -> str:
+    """Blue/green: which fleet a host belongs to ("" for other deployment types)."""
+    bg = (record.get("extra") or {}).get("bluegreen")
+    if not bg:
+        return ""
+    ids = set(bg.get("replacement_ids") or [])
+    return "replacement" if host.get("name") in ids or host.get("instance_id") in ids else "original"
 
 
 def _ticks(scale: _Scale) -> list:
