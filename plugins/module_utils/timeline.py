@@ -60,6 +60,8 @@ svg text{fill:var(--ink)}
 svg .axis text{fill:var(--muted);font-size:11px}
 svg .event-bar:hover{stroke:#111;stroke-width:1.5}
 svg .bar-label{fill:#fff;font-size:10px;pointer-events:none}
+svg .failure-label{fill:#b42318;font-size:11px;font-weight:600}
+svg .batch-label,svg .fleet{fill:var(--muted);font-size:10px}
 .legend{display:flex;flex-wrap:wrap;gap:14px;margin-top:8px;color:var(--muted);font-size:12px}
 .legend span{display:inline-flex;align-items:center;gap:5px}
 .legend i{display:inline-block;width:14px;height:10px;border-radius:2px}
@@ -385,16 +387,15 @@ def render_deployment(record: dict, generated: Optional[str] = None) -> str:
         batch_top = y
         if len(batches) > 1:
             svg.append(f'<rect class="batch" data-batch="{number}" x="2" y="{batch_top}" width="{_WIDTH - 4}" '
-                       f'height="{len(batch) * _ROW}" fill="{"#f3f6fb" if number % 2 else "#ffffff"}"/>')
-            svg.append(f'<text class="batch-label" x="{_LABEL - 8}" y="{batch_top + 11}" text-anchor="end" '
-                       f'font-size="10" fill="#5d6878">batch {number}</text>')
+                       f'height="{sum(_row_height(h) for h in batch)}" fill="{"#f3f6fb" if number % 2 else "#ffffff"}"/>')
+            svg.append(f'<text class="batch-label" x="{_LABEL - 8}" y="{batch_top + _ROW / 2 + 4}" text-anchor="end">'
+                       f'batch {number}</text>')
         for host in batch:
             svg += _host_row(host, scale, y, t1)
             fleet = _fleet_of(record, host)
             if fleet:
-                svg.append(f'<text class="fleet" x="{_LABEL - 8}" y="{y + _ROW / 2 + 4}" text-anchor="end" font-size="10" '
-                           f'fill="#5d6878">{fleet}</text>')
-            y += _ROW
+                svg.append(f'<text class="fleet" x="{_LABEL - 8}" y="{y + _ROW / 2 + 4}" text-anchor="end">{fleet}</text>')
+            y += _row_height(host)
     height = y + 16
     # the axis's grid lines run through every lane
     grid = [f'<line x1="{scale.x(t0 + tick)}" y1="38" x2="{scale.x(t0 + tick)}" y2="{y}" stroke="#eef1f6"/>'
@@ -408,6 +409,11 @@ def render_deployment(record: dict, generated: Optional[str] = None) -> str:
     return _page(f"{record.get('deployment_id')} - {record.get('application')}/{record.get('deployment_group')}",
                  _header(record) + f'<div class="card"><h2 style="margin-top:0">Timeline</h2>{svg_text}{_legend(record)}</div>'
                  + _hosts_table(hosts) + _notification_failures(extra), generated)
+
+
+def _row_height(host: dict) -> int:
+    """A host with a failed event gets a second line, under its bars, that names the failure."""
+    return _ROW + (14 if any(e.get("status") == "Failed" for e in host.get("events") or []) else 0)
 
 
 def _fleet_of(record: dict, host: dict) -> str:
@@ -429,7 +435,8 @@ def _host_row(host: dict, scale: _Scale, y: int, t_end: float) -> list:
     name = host.get("name") or "?"
     status = host.get("status") or "Pending"
     out = [f'<g class="host-row" data-host="{_esc(name)}" data-status="{_esc(status)}">',
-           f'<line x1="{_LABEL}" y1="{y + _ROW - 0.5}" x2="{_WIDTH - _RIGHT}" y2="{y + _ROW - 0.5}" stroke="#eef1f6"/>',
+           f'<line x1="{_LABEL}" y1="{y + _row_height(host) - 0.5}" x2="{_WIDTH - _RIGHT}" y2="{y + _row_height(host) - 0.5}" '
+           f'stroke="#eef1f6"/>',
            f'<circle cx="12" cy="{y + _ROW / 2}" r="4.5" fill="{STATUS_COLOURS.get(status, "#8d95a3")}"><title>{_esc(status)}</title></circle>',
            f'<text x="22" y="{y + _ROW / 2 + 4}">{_esc(name[:24])}<title>{_esc(name)}'
            f'{(" (" + _esc(host.get("instance_id")) + ")") if host.get("instance_id") and host.get("instance_id") != name else ""}'
@@ -458,7 +465,7 @@ def _host_row(host: dict, scale: _Scale, y: int, t_end: float) -> list:
         start = start if start is not None else end
         end = end if end is not None else (t_end if status == "InProgress" else start)
         x1, x2 = scale.x(start), scale.x(max(end, start))
-        width = max(3.0, x2 - x1)
+        width = max(6.0 if status == "Failed" else 3.0, x2 - x1)
         cursor = max(end, cursor or end)
         out.append(f'<rect class="event-bar" data-event="{_esc(event.get("name"))}" data-status="{_esc(status)}" x="{x1}" '
                    f'y="{y + 4}" width="{width:.2f}" height="{_BAR}" rx="2" fill="{colour}" stroke="#ffffff" '
@@ -466,8 +473,25 @@ def _host_row(host: dict, scale: _Scale, y: int, t_end: float) -> list:
         label = EVENT_ABBREVIATIONS.get(event.get("name"), event.get("name") or "")
         if width >= 7 * len(label) + 6:
             out.append(f'<text class="bar-label" x="{x1 + 4}" y="{y + 4 + _BAR - 4}">{_esc(label)}</text>')
+        if status == "Failed":
+            # the failure is what a reader looks for: named on its own line under the bar, whatever its width
+            failure = _failure_label(event)
+            anchor, anchor_x = ("end", x1 + width) if x1 + 7 * len(failure) > _WIDTH - _RIGHT else ("start", x1)
+            out.append(f'<text class="failure-label" x="{anchor_x:.2f}" y="{y + _ROW + 8}" text-anchor="{anchor}">'
+                       f'{_esc(failure)}</text>')
     out.append("</g>")
     return out
+
+
+def _failure_label(event: dict) -> str:
+    """``ValidateService failed: scripts/check.sh exit 3`` (or timed out)."""
+    scripts = [x for x in event.get("scripts") or [] if isinstance(x, dict)]
+    bad = next((x for x in scripts if x.get("exit_code") not in (0, None) or x.get("timed_out")), None)
+    text = f"{event.get('name')} failed"
+    if bad:
+        text += f": {bad.get('location') or bad.get('script')}"
+        text += " timed out" if bad.get("timed_out") else f" exit {bad.get('exit_code')}"
+    return text
 
 
 def _legend(record: dict) -> str:
