@@ -49,7 +49,7 @@ class ActionModule(ActionBase):
             if written.get("report"):
                 display.display(f"  timeline report: {written['report']}")
         result.update(changed=bool(written), report=written.get("report"), history=written.get("history"),
-                      written=written.get("written", []))
+                      written=written.get("written", []), summary_lines=(args["summary"] or "").splitlines())
         return result
 
     @staticmethod

@@ -95,6 +95,11 @@ history:
   returned: when written
   type: str
   sample: /var/www/deployments/history-shop-web.html
+summary_lines:
+  description: The lines of O(summary), as printed.
+  returned: always
+  type: list
+  elements: str
 written:
   description: Every page written.
   returned: always
