@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from tests.integration import inplace_helpers as H
 from tests.integration import notify_helpers as N
 from tests.integration.test_bluegreen_ec2 import CONTINUE, Env, bundles, env, failures, world  # noqa: F401 (fixtures)
 
@@ -30,15 +31,12 @@ def test_ready_wait_for_approval_notifies_and_reports(env: Env, bundles: dict[st
 
     with N.WebhookReceiver() as hook:
         def approve() -> None:  # continue once the webhook says the deployment is ready
-            deadline = time.monotonic() + 150
-            while time.monotonic() < deadline:
-                if any(m["event"] == "DeploymentReady" for m in hook.messages()):
-                    continued["at_ready"] = list(hook.messages())
-                    continued["result"] = env.ansible_run(
-                        CONTINUE, env.world.inventory, env={"XDG_STATE_HOME": str(env.state_dir)},
-                        extra_vars={"rollwright_application": f"bg-{env.name}", "rollwright_deployment_group": "g"})
-                    return
-                time.sleep(0.2)
+            H.wait_until(lambda: any(m["event"] == "DeploymentReady" for m in hook.messages()), 150, interval=0.2,
+                         what="DeploymentReady notification")
+            continued["at_ready"] = list(hook.messages())
+            continued["result"] = env.ansible_run(CONTINUE, env.world.inventory, env={"XDG_STATE_HOME": str(env.state_dir)},
+                                                  extra_vars={"rollwright_application": f"bg-{env.name}",
+                                                              "rollwright_deployment_group": "g"})
 
         approver = threading.Thread(target=approve, daemon=True)
         approver.start()

@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
+from tests.bundles import build_bundle
 from tests.harness.ansible_run import run_playbook
 from tests.integration import notify_helpers as N
-from tests.bundles import build_bundle
-from tests.integration.test_rollback_recover import VALIDATE_VERSION, _edit, bundle
+from tests.integration.test_rollback_recover import VALIDATE_VERSION, _edit, bundle, store, tg, work  # noqa: F401 (fixtures)
 
 pytestmark = [pytest.mark.fleet, pytest.mark.slow]
 
@@ -46,30 +46,6 @@ def world(aws: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
         yield made
     finally:
         down(made.dir)
-
-
-@pytest.fixture(scope="module")
-def tg(world: Any) -> str:
-    elb = world.client("elbv2")
-    arn = elb.create_target_group(Name=f"nt-{world.world_id}"[:32], Protocol="HTTP", Port=80, VpcId=world.vpc_id,
-                                  TargetType="instance")["TargetGroups"][0]["TargetGroupArn"]
-    elb.modify_target_group_attributes(TargetGroupArn=arn, Attributes=[
-        {"Key": "deregistration_delay.timeout_seconds", "Value": "1"}])
-    elb.add_tags(ResourceArns=[arn], Tags=[{"Key": "rollwright-emulator:registration-seconds", "Value": "1"}])
-    elb.register_targets(TargetGroupArn=arn, Targets=[{"Id": h.instance_id, "Port": 80} for h in world.hosts])
-    return arn
-
-
-@pytest.fixture(scope="module")
-def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("notify-work")
-
-
-@pytest.fixture(scope="module")
-def store(work: Path) -> Any:
-    from ansible_collections.rollwright.deploy.plugins.module_utils.records import open_store
-
-    return open_store("sqlite", {"path": str(work / "records.sqlite3")})
 
 
 def deploy(world: Any, aws: Any, work: Path, tg: str, revision: Path, notify: dict, **extra: Any) -> Any:
