@@ -426,6 +426,12 @@ class _DeploymentState:
         except OSError:
             pass  # notifications are best effort: a read-only home only loses de-duplication
 
+    def forget(self) -> None:
+        try:
+            os.remove(self.path)
+        except OSError:
+            pass
+
 
 def _record_context(record: Any) -> dict:
     data = record.to_dict() if hasattr(record, "to_dict") else dict(record)
@@ -528,7 +534,10 @@ class NotifyingStore:
                 # Lambda rolls back inside the deployment (the alias goes back): say so before the failure.
                 self._send(state, "DeploymentRollback", context=context, key="DeploymentRollback")
         self._send(state, event, context=context, failure=failure, key=event)
-        state.save()
+        if status in ("Succeeded", "Failed", "Stopped"):
+            state.forget()  # a finished deployment sends nothing more
+        else:
+            state.save()
 
     def _after_host(self, deployment_id: str, host: str, status: str) -> None:
         event = HOST_STATUS_EVENTS[status]

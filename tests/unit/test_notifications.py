@@ -133,6 +133,7 @@ def test_rollback_ready_and_lambda_rollback(tmp_path, home, receiver):
         ("DeploymentStart", None), ("DeploymentRollback", None), ("DeploymentStop", None)]
     bodies = [json.loads(b) for _h, b in receiver.got]
     assert bodies[3]["rollback_of"] == first.deployment_id and bodies[3]["deployment_id"] == rollback.deployment_id
+    assert not list((home / ".cache" / "rollwright" / "notify").glob("d-*.json"))  # finished: nothing kept
 
 
 def test_events_filter_and_template(tmp_path, home, receiver):
