@@ -18,6 +18,7 @@ identity are kept in a small JSON file per deployment under ``~/.cache/rollwrigh
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
@@ -25,9 +26,7 @@ import string
 import tempfile
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from typing import Any, Callable, Optional
 
 from ansible_collections.rollwright.deploy.plugins.module_utils.records.base import InvalidRecord, now_iso
@@ -307,15 +306,36 @@ def _post_webhook(destination: dict, message: dict, timeout: float) -> None:
     headers.update(destination.get("headers") or {})
     if destination.get("secret"):
         headers[destination["secret_header"]] = destination["secret"]
-    request = urllib.request.Request(destination["url"], data=body, headers=headers, method="POST")
+    parts = urllib.parse.urlsplit(destination["url"])
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    # http.client rather than urllib: no proxy lookup or SSL context per call (a message must take milliseconds)
+    if parts.scheme == "https":
+        connection = http.client.HTTPSConnection(parts.hostname, parts.port, timeout=max(0.01, timeout),
+                                                 context=_tls_context())
+    else:
+        connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=max(0.01, timeout))
     try:
-        with urllib.request.urlopen(request, timeout=max(0.01, timeout)) as response:  # noqa: S310 (http/https checked)
-            response.read(1024)
-    except urllib.error.HTTPError as exc:
-        raise DeliveryError(f"HTTP {exc.code} {exc.reason}", retry=exc.code >= 500 or exc.code == 429) from None
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise DeliveryError(f"{type(reason).__name__}: {reason}" if str(reason) else type(reason).__name__) from None
+        connection.request("POST", path, body=body, headers=headers)
+        response = connection.getresponse()
+        response.read(1024)
+    except (OSError, http.client.HTTPException) as exc:
+        raise DeliveryError(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__) from None
+    finally:
+        connection.close()
+    if response.status >= 300:
+        raise DeliveryError(f"HTTP {response.status} {response.reason}",
+                            retry=response.status >= 500 or response.status == 429)
+
+
+_TLS: list = []
+
+
+def _tls_context():
+    if not _TLS:
+        import ssl
+
+        _TLS.append(ssl.create_default_context())
+    return _TLS[0]
 
 
 def _publish_sns(client: Any, destination: dict, message: dict, timeout: float) -> None:

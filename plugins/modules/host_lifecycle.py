@@ -70,7 +70,7 @@ options:
   failure_handled:
     description:
       - For the action plugin - a failed lifecycle event is returned as C(lifecycle_failed=true) with the event
-        results and message, not as a failed task, and a line says it is handled. The deployment roles set it:
+        results and message, not as a failed task, and a line says it is handled. The deployment roles set it, as
         they record the failure and judge the deployment, so the job log shows no failed task for it.
     type: bool
     default: false
