@@ -247,7 +247,7 @@ def _batches(hosts: list) -> list:
             groups.append([])
         groups[-1].append(host)
         if ends:
-            latest_end = max(ends) if latest_end is None else max(latest_end, max(ends))
+            latest_end = max(ends + ([latest_end] if latest_end is not None else []))
     return groups
 
 

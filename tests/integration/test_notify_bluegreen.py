@@ -18,7 +18,8 @@ import pytest
 
 from tests.integration import inplace_helpers as H
 from tests.integration import notify_helpers as N
-from tests.integration.test_bluegreen_ec2 import CONTINUE, Env, bundles, env, failures, world  # noqa: F401 (fixtures)
+from tests.integration.test_bluegreen_ec2 import (  # noqa: F401  # pylint: disable=unused-import  # fixtures
+    CONTINUE, Env, bundles, env, failures, world)
 
 pytestmark = [pytest.mark.fleet, pytest.mark.slow]
 

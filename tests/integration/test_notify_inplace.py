@@ -19,7 +19,8 @@ import pytest
 from tests.bundles import build_bundle
 from tests.harness.ansible_run import run_playbook
 from tests.integration import notify_helpers as N
-from tests.integration.test_rollback_recover import VALIDATE_VERSION, _edit, bundle, store, tg, work  # noqa: F401 (fixtures)
+from tests.integration.test_rollback_recover import (  # noqa: F401  # pylint: disable=unused-import  # fixtures
+    VALIDATE_VERSION, _edit, bundle, store, tg, work)
 
 pytestmark = [pytest.mark.fleet, pytest.mark.slow]
 
@@ -57,8 +58,8 @@ def deploy(world: Any, aws: Any, work: Path, tg: str, revision: Path, notify: di
                         control_path_dir=str(world.control_path_dir), timeout=300)
 
 
-def test_success_notifies_in_order_dead_webhooks_cost_at_most_their_timeout(world: Any, aws: Any, tg: str, work: Path,
-                                                                              store: Any) -> None:
+def test_success_notifies_in_order_dead_webhooks_cost_at_most_their_timeout(
+        world: Any, aws: Any, tg: str, work: Path, store: Any) -> None:
     topic = N.SnsQueue(aws, f"notify-ok-{world.world_id}")
     refused, blackhole = N.RefusedPort(), N.BlackholePort()
     try:
