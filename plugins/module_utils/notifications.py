@@ -294,9 +294,10 @@ def render_body(destination: dict, message: dict) -> tuple:
 class DeliveryError(Exception):
     """One attempt failed; ``retry`` says whether another attempt can help."""
 
-    def __init__(self, message: str, retry: bool = True):
+    def __init__(self, message: str, retry: bool = True, in_flight: bool = False):
         super().__init__(message)
         self.retry = retry
+        self.in_flight = in_flight  # sent, no answer yet: it may still arrive (do not retry, do not count it)
 
 
 def _post_webhook(destination: dict, message: dict, timeout: float) -> None:
@@ -355,7 +356,8 @@ def _publish_sns(client: Any, destination: dict, message: dict, timeout: float) 
     thread.start()
     thread.join(max(0.01, timeout))
     if thread.is_alive():
-        raise DeliveryError(f"no answer within {timeout:g} s")
+        raise DeliveryError(f"no answer within {timeout:.2f} s (the publish goes on in the background)", retry=False,
+                            in_flight=True)
     if "error" in outcome:
         raise DeliveryError(outcome["error"])
 
@@ -392,6 +394,7 @@ class Notifier:
         deadline = started + budget
         attempts = 0
         error = "no time left"
+        in_flight = False
         for attempt in range(self.config["retries"] + 1):
             left = deadline - self.clock()
             if left <= 0.01:
@@ -404,14 +407,15 @@ class Notifier:
                     _post_webhook(destination, message, left)
                 return {"ok": True, "attempts": attempts, "seconds": round(self.clock() - started, 3), "error": None}
             except DeliveryError as exc:
-                error = str(exc)
+                error, in_flight = str(exc), exc.in_flight
                 if not exc.retry:
                     break
             pause = FIRST_BACKOFF * (2 ** attempt)
             if self.clock() + pause >= deadline:
                 break
             self.sleep(pause)
-        return {"ok": False, "attempts": attempts, "seconds": round(self.clock() - started, 3), "error": error}
+        return {"ok": False, "attempts": attempts, "seconds": round(self.clock() - started, 3), "error": error,
+                "in_flight": in_flight}
 
 
 # --------------------------------------------------------------------------------------------
@@ -590,7 +594,10 @@ class NotifyingStore:
                 continue
             outcome = self.notifier.deliver(destination, message, budget)
             if not outcome["ok"]:
-                state.data["spent"][label] = float(state.data["spent"].get(label, 0.0)) + outcome["seconds"]
+                if not outcome.get("in_flight"):
+                    # An SNS publish still under way (a slow SDK call, not an unreachable endpoint) is not
+                    # counted: the next message gets its full timeout again.
+                    state.data["spent"][label] = float(state.data["spent"].get(label, 0.0)) + outcome["seconds"]
                 new_failures.append({"time": now_iso(), "destination": label, "event": event, "host": host,
                                      "attempts": outcome["attempts"], "error": outcome["error"]})
         if new_failures:

@@ -63,6 +63,6 @@ def test_ready_wait_for_approval_notifies_and_reports(env: Env, bundles: dict[st
     assert N.events_of(continued["at_ready"]) == head
     shown = N.check_report(reports / f"{record['deployment_id']}.html", record, env.state_dir / "bluegreen.png")
     phases = [a.get("data-phase") for tag, a in shown["elements"] if "phase" in (a.get("class") or "").split()]
-    assert phases[:1] == ["started"] and "ready" in phases and "rerouting" in phases, phases
+    assert phases[:2] == ["provisioning", "installing"] and "ready" in phases and "rerouting" in phases, phases
     assert shown["classes"].get("request") == 1  # the continue request, drawn where it happened
     N.keep_artifact(env.state_dir / "bluegreen.png", "report-bluegreen-approval.png")

@@ -194,3 +194,25 @@ def test_a_broken_destination_never_fails_the_write(tmp_path, home):
     assert store.get(rec.deployment_id).status == "InProgress"
     (failure,) = store.get(rec.deployment_id).extra["notification_failures"]
     assert failure["destination"].endswith(":t") and failure["event"] == "DeploymentStart"
+
+
+def test_a_slow_sns_publish_holds_each_message_up_at_most_the_timeout_and_is_not_skipped(tmp_path, home):
+    published = []
+
+    class SlowSNS:  # an SDK call that answers late (a loaded controller), not an unreachable endpoint
+        meta = type("Meta", (), {"service_model": type("Model", (), {"operation_model": staticmethod(lambda name: None)})()})()
+
+        def publish(self, **kwargs):
+            time.sleep(0.3)
+            published.append(json.loads(kwargs["Message"])["event"])
+
+    config = nt.parse_config({"sns": ["arn:aws:sns:us-east-1:123456789012:t"], "timeout": 0.1})
+    store = nt.NotifyingStore(open_store("sqlite", {"path": str(tmp_path / "r.sqlite3")}), config,
+                              client_factory=lambda service: SlowSNS())
+    rec = store.create(DeploymentRecord(application="a", deployment_group="g"))
+    started = time.monotonic()
+    store.update_status(rec.deployment_id, "InProgress")
+    store.update_status(rec.deployment_id, "Succeeded")
+    assert time.monotonic() - started < 2 * 0.1 + 0.2
+    time.sleep(0.5)
+    assert published == ["DeploymentStart", "DeploymentSuccess"]  # both went out, in order, neither skipped
