@@ -8,20 +8,36 @@ once to the host's remote temporary directory (the SFTP/SCP of the connection An
 remote path is passed to the module as ``bundle``, the module runs once, and the temporary directory
 is removed. In check mode nothing is transferred: the bundle's member names are read here and passed
 as ``bundle_entries``, so the host's plan lists the exact files Install would touch.
+
+While the module runs, a thread reads the tail of the deployment's scripts.log on the host (over the same
+connection, a few times a minute) and prints a progress line for a hook that runs longer than
+``progress_after`` seconds. With ``failure_handled``, a failed lifecycle event is returned as a result
+with ``lifecycle_failed`` (not as a failed task): the deployment records and judges it.
 """
 
 from __future__ import annotations
 
 import os
+import posixpath
+import re
+import shlex
+import threading
+import time
 
 from ansible.errors import AnsibleActionFail, AnsibleError
 from ansible.module_utils.common.text.converters import to_text
 from ansible.plugins.action import ActionBase
+from ansible.utils.display import Display
+
+display = Display()
 
 from ansible_collections.rollwright.deploy.plugins.plugin_utils.step_action import documented_spec
 
 MODULE = "rollwright.deploy.host_lifecycle"
 _EXTENSIONS = (".tar.gz", ".tgz", ".zip", ".tar")
+_SCRIPT_LINE = re.compile(r"^\S+ \[(?P<event>\w+)\] Script - (?P<script>.+?)(?P<end>: .+ \([\d.]+ s\))?$")
+_PROGRESS_EVERY = 10.0
+_DEFAULT_STATE_ROOT = "/var/lib/rollwright"
 
 
 def _remote_name(src: str) -> str:
@@ -30,6 +46,54 @@ def _remote_name(src: str) -> str:
         if lower.endswith(ext):
             return "bundle" + ext
     return "bundle"
+
+
+def running_script(log_tail: str):
+    """(event, script) of the hook the log says is running, or None when the last script has ended."""
+    for line in reversed([x for x in log_tail.splitlines() if x.strip()]):
+        match = _SCRIPT_LINE.match(line.strip())
+        if match:
+            return None if match.group("end") else (match.group("event"), match.group("script").split(" (runas")[0])
+    return None
+
+
+class _Progress:
+    """Prints ``host: EVENT script running N s`` while the module runs longer than ``after`` seconds."""
+
+    def __init__(self, action: "ActionModule", log_path: str, after: float):
+        self.action, self.log_path, self.after = action, log_path, after
+        self.host = getattr(action, "_host_name", None) or "host"
+        self.started = time.monotonic()
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> "_Progress":
+        if self.after > 0:
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.done.set()
+        if self.thread.is_alive():
+            self.thread.join(5)
+
+    def _run(self) -> None:
+        wait = self.after
+        while not self.done.wait(wait):
+            elapsed = time.monotonic() - self.started
+            what = "lifecycle events running"
+            try:
+                out = self.action._low_level_execute_command(f"tail -n 20 {shlex.quote(self.log_path)} 2>/dev/null",
+                                                             sudoable=True)
+                current = running_script(to_text(out.get("stdout", "")))
+                if current:
+                    what = f"{current[0]} {current[1]} running"
+            except Exception:  # pylint: disable=broad-except  # progress is best effort; the task goes on
+                pass
+            if self.done.is_set():
+                return
+            display.display(f"rollwright: {self.host}: {what} ({int(elapsed)} s)")
+            wait = _PROGRESS_EVERY
 
 
 class ActionModule(ActionBase):
@@ -56,6 +120,9 @@ class ActionModule(ActionBase):
         self.validate_argument_spec(argument_spec=documented_spec("host_lifecycle"))
         args = dict(self._task.args)
         src = args.pop("src", None)
+        handled = bool(args.pop("failure_handled", False))
+        progress_after = float(args.pop("progress_after", 5) or 0)
+        self._host_name = task_vars.get("inventory_hostname", "host")
         events = args.get("events") or []
         if isinstance(events, str):
             events = [e.strip() for e in events.split(",")]
@@ -75,9 +142,22 @@ class ActionModule(ActionBase):
                 args["bundle"] = remote
             elif src and self._task.check_mode and "bundle_entries" not in args:
                 args["bundle_entries"] = self._bundle_entries(src, args)
-            result.update(self._execute_module(module_name=MODULE, module_args=args, task_vars=task_vars))
+            with _Progress(self, self._log_path(args), 0 if self._task.check_mode else progress_after):
+                result.update(self._execute_module(module_name=MODULE, module_args=args, task_vars=task_vars))
         except AnsibleActionFail as exc:
             result.update(exc.result)
         finally:
             self._remove_tmp_path(self._connection._shell.tmpdir)
+        if handled and result.get("failed") and result.get("events"):
+            # A lifecycle event failed and the deployment handles it (records it, keeps the host out of its
+            # load balancer, judges the minimum): say so, without a failed task and an "...ignoring".
+            result["failed"] = False
+            result["lifecycle_failed"] = True
+            display.display(f"rollwright: {self._host_name}: {result.get('msg')} - handled by the deployment")
         return result
+
+    @staticmethod
+    def _log_path(args: dict) -> str:
+        return posixpath.join(args.get("state_root") or _DEFAULT_STATE_ROOT, str(args.get("application")),
+                              str(args.get("deployment_group")), "deployments", str(args.get("deployment_id")),
+                              "logs", "scripts.log")

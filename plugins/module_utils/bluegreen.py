@@ -168,6 +168,9 @@ class BlueGreenRun:
     def _phase(self, state: dict, phase: str) -> None:
         state["bg"]["phase"] = phase
         state["bg"]["phase_time"] = now_iso()
+        history = state["bg"].setdefault("phases", [])  # the timeline report draws the phases from it
+        if not history or history[-1]["phase"] != phase:
+            history.append({"phase": phase, "time": state["bg"]["phase_time"]})
         self._save(state)
 
     def _heartbeat(self, state: dict) -> None:

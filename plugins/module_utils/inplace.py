@@ -80,7 +80,8 @@ def host_outcome(result: Optional[dict]) -> HostOutcome:
     if result.get("unreachable"):
         return HostOutcome(False, [], f"host unreachable: {result.get('msg', '')}".strip(), unreachable=True)
     events = list(result.get("events") or [])
-    if result.get("failed"):  # the message may quote hook output: it reaches records and the summary
+    if result.get("failed") or result.get("lifecycle_failed"):  # lifecycle_failed: a failure the role handles
+        # the message may quote hook output: it reaches records and the summary
         return HostOutcome(False, events, redact_text(str(result.get("msg") or "failed")))
     if result.get("skipped"):
         return HostOutcome(False, events, "the host task was skipped")

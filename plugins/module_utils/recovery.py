@@ -791,6 +791,8 @@ def spawn_lease_keeper(record_options: dict, aws_options: dict, lock: dict, cont
     """Start the detached lease keeper (new session: a kill of ansible-playbook's process group spares
     it), its configuration written to its stdin. Returns ``{"pid", "start"}``."""
     os.makedirs(work_dir, mode=0o700, exist_ok=True)
+    # The keeper only renews the lock: it sends no notifications, and their secrets stay off its command line.
+    record_options = {k: v for k, v in record_options.items() if k != "notifications"}
     config = {"record": record_options, "aws": aws_options, "lock": lock, "controller_pid": controller[0],
               "controller_start": controller[1], "interval": interval}
     log = open(log_path or os.devnull, "ab")  # pylint: disable=consider-using-with

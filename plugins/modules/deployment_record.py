@@ -170,6 +170,7 @@ options:
     type: str
 extends_documentation_fragment:
   - rollwright.deploy.records
+  - rollwright.deploy.notifications
   - amazon.aws.common.modules
   - amazon.aws.region.modules
   - amazon.aws.boto3
@@ -277,6 +278,7 @@ from ansible_collections.rollwright.deploy.plugins.module_utils.records import (
     open_store,
 )
 from ansible_collections.rollwright.deploy.plugins.module_utils.records.creator import check_identity, local_identity
+from ansible_collections.rollwright.deploy.plugins.module_utils.notifications import ARGUMENT_SPEC as NOTIFICATIONS_SPEC
 from ansible_collections.rollwright.deploy.plugins.module_utils.records.base import lock_held_error
 
 REQUIRED = {
@@ -443,6 +445,7 @@ def main():
         force=dict(type="bool", default=False),
         lock_token=dict(type="str", no_log=True),
     )
+    argument_spec.update(NOTIFICATIONS_SPEC)
     module = RollwrightAWSModule(
         argument_spec=argument_spec,
         supports_check_mode=True,
@@ -453,6 +456,8 @@ def main():
         options = {"path": p["sqlite_path"]}
     else:
         options = {"table": p["dynamodb_table"], "create_table": p["create_table"] and not module.check_mode}
+    if p["notifications"]:
+        options["notifications"] = p["notifications"]
     failure = None
     try:
         store = open_store(p["backend"], options, client_factory=module.aws_client, creator=_creator(p),

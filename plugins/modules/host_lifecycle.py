@@ -74,6 +74,20 @@ options:
       - The bundle archive on the controller; the action plugin transfers it to the host when O(events) include
         C(DownloadBundle) (not in check mode).
     type: path
+  failure_handled:
+    description:
+      - For the action plugin - a failed lifecycle event is returned as C(lifecycle_failed=true) with the event
+        results and message, not as a failed task, and a line says it is handled. The deployment roles set it, as
+        they record the failure and judge the deployment, so the job log shows no failed task for it.
+    type: bool
+    default: false
+  progress_after:
+    description:
+      - For the action plugin - when the call runs longer than this many seconds, a line names the running
+        event, script and elapsed time (read from the host's C(scripts.log) over the same connection), then
+        every 10 seconds. C(0) prints nothing.
+    type: float
+    default: 5
   revision:
     description:
       - The revision's identity. Stored in C(revision.json); for S3 revisions its bucket, key, version and
@@ -292,6 +306,8 @@ def argument_spec():
         appspec=dict(type="dict"),
         bundle=dict(type="path"),
         src=dict(type="path"),
+        failure_handled=dict(type="bool", default=False),
+        progress_after=dict(type="float", default=5),
         revision=dict(type="dict", options=dict(
             source=dict(type="str", choices=["s3", "local"], default="local"),
             bucket=dict(type="str"),

@@ -236,11 +236,11 @@ def role_task(result: Any, name: str) -> dict[str, Any]:
 
 
 def summary_lines(result: Any) -> list[str]:
-    """The lines of the 'Show the deployment summary' debug task."""
+    """The lines the 'Show the deployment summary' task printed."""
     for host_result in role_task(result, "Show the deployment summary").values():
-        msg = host_result.get("msg")
-        if msg:
-            return list(msg)
+        lines = host_result.get("summary_lines")
+        if lines:
+            return list(lines)
     return []
 
 
