@@ -32,7 +32,7 @@ Per script, in appspec order:
   finished in time are left running (an ApplicationStart may start a daemon).
 - The log is sealed (0600, opened without following symlinks) and keeps everything. A non-zero exit
   (or a signal) fails the event; only then does the result carry the last 40 lines / 4 KiB of this
-  script's output, after a redaction pass (``redact``), or nothing with ``output="none"``.
+  script's output, after a redaction pass (``redact.redact_text``), or nothing with ``output="none"``.
 """
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ from __future__ import annotations
 import errno
 import os
 import pwd
-import re
 import signal
 import subprocess
 import time
@@ -48,6 +47,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
 from ansible_collections.rollwright.deploy.plugins.module_utils import host_fs as _fs
+from ansible_collections.rollwright.deploy.plugins.module_utils.redact import redact_text
 
 DEFAULT_TIMEOUT = 3600
 DEFAULT_GRACE = 30
@@ -59,14 +59,6 @@ OUTPUT_NONE = "none"
 OUTPUT_CHOICES = (OUTPUT_ON_FAILURE, OUTPUT_NONE)
 LOG_MODE = 0o600
 PR_SET_CHILD_SUBREAPER = 36
-REDACTED = "[REDACTED]"
-# NAME=value / NAME: value where NAME mentions a password, secret or token (any case, any affixes)
-_SECRET_ASSIGNMENT = re.compile(r"(?i)\b([A-Za-z0-9_.-]*(?:PASSWORD|PASSWD|SECRET|TOKEN)[A-Za-z0-9_.-]*)(\s*[=:]\s*)(\"[^\"]*\"|'[^']*'|\S+)")
-_AWS_ACCESS_KEY = re.compile(r"\b(?:AKIA|ASIA|AROA|AIDA|AGPA|ANPA|ANVA|AIPA)[A-Z0-9]{16}\b")
-# a 40-character base64 word with upper case, lower case and a digit: the shape of an AWS secret access key
-# (lower-case hex digests such as git or sha1 ids have no upper case and are left alone)
-_AWS_SECRET = re.compile(r"(?<![A-Za-z0-9/+=])(?=[A-Za-z0-9/+]*[A-Z])(?=[A-Za-z0-9/+]*[a-z])(?=[A-Za-z0-9/+]*[0-9])"
-                         r"[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])")
 
 
 class HookError(Exception):
@@ -178,14 +170,6 @@ def script_path(root: str, location: str) -> str:
     if not location or (path != root and not path.startswith(root + os.sep)) or path == root:
         raise HookError(f"hook script location {location!r} must be a file path inside the revision")
     return path
-
-
-def redact(text: str) -> str:
-    """Mask common secret shapes in hook output before it leaves the host: ``*PASSWORD*=``, ``*SECRET*=``,
-    ``*TOKEN*=`` assignments (value masked, name kept), AWS access key ids and secret-access-key shapes."""
-    text = _SECRET_ASSIGNMENT.sub(lambda m: m.group(1) + m.group(2) + REDACTED, text)
-    text = _AWS_ACCESS_KEY.sub(REDACTED, text)
-    return _AWS_SECRET.sub(REDACTED, text)
 
 
 def _tail(data: bytes) -> str:
@@ -376,7 +360,7 @@ def run_script(location: str, root: str, *, event: str, env: dict, log_file: str
         if not result.succeeded and output != OUTPUT_NONE:
             end = os.lseek(log_fd, 0, os.SEEK_END)
             start = max(offset, end - TAIL_BYTES)
-            result.output_tail = redact(_tail(os.pread(log_fd, end - start, start)))
+            result.output_tail = redact_text(_tail(os.pread(log_fd, end - start, start)))
         outcome = "succeeded" if result.succeeded else result.describe_failure()
         os.write(log_fd, f"{now_iso()} [{event}] Script - {location}: {outcome} ({result.duration:.3f} s)\n".encode())
     finally:

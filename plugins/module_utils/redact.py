@@ -13,7 +13,8 @@ Masked:
 - ``KEY=value`` / ``KEY: value`` / ``"KEY": "value"`` where KEY contains PASSWORD, PASSWD, SECRET,
   TOKEN, CREDENTIAL, PRIVATE_KEY or API_KEY (any case, ``_``/``-``/``.`` around it) - the value;
 - AWS access key ids (``AKIA``/``ASIA`` + 16 upper-case letters or digits);
-- a 40-character AWS secret access key right after ``aws_secret_access_key`` (any separator);
+- a 40-character AWS secret access key right after ``aws_secret_access_key`` (any separator), and any
+  40-character word of that shape (upper and lower case and a digit);
 - ``Authorization: Bearer ...`` / ``Basic ...`` header values;
 - PEM private key blocks.
 """
@@ -23,17 +24,21 @@ from __future__ import annotations
 import re
 from typing import Any
 
-MASK = "********"
+MASK = "[REDACTED]"
 
 _KEY_WORDS = r"(?:PASSWORD|PASSWD|PASSPHRASE|SECRET|TOKEN|CREDENTIAL|PRIVATE[_-]?KEY|API[_-]?KEY|ACCESS[_-]?KEY[_-]?ID)"
 # KEY=value, KEY: value, "KEY": "value", --key=value; the value stops at whitespace, a quote, comma or ;
 _ASSIGNMENT = re.compile(
     r"(?P<key>[\"']?[A-Za-z0-9_.\-]*" + _KEY_WORDS + r"[A-Za-z0-9_.\-]*[\"']?)"
     r"(?P<sep>\s*[=:]\s*)"
-    r"(?P<value>\"[^\"\n]*\"?|'[^'\n]*'?|[^\s\"',;&}\]]+)",
+    r"(?P<value>" + re.escape(MASK) + r"|\"[^\"\n]*\"?|'[^'\n]*'?|[^\s\"',;&}\]]+)",
     re.IGNORECASE,
 )
-_AWS_ACCESS_KEY_ID = re.compile(r"\b(?:AKIA|ASIA|AIDA|AROA)[A-Z0-9]{16}\b")
+_AWS_ACCESS_KEY_ID = re.compile(r"\b(?:AKIA|ASIA|AROA|AIDA|AGPA|ANPA|ANVA|AIPA)[A-Z0-9]{16}\b")
+# a 40-character base64 word with upper case, lower case and a digit: the shape of an AWS secret access key
+# (lower-case hex digests such as git or sha1 ids have no upper case and are left alone)
+_SECRET_SHAPED = re.compile(r"(?<![A-Za-z0-9/+=])(?=[A-Za-z0-9/+]*[A-Z])(?=[A-Za-z0-9/+]*[a-z])(?=[A-Za-z0-9/+]*[0-9])"
+                            r"[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])")
 _AWS_SECRET = re.compile(r"(aws_?secret_?access_?key[\"']?\s*[=:]\s*[\"']?)[A-Za-z0-9/+=]{40}", re.IGNORECASE)
 _AUTH_HEADER = re.compile(r"(Authorization\s*:\s*(?:Bearer|Basic|Token)\s+)\S+", re.IGNORECASE)
 _PEM = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(?:-----END [A-Z ]*PRIVATE KEY-----|\Z)", re.DOTALL)
@@ -55,7 +60,8 @@ def redact_text(text: Any) -> Any:
     out = _AWS_SECRET.sub(lambda m: m.group(1) + MASK, out)
     out = _AUTH_HEADER.sub(lambda m: m.group(1) + MASK, out)
     out = _ASSIGNMENT.sub(_mask_assignment, out)
-    return _AWS_ACCESS_KEY_ID.sub(MASK, out)
+    out = _AWS_ACCESS_KEY_ID.sub(MASK, out)
+    return _SECRET_SHAPED.sub(MASK, out)
 
 
 _SECRET_KEY = re.compile(_KEY_WORDS, re.IGNORECASE)

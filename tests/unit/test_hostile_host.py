@@ -27,6 +27,7 @@ from ansible_collections.rollwright.deploy.plugins.module_utils import hook_runn
 from ansible_collections.rollwright.deploy.plugins.module_utils import host_fs as fs
 from ansible_collections.rollwright.deploy.plugins.module_utils import host_install as hi
 from ansible_collections.rollwright.deploy.plugins.module_utils import revision as rev
+from ansible_collections.rollwright.deploy.plugins.module_utils.redact import redact_text
 from tests.unit.test_host_install import make_bundle as make_tree
 
 pytestmark = pytest.mark.hostile
@@ -710,14 +711,14 @@ def test_hook_output_none_returns_nothing_even_on_failure(revroot):
 
 @pytest.mark.parametrize("text,kept,gone", [
     ("PASSWORD=x1", "PASSWORD=[REDACTED]", "x1"),
-    ("mysql_root_password = 'p w'", "mysql_root_password = [REDACTED]", "p w"),
+    ("mysql_root_password = 'p w'", "mysql_root_password = '[REDACTED]'", "p w"),
     ("GITHUB_TOKEN=ghp_abc", "GITHUB_TOKEN=[REDACTED]", "ghp_abc"),
     ("aws_secret_access_key=abc/def", "aws_secret_access_key=[REDACTED]", "abc/def"),
     ("key ASIAABCDEFGHIJKLMNOP used", "key [REDACTED] used", "ASIAABCDEFGHIJKLMNOP"),
     ("no secrets here: 42", "no secrets here: 42", "\0"),
 ])
 def test_redaction_shapes(text, kept, gone):
-    out = hr.redact(text)
+    out = redact_text(text)
     assert kept in out and gone not in out
 
 
