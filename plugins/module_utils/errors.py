@@ -33,12 +33,11 @@ CREDENTIALS_HINT = ("set access_key/secret_key (or rollwright_aws_profile / prof
 ENDPOINT_HINT = ("check endpoint_url (rollwright_aws_endpoint_url, AWS_ENDPOINT_URL) and region "
                  "(rollwright_aws_region, AWS_REGION), and that the controller reaches it")
 _ACCESS_DENIED = ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "AuthorizationError",
-                  "UnrecognizedClientException", "InvalidClientTokenId", "AuthFailure", "SignatureDoesNotMatch")
+                  "UnrecognizedClientException", "InvalidClientTokenId", "AuthFailure", "SignatureDoesNotMatch",
+                  "403")  # S3's HEAD answers with the bare status
 _CREDENTIAL_ERRORS = ("NoCredentialsError", "PartialCredentialsError", "NoRegionError", "ProfileNotFound")
 _CONNECTION_ERRORS = ("EndpointConnectionError", "ConnectTimeoutError", "ConnectionClosedError", "ReadTimeoutError",
                       "ProxyConnectionError", "SSLError", "ConnectionError")
-# IAM service prefixes that differ from boto3's service names
-_IAM_PREFIX = {"elbv2": "elasticloadbalancing", "elb": "elasticloadbalancing", "monitoring": "cloudwatch"}
 
 
 def aws_error_code(exc: BaseException) -> Optional[str]:
@@ -61,14 +60,32 @@ def is_aws_error(exc: BaseException) -> bool:
     return any(c.__module__.startswith("botocore") for c in type(exc).__mro__)
 
 
-def _iam_action(exc: BaseException, operation: Optional[str], service: Optional[str]) -> Optional[str]:
+def _needed_actions(exc: BaseException, operation: Optional[str], service: Optional[str]) -> list[str]:
+    """The IAM actions an access-denied call needed: named by AWS's message, else from the policy tables."""
     found = re.search(r"perform:\s*([A-Za-z0-9-]+:[A-Za-z0-9*]+)", aws_error_message(exc))
     if found:
-        return found.group(1)
+        return [found.group(1)]
     operation = operation or getattr(exc, "operation_name", None)
     if operation and service:
-        return f"{_IAM_PREFIX.get(service, service)}:{operation}"
-    return None
+        from ansible_collections.rollwright.deploy.plugins.module_utils.iam_policy import iam_actions_for
+
+        return iam_actions_for(service, operation)
+    return []
+
+
+def access_denied_hint(exc: BaseException, service: str) -> str:
+    """For an access-denied error whose message does not name the action (S3 says only "Access Denied"):
+    `` (IAM: needs s3:GetObject or s3:GetObjectVersion)``; otherwise ""."""
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return ""
+    code = str(aws_error_code(exc) or (response.get("ResponseMetadata") or {}).get("HTTPStatusCode") or "")
+    if code not in _ACCESS_DENIED or not getattr(exc, "operation_name", None):
+        return ""
+    actions = _needed_actions(exc, None, service)
+    if not actions or any(a in aws_error_message(exc) for a in actions):
+        return ""
+    return f" (IAM: needs {' or '.join(actions)})"
 
 
 def explain_aws_error(exc: BaseException, step: str = "", service: Optional[str] = None,
@@ -84,8 +101,8 @@ def explain_aws_error(exc: BaseException, step: str = "", service: Optional[str]
     if name in _CONNECTION_ERRORS or (name.endswith("ConnectionError") and not code):
         return AWSError(f"{where}the AWS endpoint cannot be reached ({exc}): {ENDPOINT_HINT}", field="endpoint_url")
     if code in _ACCESS_DENIED:
-        action = _iam_action(exc, operation, service)
-        needs = f"; the controller's identity needs the IAM action {action}" if action else ""
+        actions = _needed_actions(exc, operation, service)
+        needs = f"; the controller's identity needs the IAM action {' or '.join(actions)}" if actions else ""
         return AWSError(f"{where}access denied by AWS ({code}: {aws_error_message(exc)}){needs}", field="access_key")
     if code:
         return AWSError(f"{where}AWS call failed: {code}: {aws_error_message(exc)}")

@@ -85,30 +85,12 @@ _OPERATION_ACTIONS = {
     "s3:GetObject": ["s3:GetObject", "s3:GetObjectVersion"],
     "dynamodb:TransactWriteItems": ["dynamodb:PutItem", "dynamodb:UpdateItem"],  # the records' Put + Update
 }
-_ACCESS_DENIED_CODES = ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "403")
 
 
 def iam_actions_for(service: str, operation: str) -> list[str]:
     """The IAM actions a boto3 call needs: ``iam_actions_for("elbv2", "RegisterTargets")``."""
     key = f"{service}:{operation}"
     return list(_OPERATION_ACTIONS.get(key) or [f"{_IAM_PREFIX.get(service, service)}:{operation}"])
-
-
-def access_denied_hint(exc: BaseException, service: str) -> str:
-    """For an access-denied botocore error whose message does not name the action (S3 says only
-    "Access Denied"): " (IAM: needs s3:GetObject or s3:GetObjectVersion)"; otherwise ""."""
-    response = getattr(exc, "response", None)
-    if not isinstance(response, dict):
-        return ""
-    error = response.get("Error") or {}
-    code = str(error.get("Code") or (response.get("ResponseMetadata") or {}).get("HTTPStatusCode") or "")
-    operation = getattr(exc, "operation_name", None)
-    if code not in _ACCESS_DENIED_CODES or not operation:
-        return ""
-    actions = iam_actions_for(service, operation)
-    if any(a in str(error.get("Message") or "") for a in actions):
-        return ""
-    return f" (IAM: needs {' or '.join(actions)})"
 
 
 _ACCOUNT_RE = re.compile(r"^\d{12}$")

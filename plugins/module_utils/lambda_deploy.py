@@ -43,9 +43,8 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 from .redact import redact_text
-from .iam_policy import access_denied_hint
 from .traffic_shift import ShiftConfig, ShiftConfigError, Step, parse_lambda_config, plan_steps
-from ansible_collections.rollwright.deploy.plugins.module_utils.errors import RollwrightError
+from ansible_collections.rollwright.deploy.plugins.module_utils.errors import RollwrightError, access_denied_hint
 
 __all__ = [
     "ARGUMENT_SPEC",

@@ -22,10 +22,10 @@ import botocore.session
 import pytest
 from botocore import xform_name
 
+from ansible_collections.rollwright.deploy.plugins.module_utils.errors import access_denied_hint
 from ansible_collections.rollwright.deploy.plugins.module_utils.iam_policy import (
     ACTION_PURPOSES,
     POLICY_KINDS,
-    access_denied_hint,
     iam_actions_for,
     PolicyInputError,
     PolicyInputs,
