@@ -17,6 +17,7 @@ What every step plugin needs once, as amazon.aws's ``plugin_utils/base.py`` does
 
 from __future__ import annotations
 
+import copy
 import importlib
 import os
 from typing import Any, Callable, Optional
@@ -88,6 +89,8 @@ class RollwrightAction(ActionBase):
         if self.AWS_OPTIONS:
             for name, option in aws_session.AWS_OPTION_SPEC.items():
                 spec[name] = {k: v for k, v in option.items() if k != "fallback"}  # env applied by the client path
+            if "aws" in spec:  # the deprecated nested dict: its secret sub-options no_log, its typos refused
+                spec["aws"] = copy.deepcopy(aws_session.AWS_DICT_OPTION)
         return spec
 
     def validated_args(self) -> dict:

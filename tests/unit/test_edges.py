@@ -110,3 +110,18 @@ def test_step_plugin_specs_come_from_their_documentation():
     assert "state_root" in host and "src" in host  # the doc fragment's options are merged
     assert aws_session.AWS_OPTION_SPEC["secret_key"]["no_log"] is True
     assert aws_session.AWS_OPTION_SPEC["session_token"]["no_log"] is True
+
+
+@pytest.mark.parametrize("plugin", ["inplace_step", "bluegreen_step", "deployment_recover"])
+def test_step_plugins_validate_the_nested_aws_dict_with_its_secrets_no_log(plugin):
+    from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+
+    from ansible_collections.rollwright.deploy.plugins.plugin_utils.step_action import RollwrightAction
+
+    action = type("Step", (RollwrightAction,), {"MODULE": plugin})
+    spec = action.argument_spec(action.__new__(action))
+    assert spec["aws"]["options"]["secret_key"]["no_log"] is True
+    ok = ArgumentSpecValidator({"aws": spec["aws"]}).validate({"aws": {"region": "eu-west-1", "secret_key": "wJalrXUtnFEMI"}})
+    assert "wJalrXUtnFEMI" in ok._no_log_values  # pylint: disable=protected-access
+    typo = ArgumentSpecValidator({"aws": spec["aws"]}).validate({"aws": {"regoin": "eu-west-1"}})
+    assert any("regoin" in m for m in typo.error_messages), typo.error_messages
