@@ -6,7 +6,7 @@ SHELL := /bin/bash
 VENV        := .venv
 PY          := $(VENV)/bin/python
 COLL_LINK   := build/ansible_collections/rollwright/deploy
-APT_PKGS    := openssh-server openssh-client haproxy socat iproute2 acl procps util-linux sudo shellcheck
+APT_PKGS    := openssh-server openssh-client haproxy socat iproute2 acl procps util-linux sudo shellcheck openjdk-17-jre-headless
 STAMP       := $(VENV)/.rollwright-stamp
 REQ_HASH    := $(shell cat requirements-dev.txt constraints.txt 2>/dev/null | sha256sum | cut -c1-16)
 
