@@ -130,11 +130,18 @@ def pending_uploads(uploads: list[Upload], records: Iterable[dict]) -> list[Uplo
     return [u for u in ordered[newest + 1:] if u.identity not in handled]
 
 
-def superseded_by(upload_identity: tuple, pending: list[Upload]) -> Optional[Upload]:
-    """The newest pending upload when it is not the given one (latest wins), else None."""
-    if pending and pending[-1].identity != tuple(upload_identity):
-        return pending[-1]
-    return None
+def upload_status(identity: tuple, pending: list[Upload], records: Iterable[dict], order: str = "latest") -> str:
+    """What to do with one announced upload: ``pending`` (deploy it), ``handled`` (a record names it) or
+    ``superseded`` (older than the newest handled upload or gone, or - latest wins - a newer one is pending)."""
+    if order not in ORDERS:
+        raise ValueError(f"order: expected one of {', '.join(ORDERS)}, got {order!r}")
+    identity = tuple(identity)
+    if identity in handled_identities(records):
+        return "handled"
+    waiting = [u.identity for u in pending]
+    if identity not in waiting or (order == "latest" and waiting[-1] != identity):
+        return "superseded"
+    return "pending"
 
 
 def group_records(store: Any, application: str, deployment_group: str, limit: int = 200) -> list[dict]:

@@ -108,8 +108,9 @@ uploads:
   elements: dict
 upload_status:
   description:
-    - With O(upload), C(pending) (deploy it), C(handled) (a record already names it) or C(superseded) (O(order=latest)
-      and a newer upload is pending, see RV(revision)).
+    - With O(upload), C(pending) (deploy it), C(handled) (a record already names it) or C(superseded) (older than the
+      group's newest handled upload or no longer in the bucket, or O(order=latest) and a newer upload is pending,
+      see RV(revision)).
   returned: when O(upload) is given
   type: str
 """
@@ -120,15 +121,6 @@ from ansible_collections.rollwright.deploy.plugins.module_utils import revision_
 from ansible_collections.rollwright.deploy.plugins.module_utils.aws import RollwrightAWSModule
 from ansible_collections.rollwright.deploy.plugins.module_utils.records import RecordError, open_store
 from ansible_collections.rollwright.deploy.plugins.module_utils.records.sqlite import default_path
-
-
-def _upload_status(upload: dict, pending: list, records: list, order: str) -> str:
-    identity = (upload.get("bucket"), upload.get("key"), upload.get("version_id"))
-    if identity in revision_watch.handled_identities(records):
-        return "handled"
-    if order == "latest" and revision_watch.superseded_by(identity, pending):
-        return "superseded"
-    return "pending"
 
 
 def main():
@@ -170,7 +162,8 @@ def main():
     result = dict(changed=False, pending=bool(pending), revision=pending[-1].revision() if pending else None,
                   uploads=[u.to_dict() for u in pending])
     if upload is not None:
-        result["upload_status"] = _upload_status(upload, pending, records, p["order"])
+        identity = (upload.get("bucket"), upload.get("key"), upload.get("version_id") or None)
+        result["upload_status"] = revision_watch.upload_status(identity, pending, records, p["order"])
     module.exit_json(**result)
 
 

@@ -302,8 +302,7 @@ def _patch_autoscaling_hooks() -> None:
             "AccountId": group.account_id, "RequestId": str(uuid.uuid4()),
             "LifecycleTransition": LAUNCHING, "AutoScalingGroupName": group.name,
             "LifecycleHookName": hook.name, "LifecycleActionToken": token, "EC2InstanceId": instance_id,
-            "NotificationMetadata": getattr(hook, "rw_metadata", None),
-        }
+        } | ({"NotificationMetadata": hook.rw_metadata} if getattr(hook, "rw_metadata", None) else {})
 
     def _launch_hooks(group: Any) -> list[Any]:
         backend = group.autoscaling_backend
@@ -394,6 +393,8 @@ def _patch_autoscaling_hooks() -> None:
         hook.rw_target = self._get_param("NotificationTargetARN")
         hook.rw_metadata = self._get_param("NotificationMetadata")
         hook.notification_target_arn = hook.rw_target
+        hook.notification_metadata = hook.rw_metadata
+        hook.role_arn = self._get_param("RoleARN")
         if hook.rw_target:
             _notify(backend, hook.rw_target, {
                 "AccountId": self.current_account, "RequestId": str(uuid.uuid4()), "AutoScalingGroupName": group_name,
