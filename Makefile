@@ -14,11 +14,12 @@ export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/build
 export ANSIBLE_HOST_KEY_CHECKING := False
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help setup system-packages venv collection-link test unit integration molecule sanity lint demo \
+.PHONY: help setup system-packages venv collection-link test unit integration molecule sanity lint demo demo-events \
         bench bench-inplace bench-zero-downtime build-collection clean
 
 help:
 	@echo "make demo    - set up, bring up a test world and run a real deployment end to end"
+	@echo "make demo-events - the same world: an S3 upload deploys itself through ansible-rulebook"
 	@echo "make test    - set up and run every test suite (unit, integration, molecule, sanity, lint)"
 	@echo "make setup   - only the set-up (idempotent, quick when nothing changed)"
 
@@ -64,6 +65,9 @@ lint: setup
 
 demo: setup
 	@$(PY) -m tests.harness demo
+
+demo-events: setup
+	@$(PY) -m tests.harness demo-events
 
 build-collection: setup
 	@mkdir -p build/dist && $(VENV)/bin/ansible-galaxy collection build --force --output-path build/dist .

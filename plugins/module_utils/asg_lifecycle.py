@@ -63,14 +63,16 @@ def put_hook(client: Any, group: str, wanted: dict) -> None:
     client.put_lifecycle_hook(AutoScalingGroupName=group, **wanted)
 
 
-def copy_launch_hooks(client: Any, source_group: str, target_group: str) -> list[str]:
-    """Give target_group the launching hooks of source_group (a blue/green copy); returns their names."""
-    copied = []
+def launch_hook_changes(client: Any, source_group: str, target_group: str) -> list[dict]:
+    """The PutLifecycleHook parameters that give target_group the launching hooks of source_group (a blue/green
+    copy): one per hook that target_group lacks or has with other settings."""
+    present = {h["LifecycleHookName"]: h for h in launch_hooks(client, target_group)}
+    changes = []
     for hook in launch_hooks(client, source_group):
-        wanted = {k: hook[k] for k in HOOK_FIELDS if hook.get(k) is not None}
-        put_hook(client, target_group, dict(wanted, LifecycleHookName=hook["LifecycleHookName"]))
-        copied.append(hook["LifecycleHookName"])
-    return copied
+        wanted = dict({k: hook[k] for k in HOOK_FIELDS if hook.get(k) is not None}, LifecycleHookName=hook["LifecycleHookName"])
+        if hook_differs(present.get(hook["LifecycleHookName"]), wanted):
+            changes.append(wanted)
+    return changes
 
 
 def held_instances(client: Any, groups: list[str]) -> list[dict]:

@@ -18,6 +18,7 @@ description:
     notifications, or by polling), and the C(rollwright.deploy.scale_out) playbook deploys the deployment group's
     last successful revision to each.
   - Idempotent; runs on the controller.
+  - With O(copy_from), RV(hook) is the last hook copied and RV(copied) names them all.
 author:
   - Rollwright maintainers (@rollwright)
 options:
@@ -55,6 +56,12 @@ options:
   notification_metadata:
     description: Free text Auto Scaling adds to every notification (for example the deployment group name).
     type: str
+  copy_from:
+    description:
+      - Give O(group) every launching hook of this other group instead (same names and settings); the other hook
+        options are ignored. The C(rollwright.deploy.bluegreen_ec2) role does this for the group it copies, so the
+        copy's scale-outs are held too.
+    type: str
 extends_documentation_fragment:
   - amazon.aws.common.modules
   - amazon.aws.region.modules
@@ -81,6 +88,11 @@ hook:
   description: The hook as Auto Scaling describes it after the change (null when absent).
   returned: always
   type: dict
+copied:
+  description: The names of the hooks put on O(group) because they differed (with O(copy_from)).
+  returned: when O(copy_from) is given
+  type: list
+  elements: str
 """
 
 from ansible_collections.rollwright.deploy.plugins.module_utils import asg_lifecycle
@@ -98,12 +110,21 @@ def main():
             notification_target_arn=dict(type="str"),
             role_arn=dict(type="str"),
             notification_metadata=dict(type="str"),
+            copy_from=dict(type="str"),
         ),
         supports_check_mode=True,
     )
     p = module.params
     client = module.retrying_client("autoscaling")
     try:
+        if p["copy_from"]:
+            changes = asg_lifecycle.launch_hook_changes(client, p["copy_from"], p["group"])
+            if not module.check_mode:
+                for wanted in changes:
+                    asg_lifecycle.put_hook(client, p["group"], wanted)
+            copied = [w["LifecycleHookName"] for w in changes]
+            module.exit_json(changed=bool(changes), copied=copied, hook=changes[-1] if changes else None,
+                             diff={"before": {}, "after": {"copied": copied}})
         current = asg_lifecycle.describe_hook(client, p["group"], p["name"])
         if p["state"] == "absent":
             changed = current is not None

@@ -103,12 +103,13 @@ def _event(upload: rw.Upload, source: str, args: dict) -> dict:
                             "prefix": args.get("prefix") or "", "order": args.get("order") or "latest"}}
 
 
-async def _unhandled(args: dict, factory: Any) -> tuple[list, list]:
-    """(every upload listed now, the uploads the group's records have not handled yet)."""
-    uploads = await es.call(rw.list_uploads, factory.client("s3"), args["bucket"], args.get("prefix") or "")
+def _unhandled(args: dict, factory: Any) -> tuple[list, list]:
+    """(every upload listed now, the uploads the group's records have not handled yet). Runs in one thread
+    (an SQLite connection stays in the thread that opened it)."""
+    uploads = rw.list_uploads(factory.client("s3"), args["bucket"], args.get("prefix") or "")
     store = es.record_store(args, factory)
     try:
-        records = await es.call(rw.group_records, store, args["application"], args["deployment_group"])
+        records = rw.group_records(store, args["application"], args["deployment_group"])
     finally:
         store.close()
     return uploads, rw.pending_uploads(uploads, records)
@@ -126,7 +127,7 @@ async def main(queue: asyncio.Queue, args: dict[str, Any]) -> None:
     emitted: set = set()
     while True:  # catch up from the records first: nothing handled is replayed, nothing missed is lost
         try:
-            listed, pending = await _unhandled(args, factory)
+            listed, pending = await es.call(_unhandled, args, factory)
             break
         except Exception as exc:  # pylint: disable=broad-except
             await es.retry_later("reading the uploads and the deployment records", exc, seconds)
