@@ -11,9 +11,9 @@ module: asg_lifecycle_action
 short_description: Let a held Auto Scaling instance into service, or abandon it
 version_added: 0.1.0
 description:
-  - Completes the lifecycle action of an instance an Auto Scaling group holds in C(Pending:Wait) by a launching
-    hook (C(CompleteLifecycleAction)): C(CONTINUE) puts it in service (the group registers it with its target groups
-    and classic ELBs), C(ABANDON) terminates it (the group launches a replacement).
+  - Completes the lifecycle action (C(CompleteLifecycleAction)) of an instance an Auto Scaling group holds in
+    C(Pending:Wait) by a launching hook. C(CONTINUE) puts it in service (the group registers it with its target
+    groups and classic ELBs), C(ABANDON) terminates it (the group launches a replacement).
   - Identifies the action by the token of the hook's notification, or by the instance id.
   - Runs on the controller. Not idempotent by nature; an action that is no longer pending fails with AWS's message.
 author:
@@ -44,9 +44,11 @@ extends_documentation_fragment:
   - amazon.aws.boto3
 attributes:
   check_mode:
+    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
     details: In check mode nothing is completed; the result says what would be.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in diff mode) when in diff mode.
     support: none
 """
 

@@ -97,7 +97,8 @@ options:
     default: user
   trigger:
     description:
-      - What triggered the deployment (C(start)), kept in the record as C(extra.trigger), for example
+      - >-
+        What triggered the deployment (C(start)), kept in the record as C(extra.trigger), for example
         C({event: s3_upload, bucket, key, version_id}) or C({event: asg_launch, group, instance_id}).
       - A triggered deployment whose revision cannot be fetched or whose appspec is invalid is still recorded, as
         Failed with the reason, and nothing is touched (nobody watches an event-driven run).

@@ -58,8 +58,10 @@ extends_documentation_fragment:
   - amazon.aws.boto3
 attributes:
   check_mode:
+    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in diff mode) when in diff mode.
     support: none
 notes:
   - Reads S3 with C(s3:ListBucketVersions) on the bucket.
@@ -98,7 +100,7 @@ pending:
   returned: always
   type: bool
 revision:
-  description: The newest pending upload as a C(rollwright_revision) (C({s3: {bucket, key, version, etag}})), or null.
+  description: "The newest pending upload as a C(rollwright_revision) (C({s3: {bucket, key, version, etag}})), or null."
   returned: always
   type: dict
 uploads:

@@ -159,7 +159,6 @@ def test_uploads_deploy_themselves(fleet: Any, aws: Any, tmp_path: Path) -> None
         assert all(h["status"] == "Skipped" and not h["events"] for h in bad["hosts"]), bad["hosts"]
         assert {h: most_recent(world, h) for h in hosts} == before
         assert all(installed_version(world, h) == "v4" for h in hosts)
-        wait_jobs_done(rulebook, 4)
     finally:
         rulebook.stop()
     print(f"upload->event {noticed:.1f}s, upload->deployed {latency:.1f}s, deployment record {deploy_seconds:.1f}s")
@@ -172,7 +171,7 @@ def test_uploads_deploy_themselves(fleet: Any, aws: Any, tmp_path: Path) -> None
         fifth = site.wait_record(versions["v5"], ("Succeeded", "Failed"), 90, rulebook)
         assert fifth["status"] == "Succeeded", fifth
         wait_jobs_done(rulebook, 1)
-        time.sleep(2 * INTERVAL)
+        time.sleep(INTERVAL)
         replayed = [e for e in received_at(rulebook.log()) if e != versions["v5"]]
     finally:
         rulebook.stop()
@@ -213,7 +212,9 @@ def received_at(log: str) -> dict[str, float]:
 def _seconds(start: str, end: str) -> float:
     from datetime import datetime
 
-    parse = lambda s: datetime.fromisoformat(s.replace("Z", "+00:00"))  # noqa: E731
+    def parse(text: str) -> datetime:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
     return (parse(end) - parse(start)).total_seconds()
 
 
@@ -224,7 +225,10 @@ def _ec2_inventory(world: Any, path: Path) -> Path:
     path.mkdir()
     (path / "local.yml").write_text(yaml.safe_dump({"all": {"hosts": {"localhost": {
         "ansible_connection": "local", "ansible_python_interpreter": str(H_ROOT / ".venv" / "bin" / "python")}}}}))
-    literal = lambda text: "'" + str(text) + "'"  # noqa: E731  (a Jinja string literal for compose)
+
+    def literal(text: Any) -> str:  # a Jinja string literal for compose
+        return "'" + str(text) + "'"
+
     (path / "fleet.aws_ec2.yml").write_text(yaml.safe_dump({
         "plugin": "amazon.aws.aws_ec2", "regions": [world.region],
         "filters": {"subnet-id": world.subnet_id, "instance-state-name": "running"},
@@ -287,7 +291,10 @@ class Launches:
 
 def test_scale_out_gets_the_last_successful_revision(fleet: Any, aws: Any, ansible_run: Any, tmp_path: Path) -> None:
     t0 = time.monotonic()
-    phase = lambda what: print(f"{time.monotonic() - t0:6.1f}s {what}")  # noqa: E731
+
+    def phase(what: str) -> None:
+        print(f"{time.monotonic() - t0:6.1f}s {what}")
+
     world = fleet(2)
     world.start_ec2_sync()
     site = Site(world, tmp_path)

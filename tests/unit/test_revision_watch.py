@@ -40,7 +40,10 @@ def test_upload_status_latest_wins_or_in_order() -> None:
     uploads = [up("v1", 1), up("v2", 2), up("v3", 3), up("v4", 4)]
     records = [rec("v2")]
     pending = rw.pending_uploads(uploads, records)
-    ident = lambda v: ("rel", "shop/app.zip", v)  # noqa: E731
+
+    def ident(version: str) -> tuple:
+        return ("rel", "shop/app.zip", version)
+
     assert rw.upload_status(ident("v3"), pending, records) == "superseded"
     assert rw.upload_status(ident("v4"), pending, records) == "pending"
     assert rw.upload_status(ident("v3"), pending, records, "in_order") == "pending"
