@@ -12,16 +12,16 @@ deadline; the rulebook and the world are stopped and torn down at the end, even 
 
 from __future__ import annotations
 
+import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-from ansible_collections.rollwright.deploy.plugins.module_utils.records import open_store
 from tests.bundles import build_bundle
+from tests.harness.demo import _serving
 from tests.harness.rulebook import Rulebook
-from tests.harness.world import down, up
+from tests.harness.world import ROOT, down, up
 
 APPLICATION = "sample"
 GROUP = "demo"
@@ -30,20 +30,14 @@ PREFIX = "sample/"
 DEPLOY_TIMEOUT = 240  # seconds for one upload to be deployed
 
 
-def _serving(world: Any) -> dict[str, str]:
-    answers = {}
-    for host in world.hosts:
-        try:
-            with urllib.request.urlopen(f"http://{host.address}:8080/", timeout=3) as response:
-                answers[host.name] = response.read().decode().strip()
-        except OSError as exc:
-            answers[host.name] = f"no answer ({exc})"
-    return answers
-
-
 def _record(records: Path, version_id: str) -> dict[str, Any] | None:
     if not records.exists():
         return None
+    # The collection, as Ansible sees it (pytest has build/ on its path; this command may not).
+    if str(ROOT / "build") not in sys.path:
+        sys.path.append(str(ROOT / "build"))
+    from ansible_collections.rollwright.deploy.plugins.module_utils.records import open_store
+
     store = open_store("sqlite", {"path": str(records)})
     try:
         for found in store.list(APPLICATION, GROUP, limit=20):
