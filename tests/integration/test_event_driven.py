@@ -22,11 +22,12 @@ from typing import Any, Optional
 import pytest
 import yaml
 
-from ansible_collections.rollwright.deploy.plugins.module_utils.records import open_store
+from ansible_collections.rollwright.deploy.plugins.module_utils.records import DeploymentRecord, open_store
 from tests.bundles import build_bundle
 from tests.harness.ansible_run import ROOT as H_ROOT
 from tests.harness.rulebook import Rulebook
 from tests.integration import inplace_helpers as H
+from tests.integration.test_emulator_events import Group
 
 pytestmark = pytest.mark.fleet
 
@@ -360,3 +361,110 @@ def wait_scale_out(site: Site, group: Launches, instance_id: str, rulebook: Rule
         assert rulebook.running, rulebook.log()[-4000:]
         time.sleep(0.3)
     raise AssertionError(f"no ended deployment to {instance_id} after {timeout}s:\n{rulebook.log()[-6000:]}")
+
+
+def test_pending_revision_info_without_eda(aws: Any, ansible_run: Any, tmp_path: Path) -> None:
+    """The module a schedule uses instead of the event source: the same answers, from the same records."""
+    s3 = aws.client("s3")
+    bucket = H.unique("eda-pending").lower()
+    s3.create_bucket(Bucket=bucket)
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    put = {v: s3.put_object(Bucket=bucket, Key=PREFIX + "app.zip", Body=v.encode()) for v in ("v1", "v2", "v3")}
+    s3.put_object(Bucket=bucket, Key=PREFIX + "notes.txt", Body=b"not a bundle")
+    s3.delete_object(Bucket=bucket, Key=PREFIX + "notes.txt")
+    records = tmp_path / "records.sqlite3"
+    args = {"application": APP, "deployment_group": GROUP, "bucket": bucket, "prefix": PREFIX, "sqlite_path": str(records)}
+
+    def upload(version: str) -> dict[str, Any]:
+        return {"bucket": bucket, "key": PREFIX + "app.zip", "version_id": put[version]["VersionId"]}
+
+    def play() -> list[dict[str, Any]]:
+        return [{"name": "pending", "hosts": "localhost", "gather_facts": False, "tasks": [
+            {"name": "nothing deployed", "rollwright.deploy.pending_revision_info": args},
+            {"name": "after v1", "rollwright.deploy.pending_revision_info": dict(args, upload=upload("v2"))},
+            {"name": "in order", "rollwright.deploy.pending_revision_info": dict(args, upload=upload("v2"), order="in_order")},
+        ]}]
+
+    inventory = tmp_path / "local.yml"
+    inventory.write_text(yaml.safe_dump({"all": {"hosts": {"localhost": {
+        "ansible_connection": "local", "ansible_python_interpreter": str(H_ROOT / ".venv" / "bin" / "python")}}}}))
+    res = ansible_run([dict(play()[0], tasks=play()[0]["tasks"][:1])], inventory, check=True)
+    assert res.rc == 0, res
+    first = res.task("nothing deployed")["localhost"]
+    assert first["pending"] and [u["version_id"] for u in first["uploads"]] == [put["v3"]["VersionId"]]
+    assert not records.exists(), "a read-only module must not create the records file"
+    store = open_store("sqlite", {"path": str(records)})
+    store.create(DeploymentRecord(application=APP, deployment_group=GROUP, status="Succeeded", revision={
+        "source": "s3", "bucket": bucket, "key": PREFIX + "app.zip", "version": put["v1"]["VersionId"]}))
+    store.close()
+    res = ansible_run(play(), inventory)
+    assert res.rc == 0, res
+    after = res.task("after v1")["localhost"]
+    assert after["pending"] and after["changed"] is False
+    assert [u["version_id"] for u in after["uploads"]] == [put["v2"]["VersionId"], put["v3"]["VersionId"]]
+    assert after["revision"] == {"s3": {"bucket": bucket, "key": PREFIX + "app.zip", "version": put["v3"]["VersionId"],
+                                        "etag": put["v3"]["ETag"].strip('"')}}
+    assert after["upload_status"] == "superseded"
+    assert res.task("in order")["localhost"]["upload_status"] == "pending"
+
+
+def test_sources_poll_without_a_queue(aws: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both event sources, loaded by path as ansible-rulebook loads them, in polling mode."""
+    import asyncio
+
+    for name, value in aws.env.items():  # the sources read AWS_* like ansible-rulebook's environment
+        monkeypatch.setenv(name, value)
+
+    sources = H_ROOT / "build" / "ansible_collections" / "rollwright" / "deploy" / "extensions" / "eda" / "plugins" / "event_source"
+
+    def load(name: str) -> Any:
+        # What runpy.run_path does for ansible-rulebook (under pytest, Ansible's collection path hook would claim it).
+        path = sources / f"{name}.py"
+        namespace: dict[str, Any] = {"__file__": str(path), "__name__": f"<run_path {name}>"}
+        exec(compile(path.read_text(), str(path), "exec"), namespace)  # pylint: disable=exec-used  # noqa: S102
+        return namespace["main"]
+
+    s3_main, asg_main = load("s3_revisions"), load("asg_launches")
+    s3, asg = aws.client("s3"), aws.client("autoscaling")
+    bucket = H.unique("eda-poll").lower()
+    s3.create_bucket(Bucket=bucket)
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    old = s3.put_object(Bucket=bucket, Key=PREFIX + "app.zip", Body=b"old")["VersionId"]
+    records = tmp_path / "records.sqlite3"
+    store = open_store("sqlite", {"path": str(records)})
+    store.create(DeploymentRecord(application=APP, deployment_group=GROUP, status="Succeeded", revision={
+        "source": "s3", "bucket": bucket, "key": PREFIX + "app.zip", "version": old}))
+    store.close()
+    group = Group(aws)
+
+    async def scenario() -> list[dict[str, Any]]:
+        queue: asyncio.Queue = asyncio.Queue()
+        tasks = [asyncio.create_task(s3_main(queue, dict(bucket=bucket, prefix=PREFIX, interval=1, application=APP,
+                                                         deployment_group=GROUP, record_sqlite_path=str(records)))),
+                 asyncio.create_task(asg_main(queue, dict(groups=group.name, hook="hold", interval=1)))]
+        await asyncio.sleep(2)  # both have listed: the handled upload is not emitted
+        await asyncio.to_thread(s3.put_object, Bucket=bucket, Key=PREFIX + "notes.txt", Body=b"not a bundle")
+        await asyncio.to_thread(s3.put_object, Bucket=bucket, Key=PREFIX + "app.zip", Body=b"new")
+        await asyncio.to_thread(group.asg.set_desired_capacity, AutoScalingGroupName=group.name, DesiredCapacity=1)
+        events = []
+        deadline = asyncio.get_running_loop().time() + 15
+        while len(events) < 2 and asyncio.get_running_loop().time() < deadline:
+            try:
+                events.append(await asyncio.wait_for(queue.get(), 1))
+            except asyncio.TimeoutError:
+                pass
+        await asyncio.sleep(2.5)  # two more polls: nothing is emitted twice
+        while not queue.empty():
+            events.append(queue.get_nowait())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        return events
+
+    events = asyncio.run(scenario())
+    uploads = [e["s3_revision"] for e in events if "s3_revision" in e]
+    launches = [e["asg_launch"] for e in events if "asg_launch" in e]
+    assert len(uploads) == 1 and uploads[0]["key"] == PREFIX + "app.zip" and uploads[0]["version_id"] != old, events
+    assert uploads[0]["source"] == "listing" and uploads[0]["prefix"] == PREFIX and uploads[0]["order"] == "latest"
+    (held,) = group.states()
+    assert launches == [{"group": group.name, "instance_id": held, "hook": "hold", "token": None, "source": "polling"}]

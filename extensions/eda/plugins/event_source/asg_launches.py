@@ -91,23 +91,25 @@ async def main(queue: asyncio.Queue, args: dict[str, Any]) -> None:
                 await queue.put(_event(launch, hook, source))
                 emitted.add(launch["instance_id"])
 
-    first = True
+    while groups:  # at start: the instances held already (launched while no rulebook ran)
+        try:
+            await emit_held("polling")
+            break
+        except Exception as exc:  # pylint: disable=broad-except
+            await es.retry_later("listing the held instances", exc, seconds)
     while True:
         try:
-            if groups and (first or sqs is None):
-                if not first:
-                    await asyncio.sleep(seconds)
+            if sqs is None:
+                await asyncio.sleep(seconds)
                 await emit_held("polling")
-                first = False
-            if sqs is not None:
-                for body, receipt in await es.receive(sqs, queue_url, seconds):
-                    launch = asg_lifecycle.launch_from_message(body)
-                    if (launch and launch.get("hook") in (None, hook) and (not groups or launch["group"] in groups)
-                            and launch["instance_id"] not in emitted):
-                        await queue.put(_event(launch, hook, "notification"))
-                        emitted.add(launch["instance_id"])
-                    await es.delete(sqs, queue_url, receipt)
-            first = False
+                continue
+            for body, receipt in await es.receive(sqs, queue_url, seconds):
+                launch = asg_lifecycle.launch_from_message(body)
+                if (launch and launch.get("hook") in (None, hook) and (not groups or launch["group"] in groups)
+                        and launch["instance_id"] not in emitted):
+                    await queue.put(_event(launch, hook, "notification"))
+                    emitted.add(launch["instance_id"])
+                await es.delete(sqs, queue_url, receipt)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # pylint: disable=broad-except
