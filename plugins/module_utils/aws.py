@@ -23,3 +23,7 @@ class RollwrightAWSModule(AnsibleAWSModule):
     def retrying_client(self, service: str):
         """A boto3 client whose calls retry throttling and transient errors with jittered backoff."""
         return self.client(service, retry_decorator=AWSRetry.jittered_backoff())
+
+    def aws_client(self, service: str):
+        """The client the modules use (the name the collection's other AWS modules call it by)."""
+        return self.retrying_client(service)

@@ -87,7 +87,7 @@ def main():
     if module.check_mode:
         module.exit_json(changed=True, result=p["result"])
     try:
-        asg_lifecycle.complete(module.retrying_client("autoscaling"), p["group"], p["hook"], p["result"],
+        asg_lifecycle.complete(module.aws_client("autoscaling"), p["group"], p["hook"], p["result"],
                                token=p["token"], instance_id=p["instance_id"])
     except Exception as exc:  # botocore errors carry AWS details; fail_json_aws shows them
         if not hasattr(exc, "response"):

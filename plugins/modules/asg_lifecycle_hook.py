@@ -117,7 +117,7 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
-    client = module.retrying_client("autoscaling")
+    client = module.aws_client("autoscaling")
     try:
         if p["copy_from"]:
             changes = asg_lifecycle.launch_hook_changes(client, p["copy_from"], p["group"])

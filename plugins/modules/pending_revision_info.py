@@ -146,12 +146,12 @@ def main():
     try:
         records = []
         if p["backend"] == "dynamodb":
-            store = open_store("dynamodb", {"table": p["dynamodb_table"]}, client_factory=module.retrying_client)
+            store = open_store("dynamodb", {"table": p["dynamodb_table"]}, client_factory=module.aws_client)
             records = revision_watch.group_records(store, p["application"], p["deployment_group"])
         elif os.path.exists(p["sqlite_path"] or str(default_path())):  # read-only: no file means no records
             store = open_store("sqlite", {"path": p["sqlite_path"]})
             records = revision_watch.group_records(store, p["application"], p["deployment_group"])
-        uploads = revision_watch.list_uploads(module.retrying_client("s3"), p["bucket"], p["prefix"])
+        uploads = revision_watch.list_uploads(module.aws_client("s3"), p["bucket"], p["prefix"])
     except RecordError as exc:
         failure = str(exc)
     except Exception as exc:  # botocore errors carry AWS details; fail_json_aws shows them
