@@ -442,13 +442,14 @@ def test_sources_poll_without_a_queue(aws: Any, tmp_path: Path, monkeypatch: pyt
         tasks = [asyncio.create_task(s3_main(queue, dict(bucket=bucket, prefix=PREFIX, interval=1, application=APP,
                                                          deployment_group=GROUP, record_sqlite_path=str(records)))),
                  asyncio.create_task(asg_main(queue, dict(groups=group.name, hook="hold", interval=1)))]
-        await asyncio.sleep(2)  # both have listed: the handled upload is not emitted
+        # A first new upload: its event (from the start-up catch-up or the listing) shows the source is past its start.
+        await asyncio.to_thread(s3.put_object, Bucket=bucket, Key=PREFIX + "app.zip", Body=b"mid")
+        events = [await asyncio.wait_for(queue.get(), 30)]
         await asyncio.to_thread(s3.put_object, Bucket=bucket, Key=PREFIX + "notes.txt", Body=b"not a bundle")
         await asyncio.to_thread(s3.put_object, Bucket=bucket, Key=PREFIX + "app.zip", Body=b"new")
         await asyncio.to_thread(group.asg.set_desired_capacity, AutoScalingGroupName=group.name, DesiredCapacity=1)
-        events = []
-        deadline = asyncio.get_running_loop().time() + 15
-        while len(events) < 2 and asyncio.get_running_loop().time() < deadline:
+        deadline = asyncio.get_running_loop().time() + 20
+        while len(events) < 3 and asyncio.get_running_loop().time() < deadline:
             try:
                 events.append(await asyncio.wait_for(queue.get(), 1))
             except asyncio.TimeoutError:
@@ -464,7 +465,8 @@ def test_sources_poll_without_a_queue(aws: Any, tmp_path: Path, monkeypatch: pyt
     events = asyncio.run(scenario())
     uploads = [e["s3_revision"] for e in events if "s3_revision" in e]
     launches = [e["asg_launch"] for e in events if "asg_launch" in e]
-    assert len(uploads) == 1 and uploads[0]["key"] == PREFIX + "app.zip" and uploads[0]["version_id"] != old, events
-    assert uploads[0]["source"] == "listing" and uploads[0]["prefix"] == PREFIX and uploads[0]["order"] == "latest"
+    versions = [v["VersionId"] for v in s3.list_object_versions(Bucket=bucket, Prefix=PREFIX + "app.zip")["Versions"]]
+    assert [u["version_id"] for u in uploads] == versions[1::-1], events  # mid then new; never the handled one
+    assert uploads[1]["source"] == "listing" and uploads[1]["prefix"] == PREFIX and uploads[1]["order"] == "latest"
     (held,) = group.states()
     assert launches == [{"group": group.name, "instance_id": held, "hook": "hold", "token": None, "source": "polling"}]
