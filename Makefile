@@ -6,7 +6,7 @@ SHELL := /bin/bash
 VENV        := .venv
 PY          := $(VENV)/bin/python
 COLL_LINK   := build/ansible_collections/rollwright/deploy
-APT_PKGS    := openssh-server openssh-client haproxy socat iproute2 acl procps util-linux sudo shellcheck chromium
+APT_PKGS    := openssh-server openssh-client haproxy socat iproute2 acl procps util-linux sudo shellcheck chromium openjdk-17-jre-headless
 STAMP       := $(VENV)/.rollwright-stamp
 REQ_HASH    := $(shell cat requirements-dev.txt constraints.txt 2>/dev/null | sha256sum | cut -c1-16)
 
@@ -14,11 +14,12 @@ export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/build
 export ANSIBLE_HOST_KEY_CHECKING := False
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help setup system-packages venv collection-link test unit integration molecule sanity lint demo \
+.PHONY: help setup system-packages venv collection-link test unit integration molecule sanity lint demo demo-events \
         bench bench-inplace bench-zero-downtime bench-timing mutation build-collection clean iam-templates iam-matrix
 
 help:
 	@echo "make demo    - set up, bring up a test world and run a real deployment end to end"
+	@echo "make demo-events - the same world: an S3 upload deploys itself through ansible-rulebook"
 	@echo "make test    - set up and run every test suite (unit, integration, molecule, sanity, lint)"
 	@echo "make setup   - only the set-up (idempotent, quick when nothing changed)"
 	@echo "make iam-matrix - remove each IAM policy action in turn and check the deployment fails before harm"
@@ -65,6 +66,9 @@ lint: setup
 
 demo: setup
 	@$(PY) -m tests.harness demo
+
+demo-events: setup
+	@$(PY) -m tests.harness demo-events
 
 build-collection: setup
 	@mkdir -p build/dist && $(VENV)/bin/ansible-galaxy collection build --force --output-path build/dist .

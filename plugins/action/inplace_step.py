@@ -229,6 +229,24 @@ class ActionModule(RollwrightAction):
             result["summary_text"] = state["summary_text"]
         return result
 
+    @staticmethod
+    def _record_unstartable(store, application: str, group: str, revision: dict, targets: list, trigger: dict,
+                            exc: Exception) -> None:
+        """A triggered deployment that cannot start (bundle not fetched, invalid appspec) is recorded as Failed."""
+        from ansible_collections.rollwright.deploy.plugins.module_utils.records import DeploymentRecord, HostRecord
+        from ansible_collections.rollwright.deploy.plugins.module_utils.records.base import now_iso
+
+        s3 = revision.get("s3") or {}
+        identity = ({"source": "s3", "bucket": s3.get("bucket"), "key": s3.get("key"), "version": s3.get("version"),
+                     "etag": s3.get("etag")} if s3 else {"source": "local", "local_path": revision.get("path")})
+        record = store.create(DeploymentRecord(
+            application=application, deployment_group=group, deployment_type="in_place",
+            revision={k: v for k, v in identity.items() if v is not None}, status="Failed", error=str(exc),
+            start_time=now_iso(), end_time=now_iso(),
+            hosts=[HostRecord(name=t["name"], instance_id=t.get("instance_id"), status="Skipped") for t in targets],
+            extra={"trigger": dict(trigger)}))
+        _progress(f"deployment {record.deployment_id} recorded as Failed, nothing was touched: {exc}")
+
     def _start(self, args: dict, task_vars: dict, clients, store, rollback: bool = False) -> dict:
         hosts = list(args.get("hosts") or [])
         if not hosts:
@@ -269,7 +287,15 @@ class ActionModule(RollwrightAction):
         for host, info in self._host_results(task_vars, hosts, "_rollwright_host_info").items():
             host_states[host] = None if (not info or info.get("unreachable") or info.get("failed")) else info
         cache_dir = os.path.expanduser(args.get("cache_dir") or "~/.cache/rollwright/bundles")
-        identity, appspec = self._fetch_revision(revision, clients, cache_dir, args.get("appspec_name") or "appspec.yml")
+        trigger = args.get("trigger") or None
+        if trigger is not None and not isinstance(trigger, dict):
+            raise AnsibleActionFail(f"trigger: expected a dict saying what triggered the deployment, got {trigger!r}")
+        try:
+            identity, appspec = self._fetch_revision(revision, clients, cache_dir, args.get("appspec_name") or "appspec.yml")
+        except Exception as exc:
+            if trigger and not plan:
+                self._record_unstartable(store, application, group, revision, targets, trigger, exc)
+            raise
         if plan is not None and plan.revision.get("sha256") and identity["sha256"] != plan.revision["sha256"]:
             raise AnsibleActionFail(
                 f"rollback: the bundle fetched for {plan.target_deployment_id}'s revision has SHA-256 {identity['sha256']}, "
@@ -299,7 +325,8 @@ class ActionModule(RollwrightAction):
                           rollback_of=plan.rollback_of if plan else args.get("rollback_of"),
                           force_lock=bool(args.get("force_lock")), lock_ttl=ttl, auto_rollback=settings.to_dict(),
                           original_memberships=plan.original_memberships if plan else None,
-                          on_locked=lambda lock: self._spawn_keeper(args, lock.to_dict(), interval, controller))
+                          on_locked=lambda lock: self._spawn_keeper(args, lock.to_dict(), interval, controller),
+                          trigger=trigger)
         state["lease_interval"] = interval
         if lb is not None:
             # Later steps run in other processes: spare them describing the target groups again.

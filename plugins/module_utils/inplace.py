@@ -346,7 +346,7 @@ class InPlaceRun:
               rollback_of: Optional[str] = None, lock_ttl: float = DEFAULT_LOCK_TTL, owner: Optional[str] = None,
               force_lock: bool = False, auto_rollback: Optional[dict] = None,
               original_memberships: Optional[dict] = None,
-              on_locked: Optional[Callable[[Lock], Any]] = None) -> dict:
+              on_locked: Optional[Callable[[Lock], Any]] = None, trigger: Optional[dict] = None) -> dict:
         """Validate, create the record and take the lock.
 
         A rollback (``rollback_of`` set) redeploys every host given (none is skipped as "already on
@@ -371,6 +371,7 @@ class InPlaceRun:
             revision=dict(revision), configuration=config if isinstance(config, (str, dict)) else resolved.name,
             creator=creator, rollback_of=rollback_of, status="Created",
             hosts=[HostRecord(name=h["name"], instance_id=h.get("instance_id")) for h in hosts],
+            extra={"trigger": dict(trigger)} if trigger else {},
         )
         record = self.store.create(record)
         deployment_id = record.deployment_id

@@ -99,6 +99,14 @@ options:
     type: str
     choices: [user, rollback, schedule]
     default: user
+  trigger:
+    description:
+      - >-
+        What triggered the deployment (C(start)), kept in the record as C(extra.trigger), for example
+        C({event: s3_upload, bucket, key, version_id}) or C({event: asg_launch, group, instance_id}).
+      - A triggered deployment whose revision cannot be fetched or whose appspec is invalid is still recorded, as
+        Failed with the reason, and nothing is touched (nobody watches an event-driven run).
+    type: dict
   rollback_of:
     description: The deployment id this deployment rolls back (C(rollback) - default the group's newest deployment).
     type: str

@@ -7,6 +7,7 @@
     python -m tests.harness down --dir DIR
     python -m tests.harness down-all
     python -m tests.harness demo
+    python -m tests.harness demo-events
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     p_down.add_argument("--dir", required=True)
     sub.add_parser("down-all", help="tear down every world of this machine")
     sub.add_parser("demo", help="bring a 3-host world up, prove SSH and AWS answer, tear it down")
+    sub.add_parser("demo-events", help="an S3 upload deploys itself through ansible-rulebook (2-host world)")
     args = parser.parse_args(argv)
     try:
         if args.cmd == "up":
@@ -56,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
             from tests.harness.demo import demo
 
             return demo()
+        if args.cmd == "demo-events":
+            from tests.harness.demo_events import demo_events
+
+            return demo_events()
     except HarnessError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

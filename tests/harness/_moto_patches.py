@@ -17,6 +17,15 @@
   with an optional function error) is served first-in first-out.
 - IAM: enforcement (off unless ``/moto-api/reset-auth`` turns it on) with resources and conditions, see
   ``_moto_iam``.
+- S3 event notifications (moto sends them to SQS) carry the object's ``versionId`` (versioned
+  buckets) and a ``sequencer``, as AWS's do.
+- Auto Scaling launching lifecycle hooks: an instance a group launches while it has an
+  ``autoscaling:EC2_INSTANCE_LAUNCHING`` hook stays ``Pending:Wait`` (counted in the group's
+  capacity, not registered with its target groups or classic ELBs) until CompleteLifecycleAction
+  (by token or instance id): CONTINUE makes it ``InService`` and registers it, ABANDON terminates it
+  (the group launches a replacement). The hook's HeartbeatTimeout applies its DefaultResult. The
+  hook's NotificationTargetARN (an SQS queue) gets AWS's test notification when the hook is put and
+  one message per held launch (with the LifecycleActionToken).
 """
 
 from __future__ import annotations
@@ -247,6 +256,197 @@ def _patch_lambda() -> None:
     lr.LambdaResponse.invoke = response_invoke
 
 
+def _patch_s3_notifications() -> None:
+    from moto.s3 import notifications as n
+
+    orig_event = n._get_s3_event  # pylint: disable=protected-access
+    sequence = iter(range(1, 1 << 62))
+
+    def s3_event(event_name: str, bucket: Any, key: Any, notification_id: str) -> dict[str, Any]:
+        event = orig_event(event_name, bucket, key, notification_id)
+        obj = event["Records"][0]["s3"]["object"]
+        if bucket.is_versioned and getattr(key, "version_id", None):
+            obj["versionId"] = key.version_id
+        with _LOCK:
+            obj["sequencer"] = f"{next(sequence):016X}"
+        return event
+
+    n._get_s3_event = s3_event  # pylint: disable=protected-access
+
+
+LAUNCHING = "autoscaling:EC2_INSTANCE_LAUNCHING"
+
+
+def _patch_autoscaling_hooks() -> None:
+    import json
+    import uuid
+    from datetime import datetime, timezone
+
+    from moto.autoscaling import models as m
+    from moto.autoscaling import responses as r
+    from moto.autoscaling.exceptions import ValidationError
+    from moto.core.responses import EmptyResult
+
+    group_cls = m.FakeAutoScalingGroup
+    orig_replace = group_cls.replace_autoscaling_group_instances
+    orig_put_hook = r.AutoScalingResponse.put_lifecycle_hook
+
+    def _notify(backend: Any, target_arn: str | None, body: dict[str, Any]) -> None:
+        if not target_arn or ":sqs:" not in target_arn:
+            return
+        from moto.sqs.models import sqs_backends
+
+        parts = target_arn.split(":")
+        sqs_backends[parts[4]][parts[3]].send_message(parts[5], json.dumps(body))
+
+    def _message(group: Any, hook: Any, instance_id: str, token: str) -> dict[str, Any]:
+        return {
+            "Origin": "EC2", "Destination": "AutoScalingGroup", "Service": "AWS Auto Scaling",
+            "Time": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "AccountId": group.account_id, "RequestId": str(uuid.uuid4()),
+            "LifecycleTransition": LAUNCHING, "AutoScalingGroupName": group.name,
+            "LifecycleHookName": hook.name, "LifecycleActionToken": token, "EC2InstanceId": instance_id,
+        } | ({"NotificationMetadata": hook.rw_metadata} if getattr(hook, "rw_metadata", None) else {})
+
+    def _launch_hooks(group: Any) -> list[Any]:
+        backend = group.autoscaling_backend
+        return [h for h in backend.lifecycle_hooks.values()
+                if h.auto_scaling_group_name == group.name and h.lifecycle_transition == LAUNCHING]
+
+    def replace_instances(self: Any, count_needed: int, propagated_tags: dict[str, str]) -> None:
+        with _LOCK:
+            before = {s.instance.id for s in self.instance_states}
+            orig_replace(self, count_needed, propagated_tags)
+            hooks = _launch_hooks(self)
+            if not hooks:
+                return
+            hook = hooks[0]
+            actions = self.autoscaling_backend.__dict__.setdefault("rw_lifecycle_actions", {})
+            for state in self.instance_states:
+                if state.instance.id in before:
+                    continue
+                token = str(uuid.uuid4())
+                state.lifecycle_state = "Pending:Wait"
+                actions[token] = {"group": self.name, "hook": hook.name, "instance_id": state.instance.id,
+                                  "deadline": _now() + float(hook.heartbeat_timeout), "default": hook.default_result}
+                _notify(self.autoscaling_backend, getattr(hook, "rw_target", None),
+                        _message(self, hook, state.instance.id, token))
+
+    def active_instances(self: Any) -> list[Any]:
+        # Pending instances count toward the group's capacity (AWS does not launch more for them).
+        return [x for x in self.instance_states if x.lifecycle_state in ("InService", "Pending:Wait")]
+
+    def in_service_ids(group: Any) -> set[str]:
+        return {s.instance.id for s in group.instance_states if s.lifecycle_state == "InService"}
+
+    def update_attached_elbs(self: Any, group_name: str) -> None:
+        group = self.autoscaling_groups[group_name]
+        if not group.load_balancer_names:
+            return
+        try:
+            elbs = self.elb_backend.describe_load_balancers(names=group.load_balancer_names)
+        except Exception:  # pylint: disable=broad-except
+            return
+        members = in_service_ids(group)
+        for elb in elbs:
+            present = set(elb.instance_ids)
+            self.elb_backend.register_instances(elb.name, members - present, from_autoscaling=True)
+            self.elb_backend.deregister_instances(elb.name, present - members, from_autoscaling=True)
+
+    def update_attached_target_groups(self: Any, group_name: str) -> None:
+        group = self.autoscaling_groups[group_name]
+        if not group.target_group_arns:
+            return
+        members = in_service_ids(group)
+        for target_group in self.elbv2_backend.describe_target_groups(
+                target_group_arns=group.target_group_arns, load_balancer_arn=None, names=None):
+            targets = [{"Id": i, "Port": target_group.port} for i in sorted(members)]
+            if targets:
+                self.elbv2_backend.register_targets(target_group.arn, targets)
+
+    def complete(backend: Any, token: str, result: str) -> None:
+        with _LOCK:
+            action = backend.__dict__.get("rw_lifecycle_actions", {}).pop(token)
+            group = backend.autoscaling_groups.get(action["group"])
+            if group is None:
+                return
+            state = next((s for s in group.instance_states if s.instance.id == action["instance_id"]), None)
+            if state is None:
+                return
+            if result == "CONTINUE":
+                state.lifecycle_state = "InService"
+                backend.update_attached_elbs(group.name)
+                backend.update_attached_target_groups(group.name)
+            else:
+                state.lifecycle_state = "Terminating"
+                backend.detach_instances(group.name, [state.instance.id], False)  # launches a replacement
+                backend.ec2_backend.terminate_instances([state.instance.id])
+
+    def expire(backend: Any) -> None:
+        with _LOCK:
+            actions = backend.__dict__.get("rw_lifecycle_actions", {})
+            for token, action in list(actions.items()):
+                if action["deadline"] <= _now():
+                    complete(backend, token, action["default"])
+
+    def put_lifecycle_hook(self: Any) -> Any:
+        result = orig_put_hook(self)
+        backend = self.autoscaling_backend
+        name, group_name = self._get_param("LifecycleHookName"), self._get_param("AutoScalingGroupName")
+        hook = backend.lifecycle_hooks[f"{group_name}_{name}"]
+        hook.rw_target = self._get_param("NotificationTargetARN")
+        hook.rw_metadata = self._get_param("NotificationMetadata")
+        hook.notification_target_arn = hook.rw_target
+        hook.notification_metadata = hook.rw_metadata
+        hook.role_arn = self._get_param("RoleARN")
+        if hook.rw_target:
+            _notify(backend, hook.rw_target, {
+                "AccountId": self.current_account, "RequestId": str(uuid.uuid4()), "AutoScalingGroupName": group_name,
+                "Service": "AWS Auto Scaling", "Event": "autoscaling:TEST_NOTIFICATION",
+                "Time": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                "AutoScalingGroupARN": backend.autoscaling_groups[group_name].arn})
+        return result
+
+    def complete_lifecycle_action(self: Any) -> Any:
+        backend = self.autoscaling_backend
+        expire(backend)
+        group_name, hook_name = self._get_param("AutoScalingGroupName"), self._get_param("LifecycleHookName")
+        token, instance_id = self._get_param("LifecycleActionToken"), self._get_param("InstanceId")
+        result = self._get_param("LifecycleActionResult")
+        if result not in ("CONTINUE", "ABANDON"):
+            raise ValidationError("LifecycleActionResult must be CONTINUE or ABANDON")
+        with _LOCK:
+            actions = backend.__dict__.get("rw_lifecycle_actions", {})
+            found = next((t for t, a in actions.items() if a["group"] == group_name and a["hook"] == hook_name
+                          and (t == token if token else a["instance_id"] == instance_id)), None)
+            if found is None:
+                raise ValidationError(
+                    f"No active Lifecycle Action found with token {token}" if token
+                    else f"No active Lifecycle Action found with instance ID {instance_id}")
+            complete(backend, found, result)
+        return EmptyResult()
+
+    orig_describe_groups = m.AutoScalingBackend.describe_auto_scaling_groups
+    orig_describe_instances = m.AutoScalingBackend.describe_auto_scaling_instances
+
+    def describe_groups(self: Any, *args: Any, **kwargs: Any) -> Any:
+        expire(self)
+        return orig_describe_groups(self, *args, **kwargs)
+
+    def describe_instances(self: Any, *args: Any, **kwargs: Any) -> Any:
+        expire(self)
+        return orig_describe_instances(self, *args, **kwargs)
+
+    group_cls.replace_autoscaling_group_instances = replace_instances
+    group_cls.active_instances = active_instances
+    m.AutoScalingBackend.update_attached_elbs = update_attached_elbs
+    m.AutoScalingBackend.update_attached_target_groups = update_attached_target_groups
+    m.AutoScalingBackend.describe_auto_scaling_groups = describe_groups
+    m.AutoScalingBackend.describe_auto_scaling_instances = describe_instances
+    r.AutoScalingResponse.put_lifecycle_hook = put_lifecycle_hook
+    r.AutoScalingResponse.complete_lifecycle_action = complete_lifecycle_action
+
+
 def apply() -> None:
     """Apply every patch (idempotent)."""
     if getattr(apply, "done", False):
@@ -255,4 +455,6 @@ def apply() -> None:
     _patch_elbv2()
     _patch_elb()
     _moto_iam.apply()
+    _patch_s3_notifications()
+    _patch_autoscaling_hooks()
     apply.done = True  # type: ignore[attr-defined]

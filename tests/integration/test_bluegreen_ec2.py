@@ -244,6 +244,10 @@ def test_ec2_sync_follows_the_ec2_view(world: Any) -> None:
 def test_copy_asg_targets_mode(env: Env, bundles: dict[str, Path]) -> None:
     blue_asg = env.blue_asg()
     blue = env.asg_ids(blue_asg)
+    # A launching hook (event-driven scale-outs) put once the blue fleet is up: the copy gets it too.
+    hook = {"LifecycleHookName": "rollwright-deploy", "LifecycleTransition": "autoscaling:EC2_INSTANCE_LAUNCHING",
+            "HeartbeatTimeout": 900, "DefaultResult": "ABANDON"}
+    env.asg.put_lifecycle_hook(AutoScalingGroupName=blue_asg, **hook)
     with TrafficMonitor(env, blue) as mon:
         result = env.run(bundles["v2"], bluegreen_ec2_copy_auto_scaling_group=blue_asg)
     assert result.rc == 0, failures(result) or result
@@ -257,6 +261,8 @@ def test_copy_asg_targets_mode(env: Env, bundles: dict[str, Path]) -> None:
     assert env.members() == {i: "healthy" for i in green}
     assert env.asg.describe_auto_scaling_groups(AutoScalingGroupNames=[green_asg])["AutoScalingGroups"][0]["TargetGroupARNs"] == [env.tg]
     assert env.asg_ids(blue_asg) == [] and env.asg_exists(blue_asg)
+    copied = env.asg.describe_lifecycle_hooks(AutoScalingGroupName=green_asg)["LifecycleHooks"]
+    assert [{k: h[k] for k in hook} for h in copied] == [hook]
     H.wait_until(lambda: not {h.instance_id for h in env.world.hosts} & set(blue), 10, what="blue hosts removed")
     for iid in green:
         assert H.served(env.address(iid)) == "sample-app v2"
