@@ -403,7 +403,7 @@ def run(module, store):
     if p["lock_token"]:
         released = store.release_lock(ref)
     else:  # a dead deployment's lock: taken over by the token read (stale, or force), then released by ours
-        released = store.break_lock(app, group, did, owner=_owner(p["owner"]), live=p["force"])
+        released = store.break_lock(app, group, did, owner=store.lock_owner(p["owner"]), live=p["force"])
     return dict(changed=released, deployment_id=did, released=released)
 
 

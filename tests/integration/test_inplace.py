@@ -14,7 +14,6 @@ nsenter (what is installed), never through rollwright code.
 from __future__ import annotations
 
 import json
-import os
 import threading
 from pathlib import Path
 from typing import Any
