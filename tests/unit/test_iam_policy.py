@@ -44,6 +44,7 @@ SCANNED = (ROOT / "plugins", ROOT / "extensions" / "eda" / "plugins")
 def _sources() -> list[Path]:
     return sorted(path for top in SCANNED for path in top.rglob("*.py"))
 
+
 # Actions AWS checks on a call besides the call's own action (no call of their own in plugins/).
 IMPLIED_ACTIONS = {
     "ec2:CreateTags": "RunInstances with TagSpecifications",
