@@ -6,7 +6,7 @@
 One place for what the collection may call on AWS: the statements below are the shipped policies
 (``extensions/iam/*.json`` are these rendered with ``${...}`` placeholders, see
 :func:`template_document`), the ``iam_policy_render`` module renders them for a group's inputs, and
-the unit suite checks that every boto3 call in ``plugins/`` is allowed by one of them.
+the unit suite checks that every boto3 call in ``plugins/`` and the shipped event sources is allowed by one of them.
 
 Each statement allows only what its deployment type calls, on the group's resources where AWS
 supports resource-level permissions (Describe* calls of ELB, EC2 and Auto Scaling do not: they get
@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-POLICY_KINDS = ("inplace", "bluegreen", "lambda", "records")
+POLICY_KINDS = ("inplace", "bluegreen", "lambda", "records", "events")
 
 #: The tag the blue/green engine puts on the instances and Auto Scaling groups it creates.
 REPLACEMENT_TAG_KEY = "rollwright:fleet"
@@ -49,7 +49,7 @@ ACTION_PURPOSES: dict[str, str] = {
     "ec2:RunInstances": "launch replacement instances from the launch template",
     "ec2:CreateTags": "tag replacement instances at launch (RunInstances with TagSpecifications)",
     "ec2:TerminateInstances": "terminate replacement instances (rollback) or tagged original instances",
-    "iam:PassRole": "launch replacements whose launch template has an instance profile",
+    "iam:PassRole": "launch replacements whose launch template has an instance profile; put a launching hook that notifies a queue",
     "autoscaling:DescribeAutoScalingGroups": "read the original group to copy it, wait for the copy's instances",
     "autoscaling:CreateAutoScalingGroup": "create the replacement group, a copy of the original",
     "autoscaling:CreateOrUpdateTags": "tag the replacement group at creation",
@@ -59,6 +59,13 @@ ACTION_PURPOSES: dict[str, str] = {
     "autoscaling:AttachLoadBalancers": "attach the serving classic ELBs to the group that now serves",
     "autoscaling:DetachLoadBalancerTargetGroups": "detach the target groups from the group that no longer serves",
     "autoscaling:DetachLoadBalancers": "detach the classic ELBs from the group that no longer serves",
+    "autoscaling:DescribeLifecycleHooks": "read a group's launching hooks (blue/green copies them to the replacement group)",
+    "autoscaling:PutLifecycleHook": "create or update a launching hook (asg_lifecycle_hook; blue/green copies)",
+    "autoscaling:DeleteLifecycleHook": "remove a launching hook (asg_lifecycle_hook with state absent)",
+    "autoscaling:CompleteLifecycleAction": "put a held instance in service (CONTINUE) or terminate it (ABANDON) after its scale-out deployment",
+    "s3:ListBucketVersions": "list the bundle versions under the watched prefix (pending_revision_info, the s3_revisions source)",
+    "sqs:ReceiveMessage": "read S3 or lifecycle hook notifications from the event sources' queue",
+    "sqs:DeleteMessage": "remove a notification from the queue once it is handled",
     "lambda:GetFunction": "read the function's code hash and state; check the hook functions exist before shifting",
     "lambda:GetFunctionConfiguration": "wait for the function to be Active after an update",
     "lambda:GetAlias": "read the alias's current version and routing",
@@ -84,6 +91,7 @@ _OPERATION_ACTIONS = {
     "s3:HeadObject": ["s3:GetObject", "s3:GetObjectVersion"],  # GetObjectVersion when a version is given
     "s3:GetObject": ["s3:GetObject", "s3:GetObjectVersion"],
     "dynamodb:TransactWriteItems": ["dynamodb:PutItem", "dynamodb:UpdateItem"],  # the records' Put + Update
+    "s3:ListObjectVersions": ["s3:ListBucketVersions"],
 }
 
 
@@ -128,6 +136,8 @@ class PolicyInputs:
     code_key_prefix: str = ""
     table: str = ""
     create_table: bool = False
+    queue_arns: list[str] = field(default_factory=list)
+    hook_role_arns: list[str] = field(default_factory=list)
 
     def validate(self) -> None:
         if not (_ACCOUNT_RE.match(self.account_id) or _PLACEHOLDER_RE.match(self.account_id)):
@@ -151,9 +161,13 @@ class PolicyInputs:
         for i, arn in enumerate(self.listener_rule_arns):
             if ":listener-rule/" not in arn:
                 raise PolicyInputError(f"listener_rule_arns[{i}]: expected a listener rule ARN, got {arn!r}")
-        for i, arn in enumerate(self.instance_role_arns):
-            if ":role/" not in arn:
-                raise PolicyInputError(f"instance_role_arns[{i}]: expected an IAM role ARN, got {arn!r}")
+        for name in ("instance_role_arns", "hook_role_arns"):
+            for i, arn in enumerate(getattr(self, name)):
+                if ":role/" not in arn:
+                    raise PolicyInputError(f"{name}[{i}]: expected an IAM role ARN, got {arn!r}")
+        for i, arn in enumerate(self.queue_arns):
+            if ":sqs:" not in arn:
+                raise PolicyInputError(f"queue_arns[{i}]: expected an SQS queue ARN (arn:aws:sqs:REGION:ACCOUNT:NAME), got {arn!r}")
         if self.revision_key_prefix and not self.revision_bucket:
             raise PolicyInputError("revision_key_prefix: given without revision_bucket")
         if self.code_key_prefix and not self.code_bucket:
@@ -232,7 +246,7 @@ def _bluegreen(p: PolicyInputs, arns: _Arns) -> list[dict[str, Any]]:
     out = _revision_statement(p, arns) + _load_balancer_statements(p, arns, rerouting=True) + _alarm_statement(p, arns)
     describe = ["ec2:DescribeInstances"]
     if p.auto_scaling_group_names:
-        describe.append("autoscaling:DescribeAutoScalingGroups")
+        describe += ["autoscaling:DescribeAutoScalingGroups", "autoscaling:DescribeLifecycleHooks"]
     out.append(_statement("DescribeFleet", describe, ["*"]))
     if p.listener_arns:
         out.append(_statement("RerouteListener", ["elasticloadbalancing:ModifyListener"], list(p.listener_arns)))
@@ -267,6 +281,8 @@ def _bluegreen(p: PolicyInputs, arns: _Arns) -> list[dict[str, Any]]:
         out.append(_statement("CopyAutoScalingGroup", ["autoscaling:CreateAutoScalingGroup", "autoscaling:CreateOrUpdateTags"],
                               copies, {"StringEquals": {f"aws:RequestTag/{REPLACEMENT_TAG_KEY}": REPLACEMENT_TAG_VALUE}}))
         out.append(_statement("ManageGroups", attach + ["autoscaling:UpdateAutoScalingGroup"], originals + copies))
+        # finish gives the copy the original's launching hooks, so its scale-outs wait for the revision
+        out.append(_statement("CopyLaunchHooks", ["autoscaling:PutLifecycleHook"], copies))
         out.append(_statement("DeleteReplacementGroups", ["autoscaling:DeleteAutoScalingGroup"], copies,
                               {"StringEquals": {f"autoscaling:ResourceTag/{REPLACEMENT_TAG_KEY}": REPLACEMENT_TAG_VALUE}}))
         if p.delete_original_auto_scaling_group:
@@ -307,7 +323,29 @@ def _records(p: PolicyInputs, arns: _Arns) -> list[dict[str, Any]]:
     return out
 
 
-_BUILDERS = {"inplace": _inplace, "bluegreen": _bluegreen, "lambda": _lambda, "records": _records}
+def _events(p: PolicyInputs, arns: _Arns) -> list[dict[str, Any]]:
+    """Event-driven deployments: watching a bucket, reading a notification queue, holding scale-outs."""
+    out: list[dict[str, Any]] = []
+    if p.revision_bucket:
+        prefix = {"StringLike": {"s3:prefix": [f"{p.revision_key_prefix}*"]}} if p.revision_key_prefix else None
+        out.append(_statement("ListRevisionVersions", ["s3:ListBucketVersions"], [f"{arns.prefix}:s3:::{p.revision_bucket}"], prefix))
+    if p.queue_arns:
+        out.append(_statement("ReadNotifications", ["sqs:ReceiveMessage", "sqs:DeleteMessage"], list(p.queue_arns)))
+    if p.auto_scaling_group_names:
+        originals = [arns.auto_scaling_group(n) for n in p.auto_scaling_group_names]
+        # after a blue/green copy the copy (ORIGINAL-DEPLOYMENTID) holds the scale-outs
+        copies = [arns.auto_scaling_group(f"{n}-*") for n in p.auto_scaling_group_names]
+        out.append(_statement("DescribeLaunches", ["autoscaling:DescribeAutoScalingGroups", "autoscaling:DescribeLifecycleHooks"], ["*"]))
+        out.append(_statement("CompleteLaunches", ["autoscaling:CompleteLifecycleAction"], originals + copies))
+        out.append(_statement("ManageLaunchHooks", ["autoscaling:PutLifecycleHook", "autoscaling:DeleteLifecycleHook"], originals))
+    if p.hook_role_arns:
+        # a hook notifying a queue names the role Auto Scaling publishes with
+        out.append(_statement("PassHookRole", ["iam:PassRole"], list(p.hook_role_arns),
+                              {"StringEquals": {"iam:PassedToService": "autoscaling.amazonaws.com"}}))
+    return out
+
+
+_BUILDERS = {"inplace": _inplace, "bluegreen": _bluegreen, "lambda": _lambda, "records": _records, "events": _events}
 
 
 def render_policy(kind: str, inputs: PolicyInputs) -> dict[str, Any]:
@@ -318,7 +356,7 @@ def render_policy(kind: str, inputs: PolicyInputs) -> dict[str, Any]:
     statements = _BUILDERS[kind](inputs, _Arns(inputs))
     if not statements:
         raise PolicyInputError(f"{kind}: the inputs give this deployment type nothing to call "
-                               "(expected at least one target group, classic ELB, function or table)")
+                               "(expected at least one target group, classic ELB, function, table, bucket, queue or Auto Scaling group)")
     return {"Version": "2012-10-17", "Statement": statements}
 
 
@@ -356,6 +394,9 @@ TEMPLATE_INPUTS: dict[str, dict[str, Any]] = {
     "lambda": {"function_names": ["${FunctionName}"], "hook_function_names": ["${HookFunctionName}"],
                "code_bucket": "${CodeBucket}", "code_key_prefix": "${CodeKeyPrefix}", "alarm_names": ["${AlarmName}"]},
     "records": {"table": "${TableName}", "create_table": True},
+    "events": {"revision_bucket": "${RevisionBucket}", "revision_key_prefix": "${RevisionKeyPrefix}",
+               "queue_arns": ["${QueueArn}"], "auto_scaling_group_names": ["${AutoScalingGroupName}"],
+               "hook_role_arns": ["${HookRoleArn}"]},
 }
 
 

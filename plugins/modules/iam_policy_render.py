@@ -26,9 +26,12 @@ options:
     description:
       - The deployment type. V(records) is the DynamoDB records table, to combine with any of the others when
         the group records to DynamoDB.
+      - V(events) is event-driven deployment (C(docs/event-driven.md)) - watching O(revision_bucket) for new
+        bundles, reading the notifications of O(queue_arns), launching hooks of O(auto_scaling_group_names) -
+        to combine with the policy of the deployment type it triggers and with V(records).
     type: str
     required: true
-    choices: [inplace, bluegreen, lambda, records]
+    choices: [inplace, bluegreen, lambda, records, events]
   account_id:
     description: The 12-digit AWS account ID of the resources.
     type: str
@@ -43,7 +46,7 @@ options:
     default: aws
     choices: [aws, aws-cn, aws-us-gov]
   revision_bucket:
-    description: The S3 bucket the revisions (bundles) are read from.
+    description: The S3 bucket the revisions (bundles) are read from; for V(events), the bucket watched for new uploads.
     type: str
     default: ""
   revision_key_prefix:
@@ -83,7 +86,10 @@ options:
   auto_scaling_group_names:
     description:
       - Blue/green, copied Auto Scaling group, the original groups. Their copies (named C(ORIGINAL-DEPLOYMENTID))
-        may be created, attached, scaled and deleted; the originals attached, detached and scaled.
+        may be created, attached, scaled and deleted, and get the originals' launching hooks; the originals attached,
+        detached and scaled.
+      - Events, the groups whose launching lifecycle hooks hold scale-outs. Their hooks may be set up and removed;
+        held instances of them and of their blue/green copies may be completed.
     type: list
     elements: str
     default: []
@@ -130,6 +136,20 @@ options:
     description: Records, the table may be created (C(create_table) of the records options).
     type: bool
     default: false
+  queue_arns:
+    description:
+      - Events, the SQS queues the C(s3_revisions) and C(asg_launches) event sources read notifications from
+        (their C(queue_url)), as ARNs (C(arn:aws:sqs:REGION:ACCOUNT:NAME)).
+    type: list
+    elements: str
+    default: []
+  hook_role_arns:
+    description:
+      - Events, the roles launching hooks notify their queue with (C(role_arn) of M(rollwright.deploy.asg_lifecycle_hook));
+        C(iam:PassRole) to Auto Scaling only.
+    type: list
+    elements: str
+    default: []
 attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying the target.
@@ -193,6 +213,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.rollwright.deploy.plugins.module_utils.iam_policy import (
     ACTION_PURPOSES,
+    POLICY_KINDS,
     PolicyInputError,
     PolicyInputs,
     policy_actions,
@@ -206,7 +227,7 @@ _STR = dict(type="str", default="")
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            kind=dict(type="str", required=True, choices=["inplace", "bluegreen", "lambda", "records"]),
+            kind=dict(type="str", required=True, choices=list(POLICY_KINDS)),
             account_id=dict(type="str", required=True),
             region=dict(type="str", required=True),
             partition=dict(type="str", default="aws", choices=["aws", "aws-cn", "aws-us-gov"]),
@@ -218,7 +239,7 @@ def main():
             delete_original_auto_scaling_group=dict(type="bool", default=False),
             instance_role_arns=_LIST, function_names=_LIST, hook_function_names=_LIST,
             code_bucket=_STR, code_key_prefix=dict(_STR, no_log=False), table=_STR,
-            create_table=dict(type="bool", default=False),
+            create_table=dict(type="bool", default=False), queue_arns=_LIST, hook_role_arns=_LIST,
         ),
         supports_check_mode=True,
     )

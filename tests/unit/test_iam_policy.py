@@ -3,7 +3,7 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Issue 18: the shipped IAM policies cover every AWS call of the collection, and render per group.
 
-``test_every_boto3_call_is_covered`` reads plugins/ (AST, no import) for boto3 client calls: attribute
+``test_every_boto3_call_is_covered`` reads plugins/ and extensions/eda/plugins/ (AST, no import) for boto3 client calls: attribute
 calls named like an operation of a service the collection makes clients for, paginators, and operation
 names passed as strings (``_call("register_targets")``, ``getattr(client, call)``). Every one must be
 allowed by a shipped policy, so a new call cannot ship without its permission.
@@ -37,13 +37,20 @@ from ansible_collections.rollwright.deploy.plugins.module_utils.iam_policy impor
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-PLUGINS = ROOT / "plugins"
+# Every directory of Python the collection ships that may call AWS (the EDA event sources too).
+SCANNED = (ROOT / "plugins", ROOT / "extensions" / "eda" / "plugins")
+
+
+def _sources() -> list[Path]:
+    return sorted(path for top in SCANNED for path in top.rglob("*.py"))
+
 
 # Actions AWS checks on a call besides the call's own action (no call of their own in plugins/).
 IMPLIED_ACTIONS = {
     "ec2:CreateTags": "RunInstances with TagSpecifications",
     "autoscaling:CreateOrUpdateTags": "CreateAutoScalingGroup with Tags",
-    "iam:PassRole": "RunInstances / CreateAutoScalingGroup from a launch template with an instance profile",
+    "iam:PassRole": "RunInstances / CreateAutoScalingGroup from a launch template with an instance profile; "
+                    "PutLifecycleHook with a RoleARN",
 }
 # Strings that spell an operation name but are option or event names, not calls.
 NOT_CALLS = {
@@ -53,17 +60,17 @@ NOT_CALLS = {
 }
 # Modules that receive a client instead of making one: the service an ambiguous name belongs to.
 FILE_SERVICES = {
-    "module_utils/loadbalancers/classic_elb.py": "elb",
-    "module_utils/loadbalancers/elbv2.py": "elbv2",
-    "module_utils/listener.py": "elbv2",
-    "module_utils/alarms.py": "cloudwatch",
+    "plugins/module_utils/loadbalancers/classic_elb.py": "elb",
+    "plugins/module_utils/loadbalancers/elbv2.py": "elbv2",
+    "plugins/module_utils/listener.py": "elbv2",
+    "plugins/module_utils/alarms.py": "cloudwatch",
 }
 
 
 def _client_services() -> set[str]:
     """Every service the collection makes a client for: client("x") / retrying_client("x") literals."""
     found = set()
-    for path in PLUGINS.rglob("*.py"):
+    for path in _sources():
         for node in ast.walk(ast.parse(path.read_text())):
             if _is_client_call(node):
                 found.add(node.args[0].value)
@@ -89,7 +96,7 @@ def _operations(services: set[str]) -> dict[str, set[str]]:
 
 
 def _file_services(path: Path) -> set[str]:
-    rel = str(path.relative_to(PLUGINS))
+    rel = str(path.relative_to(ROOT))
     found = {FILE_SERVICES[rel]} if rel in FILE_SERVICES else set()
     for node in ast.walk(ast.parse(path.read_text())):
         if _is_client_call(node):
@@ -107,19 +114,25 @@ def _receiver_service(node: ast.AST) -> str | None:
 
 
 def collection_calls() -> dict[str, list[str]]:
-    """"service:Operation" -> where (file:line) for every boto3 call found in plugins/."""
+    """"service:Operation" -> where (file:line) for every boto3 call found in the scanned directories."""
     services = _client_services()
     ops = _operations(services)
     calls: dict[str, list[str]] = defaultdict(list)
     unresolved = []
-    for path in sorted(PLUGINS.rglob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text())):
+    for path in _sources():
+        tree = ast.parse(path.read_text())
+        # bound methods handed to a caller: ``call(sqs.receive_message, ...)`` (run in a thread)
+        passed = {id(arg) for node in ast.walk(tree) if isinstance(node, ast.Call) for arg in node.args
+                  if isinstance(arg, ast.Attribute)}
+        for node in ast.walk(tree):
             name = None
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
                 if node.func.attr in ops:
                     name = node.func.attr
                 elif node.func.attr == "get_paginator" and node.args and isinstance(node.args[0], ast.Constant):
                     name = node.args[0].value
+            elif isinstance(node, ast.Attribute) and id(node) in passed:
+                name = node.attr
             elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in ops and node.value not in NOT_CALLS:
                 name = node.value
             if name is None or name not in ops:
@@ -148,11 +161,12 @@ def shipped_actions() -> set[str]:
 
 
 def test_the_scan_finds_the_known_calls():
-    """The scan is not blind: it sees calls made each way (attribute, paginator, string)."""
+    """The scan is not blind: it sees calls made each way (attribute, paginator, string, bound method passed on)."""
     calls = collection_calls()
     for call in ("elbv2:RegisterTargets", "elb:DeregisterInstancesFromLoadBalancer", "ec2:DescribeInstances",
                  "lambda:UpdateAlias", "dynamodb:GetItem", "dynamodb:TransactWriteItems", "s3:HeadObject",
-                 "autoscaling:DetachLoadBalancers", "cloudwatch:DescribeAlarms", "elbv2:ModifyRule"):
+                 "autoscaling:DetachLoadBalancers", "cloudwatch:DescribeAlarms", "elbv2:ModifyRule",
+                 "sqs:ReceiveMessage", "sqs:DeleteMessage", "s3:ListObjectVersions", "autoscaling:CompleteLifecycleAction"):
         assert call in calls, call
     assert "sns:Publish" not in calls
 
@@ -220,6 +234,36 @@ def test_bluegreen_terminate_and_delete_only_tagged():
     assert "DeleteOriginalGroups" not in sids
 
 
+def test_bluegreen_copies_launch_hooks_to_the_copy_only():
+    doc = render_policy("bluegreen", _inputs(auto_scaling_group_names=["web"]))
+    sids = _by_sid(doc)
+    assert sids["CopyLaunchHooks"]["Resource"] == [
+        "arn:aws:autoscaling:eu-west-1:123456789012:autoScalingGroup:*:autoScalingGroupName/web-*"]
+    assert "autoscaling:DescribeLifecycleHooks" in sids["DescribeFleet"]["Action"]
+    assert "autoscaling:DeleteLifecycleHook" not in policy_actions(doc)
+
+
+def test_events_watch_queue_and_launches():
+    queue = "arn:aws:sqs:eu-west-1:123456789012:shop-uploads"
+    doc = render_policy("events", _inputs(revision_bucket="rel", revision_key_prefix="shop/", queue_arns=[queue],
+                                          auto_scaling_group_names=["web"]))
+    sids = _by_sid(doc)
+    assert sids["ListRevisionVersions"]["Resource"] == ["arn:aws:s3:::rel"]
+    assert sids["ListRevisionVersions"]["Condition"] == {"StringLike": {"s3:prefix": ["shop/*"]}}
+    assert sids["ReadNotifications"]["Resource"] == [queue]
+    group = "arn:aws:autoscaling:eu-west-1:123456789012:autoScalingGroup:*:autoScalingGroupName/web"
+    assert sids["CompleteLaunches"]["Resource"] == [group, group + "-*"]
+    assert sids["ManageLaunchHooks"]["Resource"] == [group]
+    assert "PassHookRole" not in sids
+    role = "arn:aws:iam::123456789012:role/asg-lifecycle-to-sqs"
+    passing = _by_sid(render_policy("events", _inputs(auto_scaling_group_names=["web"], hook_role_arns=[role])))["PassHookRole"]
+    assert passing["Resource"] == [role]
+    assert passing["Condition"] == {"StringEquals": {"iam:PassedToService": "autoscaling.amazonaws.com"}}
+    # polling a whole bucket, no queue, no hooks: one statement, no prefix condition
+    only = render_policy("events", _inputs(revision_bucket="rel"))
+    assert [s["Sid"] for s in only["Statement"]] == ["ListRevisionVersions"] and "Condition" not in only["Statement"][0]
+
+
 def test_lambda_functions_and_hooks():
     doc = render_policy("lambda", _inputs(function_names=["f"], hook_function_names=["h"]))
     sids = _by_sid(doc)
@@ -241,6 +285,8 @@ def test_records_table_and_indexes():
     ("inplace", {"classic_elb_names": [""]}, r"^classic_elb_names\[0\]: expected a non-empty string"),
     ("records", {}, r"^table: the records policy needs"),
     ("lambda", {}, r"^lambda: the inputs give this deployment type nothing"),
+    ("events", {}, r"^events: the inputs give this deployment type nothing"),
+    ("events", {"queue_arns": ["https://sqs.eu-west-1.amazonaws.com/1/q"]}, r"^queue_arns\[0\]: expected an SQS queue ARN"),
     ("nope", {"table": "t"}, r"^kind: expected one of"),
 ])
 def test_bad_inputs_are_named(kind, kw, match):
