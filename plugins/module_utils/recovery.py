@@ -218,7 +218,8 @@ def membership_problems(record: DeploymentRecord, lb_config: Optional[dict], hos
             haproxy = parse_haproxy_config(config["haproxy"])
         except ConfigError as exc:
             problems.append(f"the recorded load-balancer configuration is invalid: {exc}")
-    if not (arns or tg_names or elbs or config.get("haproxy")):
+    checked = [h for h in record.hosts if h.lb_membership and (h.name in hosts if hosts is not None else not h.lb_restored)]
+    if checked and not (arns or tg_names or elbs or config.get("haproxy")):
         problems.append("there is no load-balancer configuration to check the recorded memberships against (the record "
                         "has none in extra.inplace.load_balancer): pass the deployment's (rollwright_load_balancer)")
     named = sorted(arns | tg_names | elbs)

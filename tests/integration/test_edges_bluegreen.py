@@ -32,7 +32,7 @@ def env(world: Any, ansible_run: Any, tmp_path: Path, request: Any) -> Any:
 
 def _shown(result: Any) -> list[str]:
     return [str(line) for task in result.tasks() if task["name"].endswith("Show the deployment summary")
-            for res in task["hosts"].values() for line in (res.get("msg") or [])]
+            for res in task["hosts"].values() for line in (res.get("summary_lines") or [])]
 
 
 def test_dry_run_plans_the_fleet_and_changes_nothing(env: Env, tmp_path: Path) -> None:

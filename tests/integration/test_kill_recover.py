@@ -273,7 +273,7 @@ def test_sigkill_14s_into_a_halfatatime_rollout_then_recover_one_second_later(
     extra = {"rollwright_hosts": "fleet", "rollwright_application": APP, "rollwright_deployment_group": "fleet14",
              "rollwright_deployment_config": "CodeDeployDefault.HalfAtATime", "rollwright_healthy_timeout": 60,
              "rollwright_target_group_arns": ",".join(target_groups), "rollwright_record_sqlite_path": records,
-             "rollwright_revision": str(bundle)}
+             "rollwright_revision": str(bundle), "rollwright_file_exists_behavior": "OVERWRITE"}  # the module world ran other deployments
     (tmp_path / "vars.json").write_text(json.dumps(extra))
     env = ansible_env(aws.env, str(world.control_path_dir), {"ANSIBLE_STDOUT_CALLBACK": "default"})
     log = open(tmp_path / "run.log", "w")  # pylint: disable=consider-using-with
