@@ -302,10 +302,12 @@ def test_module_defaults_group_and_task_environment_reach_modules_and_step_plugi
               "tasks": [
                   {"name": "module", "rollwright.deploy.deployment_record": {
                       "backend": "dynamodb", "dynamodb_table": table, "create_table": True, "state": "lock",
-                      "application": r.app, "deployment_group": "g", "deployment_id": "d-EDGES0001"}},
+                      "application": r.app, "deployment_group": "g", "deployment_id": "d-EDGES0001"},
+                   "register": "group_lock"},
                   {"name": "unlock", "rollwright.deploy.deployment_record": {
                       "backend": "dynamodb", "dynamodb_table": table, "state": "unlock",
-                      "application": r.app, "deployment_group": "g", "deployment_id": "d-EDGES0001"}},
+                      "application": r.app, "deployment_group": "g", "deployment_id": "d-EDGES0001",
+                      "lock_token": "{{ group_lock.lock.token }}"}},
                   {"name": "step plugin", "rollwright.deploy.deployment_recover": {
                       "backend": "dynamodb", "dynamodb_table": table, "application": r.app}},
               ]}]

@@ -62,10 +62,15 @@ class CountingClients:
 
     def client(self, service):
         c = self.factory.client(service)
-        if not getattr(c, "_rw_counted", False):
+        # the client path caches clients per process: hand a cached client's counting over to this counter
+        previous = getattr(c, "_rw_counter", None)
+        if previous is not self:
+            if previous is not None:
+                c.meta.events.unregister("before-parameter-build", previous._params)  # pylint: disable=protected-access
+                c.meta.events.unregister("before-call", previous._count)  # pylint: disable=protected-access
             c.meta.events.register("before-parameter-build", self._params)
             c.meta.events.register("before-call", self._count)
-            c._rw_counted = True
+            c._rw_counter = self
         return c
 
     def _params(self, model, params, **kwargs):
