@@ -365,6 +365,9 @@ class InPlaceRun:
         infos, dummy = self.classify(hosts, host_states, load_balancer, revision, rollback_of, original_memberships)
         planner = dc.BatchPlanner(resolved, infos)
         planner.validate()  # a minimum that leaves no room fails here, before anything is touched
+        if self.lb:
+            # before any host leaves: what the waits read, and proof that a host taken out can be put back
+            self.lb.preflight([lb_target_id(h) for h in hosts])
 
         record = DeploymentRecord(
             application=application, deployment_group=deployment_group, deployment_type="in_place",

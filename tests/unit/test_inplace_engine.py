@@ -46,6 +46,10 @@ class FakeLB:
         self.calls: list[tuple[str, list[str]]] = []
         self.unhealthy: set[str] = set()
         self.draining: dict[str, str] = {}  # target id -> why it is still draining at the timeout
+        self.preflighted: list[str] = []
+
+    def preflight(self, ids: list[str]) -> None:
+        self.preflighted = list(ids)
 
     def snapshot(self, ids: list[str]) -> dict[str, list[ELBv2Membership]]:
         return {i: [m for m in self.registered if m.target_id == i] for i in ids}
@@ -184,6 +188,26 @@ def test_successful_deployment_records_every_event_membership_and_releases_the_l
     # OneAtATime: four batches, one deregistration each, and every host back in both groups
     assert [c for c in lb.calls if c[0] == "block"] == [("block", [IDS[h]] * 2) for h in ("h1", "h2", "h3", "h4")]
     assert all(lb.groups_of(i) == sorted([TG, TG2]) for i in IDS.values())
+
+
+def test_start_runs_the_load_balancer_preflight_for_every_host_before_the_record(store):
+    """Issue 18: the preflight (attributes read, register permission proven) comes before anything is
+    written; when it fails, no record, no lock, no host touched."""
+    lb = FakeLB(store, all_registered())
+    start(store, lb)
+    assert lb.preflighted == list(IDS.values())
+
+    class Refusing(FakeLB):
+        def preflight(self, ids):
+            raise RuntimeError("not authorized to perform: elasticloadbalancing:RegisterTargets")
+
+    refusing = Refusing(store, all_registered())
+    with pytest.raises(RuntimeError, match="RegisterTargets"):
+        ip.InPlaceRun(store, refusing).start(
+            application="web", deployment_group="other", hosts=list(HOSTS), host_states={h["name"]: {} for h in HOSTS},
+            revision=REV1, appspec={}, config="CodeDeployDefault.OneAtATime", load_balancer={"target_group_arns": [TG]},
+            options={})
+    assert store.get_lock("web", "other") is None and not store.list("web", "other") and refusing.calls == []
 
 
 def test_failed_host_stays_out_its_event_and_log_tail_are_recorded_and_rollback_is_due(store):

@@ -502,3 +502,162 @@ def test_a_later_step_reuses_what_an_earlier_step_learnt_about_its_target_groups
     partial.import_cache(cache)
     partial.validate()
     assert partial_client.calls == ["DescribeTargetGroups"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 18: a missing permission fails before harm (preflight), a block refused halfway is undone
+
+
+class Denied(Exception):
+    """What botocore raises for a call the policy does not allow (code and message as AWS words them)."""
+
+    def __init__(self, method):
+        action = "elasticloadbalancing:" + "".join(part.title() for part in method.split("_"))
+        message = f"User: arn:aws:iam::123456789012:user/d is not authorized to perform: {action} on resource: x"
+        super().__init__(message)
+        self.response = {"Error": {"Code": "AccessDenied", "Message": message}}
+
+
+class FakeClassicELB:
+    """Classic ELBs: name -> set of registered instances; connection draining on or off; denials by method."""
+
+    def __init__(self, balancers, draining=0, deny=()):
+        self.balancers = {n: set(ids) for n, ids in balancers.items()}
+        self.draining, self.deny = draining, set(deny)
+        self.log: list[tuple[str, str, list[str]]] = []
+        self.calls: Counter[str] = Counter()
+
+    def _count(self, method):
+        self.calls[method] += 1
+        if method in self.deny:
+            raise Denied(method)
+
+    def describe_load_balancers(self, LoadBalancerNames):
+        self._count("describe_load_balancers")
+        return {"LoadBalancerDescriptions": [{"LoadBalancerName": n, "Instances": [{"InstanceId": i} for i in self.balancers[n]]}
+                                             for n in LoadBalancerNames]}
+
+    def describe_load_balancer_attributes(self, LoadBalancerName):
+        self._count("describe_load_balancer_attributes")
+        return {"LoadBalancerAttributes": {"ConnectionDraining": {"Enabled": bool(self.draining), "Timeout": self.draining}}}
+
+    def describe_instance_health(self, LoadBalancerName, Instances=()):
+        self._count("describe_instance_health")
+        return {"InstanceStates": [{"InstanceId": i, "State": "InService", "Description": "N/A"}
+                                   for i in sorted(self.balancers[LoadBalancerName])]}
+
+    def register_instances_with_load_balancer(self, LoadBalancerName, Instances):
+        self._count("register_instances_with_load_balancer")
+        self.log.append(("register", LoadBalancerName, [i["InstanceId"] for i in Instances]))
+        self.balancers[LoadBalancerName].update(i["InstanceId"] for i in Instances)
+
+    def deregister_instances_from_load_balancer(self, LoadBalancerName, Instances):
+        self._count("deregister_instances_from_load_balancer")
+        self.log.append(("deregister", LoadBalancerName, [i["InstanceId"] for i in Instances]))
+        self.balancers[LoadBalancerName].difference_update(i["InstanceId"] for i in Instances)
+
+
+class DenyingELBv2(FakeELBv2):
+    """FakeELBv2 whose methods named in ``deny`` are refused (for target groups in ``only``, when given)."""
+
+    def __init__(self, clock, groups, deny=(), only=(), **kwargs):
+        super().__init__(clock, groups, **kwargs)
+        self.deny, self.only = set(deny), set(only)
+
+    def __getattribute__(self, name):
+        attr = object.__getattribute__(self, name)
+        if name in object.__getattribute__(self, "deny") and callable(attr):
+            def refused(**kwargs):
+                only = object.__getattribute__(self, "only")
+                if not only or kwargs.get("TargetGroupArn") in only:
+                    raise Denied(name)
+                return attr(**kwargs)
+            return refused
+        return attr
+
+
+def _composite(elbv2, elb, clock, names=("web",)):
+    return load_balancer_from_config({"target_group_arns": [ARN_A, ARN_B], "classic_elb_names": list(names)},
+                                     Factory(elbv2=elbv2, elb=elb), clock=clock)
+
+
+def test_preflight_reads_what_the_waits_need_and_proves_register_on_a_healthy_target_of_each_group():
+    clock = FakeClock()
+    fake = FakeELBv2(clock, [ARN_A, ARN_B], delay=4)
+    _registered(fake, ARN_A, ["i-1", "i-2"])
+    fake.groups[ARN_B][("i-2", 80)] = ("draining", 0.0)  # no healthy target of the deployment in ARN_B
+    classic = FakeClassicELB({"web": ["i-2"]}, draining=5)
+    lb = _composite(fake, classic, clock)
+    health = lb.health(["i-1", "i-2"])
+    assert health["i-1"] == "healthy"
+    lb.preflight(["i-1", "i-2"])
+    # one no-op registration per group, of a target already healthy there; none for a group with only a draining one
+    assert [c for op, c in fake.log if op == "register"] == [{"arn": ARN_A, "targets": [{"Id": "i-1", "Port": 80}]}]
+    assert classic.log == [("register", "web", ["i-2"])]
+    assert fake.calls["describe_target_group_attributes"] == 2 and classic.calls["describe_load_balancer_attributes"] == 1
+    # health() just read every group: the preflight does not describe them again
+    assert fake.calls["describe_target_health"] == 2 and classic.calls["describe_instance_health"] == 1
+
+    # the attributes travel to the later steps with the cache: blocking and draining read them no more
+    later = _composite(fake, classic, clock)
+    later.import_cache(json.loads(json.dumps(lb.export_cache())))
+    batch = [ELBv2Membership(ARN_A, "i-1", 80), ClassicELBMembership("web", "i-2")]
+    later.block(batch)
+    assert later.wait_drained(batch).ok
+    assert fake.calls["describe_target_group_attributes"] == 2 and classic.calls["describe_load_balancer_attributes"] == 1
+
+
+@pytest.mark.parametrize("denied", ["register_targets", "register_instances_with_load_balancer"])
+def test_preflight_without_the_register_permission_fails_before_any_host_leaves(denied):
+    clock = FakeClock()
+    fake = DenyingELBv2(clock, [ARN_A, ARN_B], deny=[denied])
+    _registered(fake, ARN_A, ["i-1"])
+    classic = FakeClassicELB({"web": ["i-1"]}, deny=[denied])
+    lb = _composite(fake, classic, clock)
+    action = "RegisterTargets" if denied == "register_targets" else "RegisterInstancesWithLoadBalancer"
+    with pytest.raises(Denied, match=f"elasticloadbalancing:{action}"):
+        lb.preflight(["i-1"])
+    assert not [op for op, _c in fake.log if op == "deregister"] and not [e for e in classic.log if e[0] == "deregister"]
+
+
+@pytest.mark.parametrize("denied", ["describe_target_group_attributes", "describe_load_balancer_attributes"])
+def test_a_block_reads_the_drain_attributes_before_the_first_host_leaves(denied):
+    clock = FakeClock()
+    fake = DenyingELBv2(clock, [ARN_A, ARN_B], deny=[denied])
+    _registered(fake, ARN_A, ["i-1"])
+    classic = FakeClassicELB({"web": ["i-1"]}, deny=[denied])
+    lb = _composite(fake, classic, clock)
+    action = "DescribeTargetGroupAttributes" if denied.endswith("group_attributes") else "DescribeLoadBalancerAttributes"
+    with pytest.raises(Denied, match=f"elasticloadbalancing:{action}"):
+        lb.block([ELBv2Membership(ARN_A, "i-1", 80), ClassicELBMembership("web", "i-1")])
+    assert fake.groups[ARN_A][("i-1", 80)][0] == "healthy" and classic.balancers["web"] == {"i-1"}
+
+
+def test_a_block_refused_halfway_puts_back_what_it_took_out_and_names_the_action():
+    clock = FakeClock()
+    fake = DenyingELBv2(clock, [ARN_A, ARN_B], deny=["deregister_targets"], only=[ARN_B])
+    _registered(fake, ARN_A, ["i-1"])
+    _registered(fake, ARN_B, ["i-1"])
+    classic = FakeClassicELB({"web": ["i-1"]})
+    lb = _composite(fake, classic, clock)
+    batch = [ELBv2Membership(ARN_A, "i-1", 80), ELBv2Membership(ARN_B, "i-1", 80), ClassicELBMembership("web", "i-1")]
+    with pytest.raises(LoadBalancerError, match=r"elasticloadbalancing:DeregisterTargets.*put back .*i-1:80 in target group tg-a"):
+        lb.block(batch)
+    assert [(op, c["arn"]) for op, c in fake.log] == [("deregister", ARN_A), ("register", ARN_A)]
+    assert classic.log == []  # never reached
+
+    # across kinds: the target groups are done when the classic ELB refuses; they are put back
+    fake2 = FakeELBv2(clock, [ARN_A, ARN_B])
+    _registered(fake2, ARN_A, ["i-1"])
+    _registered(fake2, ARN_B, ["i-1"])
+    denying = FakeClassicELB({"web": ["i-1"]}, deny=["deregister_instances_from_load_balancer"])
+    with pytest.raises(LoadBalancerError, match="DeregisterInstancesFromLoadBalancer.*put back"):
+        _composite(fake2, denying, clock).block(batch)
+    assert [op for op, _c in fake2.log] == ["deregister", "deregister", "register", "register"]
+    assert all(key in fake2.groups[arn] for arn in (ARN_A, ARN_B) for key in [("i-1", 80)])
+
+    # the first call refused: nothing was taken out, the original error as it was
+    plain = DenyingELBv2(clock, [ARN_A, ARN_B], deny=["deregister_targets"])
+    _registered(plain, ARN_A, ["i-1"])
+    with pytest.raises(Denied):
+        _composite(plain, FakeClassicELB({"web": ["i-1"]}), clock).block(batch[:1])

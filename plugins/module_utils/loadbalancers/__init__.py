@@ -161,6 +161,9 @@ class _LazyAdapter(Adapter):
     def health(self, instance_ids):
         return {}
 
+    def prepare_block(self, memberships):
+        self.inner.prepare_block(memberships)
+
     def block(self, memberships):
         self.inner.block(memberships)
 

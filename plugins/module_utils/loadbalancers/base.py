@@ -468,6 +468,14 @@ class Adapter:
     def import_cache(self, cache: dict[str, Any] | None) -> None:
         """Take what ``export_cache`` returned in an earlier step."""
 
+    def preflight(self, instance_ids: list[str]) -> None:
+        """Before the first host of a deployment leaves: read what the waits need (kept for the run,
+        see ``export_cache``) and prove that a host taken out can be put back, so a missing permission
+        fails the deployment before harm. Nothing to do by default."""
+
+    def prepare_block(self, memberships: list[Membership]) -> None:
+        """Read (once) what waiting for these memberships to drain needs, before any of them leaves."""
+
     def snapshot(self, instance_ids: list[str]) -> dict[str, list[Membership]]:
         raise NotImplementedError
 
@@ -581,6 +589,25 @@ def count_by_state(states: dict[Membership, tuple[str, str | None]]) -> str:
 # Composite
 
 
+def put_back(done: list[tuple[Adapter, list[Membership]]], exc: BaseException) -> str:
+    """A block refused halfway (a later group denied, unreachable, ...) puts back what it already took
+    out, so no host stays out of a load balancer because of another's refusal. Returns the message."""
+    restored: list[Membership] = []
+    failures: list[str] = []
+    for adapter, ms in done:
+        try:
+            adapter.allow(ms)
+            restored.extend(ms)
+        except Exception as undo:  # pylint: disable=broad-except  # said in the message, with what stays out
+            failures.append(f"{', '.join(m.label() for m in ms)} could not be put back: {undo}")
+    message = str(exc)
+    if restored:
+        message += "; put back what this batch had already left: " + ", ".join(m.label() for m in restored)
+    if failures:
+        message += "; " + "; ".join(failures)
+    return message
+
+
 class CompositeLoadBalancer(Adapter):
     """Fans every call out to several adapters; memberships are routed by their kind."""
 
@@ -641,12 +668,25 @@ class CompositeLoadBalancer(Adapter):
         self.validate()
         return [m for a in self.adapters for m in a.desired(instance_ids)]
 
+    def preflight(self, instance_ids: list[str]) -> None:
+        for a in self.adapters:
+            a.preflight(instance_ids)
+
     def block(self, memberships: list[Membership]) -> None:
         routed = self._route(memberships)
-        for adapter, _ms in routed:  # every group must exist before anything changes
+        for adapter, ms in routed:  # every group must exist, and its wait be readable, before anything changes
             adapter.validate()
+            adapter.prepare_block(ms)
+        done: list[tuple[Adapter, list[Membership]]] = []
         for adapter, ms in routed:
-            adapter.block(ms)
+            for group in group_memberships(ms).values():  # one call per group, as the adapters make them
+                try:
+                    adapter.block(group)
+                except Exception as exc:
+                    if not done:
+                        raise
+                    raise LoadBalancerError(put_back(done, exc)) from exc
+                done.append((adapter, group))
 
     def allow(self, memberships: list[Membership]) -> None:
         routed = self._route(memberships)

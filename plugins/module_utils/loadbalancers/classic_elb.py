@@ -5,7 +5,8 @@
 
 API budget: DescribeLoadBalancers once for all configured ELBs per validation / snapshot,
 DescribeInstanceHealth once per ELB per poll, DescribeLoadBalancerAttributes once per ELB
-(cached, for connection draining), Register/DeregisterInstances once per ELB per batch.
+(cached, for connection draining), Register/DeregisterInstances once per ELB per batch, and one
+RegisterInstancesWithLoadBalancer per ELB at the start of a deployment (the preflight).
 
 Deregistration from a classic ELB is immediate unless connection draining is enabled; then AWS
 keeps the instance ``InService`` ("Instance deregistration currently in progress") for up to
@@ -83,6 +84,7 @@ class ClassicELBAdapter(Adapter):
         self.names = list(dict.fromkeys(load_balancer_names))
         self._descriptions: dict[str, dict[str, Any]] = {}
         self._draining: dict[str, int] = {}
+        self._in_service: dict[str, list[str]] = {}  # per ELB, the instances health() last saw in service
 
     def _call(self, operation: str, method: str, **kwargs: Any) -> dict[str, Any]:
         self.api_calls[operation] += 1
@@ -136,6 +138,35 @@ class ClassicELBAdapter(Adapter):
             draining = attrs.get("ConnectionDraining") or {}
             self._draining[name] = int(draining.get("Timeout") or 300) if draining.get("Enabled") else 0
         return self._draining[name]
+
+    def export_cache(self) -> dict[str, Any]:
+        return {"draining": dict(self._draining)} if self._draining else {}
+
+    def import_cache(self, cache: dict[str, Any] | None) -> None:
+        """Connection draining timeouts read before the first host left (preflight): the run keeps them."""
+        self._draining.update({n: int(t) for n, t in ((cache or {}).get("draining") or {}).items()})
+
+    def preflight(self, instance_ids: list[str]) -> None:
+        """Read every ELB's connection draining now, and prove RegisterInstancesWithLoadBalancer on
+        every ELB by registering again an instance of the deployment that is in service there (AWS
+        ignores an instance already registered), as the ELBv2 adapter does."""
+        self.validate()
+        for name in self.names:
+            self.connection_draining_timeout(name)
+        wanted = set(instance_ids)
+        for name in self.names:
+            if name not in self._in_service:
+                self._in_service[name] = _in_service(self._instance_states(name))
+            serving = [i for i in self._in_service[name] if i in wanted]
+            if serving:
+                self._call("RegisterInstancesWithLoadBalancer", "register_instances_with_load_balancer",
+                           LoadBalancerName=name, Instances=[{"InstanceId": serving[0]}])
+
+    def prepare_block(self, memberships: list[Membership]) -> None:
+        names = list(group_memberships(memberships))
+        self._ensure_known(names)
+        for name in names:
+            self.connection_draining_timeout(name)
 
     def _time_to_healthy(self, name: str) -> float:
         hc = self._descriptions.get(name, {}).get("HealthCheck") or {}
@@ -243,10 +274,17 @@ class ClassicELBAdapter(Adapter):
         self.validate()
         seen: dict[str, list[str]] = {i: [] for i in instance_ids}
         for name in self.names:
-            for iid, (state, _reason) in self._instance_states(name).items():
+            states = self._instance_states(name)
+            self._in_service[name] = _in_service(states)
+            for iid, (state, _reason) in states.items():
                 if iid in seen and state != UNUSED:
                     seen[iid].append(state)
         return {i: worst_health(s) for i, s in seen.items()}
+
+
+def _in_service(states: dict[str, tuple[str, str | None]]) -> list[str]:
+    """In service and not draining (re-registering a draining instance would cancel its draining)."""
+    return [iid for iid, (state, _reason) in states.items() if state == HEALTHY]
 
 
 def parse_classic_config(load_balancer: dict[str, Any]) -> list[str]:

@@ -5,7 +5,8 @@
 
 API budget: DescribeTargetGroups once per adapter (validation, cached), DescribeTargetHealth once
 per target group per snapshot / poll, DescribeTargetGroupAttributes once per target group (cached),
-DeregisterTargets / RegisterTargets once per target group per batch. Never one call per host.
+DeregisterTargets / RegisterTargets once per target group per batch, and one RegisterTargets per
+target group at the start of a deployment (the preflight). Never one call per host.
 """
 
 from __future__ import annotations
@@ -105,6 +106,7 @@ class ELBv2Adapter(Adapter):
         self.configured_names = list(dict.fromkeys(target_group_names or []))
         self._groups: dict[str, TargetGroupInfo] = {}
         self._delays: dict[str, int] = {}
+        self._healthy: dict[str, list[dict[str, Any]]] = {}  # per group, the targets health() last saw healthy
         self._validated = False
 
     # -- API plumbing -------------------------------------------------------------------------
@@ -167,12 +169,13 @@ class ELBv2Adapter(Adapter):
         a group deleted since fails the next DescribeTargetHealth with a clear error anyway."""
         if not cache:
             return
+        # attributes read before the first host left (preflight): the run keeps them
+        self._delays.update({arn: int(d) for arn, d in (cache.get("delays") or {}).items()})
         groups = {arn: TargetGroupInfo(**info) for arn, info in (cache.get("groups") or {}).items()}
         wanted = set(self.configured_arns)
         if self.configured_names or not wanted <= set(groups):
             return  # names to resolve, or groups this cache does not know: describe them as usual
         self._groups.update(groups)
-        self._delays.update({arn: int(d) for arn, d in (cache.get("delays") or {}).items()})
         self._validated = True
 
     def validate(self) -> None:
@@ -228,6 +231,37 @@ class ELBv2Adapter(Adapter):
         return m
 
     # -- interface ----------------------------------------------------------------------------
+    def preflight(self, instance_ids: list[str]) -> None:
+        """Read every group's deregistration delay now, and prove RegisterTargets on every group.
+
+        ELB has no dry run, so the proof registers again one target of the deployment that is healthy
+        in the group: AWS leaves a registered target as it is (no new health check, no drain), so
+        nothing changes, while a policy without RegisterTargets on that group fails here, before any
+        host leaves, instead of after a batch was taken out. A group where none of the deployment's
+        targets is healthy has nothing in service to lose and is not proven (a draining target is
+        never registered again here: that would cancel its draining).
+        """
+        self.validate()
+        for arn in self._groups:
+            self.deregistration_delay(arn)
+        wanted = set(instance_ids)
+        for arn in self._groups:
+            if arn not in self._healthy:
+                self._healthy[arn] = self._healthy_targets(self._describe_health(arn))
+            healthy = [t for t in self._healthy[arn] if t["Id"] in wanted]
+            if healthy:
+                self._call("RegisterTargets", "register_targets", TargetGroupArn=arn, Targets=[healthy[0]])
+
+    def prepare_block(self, memberships: list[Membership]) -> None:
+        arns = list(group_memberships(memberships))
+        self._ensure_known(arns)
+        for arn in arns:
+            self.deregistration_delay(arn)
+
+    @staticmethod
+    def _healthy_targets(descriptions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [d["Target"] for d in descriptions if d.get("TargetHealth", {}).get("State") == HEALTHY]
+
     def snapshot(self, instance_ids: list[str]) -> dict[str, list[Membership]]:
         self.validate()
         wanted = set(instance_ids)
@@ -335,7 +369,9 @@ class ELBv2Adapter(Adapter):
         wanted = set(instance_ids)
         seen: dict[str, list[str]] = {i: [] for i in instance_ids}
         for arn in self._groups:
-            for desc in self._describe_health(arn):
+            descriptions = self._describe_health(arn)
+            self._healthy[arn] = self._healthy_targets(descriptions)
+            for desc in descriptions:
                 tid = desc["Target"]["Id"]
                 if tid in wanted:
                     seen[tid].append(desc.get("TargetHealth", {}).get("State", UNKNOWN))
