@@ -97,6 +97,7 @@ iam-templates: setup
 	@PYTHONPATH=build $(PY) -c "from ansible_collections.rollwright.deploy.plugins.module_utils.iam_policy import POLICY_KINDS, template_text; \
 	[open(f'extensions/iam/{k}.json', 'w').write(template_text(k)) for k in POLICY_KINDS]"
 
-# The one-action-removed IAM matrix (~20 deployments on an IAM-enforcing emulator; not in `make test`).
+# The one-action-removed IAM matrices of in-place, Lambda and blue/green (~60 deployments on IAM-enforcing
+# emulators, one file per worker; not in `make test`).
 iam-matrix: setup
-	@$(PY) -m pytest tests/iam_matrix -q -n 0 -rxXs
+	@$(PY) -m pytest tests/iam_matrix -q -n 3 --dist loadfile -rxXs

@@ -13,19 +13,22 @@ API operation (``lambda:Invoke``, ``dynamodb:TransactWriteItems``). Inert while 
 - the action is the IAM action (``cloudwatch:DescribeAlarms``, ``lambda:InvokeFunction``; a
   transaction checks each item's PutItem / UpdateItem / DeleteItem on its table);
 - the resource is the ARN AWS authorises (target group, listener, rule, classic ELB, alarm,
-  instance, Auto Scaling group, function with its qualifier, table or index); Describe*/List calls
+  instance, Auto Scaling group, function with its qualifier, table or index, queue); Describe*/List calls
   that AWS only authorises on ``*`` stay ``*``;
 - conditions are evaluated (StringEquals, StringLike, Null) with the keys AWS sets:
   ``aws:ResourceTag/K`` and ``autoscaling:ResourceTag/K`` (the instance's or group's tags),
   ``aws:RequestTag/K`` (tags in the request), ``ec2:CreateAction``; a missing key fails the condition;
 - the actions AWS checks besides the call's own are checked too: ``ec2:CreateTags`` for RunInstances
-  with TagSpecifications, ``autoscaling:CreateOrUpdateTags`` for CreateAutoScalingGroup with Tags;
+  with TagSpecifications, ``autoscaling:CreateOrUpdateTags`` for CreateAutoScalingGroup with Tags,
+  ``iam:PassRole`` (``iam:PassedToService`` = ``ec2.amazonaws.com``) on the roles of the instance
+  profile of RunInstances, and of the launch template of RunInstances or Create/UpdateAutoScalingGroup,
+  and (passed to ``autoscaling.amazonaws.com``) on the notification role of PutLifecycleHook;
 - requests signed with the harness's own key (tests.harness.emulator.ACCESS_KEY) are the account's
   administrator: the harness sets the world up and watches it while a deployment runs as an IAM user.
 
 S3 keeps moto's own evaluation (bucket and object resources; no conditions), with HeadObject of a
-version authorised by ``s3:GetObjectVersion`` as in AWS. Not modelled: iam:PassRole
-(no call of its own), resource-based policies, permission boundaries, SCPs.
+version authorised by ``s3:GetObjectVersion`` as in AWS, and the signature checked over the URI as
+sent. Not modelled: resource-based policies, permission boundaries, SCPs.
 """
 
 from __future__ import annotations
@@ -119,8 +122,40 @@ class _Checks:
             specs = self.r._get_param("TagSpecifications", []) or []
             if specs or any(k.startswith("TagSpecification") for k in self.r.querystring):
                 out.append(("ec2:CreateTags", self.arn("ec2", "instance/*"), {"ec2:CreateAction": "RunInstances"}))
-            return out
+            qs = self.r.querystring
+            profile = {"Arn": (qs.get("IamInstanceProfile.Arn") or [None])[0], "Name": (qs.get("IamInstanceProfile.Name") or [None])[0]}
+            return out + self._pass_roles(profile, "LaunchTemplate")
         return None
+
+    def _pass_roles(self, profile: dict[str, Any] | None, template_prefix: str) -> list[tuple[str, str, dict[str, str]]]:
+        """iam:PassRole on the roles of the instance profile the instances get (given in the request, or
+        in the launch template it names), passed to EC2: what AWS checks for RunInstances and for an Auto
+        Scaling group whose launch template has an instance profile."""
+        qs = self.r.querystring
+        if not (profile and (profile.get("Arn") or profile.get("Name"))):
+            template_id = (qs.get(f"{template_prefix}.LaunchTemplateId") or [None])[0]
+            template_name = (qs.get(f"{template_prefix}.LaunchTemplateName") or [None])[0]
+            if not (template_id or template_name):
+                return []
+            from moto.ec2.models import ec2_backends
+
+            backend = ec2_backends[self.account][self.region]
+            try:
+                template = (backend.get_launch_template(template_id) if template_id
+                            else backend.get_launch_template_by_name(template_name))
+                version = template.get_version((qs.get(f"{template_prefix}.Version") or ["$Default"])[0])
+            except Exception:  # pylint: disable=broad-except  # the call itself fails on it, as in AWS
+                return []
+            profile = version.data.get("IamInstanceProfile") or {}
+        from moto.iam.models import iam_backends
+
+        iam = iam_backends[self.account]["global"]
+        try:
+            found = (iam.get_instance_profile_by_arn(profile["Arn"]) if profile.get("Arn")
+                     else iam.get_instance_profile(profile["Name"]))
+        except Exception:  # pylint: disable=broad-except
+            return []
+        return [("iam:PassRole", role.arn, {"iam:PassedToService": "ec2.amazonaws.com"}) for role in found.roles]
 
     def _autoscaling(self) -> Any:
         qs = self.r.querystring
@@ -140,7 +175,17 @@ class _Checks:
         out = [(self.action(), arn, context)]
         if self.operation == "CreateAutoScalingGroup" and request_tags:
             out.append(("autoscaling:CreateOrUpdateTags", arn, context))
+        if self.operation in ("CreateAutoScalingGroup", "UpdateAutoScalingGroup"):
+            out += self._pass_roles(None, "LaunchTemplate")
+        if self.operation == "PutLifecycleHook" and qs.get("RoleARN"):  # the role Auto Scaling notifies with
+            out.append(("iam:PassRole", qs["RoleARN"][0], {"iam:PassedToService": "autoscaling.amazonaws.com"}))
         return out
+
+    def _sqs(self) -> Any:
+        url = self.r._get_param("QueueUrl") or (self.r.querystring.get("QueueUrl") or [None])[0]
+        if not url:
+            return None
+        return [(self.action(), self.arn("sqs", urlparse(url).path.rstrip("/").rsplit("/", 1)[-1]), {})]
 
     def _lambda(self) -> Any:
         path = unquote(urlparse(self.r.uri).path)
@@ -222,10 +267,28 @@ def _authorise(request: Any, action: str, resource: str, context: dict[str, str]
         raise error
 
 
+def _as_sent(response: Any) -> str:
+    """The request's URI with its path and query exactly as the client sent (and signed) them."""
+    raw = getattr(response, "_rw_raw_uri", None)
+    if not raw:
+        return response.uri
+    parsed = urlparse(response.uri)
+    return f"{parsed.scheme}://{parsed.netloc}{raw}"
+
+
 def apply() -> None:
     from moto import settings
     from moto.core.authorization import ActionAuthenticatorMixin
+    from moto.core.responses import BaseResponse
     from moto.iam.access_control import IAMRequest
+
+    original_setup = BaseResponse.setup_class
+
+    def setup_class(self: Any, request: Any, full_url: str, headers: Any, use_raw_body: bool = False) -> None:
+        original_setup(self, request, full_url, headers, use_raw_body)
+        self._rw_raw_uri = (getattr(request, "environ", None) or {}).get("RAW_URI")
+
+    BaseResponse.setup_class = setup_class
 
     original = ActionAuthenticatorMixin._authenticate_and_authorize_action
 
@@ -236,7 +299,13 @@ def apply() -> None:
         if _access_key_id(self.headers) == HARNESS_ACCESS_KEY:
             return None
         if iam_request_cls is not IAMRequest:  # S3: moto's own evaluation (bucket / object resources)
-            return original(self, iam_request_cls, resource)
+            # signed over the URI as sent: moto's own rebuilds the query decoded (prefix=app/ for the
+            # prefix=app%2F the client signed), so a ListObjectVersions with a prefix never matched
+            signed_uri, self.uri = self.uri, _as_sent(self)
+            try:
+                return original(self, iam_request_cls, resource)
+            finally:
+                self.uri = signed_uri
         parsed = urlparse(self.uri)
         path = parsed.path + (f"?{parsed.query}" if parsed.query else "")
         # a GET has no body to sign (moto falls back to its parsed params, which breaks the signature of

@@ -48,6 +48,30 @@ def enforced_emulator(state_dir: Path) -> tuple[AWS, Callable[[], None]]:
     return AWS(handle.endpoint, emu.REGION, emu.aws_env(handle.endpoint), handle), lambda: emu.stop_emulator(handle)
 
 
+@pytest.fixture(scope="module")
+def enforced(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The module's own IAM-enforcing emulator (import this fixture into the test module)."""
+    aws, stop = enforced_emulator(tmp_path_factory.mktemp("iam-emulator"))
+    try:
+        yield aws
+    finally:
+        stop()
+
+
+def needs_root() -> None:
+    import os
+
+    if os.geteuid() != 0:
+        pytest.skip("the SSH fleet needs root (network, mount and PID namespaces); run the tests as root")
+
+
+def without(policies: list[dict[str, Any]], action: str) -> list[dict[str, Any]]:
+    """The policies minus one action (a policy left empty is dropped: IAM refuses an empty one)."""
+    from ansible_collections.rollwright.deploy.plugins.module_utils.iam_policy import without_action
+
+    return [p for p in (without_action(p, action) for p in policies) if p["Statement"]]
+
+
 def user_env(aws: AWS, *policies: dict[str, Any]) -> dict[str, str]:
     """A new IAM user holding exactly these policies (inline); the AWS env of its keys."""
     iam = aws.client("iam")
@@ -98,21 +122,22 @@ class InplaceScenario:
         # v2 fails ValidateService on a host with /srv/fail-validate, v1 never (so a rollback succeeds)
         self.bundles = {v: rollback_bundle(v, work / "bundles", fail_on_marker=v == "v2") for v in ("v1", "v2")}
 
-    def revision(self, version: str) -> str:
-        """A new S3 object version of the bundle: the controller has not cached it, so S3 is read."""
+    def revision(self, version: str, pinned: bool = True) -> str:
+        """A new S3 object version of the bundle: the controller has not cached it, so S3 is read. Pinned by
+        its versionId (s3:GetObjectVersion), or not (the latest version: s3:GetObject)."""
         path = self.bundles[version]
         put = self.aws.client("s3").put_object(Bucket=self.bucket, Key=f"app/{path.name}", Body=path.read_bytes())
-        return f"s3://{self.bucket}/app/{path.name}?versionId={put['VersionId']}"
+        return f"s3://{self.bucket}/app/{path.name}" + (f"?versionId={put['VersionId']}" if pinned else "")
 
     def policies(self) -> list[dict[str, Any]]:
         inputs = dict(account_id=ACCOUNT, region=self.aws.region, revision_bucket=self.bucket, revision_key_prefix="app/",
                       target_group_arns=[self.tg], classic_elb_names=[self.clb], alarm_names=[self.alarm], table=self.table)
         return [render_policy("inplace", PolicyInputs(**inputs)), render_policy("records", PolicyInputs(**inputs))]
 
-    def deploy(self, env: dict[str, str], version: str = "v2", **extra: Any) -> AnsibleResult:
+    def deploy(self, env: dict[str, str], version: str = "v2", pinned: bool = True, **extra: Any) -> AnsibleResult:
         extra_vars = {
             "rollwright_hosts": "fleet", "rollwright_application": self.name, "rollwright_deployment_group": "g",
-            "rollwright_revision": self.revision(version), "rollwright_deployment_config": "CodeDeployDefault.OneAtATime",
+            "rollwright_revision": self.revision(version, pinned), "rollwright_deployment_config": "CodeDeployDefault.OneAtATime",
             "rollwright_target_group_arns": self.tg, "rollwright_classic_elb_names": self.clb,
             "rollwright_file_exists_behavior": "OVERWRITE", "rollwright_healthy_timeout": 30,
             "rollwright_record_backend": "dynamodb", "rollwright_record_dynamodb_table": self.table,
@@ -199,20 +224,24 @@ class LambdaScenario:
         self.inventory.write_text(f"localhost ansible_connection=local ansible_python_interpreter={ROOT / '.venv/bin/python'}\n")
 
     def policies(self) -> list[dict[str, Any]]:
-        inputs = PolicyInputs(account_id=ACCOUNT, region=self.aws.region, function_names=[self.fn.name],
-                              hook_function_names=[self.fn.pre, self.fn.post], code_bucket=self.bucket, code_key_prefix="fn/",
-                              alarm_names=[self.fn.alarm], table=self.table)
+        return self.policies_for(self.aws, self.fn.name, self.fn.pre, self.fn.post, self.bucket, self.fn.alarm, self.table)
+
+    @staticmethod
+    def policies_for(aws: AWS, function: str, pre: str, post: str, bucket: str, alarm: str, table: str) -> list[dict[str, Any]]:
+        inputs = PolicyInputs(account_id=ACCOUNT, region=aws.region, function_names=[function], hook_function_names=[pre, post],
+                              code_bucket=bucket, code_key_prefix="fn/", alarm_names=[alarm], table=table)
         return [render_policy("lambda", inputs), render_policy("records", inputs)]
 
-    def deploy(self, env: dict[str, str]) -> AnsibleResult:
-        """Shift the alias from version 1 (put back first, as the administrator) to the published new code."""
+    def deploy(self, env: dict[str, str], pinned: bool = True) -> AnsibleResult:
+        """Shift the alias from version 1 (put back first, as the administrator) to the published new code
+        (the S3 object pinned by its version, or not: its latest version)."""
         self.aws.client("lambda").update_alias(FunctionName=self.fn.name, Name="live", FunctionVersion="1",
                                                RoutingConfig={"AdditionalVersionWeights": {}})
         self.aws.queue_lambda_results([self.OK, self.OK])
         extra_vars = {
             "rollwright_lambda_function_name": self.fn.name, "rollwright_lambda_alias": "live",
             "rollwright_lambda_publish": True, "rollwright_lambda_s3_bucket": self.bucket,
-            "rollwright_lambda_s3_key": "fn/code.zip", "rollwright_lambda_s3_object_version": self.code_version,
+            "rollwright_lambda_s3_key": "fn/code.zip", "rollwright_lambda_s3_object_version": self.code_version if pinned else "",
             "rollwright_lambda_deployment_config": {"type": "linear", "percentage": 50, "interval": "1s"},
             "rollwright_lambda_before_allow_traffic_hook": self.fn.pre, "rollwright_lambda_after_allow_traffic_hook": self.fn.post,
             "rollwright_lambda_alarms": [self.fn.alarm], "rollwright_lambda_poll_interval": 0.5,
@@ -243,15 +272,39 @@ class BlueGreenScenario:
                                 control_path_dir=str(world.control_path_dir), timeout=timeout)
 
         self.env = Env(world, ansible_run, work, name)
+        self.instance_role = self._instance_profile_template()
         self.blue_asg = self.env.blue_asg()
         self.green_tg = H.create_target_group(world, [], name=f"{name}-green", wait=False)
         self.alb = _alb(self.env, self.env.tg)
         self.bundle = build_bundle("v2", work / "bundles")
 
+    def _instance_profile_template(self) -> str:
+        """The original group's launch template gives its instances a role (an instance profile): copying
+        the group passes that role to EC2, so the policy needs iam:PassRole on it. Returns the role ARN."""
+        from tests.integration.test_bluegreen_ec2 import AMI
+
+        iam = self.aws.client("iam")
+        role = iam.create_role(RoleName=f"{self.name}-app", AssumeRolePolicyDocument=json.dumps({
+            "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"},
+                                                    "Action": "sts:AssumeRole"}]}))["Role"]["Arn"]
+        profile = iam.create_instance_profile(InstanceProfileName=f"{self.name}-app")["InstanceProfile"]
+        iam.add_role_to_instance_profile(InstanceProfileName=f"{self.name}-app", RoleName=f"{self.name}-app")
+        self.env.template = self.env.ec2.create_launch_template(
+            LaunchTemplateName=H.unique(f"lt-{self.name}-role"),
+            LaunchTemplateData={"ImageId": AMI, "InstanceType": "t3.micro", "IamInstanceProfile": {"Arn": profile["Arn"]}},
+        )["LaunchTemplate"]["LaunchTemplateName"]
+        return role
+
     def policies(self) -> list[dict[str, Any]]:
         inputs = PolicyInputs(account_id=ACCOUNT, region=self.aws.region, target_group_arns=[self.env.tg, self.green_tg],
-                              listener_arns=[self.alb["listener"]], auto_scaling_group_names=[self.blue_asg])
+                              listener_arns=[self.alb["listener"]], auto_scaling_group_names=[self.blue_asg],
+                              instance_role_arns=[self.instance_role])
         return [render_policy("bluegreen", inputs)]
+
+    def serving_whole(self, count: int) -> bool:
+        """The listener's target group has `count` targets, all healthy: a fleet serves, whole."""
+        states = self.env.members(self.serving_target_group())
+        return len(states) == count and all(state == "healthy" for state in states.values())
 
     def deploy(self, env: dict[str, str]) -> AnsibleResult:
         self.user_env = env
@@ -263,3 +316,120 @@ class BlueGreenScenario:
     def serving_target_group(self) -> str:
         listener = self.env.elbv2.describe_listeners(ListenerArns=[self.alb["listener"]])["Listeners"][0]
         return listener["DefaultActions"][0]["TargetGroupArn"]
+
+
+class EventsScenario:
+    """What event-driven deployments call besides the deployment they trigger, on localhost: a launching
+    hook set up (notifying a queue, with a role Auto Scaling publishes with) and removed, a held instance
+    completed, the pending uploads listed from S3 and the records, and the ``s3_revisions`` source reading
+    an upload's notification from SQS (and deleting it)."""
+
+    kind = "events"
+
+    def __init__(self, aws: AWS, work: Path, name: str):
+        from tests.integration.test_emulator_events import Group, _queue
+
+        self.aws, self.work, self.name = aws, work, name
+        self.table, self.bucket = records_table_and_bucket(aws, name, "uploads")
+        self.queue_url, self.queue_arn = _queue(aws)
+        aws.client("s3").put_bucket_notification_configuration(Bucket=self.bucket, NotificationConfiguration={
+            "QueueConfigurations": [{"QueueArn": self.queue_arn, "Events": ["s3:ObjectCreated:*"],
+                                     "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": "app/"}]}}}]})
+        self.group = Group(aws)
+        self.group.asg.delete_lifecycle_hook(AutoScalingGroupName=self.group.name, LifecycleHookName="hold")
+        self.hook_queue_url, self.hook_queue_arn = _queue(aws)
+        self.hook_role = aws.client("iam").create_role(RoleName=f"{name}-hook", AssumeRolePolicyDocument=json.dumps({
+            "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Service": "autoscaling.amazonaws.com"},
+                                                    "Action": "sts:AssumeRole"}]}))["Role"]["Arn"]
+        self.inventory = work / "hosts"
+        self.inventory.write_text(f"localhost ansible_connection=local ansible_python_interpreter={ROOT / '.venv/bin/python'}\n")
+        for queue in (self.queue_url, self.hook_queue_url):  # the test messages AWS sends when set up
+            drain_queue(aws, queue)
+
+    def policies(self) -> list[dict[str, Any]]:
+        inputs = PolicyInputs(account_id=ACCOUNT, region=self.aws.region, revision_bucket=self.bucket, revision_key_prefix="app/",
+                              queue_arns=[self.queue_arn], auto_scaling_group_names=[self.group.name],
+                              hook_role_arns=[self.hook_role], table=self.table)
+        return [render_policy("events", inputs), render_policy("records", inputs)]
+
+    def hook_hold_complete_list_unhook(self, env: dict[str, str]) -> AnsibleResult:
+        """One play as the user: set the launching hook up (notifying a queue, with the role Auto Scaling
+        publishes with: iam:PassRole); a scale-out (by the harness, as AWS would by itself) is held by
+        it; complete the held instance (CONTINUE); list the pending uploads; remove the hook."""
+        hook = {"group": self.group.name, "name": "rollwright-deploy"}
+        return self._play(
+            env,
+            {"name": "hook", "rollwright.deploy.asg_lifecycle_hook": dict(
+                hook, state="present", notification_target_arn=self.hook_queue_arn, role_arn=self.hook_role)},
+            {"name": "scale out", "command": {"argv": [str(ROOT / ".venv/bin/python"), "-c", _SCALE_OUT, self.group.name]},
+             "environment": dict(self.aws.env), "register": "held", "changed_when": True},
+            {"name": "complete", "rollwright.deploy.asg_lifecycle_action": {
+                "group": self.group.name, "hook": "rollwright-deploy", "result": "CONTINUE", "instance_id": "{{ held.stdout }}"}},
+            {"name": "pending", "rollwright.deploy.pending_revision_info": {
+                "backend": "dynamodb", "dynamodb_table": self.table, "application": self.name, "deployment_group": "g",
+                "bucket": self.bucket, "prefix": "app/"}},
+            {"name": "unhook", "rollwright.deploy.asg_lifecycle_hook": dict(hook, state="absent")})
+
+    def _play(self, env: dict[str, str], *tasks: dict[str, Any]) -> AnsibleResult:
+        return run_playbook([{"hosts": "localhost", "gather_facts": False, "tasks": list(tasks)}], self.inventory,
+                            aws_env=env, timeout=120)
+
+    def source_events(self, env: dict[str, str], seconds: float = 4) -> list[dict[str, Any]]:
+        """Run the s3_revisions source (SQS mode, as ansible-rulebook runs it) as the user for a few
+        seconds; the events it emitted (its log in ``source_output``)."""
+        import subprocess
+
+        from tests.harness.ansible_run import ansible_env
+
+        args = {"bucket": self.bucket, "prefix": "app/", "queue_url": self.queue_url, "interval": 1,
+                "application": self.name, "deployment_group": "g", "record_backend": "dynamodb",
+                "record_dynamodb_table": self.table}
+        proc = subprocess.run([str(ROOT / ".venv/bin/python"), "-c", _RUN_SOURCE, json.dumps(args), str(seconds)],
+                              cwd=ROOT, env=ansible_env(env, None), capture_output=True, text=True, timeout=seconds + 60,
+                              check=False)
+        self.source_output = proc.stdout + proc.stderr
+        return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+
+    def upload(self) -> str:
+        return self.aws.client("s3").put_object(Bucket=self.bucket, Key="app/v9.zip", Body=b"bundle")["VersionId"]
+
+    def instance_states(self) -> dict[str, str]:
+        return self.group.states()
+
+    def queue_messages(self) -> list[dict[str, Any]]:
+        return drain_queue(self.aws, self.queue_url)
+
+
+def drain_queue(aws: AWS, url: str) -> list[dict[str, Any]]:
+    from tests.integration.test_emulator_events import _drain
+
+    return _drain(aws, url)
+
+
+# The harness scales the group out by one (its own key, in the task's environment) and prints the held instance.
+_SCALE_OUT = """
+import sys, boto3
+asg = boto3.client("autoscaling")
+asg.set_desired_capacity(AutoScalingGroupName=sys.argv[1], DesiredCapacity=1)
+group = asg.describe_auto_scaling_groups(AutoScalingGroupNames=[sys.argv[1]])["AutoScalingGroups"][0]
+print(*[i["InstanceId"] for i in group["Instances"] if i["LifecycleState"] == "Pending:Wait"])
+"""
+# The event source as ansible-rulebook runs it, for a few seconds: the events it queued, one JSON a line.
+_RUN_SOURCE = """
+import asyncio, importlib.util, json, logging, sys
+logging.basicConfig(level=logging.WARNING)
+spec = importlib.util.spec_from_file_location(
+    "s3_revisions", "build/ansible_collections/rollwright/deploy/extensions/eda/plugins/event_source/s3_revisions.py")
+source = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(source)
+
+async def run():
+    queue = asyncio.Queue()
+    task = asyncio.ensure_future(source.main(queue, json.loads(sys.argv[1])))
+    await asyncio.sleep(float(sys.argv[2]))
+    task.cancel()
+    while not queue.empty():
+        print(json.dumps(queue.get_nowait()), flush=True)
+
+asyncio.run(run())
+"""
