@@ -77,5 +77,8 @@ async def delete(sqs: Any, queue_url: str, receipt: str) -> None:
 
 async def retry_later(what: str, exc: Exception, seconds: float) -> None:
     """An AWS or records error does not end the source: say so and try again after the interval."""
-    LOG.warning("%s failed, retrying in %.0f s: %s", what, seconds, exc)
+    from ansible_collections.rollwright.deploy.plugins.module_utils.errors import access_denied_hint
+
+    # only S3 answers a bare "Access Denied" (the other services name the action): say which one it needs
+    LOG.warning("%s failed, retrying in %.0f s: %s%s", what, seconds, exc, access_denied_hint(exc, "s3"))
     await asyncio.sleep(seconds)

@@ -22,7 +22,7 @@ import pytest
 from ansible_collections.rollwright.deploy.plugins.module_utils.iam_policy import PolicyInputs, policy_actions, render_policy
 from tests.integration import iam_scenarios as S
 from tests.integration import inplace_helpers as H
-from tests.integration.iam_scenarios import enforced  # noqa: F401  pylint: disable=unused-import
+from tests.integration.iam_scenarios import bluegreen_world, enforced  # noqa: F401  pylint: disable=unused-import
 
 pytestmark = [pytest.mark.fleet, pytest.mark.slow]
 
@@ -35,20 +35,6 @@ def _actions() -> list[str]:
         account_id="123456789012", region="us-east-1", target_group_arns=[f"{arn}targetgroup/a/1", f"{arn}targetgroup/b/2"],
         listener_arns=[f"{arn}listener/app/l/1/2"], auto_scaling_group_names=["blue"],
         instance_role_arns=["arn:aws:iam::123456789012:role/app"])))))
-
-
-@pytest.fixture(scope="module")
-def bluegreen_world(enforced: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:  # noqa: F811
-    S.needs_root()
-    from tests.harness.world import down, up
-
-    world = up(tmp_path_factory.mktemp("mx-bg-world"), 0, emulator_handle=enforced.handle.to_json(), region=enforced.region)
-    world.start_ec2_sync()
-    try:
-        yield world
-    finally:
-        world.stop_ec2_sync()
-        down(world.dir)
 
 
 @pytest.mark.parametrize("action", _actions())

@@ -58,6 +58,21 @@ def enforced(tmp_path_factory: pytest.TempPathFactory) -> Any:
         stop()
 
 
+@pytest.fixture(scope="module")
+def bluegreen_world(enforced: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:  # pylint: disable=redefined-outer-name
+    """A world without hosts on the module's enforcing emulator: its instances become hosts as EC2 launches them."""
+    needs_root()
+    from tests.harness.world import down, up
+
+    world = up(tmp_path_factory.mktemp("iam-bg-world"), 0, emulator_handle=enforced.handle.to_json(), region=enforced.region)
+    world.start_ec2_sync()
+    try:
+        yield world
+    finally:
+        world.stop_ec2_sync()
+        down(world.dir)
+
+
 def needs_root() -> None:
     import os
 
@@ -374,9 +389,10 @@ class EventsScenario:
         return run_playbook([{"hosts": "localhost", "gather_facts": False, "tasks": list(tasks)}], self.inventory,
                             aws_env=env, timeout=120)
 
-    def source_events(self, env: dict[str, str], seconds: float = 4) -> list[dict[str, Any]]:
-        """Run the s3_revisions source (SQS mode, as ansible-rulebook runs it) as the user for a few
-        seconds; the events it emitted (its log in ``source_output``)."""
+    def run_source(self, env: dict[str, str], done: Callable[[list[dict[str, Any]], str], bool],
+                   timeout: float = 60) -> list[dict[str, Any]]:
+        """Run the s3_revisions source (SQS mode, as ansible-rulebook runs it) as the user until
+        ``done(events, log)``; the events it emitted (its log in ``source_output``)."""
         import subprocess
 
         from tests.harness.ansible_run import ansible_env
@@ -384,20 +400,34 @@ class EventsScenario:
         args = {"bucket": self.bucket, "prefix": "app/", "queue_url": self.queue_url, "interval": 1,
                 "application": self.name, "deployment_group": "g", "record_backend": "dynamodb",
                 "record_dynamodb_table": self.table}
-        proc = subprocess.run([str(ROOT / ".venv/bin/python"), "-c", _RUN_SOURCE, json.dumps(args), str(seconds)],
-                              cwd=ROOT, env=ansible_env(env, None), capture_output=True, text=True, timeout=seconds + 60,
-                              check=False)
-        self.source_output = proc.stdout + proc.stderr
-        return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+        out, log = self.work / "events.jsonl", self.work / "source.log"
+        with open(out, "w") as stdout, open(log, "w") as stderr:
+            proc = subprocess.Popen([str(ROOT / ".venv/bin/python"), "-c", _RUN_SOURCE, json.dumps(args)],  # pylint: disable=consider-using-with
+                                    cwd=ROOT, env=ansible_env(env, None), stdout=stdout, stderr=stderr)
+
+        def events() -> list[dict[str, Any]]:
+            return [json.loads(line) for line in out.read_text().splitlines() if line.startswith("{")]
+
+        try:
+            H.wait_until(lambda: done(events(), log.read_text()) or proc.poll() is not None, timeout=timeout,
+                         interval=0.2, what="the event source")
+        finally:
+            proc.kill()
+            proc.wait(10)
+        self.source_output = out.read_text() + log.read_text()
+        return events()
+
+    def queue_empty(self) -> bool:
+        """No message left in the notification queue, in flight or not (the administrator's view)."""
+        attributes = self.aws.client("sqs").get_queue_attributes(
+            QueueUrl=self.queue_url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])
+        return all(value == "0" for value in attributes["Attributes"].values())
 
     def upload(self) -> str:
         return self.aws.client("s3").put_object(Bucket=self.bucket, Key="app/v9.zip", Body=b"bundle")["VersionId"]
 
     def instance_states(self) -> dict[str, str]:
         return self.group.states()
-
-    def queue_messages(self) -> list[dict[str, Any]]:
-        return drain_queue(self.aws, self.queue_url)
 
 
 def drain_queue(aws: AWS, url: str) -> list[dict[str, Any]]:
@@ -414,7 +444,7 @@ asg.set_desired_capacity(AutoScalingGroupName=sys.argv[1], DesiredCapacity=1)
 group = asg.describe_auto_scaling_groups(AutoScalingGroupNames=[sys.argv[1]])["AutoScalingGroups"][0]
 print(*[i["InstanceId"] for i in group["Instances"] if i["LifecycleState"] == "Pending:Wait"])
 """
-# The event source as ansible-rulebook runs it, for a few seconds: the events it queued, one JSON a line.
+# The event source as ansible-rulebook runs it: each event queued is printed (one JSON a line) at once.
 _RUN_SOURCE = """
 import asyncio, importlib.util, json, logging, sys
 logging.basicConfig(level=logging.WARNING)
@@ -423,13 +453,9 @@ spec = importlib.util.spec_from_file_location(
 source = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(source)
 
-async def run():
-    queue = asyncio.Queue()
-    task = asyncio.ensure_future(source.main(queue, json.loads(sys.argv[1])))
-    await asyncio.sleep(float(sys.argv[2]))
-    task.cancel()
-    while not queue.empty():
-        print(json.dumps(queue.get_nowait()), flush=True)
+class Printed(asyncio.Queue):
+    async def put(self, item):
+        print(json.dumps(item), flush=True)
 
-asyncio.run(run())
+asyncio.run(source.main(Printed(), json.loads(sys.argv[1])))
 """

@@ -18,23 +18,9 @@ import pytest
 
 from tests.integration import iam_scenarios as S
 from tests.integration import inplace_helpers as H
-from tests.integration.iam_scenarios import enforced  # noqa: F401  pylint: disable=unused-import
+from tests.integration.iam_scenarios import bluegreen_world, enforced  # noqa: F401  pylint: disable=unused-import
 
 pytestmark = [pytest.mark.fleet, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def bluegreen_world(enforced: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:  # noqa: F811
-    S.needs_root()
-    from tests.harness.world import down, up
-
-    world = up(tmp_path_factory.mktemp("iam-bg-world"), 0, emulator_handle=enforced.handle.to_json(), region=enforced.region)
-    world.start_ec2_sync()
-    try:
-        yield world
-    finally:
-        world.stop_ec2_sync()
-        down(world.dir)
 
 
 @pytest.fixture

@@ -618,10 +618,12 @@ class DynamoDBRecordStore(RecordStore):
             lock, item = self._new_lock(application, deployment_group, deployment_id, owner, ttl)
             try:
                 self._call("put_item", Item=item, ConditionExpression="attribute_not_exists(pk)")
-                return lock
             except Exception as exc:
                 if _code(exc) != "ConditionalCheckFailedException":
                     raise
+            else:
+                self._prove_lock_access(lock)
+                return lock
             current = self._lock_item(application, deployment_group)
             if current is None:
                 continue  # released between our put and our read: try again
@@ -635,6 +637,31 @@ class DynamoDBRecordStore(RecordStore):
         if current is not None:
             raise lock_held_error(self._info(current))
         raise LockLost(f"lock of deployment group {application}/{deployment_group}: too much contention, try again")
+
+    def _prove_lock_access(self, lock: Lock) -> None:
+        """Prove, while the deployment has changed nothing yet, the two calls its end needs: reading the
+        group's records (GetItem) and releasing the lock (DeleteItem). Without this a policy missing
+        either fails the deployment after its work (a Lambda alias already shifted). The delete's
+        condition never holds (no lock has the token "(none)"), so AWS checks the permission and deletes
+        nothing. A refusal releases the lock when it can, and names the action."""
+        key = _lock_key(lock.application, lock.deployment_group)
+        try:
+            self._call("get_item", Key=key, ConsistentRead=True)
+            try:
+                self._call("delete_item", Key=key, ConditionExpression="#token = :none",
+                           ExpressionAttributeNames={"#token": "token"}, ExpressionAttributeValues={":none": _s("(none)")})
+            except Exception as exc:
+                if _code(exc) != "ConditionalCheckFailedException":
+                    raise
+        except Exception as exc:
+            try:
+                self.release_lock(lock)
+                held = "the lock was released"
+            except Exception:  # pylint: disable=broad-except  # the same refusal, said below
+                held = ("the group's lock stays held until it is released with the full policy "
+                        "(the recover playbook) or its ttl passes")
+            raise LockLost(f"lock of deployment group {lock.application}/{lock.deployment_group}: the records table "
+                           f"refuses a call the deployment needs, before anything changed ({held}): {exc}") from exc
 
     def take_over(self, application, deployment_group, deployment_id, owner=None, ttl=DEFAULT_LOCK_TTL, live=False,
                   token=None, acquired_at=None) -> Lock:
