@@ -20,6 +20,7 @@ API operation (``lambda:Invoke``, ``dynamodb:TransactWriteItems``). Inert while 
   ``aws:RequestTag/K`` (tags in the request), ``ec2:CreateAction``; a missing key fails the condition;
 - the actions AWS checks besides the call's own are checked too: ``ec2:CreateTags`` for RunInstances
   with TagSpecifications, ``autoscaling:CreateOrUpdateTags`` for CreateAutoScalingGroup with Tags,
+  ``ec2:RunInstances`` on the launch template of Create/UpdateAutoScalingGroup,
   ``iam:PassRole`` (``iam:PassedToService`` = ``ec2.amazonaws.com``) on the roles of the instance
   profile of RunInstances, and of the launch template of RunInstances or Create/UpdateAutoScalingGroup,
   and (passed to ``autoscaling.amazonaws.com``) on the notification role of PutLifecycleHook;
@@ -176,6 +177,9 @@ class _Checks:
         if self.operation == "CreateAutoScalingGroup" and request_tags:
             out.append(("autoscaling:CreateOrUpdateTags", arn, context))
         if self.operation in ("CreateAutoScalingGroup", "UpdateAutoScalingGroup"):
+            template = (qs.get("LaunchTemplate.LaunchTemplateId") or qs.get("LaunchTemplate.LaunchTemplateName") or [None])[0]
+            if template:  # AWS checks the caller may launch from the template (and pass its instance role)
+                out.append(("ec2:RunInstances", self.arn("ec2", f"launch-template/{template}"), {}))
             out += self._pass_roles(None, "LaunchTemplate")
         if self.operation == "PutLifecycleHook" and qs.get("RoleARN"):  # the role Auto Scaling notifies with
             out.append(("iam:PassRole", qs["RoleARN"][0], {"iam:PassedToService": "autoscaling.amazonaws.com"}))

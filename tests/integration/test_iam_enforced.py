@@ -7,7 +7,7 @@ The emulator of this module enforces IAM (actions, resources and the conditions 
 see tests/harness/_moto_iam.py); it is this module's own, because enforcement is global to a moto
 server. Lambda, events and blue/green have modules of their own (test_iam_enforced_*.py), so the
 three run side by side on the suite's workers. Here: the in-place scenario passes with its policies
-(automatic rollback and recover included), and three removals that once left a host out of its load
+(automatic rollback and recover included), and two removals that once left a host out of its load
 balancers now fail before harm, naming the action. Every other removal: ``make iam-matrix``.
 """
 
@@ -67,9 +67,9 @@ def test_inplace_with_its_policy(inplace: S.InplaceScenario) -> None:
 
 
 # Each of these once left a host out of its load balancers (engine defects found by the matrix):
-# RegisterTargets is now proven at the start, before any host leaves; the attributes the waits need are
-# read at the start; a block refused by the classic ELB after the target groups puts them back.
-@pytest.mark.parametrize("action", ["elasticloadbalancing:RegisterTargets", "elasticloadbalancing:DescribeTargetGroupAttributes",
+# RegisterTargets is now proven at the start (with the attributes the waits need, read there too), before
+# any host leaves; a block refused by the classic ELB after the target groups puts them back.
+@pytest.mark.parametrize("action", ["elasticloadbalancing:RegisterTargets",
                                     "elasticloadbalancing:DeregisterInstancesFromLoadBalancer"])
 def test_inplace_without_one_action_fails_before_harm(inplace: S.InplaceScenario, action: str) -> None:
     result = inplace.deploy(S.user_env(inplace.aws, *S.without(inplace.policies(), action)))

@@ -11,7 +11,6 @@ the deployment fails before anything is launched. Every other removal: ``make ia
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,22 +22,12 @@ from tests.integration.iam_scenarios import bluegreen_world, enforced  # noqa: F
 pytestmark = [pytest.mark.fleet, pytest.mark.slow]
 
 
-@pytest.fixture
-def bluegreen(enforced: Any, bluegreen_world: Any, tmp_path: Path) -> S.BlueGreenScenario:  # noqa: F811
-    made = S.BlueGreenScenario(enforced, bluegreen_world, tmp_path, H.unique("iambg"))
+@pytest.fixture(scope="module")
+def bluegreen(enforced: Any, bluegreen_world: Any, tmp_path_factory: pytest.TempPathFactory) -> S.BlueGreenScenario:  # noqa: F811
+    """One original group for the module: the removal runs first (it changes nothing), then the deployment."""
+    made = S.BlueGreenScenario(enforced, bluegreen_world, tmp_path_factory.mktemp("iam-bg"), H.unique("iambg"))
     yield made
     made.env.cleanup()
-
-
-def test_bluegreen_copy_asg_listener_with_its_policy(bluegreen: S.BlueGreenScenario) -> None:
-    s = bluegreen
-    blue = s.env.asg_ids(s.blue_asg)
-    result = s.deploy(S.user_env(s.aws, *s.policies()))
-    assert result.rc == 0, S.failures(result)
-    assert s.serving_target_group() == s.green_tg
-    green = {i for i, state in s.env.members(s.green_tg).items() if state == "healthy"}
-    assert len(green) == len(blue) and not green & set(blue)
-    assert s.env.asg_ids(s.blue_asg) == []  # the original group was scaled to zero
 
 
 def test_bluegreen_without_pass_role_fails_before_harm(bluegreen: S.BlueGreenScenario) -> None:
@@ -51,3 +40,14 @@ def test_bluegreen_without_pass_role_fails_before_harm(bluegreen: S.BlueGreenSce
     assert s.serving_target_group() == s.env.tg
     assert s.env.asg_ids(s.blue_asg) == blue
     assert {i for i, state in s.env.members().items() if state == "healthy"} == set(blue)
+
+
+def test_bluegreen_copy_asg_listener_with_its_policy(bluegreen: S.BlueGreenScenario) -> None:
+    s = bluegreen
+    blue = s.env.asg_ids(s.blue_asg)
+    result = s.deploy(S.user_env(s.aws, *s.policies()))
+    assert result.rc == 0, S.failures(result)
+    assert s.serving_target_group() == s.green_tg
+    green = {i for i, state in s.env.members(s.green_tg).items() if state == "healthy"}
+    assert len(green) == len(blue) and not green & set(blue)
+    assert s.env.asg_ids(s.blue_asg) == []  # the original group was scaled to zero
