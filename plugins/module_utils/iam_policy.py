@@ -33,12 +33,14 @@ ACTION_PURPOSES: dict[str, str] = {
     "elasticloadbalancing:DescribeTargetGroups": "resolve target group names, check the groups exist and read their health check settings",
     "elasticloadbalancing:DescribeTargetGroupAttributes": "read deregistration_delay.timeout_seconds (how long to wait for draining), at the start",
     "elasticloadbalancing:DescribeTargetHealth": "snapshot memberships, wait for draining and for healthy targets",
-    "elasticloadbalancing:RegisterTargets": "put a batch's instances back into their target groups; proven at the start by registering an in-service target again (a no-op)",
+    "elasticloadbalancing:RegisterTargets":
+        "put a batch's instances back into their target groups; proven at the start by registering an in-service target again (a no-op)",
     "elasticloadbalancing:DeregisterTargets": "take a batch's instances out of their target groups",
     "elasticloadbalancing:DescribeLoadBalancers": "check the classic ELBs exist and list their instances",
     "elasticloadbalancing:DescribeLoadBalancerAttributes": "read a classic ELB's connection draining timeout, at the start",
     "elasticloadbalancing:DescribeInstanceHealth": "wait for classic ELB instances to be InService / out of service",
-    "elasticloadbalancing:RegisterInstancesWithLoadBalancer": "put a batch's instances back into their classic ELBs; proven at the start by registering an in-service instance again (a no-op)",
+    "elasticloadbalancing:RegisterInstancesWithLoadBalancer":
+        "put a batch's instances back into their classic ELBs; proven at the start by registering an in-service instance again (a no-op)",
     "elasticloadbalancing:DeregisterInstancesFromLoadBalancer": "take a batch's instances out of their classic ELBs",
     "elasticloadbalancing:DescribeListeners": "read the listener whose forward action is rerouted",
     "elasticloadbalancing:DescribeRules": "read the listener rule whose forward action is rerouted",
