@@ -190,8 +190,10 @@ class ActionModule(RollwrightAction):
             if state.get("done"):
                 pass  # stop after the end: nothing left to stop
             elif step == "plan":
+                within = args.get("within")
                 state = run.plan(state, self._host_results(task_vars, state["batch"],
-                                                           RESULT_VARS[POST_ALLOW if state["with_load_balancer"] else MAIN]))
+                                                           RESULT_VARS[POST_ALLOW if state["with_load_balancer"] else MAIN]),
+                                 within=None if within is None else [str(h) for h in within])
             elif step == "block":
                 state = run.block(state, self._host_results(task_vars, state["active"], RESULT_VARS[PRE_BLOCK]),
                                   drain_timeout=state["options"].get("drain_timeout"))

@@ -114,6 +114,13 @@ options:
     description: Take over a stale lock of the deployment group (run recovery first when you can).
     type: bool
     default: false
+  within:
+    description:
+      - The hosts the next batch may be picked from (C(plan)), those of the Ansible play batch the step runs
+        for, so that a C(serial) play's batch deploys its own hosts only. Omitted, any waiting host may be picked.
+      - With an empty list the step only judges the previous batch, and finishes the deployment when no host waits.
+    type: list
+    elements: str
   reason:
     description: Why the deployment is stopped (C(stop)).
     type: str
