@@ -43,6 +43,8 @@ class ActionModule(RollwrightAction):
     """See plugins/modules/inplace_step.py for the documentation."""
 
     MODULE = "inplace_step"
+    WARM_IMPORTS = ("records", "records.creator", "records.sqlite", "records.dynamodb", "notifications", "loadbalancers",
+                    "revision", "appspec", "dry_run")
 
     def _store(self, args: dict, clients, task_vars: dict):
         from ansible_collections.rollwright.deploy.plugins.module_utils.records import open_store
