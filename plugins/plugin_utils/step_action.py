@@ -154,15 +154,6 @@ class RollwrightAction(ActionBase):
         return f"{self.MODULE} step={step}" if step else self.MODULE
 
     def run(self, tmp=None, task_vars=None):
-        if os.environ.get("RW_PROF"):  # TEMP-PROFILE
-            import cProfile, time as _t  # TEMP-PROFILE
-            prof = cProfile.Profile()  # TEMP-PROFILE
-            out = prof.runcall(self._run_inner, tmp, task_vars)  # TEMP-PROFILE
-            prof.dump_stats(f"{os.environ['RW_PROF']}/{self.MODULE}-{_t.time():.3f}.prof")  # TEMP-PROFILE
-            return out  # TEMP-PROFILE
-        return self._run_inner(tmp, task_vars)  # TEMP-PROFILE
-
-    def _run_inner(self, tmp=None, task_vars=None):  # TEMP-PROFILE
         result = super().run(tmp, task_vars)
         del tmp
         args: dict = {}
