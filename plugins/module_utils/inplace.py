@@ -577,7 +577,7 @@ class InPlaceRun:
         ``within``: the hosts of the Ansible play batch this step runs for (a ``serial`` play over
         ``plan_preview``); the batch is picked among them only. When none of them can go now while
         other hosts wait, the state comes back with an empty batch and not done: a later step without
-        ``within`` deploys the rest. ``chunk_left`` lists the hosts of ``within`` still waiting.
+        ``within`` deploys the rest. ``waiting`` lists the hosts not deployed yet (the current batch aside).
         """
         self._heartbeat(state)
         if state["batch"]:
@@ -599,7 +599,7 @@ class InPlaceRun:
         batch = [] if stop_reason else planner.next_batch(within)
         state["planner"] = planner.to_dict()
         waiting = planner.waiting()
-        state["chunk_left"] = [h for h in waiting if within is None or h in within]
+        state["waiting"] = waiting
         if not batch:
             if stop_reason or not waiting:
                 return self.finish(state, stop_reason)
