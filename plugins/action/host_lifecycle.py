@@ -107,6 +107,7 @@ def presigned_url(revision: dict, presign: dict) -> str:
     from ansible_collections.rollwright.deploy.plugins.module_utils.aws_session import aws_client_factory
 
     options = {k: presign[k] for k in ("region", "endpoint_url", "profile") if presign.get(k)}
+    options["aws_config"] = {"signature_version": "s3v4"}  # SigV4 query signing (SigV2 URLs are deprecated)
     where = f"s3://{revision['bucket']}/{revision['key']} version {revision['version']}"
     try:
         s3 = aws_client_factory(options).client("s3")

@@ -248,3 +248,29 @@ def test_staged_revision_record_swapped_for_a_symlink_is_refused(tmp_path, stage
     run = _batch(tmp_path, state, revision)
     assert run.failed_event == "DownloadBundle" and "symbolic link" in run.message, run.message
     assert not os.path.exists(tmp_path / "dest")
+
+
+# ----------------------------------------------------------------------------------------------
+# controller: the presigned URL
+# ----------------------------------------------------------------------------------------------
+
+def test_presigned_url_names_the_exact_version_with_sigv4(monkeypatch):
+    from ansible_collections.rollwright.deploy.plugins.action.host_lifecycle import presigned_url
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAUNITTEST0000")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "unit-test-secret-key-0000")
+    url = presigned_url({"source": "s3", "bucket": "rel", "key": "shop/app.zip", "version": "v.1_a", "sha256": "ab"},
+                        {"region": "eu-west-1", "endpoint_url": "http://10.213.9.1:4566", "expires": 60})
+    assert url.startswith("http://10.213.9.1:4566/rel/shop/app.zip?versionId=v.1_a&")
+    assert "X-Amz-Algorithm=AWS4-HMAC-SHA256" in url and "X-Amz-Expires=60" in url and "X-Amz-Signature=" in url
+
+
+def test_presigned_url_refuses_a_revision_without_an_exact_version():
+    from ansible.errors import AnsibleActionFail
+
+    from ansible_collections.rollwright.deploy.plugins.action.host_lifecycle import presigned_url
+
+    with pytest.raises(AnsibleActionFail, match="missing: version"):
+        presigned_url({"source": "s3", "bucket": "rel", "key": "k", "sha256": "ab"}, {"region": "eu-west-1"})
+    with pytest.raises(AnsibleActionFail, match="needs an S3 revision"):
+        presigned_url({"source": "local", "sha256": "ab"}, {})
