@@ -110,12 +110,15 @@ def host_dirs(world: Any, app: str) -> dict[str, dict[str, Any]]:
     return out
 
 
+def fresh(world: Any, prefix: str) -> tuple[str, list[str], str]:
+    """Hosts reset; a new application name, the host names, a new target group with every host (healthy)."""
+    H.reset_hosts(world)
+    return H.unique(prefix), [h.name for h in world.hosts], H.create_target_group(world, [h.instance_id for h in world.hosts])
+
+
 def test_staged_before_any_host_leaves_and_a_failed_staging_changes_nothing(world: Any, ansible_run: Any, bundles: dict,
                                                                             tmp_path: Path) -> None:
-    H.reset_hosts(world)
-    app = H.unique("stg")
-    names = [h.name for h in world.hosts]
-    arn = H.create_target_group(world, [h.instance_id for h in world.hosts])
+    app, names, arn = fresh(world, "stg")
 
     # 1. v1, staged: every host staged before the first one left the target group; batches used the staged copy
     with Sampler(world, arn) as sampled:
@@ -183,10 +186,7 @@ def _s3_revision(aws: Any, out: Path) -> tuple[str, dict[str, dict[str, str]]]:
 
 def test_presigned_download_deploys_the_exact_version_and_refuses_a_tampered_one(world: Any, aws: Any, ansible_run: Any,
                                                                                  tmp_path: Path) -> None:
-    H.reset_hosts(world)
-    app = H.unique("psg")
-    names = [h.name for h in world.hosts]
-    arn = H.create_target_group(world, [h.instance_id for h in world.hosts])
+    app, names, arn = fresh(world, "psg")
     bucket, v = _s3_revision(aws, tmp_path / "b")
     revision = f"s3://{bucket}/{KEY}?versionId={v['v2']['id']}&etag={v['v2']['etag']}"
     gateway_address = world.describe()["gateway"]

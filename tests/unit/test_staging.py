@@ -202,51 +202,52 @@ def test_scrub_removes_the_url_and_its_query():
 # hostile: the staged copy changed between staging and the batch
 # ----------------------------------------------------------------------------------------------
 
-@pytest.mark.hostile
-def test_staged_archive_swapped_for_a_symlink_is_refused(tmp_path, staged, victim):
-    state, _bundle, revision = staged
+def _swap_archive_for_a_symlink(tmp_path, state, _victim):
     archive = state.archive_dir(DEP)
     shutil.copytree(archive, tmp_path / "elsewhere", symlinks=True)
     shutil.rmtree(archive)
     os.symlink(str(tmp_path / "elsewhere"), archive)
-    run = _batch(tmp_path, state, revision)
-    assert run.failed_event == "DownloadBundle" and "symlink" in run.message, run.message
-    assert not os.path.exists(tmp_path / "dest")
 
 
-@pytest.mark.hostile
-def test_staged_file_replaced_is_refused(tmp_path, staged, victim):
-    state, _bundle, revision = staged
+def _replace_a_file(_tmp_path, state, _victim):
     index = os.path.join(state.bundle_root(DEP), "site", "index.html")
     os.unlink(index)
     with open(index, "w") as handle:
         handle.write("evil")
-    run = _batch(tmp_path, state, revision)
-    assert run.failed_event == "DownloadBundle" and "changed since it was staged" in run.message, run.message
-    assert not os.path.exists(tmp_path / "dest")
 
 
-@pytest.mark.hostile
-def test_staged_file_turned_into_a_link_to_a_victim_is_refused(tmp_path, staged, victim):
-    state, _bundle, revision = staged
+def _link_a_file_to_the_victim(_tmp_path, state, victim):
     conf = os.path.join(state.bundle_root(DEP), "site", "conf", "app.conf")
     os.unlink(conf)
     os.symlink(str(victim / "passwd"), conf)
-    run = _batch(tmp_path, state, revision)
-    assert run.failed_event == "DownloadBundle" and "changed since it was staged" in run.message, run.message
-    assert not os.path.exists(tmp_path / "dest")
 
 
-@pytest.mark.hostile
-def test_staged_revision_record_swapped_for_a_symlink_is_refused(tmp_path, staged, victim):
-    state, _bundle, revision = staged
+def _add_a_file(_tmp_path, state, _victim):
+    with open(os.path.join(state.bundle_root(DEP), "site", "planted.sh"), "w") as handle:
+        handle.write("#!/bin/sh\n")
+
+
+def _swap_the_revision_record_for_a_symlink(tmp_path, state, _victim):
     record = state.revision_file(DEP)
     forged = tmp_path / "forged.json"
     forged.write_text(open(record).read())
     os.unlink(record)
     os.symlink(str(forged), record)
+
+
+@pytest.mark.hostile
+@pytest.mark.parametrize("attack,refusal", [
+    (_swap_archive_for_a_symlink, "symlink"),
+    (_replace_a_file, "changed since it was staged"),
+    (_link_a_file_to_the_victim, "changed since it was staged"),
+    (_add_a_file, "changed since it was staged"),
+    (_swap_the_revision_record_for_a_symlink, "symbolic link"),
+])
+def test_a_staged_copy_changed_before_the_batch_is_refused(tmp_path, staged, victim, attack, refusal):
+    state, _bundle, revision = staged
+    attack(tmp_path, state, victim)
     run = _batch(tmp_path, state, revision)
-    assert run.failed_event == "DownloadBundle" and "symbolic link" in run.message, run.message
+    assert run.failed_event == "DownloadBundle" and refusal in run.message, run.message
     assert not os.path.exists(tmp_path / "dest")
 
 
