@@ -30,6 +30,7 @@ from ansible_collections.rollwright.deploy.plugins.plugin_utils.step_action impo
 from ansible_collections.rollwright.deploy.plugins.plugin_utils.step_action import progress as _progress
 
 DRY_RUN_RESULT_VAR = "_rollwright_r_dry_run"
+STAGE_RESULT_VAR = "_rollwright_r_stage"
 KEEPER_AWS_OPTIONS = ("region", "endpoint_url", "profile", "validate_certs", "aws_ca_bundle")
 RESULT_VARS = {PRE_BLOCK: "_rollwright_r_pre_block", MAIN: "_rollwright_r_main", POST_ALLOW: "_rollwright_r_post_allow"}
 
@@ -202,6 +203,8 @@ class ActionModule(RollwrightAction):
             elif step == "allow":
                 state = run.allow(state, self._host_results(task_vars, state["active"], RESULT_VARS[MAIN]),
                                   healthy_timeout=state["options"].get("healthy_timeout"))
+            elif step == "staged":
+                state = run.staged(state, self._host_results(task_vars, state.get("stage_hosts") or [], STAGE_RESULT_VAR))
             elif step == "stop":
                 state = run.finish(state, stop_reason=args.get("reason") or "stopped on request", status="Stopped")
             if lb is not None:

@@ -433,6 +433,8 @@ class InPlaceRun:
             "options": dict(options),
             "batch": [],
             "active": [],
+            "stage_hosts": planner.outcome().pending,  # the hosts a batch will deploy: the ones to pre-stage
+            "staged": [],
             "batch_number": 0,
             "batch_times": [],
             "done": False,
@@ -704,6 +706,38 @@ class InPlaceRun:
         if stopped is not None:
             return stopped
         self._mark_in_progress(state, POST_ALLOW)
+        return state
+
+    # ------------------------------------------------------------------ staging
+    def staged(self, state: dict, results: dict[str, Optional[dict]]) -> dict:
+        """Judge the staging calls, made on every host to deploy before the first batch. Hosts that staged are
+        listed in ``staged`` (their batch installs from the staged copy); when one could not stage, the deployment
+        fails now, with every host still in service: those hosts are named with the reason, no rollback is due."""
+        self._heartbeat(state)
+        stage_hosts = list(state.get("stage_hosts") or [])
+        failures = {}
+        for host in stage_hosts:
+            outcome = host_outcome(results.get(host))
+            if not outcome.ok:
+                failures[host] = outcome.message
+        state["staged"] = [h for h in stage_hosts if h not in failures]
+        if not failures:
+            self.progress(f"deployment {state['deployment_id']}: revision staged on {len(stage_hosts)} host(s)")
+            return state
+        planner = dc.BatchPlanner.from_dict(state["planner"])
+        for host, message in failures.items():
+            self.store.event(state["deployment_id"], host, "DownloadBundle", "Failed", end=now_iso(),
+                             message=f"staging failed: {message}")
+            planner.failed.append(host)  # never in a batch: failed before any host was touched
+            state.setdefault("failures", {})[host] = message
+            self.store.update_host(state["deployment_id"], host, status="Failed")
+            self.progress(f"{host}: staging FAILED - {message}")
+        state["planner"] = planner.to_dict()
+        named = "; ".join(f"{host}: {message}" for host, message in failures.items())
+        reason = (f"staging failed on {len(failures)} of {len(stage_hosts)} host(s) before any host left its load "
+                  f"balancer, nothing was changed ({named})")
+        state = self.finish(state, stop_reason=reason, status="Failed", cause="staging")
+        state["rollback_due"] = False  # every host still runs its previous revision
         return state
 
     # ------------------------------------------------------------------ finish

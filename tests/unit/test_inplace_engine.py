@@ -658,3 +658,32 @@ def test_plan_within_picks_the_batch_among_the_play_batch_hosts(store):
     state = run.allow(state, {h: ok(calls["main"]) for h in state["active"]}, healthy_timeout=None)
     state = run.plan(state, {h: ok(calls["post_allow"]) for h in state["active"]}, within=[])
     assert state["done"] and state["status"] == "Succeeded" and sorted(state["outcome"]["succeeded"]) == ["h1", "h2", "h3", "h4"]
+
+
+# ------------------------------------------------------------------------------------------------ staging
+
+
+def test_staging_failure_fails_before_any_host_leaves_naming_each_host_and_no_rollback(store):
+    lb = FakeLB(store, all_registered())
+    run, state = start(store, lb, rollback={"on_failure": True})
+    assert state["stage_hosts"] == ["h1", "h2", "h3", "h4"] and state["staged"] == []
+    results = {h: ok(["DownloadBundle"]) for h in state["stage_hosts"]}
+    results["h3"] = {"failed": True, "msg": "host state: refusing /var/lib/rollwright/web: is a symlink", "events": []}
+    results["h4"] = {"unreachable": True, "msg": "ssh timeout"}
+    state = run.staged(state, results)
+    assert state["done"] and state["status"] == "Failed" and state["rollback_due"] is False
+    assert "staging failed on 2 of 4 host(s) before any host left its load balancer" in state["error"]
+    assert "h3: host state: refusing /var/lib/rollwright/web: is a symlink" in state["error"] and "h4: host unreachable" in state["error"]
+    assert state["staged"] == ["h1", "h2"] and state["outcome"]["failed"] == ["h3", "h4"]
+    assert [c for c in lb.calls if c[0] == "block"] == []  # nobody left the load balancer
+    record = store.get(state["deployment_id"])
+    assert [h.status for h in record.hosts] == ["Skipped", "Skipped", "Failed", "Failed"]
+    assert record.host("h3").event("DownloadBundle").status == "Failed" and store.get_lock("web", "prod") is None
+
+
+def test_staged_hosts_are_listed_and_the_deployment_goes_on(store):
+    lb = FakeLB(store, all_registered())
+    run, state = start(store, lb)
+    state = run.staged(state, {h: ok(["DownloadBundle"]) for h in state["stage_hosts"]})
+    assert not state["done"] and state["staged"] == ["h1", "h2", "h3", "h4"]
+    assert drive(run, state)["status"] == "Succeeded"
