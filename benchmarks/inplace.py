@@ -199,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--configs", default="one,half", help="comma-separated: one (OneAtATime / serial 1), half")
     parser.add_argument("--stage", choices=("on", "off", "default"), default="default",
                         help="rollwright_stage for rollwright's runs (default: the role's default)")
+    parser.add_argument("--tools", default="rollwright,peer", help="comma-separated: rollwright, peer")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
@@ -231,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for key in configs:
             config, serial = CONFIGS[key]
-            for tool in ("rollwright", "peer"):
+            for tool in [t.strip() for t in args.tools.split(",") if t.strip()]:
                 version = f"v2-{tool}-{key}"
                 H.reset_hosts(world)
                 baseline = run_playbook("rollwright.deploy.inplace", world.inventory, aws_env=aws_env, timeout=600, extra_vars={
@@ -296,8 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     for key in configs:
         config = CONFIGS[key][0]
         rows = [r for r in results if r["config"] == config]
-        ours = next(r for r in rows if r["tool"] == "rollwright")
-        hook_median = statistics.median(ours["hook_s_per_batch"]) if ours["hook_s_per_batch"] else 0.0
+        ours = next((r for r in rows if r["tool"] == "rollwright"), None)
+        hook_median = statistics.median(ours["hook_s_per_batch"]) if ours and ours["hook_s_per_batch"] else 0.0
         for row in rows:
             hooks = row["hook_s_per_batch"] or [hook_median] * row["batches"]
             row["intrinsic_s"] = round(row["batches"] * (args.drain + args.registration) + sum(hooks), 1)
@@ -321,8 +322,10 @@ def main(argv: list[str] | None = None) -> int:
     print()
     for key in configs:
         config = CONFIGS[key][0]
-        rw = next(r for r in results if r["config"] == config and r["tool"] == "rollwright")
-        peer = next(r for r in results if r["config"] == config and r["tool"] == "peer")
+        rw = next((r for r in results if r["config"] == config and r["tool"] == "rollwright"), None)
+        peer = next((r for r in results if r["config"] == config and r["tool"] == "peer"), None)
+        if rw is None or peer is None:
+            continue
         print(f"{config}: wall rollwright/peer = {rw['wall_s'] / peer['wall_s']:.2f}, "
               f"CPU per host rollwright/peer = {rw['cpu_s_per_host'] / max(peer['cpu_s_per_host'], 0.01):.2f}, "
               f"ELB calls rollwright/peer = {rw['elb_calls'] / max(peer['elb_calls'], 1):.2f}")
