@@ -289,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
                        "out_of_service_s": oos.summary(), "load_before": round(load_before, 1),
                        "load_after": round(load_after, 1), "elb_calls": total, "elb_calls_by_action": by_action}
                 results.append(row)
+                if args.json:  # what is measured so far survives an interrupted run
+                    Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
                 print(f" {row['wall_s']} s, {total} ELB calls, load {row['load_before']} -> {row['load_after']}", flush=True)
     finally:
         proxy.close()
