@@ -128,7 +128,10 @@ def _batch_out(record: Any, out: set[str], batch: int) -> bool:
 # kill, the batch whose hosts must be out of the load balancer when the kill lands, or None: not pinned)
 KILL_POINTS: list[tuple[str, Callable[[Any, set[str]], bool], float, Optional[int]]] = [
     ("right after start", lambda r, out: r.status == "InProgress", 0.0, None),
-    ("BeforeBlockTraffic of batch 1", lambda r, out: _event(r, "BeforeBlockTraffic", "InProgress", 1), 0.2, None),
+    # On hosts without a previous revision there is no BeforeBlockTraffic call: the event is recorded
+    # (Skipped) as BlockTraffic starts, so the kill lands between the two.
+    ("BeforeBlockTraffic of batch 1", lambda r, out: _event(r, "BeforeBlockTraffic", "InProgress", 1) or (
+        _event(r, "BeforeBlockTraffic", "Skipped", 1) and not _event(r, "BlockTraffic", "Succeeded", 1)), 0.2, None),
     ("draining batch 1", lambda r, out: _event(r, "BlockTraffic", "InProgress", 1) and _batch_out(r, out, 1), 0.3, 1),
     ("BeforeInstall hook (sleeping) of batch 1", lambda r, out: _event(r, "ApplicationStop", "InProgress", 1), 1.2, 1),
     ("AllowTraffic of batch 1", lambda r, out: _event(r, "AllowTraffic", "InProgress", 1), 0.2, None),
