@@ -252,12 +252,13 @@ def main(argv: list[str] | None = None) -> int:
                 with OutOfService(world.client("elbv2"), arn) as oos:
                     if tool == "rollwright":
                         stage = {} if args.stage == "default" else {"rollwright_stage": args.stage == "on"}
-                        run = run_playbook("rollwright.deploy.inplace", world.inventory, aws_env=aws_env, timeout=3600,
-                                           extra_vars={
+                        deploy_vars = {
                             "rollwright_hosts": "fleet", "rollwright_application": "bench", "rollwright_deployment_group": "fleet",
                             "rollwright_revision": str(bundle), "rollwright_deployment_config": config,
                             "rollwright_target_group_arns": arn, "rollwright_file_exists_behavior": "OVERWRITE", **stage,
-                        }, env={"XDG_STATE_HOME": str(work / "state")})
+                        }
+                        run = run_playbook("rollwright.deploy.inplace", world.inventory, aws_env=aws_env, timeout=3600,
+                                           extra_vars=deploy_vars, env={"XDG_STATE_HOME": str(work / "state")})
                         fact = H.deployment_fact(run) or {}
                         batch_times = list(fact.get("batch_times") or [])
                         if fact.get("deployment_id"):

@@ -417,7 +417,7 @@ class BatchPlanner:
     def on_new_revision(self) -> int:
         return len(self.succeeded) + len(self.skipped)
 
-    def _compose_batch(self, within: "Collection[str] | None" = None) -> list[str]:
+    def _compose_batch(self, within: Collection[str] | None = None) -> list[str]:
         budget = self.healthy_now() - self.minimum  # healthy hosts that may go down now
         batch: list[str] = []
         for host in self._pending():
@@ -464,7 +464,7 @@ class BatchPlanner:
             )
         return None
 
-    def next_batch(self, within: "Collection[str] | None" = None) -> list[str]:
+    def next_batch(self, within: Collection[str] | None = None) -> list[str]:
         """The next hosts to deploy, in order; empty when done or stopped.
 
         ``within``: only hosts of these may be picked (the hosts an Ansible ``serial`` play batch holds);
