@@ -14,6 +14,15 @@ SSH pipelining (the world's inventory sets it), 50 forks, and the same load-bala
 
 ELB API calls are counted on the wire by a small HTTP proxy in front of the emulator (every AWS
 call of both tools goes through it), by action.
+
+Per run it reports: wall time; the intrinsic waits (per batch the deregistration delay and the
+registration time a target needs, plus the hooks' own run time on the hosts: the longest sum of
+script durations of a host of the batch, from rollwright's record; the peer runs the same scripts,
+so its batches are given the same median hook time); overhead = wall - intrinsic, and per batch;
+controller CPU seconds per host (user + system time of ansible-playbook and every process it
+waited for: workers, ssh); the time each host is out of service (it leaves `healthy` in the target
+group until it is `healthy` again, sampled every 0.2 s from the emulator); ELB calls; the load
+average of the machine before and after the run (the numbers mean little on a busy machine).
 """
 
 from __future__ import annotations
@@ -22,9 +31,12 @@ import argparse
 import http.client
 import json
 import os
+import resource
+import statistics
 import sys
 import tempfile
 import threading
+import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -107,6 +119,66 @@ class CountingProxy:
         self.server.server_close()
 
 
+class OutOfService:
+    """Samples the target group's health in a thread: for each target, how long it was not `healthy`."""
+
+    def __init__(self, client: Any, arn: str, interval: float = 0.2) -> None:
+        self.client, self.arn, self.interval = client, arn, interval
+        self.left: dict[str, float] = {}
+        self.spans: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> None:
+        now = time.monotonic()
+        health = self.client.describe_target_health(TargetGroupArn=self.arn)["TargetHealthDescriptions"]
+        healthy = {d["Target"]["Id"] for d in health if d["TargetHealth"]["State"] == "healthy"}
+        for target in list(self.left):
+            if target in healthy:
+                self.spans[target] = self.spans.get(target, 0.0) + now - self.left.pop(target)
+        for target in self.known - healthy:
+            self.left.setdefault(target, now)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._sample()
+            except Exception:  # pylint: disable=broad-except  # one missed sample
+                pass
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> "OutOfService":
+        health = self.client.describe_target_health(TargetGroupArn=self.arn)["TargetHealthDescriptions"]
+        self.known = {d["Target"]["Id"] for d in health}
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def summary(self) -> dict[str, float]:
+        spans = sorted(self.spans.values())
+        if not spans:
+            return {"min": 0.0, "median": 0.0, "max": 0.0, "hosts": 0}
+        return {"min": round(spans[0], 2), "median": round(statistics.median(spans), 2), "max": round(spans[-1], 2),
+                "hosts": len(spans)}
+
+
+def _hook_seconds(record: dict, batches: list[list[str]]) -> list[float]:
+    """Per batch, the longest sum of hook script durations of one of its hosts (the hooks' own run time)."""
+    per_host = {}
+    for host in record.get("hosts", []):
+        per_host[host["name"]] = sum(float(script.get("duration") or 0) for event in host.get("events", [])
+                                     for script in event.get("scripts") or [] if isinstance(script, dict))
+    return [round(max((per_host.get(h, 0.0) for h in batch), default=0.0), 3) for batch in batches]
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _serial_batches(hosts: int, serial: str) -> int:
     """How many batches Ansible's `serial` makes (a percentage rounds down, at least 1 host)."""
     size = max(1, int(hosts * int(serial[:-1]) / 100)) if serial.endswith("%") else int(serial)
@@ -125,6 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--drain", type=int, default=2, help="deregistration delay of the target group (s)")
     parser.add_argument("--registration", type=float, default=2, help="seconds a new target stays `initial`")
     parser.add_argument("--configs", default="one,half", help="comma-separated: one (OneAtATime / serial 1), half")
+    parser.add_argument("--stage", choices=("on", "off", "default"), default="default",
+                        help="rollwright_stage for rollwright's runs (default: the role's default)")
+    parser.add_argument("--tools", default="rollwright,peer", help="comma-separated: rollwright, peer")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
@@ -136,11 +211,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"--configs: unknown {unknown}; expected some of {sorted(CONFIGS)}", file=sys.stderr)
         return 2
 
+    sys.path[:0] = [str(ROOT / "build"), str(ROOT)]  # the collection as ansible_collections.rollwright.deploy
     from tests.bundles import build_bundle
     from tests.harness import emulator as emu
     from tests.harness.ansible_run import run_playbook
     from tests.harness.world import down, up
     from tests.integration import inplace_helpers as H
+
+    from ansible_collections.rollwright.deploy.plugins.module_utils.records import open_store
 
     work = Path(tempfile.mkdtemp(prefix="rw-bench-inplace-"))
     print(f"bringing up {args.hosts} hosts ...", flush=True)
@@ -154,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for key in configs:
             config, serial = CONFIGS[key]
-            for tool in ("rollwright", "peer"):
+            for tool in [t.strip() for t in args.tools.split(",") if t.strip()]:
                 version = f"v2-{tool}-{key}"
                 H.reset_hosts(world)
                 baseline = run_playbook("rollwright.deploy.inplace", world.inventory, aws_env=aws_env, timeout=600, extra_vars={
@@ -168,20 +246,32 @@ def main(argv: list[str] | None = None) -> int:
                 bundle = build_bundle(version, work / "bundles")
                 proxy.take()
                 print(f"{tool:10} {config:30} ...", end="", flush=True)
-                if tool == "rollwright":
-                    run = run_playbook("rollwright.deploy.inplace", world.inventory, aws_env=aws_env, timeout=1800, extra_vars={
-                        "rollwright_hosts": "fleet", "rollwright_application": "bench", "rollwright_deployment_group": "fleet",
-                        "rollwright_revision": str(bundle), "rollwright_deployment_config": config,
-                        "rollwright_target_group_arns": arn, "rollwright_file_exists_behavior": "OVERWRITE",
-                    }, env={"XDG_STATE_HOME": str(work / "state")})
-                    fact = H.deployment_fact(run) or {}
-                    batch_times = list(fact.get("batch_times") or [])
-                else:
-                    run = run_playbook(PEER_PLAYBOOK, world.inventory, aws_env=aws_env, timeout=1800, extra_vars={
-                        "peer_hosts": "fleet", "peer_serial": serial, "peer_bundle": str(bundle), "peer_version": version,
-                        "peer_target_group_arn": arn,
-                    })
-                    batch_times = []
+                load_before = os.getloadavg()[0]
+                cpu_before = _children_cpu()
+                record: dict = {}
+                with OutOfService(world.client("elbv2"), arn) as oos:
+                    if tool == "rollwright":
+                        stage = {} if args.stage == "default" else {"rollwright_stage": args.stage == "on"}
+                        deploy_vars = {
+                            "rollwright_hosts": "fleet", "rollwright_application": "bench", "rollwright_deployment_group": "fleet",
+                            "rollwright_revision": str(bundle), "rollwright_deployment_config": config,
+                            "rollwright_target_group_arns": arn, "rollwright_file_exists_behavior": "OVERWRITE", **stage,
+                        }
+                        run = run_playbook("rollwright.deploy.inplace", world.inventory, aws_env=aws_env, timeout=3600,
+                                           extra_vars=deploy_vars, env={"XDG_STATE_HOME": str(work / "state")})
+                        fact = H.deployment_fact(run) or {}
+                        batch_times = list(fact.get("batch_times") or [])
+                        if fact.get("deployment_id"):
+                            record = open_store("sqlite", {"path": str(work / "state" / "rollwright" / "deployments.sqlite3")}
+                                                ).get(fact["deployment_id"]).to_dict()
+                    else:
+                        run = run_playbook(PEER_PLAYBOOK, world.inventory, aws_env=aws_env, timeout=3600, extra_vars={
+                            "peer_hosts": "fleet", "peer_serial": serial, "peer_bundle": str(bundle), "peer_version": version,
+                            "peer_target_group_arn": arn,
+                        })
+                        batch_times = []
+                cpu = _children_cpu() - cpu_before
+                load_after = os.getloadavg()[0]
                 calls = proxy.take()
                 if run.rc != 0:
                     raise RuntimeError(f"{tool} {config} failed: {run!r}")
@@ -191,37 +281,62 @@ def main(argv: list[str] | None = None) -> int:
                 if wrong or set(states.values()) != {"healthy"} or len(states) != len(ids):
                     raise RuntimeError(f"{tool} {config}: fleet not all on {version} and healthy: {wrong} {states}")
                 batches = len(batch_times) or _serial_batches(args.hosts, serial)
+                planned = ((record.get("extra") or {}).get("inplace") or {}).get("plan_preview") or []
                 total, by_action = _elb_calls(calls)
                 row = {"tool": tool, "config": config, "serial": serial, "hosts": args.hosts, "wall_s": round(run.seconds, 1),
-                       "batches": batches, "per_batch_s": round((sum(batch_times) / len(batch_times)) if batch_times
-                                                                else run.seconds / batches, 2),
-                       "batch_times": batch_times, "elb_calls": total, "elb_calls_by_action": by_action}
+                       "batches": batches, "batch_times": batch_times,
+                       "hook_s_per_batch": _hook_seconds(record, planned) if planned else [],
+                       "cpu_s": round(cpu, 1), "cpu_s_per_host": round(cpu / args.hosts, 2),
+                       "out_of_service_s": oos.summary(), "load_before": round(load_before, 1),
+                       "load_after": round(load_after, 1), "elb_calls": total, "elb_calls_by_action": by_action}
                 results.append(row)
-                print(f" {row['wall_s']} s, {total} ELB calls", flush=True)
+                if args.json:  # what is measured so far survives an interrupted run
+                    Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+                print(f" {row['wall_s']} s, {total} ELB calls, load {row['load_before']} -> {row['load_after']}", flush=True)
     finally:
         proxy.close()
         down(world.dir)
 
+    for key in configs:
+        config = CONFIGS[key][0]
+        rows = [r for r in results if r["config"] == config]
+        ours = next((r for r in rows if r["tool"] == "rollwright"), None)
+        hook_median = statistics.median(ours["hook_s_per_batch"]) if ours and ours["hook_s_per_batch"] else 0.0
+        for row in rows:
+            hooks = row["hook_s_per_batch"] or [hook_median] * row["batches"]
+            row["intrinsic_s"] = round(row["batches"] * (args.drain + args.registration) + sum(hooks), 1)
+            row["overhead_s"] = round(row["wall_s"] - row["intrinsic_s"], 1)
+            row["overhead_per_batch_s"] = round(row["overhead_s"] / row["batches"], 2)
+
     print()
     print(f"In-place rollout of the sample app to {args.hosts} hosts behind one ELBv2 target group "
           f"(deregistration delay {args.drain} s, registration {args.registration} s; SSH pipelining, 50 forks)")
-    header = f"{'config':30} {'tool':11} {'wall s':>7} {'batches':>7} {'s/batch':>8} {'ELB calls':>9}"
+    header = (f"{'config':30} {'tool':10} {'wall s':>7} {'batches':>7} {'intrinsic':>9} {'overhead':>8} {'ovh/batch':>9} "
+              f"{'CPU s/host':>10} {'out of service s min/med/max':>28} {'ELB calls':>9} {'load':>11}")
     print(header)
     print("-" * len(header))
     for row in results:
-        print(f"{row['config']:30} {row['tool']:11} {row['wall_s']:7.1f} {row['batches']:7d} {row['per_batch_s']:8.2f} "
-              f"{row['elb_calls']:9d}")
+        oos = row["out_of_service_s"]
+        spans = f"{oos['min']:.2f}/{oos['median']:.2f}/{oos['max']:.2f}"
+        load = f"{row['load_before']:.1f}/{row['load_after']:.1f}"
+        print(f"{row['config']:30} {row['tool']:10} {row['wall_s']:7.1f} {row['batches']:7d} {row['intrinsic_s']:9.1f} "
+              f"{row['overhead_s']:8.1f} {row['overhead_per_batch_s']:9.2f} {row['cpu_s_per_host']:10.2f} "
+              f"{spans:>28} {row['elb_calls']:9d} {load:>11}")
     print()
     for key in configs:
         config = CONFIGS[key][0]
-        rw = next(r for r in results if r["config"] == config and r["tool"] == "rollwright")
-        peer = next(r for r in results if r["config"] == config and r["tool"] == "peer")
+        rw = next((r for r in results if r["config"] == config and r["tool"] == "rollwright"), None)
+        peer = next((r for r in results if r["config"] == config and r["tool"] == "peer"), None)
+        if rw is None or peer is None:
+            continue
         print(f"{config}: wall rollwright/peer = {rw['wall_s'] / peer['wall_s']:.2f}, "
+              f"CPU per host rollwright/peer = {rw['cpu_s_per_host'] / max(peer['cpu_s_per_host'], 0.01):.2f}, "
               f"ELB calls rollwright/peer = {rw['elb_calls'] / max(peer['elb_calls'], 1):.2f}")
     print("\nELB calls by action:")
     for row in results:
         print(f"  {row['config']} {row['tool']}: " + ", ".join(f"{k} {v}" for k, v in row["elb_calls_by_action"].items()))
-    print("\n(per-batch time: rollwright's own batch_times; peer: wall time / batches)")
+    print("\n(intrinsic: per batch the deregistration delay + the registration time + the hooks' own run time "
+          "(rollwright's record; the peer's batches get rollwright's median); load: 1-minute load average before/after)")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     return 0

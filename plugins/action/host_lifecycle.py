@@ -96,6 +96,27 @@ class _Progress:
             wait = _PROGRESS_EVERY
 
 
+def presigned_url(revision: dict, presign: dict) -> str:
+    """A presigned GET URL for the exact S3 version of the revision (signed here, no AWS call; the host checks the
+    download against the SHA-256 the controller computed when it verified that version)."""
+    missing = [k for k in ("bucket", "key", "version", "sha256") if not revision.get(k)]
+    if revision.get("source") != "s3" or missing:
+        raise AnsibleActionFail("bundle_transfer=presigned needs an S3 revision with its bucket, key, version id and "
+                                "sha256 (the exact version the controller verified); missing: "
+                                + (", ".join(missing) or "source: s3"))
+    from ansible_collections.rollwright.deploy.plugins.module_utils.aws_session import aws_client_factory
+
+    options = {k: presign[k] for k in ("region", "endpoint_url", "profile") if presign.get(k)}
+    options["aws_config"] = {"signature_version": "s3v4"}  # SigV4 query signing (SigV2 URLs are deprecated)
+    where = f"s3://{revision['bucket']}/{revision['key']} version {revision['version']}"
+    try:
+        s3 = aws_client_factory(options).client("s3")
+        return s3.generate_presigned_url("get_object", ExpiresIn=int(presign.get("expires") or 900), Params={
+            "Bucket": revision["bucket"], "Key": revision["key"], "VersionId": revision["version"]})
+    except Exception as exc:  # pylint: disable=broad-except  # any signing problem fails the task, naming the object
+        raise AnsibleActionFail(f"bundle_transfer=presigned: cannot sign a URL for {where}: {to_text(exc)}") from None
+
+
 class ActionModule(ActionBase):
     TRANSFERS_FILES = True
 
@@ -120,14 +141,19 @@ class ActionModule(ActionBase):
         self.validate_argument_spec(argument_spec=documented_spec("host_lifecycle"))
         args = dict(self._task.args)
         src = args.pop("src", None)
+        transfer = args.pop("bundle_transfer", None) or "push"
+        presign = args.pop("presign", None) or {}
         handled = bool(args.pop("failure_handled", False))
         progress_after = float(args.pop("progress_after", 5) or 0)
         self._host_name = task_vars.get("inventory_hostname", "host")
         events = args.get("events") or []
         if isinstance(events, str):
             events = [e.strip() for e in events.split(",")]
+        downloads = "DownloadBundle" in events and args.get("staging") != "discard"
         try:
-            if src and "DownloadBundle" in events and not self._task.check_mode:
+            if transfer == "presigned" and downloads and not self._task.check_mode:
+                args["bundle_url"] = presigned_url(args.get("revision") or {}, presign)
+            elif src and downloads and not self._task.check_mode:
                 try:
                     local = self._find_needle("files", src)
                 except AnsibleError as exc:

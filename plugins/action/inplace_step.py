@@ -30,6 +30,7 @@ from ansible_collections.rollwright.deploy.plugins.plugin_utils.step_action impo
 from ansible_collections.rollwright.deploy.plugins.plugin_utils.step_action import progress as _progress
 
 DRY_RUN_RESULT_VAR = "_rollwright_r_dry_run"
+STAGE_RESULT_VAR = "_rollwright_r_stage"
 KEEPER_AWS_OPTIONS = ("region", "endpoint_url", "profile", "validate_certs", "aws_ca_bundle")
 RESULT_VARS = {PRE_BLOCK: "_rollwright_r_pre_block", MAIN: "_rollwright_r_main", POST_ALLOW: "_rollwright_r_post_allow"}
 
@@ -43,6 +44,8 @@ class ActionModule(RollwrightAction):
     """See plugins/modules/inplace_step.py for the documentation."""
 
     MODULE = "inplace_step"
+    WARM_IMPORTS = ("records", "records.creator", "records.sqlite", "records.dynamodb", "notifications", "loadbalancers",
+                    "revision", "appspec", "dry_run")
 
     def _store(self, args: dict, clients, task_vars: dict):
         from ansible_collections.rollwright.deploy.plugins.module_utils.records import open_store
@@ -190,14 +193,18 @@ class ActionModule(RollwrightAction):
             if state.get("done"):
                 pass  # stop after the end: nothing left to stop
             elif step == "plan":
+                within = args.get("within")
                 state = run.plan(state, self._host_results(task_vars, state["batch"],
-                                                           RESULT_VARS[POST_ALLOW if state["with_load_balancer"] else MAIN]))
+                                                           RESULT_VARS[POST_ALLOW if state["with_load_balancer"] else MAIN]),
+                                 within=None if within is None else [str(h) for h in within])
             elif step == "block":
                 state = run.block(state, self._host_results(task_vars, state["active"], RESULT_VARS[PRE_BLOCK]),
                                   drain_timeout=state["options"].get("drain_timeout"))
             elif step == "allow":
                 state = run.allow(state, self._host_results(task_vars, state["active"], RESULT_VARS[MAIN]),
                                   healthy_timeout=state["options"].get("healthy_timeout"))
+            elif step == "staged":
+                state = run.staged(state, self._host_results(task_vars, state.get("stage_hosts") or [], STAGE_RESULT_VAR))
             elif step == "stop":
                 state = run.finish(state, stop_reason=args.get("reason") or "stopped on request", status="Stopped")
             if lb is not None:

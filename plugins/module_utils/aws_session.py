@@ -232,6 +232,41 @@ def watch_retries(client: Any) -> Any:
 _CACHE: dict[tuple, Any] = {}
 _CACHE_LOCK = threading.Lock()
 
+# The services the deployment steps call; their models are read once by warm().
+WARM_SERVICES = ("elbv2", "elb", "s3", "dynamodb", "cloudwatch", "autoscaling", "lambda", "sns", "sts")
+_SHARED_LOADER: Any = None
+
+
+def warm(services: tuple = WARM_SERVICES) -> None:
+    """Import boto3 and read the service models once, in the process that forks the step workers.
+
+    Ansible runs every task in a worker forked from ansible-playbook, and ansible-playbook imports an
+    action plugin before it forks the task's worker: called at that import, this leaves boto3 and the
+    parsed models in the parent, so no step imports boto3 or parses JSON models again (on a busy
+    2-core machine that was over a second of CPU per step). Clients are then built from this loader.
+    """
+    global _SHARED_LOADER  # pylint: disable=global-statement
+    if _SHARED_LOADER is not None:
+        return
+    try:
+        import boto3  # noqa: F401  # pylint: disable=unused-import
+        import botocore.loaders
+    except ImportError:  # the step fails later with the client path's own message
+        return
+    loader = botocore.loaders.create_loader()
+    for name in ("endpoints", "partitions", "sdk-default-configuration", "_retry"):
+        try:
+            loader.load_data(name)
+        except Exception:  # pylint: disable=broad-except  # older botocore: fewer data files
+            pass
+    for service in services:
+        for type_name in ("service-2", "endpoint-rule-set-1", "paginators-1", "waiters-2"):
+            try:
+                loader.load_service_model(service, type_name)
+            except Exception:  # pylint: disable=broad-except  # a model file this botocore does not have
+                pass
+    _SHARED_LOADER = loader
+
 
 def _cache_key(service: str, kwargs: dict[str, Any]) -> tuple:
     session = dict(kwargs["session"])
@@ -261,8 +296,15 @@ class AWSClientFactory:
     def session(self) -> Any:
         if self._session is None:
             import boto3
+            import botocore.session
 
-            self._session = boto3.session.Session(**self._kwargs["session"])
+            core = botocore.session.Session()
+            if _SHARED_LOADER is not None:
+                core.register_component("data_loader", _SHARED_LOADER)  # models parsed once (warm())
+            self._session = boto3.session.Session(botocore_session=core, **self._kwargs["session"])
+            if _SHARED_LOADER is not None:  # boto3 appends its data path to the loader each time
+                paths = _SHARED_LOADER.search_paths
+                paths[:] = list(dict.fromkeys(paths))
         return self._session
 
     def config(self, service: str = "") -> Any:

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any, Collection, Iterable, Mapping
 from ansible_collections.rollwright.deploy.plugins.module_utils.errors import RollwrightError
 
 __all__ = [
@@ -405,6 +405,10 @@ class BatchPlanner:
         excluded = self._done() | set(self.in_flight)
         return [h for h in self.order if h.name not in excluded]
 
+    def waiting(self) -> list[str]:
+        """Hosts not deployed yet and not in flight, in deployment order."""
+        return [h.name for h in self._pending()]
+
     def healthy_now(self) -> int:
         """Hosts in service right now: healthy ones not yet touched, plus those on the new revision."""
         pending_healthy = sum(1 for h in self._pending() if h.counts_healthy)
@@ -413,10 +417,12 @@ class BatchPlanner:
     def on_new_revision(self) -> int:
         return len(self.succeeded) + len(self.skipped)
 
-    def _compose_batch(self) -> list[str]:
+    def _compose_batch(self, within: Collection[str] | None = None) -> list[str]:
         budget = self.healthy_now() - self.minimum  # healthy hosts that may go down now
         batch: list[str] = []
         for host in self._pending():
+            if within is not None and host.name not in within:
+                continue
             if len(batch) >= self.max_batch_size:
                 break
             if host.counts_healthy:
@@ -458,9 +464,11 @@ class BatchPlanner:
             )
         return None
 
-    def next_batch(self) -> list[str]:
+    def next_batch(self, within: Collection[str] | None = None) -> list[str]:
         """The next hosts to deploy, in order; empty when done or stopped.
 
+        ``within``: only hosts of these may be picked (the hosts an Ansible ``serial`` play batch holds);
+        the budget of hosts that may go down is the same, so a batch is never larger than without it.
         Raises DeploymentConfigError when the deployment cannot start (see validate()).
         """
         self.validate()
@@ -470,7 +478,7 @@ class BatchPlanner:
         if reason:
             self.stopped_reason = reason
             return []
-        batch = self._compose_batch()
+        batch = self._compose_batch(within)
         if batch:
             self.in_flight = list(batch)
             self.batches.append(list(batch))

@@ -50,10 +50,12 @@ from dataclasses import asdict, dataclass, field
 from ansible_collections.rollwright.deploy.plugins.module_utils import appspec as _appspec
 from ansible_collections.rollwright.deploy.plugins.module_utils import hook_runner as _hooks
 from ansible_collections.rollwright.deploy.plugins.module_utils import host_fs as _fs
+from ansible_collections.rollwright.deploy.plugins.module_utils import host_staging as _staging
 from ansible_collections.rollwright.deploy.plugins.module_utils import lifecycle as _lifecycle
 from ansible_collections.rollwright.deploy.plugins.module_utils import revision as _revision
 
 FILE_EXISTS_BEHAVIORS = ("DISALLOW", "OVERWRITE", "RETAIN")
+STAGING_FAILED = "StagingFailed"  # status.json of a deployment whose staging failed on this host
 DEFAULT_STATE_ROOT = "/var/lib/rollwright"
 DEFAULT_KEEP_REVISIONS = 5
 SELINUX_ENFORCE = "/sys/fs/selinux/enforce"
@@ -1010,6 +1012,8 @@ class DeploymentRequest:
     unpack_limits: dict | None = None
     hook_output: str = _hooks.OUTPUT_ON_FAILURE
     bundle_entries: dict | None = None  # check mode: the bundle's members (path -> file|dir|link), read on the controller
+    staging: str | None = None  # "stage": unpack ahead of the batch; "discard": remove an unused staged copy
+    bundle_url: str | None = None  # presigned GET URL of the exact S3 version (a secret: never in a message)
 
 
 @dataclass
@@ -1121,6 +1125,10 @@ class HostDeployment:
         if request.hook_output not in _hooks.OUTPUT_CHOICES:
             raise StateError(f"hook_output must be one of {', '.join(_hooks.OUTPUT_CHOICES)}, got {request.hook_output!r}")
         self.events = lifecycle.validate_events(request.events, allow_controller_events=False)
+        if request.staging not in (None, "stage", "discard"):
+            raise StateError(f"staging must be stage or discard, got {request.staging!r}")
+        if request.staging and self.events != ["DownloadBundle"]:
+            raise StateError(f"staging={request.staging} takes events [DownloadBundle] only, got {self.events}")
         self.id = request.deployment_id
         self.run = DeploymentRun(deployment_id=self.id, deployment_dir=state.deployment_dir(self.id),
                                  log_file=state.scripts_log(self.id))
@@ -1160,14 +1168,20 @@ class HostDeployment:
 
     # events -----------------------------------------------------------------------------------
     def download_bundle(self) -> dict:
-        rev = _revision
         start = self.hooks.now_iso()
         t0 = time.monotonic()
         revision = dict(self.req.revision or {})
         existing = self.state.load_revision(self.id)
         bundle = self.req.bundle
+        expected = (revision.get("sha256") or "").lower()
         if not bundle:
-            if existing and self.state.bundle_root(self.id):
+            unpacked = bool(existing) and self.state.bundle_root(self.id) is not None
+            if self.req.bundle_url and not self.req.check_mode and not (
+                    unpacked and expected and existing.get("sha256") == expected):
+                return self._download_and_unpack(revision, expected)
+            if unpacked and existing.get("staged"):
+                return self._use_staged(existing, expected)
+            if unpacked:
                 return self._event("DownloadBundle", "Succeeded", f"bundle of {self.id} already unpacked on this host",
                                    changed=False)
             if self.req.check_mode:
@@ -1175,10 +1189,13 @@ class HostDeployment:
                                    changed=True, check_mode=True)
             raise _EventFailed("DownloadBundle needs the bundle: give src (a file on the controller, transferred by the "
                                "action plugin) or bundle (a file already on the host)")
+        return self._unpack(bundle, revision, existing, expected, start, t0)
+
+    def _unpack(self, bundle: str, revision: dict, existing: dict | None, expected: str, start: str, t0: float) -> dict:
+        rev = _revision
         if not os.path.isfile(bundle):
             raise _EventFailed(f"bundle {bundle} does not exist on this host")
         digest = sha256_file(bundle)
-        expected = (revision.get("sha256") or "").lower()
         if expected and digest != expected:
             raise _EventFailed(f"bundle {bundle} has sha256 {digest}, expected {expected}: refusing to install it")
         bundle_type = revision.get("bundle_type")
@@ -1192,7 +1209,8 @@ class HostDeployment:
         if existing and existing.get("sha256") == digest and self.state.bundle_root(self.id):
             if not self.req.check_mode:
                 self._store_appspec()
-                self.state.set_most_recent(self.id)
+                if not self.req.staging:
+                    self.state.set_most_recent(self.id)
             return self._event("DownloadBundle", "Succeeded", f"the same bundle (sha256 {digest[:12]}…) is already unpacked",
                                changed=False)
         if self.req.check_mode:
@@ -1227,12 +1245,91 @@ class HostDeployment:
                        "bundle_root": os.path.relpath(root, archive), "deployment_id": self.id,
                        "application": self.state.application, "deployment_group": self.state.deployment_group,
                        "downloaded_at": time.time()})
+        if self.req.staging:
+            try:
+                with _fs.dir_fd(archive, state_uids()) as archive_fd:
+                    record["staged"] = {"tree_sha256": _staging.tree_digest(archive_fd), "at": time.time()}
+            except (_staging.StagingError, OSError) as exc:
+                self.state.remove_archive(self.id)
+                raise _EventFailed(f"cannot fingerprint the staged copy: {exc}") from None
         atomic_write_json(self.state.revision_file(self.id), record)
         self._store_appspec()
-        self.state.set_most_recent(self.id)
-        data = self._event("DownloadBundle", "Succeeded", f"unpacked {bundle_type} bundle (sha256 {digest})", changed=True)
+        if not self.req.staging:
+            self.state.set_most_recent(self.id)
+        done = "staged" if self.req.staging else "unpacked"
+        data = self._event("DownloadBundle", "Succeeded", f"{done} {bundle_type} bundle (sha256 {digest})", changed=True)
         data.update(start=start, duration=round(time.monotonic() - t0, 3))
         return data
+
+    def _download_and_unpack(self, revision: dict, expected: str) -> dict:
+        """Fetch the bundle through the presigned URL into the sealed deployment directory, check it against the
+        SHA-256 the controller verified, unpack it; the downloaded archive is removed either way."""
+        start, t0 = self.hooks.now_iso(), time.monotonic()
+        what = "s3://{}/{} version {}".format(revision.get("bucket"), revision.get("key"), revision.get("version"))
+        if not expected:
+            raise _EventFailed(f"a bundle fetched by URL needs revision.sha256 to check it against ({what})")
+        try:
+            limit = _revision.UnpackLimits.from_options(self.req.unpack_limits).total_bytes
+        except _revision.RevisionError as exc:
+            raise _EventFailed(str(exc)) from None
+        ddir = self.state.ensure_deployment_dir(self.id, traversable=self.runs_as_others())
+        try:
+            with _fs.dir_fd(ddir, state_uids()) as dfd:
+                digest = _staging.download(str(self.req.bundle_url), dfd, _staging.DOWNLOAD_NAME, limit, what)
+            if digest != expected:
+                raise _EventFailed(f"the bundle downloaded for {what} has sha256 {digest}, expected {expected}: "
+                                   "refusing to unpack it")
+            return self._unpack(os.path.join(ddir, _staging.DOWNLOAD_NAME), revision,
+                                self.state.load_revision(self.id), expected, start, t0)
+        except _staging.StagingError as exc:
+            raise _EventFailed(str(exc)) from None
+        finally:
+            self.state.remove_below(ddir, _staging.DOWNLOAD_NAME)
+
+    def _use_staged(self, existing: dict, expected: str) -> dict:
+        """The revision staged before the batch, if it is still exactly what was staged (same bundle hash, same
+        tree fingerprint); anything else is refused."""
+        if expected and existing.get("sha256") != expected:
+            raise _EventFailed(f"the copy staged for {self.id} has sha256 {existing.get('sha256')}, expected {expected}: "
+                               "refusing to install it")
+        try:
+            with _fs.dir_fd(self.state.archive_dir(self.id), state_uids()) as archive_fd:
+                now = _staging.tree_digest(archive_fd)
+        except _fs.UnsafePathError as exc:
+            raise _EventFailed(f"the staged copy: {exc}") from None
+        except (_staging.StagingError, OSError) as exc:
+            raise _EventFailed(f"cannot read the staged copy of {self.id}: {exc}") from None
+        if now != (existing.get("staged") or {}).get("tree_sha256"):
+            raise _EventFailed(f"the copy staged for {self.id} changed since it was staged (its files no longer match "
+                               "their fingerprint): refusing to install it")
+        if not self.req.check_mode and not self.req.staging:
+            self._store_appspec()
+            self.state.set_most_recent(self.id)
+        return self._event("DownloadBundle", "Succeeded", f"using the copy staged before the batch (sha256 "
+                           f"{str(existing.get('sha256'))[:12]}…, unchanged)", changed=False)
+
+    def discard_staged(self) -> DeploymentRun:
+        """Remove this deployment's directory when it only holds a staged copy no batch used (the deployment
+        ended before this host's turn); a directory a batch used keeps its logs and follows the prune rule."""
+        status = (self.state.load_status(self.id) or {}).get("status")
+        unused = status in (_staging.STAGED, STAGING_FAILED)
+        if unused and not self.req.check_mode:
+            self.state.remove_below(self.state.deployments_dir, self.id)
+        message = (f"{'would remove' if self.req.check_mode else 'removed'} the unused staged copy of {self.id}"
+                   if unused else f"no unused staged copy of {self.id} on this host")
+        self.run.events.append(self._event("DownloadBundle", "Succeeded", message, changed=unused))
+        self.run.changed = unused
+        self.run.message = f"deployment {self.id}: {message}"
+        return self.run
+
+    def discard_stale_staged(self) -> list[str]:
+        """Staged copies of other deployments that never got used (their deployment was interrupted)."""
+        removed = []
+        for other in self.state.list_deployments():
+            if other != self.id and (self.state.load_status(other) or {}).get("status") in (_staging.STAGED, STAGING_FAILED):
+                self.state.remove_below(self.state.deployments_dir, other)
+                removed.append(other)
+        return removed
 
     @staticmethod
     def _copy_bundle(bundle: str, ddir: str, name: str) -> str:
@@ -1323,11 +1420,16 @@ class HostDeployment:
         lc = self.lifecycle
         run = self.run
         run.last_successful_before = run.last_successful_after = self.state.last_successful
+        if self.req.staging == "discard":
+            return self.discard_staged()
+        if self.req.staging == "stage" and not self.req.check_mode:
+            run.pruned = self.discard_stale_staged()
+        in_progress = _staging.STAGED if self.req.staging else "InProgress"
         if self.needs_new_appspec() and self.req.appspec is None and self.state.load_appspec(self.id) is None:
             self.new_appspec()  # raises the clear error before anything runs
         if not self.req.check_mode:
             self.state.ensure_deployment_dir(self.id, traversable=self.runs_as_others())
-            self._record("InProgress")
+            self._record(in_progress)
         for index, name in enumerate(self.events):
             try:
                 if name == "DownloadBundle":
@@ -1355,7 +1457,7 @@ class HostDeployment:
         if self.req.check_mode:
             run.plan = run.build_plan()
         if run.failed:
-            self._record("Failed")
+            self._record(STAGING_FAILED if self.req.staging else "Failed")
             return run
         if self.req.complete and not self.req.check_mode:
             if self.state.last_successful != self.id:
@@ -1365,7 +1467,7 @@ class HostDeployment:
             run.pruned = self.state.prune(self.req.keep_revisions, current=self.id)
             self._record("Succeeded")
         else:
-            self._record("InProgress")
+            self._record(in_progress)
         done = ", ".join(f"{e['name']} {e['status']}" for e in run.events)
         run.message = f"deployment {self.id}: {done}"
         return run

@@ -98,6 +98,26 @@ def host_calls(with_load_balancer: bool) -> dict[str, list[str]]:
     return {PRE_BLOCK: pre, MAIN: main, POST_ALLOW: post}
 
 
+def calls_needed(host_calls_: dict[str, list[str]], host_states: dict[str, Optional[dict]]) -> tuple[dict, dict]:
+    """Which hosts need the BeforeBlockTraffic call, and which have a previous revision.
+
+    That call runs only the last successful revision's scripts: a host whose stored appspec has none
+    for its events is not called (``InPlaceRun.with_uncalled`` records the events). A host that could
+    not be read, or whose appspec is gone, is called: the host engine then says what happened.
+    """
+    events = set(host_calls_.get(PRE_BLOCK) or [])
+    if not events:
+        return {}, {}
+    needed, previous = [], {}
+    for host, info in host_states.items():
+        last = (info or {}).get("last_successful") if info else None
+        previous[host] = bool(last)
+        hooks = (last or {}).get("hook_events") if isinstance(last, dict) else None
+        if info is None or (last and (hooks is None or events & set(hooks))):
+            needed.append(host)
+    return {PRE_BLOCK: needed}, previous
+
+
 def _revision_identity(revision: dict) -> Optional[str]:
     return revision.get("sha256") if revision else None
 
@@ -388,6 +408,7 @@ class InPlaceRun:
         except Exception as exc:
             self.store.update_status(deployment_id, "Failed", error=str(exc))
             raise
+        needed, previous = calls_needed(host_calls(with_lb), {h["name"]: host_states.get(h["name"]) for h in hosts})
         keeper = on_locked(lock) if on_locked else None  # e.g. start the lease keeper before going InProgress
         self.store.update_status(deployment_id, "InProgress")
         state = {
@@ -400,6 +421,8 @@ class InPlaceRun:
             "plan_preview": dc.plan_preview(resolved, infos),
             "with_load_balancer": with_lb,
             "host_calls": host_calls(with_lb),
+            "calls_needed": needed,
+            "previous_revision": previous,
             "instance_ids": {h["name"]: lb_target_id(h) for h in hosts},
             "lock": lock.to_dict(),
             "lease_keeper": keeper,
@@ -413,6 +436,8 @@ class InPlaceRun:
             "options": dict(options),
             "batch": [],
             "active": [],
+            "stage_hosts": planner.outcome().pending,  # the hosts a batch will deploy: the ones to pre-stage
+            "staged": [],
             "batch_number": 0,
             "batch_times": [],
             "done": False,
@@ -507,6 +532,29 @@ class InPlaceRun:
         self.store.update_host(state["deployment_id"], host, status="Failed")
         self.progress(f"{host}: FAILED - {message}")
 
+    @staticmethod
+    def with_uncalled(state: dict, call: str, results: dict[str, Optional[dict]]) -> dict[str, Optional[dict]]:
+        """The results of a host call, with what the hosts it was not needed on would have reported.
+
+        A host is not called for BeforeBlockTraffic when its last successful revision has no script
+        for it (``calls_needed``, worked out at start from what the hosts reported): its events are
+        recorded as the host engine records them, without the round trip.
+        """
+        needed = (state.get("calls_needed") or {}).get(call)
+        if needed is None:
+            return results
+        merged = dict(results)
+        for host in state["active"]:
+            if host in needed:
+                continue
+            previous = (state.get("previous_revision") or {}).get(host)
+            events = [{"name": name, "status": "Succeeded" if previous else "Skipped",
+                       "message": "no scripts for this event" if previous
+                       else "first deployment on this host: no previous revision to run scripts of"}
+                      for name in state["host_calls"].get(call, [])]
+            merged[host] = {"changed": False, "events": events}
+        return merged
+
     def judge(self, state: dict, call: str, results: dict[str, Optional[dict]]) -> list[str]:
         """Record a host-side call's results for the active hosts; return the hosts still fine."""
         still_ok = []
@@ -528,8 +576,14 @@ class InPlaceRun:
                 self.store.event(state["deployment_id"], host, name, "InProgress", start=started)
 
     # ------------------------------------------------------------------ plan
-    def plan(self, state: dict, last_results: dict[str, Optional[dict]]) -> dict:
-        """Judge the last host call of the previous batch, then pick the next batch or finish."""
+    def plan(self, state: dict, last_results: dict[str, Optional[dict]], within: Optional[list] = None) -> dict:
+        """Judge the last host call of the previous batch, then pick the next batch or finish.
+
+        ``within``: the hosts of the Ansible play batch this step runs for (a ``serial`` play over
+        ``plan_preview``); the batch is picked among them only. When none of them can go now while
+        other hosts wait, the state comes back with an empty batch and not done: a later step without
+        ``within`` deploys the rest. ``waiting`` lists the hosts not deployed yet (the current batch aside).
+        """
         self._heartbeat(state)
         if state["batch"]:
             last_call = POST_ALLOW if state["with_load_balancer"] else MAIN
@@ -547,14 +601,20 @@ class InPlaceRun:
             return stopped
         planner = dc.BatchPlanner.from_dict(state["planner"])
         stop_reason = planner.should_stop()
-        batch = [] if stop_reason else planner.next_batch()
+        batch = [] if stop_reason else planner.next_batch(within)
         state["planner"] = planner.to_dict()
+        waiting = planner.waiting()
+        state["waiting"] = waiting
         if not batch:
-            return self.finish(state, stop_reason)
+            if stop_reason or not waiting:
+                return self.finish(state, stop_reason)
+            return state  # nothing of this play batch can go now; the rest goes in a later step
         state["batch_number"] += 1
         state["batch"] = list(batch)
         state["active"] = list(batch)
         state["batch_started_at"] = time.time()
+        needed = (state.get("calls_needed") or {}).get(PRE_BLOCK)
+        state["pre_block_hosts"] = [h for h in batch if needed is None or h in needed]
         for host in batch:
             self.store.update_host(state["deployment_id"], host, status="InProgress")
         first_call = PRE_BLOCK if state["with_load_balancer"] else MAIN
@@ -566,7 +626,7 @@ class InPlaceRun:
     def block(self, state: dict, pre_block_results: dict[str, Optional[dict]], drain_timeout: Optional[float]) -> dict:
         """BlockTraffic: record each host's membership, deregister the batch, wait until drained."""
         self._heartbeat(state)
-        self.judge(state, PRE_BLOCK, pre_block_results)
+        self.judge(state, PRE_BLOCK, self.with_uncalled(state, PRE_BLOCK, pre_block_results))
         stopped = self._alarm_stop(state)  # before any host of the batch leaves its load balancer
         if stopped is not None:
             return stopped
@@ -649,6 +709,38 @@ class InPlaceRun:
         if stopped is not None:
             return stopped
         self._mark_in_progress(state, POST_ALLOW)
+        return state
+
+    # ------------------------------------------------------------------ staging
+    def staged(self, state: dict, results: dict[str, Optional[dict]]) -> dict:
+        """Judge the staging calls, made on every host to deploy before the first batch. Hosts that staged are
+        listed in ``staged`` (their batch installs from the staged copy); when one could not stage, the deployment
+        fails now, with every host still in service: those hosts are named with the reason, no rollback is due."""
+        self._heartbeat(state)
+        stage_hosts = list(state.get("stage_hosts") or [])
+        failures = {}
+        for host in stage_hosts:
+            outcome = host_outcome(results.get(host))
+            if not outcome.ok:
+                failures[host] = outcome.message
+        state["staged"] = [h for h in stage_hosts if h not in failures]
+        if not failures:
+            self.progress(f"deployment {state['deployment_id']}: revision staged on {len(stage_hosts)} host(s)")
+            return state
+        planner = dc.BatchPlanner.from_dict(state["planner"])
+        for host, message in failures.items():
+            self.store.event(state["deployment_id"], host, "DownloadBundle", "Failed", end=now_iso(),
+                             message=f"staging failed: {message}")
+            planner.failed.append(host)  # never in a batch: failed before any host was touched
+            state.setdefault("failures", {})[host] = message
+            self.store.update_host(state["deployment_id"], host, status="Failed")
+            self.progress(f"{host}: staging FAILED - {message}")
+        state["planner"] = planner.to_dict()
+        named = "; ".join(f"{host}: {message}" for host, message in failures.items())
+        reason = (f"staging failed on {len(failures)} of {len(stage_hosts)} host(s) before any host left its load "
+                  f"balancer, nothing was changed ({named})")
+        state = self.finish(state, stop_reason=reason, status="Failed", cause="staging")
+        state["rollback_due"] = False  # every host still runs its previous revision
         return state
 
     # ------------------------------------------------------------------ finish

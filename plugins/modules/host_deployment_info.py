@@ -49,6 +49,8 @@ last_successful:
   description:
     - The last successful deployment, C(deployment_id) and C(revision) (the content of C(revision.json), with
       source, bucket, key, version, etag, sha256, bundle_type, ...), or null.
+    - C(hook_events) lists the lifecycle events its stored appspec has scripts for (null when the appspec is
+      gone); the in-place role skips the host call for an event that has none.
   returned: always
   type: dict
 most_recent:
@@ -80,11 +82,15 @@ def _describe(state, deployment_id):
         return None
     status = {}
     revision = None
+    hook_events = None
     if state.has_deployment(deployment_id):
         status = state.load_status(deployment_id) or {}
         revision = state.load_revision(deployment_id)
+        appspec = state.load_appspec(deployment_id)
+        if isinstance(appspec, dict) and isinstance(appspec.get("hooks") or {}, dict):
+            hook_events = sorted(name for name, scripts in (appspec.get("hooks") or {}).items() if scripts)
     return {"deployment_id": deployment_id, "status": status.get("status"),
-            "failed_event": status.get("failed_event"), "revision": revision}
+            "failed_event": status.get("failed_event"), "revision": revision, "hook_events": hook_events}
 
 
 def main():

@@ -34,7 +34,12 @@ description:
     unpacked within O(unpack_limits) and removed (its hash stays in C(revision.json)). Extracted files lose
     setuid, setgid, sticky and group/other write bits. The appspec received is validated again on the host.
   - The action plugin of the same name transfers O(src) from the controller to the host's temporary
-    directory (one transfer, then one module run) and removes it afterwards.
+    directory (one transfer, then one module run) and removes it afterwards. With O(bundle_transfer=presigned) it
+    transfers nothing - it makes a presigned GET URL for the exact S3 version and the host downloads the bundle.
+  - O(staging=stage) unpacks the revision ahead of the batch, while the host is still in service (C(DownloadBundle)
+    only, no hook runs, the host's pointers do not move) and fingerprints the unpacked tree; the batch's
+    C(DownloadBundle) without a bundle then uses that copy after checking the fingerprint again, and refuses a copy
+    that changed. O(staging=discard) removes a staged copy that no batch used.
   - Nothing keeps running on the host between deployments.
 author:
   - Rollwright maintainers (@rollwright)
@@ -189,6 +194,50 @@ options:
     type: str
     choices: [failure, none]
     default: failure
+  staging:
+    description:
+      - C(stage) - with O(events=[DownloadBundle]), unpack the bundle into the deployment's sealed directory ahead of
+        the batch and record it as staged (its status is C(Staged)); staged copies of other deployments that were
+        never used (an interrupted deployment) are removed first.
+      - C(discard) - with O(events=[DownloadBundle]), remove the deployment's directory when it holds only a staged
+        copy that no batch used; a deployment a batch ran keeps its directory (logs) and follows O(keep_revisions).
+    type: str
+    choices: [stage, discard]
+  bundle_transfer:
+    description:
+      - For the action plugin - how the bundle reaches the host when O(events) include C(DownloadBundle).
+      - C(push) transfers O(src) over the connection.
+      - C(presigned) makes, on the controller, a presigned GET URL for the exact S3 version of O(revision) (bucket,
+        key and version required; the SHA-256 in O(revision.sha256) is what the host checks the download against) and
+        the host downloads it - no AWS credentials on the host, the controller's bandwidth does not grow with the
+        fleet. The URL is a secret; it is passed in the module's arguments (O(bundle_url), no_log), never on a
+        command line, in a result or in a message.
+    type: str
+    choices: [push, presigned]
+    default: push
+  presign:
+    description:
+      - For the action plugin with O(bundle_transfer=presigned) - how the controller signs the URL.
+    type: dict
+    suboptions:
+      region:
+        description: The bucket's region (defaults as for the AWS modules - C(AWS_REGION), the profile).
+        type: str
+      endpoint_url:
+        description: The S3 endpoint as the hosts reach it (the URL points there); AWS's own by default.
+        type: str
+      profile:
+        description: The AWS profile whose credentials sign the URL.
+        type: str
+      expires:
+        description: Seconds the URL stays valid.
+        type: int
+        default: 900
+  bundle_url:
+    description:
+      - Set by the action plugin with O(bundle_transfer=presigned) - the presigned URL the host downloads the bundle
+        from; it is checked against O(revision.sha256) before anything is unpacked. Secret - never logged or returned.
+    type: str
   bundle_entries:
     description:
       - Set by the action plugin in check mode from the bundle on the controller (member path to C(file), C(dir)
@@ -333,6 +382,15 @@ def argument_spec():
         )),
         hook_output=dict(type="str", choices=["failure", "none"], default="failure"),
         bundle_entries=dict(type="dict"),
+        staging=dict(type="str", choices=["stage", "discard"]),
+        bundle_transfer=dict(type="str", choices=["push", "presigned"], default="push"),
+        presign=dict(type="dict", options=dict(
+            region=dict(type="str"),
+            endpoint_url=dict(type="str"),
+            profile=dict(type="str"),
+            expires=dict(type="int", default=900),
+        )),
+        bundle_url=dict(type="str", no_log=True),
     )
 
 
@@ -357,7 +415,8 @@ def main():
             ignore_application_stop_failures=p["ignore_application_stop_failures"],
             hook_timeout_grace=p["hook_timeout_grace"], keep_revisions=p["keep_revisions"],
             complete=p["complete"], check_mode=module.check_mode, unpack_limits=p["unpack_limits"],
-            hook_output=p["hook_output"], bundle_entries=p["bundle_entries"] if module.check_mode else None)
+            hook_output=p["hook_output"], bundle_entries=p["bundle_entries"] if module.check_mode else None,
+            staging=p["staging"], bundle_url=p["bundle_url"])
         run = HostDeployment(state, request).execute()
     except (StateError, LifecycleError) as exc:
         module.fail_json(msg=str(exc), **base)

@@ -17,6 +17,9 @@ description:
     hosts rule, or finishes the deployment (status, lock release, summary).
   - C(block) is BlockTraffic, C(allow) is AllowTraffic (see M(rollwright.deploy.lb_membership)).
   - C(stop) ends the deployment as Stopped and releases the lock.
+  - C(staged) judges the staging calls (M(rollwright.deploy.host_lifecycle) with C(staging=stage) on every host of
+    C(stage_hosts), before the first batch). When one host could not stage, the deployment fails before any host
+    leaves its load balancer, naming every such host and why; no automatic rollback is due, as nothing changed.
   - C(rollback) starts a rollback - a new deployment (creator C(rollback), linked both ways to the deployment it
     rolls back) of an earlier deployment's revision (S3 by version id and ETag, or the controller's cached bundle,
     SHA-256 checked), which puts back into their recorded load-balancer membership the hosts the rolled-back
@@ -34,7 +37,7 @@ options:
     description: The step to run.
     type: str
     required: true
-    choices: [start, rollback, plan, block, allow, stop]
+    choices: [start, rollback, plan, block, allow, stop, staged]
   state:
     description: The deployment state returned by the previous step (the C(_rollwright) fact). Required for every step but C(start).
     type: dict
@@ -114,6 +117,13 @@ options:
     description: Take over a stale lock of the deployment group (run recovery first when you can).
     type: bool
     default: false
+  within:
+    description:
+      - The hosts the next batch may be picked from (C(plan)), those of the Ansible play batch the step runs
+        for, so that a C(serial) play's batch deploys its own hosts only. Omitted, any waiting host may be picked.
+      - With an empty list the step only judges the previous batch, and finishes the deployment when no host waits.
+    type: list
+    elements: str
   reason:
     description: Why the deployment is stopped (C(stop)).
     type: str

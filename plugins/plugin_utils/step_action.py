@@ -32,6 +32,10 @@ from ansible_collections.rollwright.deploy.plugins.module_utils.errors import er
 
 display = Display()
 
+# Imported by ansible-playbook itself before it forks a step's worker: boto3 and the models then
+# load once per run, not once per step.
+aws_session.warm()
+
 _SPEC_KEYS = ("type", "elements", "choices", "default", "required", "aliases", "no_log")
 _SPECS: dict[str, dict] = {}
 
@@ -83,6 +87,24 @@ class RollwrightAction(ActionBase):
     _requires_connection = False
     MODULE = ""  # the module whose documentation is the argument spec
     AWS_OPTIONS = True  # takes the amazon.aws connection options
+    # module_utils (under plugins/module_utils) a step imports when it runs; see __init_subclass__
+    WARM_IMPORTS: tuple = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Read the argument spec and import the step's module_utils when ansible-playbook loads the plugin.
+
+        ansible-playbook loads an action plugin's class before it forks the task's worker, so what is
+        done here is done once per run instead of once per step (YAML documentation parsed, modules
+        compiled).
+        """
+        super().__init_subclass__(**kwargs)
+        try:
+            if cls.MODULE:
+                documented_spec(cls.MODULE)
+            for name in cls.WARM_IMPORTS:
+                importlib.import_module(f"ansible_collections.rollwright.deploy.plugins.module_utils.{name}")
+        except Exception:  # pylint: disable=broad-except  # the step itself reports what is wrong
+            pass
 
     def argument_spec(self) -> dict:
         spec = documented_spec(self.MODULE)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from tests.integration import inplace_helpers as H
 pytestmark = [pytest.mark.fleet, pytest.mark.slow]
 
 PLAYBOOK = "rollwright.deploy.inplace"
+BATCH_PLAY = "In-place rolling deployment - batches"
 N_HOSTS = 6
 
 
@@ -145,6 +147,59 @@ def test_alb_configurations(deployer: Deployer, bundles: dict, config: str, n_ho
         assert host["lb_membership"] == [{"kind": "elbv2", "target_group_arn": arn, "target_id": host["instance_id"],
                                           "port": H.APP_PORT, "availability_zone": None}]
         assert host["lb_restored"] is True
+        # No previous revision (hosts reset): BeforeBlockTraffic recorded without a call to the host.
+        assert next(e for e in host["events"] if e["name"] == "BeforeBlockTraffic")["status"] == "Skipped"
+
+    # A batch costs what it contains: each batch of the serial play ran its tasks for its own hosts only.
+    batch_plays = [p for p in result.plays if p["play"]["name"] == BATCH_PLAY]
+    assert len(batch_plays) == batches
+    sizes = []
+    for play in batch_plays:
+        ran = {host for task in play["tasks"] for host in task["hosts"]}
+        sizes.append(len(ran))
+        lifecycle = [t for t in play["tasks"] if t["task"]["name"].startswith("rollwright.deploy.inplace : Run the lifecycle")]
+        # Two host round trips per batch host: BeforeBlockTraffic has no script to run on a first deployment.
+        calls = Counter(h for t in lifecycle for h, r in t["hosts"].items() if not r.get("skipped"))
+        assert calls == {h: 2 for h in ran}, calls
+    assert sum(sizes) == n_hosts and max(sizes) == n_hosts - low, sizes
+
+
+def _lifecycle_calls(result: Any, task: str) -> Counter:
+    """Hosts on which the role's host task `task` ran (made a round trip), with how often."""
+    name = f"rollwright.deploy.inplace : {task}"
+    return Counter(h for t in result.tasks() if t["name"] == name for h, r in t["hosts"].items() if not r.get("skipped"))
+
+
+def test_host_round_trips_follow_the_appspecs(deployer: Deployer, bundles: dict, tmp_path: Path) -> None:
+    """The BeforeBlockTraffic call is made only where the host's last successful revision has scripts for it."""
+    d = deployer
+    hosts = d.names(2)
+    arn = H.create_target_group(d.world, _ids(d, hosts))
+    without = build_bundle("nobbt", tmp_path, edit_appspec=lambda text: text.replace(
+        "  BeforeBlockTraffic:\n    - location: scripts/record_event.sh\n", ""))
+    pre_block, main, post_allow = ("Run the lifecycle events before BlockTraffic",
+                                   "Run the lifecycle events from ApplicationStop to BeforeAllowTraffic",
+                                   "Run the lifecycle events after AllowTraffic")
+    runs = {}
+    for version, bundle in (("nobbt", without), ("v2", bundles["v2"]), ("v1", bundles["v1"])):
+        result = d.run(hosts, bundle, config="CodeDeployDefault.AllAtOnce", tgs=(arn,))
+        assert result.rc == 0, result
+        runs[version] = result
+        assert _lifecycle_calls(result, main) == _lifecycle_calls(result, post_allow) == {h: 1 for h in hosts}
+        _assert_all_new(d, hosts, version)
+    # First deployment and over a revision without BeforeBlockTraffic scripts: two round trips per host.
+    assert not _lifecycle_calls(runs["nobbt"], pre_block) and not _lifecycle_calls(runs["v2"], pre_block)
+    # Over v2, whose appspec has BeforeBlockTraffic scripts: the host runs them (three round trips).
+    assert _lifecycle_calls(runs["v1"], pre_block) == {h: 1 for h in hosts}
+    for version, status, message in (("v2", "Succeeded", "no scripts for this event"), ("v1", "Succeeded", None)):
+        record = d.record(H.deployment_fact(runs[version])["deployment_id"])
+        for host in record["hosts"]:
+            event = next(e for e in host["events"] if e["name"] == "BeforeBlockTraffic")
+            assert event["status"] == status, event
+            if message:
+                assert event["message"] == message and not event["scripts"], event
+            else:
+                assert [s["location"] for s in event["scripts"]] == ["scripts/record_event.sh"], event
 
 
 def test_classic_elb_one_at_a_time(deployer: Deployer, bundles: dict) -> None:
@@ -290,8 +345,13 @@ def test_host_unreachable_mid_deployment(deployer: Deployer, bundles: dict) -> N
     assert by_name[hosts[1]]["status"] == "Failed"
     assert "unreachable" in by_name[hosts[1]]["message"].lower(), by_name[hosts[1]]
     assert by_name[hosts[2]]["status"] == "Skipped"
-    # host2 failed before BlockTraffic: nothing was taken out; every target is registered and healthy
-    assert H.tg_states(d.world, arn) == {(i, H.APP_PORT): "healthy" for i in ids}
+    # host2 has no previous revision, so no BeforeBlockTraffic call: it is found unreachable after
+    # BlockTraffic, and stays out of its target group as a failed host does (recorded for recover);
+    # the others are registered and healthy.
+    H.wait_until(lambda: (ids[1], H.APP_PORT) not in H.tg_states(d.world, arn), 30, what="host2 deregistered")
+    assert H.tg_states(d.world, arn) == {(i, H.APP_PORT): "healthy" for i in (ids[0], ids[2])}
+    record = d.record(fact["deployment_id"])
+    assert next(h for h in record["hosts"] if h["name"] == hosts[1])["lb_membership"]
     d.world.fleet.start_sshd(hosts[1])
     assert H.served(d.host(hosts[0]).address) == "sample-app v2"
     assert H.installed(d.world, hosts[2]) is None  # never touched

@@ -183,7 +183,9 @@ def test_successful_deployment_records_every_event_membership_and_releases_the_l
     for host in record.hosts:
         assert host.status == "Succeeded"
         assert [e.name for e in host.events] == expected
-        assert all(e.status == "Succeeded" and e.start_time and e.end_time for e in host.events)
+        # No previous revision: BeforeBlockTraffic is recorded without a host call, as the host engine does.
+        assert all((e.status == ("Skipped" if e.name == "BeforeBlockTraffic" else "Succeeded")) and e.start_time
+                   and e.end_time for e in host.events)
         assert {m["target_group_arn"] for m in host.lb_membership} == {TG, TG2} and host.lb_restored
     # OneAtATime: four batches, one deregistration each, and every host back in both groups
     assert [c for c in lb.calls if c[0] == "block"] == [("block", [IDS[h]] * 2) for h in ("h1", "h2", "h3", "h4")]
@@ -634,3 +636,78 @@ def test_process_identity_helpers():
     assert start_time and rc.process_alive(me, start_time) and not rc.process_alive(me, str(int(start_time) + 1))
     assert not rc.process_alive(0, None)
     assert rc.find_controller(me)[0] > 0
+
+
+# ------------------------------------------------------------------------------------------------ host calls
+
+
+def test_before_block_traffic_call_only_where_the_previous_revision_has_scripts():
+    calls = ip.host_calls(True)
+    states = {
+        "first": {"last_successful": None},
+        "scripts": {"last_successful": {"deployment_id": "d-1", "hook_events": ["ApplicationStop", "BeforeBlockTraffic"]}},
+        "none": {"last_successful": {"deployment_id": "d-1", "hook_events": ["ApplicationStop"]}},
+        "gone": {"last_successful": {"deployment_id": "d-0", "hook_events": None}},
+        "unreadable": None,
+    }
+    needed, previous = ip.calls_needed(calls, states)
+    assert needed == {"pre_block": ["scripts", "gone", "unreadable"]}
+    assert previous == {"first": False, "scripts": True, "none": True, "gone": True, "unreadable": False}
+    assert ip.calls_needed(ip.host_calls(False), states) == ({}, {})
+    state = {"active": ["first", "none", "scripts"], "host_calls": calls, "calls_needed": needed, "previous_revision": previous}
+    merged = ip.InPlaceRun.with_uncalled(state, "pre_block", {"scripts": {"events": ["ran"]}})
+    assert merged["scripts"] == {"events": ["ran"]}
+    assert merged["first"]["events"] == [{"name": "BeforeBlockTraffic", "status": "Skipped",
+                                          "message": "first deployment on this host: no previous revision to run scripts of"}]
+    assert merged["none"]["events"] == [{"name": "BeforeBlockTraffic", "status": "Succeeded",
+                                         "message": "no scripts for this event"}]
+
+
+def test_plan_within_picks_the_batch_among_the_play_batch_hosts(store):
+    lb = FakeLB(store, all_registered((TG,)))
+    run, state = start(store, lb, config="CodeDeployDefault.HalfAtATime")
+    assert state["plan_preview"] == [["h1", "h2"], ["h3", "h4"]]
+    state = run.plan(state, {}, within=["h3", "h4"])  # a serial play's batch: its own hosts only
+    assert state["batch"] == ["h3", "h4"] and state["waiting"] == ["h1", "h2"] and not state["done"]
+    calls = state["host_calls"]
+    state = run.block(state, {}, drain_timeout=None)
+    state = run.allow(state, {h: ok(calls["main"]) for h in state["active"]}, healthy_timeout=None)
+    post = {h: ok(calls["post_allow"]) for h in state["active"]}
+    # No host of `within` may go: the previous batch is judged, nothing is picked, the deployment goes on.
+    state = run.plan(state, post, within=[])
+    assert state["batch"] == [] and not state["done"] and state["waiting"] == ["h1", "h2"]
+    state = run.plan(state, {}, within=None)
+    assert state["batch"] == ["h1", "h2"]
+    state = run.block(state, {}, drain_timeout=None)
+    state = run.allow(state, {h: ok(calls["main"]) for h in state["active"]}, healthy_timeout=None)
+    state = run.plan(state, {h: ok(calls["post_allow"]) for h in state["active"]}, within=[])
+    assert state["done"] and state["status"] == "Succeeded" and sorted(state["outcome"]["succeeded"]) == ["h1", "h2", "h3", "h4"]
+
+
+# ------------------------------------------------------------------------------------------------ staging
+
+
+def test_staging_failure_fails_before_any_host_leaves_naming_each_host_and_no_rollback(store):
+    lb = FakeLB(store, all_registered())
+    run, state = start(store, lb, rollback={"on_failure": True})
+    assert state["stage_hosts"] == ["h1", "h2", "h3", "h4"] and state["staged"] == []
+    results = {h: ok(["DownloadBundle"]) for h in state["stage_hosts"]}
+    results["h3"] = {"failed": True, "msg": "host state: refusing /var/lib/rollwright/web: is a symlink", "events": []}
+    results["h4"] = {"unreachable": True, "msg": "ssh timeout"}
+    state = run.staged(state, results)
+    assert state["done"] and state["status"] == "Failed" and state["rollback_due"] is False
+    assert "staging failed on 2 of 4 host(s) before any host left its load balancer" in state["error"]
+    assert "h3: host state: refusing /var/lib/rollwright/web: is a symlink" in state["error"] and "h4: host unreachable" in state["error"]
+    assert state["staged"] == ["h1", "h2"] and state["outcome"]["failed"] == ["h3", "h4"]
+    assert [c for c in lb.calls if c[0] == "block"] == []  # nobody left the load balancer
+    record = store.get(state["deployment_id"])
+    assert [h.status for h in record.hosts] == ["Skipped", "Skipped", "Failed", "Failed"]
+    assert record.host("h3").event("DownloadBundle").status == "Failed" and store.get_lock("web", "prod") is None
+
+
+def test_staged_hosts_are_listed_and_the_deployment_goes_on(store):
+    lb = FakeLB(store, all_registered())
+    run, state = start(store, lb)
+    state = run.staged(state, {h: ok(["DownloadBundle"]) for h in state["stage_hosts"]})
+    assert not state["done"] and state["staged"] == ["h1", "h2", "h3", "h4"]
+    assert drive(run, state)["status"] == "Succeeded"
