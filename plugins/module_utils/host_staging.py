@@ -3,7 +3,7 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Pre-staged revisions on a host: the tree digest of a staged copy and the download of a presigned URL.
 
-Runs on the hosts: stdlib only.
+Runs on the hosts: stdlib and ansible.module_utils only.
 
 Staging unpacks a deployment's revision into its sealed deployment directory (``archive/``) while the host is still
 in service; the batch that deploys the host later installs from that copy. What was unpacked is fingerprinted
@@ -22,7 +22,8 @@ import os
 import stat
 import urllib.error
 import urllib.parse
-import urllib.request
+
+from ansible.module_utils.urls import open_url
 
 STAGED = "Staged"  # status.json of a deployment whose revision is staged and not yet used by a batch
 DOWNLOAD_NAME = "download.part"
@@ -101,7 +102,7 @@ def download(url: str, dir_fd: int, name: str, limit: int, what: str, timeout: f
     if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
         raise StagingError(f"the presigned URL for {what} must be http or https")
     try:
-        with urllib.request.urlopen(urllib.request.Request(url), timeout=timeout) as response:  # nosec B310
+        with open_url(url, method="GET", timeout=timeout, validate_certs=True) as response:
             return _fs.write_stream_at(dir_fd, name, _Bounded(response, limit))
     except urllib.error.HTTPError as exc:
         raise StagingError(f"downloading {what}: HTTP {exc.code} {scrub(str(exc.reason), url)}") from None

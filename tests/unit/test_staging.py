@@ -22,7 +22,7 @@ import pytest
 
 from ansible_collections.rollwright.deploy.plugins.module_utils import host_install as hi
 from ansible_collections.rollwright.deploy.plugins.module_utils import host_staging as hs
-from tests.unit.test_hostile_host import _bundle_tgz, _request, victim  # noqa: F401  (victim is a fixture)
+from tests.unit.test_hostile_host import _bundle_tgz, _request, victim  # noqa: F401  # pylint: disable=unused-import
 
 DEP = "d-STAGED001"
 BATCH = ["DownloadBundle", "BeforeInstall", "Install"]
@@ -56,8 +56,8 @@ def test_stage_unpacks_and_fingerprints_without_moving_pointers(tmp_path, staged
     record = state.load_revision(DEP)
     assert record["sha256"] == revision["sha256"] and len(record["staged"]["tree_sha256"]) == 64
     assert state.most_recent is None and state.last_successful is None
-    assert sorted(os.listdir(state.deployment_dir(DEP))) == [".created", "appspec.json", "archive", "logs",
-                                                              "revision.json", "status.json"]
+    listed = sorted(os.listdir(state.deployment_dir(DEP)))
+    assert listed == [".created", "appspec.json", "archive", "logs", "revision.json", "status.json"]
     assert not os.path.exists(tmp_path / "dest")  # nothing installed
 
 
