@@ -57,6 +57,7 @@ class Decision:
     reason: str = ""
     requests: list = field(default_factory=list)  # the Acknowledged requests this decision answers
     pause: Optional[ControlRequest] = None  # the pause being held
+    held_seconds: float = 0.0  # how long SafePoint.check held a pause before this decision
 
     def to_dict(self) -> dict:
         return {"action": self.action, "rollback": self.rollback, "max_pause": self.max_pause, "reason": self.reason,
@@ -138,6 +139,10 @@ def submit(store: RecordStore, deployment_id: str, action: str, *, rollback: boo
     check_deployment_id(deployment_id)
     record = store.get(deployment_id)
     request = plan_request(record, store.list_requests(deployment_id), action, rollback, max_pause)
+    if rollback and record.deployment_type == "in_place" and \
+            store.last_successful(record.application, record.deployment_group) is None:
+        raise RequestRefused(f"rollback: {record.application}/{record.deployment_group} has no successful deployment "
+                             f"to roll back to; stop {deployment_id} without rollback")
     request.requested_by = requested_by or store.lock_owner()
     if check_mode:
         return request
@@ -243,6 +248,12 @@ def complete(store: RecordStore, deployment_id: str, requests: Iterable[ControlR
         _move(store, deployment_id, request, state, ("Pending", "Acknowledged"), message, handled_by)
 
 
+def close_open(store: RecordStore, deployment_id: str, message: str, handled_by: str = "controller") -> None:
+    """When the deployment has ended: refuse the requests still open (they came too late to act on)."""
+    complete(store, deployment_id, [r for r in store.list_requests(deployment_id) if r.open], message, handled_by,
+             state="Refused")
+
+
 def end_paused(store: RecordStore, deployment_id: str, decision: Decision, message: str,
                handled_by: str = "controller") -> None:
     """Close the held pause (if any) when a stop or a promote ends it."""
@@ -274,6 +285,37 @@ def hold(store: RecordStore, deployment_id: str, decision: Decision, *, allowed:
             say(f"deployment {deployment_id}: {message}; stopping")
             return Decision(action="stop", reason=f"stopped: {message} ({describe(pause)})")
         sleep(max(0.05, min(poll, limit - (clock() - started))))
+
+
+class SafePoint:
+    """One engine's safe point: :func:`take`, holding a pause with :func:`hold`, at most every ``min_interval``
+    seconds (a wait loop may call it often). Engines that know no store get one of these, or None."""
+
+    def __init__(self, store: RecordStore, deployment_id: str, allowed: Iterable[str], heartbeat: Callable[[], None],
+                 progress: Optional[Progress] = None, min_interval: float = 0.5, poll: float = HOLD_POLL_SECONDS,
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep):
+        self.store, self.deployment_id, self.allowed = store, deployment_id, tuple(allowed)
+        self.heartbeat, self.progress, self.min_interval, self.poll = heartbeat, progress, min_interval, poll
+        self.clock, self.sleep = clock, sleep
+        self._last: Optional[float] = None
+
+    def check(self, force: bool = False) -> Decision:
+        """The decision now (action None: go on). A pause is held here; ``held_seconds`` says how long."""
+        now = self.clock()
+        if not force and self._last is not None and now - self._last < self.min_interval:
+            return Decision()
+        self._last = now
+        decision = take(self.store, self.deployment_id, allowed=self.allowed, progress=self.progress)
+        if decision.action == "pause":
+            started = self.clock()
+            decision = hold(self.store, self.deployment_id, decision, allowed=self.allowed, heartbeat=self.heartbeat,
+                            progress=self.progress, poll=self.poll, clock=self.clock, sleep=self.sleep)
+            decision.held_seconds = self.clock() - started
+            self._last = self.clock()
+        return decision
+
+    def done(self, decision: Decision, message: str) -> None:
+        complete(self.store, self.deployment_id, decision.requests, message)
 
 
 def status(store: RecordStore, record: DeploymentRecord) -> dict:
