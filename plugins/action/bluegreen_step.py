@@ -27,6 +27,7 @@ from ansible_collections.rollwright.deploy.plugins.module_utils.bluegreen import
     BlueGreenRun,
     recover,
     request_continue,
+    stop_requested,
 )
 
 from ansible_collections.rollwright.deploy.plugins.plugin_utils.step_action import progress as _progress
@@ -135,7 +136,8 @@ class ActionModule(_InPlaceStep):
         if self.check_mode:
             record = store.get(deployment_id)
             plan = recovery.bluegreen_plan(record, store.get_lock(record.application, record.deployment_group),
-                                           force=bool(args.get("force_lock")))
+                                           force=bool(args.get("force_lock")),
+                                           stop_requested=stop_requested(store, deployment_id))
             result.update(changed=bool(plan["needs_action"]), deployment_id=deployment_id,
                           recovery={"action": plan["action"], "check_mode": True, "plan": plan})
             return result

@@ -97,11 +97,15 @@ class ActionModule(RollwrightAction):
         return result
 
     def _bluegreen(self, result: dict, store, clients, record, lock, force: bool) -> dict:
-        plan = recovery.bluegreen_plan(record, lock, force=force)
+        from ansible_collections.rollwright.deploy.plugins.module_utils.bluegreen import stop_requested
+
+        plan = recovery.bluegreen_plan(record, lock, force=force,
+                                       stop_requested=stop_requested(store, record.deployment_id))
         result["plan"] = plan
         if plan["refused"]:
             raise AnsibleActionFail(plan["refused"])
-        what = {"rolled_back": "roll back (originals back in service, replacement fleet torn down, status Failed)",
+        what = {"rolled_back": "roll back (originals back in service, replacement fleet torn down, status Failed; "
+                               "Stopped when a stop was asked or it waited for approval)",
                 "retired": "finish retiring the original fleet (status Succeeded)",
                 "none": "nothing (it finished)"}[plan["action"]]
         if not plan["needs_action"]:

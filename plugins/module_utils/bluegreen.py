@@ -38,6 +38,7 @@ import re
 import time
 from typing import Any, Callable, Optional
 
+from ansible_collections.rollwright.deploy.plugins.module_utils import control_requests
 from ansible_collections.rollwright.deploy.plugins.module_utils.dry_run import bluegreen_dry_run
 from ansible_collections.rollwright.deploy.plugins.module_utils.errors import RollwrightError
 from ansible_collections.rollwright.deploy.plugins.module_utils import deployment_config as dc
@@ -85,6 +86,7 @@ RESUME_STATE_KEYS = ("deployment_id", "application", "deployment_group", "config
                      "appspec", "options", "host_calls", "originals", "replacements", "inventory_originals",
                      "started", "started_at", "failures", "batch_number", "batch_times")
 DEFAULT_CONTINUE_WAIT = 900.0
+BLUEGREEN_REQUESTS = ("stop", "promote")  # what a blue/green deployment honours (control_requests.APPLICABLE)
 PHASES = ("started", "provisioning", "installing", "ready", "rerouting", "rerouted", "retiring", "finished", "rolled_back")
 PRE_REROUTE = ("started", "provisioning", "installing", "ready")
 REROUTE_MODES = ("targets", "listener")
@@ -102,6 +104,19 @@ CONNECTION_VARS = (
 
 class BlueGreenError(RollwrightError):
     """A blue/green deployment cannot start or go on; the message says why and what to do."""
+
+
+class StopRequested(Exception):
+    """A stop request seen at a safe point inside a step (reroute batches, the original-fleet wait)."""
+
+    def __init__(self, decision: control_requests.Decision):
+        super().__init__(decision.reason)
+        self.decision = decision
+
+
+def stop_requested(store: RecordStore, deployment_id: str) -> bool:
+    """Whether a stop request is open for the deployment (read only)."""
+    return any(r.open and r.action == "stop" for r in store.list_requests(deployment_id))
 
 
 def _iso_after(seconds: float) -> str:
@@ -203,6 +218,16 @@ class BlueGreenRun:
 
     def _heartbeat(self, state: dict) -> None:
         state["lock"] = self.store.heartbeat(Lock.from_dict(state["lock"])).to_dict()
+
+    def _requests(self, state: dict) -> control_requests.Decision:
+        """A safe point: the open control requests, each acknowledged once. Every point acts on a stop; a
+        promote is acted on by the next wait (ready, or original fleet) and stays acknowledged until then."""
+        return control_requests.take(self.store, state["deployment_id"], allowed=BLUEGREEN_REQUESTS,
+                                     progress=self.progress)
+
+    def _stopped(self, state: dict, decision: control_requests.Decision) -> dict:
+        """Honour a stop: traffic back on the originals (if it moved), the replacement fleet torn down, Stopped."""
+        return self.rollback(state, decision.reason, status="Stopped", answering=decision)
 
     def _events(self, state: dict, hosts: list[str], event: str, status: str, message: Optional[str] = None) -> None:
         stamp = now_iso()
@@ -422,18 +447,30 @@ class BlueGreenRun:
                                  + "; ".join(f"{h}: {m}" for h, m in failures.items()))
         bg = state["bg"]
         deployment_id = state["deployment_id"]
+        ready = bg["ready"]
+        waits = ready.get("action") == "stop"
+        requested = self._requests(state)
+        if requested.action == "stop":
+            return self._stopped(state, requested)
         self.store.update_status(deployment_id, "Ready")
         self._phase(state, "ready")
-        ready = bg["ready"]
-        if ready.get("action") == "stop" and ready.get("split"):
+        if waits and ready.get("split"):
             return self.hand_over(state, float(ready.get("wait") or 0))
-        if ready.get("action") == "stop":
+        if waits:
             wait = float(ready.get("wait") or 0)
-            self.progress(f"deployment {deployment_id} is Ready: waiting up to {wait:.0f}s for a continue "
-                          f"(playbook rollwright.deploy.continue -e rollwright_deployment_id={deployment_id})")
-            if not self._wait_for_continue(state, wait, poll):
+            if requested.action != "promote":
+                self.progress(f"deployment {deployment_id} is Ready: waiting up to {wait:.0f}s for a continue "
+                              f"(playbook rollwright.deploy.continue -e rollwright_deployment_id={deployment_id}; "
+                              "rollwright.deploy.promote ends the wait, rollwright.deploy.stop stops)")
+                requested = self._wait_for_continue(state, wait, poll)
+            if requested is None:
                 return self.rollback(state, f"no continue within {wait:.0f}s of the replacement fleet becoming ready",
                                      status="Stopped")
+            if requested.action == "stop":
+                return self._stopped(state, requested)
+            if requested.action == "promote":
+                self.progress(f"deployment {deployment_id}: {requested.reason}: the ready wait ends now")
+                control_requests.complete(self.store, deployment_id, requested.requests, "promoted: the ready wait ended")
         self.store.update_status(deployment_id, "InProgress")
         return state
 
@@ -497,7 +534,8 @@ class BlueGreenRun:
         self.progress(f"deployment {deployment_id}: approved, resumed from Ready by {lock.owner}")
         return state
 
-    def _wait_for_continue(self, state: dict, wait: float, poll: float) -> bool:
+    def _wait_for_continue(self, state: dict, wait: float, poll: float) -> Optional[control_requests.Decision]:
+        """The ready wait: a Decision (no action: a continue came; stop or promote: a request), None at its end."""
         deadline = self.now() + wait
         last_beat = last_note = self.now()
         while True:
@@ -505,9 +543,12 @@ class BlueGreenRun:
             signal = extra.get(CONTINUE_KEY)
             if signal:
                 self.progress(f"continue received from {signal.get('by') or 'someone'} at {signal.get('at')}")
-                return True
+                return control_requests.Decision()
+            requested = self._requests(state)
+            if requested.action:
+                return requested
             if self.now() >= deadline:
-                return False
+                return None
             if self.now() - last_beat >= 30:
                 self._heartbeat(state)
                 last_beat = self.now()
@@ -519,6 +560,9 @@ class BlueGreenRun:
     # ------------------------------------------------------------------ reroute
     def reroute(self, state: dict, pre_results: dict[str, Optional[dict]]) -> dict:
         self._heartbeat(state)
+        requested = self._requests(state)
+        if requested.action == "stop":
+            return self._stopped(state, requested)
         replacements, originals = self.replacement_names(state), self.original_names(state)
         failures = self.judge(state, replacements, "pre_allow", pre_results)
         failures.update(self.judge(state, originals, "pre_block", pre_results))
@@ -536,6 +580,8 @@ class BlueGreenRun:
                 error = self._swap_group_attachments(state)
         except (LoadBalancerError, ListenerError, FleetError) as exc:
             error = str(exc)
+        except StopRequested as stop:
+            return self._stopped(state, stop.decision)
         if error:
             return self.rollback(state, error)
         self._phase(state, "rerouted")
@@ -590,6 +636,10 @@ class BlueGreenRun:
         for number, (green, blue) in enumerate(reroute_batches(self.replacement_names(state), originals, bg["batch_size"]), 1):
             started = time.time()
             state["batch_number"] = number
+            if number > 1:  # a safe point between batches: a stop reroutes back from here
+                requested = self._requests(state)
+                if requested.action == "stop":
+                    raise StopRequested(requested)
             self.progress(f"reroute batch {number}: register {', '.join(green) or '-'}; deregister {', '.join(blue) or '-'}")
             self._heartbeat(state)
             if green:
@@ -641,6 +691,9 @@ class BlueGreenRun:
     # ------------------------------------------------------------------ finish
     def finish(self, state: dict, post_results: dict[str, Optional[dict]]) -> dict:
         self._heartbeat(state)
+        requested = self._requests(state)
+        if requested.action == "stop":
+            return self._stopped(state, requested)
         replacements, originals = self.replacement_names(state), self.original_names(state)
         failures = self.judge(state, replacements, "post_allow", post_results)
         failures.update(self.judge(state, originals, "post_block", post_results))
@@ -650,7 +703,10 @@ class BlueGreenRun:
         for host in replacements + originals:
             self.store.update_host(state["deployment_id"], host, status="Succeeded")
         self._phase(state, "retiring")
-        self.retire(state["deployment_id"], state["bg"], state=state)
+        try:
+            self.retire(state["deployment_id"], state["bg"], state=state)
+        except StopRequested as stop:  # during the original-fleet wait: the originals still run, traffic goes back
+            return self._stopped(state, stop.decision)
         return self._end(state, "Succeeded")
 
     def retire(self, deployment_id: str, bg: dict, state: Optional[dict] = None, wait: bool = True,
@@ -679,24 +735,40 @@ class BlueGreenRun:
         self.store.set_extra(deployment_id, EXTRA_KEY, bg)
 
     def _wait(self, state: Optional[dict], seconds: float, what: str) -> None:
+        """The original-fleet wait, a safe point: a promote ends it now, a stop raises StopRequested."""
         deadline = self.now() + seconds
         last = self.now()
-        self.progress(f"waiting {seconds:.0f}s {what}")
+        self.progress(f"waiting {seconds:.0f}s {what} (rollwright.deploy.promote ends the wait, rollwright.deploy.stop "
+                      "puts the traffic back on them)")
         while self.now() < deadline:
-            self.sleep(max(0.05, min(5.0, deadline - self.now())))
-            if self.now() - last >= 30 and state is not None:
+            self.sleep(max(0.05, min(1.0, deadline - self.now())))
+            if state is None:
+                continue
+            requested = self._requests(state)
+            if requested.action == "stop":
+                raise StopRequested(requested)
+            if requested.action == "promote":
+                self.progress(f"deployment {state['deployment_id']}: {requested.reason}: the wait ends now")
+                control_requests.complete(self.store, state["deployment_id"], requested.requests,
+                                          "promoted: the original-fleet wait ended")
+                return
+            if self.now() - last >= 30:
                 self._heartbeat(state)
                 self.progress(f"{deadline - self.now():.0f}s left {what}")
                 last = self.now()
 
     # ------------------------------------------------------------------ rollback
-    def rollback(self, state: dict, reason: str, status: str = "Failed") -> dict:
+    def rollback(self, state: dict, reason: str, status: str = "Failed",
+                 answering: Optional[control_requests.Decision] = None) -> dict:
         self.progress(f"rolling back: {reason}")
         restore(self.store, self.clients, state["deployment_id"], state["bg"], progress=self.progress, fleet=self.fleet,
                 healthy_timeout=state["options"].get("healthy_timeout"), fence=lambda: self._heartbeat(state))
         for host in self.replacement_names(state) + self.original_names(state):
             if host not in state.get("failures", {}):
                 self.store.update_host(state["deployment_id"], host, status="Skipped")
+        if answering is not None:
+            control_requests.complete(self.store, state["deployment_id"], answering.requests,
+                                      "stopped: the original fleet serves, the replacement fleet is torn down")
         return self._end(state, status, reason)
 
     def abort(self, state: dict, reason: str) -> dict:
@@ -710,6 +782,7 @@ class BlueGreenRun:
     def _end(self, state: dict, status: str, error: Optional[str] = None) -> dict:
         deployment_id = state["deployment_id"]
         self.store.update_status(deployment_id, status, error=error)
+        control_requests.close_open(self.store, deployment_id, f"the deployment ended {status} before it could act")
         try:
             self.store.release_lock(Lock.from_dict(state["lock"]))
         except Exception as exc:  # pylint: disable=broad-except
@@ -902,7 +975,8 @@ def recover(store: RecordStore, clients: Any, deployment_id: str, progress: Opti
     info = store.get_lock(record.application, record.deployment_group)
     lock = None
     handover = handed_over(record, info)
-    if handover is not None and not info.stale and not force and not stop_reason:
+    denied = handover is not None and stop_requested(store, deployment_id)  # a deny of the split form
+    if handover is not None and not info.stale and not force and not stop_reason and not denied:
         raise BlueGreenError(
             f"deployment {deployment_id} is Ready and waits for approval until {handover.get('until')} (split form: its "
             "lock is a lease held by the record, no process is meant to be alive). Approve it with "
@@ -932,6 +1006,10 @@ def recover(store: RecordStore, clients: Any, deployment_id: str, progress: Opti
             store.heartbeat(lock)
 
     result: dict[str, Any] = {"deployment_id": deployment_id, "phase_before": bg.get("phase"), "status_before": record.status}
+    # A stop asked of a controller that is gone (or of a split-form deployment, which has none) is carried out here.
+    requested = control_requests.take(store, deployment_id, allowed=("stop",), progress=say, handled_by="recover")
+    if requested.action == "stop":
+        stop_reason = requested.reason
     run = BlueGreenRun(store, clients, progress=say)
     if record.status in ("Succeeded", "Failed", "Stopped") and bg.get("phase") in ("finished", "rolled_back"):
         result["action"] = "none"
@@ -952,6 +1030,9 @@ def recover(store: RecordStore, clients: Any, deployment_id: str, progress: Opti
         result["action"] = "rolled_back"
     if lock is not None:
         store.release_lock(lock)
+    control_requests.complete(store, deployment_id, requested.requests, f"carried out by recovery: {result['action']}",
+                              handled_by="recover")
+    control_requests.close_open(store, deployment_id, "the deployment ended before it could act", handled_by="recover")
     result["status"] = store.get(deployment_id).status
     say(f"recovery of {deployment_id}: {result['action']}, status {result['status']}")
     return result

@@ -425,7 +425,8 @@ def fence(store: RecordStore, lock: Optional[Lock]) -> None:
 # Other deployment types (the rollwright.deploy.recover playbook dispatches on deployment_type)
 
 
-def bluegreen_plan(record: DeploymentRecord, lock: Optional[LockInfo], force: bool = False) -> dict:
+def bluegreen_plan(record: DeploymentRecord, lock: Optional[LockInfo], force: bool = False,
+                   stop_requested: bool = False) -> dict:
     """What ``bluegreen.recover`` will do for a blue/green EC2 deployment, and whether it may.
 
     ``action``: ``rolled_back`` (phase up to ``rerouted``: originals back, replacements torn down,
@@ -449,13 +450,13 @@ def bluegreen_plan(record: DeploymentRecord, lock: Optional[LockInfo], force: bo
             "application": record.application, "deployment_group": record.deployment_group, "status": record.status,
             "phase": phase, "action": action, "lock": lock.to_dict() if holds and lock is not None else None,
             "needs_action": action != "none" or holds, "refused": None}
-    if handover is not None and lock is not None and not lock.stale and not force:
+    if handover is not None and lock is not None and not lock.stale and not force and not stop_requested:
         plan["refused"] = (
             f"deployment {record.deployment_id} (blue/green, split form) is Ready and waits for approval until "
             f"{handover.get('until')}: its lock is a lease held by the record, not a sign of a dead controller. Approve "
             "it with rollwright.deploy.continue, deny it with rollwright.deploy.stop, or recover it anyway with "
             "-e rollwright_force_recover=true (force: true; the replacement fleet is torn down, status Stopped)")
-    elif holds and lock is not None and not lock.stale and not force:
+    elif holds and lock is not None and not lock.stale and not force and handover is None:
         plan["refused"] = (
             f"{lock.describe()}; deployment {record.deployment_id} (blue/green, {record.status}, phase {phase}) looks "
             f"alive: its lock's ttl is {int(lock.ttl)} s. Recovering now would fight with its controller. If its "

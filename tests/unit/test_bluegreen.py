@@ -14,6 +14,7 @@ import pytest
 from moto import mock_aws
 
 from ansible_collections.rollwright.deploy.plugins.module_utils import bluegreen as bgm
+from ansible_collections.rollwright.deploy.plugins.module_utils import control_requests
 from ansible_collections.rollwright.deploy.plugins.module_utils import fleet_provision as fp
 from ansible_collections.rollwright.deploy.plugins.module_utils import recovery
 from ansible_collections.rollwright.deploy.plugins.module_utils.listener import (
@@ -458,4 +459,105 @@ def test_listener_mode_swaps_only_the_listener(aws_world: dict) -> None:
     out = bgm.recover(w["store"], w["clients"], state["deployment_id"], force=True)
     assert out["restored"]["listener_restored"]
     assert ListenerSwitch(elbv2).read(listener) == [{"Type": "forward", "TargetGroupArn": w["tg"]}]
+    assert members(w) == set(w["blue"])
+
+
+# ---- control requests (stop, promote) at the blue/green safe points ----------------------------
+
+def _ready_run(w: dict, requests: list, **ready: Any) -> tuple[bgm.BlueGreenRun, dict]:
+    """A run up to Ready; `requests` (action names) are asked once the ready wait has begun."""
+    clock = {"t": 0.0}
+    run = bgm.BlueGreenRun(w["store"], w["clients"], now=lambda: clock["t"])
+    state = start(w, ready={"action": "stop", "wait": 60, **ready})[1]
+    state = run.provision(state, timeout=10)
+
+    def sleep(seconds: float) -> None:
+        clock["t"] += seconds
+        while requests:
+            control_requests.submit(w["store"], state["deployment_id"], requests.pop(0), requested_by="tester")
+
+    run.sleep = sleep
+    return run, state
+
+
+def test_promote_ends_the_ready_wait_and_the_original_wait(aws_world: dict) -> None:
+    w = aws_world
+    run, state = _ready_run(w, ["promote"])
+    names = run.replacement_names(state)
+    state = run.ready(state, {n: ok(bgm.HOST_CALLS["install"]) for n in names})
+    assert not state["done"] and w["store"].get(state["deployment_id"]).status == "InProgress"
+    assert run.now() < 10  # not the 60 s wait
+    pre = {n: ok(["BeforeAllowTraffic"]) for n in names}
+    pre.update({n: ok(["BeforeBlockTraffic"]) for n in run.original_names(state)})
+    state = run.reroute(state, pre)
+    state["bg"]["original_wait"] = 3600.0
+    post = {n: ok(["AfterAllowTraffic"]) for n in names}
+    post.update({n: ok(["AfterBlockTraffic"]) for n in run.original_names(state)})
+    before = run.now()
+    control_requests.submit(w["store"], state["deployment_id"], "promote", requested_by="tester")
+    state = run.finish(state, post)
+    assert state["status"] == "Succeeded" and run.now() - before < 5
+    done = [r for r in w["store"].list_requests(state["deployment_id"])]
+    assert [(r.action, r.state) for r in done] == [("promote", "Done"), ("promote", "Done")]
+    assert [r.message for r in done] == ["promoted: the ready wait ended", "promoted: the original-fleet wait ended"]
+
+
+@pytest.mark.parametrize("when", ["ready_wait", "between_reroute_batches", "original_wait"])
+def test_stop_request_puts_the_originals_back_and_tears_the_fleet_down(aws_world: dict, when: str) -> None:
+    w = aws_world
+    run, state = _ready_run(w, ["stop"] if when == "ready_wait" else [], action="stop" if when == "ready_wait" else "continue")
+    names = run.replacement_names(state)
+    state = run.ready(state, {n: ok(bgm.HOST_CALLS["install"]) for n in names})
+    if when != "ready_wait":
+        pre = {n: ok(["BeforeAllowTraffic"]) for n in names}
+        pre.update({n: ok(["BeforeBlockTraffic"]) for n in run.original_names(state)})
+        if when == "between_reroute_batches":
+            calls = []
+            allow = run._allow  # pylint: disable=protected-access
+
+            def allow_then_stop(*args: Any) -> Any:
+                calls.append(args)
+                if len(calls) == 1:
+                    control_requests.submit(w["store"], state["deployment_id"], "stop", requested_by="tester")
+                return allow(*args)
+
+            run._allow = allow_then_stop  # pylint: disable=protected-access
+            state = run.reroute(state, pre)
+            assert len(calls) == 1  # batch 2 never started
+        else:
+            state = run.reroute(state, pre)
+            state["bg"]["original_wait"] = 3600.0
+            post = {n: ok(["AfterAllowTraffic"]) for n in names}
+            post.update({n: ok(["AfterBlockTraffic"]) for n in run.original_names(state)})
+            run.sleep = lambda s, old=run.sleep: (old(s), control_requests.submit(
+                w["store"], state["deployment_id"], "stop", requested_by="tester") if not w["store"].list_requests(
+                state["deployment_id"]) else None)
+            state = run.finish(state, post)
+    record = w["store"].get(state["deployment_id"])
+    assert state["status"] == "Stopped" and record.status == "Stopped" and "stopped on request" in record.error
+    assert members(w) == set(w["blue"]) and w["store"].get_lock("app", "g") is None
+    described = fp.Ec2Fleet(w["clients"]).describe(state["bg"]["replacement_ids"])
+    assert {d["state"] for d in described.values()} <= {"terminated", "shutting-down"}
+    assert [(r.action, r.state, r.handled_by) for r in w["store"].list_requests(state["deployment_id"])] == [
+        ("stop", "Done", "controller")]
+
+
+def test_split_form_deny_is_a_stop_request_that_recover_carries_out(aws_world: dict) -> None:
+    w = aws_world
+    run = bgm.BlueGreenRun(w["store"], w["clients"], sleep=lambda s: None)
+    state = start(w, ready={"action": "stop", "wait": 300, "split": True})[1]
+    state = run.provision(state, timeout=10)
+    state = run.ready(state, {n: ok(bgm.HOST_CALLS["install"]) for n in run.replacement_names(state)})
+    record = w["store"].get(state["deployment_id"])
+    lease = w["store"].get_lock("app", "g")
+    assert recovery.bluegreen_plan(record, lease)["refused"]
+    control_requests.submit(w["store"], state["deployment_id"], "stop", requested_by="approver")
+    plan = recovery.bluegreen_plan(record, lease, stop_requested=bgm.stop_requested(w["store"], state["deployment_id"]))
+    assert plan["refused"] is None and plan["action"] == "rolled_back"
+    out = recovery.recover_bluegreen(w["store"], w["clients"], record, plan)
+    record = w["store"].get(state["deployment_id"])
+    assert out["action"] == "rolled_back" and out["lock_released"] and record.status == "Stopped"
+    assert "stopped on request" in record.error and "by approver" in record.error
+    assert [(r.action, r.state, r.handled_by) for r in w["store"].list_requests(state["deployment_id"])] == [
+        ("stop", "Done", "recover")]
     assert members(w) == set(w["blue"])
