@@ -17,6 +17,7 @@ from ansible.errors import AnsibleActionFail
 from ansible.module_utils.common.text.converters import to_text
 
 from ansible_collections.rollwright.deploy.plugins.module_utils import control_requests
+from ansible_collections.rollwright.deploy.plugins.module_utils import recovery
 from ansible_collections.rollwright.deploy.plugins.module_utils.lambda_deploy import ARGUMENT_SPEC, execute
 from ansible_collections.rollwright.deploy.plugins.plugin_utils.step_action import RollwrightAction, display
 
@@ -88,7 +89,8 @@ class ActionModule(RollwrightAction):
 
         return control_requests.SafePoint(
             store, record.deployment_id, control_requests.APPLICABLE["lambda"], heartbeat=renew,
-            progress=lambda message: display.display(f"lambda_deploy {label} {message}"))
+            progress=lambda message: display.display(f"lambda_deploy {label} {message}"),
+            guard=recovery.controller_guard(os.getppid()))
 
     def run_step(self, result: dict, args: dict, task_vars: dict) -> dict:
         options = {k: args.get(k) for k in ARGUMENT_SPEC}

@@ -320,8 +320,11 @@ class SafePoint:
 
     def __init__(self, store: RecordStore, deployment_id: str, allowed: Iterable[str], heartbeat: Callable[[], None],
                  progress: Optional[Progress] = None, min_interval: float = 0.5, poll: float = HOLD_POLL_SECONDS,
-                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep):
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
+                 guard: Optional[Callable[[], None]] = None):
         self.store, self.deployment_id, self.allowed = store, deployment_id, tuple(allowed)
+        # guard() raises once the controller died: an orphaned worker must not act on requests (recovery does)
+        self.guard = guard or (lambda: None)
         self.heartbeat, self.progress, self.min_interval, self.poll = heartbeat, progress, min_interval, poll
         self.clock, self.sleep = clock, sleep
         self._last: Optional[float] = None
@@ -331,6 +334,7 @@ class SafePoint:
         now = self.clock()
         if not force and self._last is not None and now - self._last < self.min_interval:
             return Decision()
+        self.guard()
         self._last = now
         decision = take(self.store, self.deployment_id, allowed=self.allowed, progress=self.progress)
         if decision.action == "pause":
