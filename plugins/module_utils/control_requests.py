@@ -254,6 +254,33 @@ def close_open(store: RecordStore, deployment_id: str, message: str, handled_by:
              state="Refused")
 
 
+def settle_by_recovery(store: RecordStore, deployment_id: str, rollback_hint: str = "",
+                       promote_outcome: str = "the deployment was rolled back instead") -> list:
+    """``recover`` of a deployment whose controller is gone: close its open requests, as recovery did them.
+
+    stop - Done: recovery is the stop (hosts back in their load balancers / alias back, status Stopped); a stop
+    with rollback is Done with ``rollback_hint`` (the command that redeploys the last successful revision:
+    recovery has no connection to the hosts). pause, resume - Done (nothing holds any more). promote - Refused:
+    the rest of the shift and its AfterAllowTraffic hook need the controller (``promote_outcome`` says what
+    happened instead). Returns the requests as closed."""
+    closed = []
+    for request in store.list_requests(deployment_id):
+        if not request.open:
+            continue
+        if request.action == "promote":
+            state, message = "Refused", f"the controller was gone before the promote; {promote_outcome}"
+        elif request.action == "stop":
+            state, message = "Done", "carried out by recovery: status Stopped"
+            if request.options.get("rollback"):
+                message += "; the rollback was not run by recovery" + (f": {rollback_hint}" if rollback_hint else "")
+        else:
+            state, message = "Done", "the controller was gone; recovery ended the deployment as Stopped"
+        moved = _move(store, deployment_id, request, state, ("Pending", "Acknowledged"), message, "recover")
+        if moved is not None:
+            closed.append(moved)
+    return closed
+
+
 def end_paused(store: RecordStore, deployment_id: str, decision: Decision, message: str,
                handled_by: str = "controller") -> None:
     """Close the held pause (if any) when a stop or a promote ends it."""
@@ -293,8 +320,11 @@ class SafePoint:
 
     def __init__(self, store: RecordStore, deployment_id: str, allowed: Iterable[str], heartbeat: Callable[[], None],
                  progress: Optional[Progress] = None, min_interval: float = 0.5, poll: float = HOLD_POLL_SECONDS,
-                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep):
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
+                 guard: Optional[Callable[[], None]] = None):
         self.store, self.deployment_id, self.allowed = store, deployment_id, tuple(allowed)
+        # guard() raises once the controller died: an orphaned worker must not act on requests (recovery does)
+        self.guard = guard or (lambda: None)
         self.heartbeat, self.progress, self.min_interval, self.poll = heartbeat, progress, min_interval, poll
         self.clock, self.sleep = clock, sleep
         self._last: Optional[float] = None
@@ -304,6 +334,7 @@ class SafePoint:
         now = self.clock()
         if not force and self._last is not None and now - self._last < self.min_interval:
             return Decision()
+        self.guard()
         self._last = now
         decision = take(self.store, self.deployment_id, allowed=self.allowed, progress=self.progress)
         if decision.action == "pause":

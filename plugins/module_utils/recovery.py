@@ -514,6 +514,16 @@ def lambda_recovery_command(record: DeploymentRecord, record_options: Optional[d
     return "ansible-playbook rollwright.deploy.lambda " + " ".join(f"-e {shlex.quote(f'{k}={v}')}" for k, v in pairs)
 
 
+def inplace_rollback_command(record: DeploymentRecord) -> str:
+    """The command that redeploys the last successful revision to the hosts a stopped in-place deployment reached."""
+    import shlex
+
+    pairs = [("rollwright_application", record.application), ("rollwright_deployment_group", record.deployment_group),
+             ("rollwright_hosts", "<its hosts>")]
+    return ("ansible-playbook rollwright.deploy.rollback -i <inventory> "
+            + " ".join(f"-e {shlex.quote(f'{k}={v}')}" for k, v in pairs))
+
+
 def lambda_refusal(record: DeploymentRecord, lock: Optional[LockInfo], record_options: Optional[dict] = None,
                    aws: Optional[dict] = None) -> Optional[str]:
     """For a Lambda deployment that needs recovery: why this playbook does not do it and the command
