@@ -178,7 +178,7 @@ def test_requesters_racing_the_controller_lose_nothing(spec, store):
         assert p.exitcode == 0
     rec = store.get(did)
     assert {e.name for e in rec.host("h1").events} == {f"Event{n}" for n in range(10)}
-    assert {k: v for k, v in rec.extra.items()} == {f"k{n}": n for n in range(10)}
+    assert dict(rec.extra) == {f"k{n}": n for n in range(10)}
     requests = store.list_requests(did)
     assert len(requests) == 15 and len({r.request_id for r in requests}) == 15
     assert sorted(r.requested_by for r in requests) == sorted(f"r{i}" for i in range(3) for _n in range(5))
@@ -186,10 +186,10 @@ def test_requesters_racing_the_controller_lose_nothing(spec, store):
     # two processes (say the controller and recover) race to acknowledge the same requests: each is won once
     barrier2 = ctx.Barrier(2)
     queue = ctx.Queue()
-    racers = [ctx.Process(target=_acknowledge_all, args=(spec, did, barrier2, queue)) for _ in range(2)]
+    racers = [ctx.Process(target=_acknowledge_all, args=(spec, did, barrier2, queue)) for _n in range(2)]
     for p in racers:
         p.start()
-    won = [queue.get(timeout=120) for _ in racers]
+    won = [queue.get(timeout=120) for _p in racers]
     for p in racers:
         p.join(60)
     assert sorted(won[0] + won[1]) == sorted(r.request_id for r in requests)
