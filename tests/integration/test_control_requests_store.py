@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import uuid
 
 import pytest
 
@@ -19,39 +18,8 @@ from ansible_collections.rollwright.deploy.plugins.module_utils.records import (
     InvalidRecord,
     RecordNotFound,
     RequestConflict,
-    open_store,
 )
-
-BACKENDS = ["sqlite", "dynamodb"]
-
-
-class Spec:
-    """How to open one store, picklable so that spawned processes open their own."""
-
-    def __init__(self, backend: str, options: dict, env: dict):
-        self.backend, self.options, self.env = backend, options, env
-
-    def open(self):
-        os.environ.update(self.env)
-        return open_store(self.backend, self.options)
-
-
-@pytest.fixture(params=BACKENDS)
-def spec(request, tmp_path):
-    if request.param == "sqlite":
-        return Spec("sqlite", {"path": str(tmp_path / "records.sqlite3")}, {})
-    aws = request.getfixturevalue("aws")
-    table = f"rw-control-{uuid.uuid4().hex[:10]}"
-    s = Spec("dynamodb", {"table": table, "region": aws.region, "endpoint_url": aws.endpoint}, dict(aws.env))
-    open_store("dynamodb", dict(s.options, create_table=True), client_factory=aws.client)
-    return s
-
-
-@pytest.fixture
-def store(spec):
-    s = spec.open()
-    yield s
-    s.close()
+from tests.integration.test_records_contract import spec, store  # noqa: F401  (the same two-backend fixtures)
 
 
 def running(store, deployment_type="in_place"):
