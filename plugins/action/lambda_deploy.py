@@ -19,6 +19,7 @@ from ansible.module_utils.common.text.converters import to_text
 from ansible_collections.rollwright.deploy.plugins.module_utils import control_requests
 from ansible_collections.rollwright.deploy.plugins.module_utils import recovery
 from ansible_collections.rollwright.deploy.plugins.module_utils.lambda_deploy import ARGUMENT_SPEC, execute
+from ansible_collections.rollwright.deploy.plugins.module_utils.records import RecordNotFound
 from ansible_collections.rollwright.deploy.plugins.plugin_utils.step_action import RollwrightAction, display
 
 _LOCAL_TRANSPORTS = ("local", "ansible.builtin.local", "ansible.legacy.local")
@@ -79,7 +80,10 @@ class ActionModule(RollwrightAction):
         store = self._store(options, clients, task_vars)
         if store is None:
             return None
-        record = store.get(options["deployment_id"])
+        try:
+            record = store.get(options["deployment_id"])
+        except RecordNotFound:  # not recorded (the module used on its own): no requests to read
+            return None
         token = options.get("lock_token")
         lock = (record.application, record.deployment_group, record.deployment_id, token)
 

@@ -56,22 +56,8 @@ options:
     description: Seconds to wait with I(wait=true); the task fails when the request is still open then.
     type: float
     default: 600
-  backend:
-    description: Where records and locks live.
-    type: str
-    choices: [sqlite, dynamodb]
-    default: sqlite
-  sqlite_path:
-    description: The SQLite file (default C(~/.local/state/rollwright/deployments.sqlite3)).
-    type: path
-  dynamodb_table:
-    description: The DynamoDB table.
-    type: str
-  aws:
-    description:
-      - Deprecated, give the amazon.aws options (O(region), O(endpoint_url), O(profile), ...) at the top level instead.
-    type: dict
 extends_documentation_fragment:
+  - rollwright.deploy.records
   - amazon.aws.common.modules
   - amazon.aws.region.modules
 attributes:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import uuid
 
 import pytest
 
@@ -19,39 +18,8 @@ from ansible_collections.rollwright.deploy.plugins.module_utils.records import (
     InvalidRecord,
     RecordNotFound,
     RequestConflict,
-    open_store,
 )
-
-BACKENDS = ["sqlite", "dynamodb"]
-
-
-class Spec:
-    """How to open one store, picklable so that spawned processes open their own."""
-
-    def __init__(self, backend: str, options: dict, env: dict):
-        self.backend, self.options, self.env = backend, options, env
-
-    def open(self):
-        os.environ.update(self.env)
-        return open_store(self.backend, self.options)
-
-
-@pytest.fixture(params=BACKENDS)
-def spec(request, tmp_path):
-    if request.param == "sqlite":
-        return Spec("sqlite", {"path": str(tmp_path / "records.sqlite3")}, {})
-    aws = request.getfixturevalue("aws")
-    table = f"rw-control-{uuid.uuid4().hex[:10]}"
-    s = Spec("dynamodb", {"table": table, "region": aws.region, "endpoint_url": aws.endpoint}, dict(aws.env))
-    open_store("dynamodb", dict(s.options, create_table=True), client_factory=aws.client)
-    return s
-
-
-@pytest.fixture
-def store(spec):
-    s = spec.open()
-    yield s
-    s.close()
+from tests.integration.test_records_contract import spec, store  # noqa: F401  (the same two-backend fixtures)
 
 
 def running(store, deployment_type="in_place"):
@@ -178,7 +146,7 @@ def test_requesters_racing_the_controller_lose_nothing(spec, store):
         assert p.exitcode == 0
     rec = store.get(did)
     assert {e.name for e in rec.host("h1").events} == {f"Event{n}" for n in range(10)}
-    assert {k: v for k, v in rec.extra.items()} == {f"k{n}": n for n in range(10)}
+    assert dict(rec.extra) == {f"k{n}": n for n in range(10)}
     requests = store.list_requests(did)
     assert len(requests) == 15 and len({r.request_id for r in requests}) == 15
     assert sorted(r.requested_by for r in requests) == sorted(f"r{i}" for i in range(3) for _n in range(5))
@@ -186,10 +154,10 @@ def test_requesters_racing_the_controller_lose_nothing(spec, store):
     # two processes (say the controller and recover) race to acknowledge the same requests: each is won once
     barrier2 = ctx.Barrier(2)
     queue = ctx.Queue()
-    racers = [ctx.Process(target=_acknowledge_all, args=(spec, did, barrier2, queue)) for _ in range(2)]
+    racers = [ctx.Process(target=_acknowledge_all, args=(spec, did, barrier2, queue)) for _n in range(2)]
     for p in racers:
         p.start()
-    won = [queue.get(timeout=120) for _ in racers]
+    won = [queue.get(timeout=120) for _p in racers]
     for p in racers:
         p.join(60)
     assert sorted(won[0] + won[1]) == sorted(r.request_id for r in requests)
