@@ -497,7 +497,7 @@ def test_promote_ends_the_ready_wait_and_the_original_wait(aws_world: dict) -> N
     control_requests.submit(w["store"], state["deployment_id"], "promote", requested_by="tester")
     state = run.finish(state, post)
     assert state["status"] == "Succeeded" and run.now() - before < 5
-    done = [r for r in w["store"].list_requests(state["deployment_id"])]
+    done = list(w["store"].list_requests(state["deployment_id"]))
     assert [(r.action, r.state) for r in done] == [("promote", "Done"), ("promote", "Done")]
     assert [r.message for r in done] == ["promoted: the ready wait ended", "promoted: the original-fleet wait ended"]
 
