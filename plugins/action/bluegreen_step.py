@@ -20,12 +20,14 @@ from ansible_collections.rollwright.deploy.plugins.module_utils import fleet_pro
 from ansible_collections.rollwright.deploy.plugins.module_utils import recovery
 from ansible_collections.rollwright.deploy.plugins.module_utils.bluegreen import (
     CONNECTION_VARS,
+    DEFAULT_CONTINUE_WAIT,
     ORIGINAL_ACTIONS,
     READY_ACTIONS,
     REROUTE_MODES,
     BlueGreenRun,
     recover,
     request_continue,
+    stop_requested,
 )
 
 from ansible_collections.rollwright.deploy.plugins.plugin_utils.step_action import progress as _progress
@@ -56,6 +58,8 @@ class ActionModule(_InPlaceStep):
             return self._recover(result, args, store, clients)
         if step == "continue":
             return self._continue(result, args, store)
+        if step == "resume" and self.check_mode:
+            raise AnsibleActionFail("step=resume: not run in check mode (it takes the handed-over deployment's lock)")
         # Ansible's workers outlive a killed ansible-playbook (they run in their own session): an
         # orphaned step must not go on changing load balancers while `recover` puts them back.
         guard = recovery.controller_guard(os.getppid())
@@ -71,6 +75,13 @@ class ActionModule(_InPlaceStep):
         run = BlueGreenRun(store, clients, progress=guarded_progress, sleep=guarded_sleep)
         if step == "start":
             state = self._start(args, task_vars, clients, run)
+        elif step == "resume":
+            if not args.get("deployment_id"):
+                raise AnsibleActionFail("deployment_id: required for step=resume (the deployment handed over in Ready)")
+            state = run.resume(args["deployment_id"], host_vars=args.get("host_vars") or {})
+            hostvars = task_vars.get("hostvars", {})
+            state["inventory_originals"] = [h["name"] for h in state["originals"] if h["name"] in hostvars]
+            state["new_hosts"] = self._new_hosts(state, task_vars, run)
         else:
             state = dict(args.get("state") or {})
             if not state.get("deployment_id"):
@@ -125,7 +136,8 @@ class ActionModule(_InPlaceStep):
         if self.check_mode:
             record = store.get(deployment_id)
             plan = recovery.bluegreen_plan(record, store.get_lock(record.application, record.deployment_group),
-                                           force=bool(args.get("force_lock")))
+                                           force=bool(args.get("force_lock")),
+                                           stop_requested=stop_requested(store, deployment_id))
             result.update(changed=bool(plan["needs_action"]), deployment_id=deployment_id,
                           recovery={"action": plan["action"], "check_mode": True, "plan": plan})
             return result
@@ -138,10 +150,11 @@ class ActionModule(_InPlaceStep):
         if self.check_mode:
             raise AnsibleActionFail("step=continue: not run in check mode (it only records a signal; "
                                     "run it without --check to let the deployment reroute)")
+        wait = fp.parse_duration(args["wait"], "wait") if args.get("wait") not in (None, "") else DEFAULT_CONTINUE_WAIT
         outcome = request_continue(store, deployment_id=args.get("deployment_id") or None,
                                    application=args.get("application") or None,
                                    deployment_group=args.get("deployment_group") or None,
-                                   by=args.get("creator") or store.lock_owner())
+                                   by=args.get("creator") or store.lock_owner(), wait=wait, progress=_progress)
         result.update(changed=outcome["changed"], deployment_id=outcome["deployment_id"], continued=outcome)
         return result
 
@@ -169,7 +182,13 @@ class ActionModule(_InPlaceStep):
         ready = dict(args.get("ready") or {})
         ready.setdefault("action_on_timeout", args.get("ready_action") or "continue")
         ready = {"action": _choice(ready["action_on_timeout"], READY_ACTIONS, "ready.action_on_timeout"),
-                 "wait": fp.parse_duration(ready.get("wait", args.get("ready_wait") or "30m"), "ready.wait")}
+                 "wait": fp.parse_duration(ready.get("wait", args.get("ready_wait") or "30m"), "ready.wait"),
+                 "split": ready.get("split", args.get("ready_split") or False)}
+        if not isinstance(ready["split"], bool):
+            raise AnsibleActionFail(f"ready.split: expected true or false, got {ready['split']!r}")
+        if ready["split"] and ready["action"] != "stop":
+            raise AnsibleActionFail("bluegreen_ec2_ready_split: the split form ends the job in Ready to wait for an "
+                                    "approval; it needs bluegreen_ec2_ready_action: stop (the wait is the approval window)")
         original = dict(args.get("original") or {})
         original.setdefault("action", args.get("original_action") or "terminate")
         original = {"action": _choice(original["action"], ORIGINAL_ACTIONS, "original.action"),

@@ -17,7 +17,7 @@ from ansible_collections.rollwright.deploy.plugins.plugin_utils.step_action impo
 PREFIXES = ("rollwright_", "bluegreen_ec2_")
 # Names that are not role options: playbook inputs and the results the roles and playbooks set.
 PLAYBOOK_VARIABLES = ("rollwright_hosts", "rollwright_deployment_id", "rollwright_force_recover")
-RESULT_VARIABLES = ("rollwright_deployment", "rollwright_recovery", "rollwright_lambda_result")
+RESULT_VARIABLES = ("rollwright_deployment", "rollwright_recovery", "rollwright_lambda_result", "rollwright_control")
 _DECLARED: list[str] = []
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from ansible.errors import AnsibleActionFail
 
+from ansible_collections.rollwright.deploy.plugins.module_utils import control_requests
 from ansible_collections.rollwright.deploy.plugins.module_utils import recovery
 from ansible_collections.rollwright.deploy.plugins.module_utils.records import open_store
 from ansible_collections.rollwright.deploy.plugins.module_utils.records.creator import store_context
@@ -71,7 +72,8 @@ class ActionModule(RollwrightAction):
         if plan.refused:
             raise AnsibleActionFail(plan.refused)
         if not plan.needs_action:
-            result.update(changed=False, report=None,
+            settled = [] if self.check_mode else self._settle(store, record)
+            result.update(changed=bool(settled), report={"requests": settled} if settled else None,
                           message=f"{record.deployment_id} ({record.status}): nothing to do, every host it took out "
                                   "of a load balancer is back (or its install failed) and the lock is free"
                                   + (f"; left out: {', '.join(sorted(plan.left_out))}" if plan.left_out else ""))
@@ -88,6 +90,7 @@ class ActionModule(RollwrightAction):
             lb = load_balancer_from_config(lb_config, clients)
         report = recovery.recover(store, lb, record, plan, healthy_timeout=float(args.get("healthy_timeout") or 300),
                                   progress=_progress)
+        report["requests"] = self._settle(store, record)
         result.update(changed=report["changed"], report=report,
                       message=(f"{record.deployment_id}: restored {', '.join(report['restored']) or 'no host'}; "
                                + (f"left out (install failed): {', '.join(sorted(report['left_out']))}; "
@@ -96,12 +99,26 @@ class ActionModule(RollwrightAction):
                                + f"status {report['status']}; lock {'released' if report['lock_released'] else 'free'}"))
         return result
 
+    @staticmethod
+    def _settle(store, record) -> list:
+        """Close the dead controller's open control requests as recovery carried them out."""
+        settled = control_requests.settle_by_recovery(store, record.deployment_id,
+                                                      rollback_hint=recovery.inplace_rollback_command(record))
+        for request in settled:
+            _progress(f"recover {record.deployment_id}: request {control_requests.describe(request)} {request.state} - "
+                      f"{request.message}")
+        return [r.to_dict() for r in settled]
+
     def _bluegreen(self, result: dict, store, clients, record, lock, force: bool) -> dict:
-        plan = recovery.bluegreen_plan(record, lock, force=force)
+        from ansible_collections.rollwright.deploy.plugins.module_utils.bluegreen import stop_requested
+
+        plan = recovery.bluegreen_plan(record, lock, force=force,
+                                       stop_requested=stop_requested(store, record.deployment_id))
         result["plan"] = plan
         if plan["refused"]:
             raise AnsibleActionFail(plan["refused"])
-        what = {"rolled_back": "roll back (originals back in service, replacement fleet torn down, status Failed)",
+        what = {"rolled_back": "roll back (originals back in service, replacement fleet torn down, status Failed; "
+                               "Stopped when a stop was asked or it waited for approval)",
                 "retired": "finish retiring the original fleet (status Succeeded)",
                 "none": "nothing (it finished)"}[plan["action"]]
         if not plan["needs_action"]:

@@ -9,7 +9,9 @@ The playbook `rollwright.deploy.bluegreen_ec2` alternates these controller steps
     start      - inputs, revision, original fleet and its load-balancer membership, record, lock
     provision  - create (or choose) the replacement fleet, wait until it runs; hosts to add
       [replacements: ApplicationStop .. ValidateService]
-    ready      - judge the install; optional wait for an explicit continue (Ready -> Stopped on timeout)
+    ready      - judge the install; optional wait for an explicit continue (Ready -> Stopped on timeout), or,
+                 in the split form, hand the deployment over in Ready (the job ends; see hand_over)
+    resume     - (split form, a second job) take the handed-over deployment back and go on from Ready
       [replacements: BeforeAllowTraffic; originals: BeforeBlockTraffic]
     reroute    - AllowTraffic / BlockTraffic: targets mode in batches, or one listener swap
       [replacements: AfterAllowTraffic (complete); originals: AfterBlockTraffic]
@@ -31,10 +33,12 @@ actions before the swap), so `rollback` and `recover` work from the record alone
 
 from __future__ import annotations
 
+import datetime as _dt
 import re
 import time
 from typing import Any, Callable, Optional
 
+from ansible_collections.rollwright.deploy.plugins.module_utils import control_requests
 from ansible_collections.rollwright.deploy.plugins.module_utils.dry_run import bluegreen_dry_run
 from ansible_collections.rollwright.deploy.plugins.module_utils.errors import RollwrightError
 from ansible_collections.rollwright.deploy.plugins.module_utils import deployment_config as dc
@@ -63,8 +67,11 @@ from ansible_collections.rollwright.deploy.plugins.module_utils.records.base imp
     HostRecord,
     Lock,
     RecordStore,
+    LockInfo,
     default_owner,
+    format_time,
     now_iso,
+    utc_now,
 )
 
 Progress = Callable[[str], None]
@@ -72,6 +79,14 @@ Progress = Callable[[str], None]
 EXTRA_KEY = "bluegreen"
 _INSTANCE_ID_RE = re.compile(r"^(?:i|mi)-[0-9a-f]{8,17}$")
 CONTINUE_KEY = "bluegreen_continue"
+RESUME_KEY = "bluegreen_resume"  # split form: what the job that resumes needs of the first job's state
+# The state a resuming job rebuilds from the record (connection variables are not recorded: the
+# resuming job brings its own).
+RESUME_STATE_KEYS = ("deployment_id", "application", "deployment_group", "config", "revision", "host_revision",
+                     "appspec", "options", "host_calls", "originals", "replacements", "inventory_originals",
+                     "started", "started_at", "failures", "batch_number", "batch_times")
+DEFAULT_CONTINUE_WAIT = 900.0
+BLUEGREEN_REQUESTS = ("stop", "promote")  # what a blue/green deployment honours (control_requests.APPLICABLE)
 PHASES = ("started", "provisioning", "installing", "ready", "rerouting", "rerouted", "retiring", "finished", "rolled_back")
 PRE_REROUTE = ("started", "provisioning", "installing", "ready")
 REROUTE_MODES = ("targets", "listener")
@@ -89,6 +104,34 @@ CONNECTION_VARS = (
 
 class BlueGreenError(RollwrightError):
     """A blue/green deployment cannot start or go on; the message says why and what to do."""
+
+
+class StopRequested(Exception):
+    """A stop request seen at a safe point inside a step (reroute batches, the original-fleet wait)."""
+
+    def __init__(self, decision: control_requests.Decision):
+        super().__init__(decision.reason)
+        self.decision = decision
+
+
+def stop_requested(store: RecordStore, deployment_id: str) -> bool:
+    """Whether a stop request is open for the deployment (read only)."""
+    return any(r.open and r.action == "stop" for r in store.list_requests(deployment_id))
+
+
+def _iso_after(seconds: float) -> str:
+    return format_time(utc_now() + _dt.timedelta(seconds=seconds))
+
+
+def handed_over(record: DeploymentRecord, lock: Optional[LockInfo]) -> Optional[dict]:
+    """The hand-over of a split-form deployment that waits in Ready, when ``lock`` is still the lease it
+    was handed over with (no process is meant to be alive: the record holds the lock); else None."""
+    bg = record.extra.get(EXTRA_KEY) or {}
+    handover = bg.get("handover")
+    if (not isinstance(handover, dict) or record.status != "Ready" or bg.get("phase") != "ready" or lock is None
+            or lock.deployment_id != record.deployment_id or lock.acquired_at != handover.get("lock_acquired_at")):
+        return None
+    return handover
 
 
 def _host_calls() -> dict[str, list[str]]:
@@ -175,6 +218,16 @@ class BlueGreenRun:
 
     def _heartbeat(self, state: dict) -> None:
         state["lock"] = self.store.heartbeat(Lock.from_dict(state["lock"])).to_dict()
+
+    def _requests(self, state: dict) -> control_requests.Decision:
+        """A safe point: the open control requests, each acknowledged once. Every point acts on a stop; a
+        promote is acted on by the next wait (ready, or original fleet) and stays acknowledged until then."""
+        return control_requests.take(self.store, state["deployment_id"], allowed=BLUEGREEN_REQUESTS,
+                                     progress=self.progress)
+
+    def _stopped(self, state: dict, decision: control_requests.Decision) -> dict:
+        """Honour a stop: traffic back on the originals (if it moved), the replacement fleet torn down, Stopped."""
+        return self.rollback(state, decision.reason, status="Stopped", answering=decision)
 
     def _events(self, state: dict, hosts: list[str], event: str, status: str, message: Optional[str] = None) -> None:
         stamp = now_iso()
@@ -394,20 +447,95 @@ class BlueGreenRun:
                                  + "; ".join(f"{h}: {m}" for h, m in failures.items()))
         bg = state["bg"]
         deployment_id = state["deployment_id"]
+        ready = bg["ready"]
+        waits = ready.get("action") == "stop"
+        requested = self._requests(state)
+        if requested.action == "stop":
+            return self._stopped(state, requested)
         self.store.update_status(deployment_id, "Ready")
         self._phase(state, "ready")
-        ready = bg["ready"]
-        if ready.get("action") == "stop":
+        if waits and ready.get("split"):
+            return self.hand_over(state, float(ready.get("wait") or 0))
+        if waits:
             wait = float(ready.get("wait") or 0)
-            self.progress(f"deployment {deployment_id} is Ready: waiting up to {wait:.0f}s for a continue "
-                          f"(playbook rollwright.deploy.continue -e rollwright_deployment_id={deployment_id})")
-            if not self._wait_for_continue(state, wait, poll):
+            if requested.action != "promote":
+                self.progress(f"deployment {deployment_id} is Ready: waiting up to {wait:.0f}s for a continue "
+                              f"(playbook rollwright.deploy.continue -e rollwright_deployment_id={deployment_id}; "
+                              "rollwright.deploy.promote ends the wait, rollwright.deploy.stop stops)")
+                requested = self._wait_for_continue(state, wait, poll)
+            if requested is None:
                 return self.rollback(state, f"no continue within {wait:.0f}s of the replacement fleet becoming ready",
                                      status="Stopped")
+            if requested.action == "stop":
+                return self._stopped(state, requested)
+            if requested.action == "promote":
+                self.progress(f"deployment {deployment_id}: {requested.reason}: the ready wait ends now")
+                control_requests.complete(self.store, deployment_id, requested.requests, "promoted: the ready wait ended")
         self.store.update_status(deployment_id, "InProgress")
         return state
 
-    def _wait_for_continue(self, state: dict, wait: float, poll: float) -> bool:
+    def hand_over(self, state: dict, window: float) -> dict:
+        """Split form: end this job with the deployment Ready and its lock held by the record.
+
+        The lock is taken over from ourselves (a new token, so nothing of this job can write any more)
+        with a ttl of the approval window: a lease that needs no live process. Inside the window only
+        the job that resumes it (continue: approve) or a stop (deny) may take it over; once the window
+        has passed the lease is stale and `recover` tears the replacement fleet down (Stopped).
+        """
+        deployment_id = state["deployment_id"]
+        held = Lock.from_dict(state["lock"])
+        window = max(window, 60.0)
+        lease = self.store.take_over(held.application, held.deployment_group, deployment_id,
+                                     owner=f"{held.owner} (awaiting approval)", ttl=window, live=True, token=held.token)
+        until = _iso_after(window)
+        state["bg"]["handover"] = {"at": now_iso(), "until": until, "window": window,
+                                   "lock_acquired_at": lease.acquired_at}
+        saved = {k: state.get(k) for k in RESUME_STATE_KEYS}
+        saved["options"] = {k: v for k, v in (state.get("options") or {}).items() if k != "host_vars"}
+        self.store.set_extra(deployment_id, RESUME_KEY, saved)
+        self._save(state)
+        self.progress(f"deployment {deployment_id} is Ready and handed over until {until} (its lock is a lease of "
+                      f"{window:.0f}s): approve with rollwright.deploy.continue, deny with rollwright.deploy.stop "
+                      f"(-e rollwright_deployment_id={deployment_id})")
+        state["lock"] = lease.to_dict()
+        return self._summarise(state, "Ready")
+
+    def resume(self, deployment_id: str, host_vars: Optional[dict] = None, owner: Optional[str] = None) -> dict:
+        """Split form, the approving job: take the handed-over deployment's lease and go on from Ready."""
+        record = self.store.get(deployment_id)
+        bg = dict(record.extra.get(EXTRA_KEY) or {})
+        saved = record.extra.get(RESUME_KEY)
+        handover = bg.get("handover")
+        if record.deployment_type != "blue_green_ec2" or not handover or not isinstance(saved, dict):
+            raise BlueGreenError(f"deployment {deployment_id} was not handed over in Ready (split form); "
+                                 "nothing to resume")
+        if record.status != "Ready" or bg.get("phase") != "ready":
+            raise BlueGreenError(f"deployment {deployment_id} is {record.status} (phase {bg.get('phase')}), no longer "
+                                 "Ready and handed over: it was approved, denied or recovered already")
+        info = self.store.get_lock(record.application, record.deployment_group)
+        if info is None or info.deployment_id != deployment_id or info.acquired_at != handover.get("lock_acquired_at"):
+            holder = "nobody" if info is None else f"{info.deployment_id} ({info.owner})"
+            raise BlueGreenError(f"deployment {deployment_id} no longer holds the lease it was handed over with (the "
+                                 f"group's lock is held by {holder}): it was approved, denied or recovered already")
+        if info.stale:
+            raise BlueGreenError(f"the approval window of deployment {deployment_id} ended at {handover.get('until')}: "
+                                 "too late to approve; rollwright.deploy.recover tears its replacement fleet down "
+                                 "(status Stopped)")
+        lock = self.store.take_over(record.application, record.deployment_group, deployment_id, owner=owner,
+                                    ttl=DEFAULT_LOCK_TTL, live=True, acquired_at=info.acquired_at)
+        state = dict(saved)
+        state["options"] = dict(saved.get("options") or {}, host_vars=dict(host_vars or {}))
+        handover["resumed_at"] = now_iso()
+        handover["resumed_by"] = lock.owner
+        state.update(lock=lock.to_dict(), bg=bg, done=False, status="InProgress", new_hosts=[],
+                     failures=dict(saved.get("failures") or {}), batch_times=list(saved.get("batch_times") or []))
+        self._save(state)
+        self.store.update_status(deployment_id, "InProgress")
+        self.progress(f"deployment {deployment_id}: approved, resumed from Ready by {lock.owner}")
+        return state
+
+    def _wait_for_continue(self, state: dict, wait: float, poll: float) -> Optional[control_requests.Decision]:
+        """The ready wait: a Decision (no action: a continue came; stop or promote: a request), None at its end."""
         deadline = self.now() + wait
         last_beat = last_note = self.now()
         while True:
@@ -415,9 +543,12 @@ class BlueGreenRun:
             signal = extra.get(CONTINUE_KEY)
             if signal:
                 self.progress(f"continue received from {signal.get('by') or 'someone'} at {signal.get('at')}")
-                return True
+                return control_requests.Decision()
+            requested = self._requests(state)
+            if requested.action:
+                return requested
             if self.now() >= deadline:
-                return False
+                return None
             if self.now() - last_beat >= 30:
                 self._heartbeat(state)
                 last_beat = self.now()
@@ -429,6 +560,9 @@ class BlueGreenRun:
     # ------------------------------------------------------------------ reroute
     def reroute(self, state: dict, pre_results: dict[str, Optional[dict]]) -> dict:
         self._heartbeat(state)
+        requested = self._requests(state)
+        if requested.action == "stop":
+            return self._stopped(state, requested)
         replacements, originals = self.replacement_names(state), self.original_names(state)
         failures = self.judge(state, replacements, "pre_allow", pre_results)
         failures.update(self.judge(state, originals, "pre_block", pre_results))
@@ -446,6 +580,8 @@ class BlueGreenRun:
                 error = self._swap_group_attachments(state)
         except (LoadBalancerError, ListenerError, FleetError) as exc:
             error = str(exc)
+        except StopRequested as stop:
+            return self._stopped(state, stop.decision)
         if error:
             return self.rollback(state, error)
         self._phase(state, "rerouted")
@@ -500,6 +636,10 @@ class BlueGreenRun:
         for number, (green, blue) in enumerate(reroute_batches(self.replacement_names(state), originals, bg["batch_size"]), 1):
             started = time.time()
             state["batch_number"] = number
+            if number > 1:  # a safe point between batches: a stop reroutes back from here
+                requested = self._requests(state)
+                if requested.action == "stop":
+                    raise StopRequested(requested)
             self.progress(f"reroute batch {number}: register {', '.join(green) or '-'}; deregister {', '.join(blue) or '-'}")
             self._heartbeat(state)
             if green:
@@ -551,6 +691,9 @@ class BlueGreenRun:
     # ------------------------------------------------------------------ finish
     def finish(self, state: dict, post_results: dict[str, Optional[dict]]) -> dict:
         self._heartbeat(state)
+        requested = self._requests(state)
+        if requested.action == "stop":
+            return self._stopped(state, requested)
         replacements, originals = self.replacement_names(state), self.original_names(state)
         failures = self.judge(state, replacements, "post_allow", post_results)
         failures.update(self.judge(state, originals, "post_block", post_results))
@@ -560,7 +703,10 @@ class BlueGreenRun:
         for host in replacements + originals:
             self.store.update_host(state["deployment_id"], host, status="Succeeded")
         self._phase(state, "retiring")
-        self.retire(state["deployment_id"], state["bg"], state=state)
+        try:
+            self.retire(state["deployment_id"], state["bg"], state=state)
+        except StopRequested as stop:  # during the original-fleet wait: the originals still run, traffic goes back
+            return self._stopped(state, stop.decision)
         return self._end(state, "Succeeded")
 
     def retire(self, deployment_id: str, bg: dict, state: Optional[dict] = None, wait: bool = True,
@@ -589,24 +735,40 @@ class BlueGreenRun:
         self.store.set_extra(deployment_id, EXTRA_KEY, bg)
 
     def _wait(self, state: Optional[dict], seconds: float, what: str) -> None:
+        """The original-fleet wait, a safe point: a promote ends it now, a stop raises StopRequested."""
         deadline = self.now() + seconds
         last = self.now()
-        self.progress(f"waiting {seconds:.0f}s {what}")
+        self.progress(f"waiting {seconds:.0f}s {what} (rollwright.deploy.promote ends the wait, rollwright.deploy.stop "
+                      "puts the traffic back on them)")
         while self.now() < deadline:
-            self.sleep(max(0.05, min(5.0, deadline - self.now())))
-            if self.now() - last >= 30 and state is not None:
+            self.sleep(max(0.05, min(1.0, deadline - self.now())))
+            if state is None:
+                continue
+            requested = self._requests(state)
+            if requested.action == "stop":
+                raise StopRequested(requested)
+            if requested.action == "promote":
+                self.progress(f"deployment {state['deployment_id']}: {requested.reason}: the wait ends now")
+                control_requests.complete(self.store, state["deployment_id"], requested.requests,
+                                          "promoted: the original-fleet wait ended")
+                return
+            if self.now() - last >= 30:
                 self._heartbeat(state)
                 self.progress(f"{deadline - self.now():.0f}s left {what}")
                 last = self.now()
 
     # ------------------------------------------------------------------ rollback
-    def rollback(self, state: dict, reason: str, status: str = "Failed") -> dict:
+    def rollback(self, state: dict, reason: str, status: str = "Failed",
+                 answering: Optional[control_requests.Decision] = None) -> dict:
         self.progress(f"rolling back: {reason}")
         restore(self.store, self.clients, state["deployment_id"], state["bg"], progress=self.progress, fleet=self.fleet,
                 healthy_timeout=state["options"].get("healthy_timeout"), fence=lambda: self._heartbeat(state))
         for host in self.replacement_names(state) + self.original_names(state):
             if host not in state.get("failures", {}):
                 self.store.update_host(state["deployment_id"], host, status="Skipped")
+        if answering is not None:
+            control_requests.complete(self.store, state["deployment_id"], answering.requests,
+                                      "stopped: the original fleet serves, the replacement fleet is torn down")
         return self._end(state, status, reason)
 
     def abort(self, state: dict, reason: str) -> dict:
@@ -620,10 +782,16 @@ class BlueGreenRun:
     def _end(self, state: dict, status: str, error: Optional[str] = None) -> dict:
         deployment_id = state["deployment_id"]
         self.store.update_status(deployment_id, status, error=error)
+        control_requests.close_open(self.store, deployment_id, f"the deployment ended {status} before it could act")
         try:
             self.store.release_lock(Lock.from_dict(state["lock"]))
         except Exception as exc:  # pylint: disable=broad-except
             self.progress(f"could not release the lock: {exc}")
+        return self._summarise(state, status, error)
+
+    def _summarise(self, state: dict, status: str, error: Optional[str] = None) -> dict:
+        """The job's end: the summary of the record (the deployment itself may go on, split form)."""
+        deployment_id = state["deployment_id"]
         state.update(done=True, status=status, error=error)
         state["duration"] = round(time.time() - state["started_at"], 2)
         state["summary"] = summarise(self.store.get(deployment_id).to_dict(), state)
@@ -788,10 +956,13 @@ def _forwards(actions: list[dict]) -> list[str]:
 
 
 def recover(store: RecordStore, clients: Any, deployment_id: str, progress: Optional[Progress] = None,
-            force: bool = False, owner: Optional[str] = None) -> dict:
+            force: bool = False, owner: Optional[str] = None, stop_reason: Optional[str] = None) -> dict:
     """Finish a blue/green deployment whose controller died, from its record.
 
-    Before or during the reroute: roll back (originals serve, replacements torn down) and end Failed.
+    Before or during the reroute: roll back (originals serve, replacements torn down) and end Failed
+    (Stopped with ``stop_reason``: a stop honoured for a controller that is gone).
+    A split-form deployment handed over in Ready is not dead: within its approval window it is
+    refused unless force or ``stop_reason`` (a deny); after the window it is torn down, Stopped.
     While retiring: complete the retirement at once (no second wait) and end Succeeded. A finished
     deployment is left alone (its lock is released if still held). A live lock (fresh heartbeat) is
     refused unless force=True.
@@ -803,8 +974,19 @@ def recover(store: RecordStore, clients: Any, deployment_id: str, progress: Opti
     bg = dict(record.extra.get(EXTRA_KEY) or {})
     info = store.get_lock(record.application, record.deployment_group)
     lock = None
+    handover = handed_over(record, info)
+    denied = handover is not None and stop_requested(store, deployment_id)  # a deny of the split form
+    if handover is not None and not info.stale and not force and not stop_reason and not denied:
+        raise BlueGreenError(
+            f"deployment {deployment_id} is Ready and waits for approval until {handover.get('until')} (split form: its "
+            "lock is a lease held by the record, no process is meant to be alive). Approve it with "
+            "rollwright.deploy.continue, deny it with rollwright.deploy.stop, or recover with force=true to tear its "
+            "replacement fleet down now")
+    if handover is not None and not stop_reason:
+        stop_reason = (f"no approval within the approval window (until {handover.get('until')}): replacement fleet torn "
+                       "down" if info.stale else "stopped by a forced recovery while waiting for approval")
     if info is not None and info.deployment_id == deployment_id:
-        if not info.stale and not force:
+        if not info.stale and not force and not handover:
             raise BlueGreenError(f"{info.describe()}; it looks alive - recover only a deployment whose controller died "
                                  "(wait until the lock is stale, or pass force=true)")
         ended = record.status in ("Succeeded", "Failed", "Stopped") and bg.get("phase") in ("finished", "rolled_back")
@@ -824,6 +1006,10 @@ def recover(store: RecordStore, clients: Any, deployment_id: str, progress: Opti
             store.heartbeat(lock)
 
     result: dict[str, Any] = {"deployment_id": deployment_id, "phase_before": bg.get("phase"), "status_before": record.status}
+    # A stop asked of a controller that is gone (or of a split-form deployment, which has none) is carried out here.
+    requested = control_requests.take(store, deployment_id, allowed=("stop",), progress=say, handled_by="recover")
+    if requested.action == "stop":
+        stop_reason = requested.reason
     run = BlueGreenRun(store, clients, progress=say)
     if record.status in ("Succeeded", "Failed", "Stopped") and bg.get("phase") in ("finished", "rolled_back"):
         result["action"] = "none"
@@ -835,37 +1021,77 @@ def recover(store: RecordStore, clients: Any, deployment_id: str, progress: Opti
     else:
         result["restored"] = restore(store, clients, deployment_id, bg, progress=say, fleet=run.fleet, fence=fence)
         if record.status not in ("Succeeded", "Failed", "Stopped"):
-            store.update_status(deployment_id, "Failed",
-                                error=f"recovered after its controller stopped in phase {result['phase_before']}: "
-                                      "traffic restored to the original instances, replacement fleet torn down")
+            if stop_reason:
+                store.update_status(deployment_id, "Stopped", error=stop_reason)
+            else:
+                store.update_status(deployment_id, "Failed",
+                                    error=f"recovered after its controller stopped in phase {result['phase_before']}: "
+                                          "traffic restored to the original instances, replacement fleet torn down")
         result["action"] = "rolled_back"
     if lock is not None:
         store.release_lock(lock)
+    control_requests.complete(store, deployment_id, requested.requests, f"carried out by recovery: {result['action']}",
+                              handled_by="recover")
+    control_requests.close_open(store, deployment_id, "the deployment ended before it could act", handled_by="recover")
     result["status"] = store.get(deployment_id).status
     say(f"recovery of {deployment_id}: {result['action']}, status {result['status']}")
     return result
 
 
+def ready_for_continue(record: DeploymentRecord) -> bool:
+    """A continue approves a validated replacement fleet only: Ready, and handed over in the split form."""
+    bg = record.extra.get(EXTRA_KEY) or {}
+    return (record.status == "Ready" and bg.get("phase") == "ready"
+            and (not (bg.get("ready") or {}).get("split") or bool(bg.get("handover"))))
+
+
 def request_continue(store: RecordStore, deployment_id: Optional[str] = None, application: Optional[str] = None,
-                     deployment_group: Optional[str] = None, by: Optional[str] = None) -> dict:
-    """Let a deployment waiting in Ready go on (the `continue` playbook, an AWX approval's next job)."""
-    if not deployment_id:
-        if not application:
-            raise BlueGreenError("rollwright_deployment_id or rollwright_application (and rollwright_deployment_group): "
-                                 "required to find the deployment to continue")
-        info = store.get_lock(application, deployment_group or application)
-        if info is None:
-            raise BlueGreenError(f"no deployment is in progress in {application}/{deployment_group or application}")
-        deployment_id = info.deployment_id
-    record = store.get(deployment_id)
-    if record.deployment_type != "blue_green_ec2":
-        raise BlueGreenError(f"deployment {deployment_id} is a {record.deployment_type} deployment; only blue/green EC2 "
-                             "deployments wait for a continue")
-    if record.status in ("Succeeded", "Failed", "Stopped"):
-        raise BlueGreenError(f"deployment {deployment_id} already ended {record.status}; nothing to continue")
+                     deployment_group: Optional[str] = None, by: Optional[str] = None,
+                     wait: float = DEFAULT_CONTINUE_WAIT, poll: float = 1.0, progress: Optional[Progress] = None,
+                     sleep: Callable[[float], None] = time.sleep, now: Callable[[], float] = time.monotonic) -> dict:
+    """Let a deployment waiting in Ready go on (the `continue` playbook, an AWX approval's next job).
+
+    A continue that comes before the replacement fleet is Ready (or before the deployment holds its
+    group's lock) waits for Ready up to ``wait`` seconds, then is refused: the signal is recorded only
+    against a fleet that is installed and validated. A deployment that ends meanwhile refuses it at once.
+    """
+    say = progress or (lambda message: None)
+    group = deployment_group or application
+    deadline = now() + wait
+    last_note: Optional[float] = None
+    while True:
+        current = deployment_id
+        if not current:
+            if not application:
+                raise BlueGreenError("rollwright_deployment_id or rollwright_application (and rollwright_deployment_group): "
+                                     "required to find the deployment to continue")
+            info = store.get_lock(application, group)
+            current = info.deployment_id if info else None
+        record = store.get(current) if current else None
+        if record is not None:
+            if record.deployment_type != "blue_green_ec2":
+                raise BlueGreenError(f"deployment {current} is a {record.deployment_type} deployment; only blue/green "
+                                     "EC2 deployments wait for a continue")
+            if record.status in ("Succeeded", "Failed", "Stopped"):
+                raise BlueGreenError(f"deployment {current} already ended {record.status}; nothing to continue")
+            if ready_for_continue(record):
+                break
+        if now() >= deadline:
+            if record is None:
+                raise BlueGreenError(f"no deployment is in progress in {application}/{group} (waited {wait:.0f}s for one)")
+            phase = (record.extra.get(EXTRA_KEY) or {}).get("phase")
+            raise BlueGreenError(f"deployment {current} is not Ready (status {record.status}, phase {phase}) after "
+                                 f"{wait:.0f}s: a continue approves an installed and validated replacement fleet only; "
+                                 "nothing was recorded (raise rollwright_continue_wait to wait longer)")
+        if last_note is None or now() - last_note >= 30:
+            say(f"waiting up to {deadline - now():.0f}s for "
+                f"{'deployment ' + current if current else f'a deployment of {application}/{group}'} to be Ready")
+            last_note = now()
+        sleep(max(0.05, min(poll, deadline - now())))
+    bg = record.extra.get(EXTRA_KEY) or {}
     signal = {"by": by or "user", "at": now_iso()}
     already = record.extra.get(CONTINUE_KEY)
     if not already:
-        store.set_extra(deployment_id, CONTINUE_KEY, signal)
-    return {"deployment_id": deployment_id, "status": record.status, "changed": not already,
-            "phase": (record.extra.get(EXTRA_KEY) or {}).get("phase"), "continue": already or signal}
+        store.set_extra(current, CONTINUE_KEY, signal)
+    return {"deployment_id": current, "status": record.status, "changed": not already, "phase": bg.get("phase"),
+            "continue": already or signal, "split": bool((bg.get("ready") or {}).get("split"))}

@@ -23,6 +23,7 @@ from typing import Any, Callable, Optional
 
 from ansible_collections.rollwright.deploy.plugins.module_utils.dry_run import NO_LOAD_BALANCER, inplace_plan
 from ansible_collections.rollwright.deploy.plugins.module_utils.errors import RollwrightError
+from ansible_collections.rollwright.deploy.plugins.module_utils import control_requests
 from ansible_collections.rollwright.deploy.plugins.module_utils import deployment_config as dc
 from ansible_collections.rollwright.deploy.plugins.module_utils import lifecycle
 from ansible_collections.rollwright.deploy.plugins.module_utils.alarms import AutoRollback
@@ -510,6 +511,23 @@ class InPlaceRun:
         self.progress(f"deployment {state['deployment_id']}: stopping - {reason}")
         return self.finish(state, stop_reason=f"stopped by CloudWatch alarms: {reason}", status="Stopped", cause="alarm")
 
+    def _control_point(self, state: dict) -> Optional[dict]:
+        """Before a batch starts (the previous one is back in service): honour stop / pause / resume
+        requests. A pause holds here, renewing the lock; a stop finishes as Stopped (with rollback:
+        the automatic-rollback path redeploys the last successful revision to the hosts reached)."""
+        deployment_id = state["deployment_id"]
+        point = control_requests.SafePoint(self.store, deployment_id, control_requests.APPLICABLE["in_place"],
+                                           heartbeat=lambda: self._heartbeat(state), progress=self.progress)
+        decision = point.check()
+        if decision.action != "stop":
+            return None
+        state["stop_rollback"] = decision.rollback
+        self.progress(f"deployment {deployment_id}: {decision.reason}")
+        # Done before finish(), which refuses whatever is still open once the deployment has ended.
+        point.done(decision, "stopped before the next batch" + (
+            "; a rollback deployment follows" if decision.rollback and not state.get("rollback_of") else ""))
+        return self.finish(state, stop_reason=decision.reason, status="Stopped", cause="request")
+
     def _record_events(self, state: dict, host: str, outcome: HostOutcome, call: str) -> None:
         deployment_id = state["deployment_id"]
         seen = set()
@@ -597,6 +615,9 @@ class InPlaceRun:
             state["batch"] = []
             state["active"] = []
         stopped = self._alarm_stop(state)
+        if stopped is not None:
+            return stopped
+        stopped = self._control_point(state)
         if stopped is not None:
             return stopped
         planner = dc.BatchPlanner.from_dict(state["planner"])
@@ -757,13 +778,15 @@ class InPlaceRun:
             self.store.update_host(state["deployment_id"], host, status="Skipped")
         if self.store.get(state["deployment_id"]).status not in TERMINAL_STATUSES:
             self.store.update_status(state["deployment_id"], final, error=error)
+        control_requests.close_open(self.store, state["deployment_id"], f"the deployment ended ({final}) before it was seen")
         try:
             self.store.release_lock(self._lock(state))
         except LockLost as exc:  # taken over after going stale: not ours to release any more
             self.progress(f"deployment {state['deployment_id']}: {exc}")
         rollback = AutoRollback.from_dict(state.get("auto_rollback"))
         state["stop_cause"] = cause or ("failure" if final == "Failed" else None)
-        state["rollback_due"] = bool(not state.get("rollback_of") and rollback.applies(final, cause))
+        requested_rollback = final == "Stopped" and cause == "request" and bool(state.get("stop_rollback"))
+        state["rollback_due"] = bool(not state.get("rollback_of") and (rollback.applies(final, cause) or requested_rollback))
         state.update({"done": True, "status": final, "error": error, "batch": [], "active": [],
                       "outcome": {"succeeded": outcome.succeeded, "failed": outcome.failed,
                                   "skipped": outcome.skipped, "pending": outcome.pending,

@@ -87,6 +87,8 @@ ARGUMENT_SPEC: dict[str, Any] = {
     "appspec": {"type": "raw"},
     "recover": {"type": "bool", "default": False},
     "deployment_id": {"type": "str"},
+    "record": {"type": "dict"},
+    "lock_token": {"type": "str", "no_log": True},
 }
 
 ProgressCallback = Callable[[dict], None]
@@ -357,6 +359,7 @@ class LambdaDeployment:
         wall_clock: Callable[[], float] = time.time,
         progress: ProgressCallback | None = None,
         heartbeat_seconds: float = 60.0,
+        control: Any = None,
     ):
         self.lam = lambda_client
         self.cw = cloudwatch_client
@@ -366,6 +369,9 @@ class LambdaDeployment:
         self.wall_clock = wall_clock
         self.progress = progress
         self.heartbeat_seconds = heartbeat_seconds
+        # control_requests.SafePoint (check() -> Decision, done()): stop / promote / pause requests,
+        # read during the waits between traffic steps; None without a record store.
+        self.control = control
 
     # ------------------------------------------------------------------ helpers
     def _now_iso(self) -> str:
@@ -876,11 +882,30 @@ class LambdaDeployment:
         last_beat = t0
         poll_cost = 0.0  # how long the last alarm read took
         total = len(plan)
+        promoted = None  # the promote request's decision, once one skipped the remaining steps
         for index, step in enumerate(plan, start=1):
+            if promoted is not None and not step.promote:
+                continue
             due = t0 + step.at_seconds
             # wait, polling alarms every poll_interval
-            while True:
+            while promoted is None:
                 now = self.clock()
+                if self.control is not None:
+                    decision = self.control.check()
+                    if decision.held_seconds:  # paused: the remaining steps keep their intervals
+                        t0 += decision.held_seconds
+                        due += decision.held_seconds
+                        now = self.clock()
+                    if decision.action == "stop":
+                        stopped = self._stop(req, result, current, decision.reason)
+                        self.control.done(decision, f"alias {req.alias} back on version {current}; Stopped")
+                        return stopped
+                    if decision.action == "promote":
+                        promoted = decision
+                        self._emit("promote", f"{decision.reason}: the remaining steps are skipped")
+                        step = plan[-1]
+                        index = total
+                        break
                 # A read that would still be running when the step is due waits until after the step:
                 # slow alarm reads (a CloudWatch endpoint timing out) must not push the schedule.
                 if req.alarms and now - last_poll >= req.poll_interval and now + poll_cost <= due:
@@ -899,7 +924,7 @@ class LambdaDeployment:
                 wake = due
                 if req.alarms:
                     wake = min(wake, last_poll + req.poll_interval)
-                self.sleep(max(0.0, min(wake - now, 1.0)))
+                self.sleep(max(0.0, min(wake - now, 1.0 if self.control is None else self.control.min_interval)))
             if step.promote and req.alarms and self.clock() - last_poll > 0.5 and poll_cost <= 0.5:
                 last_poll = self.clock()
                 problem = self._poll_alarms(req, result, "AllowTraffic", t0)
@@ -927,6 +952,10 @@ class LambdaDeployment:
             what = f"promoted: 100% on version {target}" if step.promote else f"{step.weight:.0%} on version {target}"
             self._emit("step", f"step {index}/{total} at +{actual:.2f}s (planned +{step.at_seconds:g}s): {what}; "
                        f"alarms: {self._last_alarm_summary}", step=record)
+            if promoted is not None:
+                result["promoted_on_request"] = True
+                self.control.done(promoted, f"alias {req.alias} on version {target} at 100 % (remaining steps skipped)")
+                break
         return None
 
     def _stop(self, req: LambdaDeployRequest, result: dict, current: str, reason: str) -> dict:

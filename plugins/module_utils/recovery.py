@@ -425,7 +425,8 @@ def fence(store: RecordStore, lock: Optional[Lock]) -> None:
 # Other deployment types (the rollwright.deploy.recover playbook dispatches on deployment_type)
 
 
-def bluegreen_plan(record: DeploymentRecord, lock: Optional[LockInfo], force: bool = False) -> dict:
+def bluegreen_plan(record: DeploymentRecord, lock: Optional[LockInfo], force: bool = False,
+                   stop_requested: bool = False) -> dict:
     """What ``bluegreen.recover`` will do for a blue/green EC2 deployment, and whether it may.
 
     ``action``: ``rolled_back`` (phase up to ``rerouted``: originals back, replacements torn down,
@@ -433,9 +434,10 @@ def bluegreen_plan(record: DeploymentRecord, lock: Optional[LockInfo], force: bo
     ``none`` (already finished; a lock it still holds is released). ``refused`` while its lock looks
     alive, or while another deployment holds the group's lock, unless ``force``.
     """
-    from ansible_collections.rollwright.deploy.plugins.module_utils.bluegreen import EXTRA_KEY
+    from ansible_collections.rollwright.deploy.plugins.module_utils.bluegreen import EXTRA_KEY, handed_over
 
     phase = (record.extra.get(EXTRA_KEY) or {}).get("phase")
+    handover = handed_over(record, lock)  # split form, waiting for approval: no process is meant to be alive
     if record.status in TERMINAL_STATUSES and phase in ("finished", "rolled_back"):
         action = "none"
     elif phase in ("retiring", "finished"):
@@ -443,12 +445,18 @@ def bluegreen_plan(record: DeploymentRecord, lock: Optional[LockInfo], force: bo
     else:
         action = "rolled_back"
     holds = lock is not None and lock.deployment_id == record.deployment_id
-    force = force or bool(holds and controller_gone(record))  # its controller ran here and is gone
+    force = force or bool(holds and not handover and controller_gone(record))  # its controller ran here and is gone
     plan = {"deployment_id": record.deployment_id, "deployment_type": record.deployment_type,
             "application": record.application, "deployment_group": record.deployment_group, "status": record.status,
             "phase": phase, "action": action, "lock": lock.to_dict() if holds and lock is not None else None,
             "needs_action": action != "none" or holds, "refused": None}
-    if holds and lock is not None and not lock.stale and not force:
+    if handover is not None and lock is not None and not lock.stale and not force and not stop_requested:
+        plan["refused"] = (
+            f"deployment {record.deployment_id} (blue/green, split form) is Ready and waits for approval until "
+            f"{handover.get('until')}: its lock is a lease held by the record, not a sign of a dead controller. Approve "
+            "it with rollwright.deploy.continue, deny it with rollwright.deploy.stop, or recover it anyway with "
+            "-e rollwright_force_recover=true (force: true; the replacement fleet is torn down, status Stopped)")
+    elif holds and lock is not None and not lock.stale and not force and handover is None:
         plan["refused"] = (
             f"{lock.describe()}; deployment {record.deployment_id} (blue/green, {record.status}, phase {phase}) looks "
             f"alive: its lock's ttl is {int(lock.ttl)} s. Recovering now would fight with its controller. If its "
@@ -504,6 +512,16 @@ def lambda_recovery_command(record: DeploymentRecord, record_options: Optional[d
         if (aws or {}).get(key):
             pairs.append((var, aws[key]))  # type: ignore[index]
     return "ansible-playbook rollwright.deploy.lambda " + " ".join(f"-e {shlex.quote(f'{k}={v}')}" for k, v in pairs)
+
+
+def inplace_rollback_command(record: DeploymentRecord) -> str:
+    """The command that redeploys the last successful revision to the hosts a stopped in-place deployment reached."""
+    import shlex
+
+    pairs = [("rollwright_application", record.application), ("rollwright_deployment_group", record.deployment_group),
+             ("rollwright_hosts", "<its hosts>")]
+    return ("ansible-playbook rollwright.deploy.rollback -i <inventory> "
+            + " ".join(f"-e {shlex.quote(f'{k}={v}')}" for k, v in pairs))
 
 
 def lambda_refusal(record: DeploymentRecord, lock: Optional[LockInfo], record_options: Optional[dict] = None,

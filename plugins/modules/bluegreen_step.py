@@ -24,6 +24,13 @@ description:
   - C(ready) judges ApplicationStop .. ValidateService on the replacements. Any failure tears the replacement
     fleet down and ends the deployment C(Failed). With C(ready.action_on_timeout=stop) the deployment is C(Ready)
     and waits for O(step=continue); without one in time it is torn down and ends C(Stopped).
+    With C(ready.split=true) (the split form, for an AWX approval node between two jobs) it does not wait - it hands
+    the deployment over in C(Ready) and the step is done - the group's lock is taken over with a new token and a ttl
+    of the approval window (C(ready.wait)), a lease held by the record that needs no live process, and what the
+    next job needs is written to the record.
+  - C(resume) (split form) takes a deployment handed over in C(Ready) back - its lease is taken over with a new token
+    (compare-and-swap, so of two approving jobs one wins) - and returns its state and the hosts to add; the
+    playbook C(rollwright.deploy.continue) then reroutes and finishes it. Refused once the approval window has passed.
   - C(reroute) judges BeforeAllowTraffic / BeforeBlockTraffic, then moves the traffic - in C(targets) mode a batch
     of replacements is registered and healthy before a batch of originals is deregistered (batches of
     hosts minus the minimum healthy hosts); in C(listener) mode the replacements are registered in the idle target
@@ -34,7 +41,9 @@ description:
     controller died (before or during the reroute - originals registered and healthy again before the replacements
     are deregistered, replacement fleet torn down, status C(Failed); while retiring - the retirement is completed,
     status C(Succeeded)), then releases the lock.
-  - C(continue) lets a deployment waiting in C(Ready) go on.
+  - C(continue) lets a deployment waiting in C(Ready) go on. A continue that comes before the replacement fleet is
+    C(Ready) (or before the deployment has taken its group's lock) waits for C(Ready) up to O(wait), then fails
+    recording nothing - it approves an installed and validated fleet only.
   - This is an action plugin that runs on the controller and prints progress while it waits.
 author:
   - Rollwright maintainers (@rollwright)
@@ -43,13 +52,13 @@ options:
     description: The step to run.
     type: str
     required: true
-    choices: [start, provision, ready, reroute, finish, abort, recover, continue]
+    choices: [start, provision, ready, resume, reroute, finish, abort, recover, continue]
   state:
-    description: The deployment state returned by the previous step (the C(_bluegreen) fact); every step but C(start), C(recover), C(continue).
+    description: The deployment state returned by the previous step (the C(_bluegreen) fact); every step but C(start), C(resume), C(recover), C(continue).
     type: dict
   deployment_id:
     description:
-      - The deployment to recover (C(recover)) or to continue (C(continue)).
+      - The deployment to recover (C(recover)), to continue (C(continue)) or to resume (C(resume), required).
       - Or give O(application) and O(deployment_group) - the deployment that holds the group's lock.
     type: str
   application:
@@ -131,7 +140,7 @@ options:
     description: Swap this rule of the listener instead of its default actions.
     type: str
   ready:
-    description: C({action_on_timeout, wait}).
+    description: C({action_on_timeout, wait, split}).
     type: dict
   ready_action:
     description: C(continue) reroutes as soon as install and validation pass; C(stop) waits for a continue.
@@ -139,9 +148,21 @@ options:
     choices: [continue, stop]
     default: continue
   ready_wait:
-    description: How long C(stop) waits for a continue (C(90s), C(30m), C(1h)).
+    description: How long C(stop) waits for a continue (C(90s), C(30m), C(1h)); in the split form, the approval window.
     type: raw
     default: 30m
+  ready_split:
+    description:
+      - The split form of C(stop) - end the job in C(Ready) with the lock held by the record for the approval window;
+        a second job approves (C(rollwright.deploy.continue), which reroutes and finishes) or denies
+        (C(rollwright.deploy.stop) - the replacement fleet is torn down, status C(Stopped)).
+      - Needs O(ready_action=stop).
+    type: bool
+    default: false
+  wait:
+    description: C(continue) - how long to wait for the deployment to be C(Ready) before refusing (C(90s), C(15m), seconds).
+    type: raw
+    default: 15m
   original:
     description: C({action, wait, delete_auto_scaling_group}).
     type: dict
@@ -159,7 +180,7 @@ options:
     type: bool
     default: false
   host_vars:
-    description: Connection variables for hosts added during the run; default - copied from the first original host in the inventory.
+    description: Connection variables for hosts added during the run (C(provision), C(resume)); default - copied from the first original host in the inventory.
     type: dict
   drain_timeout:
     description: Seconds to wait for deregistration; default each group's deregistration delay plus a margin.
@@ -267,7 +288,8 @@ recovery:
   returned: step=recover
   type: dict
 continued:
-  description: What C(continue) did - C(deployment_id), C(status), C(phase), C(changed), C(continue) (who and when).
+  description: What C(continue) did - C(deployment_id), C(status), C(phase), C(changed), C(continue) (who and when),
+    C(split) (handed over in the split form - the same playbook resumes it next).
   returned: step=continue
   type: dict
 """

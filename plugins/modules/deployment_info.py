@@ -167,6 +167,15 @@ deployment:
     extra:
       description: Per-deployment-type state (blue/green fleets, Lambda alias weights).
       type: dict
+    control:
+      description:
+        - Live status (only with O(deployment_id)) - C(controller_alive) (the group's lock is held by this deployment
+          and its lease is not stale), C(lease) (C(owner), C(heartbeat_age), C(ttl), C(stale); null when it holds no
+          lock), C(paused) (a pause request holds it now), C(pending_requests) (the open requests - C(Pending) or
+          C(Acknowledged)) and C(requests) (all of them, oldest first - C(request_id), C(action), C(options),
+          C(state), C(requested_by), C(requested_at), C(acknowledged_at), C(ended_at), C(handled_by), C(message)).
+        - Requests are written by M(rollwright.deploy.deployment_control).
+      type: dict
 deployments:
   description: The history, newest first (same fields as RV(deployment); C(hosts) empty unless O(include_hosts)).
   returned: when O(application) is given
@@ -206,6 +215,7 @@ lock:
 
 import os
 
+from ansible_collections.rollwright.deploy.plugins.module_utils import control_requests
 from ansible_collections.rollwright.deploy.plugins.module_utils.aws import RollwrightAWSModule
 from ansible_collections.rollwright.deploy.plugins.module_utils.records import (
     DEPLOYMENT_STATUSES,
@@ -257,7 +267,9 @@ def main():
     try:
         store = open_store(p["backend"], options, client_factory=module.aws_client)
         if p["deployment_id"]:
-            result["deployment"] = store.get(p["deployment_id"]).to_dict()
+            record = store.get(p["deployment_id"])
+            result["deployment"] = record.to_dict()
+            result["deployment"]["control"] = control_requests.status(store, record)
         if p["application"]:
             records = store.list(p["application"], p["deployment_group"], status=p["status"], limit=p["limit"],
                                  include_hosts=p["include_hosts"])

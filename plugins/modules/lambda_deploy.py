@@ -153,6 +153,16 @@ options:
   deployment_id:
     description: Use this deployment id (C(d-) and 9 upper-case letters or digits) instead of a new one.
     type: str
+  record:
+    description:
+      - Where the deployment's record lives (C(backend), C(sqlite_path), C(dynamodb_table)). With I(deployment_id) of a
+        recorded deployment, control requests (C(rollwright.deploy.deployment_control) - stop, promote, pause,
+        resume) are read during the waits between traffic steps. Only when the task runs on the controller.
+    type: dict
+  lock_token:
+    description: The token of the deployment group's lock (C(state=lock) of C(rollwright.deploy.deployment_record)),
+      renewed while a pause holds.
+    type: str
 attributes:
   check_mode:
     support: full

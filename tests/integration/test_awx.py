@@ -282,50 +282,79 @@ def test_awx_project_refuses_sqlite(tarball: Path, fleet: Any, aws: Any, tmp_pat
 
 @pytest.mark.fleet
 @pytest.mark.slow
-def test_awx_project_bluegreen_approval_workflow(tarball: Path, world: Any, aws: Any, records_table: Any,  # pylint: disable=redefined-outer-name
-                                                 tmp_path: Path) -> None:
-    """The workflow's two root nodes: the deploy job waits in Ready; once approved, the continue job
-    (another job, another private data directory) lets it reroute."""
+def test_awx_project_bluegreen_split_approval_deny_then_approve(tarball: Path, world: Any, aws: Any, records_table: Any,  # pylint: disable=redefined-outer-name
+                                                                tmp_path: Path) -> None:
+    """Issue 16, the split form of the approval workflow (extensions/awx/controller/configure.yml): the deploy
+    job ends with the deployment Ready and its lock held by the record; then the approval node's edges.
+
+    1. deny: a recovery meanwhile is refused (the deployment waits for approval, it is not dead); the deny
+       job (bluegreen_deny.yml) stops it - green fleet gone, lock free, Stopped naming the AWX job.
+    2. approve, with the continue job started before the deploy job took the lock: it waits for Ready, then
+       takes the handed-over deployment and reroutes and finishes it; the blues serve until then."""
     table, store = records_table
     env = Env(world, None, tmp_path, "awx")
     try:
         blue_asg = env.blue_asg()
+        blue = env.asg_ids(blue_asg)
         bundle = build_bundle("v2", tmp_path / "bundles")
         awx = PrivateDataDir(tmp_path, tarball, world, aws, table)
         app = f"awx-bg-{uuid.uuid4().hex[:6]}"
-        deploy = awx.job(5001, "web blue/green", "bluegreen_ec2.json",
-                         {"rollwright_application": app, "rollwright_deployment_group": "prod", "rollwright_revision": str(bundle),
-                          "rollwright_target_group_arns": env.tg, "bluegreen_ec2_copy_auto_scaling_group": blue_asg,
-                          "bluegreen_ec2_ready_action": "stop", "bluegreen_ec2_ready_wait": "120s"},
-                         template_vars={"rollwright_file_exists_behavior": "OVERWRITE", "rollwright_healthy_timeout": 30,
-                                        "bluegreen_ec2_original_wait": "0s", "bluegreen_ec2_connect_timeout": 60})
-        continued: dict[str, Any] = {}
+        group = {"rollwright_application": app, "rollwright_deployment_group": "prod"}
+        split = {"bluegreen_ec2_ready_action": "stop", "bluegreen_ec2_ready_wait": "10m"}
 
-        def approve() -> None:
-            deadline = time.monotonic() + 180
-            while time.monotonic() < deadline:  # the approval node is approved once the fleet is Ready
-                found = store.list(app, "prod", limit=1)
-                if found and found[0].status == "Ready":
-                    pdd = awx.job(5002, "web continue", "bluegreen_continue.json",
-                                  {"rollwright_application": app, "rollwright_deployment_group": "prod"})
-                    continued["runner"] = awx.run(pdd, "bluegreen_continue.yml")
-                    return
-                time.sleep(0.5)
+        def deploy(job_id: int) -> Path:
+            return awx.job(job_id, "web blue/green", "bluegreen_ec2.json",
+                           {**group, "rollwright_revision": str(bundle), "rollwright_target_group_arns": env.tg,
+                            "bluegreen_ec2_copy_auto_scaling_group": blue_asg, **split},
+                           template_vars={"rollwright_file_exists_behavior": "OVERWRITE", "rollwright_healthy_timeout": 30,
+                                          "bluegreen_ec2_original_wait": "0s", "bluegreen_ec2_connect_timeout": 60,
+                                          "bluegreen_ec2_ready_split": True})
 
-        approver = threading.Thread(target=approve, daemon=True)
-        approver.start()
-        runner = awx.run(deploy, "bluegreen_ec2.yml")
-        approver.join(60)
-        assert continued.get("runner") is not None and continued["runner"].status == "successful", continued
+        # 1. deny
+        runner = awx.run(deploy(5001), "bluegreen_ec2.yml")
         assert runner.status == "successful", runner_failure(runner)
-        found = store.list(app, "prod")
-        record = store.get(found[0].deployment_id).to_dict()
+        denied = store.get(store.list(app, "prod", limit=1)[0].deployment_id)
+        assert denied.status == "Ready" and denied.extra["bluegreen"]["handover"]["window"] == 600
+        lease = store.get_lock(app, "prod")
+        assert lease.deployment_id == denied.deployment_id and lease.ttl == 600 and not lease.stale
+        green = denied.extra["bluegreen"]["replacement_ids"]
+        assert len(green) == 3 and set(env.states(green).values()) == {"running"}
+        assert {i for i, st in env.members().items() if st != "draining"} == set(blue)
+        refused = awx.run(awx.job(5002, "web recover", "recover.json", group), "recover.yml")
+        out = refused.stdout.read()
+        assert refused.status == "failed" and "waits for approval until" in out, out[-3000:]
+        runner = awx.run(awx.job(5003, "web deny", "bluegreen_continue.json", group), "bluegreen_deny.yml")
+        assert runner.status == "successful", runner_failure(runner)
+        denied = store.get(denied.deployment_id)
+        assert denied.status == "Stopped" and "AWX job 5003 (web deny) by alice" in denied.error, denied.error
+        assert [(r.action, r.state, r.handled_by) for r in store.list_requests(denied.deployment_id)] == [
+            ("stop", "Done", "recover")]
+        assert not env.asg_exists(f"{blue_asg}-{denied.deployment_id}") and store.get_lock(app, "prod") is None
+        assert set(env.states(green).values()) <= {"terminated", "shutting-down"}
+        assert {i: st for i, st in env.members().items() if st != "draining"} == {i: "healthy" for i in blue}
+
+        # 2. approve: the continue job starts first (before the deploy job takes the lock)
+        continued: dict[str, Any] = {}
+        approver = threading.Thread(target=lambda: continued.update(runner=awx.run(
+            awx.job(5005, "web continue", "bluegreen_continue.json", group), "bluegreen_continue.yml")), daemon=True)
+        approver.start()
+        time.sleep(1)
+        runner = awx.run(deploy(5004), "bluegreen_ec2.yml")
+        assert runner.status == "successful", runner_failure(runner)
+        handed = store.get(store.list(app, "prod", limit=1)[0].deployment_id)
+        approver.join(180)
+        assert continued.get("runner") is not None and continued["runner"].status == "successful", \
+            runner_failure(continued["runner"]) if continued.get("runner") else continued
+        record = store.get(handed.deployment_id).to_dict()
         assert record["status"] == "Succeeded" and record["deployment_type"] == "blue_green_ec2"
-        assert record["creator_identity"]["job_id"] == 5001 and record["creator_identity"]["user_name"] == "alice"
-        assert record["started_by"] == "AWX job 5001 (web blue/green) by alice"
-        assert record["extra"]["bluegreen_continue"]["by"] == "AWX job 5002 (web continue) by alice"
+        assert record["creator_identity"]["job_id"] == 5004 and record["started_by"] == "AWX job 5004 (web blue/green) by alice"
+        assert record["extra"]["bluegreen_continue"]["by"] == "AWX job 5005 (web continue) by alice"
+        handover = record["extra"]["bluegreen"]["handover"]
+        assert handover["resumed_by"] == "AWX job 5005 (web continue) by alice"
+        assert handover["at"] <= record["extra"]["bluegreen_continue"]["at"]  # recorded only once Ready
         green = env.asg_ids(f"{blue_asg}-{record['deployment_id']}")
-        assert len(green) == 3 and set(env.members()) == set(green)
+        assert len(green) == 3 and {i: st for i, st in env.members().items() if st != "draining"} == {i: "healthy" for i in green}
+        assert store.get_lock(app, "prod") is None
     finally:
         env.cleanup()
 

@@ -31,6 +31,8 @@ pytestmark = [pytest.mark.fleet, pytest.mark.slow]
 
 PLAYBOOK = "rollwright.deploy.bluegreen_ec2"
 CONTINUE = "rollwright.deploy.continue"
+PROMOTE = "rollwright.deploy.promote"
+STOP = "rollwright.deploy.stop"
 RECOVER = "rollwright.deploy.recover"
 RECOVER_TASK = "Recover the deployment and release the group's lock"
 N = 3
@@ -387,6 +389,66 @@ def test_ready_stop_with_continue_proceeds(env: Env, bundles: dict[str, Path]) -
     assert mon.min_healthy >= 2, mon.samples
     assert max(s["blue"] + s["green"] for s in mon.samples) <= N + 1, mon.samples
     assert mon.samples[-1]["green"] == N and mon.samples[-1]["blue"] == 0, mon.samples[-1]
+
+
+def test_promote_ends_the_ready_wait_then_stop_in_the_original_wait_reroutes_back(env: Env, bundles: dict[str, Path]) -> None:
+    """Issue 16, single-job form: `promote` while it waits in Ready (300 s) reroutes at once; `stop` during
+    the original-fleet wait (300 s) puts the traffic back on the originals, which still run, and tears the
+    replacement fleet down: Stopped. Both are requests in the record, honoured at the waits' safe points."""
+    blue_asg = env.blue_asg()
+    blue = env.asg_ids(blue_asg)
+    app = {"rollwright_application": f"bg-{env.name}", "rollwright_deployment_group": "g"}
+    asked: dict[str, Any] = {}
+
+    def control() -> None:
+        deadline = time.monotonic() + 150
+        while time.monotonic() < deadline and "stop" not in asked:
+            try:
+                found = env.store().list(f"bg-{env.name}", "g", limit=1)
+                record = env.store().get(found[0].deployment_id) if found else None
+            except Exception:  # pylint: disable=broad-except
+                record = None
+            phase = ((record.extra if record else {}).get("bluegreen") or {}).get("phase")
+            for action, playbook, when in (("promote", PROMOTE, record is not None and record.status == "Ready"),
+                                           ("stop", STOP, phase == "retiring")):
+                if when and action not in asked:
+                    asked[action] = time.monotonic()
+                    asked[action + "_result"] = env.ansible_run(playbook, env.world.inventory, extra_vars=app,
+                                                                env={"XDG_STATE_HOME": str(env.state_dir)})
+            time.sleep(0.2)
+
+    controller = threading.Thread(target=control, daemon=True)
+    controller.start()
+    with TrafficMonitor(env, blue) as mon:
+        started = time.monotonic()
+        result = env.run(bundles["v2"], bluegreen_ec2_copy_auto_scaling_group=blue_asg, bluegreen_ec2_ready_action="stop",
+                         bluegreen_ec2_ready_wait="300s", bluegreen_ec2_original_wait="300s",
+                         rollwright_deployment_config="CodeDeployDefault.AllAtOnce")  # one reroute batch: lean
+        ended = time.monotonic()
+        controller.join(30)
+    assert asked.get("promote_result") is not None and asked["promote_result"].rc == 0, (asked, failures(result), result)
+    assert asked.get("stop_result") is not None and asked["stop_result"].rc == 0, asked
+    assert result.rc != 0 and ended - started < 200, (ended - started, failures(result))  # neither 300 s wait ran out
+    record = env.record()
+    assert record["status"] == "Stopped" and "stopped on request (stop" in record["error"], record["error"]
+    requests = env.store().list_requests(record["deployment_id"])
+    assert [(r.action, r.state, r.message) for r in requests] == [
+        ("promote", "Done", "promoted: the ready wait ended"),
+        ("stop", "Done", "stopped: the original fleet serves, the replacement fleet is torn down")]
+    assert f"request promote {requests[0].request_id} by" in result.stdout + result.stderr  # the progress line
+    # the originals serve again (healthy), the replacement fleet is gone, the original group has its target group back
+    assert {i: st for i, st in env.members().items() if st != "draining"} == {i: "healthy" for i in blue}
+    assert not env.asg_exists(f"{blue_asg}-{record['deployment_id']}")
+    green = record["extra"]["bluegreen"]["replacement_ids"]
+    assert set(env.states(green).values()) <= {"terminated", "shutting-down"}
+    assert set(env.states(blue).values()) == {"running"}
+    assert env.store().get_lock(f"bg-{env.name}", "g") is None
+    # traffic: the blues alone until the promote; all green after the reroute; then back - the originals are
+    # registered and healthy before the replacements leave, so the serving group never had fewer than N healthy
+    assert not mon.errors and mon.min_healthy >= N, mon.samples
+    assert all(s["green"] == 0 for s in mon.samples if s["t"] < asked["promote"]), mon.samples
+    assert [s for s in mon.samples if asked["promote"] < s["t"] < asked["stop"] and s["green"] == N and s["blue"] == 0]
+    assert mon.samples[-1]["blue"] == N and mon.samples[-1]["green"] == 0, mon.samples[-1]
 
 
 def test_validate_failure_on_one_green_host_rolls_back(env: Env, bundles: dict[str, Path]) -> None:

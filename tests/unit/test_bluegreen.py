@@ -14,7 +14,9 @@ import pytest
 from moto import mock_aws
 
 from ansible_collections.rollwright.deploy.plugins.module_utils import bluegreen as bgm
+from ansible_collections.rollwright.deploy.plugins.module_utils import control_requests
 from ansible_collections.rollwright.deploy.plugins.module_utils import fleet_provision as fp
+from ansible_collections.rollwright.deploy.plugins.module_utils import recovery
 from ansible_collections.rollwright.deploy.plugins.module_utils.listener import (
     ListenerError,
     ListenerSwitch,
@@ -285,13 +287,111 @@ def test_ready_stop_times_out_as_stopped_and_continue_proceeds(aws_world: dict) 
     assert stopped["status"] == "Stopped" and "no continue within 60s" in stopped["error"]
     assert members(w) == set(w["blue"])
 
+    # a continue before the fleet is Ready is not recorded: it waits for Ready (here 5 s), then is refused
     state = start(w, ready={"action": "stop", "wait": 60})[1]
     state = run.provision(state, timeout=10)
     names = run.replacement_names(state)
-    out = bgm.request_continue(w["store"], application="app", deployment_group="g", by="tester")
-    assert out["deployment_id"] == state["deployment_id"] and out["changed"]
+    fake = {"sleep": lambda s: clock.__setitem__("t", clock["t"] + s), "now": lambda: clock["t"]}
+    waited_from = clock["t"]
+    with pytest.raises(bgm.BlueGreenError, match=r"is not Ready \(status InProgress, phase installing\) after 5s"):
+        bgm.request_continue(w["store"], application="app", deployment_group="g", by="tester", wait=5, **fake)
+    assert 5 <= clock["t"] - waited_from < 7
+    assert bgm.CONTINUE_KEY not in w["store"].get(state["deployment_id"]).extra
+    # one that comes while it waits in Ready lets it go on
+    continued = []
+
+    def approve_while_waiting(seconds: float) -> None:
+        clock["t"] += seconds
+        if not continued:
+            continued.append(bgm.request_continue(w["store"], application="app", deployment_group="g", by="tester", wait=0))
+
+    run.sleep = approve_while_waiting
     state = run.ready(state, {n: ok(bgm.HOST_CALLS["install"]) for n in names})
+    assert continued[0]["deployment_id"] == state["deployment_id"] and continued[0]["changed"]
+    assert continued[0]["status"] == "Ready" and not continued[0]["split"]
     assert not state["done"] and w["store"].get(state["deployment_id"]).status == "InProgress"
+
+
+def _age_lock(store: Any, application: str, group: str, seconds: float) -> None:
+    """Make the group's lock look renewed `seconds` ago (the store judges staleness by its clock)."""
+    import datetime
+    import sqlite3
+
+    then = (datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    with sqlite3.connect(store.path) as conn:
+        conn.execute("UPDATE locks SET heartbeat_at = ? WHERE application = ? AND deployment_group = ?", (then, application, group))
+
+
+def test_split_form_hands_over_in_ready_then_a_continue_resumes_it(aws_world: dict) -> None:
+    w = aws_world
+    clock = {"t": 0.0}
+    run = bgm.BlueGreenRun(w["store"], w["clients"], sleep=lambda s: None)
+    state = start(w, ready={"action": "stop", "wait": 600, "split": True})[1]
+    first_lock = dict(state["lock"])
+    state = run.provision(state, timeout=10)
+    names = run.replacement_names(state)
+    handed = {}
+
+    def job_one_reaches_ready(seconds: float) -> None:  # the continue started before Ready: job 1 goes on meanwhile
+        clock["t"] += seconds
+        if not handed:
+            handed["state"] = run.ready(state, {n: ok(bgm.HOST_CALLS["install"]) for n in names})
+
+    out = bgm.request_continue(w["store"], application="app", deployment_group="g", by="approver", wait=30,
+                               sleep=job_one_reaches_ready, now=lambda: clock["t"])
+    ended = handed["state"]
+    assert ended["done"] and ended["status"] == "Ready" and out["split"] and out["changed"]
+    record = w["store"].get(state["deployment_id"])
+    assert record.status == "Ready" and record.extra["bluegreen"]["handover"]["window"] == 600
+    assert record.extra[bgm.CONTINUE_KEY]["by"] == "approver"
+    assert "lock" not in record.extra[bgm.RESUME_KEY] and "host_vars" not in record.extra[bgm.RESUME_KEY]["options"]
+    lease = w["store"].get_lock("app", "g")
+    assert lease.ttl == 600 and not lease.stale and lease.owner.endswith("(awaiting approval)")
+    with pytest.raises(Exception, match="no longer held"):  # job 1's token is fenced out
+        w["store"].heartbeat(first_lock)
+    # a recovery within the window refuses: the deployment waits for approval, it is not dead
+    with pytest.raises(bgm.BlueGreenError, match="waits for approval until"):
+        bgm.recover(w["store"], w["clients"], state["deployment_id"])
+    assert recovery.bluegreen_plan(record, lease)["refused"]
+
+    job2 = bgm.BlueGreenRun(w["store"], w["clients"], sleep=lambda s: None)
+    resumed = job2.resume(state["deployment_id"], host_vars={"ansible_user": "deploy"})
+    assert resumed["options"]["host_vars"] == {"ansible_user": "deploy"} and resumed["replacements"] == ended["replacements"]
+    assert w["store"].get(state["deployment_id"]).status == "InProgress"
+    with pytest.raises(bgm.BlueGreenError, match="no longer Ready"):  # a second approval loses
+        bgm.BlueGreenRun(w["store"], w["clients"]).resume(state["deployment_id"])
+    pre = {n: ok(["BeforeAllowTraffic"]) for n in names}
+    pre.update({n: ok(["BeforeBlockTraffic"]) for n in job2.original_names(resumed)})
+    resumed = job2.reroute(resumed, pre)
+    post = {n: ok(["AfterAllowTraffic"]) for n in names}
+    post.update({n: ok(["AfterBlockTraffic"]) for n in job2.original_names(resumed)})
+    resumed = job2.finish(resumed, post)
+    assert resumed["status"] == "Succeeded" and members(w) == set(resumed["bg"]["replacement_ids"])
+    assert w["store"].get_lock("app", "g") is None
+
+
+@pytest.mark.parametrize("how", ["deny", "window_passed"])
+def test_split_form_deny_or_a_passed_window_tears_the_fleet_down(aws_world: dict, how: str) -> None:
+    w = aws_world
+    run = bgm.BlueGreenRun(w["store"], w["clients"], sleep=lambda s: None)
+    state = start(w, ready={"action": "stop", "wait": 120, "split": True})[1]
+    state = run.provision(state, timeout=10)
+    state = run.ready(state, {n: ok(bgm.HOST_CALLS["install"]) for n in run.replacement_names(state)})
+    assert state["status"] == "Ready"
+    if how == "deny":
+        out = bgm.recover(w["store"], w["clients"], state["deployment_id"], stop_reason="denied by approver")
+        reason = "denied by approver"
+    else:
+        _age_lock(w["store"], "app", "g", 121)
+        with pytest.raises(bgm.BlueGreenError, match="approval window .* ended"):
+            bgm.BlueGreenRun(w["store"], w["clients"]).resume(state["deployment_id"])
+        out = bgm.recover(w["store"], w["clients"], state["deployment_id"])
+        reason = "no approval within the approval window"
+    record = w["store"].get(state["deployment_id"])
+    assert out["action"] == "rolled_back" and record.status == "Stopped" and reason in record.error
+    assert members(w) == set(w["blue"]) and w["store"].get_lock("app", "g") is None
+    described = fp.Ec2Fleet(w["clients"]).describe(state["bg"]["replacement_ids"])
+    assert {d["state"] for d in described.values()} <= {"terminated", "shutting-down"}
 
 
 def test_after_traffic_failure_restores_originals_first(aws_world: dict) -> None:
@@ -359,4 +459,105 @@ def test_listener_mode_swaps_only_the_listener(aws_world: dict) -> None:
     out = bgm.recover(w["store"], w["clients"], state["deployment_id"], force=True)
     assert out["restored"]["listener_restored"]
     assert ListenerSwitch(elbv2).read(listener) == [{"Type": "forward", "TargetGroupArn": w["tg"]}]
+    assert members(w) == set(w["blue"])
+
+
+# ---- control requests (stop, promote) at the blue/green safe points ----------------------------
+
+def _ready_run(w: dict, requests: list, **ready: Any) -> tuple[bgm.BlueGreenRun, dict]:
+    """A run up to Ready; `requests` (action names) are asked once the ready wait has begun."""
+    clock = {"t": 0.0}
+    run = bgm.BlueGreenRun(w["store"], w["clients"], now=lambda: clock["t"])
+    state = start(w, ready={"action": "stop", "wait": 60, **ready})[1]
+    state = run.provision(state, timeout=10)
+
+    def sleep(seconds: float) -> None:
+        clock["t"] += seconds
+        while requests:
+            control_requests.submit(w["store"], state["deployment_id"], requests.pop(0), requested_by="tester")
+
+    run.sleep = sleep
+    return run, state
+
+
+def test_promote_ends_the_ready_wait_and_the_original_wait(aws_world: dict) -> None:
+    w = aws_world
+    run, state = _ready_run(w, ["promote"])
+    names = run.replacement_names(state)
+    state = run.ready(state, {n: ok(bgm.HOST_CALLS["install"]) for n in names})
+    assert not state["done"] and w["store"].get(state["deployment_id"]).status == "InProgress"
+    assert run.now() < 10  # not the 60 s wait
+    pre = {n: ok(["BeforeAllowTraffic"]) for n in names}
+    pre.update({n: ok(["BeforeBlockTraffic"]) for n in run.original_names(state)})
+    state = run.reroute(state, pre)
+    state["bg"]["original_wait"] = 3600.0
+    post = {n: ok(["AfterAllowTraffic"]) for n in names}
+    post.update({n: ok(["AfterBlockTraffic"]) for n in run.original_names(state)})
+    before = run.now()
+    control_requests.submit(w["store"], state["deployment_id"], "promote", requested_by="tester")
+    state = run.finish(state, post)
+    assert state["status"] == "Succeeded" and run.now() - before < 5
+    done = list(w["store"].list_requests(state["deployment_id"]))
+    assert [(r.action, r.state) for r in done] == [("promote", "Done"), ("promote", "Done")]
+    assert [r.message for r in done] == ["promoted: the ready wait ended", "promoted: the original-fleet wait ended"]
+
+
+@pytest.mark.parametrize("when", ["ready_wait", "between_reroute_batches", "original_wait"])
+def test_stop_request_puts_the_originals_back_and_tears_the_fleet_down(aws_world: dict, when: str) -> None:
+    w = aws_world
+    run, state = _ready_run(w, ["stop"] if when == "ready_wait" else [], action="stop" if when == "ready_wait" else "continue")
+    names = run.replacement_names(state)
+    state = run.ready(state, {n: ok(bgm.HOST_CALLS["install"]) for n in names})
+    if when != "ready_wait":
+        pre = {n: ok(["BeforeAllowTraffic"]) for n in names}
+        pre.update({n: ok(["BeforeBlockTraffic"]) for n in run.original_names(state)})
+        if when == "between_reroute_batches":
+            calls = []
+            allow = run._allow  # pylint: disable=protected-access
+
+            def allow_then_stop(*args: Any) -> Any:
+                calls.append(args)
+                if len(calls) == 1:
+                    control_requests.submit(w["store"], state["deployment_id"], "stop", requested_by="tester")
+                return allow(*args)
+
+            run._allow = allow_then_stop  # pylint: disable=protected-access
+            state = run.reroute(state, pre)
+            assert len(calls) == 1  # batch 2 never started
+        else:
+            state = run.reroute(state, pre)
+            state["bg"]["original_wait"] = 3600.0
+            post = {n: ok(["AfterAllowTraffic"]) for n in names}
+            post.update({n: ok(["AfterBlockTraffic"]) for n in run.original_names(state)})
+            run.sleep = lambda s, old=run.sleep: (old(s), control_requests.submit(
+                w["store"], state["deployment_id"], "stop", requested_by="tester") if not w["store"].list_requests(
+                state["deployment_id"]) else None)
+            state = run.finish(state, post)
+    record = w["store"].get(state["deployment_id"])
+    assert state["status"] == "Stopped" and record.status == "Stopped" and "stopped on request" in record.error
+    assert members(w) == set(w["blue"]) and w["store"].get_lock("app", "g") is None
+    described = fp.Ec2Fleet(w["clients"]).describe(state["bg"]["replacement_ids"])
+    assert {d["state"] for d in described.values()} <= {"terminated", "shutting-down"}
+    assert [(r.action, r.state, r.handled_by) for r in w["store"].list_requests(state["deployment_id"])] == [
+        ("stop", "Done", "controller")]
+
+
+def test_split_form_deny_is_a_stop_request_that_recover_carries_out(aws_world: dict) -> None:
+    w = aws_world
+    run = bgm.BlueGreenRun(w["store"], w["clients"], sleep=lambda s: None)
+    state = start(w, ready={"action": "stop", "wait": 300, "split": True})[1]
+    state = run.provision(state, timeout=10)
+    state = run.ready(state, {n: ok(bgm.HOST_CALLS["install"]) for n in run.replacement_names(state)})
+    record = w["store"].get(state["deployment_id"])
+    lease = w["store"].get_lock("app", "g")
+    assert recovery.bluegreen_plan(record, lease)["refused"]
+    control_requests.submit(w["store"], state["deployment_id"], "stop", requested_by="approver")
+    plan = recovery.bluegreen_plan(record, lease, stop_requested=bgm.stop_requested(w["store"], state["deployment_id"]))
+    assert plan["refused"] is None and plan["action"] == "rolled_back"
+    out = recovery.recover_bluegreen(w["store"], w["clients"], record, plan)
+    record = w["store"].get(state["deployment_id"])
+    assert out["action"] == "rolled_back" and out["lock_released"] and record.status == "Stopped"
+    assert "stopped on request" in record.error and "by approver" in record.error
+    assert [(r.action, r.state, r.handled_by) for r in w["store"].list_requests(state["deployment_id"])] == [
+        ("stop", "Done", "recover")]
     assert members(w) == set(w["blue"])

@@ -711,3 +711,44 @@ def test_staged_hosts_are_listed_and_the_deployment_goes_on(store):
     state = run.staged(state, {h: ok(["DownloadBundle"]) for h in state["stage_hosts"]})
     assert not state["done"] and state["staged"] == ["h1", "h2", "h3", "h4"]
     assert drive(run, state)["status"] == "Succeeded"
+# ------------------------------------------------------------------------------------------------ control requests
+
+
+def test_stop_request_finishes_the_batch_then_stops_and_with_rollback_asks_for_it(store):
+    from ansible_collections.rollwright.deploy.plugins.module_utils import control_requests as cr
+
+    for rollback in (False, True):
+        lb = FakeLB(store, all_registered())
+        run, state = start(store, lb)
+
+        def request(s, rollback=rollback):
+            if s["batch_number"] == 2:  # sent while batch 2 runs: seen before batch 3 (written as submit would)
+                store.add_request(s["deployment_id"], cr.ControlRequest(action="stop", options={"rollback": rollback}))
+
+        state = drive(run, state, on_batch=request)
+        assert state["status"] == "Stopped" and state["stop_cause"] == "request" and state["rollback_due"] is rollback
+        record = store.get(state["deployment_id"])
+        assert [h.status for h in record.hosts] == ["Succeeded", "Succeeded", "Skipped", "Skipped"]
+        assert all(lb.groups_of(i) == [TG] for i in IDS.values()) and store.get_lock("web", "prod") is None
+        assert "stopped on request" in record.error
+        (done,) = store.list_requests(state["deployment_id"])
+        assert done.state == "Done" and done.message.endswith("a rollback deployment follows") is rollback
+
+
+def test_pause_that_is_never_resumed_stops_at_its_maximum(store):
+    from ansible_collections.rollwright.deploy.plugins.module_utils import control_requests as cr
+
+    lb = FakeLB(store, all_registered())
+    run, state = start(store, lb)
+    pause = {}
+
+    def request(s):
+        if s["batch_number"] == 1 and not pause:
+            pause["r"] = cr.submit(store, s["deployment_id"], "pause", max_pause=1)
+
+    state = drive(run, state, on_batch=request)
+    assert state["status"] == "Stopped" and state["rollback_due"] is False
+    assert "maximum pause of 1 s reached" in store.get(state["deployment_id"]).error
+    assert [h.status for h in store.get(state["deployment_id"]).hosts] == ["Succeeded", "Skipped", "Skipped", "Skipped"]
+    (closed,) = store.list_requests(state["deployment_id"])
+    assert closed.state == "Done" and "maximum pause" in closed.message

@@ -413,3 +413,50 @@ def test_hook_payload_is_redacted_before_it_is_kept(world):
     for secret in ("hunter2", "abc123", "AKIAIOSFODNN7EXAMPLE"):
         assert secret not in payload
     assert json.loads(payload)["status"] == "Succeeded"
+
+
+def test_pause_between_steps_holds_renewing_the_lock_and_resume_keeps_the_intervals(world, tmp_path):
+    """Control requests on the virtual clock: a pause seen after step 2 holds (lock renewed every second),
+    a resume 10 s later goes on, and the remaining steps keep their 2 s intervals."""
+    from ansible_collections.rollwright.deploy.plugins.module_utils import control_requests as cr
+    from ansible_collections.rollwright.deploy.plugins.module_utils.records import DeploymentRecord, open_store
+
+    store = open_store("sqlite", {"path": str(tmp_path / "records.sqlite3")})
+    did = store.create(DeploymentRecord(application="app", deployment_group="app:live", deployment_type="lambda")).deployment_id
+    store.update_status(did, "InProgress")
+    beats, lines = [], []
+    vt = world.vt
+    world.engine.control = cr.SafePoint(store, did, cr.APPLICABLE["lambda"], heartbeat=lambda: beats.append(vt.now),
+                                        progress=lines.append, clock=vt.clock, sleep=vt.sleep)
+    start = vt.now
+    vt.at.append((start + 2.5, lambda: cr.submit(store, did, "pause", max_pause=60)))
+    vt.at.append((start + 12.5, lambda: cr.submit(store, did, "resume")))
+    result = world.engine.run(req(deployment_config={"type": "linear", "percentage": 25, "interval": "2s"}))
+    assert result["status"] == "Succeeded" and world.alias() == ("2", {})
+    times = [t - start for t, _v, _w in world.observed]
+    assert times[:2] == [0.0, 2.0] and 12.5 <= times[2] <= 14.5 and times[3] - times[2] == pytest.approx(2.0)
+    assert [w for _t, _v, w in world.observed] == [{"2": 0.25}, {"2": 0.5}, {"2": 0.75}, {}]
+    assert len([b for b in beats if start + 2.5 <= b <= start + 12.5]) >= 8  # renewed every second while paused
+    assert [(r.action, r.state) for r in store.list_requests(did)] == [("pause", "Done"), ("resume", "Done")]
+    assert any("paused" in line for line in lines) and any("resumed" in line for line in lines)
+
+
+def test_promote_and_stop_requests_on_the_virtual_clock(world, tmp_path):
+    from ansible_collections.rollwright.deploy.plugins.module_utils import control_requests as cr
+    from ansible_collections.rollwright.deploy.plugins.module_utils.records import DeploymentRecord, open_store
+
+    store = open_store("sqlite", {"path": str(tmp_path / "records.sqlite3")})
+    vt = world.vt
+    for action, expected in (("promote", ("2", {})), ("stop", ("1", {}))):
+        did = store.create(DeploymentRecord(application="app", deployment_group="app:live",
+                                            deployment_type="lambda")).deployment_id
+        store.update_status(did, "InProgress")
+        world.engine.control = cr.SafePoint(store, did, cr.APPLICABLE["lambda"], heartbeat=lambda: None,
+                                            clock=vt.clock, sleep=vt.sleep)
+        world.lam.update_alias(FunctionName="app", Name="live", FunctionVersion="1", RoutingConfig={})
+        vt.at.append((vt.now + 3.0, lambda d=did, a=action: cr.submit(store, d, a)))
+        result = world.engine.run(req(deployment_config={"type": "linear", "percentage": 10, "interval": "2s"}))
+        assert world.alias() == expected
+        assert result["status"] == ("Succeeded" if action == "promote" else "Stopped")
+        assert len(result["steps"]) == (3 if action == "promote" else 2), result["steps"]
+        assert store.list_requests(did)[0].state == "Done"

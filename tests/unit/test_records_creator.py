@@ -119,6 +119,7 @@ def test_a_version_1_file_is_migrated_and_its_records_read(tmp_path):
     conn.commit()
     conn.close()
     store = open_store("sqlite", {"path": str(path)})
-    assert store.schema_version() == SCHEMA_VERSION == 2
+    assert store.schema_version() == SCHEMA_VERSION == 3
     old = store.get("d-OLD000001")
+    assert store.list_requests("d-OLD000001") == []  # version 3: the control requests table
     assert old.started_by == "ops@box pid 1" and old.creator_identity == {}

@@ -411,6 +411,99 @@ class DeploymentRecord:
 
 
 # --------------------------------------------------------------------------------------------
+# Control requests (stop / promote / pause / resume a running deployment)
+# --------------------------------------------------------------------------------------------
+
+# Which requests exist and how they move: a requester writes Pending; the controller (or recovery)
+# moves it to Acknowledged when it sees it, then to Done or Refused. Every move is conditional on
+# the state read, so two processes never both act on one request. module_utils/control_requests.py
+# holds what each request means.
+REQUEST_ACTIONS = ("stop", "promote", "pause", "resume")
+REQUEST_STATES = ("Pending", "Acknowledged", "Done", "Refused")
+REQUEST_OPEN_STATES = ("Pending", "Acknowledged")
+REQUEST_ID_RE = re.compile(r"^r-\d{20}-[0-9a-f]{6}$")
+
+
+class RequestConflict(RecordError):
+    """A request is not in the state its update expected (another process moved it first)."""
+
+    def __init__(self, message: str, current: Optional["ControlRequest"] = None):
+        super().__init__(message)
+        self.current = current
+
+
+def new_request_id() -> str:
+    """``r-<UTC time to the microsecond, 20 digits>-<6 hex>``: sorts in the order requests were made."""
+    return "r-" + utc_now().strftime("%Y%m%d%H%M%S%f") + "-" + secrets.token_hex(3)
+
+
+def check_request_id(value: Any) -> str:
+    if not isinstance(value, str) or not REQUEST_ID_RE.match(value):
+        raise InvalidRecord(f"request_id: expected 'r-' followed by 20 digits, '-' and 6 hex digits, got {value!r}")
+    return value
+
+
+@dataclass
+class ControlRequest:
+    """One request against one deployment (its own row/item: never a field of the record the controller rewrites)."""
+
+    action: str
+    options: dict = field(default_factory=dict)  # stop: {"rollback": bool}; pause: {"max_pause": seconds}
+    request_id: Optional[str] = None
+    state: str = "Pending"
+    requested_by: Optional[str] = None
+    requested_at: Optional[str] = None
+    acknowledged_at: Optional[str] = None
+    ended_at: Optional[str] = None
+    handled_by: Optional[str] = None  # "controller" or "recover"
+    message: Optional[str] = None  # what was done, or why it was refused
+
+    @property
+    def open(self) -> bool:
+        return self.state in REQUEST_OPEN_STATES
+
+    def to_dict(self) -> dict:
+        return {
+            "request_id": self.request_id,
+            "action": self.action,
+            "options": _json_roundtrip(self.options, "options"),
+            "state": self.state,
+            "requested_by": self.requested_by,
+            "requested_at": self.requested_at,
+            "acknowledged_at": self.acknowledged_at,
+            "ended_at": self.ended_at,
+            "handled_by": self.handled_by,
+            "message": self.message,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ControlRequest":
+        return cls(
+            action=data["action"],
+            options=dict(data.get("options") or {}),
+            request_id=data.get("request_id"),
+            state=data.get("state") or "Pending",
+            requested_by=data.get("requested_by"),
+            requested_at=data.get("requested_at"),
+            acknowledged_at=data.get("acknowledged_at"),
+            ended_at=data.get("ended_at"),
+            handled_by=data.get("handled_by"),
+            message=data.get("message"),
+        )
+
+    def prepare_for_add(self) -> None:
+        """Validate and fill in id, time and state for ``add_request``."""
+        check_choice(self.action, REQUEST_ACTIONS, "action")
+        if not isinstance(self.options, dict):
+            raise InvalidRecord(f"options: expected a dict, got {self.options!r}")
+        self.options = _json_roundtrip(self.options, "options")
+        self.request_id = check_request_id(self.request_id) if self.request_id else new_request_id()
+        self.state = "Pending"
+        self.requested_at = normalise_time(self.requested_at, "requested_at") or now_iso()
+        self.requested_by = redact_text(str(self.requested_by or default_owner()))[:255]
+
+
+# --------------------------------------------------------------------------------------------
 # Lock
 # --------------------------------------------------------------------------------------------
 
@@ -664,6 +757,35 @@ class RecordStore(abc.ABC):
     @abc.abstractmethod
     def get_lock(self, application: str, deployment_group: str) -> Optional[LockInfo]:
         """Who holds the group's lock, since when, and whether it is stale; None when free."""
+
+    # control requests ----------------------------------------------------------------------
+    @abc.abstractmethod
+    def add_request(self, deployment_id: str, request: ControlRequest) -> ControlRequest:
+        """Store a new Pending request (its own row/item). Fills in request_id, requested_at, requested_by.
+        Raises RecordNotFound, InvalidRecord."""
+
+    @abc.abstractmethod
+    def list_requests(self, deployment_id: str) -> list:
+        """The deployment's requests (list[ControlRequest]), oldest first (a consistent read)."""
+
+    @abc.abstractmethod
+    def update_request(self, deployment_id: str, request_id: str, state: str, expected: Iterable[str],
+                       message: Optional[str] = None, handled_by: Optional[str] = None) -> ControlRequest:
+        """Move one request to ``state`` only if its state is one of ``expected`` (atomic compare-and-set);
+        Acknowledged stamps acknowledged_at, Done/Refused stamp ended_at. Returns the updated request.
+        Raises RequestConflict (with the current request) when it is not in an expected state,
+        RecordNotFound when there is no such request."""
+
+    @staticmethod
+    def _check_request_update(request_id: str, state: str, expected: Iterable[str], message: Optional[str]) -> tuple:
+        check_request_id(request_id)
+        check_choice(state, REQUEST_STATES, "request state")
+        expected = tuple(expected)
+        if not expected:
+            raise InvalidRecord("expected: name at least one request state the update may start from")
+        for item in expected:
+            check_choice(item, REQUEST_STATES, "expected request state")
+        return expected, (None if message is None else redact_text(str(message)))
 
     def close(self) -> None:
         """Release connections (optional)."""

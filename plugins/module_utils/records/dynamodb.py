@@ -12,6 +12,8 @@ pk                             sk                           what
                                                             ``extra`` map: one attribute per key)
 ``DEP#<deployment id>``        ``HOST#<host>``              one host (status, instance id, LB membership)
 ``DEP#<deployment id>``        ``EVENT#<host>#<event>``     one lifecycle event on one host
+``DEP#<deployment id>``        ``REQUEST#<request id>``     one control request (stop, promote, pause,
+                                                            resume); its state moves by conditional update
 ``LOCK#<application>#<group>`` ``LOCK``                     the group's lock (lease with heartbeat)
 =============================  ===========================  ==========================================
 
@@ -52,10 +54,12 @@ from .base import (
     Lock,
     LockInfo,
     LockLost,
+    ControlRequest,
     RecordError,
     RecordExists,
     RecordNotFound,
     RecordStore,
+    RequestConflict,
     StoreNotReady,
     check_choice,
     check_deployment_id,
@@ -564,6 +568,71 @@ class DynamoDBRecordStore(RecordStore):
         if include_hosts:
             records = [self.get(r.deployment_id) for r in records]
         return records
+
+    # control requests ----------------------------------------------------------------------
+    @staticmethod
+    def _request_key(deployment_id: str, request_id: str) -> dict:
+        return {"pk": _s(f"DEP#{deployment_id}"), "sk": _s(f"REQUEST#{request_id}")}
+
+    @staticmethod
+    def _request_from_item(item: dict) -> ControlRequest:
+        return ControlRequest(
+            request_id=_get(item, "request_id"), action=_get(item, "action"), options=_getj(item, "options", {}),
+            state=_get(item, "state"), requested_by=_get(item, "requested_by"), requested_at=_get(item, "requested_at"),
+            acknowledged_at=_get(item, "acknowledged_at"), ended_at=_get(item, "ended_at"),
+            handled_by=_get(item, "handled_by"), message=_get(item, "message"))
+
+    def add_request(self, deployment_id: str, request: ControlRequest) -> ControlRequest:
+        check_deployment_id(deployment_id)
+        request.prepare_for_add()
+        self._require(deployment_id)
+        item = {**self._request_key(deployment_id, request.request_id), "kind": _s("request"),
+                "request_id": _s(request.request_id), "action": _s(request.action), "options": _j(request.options),
+                "state": _s(request.state), "requested_by": _s(request.requested_by),
+                "requested_at": _s(request.requested_at)}
+        self._call("put_item", Item=item, ConditionExpression="attribute_not_exists(pk)")
+        return request
+
+    def list_requests(self, deployment_id: str) -> list:
+        check_deployment_id(deployment_id)
+        items = self._query_all(KeyConditionExpression="pk = :pk AND begins_with(sk, :prefix)",
+                                ExpressionAttributeValues={":pk": _s(f"DEP#{deployment_id}"), ":prefix": _s("REQUEST#")},
+                                ConsistentRead=True)
+        return [self._request_from_item(i) for i in sorted(items, key=lambda i: _get(i, "sk"))]
+
+    def update_request(self, deployment_id, request_id, state, expected, message=None, handled_by=None) -> ControlRequest:
+        check_deployment_id(deployment_id)
+        expected, message = self._check_request_update(request_id, state, expected, message)
+        now = now_iso()
+        sets = ["#state = :state"]
+        values = {":state": _s(state), **{f":e{i}": _s(e) for i, e in enumerate(expected)}}
+        if state != "Pending":
+            sets.append("acknowledged_at = if_not_exists(acknowledged_at, :now)")
+            values[":now"] = _s(now)
+        if state in ("Done", "Refused"):
+            sets.append("ended_at = :now")
+            values[":now"] = _s(now)
+        if message is not None:
+            sets.append("message = :message")
+            values[":message"] = _s(message)
+        if handled_by is not None:
+            sets.append("handled_by = :by")
+            values[":by"] = _s(str(handled_by))
+        try:
+            result = self._call(
+                "update_item", Key=self._request_key(deployment_id, request_id), UpdateExpression="SET " + ", ".join(sets),
+                ConditionExpression=f"attribute_exists(pk) AND #state IN ({', '.join(f':e{i}' for i in range(len(expected)))})",
+                ExpressionAttributeNames={"#state": "state"}, ExpressionAttributeValues=values, ReturnValues="ALL_NEW")
+        except Exception as exc:
+            if _code(exc) != "ConditionalCheckFailedException":
+                raise
+            item = self._call("get_item", Key=self._request_key(deployment_id, request_id), ConsistentRead=True).get("Item")
+            if not item:
+                raise RecordNotFound(f"request_id: deployment {deployment_id} has no request {request_id}") from None
+            current = self._request_from_item(item)
+            raise RequestConflict(f"request {request_id} of {deployment_id} is {current.state}, not "
+                                  f"{' or '.join(expected)}: another process handled it", current) from None
+        return self._request_from_item(result["Attributes"])
 
     # lock ----------------------------------------------------------------------------------
     def _lock_item(self, application: str, group: str) -> Optional[dict]:

@@ -29,9 +29,11 @@ from .base import (
     Lock,
     LockInfo,
     LockLost,
+    ControlRequest,
     RecordExists,
     RecordNotFound,
     RecordStore,
+    RequestConflict,
     StoreNotReady,
     check_choice,
     check_deployment_id,
@@ -45,7 +47,7 @@ from .base import (
     utc_now,
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 BUSY_TIMEOUT_MS = 30000
 
 _SCHEMA_V1 = """
@@ -115,8 +117,26 @@ _SCHEMA_V2 = """
 ALTER TABLE deployments ADD COLUMN creator_identity TEXT;
 """
 
+# 3: control requests (stop / promote / pause / resume), one row each, next to the deployment
+_SCHEMA_V3 = """
+CREATE TABLE IF NOT EXISTS requests (
+    deployment_id   TEXT NOT NULL REFERENCES deployments(deployment_id) ON DELETE CASCADE,
+    request_id      TEXT NOT NULL,
+    action          TEXT NOT NULL,
+    options         TEXT NOT NULL DEFAULT '{}',
+    state           TEXT NOT NULL,
+    requested_by    TEXT,
+    requested_at    TEXT NOT NULL,
+    acknowledged_at TEXT,
+    ended_at        TEXT,
+    handled_by      TEXT,
+    message         TEXT,
+    PRIMARY KEY (deployment_id, request_id)
+);
+"""
+
 # schema version -> SQL that upgrades from the previous version (1 is the initial schema)
-_MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2}
+_MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3}
 
 
 def default_path() -> Path:
@@ -412,6 +432,58 @@ class SQLiteRecordStore(RecordStore):
             return records
         finally:
             conn.execute("COMMIT")
+
+    # control requests ----------------------------------------------------------------------
+    @staticmethod
+    def _request_from_row(row: sqlite3.Row) -> ControlRequest:
+        return ControlRequest(
+            request_id=row["request_id"], action=row["action"],
+            options=stored_json(row["options"], f"{row['deployment_id']}.requests[{row['request_id']}].options", {}),
+            state=row["state"], requested_by=row["requested_by"], requested_at=row["requested_at"],
+            acknowledged_at=row["acknowledged_at"], ended_at=row["ended_at"], handled_by=row["handled_by"],
+            message=row["message"])
+
+    def add_request(self, deployment_id: str, request: ControlRequest) -> ControlRequest:
+        check_deployment_id(deployment_id)
+        request.prepare_for_add()
+        with self._write() as conn:
+            self._require(conn, deployment_id)
+            conn.execute(
+                "INSERT INTO requests (deployment_id, request_id, action, options, state, requested_by, requested_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (deployment_id, request.request_id, request.action, json.dumps(request.options), request.state,
+                 request.requested_by, request.requested_at))
+        return request
+
+    def list_requests(self, deployment_id: str) -> list:
+        check_deployment_id(deployment_id)
+        rows = self._connect().execute("SELECT * FROM requests WHERE deployment_id = ? ORDER BY request_id",
+                                       (deployment_id,)).fetchall()
+        return [self._request_from_row(row) for row in rows]
+
+    def update_request(self, deployment_id, request_id, state, expected, message=None, handled_by=None) -> ControlRequest:
+        check_deployment_id(deployment_id)
+        expected, message = self._check_request_update(request_id, state, expected, message)
+        now = now_iso()
+        with self._write() as conn:  # BEGIN IMMEDIATE: the state read and the move are one step
+            row = conn.execute("SELECT * FROM requests WHERE deployment_id = ? AND request_id = ?",
+                               (deployment_id, request_id)).fetchone()
+            if row is None:
+                raise RecordNotFound(f"request_id: deployment {deployment_id} has no request {request_id}")
+            if row["state"] not in expected:
+                current = self._request_from_row(row)
+                raise RequestConflict(f"request {request_id} of {deployment_id} is {current.state}, not "
+                                      f"{' or '.join(expected)}: another process handled it", current)
+            conn.execute(
+                "UPDATE requests SET state = ?, "
+                "acknowledged_at = CASE WHEN ? THEN COALESCE(acknowledged_at, ?) ELSE acknowledged_at END, "
+                "ended_at = CASE WHEN ? THEN ? ELSE ended_at END, "
+                "message = COALESCE(?, message), handled_by = COALESCE(?, handled_by) "
+                "WHERE deployment_id = ? AND request_id = ?",
+                (state, state != "Pending", now, state in ("Done", "Refused"), now, message, handled_by,
+                 deployment_id, request_id))
+            return self._request_from_row(conn.execute(
+                "SELECT * FROM requests WHERE deployment_id = ? AND request_id = ?", (deployment_id, request_id)).fetchone())
 
     # lock ----------------------------------------------------------------------------------
     @staticmethod
