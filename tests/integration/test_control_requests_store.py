@@ -19,7 +19,8 @@ from ansible_collections.rollwright.deploy.plugins.module_utils.records import (
     RecordNotFound,
     RequestConflict,
 )
-from tests.integration.test_records_contract import spec, store  # noqa: F401  (the same two-backend fixtures)
+# the same two-backend fixtures (SQLite file, DynamoDB table on the emulator)
+from tests.integration.test_records_contract import spec, store  # noqa: F401  # pylint: disable=unused-import
 
 
 def running(store, deployment_type="in_place"):
