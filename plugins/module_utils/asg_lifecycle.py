@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 from typing import Any, Optional
 
+from ansible_collections.rollwright.deploy.plugins.module_utils.errors import RollwrightError
+
 LAUNCHING = "autoscaling:EC2_INSTANCE_LAUNCHING"
 RESULTS = ("CONTINUE", "ABANDON")
 HELD_STATE = "Pending:Wait"
@@ -22,7 +24,7 @@ HOOK_FIELDS = ("LifecycleTransition", "HeartbeatTimeout", "DefaultResult", "Noti
                "NotificationMetadata")
 
 
-class LifecycleError(ValueError):
+class LifecycleError(RollwrightError, ValueError):
     """A lifecycle hook input or call is wrong; the message names it."""
 
 

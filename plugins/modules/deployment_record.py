@@ -169,6 +169,7 @@ options:
         released, so a lock that another controller took meanwhile is never removed.
     type: str
 extends_documentation_fragment:
+  - rollwright.deploy.attributes
   - rollwright.deploy.records
   - rollwright.deploy.notifications
   - amazon.aws.common.modules
@@ -176,11 +177,9 @@ extends_documentation_fragment:
   - amazon.aws.boto3
 attributes:
   check_mode:
-    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
     details: Reads the records to report what would change (a held lock fails as it would for real); writes nothing.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in diff mode) when in diff mode.
     support: none
 notes:
   - The AWS connection options are used only with O(backend=dynamodb).
@@ -272,10 +271,9 @@ from ansible_collections.rollwright.deploy.plugins.module_utils.records import (
     HostRecord,
     InvalidRecord,
     InvalidTransition,
-    LockHeld,
     LockLost,
-    RecordError,
     open_store,
+    store_argument_spec,
 )
 from ansible_collections.rollwright.deploy.plugins.module_utils.records.creator import check_identity, local_identity
 from ansible_collections.rollwright.deploy.plugins.module_utils.notifications import ARGUMENT_SPEC as NOTIFICATIONS_SPEC
@@ -409,10 +407,8 @@ def run(module, store):
 
 def main():
     argument_spec = dict(
+        store_argument_spec(),
         state=dict(type="str", required=True, choices=list(REQUIRED)),
-        backend=dict(type="str", choices=["sqlite", "dynamodb"], default="sqlite"),
-        sqlite_path=dict(type="path"),
-        dynamodb_table=dict(type="str", default="rollwright-deployments"),
         create_table=dict(type="bool", default=False),
         deployment_id=dict(type="str"),
         application=dict(type="str"),
@@ -458,22 +454,14 @@ def main():
         options = {"table": p["dynamodb_table"], "create_table": p["create_table"] and not module.check_mode}
     if p["notifications"]:
         options["notifications"] = p["notifications"]
-    failure = None
-    try:
+
+    def open_and_run():
         store = open_store(p["backend"], options, client_factory=module.aws_client, creator=_creator(p),
                            allow_sqlite_under_awx=p["allow_sqlite_under_awx"])
-        result = run(module, store)
-    except LockHeld as exc:
-        failure = dict(msg=str(exc), lock=exc.info.to_dict())
-    except RecordError as exc:
-        failure = dict(msg=str(exc))
-    except Exception as exc:  # botocore errors carry AWS details; fail_json_aws shows them
-        if not hasattr(exc, "response"):
-            raise
-        module.fail_json_aws(exc, msg=f"writing deployment records to DynamoDB table {p['dynamodb_table']} failed")
-    if failure:
-        # outside the except block: a records error is a plain failure, not a traceback
-        module.fail_json(**failure)
+        return run(module, store)
+
+    result = module.run_or_fail(f"writing deployment records to DynamoDB table {p['dynamodb_table']} failed",
+                                open_and_run)
     module.exit_json(**result)
 
 

@@ -53,6 +53,7 @@ options:
     type: list
     elements: dict
 extends_documentation_fragment:
+  - rollwright.deploy.attributes
   - rollwright.deploy.load_balancer
   - rollwright.deploy.load_balancer.wait
   - amazon.aws.common.modules
@@ -61,10 +62,10 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: full
-    description: Reports what would be deregistered or registered without changing anything.
+    details: Reports what would be deregistered or registered without changing anything.
   diff_mode:
     support: full
-    description: Shows the memberships before and after.
+    details: Shows the memberships before and after.
 """
 
 EXAMPLES = r"""

@@ -87,6 +87,10 @@ class LockHeld(RecordError):
     def stale(self) -> bool:
         return self.info.stale
 
+    def failure_fields(self) -> dict:
+        """What a failed task returns besides the message: the holder's lock."""
+        return {"lock": self.info.to_dict()}
+
 
 class LockLost(RecordError):
     """Heartbeat or release of a lock that is no longer ours (taken over, released or expired)."""
