@@ -14,8 +14,8 @@ from __future__ import annotations
 from typing import Any, Optional
 from urllib.parse import unquote, urlsplit
 from ansible_collections.rollwright.deploy.plugins.module_utils.errors import RollwrightError
+from ansible_collections.rollwright.deploy.plugins.module_utils.revision import BUNDLE_TYPES
 
-BUNDLE_TYPES = ("zip", "tar", "tgz")
 
 
 class InputError(RollwrightError, ValueError):

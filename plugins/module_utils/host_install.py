@@ -52,8 +52,10 @@ from ansible_collections.rollwright.deploy.plugins.module_utils import hook_runn
 from ansible_collections.rollwright.deploy.plugins.module_utils import host_fs as _fs
 from ansible_collections.rollwright.deploy.plugins.module_utils import lifecycle as _lifecycle
 from ansible_collections.rollwright.deploy.plugins.module_utils import revision as _revision
+from ansible_collections.rollwright.deploy.plugins.module_utils.appspec import FILE_EXISTS_BEHAVIORS
+from ansible_collections.rollwright.deploy.plugins.module_utils.deployment_id import DEPLOYMENT_ID_RE
+from ansible_collections.rollwright.deploy.plugins.module_utils.revision import BUNDLE_EXTENSIONS as _BUNDLE_EXT
 
-FILE_EXISTS_BEHAVIORS = ("DISALLOW", "OVERWRITE", "RETAIN")
 DEFAULT_STATE_ROOT = "/var/lib/rollwright"
 DEFAULT_KEEP_REVISIONS = 5
 SELINUX_ENFORCE = "/sys/fs/selinux/enforce"
@@ -971,9 +973,6 @@ def install(state: HostState, deployment_id: str, appspec: dict, bundle_root: st
 # ---------------------------------------------------------------------------------------------
 # one call of the host_lifecycle module: several consecutive lifecycle events of a deployment
 # ---------------------------------------------------------------------------------------------
-
-DEPLOYMENT_ID_RE = re.compile(r"^d-[A-Z0-9]{9}$")
-_BUNDLE_EXT = {"zip": "zip", "tar": "tar", "tgz": "tar.gz"}
 
 
 def validate_deployment_id(value) -> str:

@@ -310,100 +310,114 @@ def _creator(params):
     return dict(local_identity(), pid=os.getppid())
 
 
-def run(module, store):
-    p = module.params
-    state = p["state"]
-    check = module.check_mode
+def _create(store, p, check):
+    record = DeploymentRecord(
+        application=p["application"], deployment_group=p["deployment_group"], deployment_type=p["deployment_type"],
+        deployment_id=p["deployment_id"], revision=p["revision"] or {}, configuration=p["configuration"],
+        creator=p["creator"], rollback_of=p["rollback_of"], description=p["description"], hosts=_hosts(p["hosts"]),
+        extra=p["extra"] or {}, started_by=p["owner"] or None,
+    )
+    if check:
+        store.stamp(record)
+        if record.rollback_of:
+            store.get(record.rollback_of)
+    else:
+        record = store.create(record)
+    return dict(changed=True, deployment_id=record.deployment_id, deployment=record.to_dict())
+
+
+def _status(store, p, check):
     did = p["deployment_id"]
+    if check:
+        current = store.get(did)
+        if current.status in TERMINAL_STATUSES and current.status != p["status"]:
+            raise InvalidTransition(
+                f"status: deployment {did} already finished as {current.status}; it cannot become {p['status']}")
+        return dict(changed=current.status != p["status"] or p["error"] is not None, deployment_id=did,
+                    deployment=current.to_dict())
+    store.update_status(did, p["status"], error=p["error"])
+    return dict(changed=True, deployment_id=did, deployment=store.get(did).to_dict())
 
-    if state == "create":
-        record = DeploymentRecord(
-            application=p["application"], deployment_group=p["deployment_group"], deployment_type=p["deployment_type"],
-            deployment_id=did, revision=p["revision"] or {}, configuration=p["configuration"], creator=p["creator"],
-            rollback_of=p["rollback_of"], description=p["description"], hosts=_hosts(p["hosts"]),
-            extra=p["extra"] or {}, started_by=p["owner"] or None,
-        )
-        if check:
-            store.stamp(record)
-            if record.rollback_of:
-                store.get(record.rollback_of)
-        else:
-            record = store.create(record)
-        return dict(changed=True, deployment_id=record.deployment_id, deployment=record.to_dict())
 
-    if state == "status":
-        if check:
-            current = store.get(did)
-            if current.status in TERMINAL_STATUSES and current.status != p["status"]:
-                raise InvalidTransition(
-                    f"status: deployment {did} already finished as {current.status}; it cannot become {p['status']}")
-            return dict(changed=current.status != p["status"] or p["error"] is not None, deployment_id=did,
-                        deployment=current.to_dict())
-        store.update_status(did, p["status"], error=p["error"])
-        return dict(changed=True, deployment_id=did, deployment=store.get(did).to_dict())
+def _host(store, p, check):
+    did = p["deployment_id"]
+    if not p["host"] and not p["hosts"]:
+        raise InvalidRecord("host: state=host needs host (one host to update) or hosts (hosts to add or replace)")
+    hosts = _hosts(p["hosts"])
+    if check:
+        store.get(did)
+    else:
+        if hosts:
+            store.set_hosts(did, hosts)
+        if p["host"]:
+            store.update_host(did, p["host"], status=p["host_status"], instance_id=p["instance_id"],
+                              lb_membership=p["lb_membership"], lb_restored=p["lb_restored"])
+    return dict(changed=True, deployment_id=did)
 
-    if state == "host":
-        if not p["host"] and not p["hosts"]:
-            raise InvalidRecord("host: state=host needs host (one host to update) or hosts (hosts to add or replace)")
-        hosts = _hosts(p["hosts"])
-        if check:
-            store.get(did)
-        else:
-            if hosts:
-                store.set_hosts(did, hosts)
-            if p["host"]:
-                store.update_host(did, p["host"], status=p["host_status"], instance_id=p["instance_id"],
-                                  lb_membership=p["lb_membership"], lb_restored=p["lb_restored"])
-        return dict(changed=True, deployment_id=did)
 
-    if state == "event":
-        if check:
-            store.get(did)
-        else:
-            store.event(did, p["host"], p["event_name"], p["event_status"], start=p["start"], end=p["end"],
-                        scripts=p["scripts"], message=p["event_message"])
-        return dict(changed=True, deployment_id=did)
+def _event(store, p, check):
+    did = p["deployment_id"]
+    if check:
+        store.get(did)
+    else:
+        store.event(did, p["host"], p["event_name"], p["event_status"], start=p["start"], end=p["end"],
+                    scripts=p["scripts"], message=p["event_message"])
+    return dict(changed=True, deployment_id=did)
 
-    if state == "extra":
-        if check:
-            store.get(did)
-        else:
-            for key, value in p["extra"].items():
-                store.set_extra(did, key, value)
-        return dict(changed=bool(p["extra"]), deployment_id=did)
 
-    app, group = p["application"], p["deployment_group"]
-    if state == "lock":
-        if check:
-            info = store.get_lock(app, group)
-            if info is not None and not (info.stale and p["force"]):
-                raise lock_held_error(info)
-            return dict(changed=True, deployment_id=did, lock=None)
-        lock = store.acquire_lock(app, group, did, owner=store.lock_owner(p["owner"]), ttl=p["ttl"], force=p["force"])
-        return dict(changed=True, deployment_id=did, lock=lock.to_dict())
+def _extra(store, p, check):
+    did = p["deployment_id"]
+    if check:
+        store.get(did)
+    else:
+        for key, value in p["extra"].items():
+            store.set_extra(did, key, value)
+    return dict(changed=bool(p["extra"]), deployment_id=did)
 
-    ref = (app, group, did, p["lock_token"])
-    if state == "heartbeat":
-        if check:
-            info = store.get_lock(app, group)
-            if info is None or info.deployment_id != did:
-                raise LockLost(f"lock of deployment group {app}/{group} is not held by {did}")
-            return dict(changed=True, deployment_id=did, lock=info.to_dict())
-        lock = store.heartbeat(ref)
-        return dict(changed=True, deployment_id=did, lock=lock.to_dict())
 
-    # unlock
+def _lock(store, p, check):
+    app, group, did = p["application"], p["deployment_group"], p["deployment_id"]
+    if check:
+        info = store.get_lock(app, group)
+        if info is not None and not (info.stale and p["force"]):
+            raise lock_held_error(info)
+        return dict(changed=True, deployment_id=did, lock=None)
+    lock = store.acquire_lock(app, group, did, owner=store.lock_owner(p["owner"]), ttl=p["ttl"], force=p["force"])
+    return dict(changed=True, deployment_id=did, lock=lock.to_dict())
+
+
+def _heartbeat(store, p, check):
+    app, group, did = p["application"], p["deployment_group"], p["deployment_id"]
+    if check:
+        info = store.get_lock(app, group)
+        if info is None or info.deployment_id != did:
+            raise LockLost(f"lock of deployment group {app}/{group} is not held by {did}")
+        return dict(changed=True, deployment_id=did, lock=info.to_dict())
+    lock = store.heartbeat((app, group, did, p["lock_token"]))
+    return dict(changed=True, deployment_id=did, lock=lock.to_dict())
+
+
+def _unlock(store, p, check):
+    app, group, did = p["application"], p["deployment_group"], p["deployment_id"]
     if check:
         info = store.get_lock(app, group)
         if info is not None and info.deployment_id != did:
             raise LockLost(f"lock of deployment group {app}/{group} is held by deployment {info.deployment_id}, not by {did}")
         return dict(changed=info is not None, deployment_id=did, released=info is not None)
     if p["lock_token"]:
-        released = store.release_lock(ref)
+        released = store.release_lock((app, group, did, p["lock_token"]))
     else:  # a dead deployment's lock: taken over by the token read (stale, or force), then released by ours
         released = store.break_lock(app, group, did, owner=store.lock_owner(p["owner"]), live=p["force"])
     return dict(changed=released, deployment_id=did, released=released)
 
+
+STATES = {"create": _create, "status": _status, "host": _host, "event": _event, "extra": _extra, "lock": _lock,
+          "heartbeat": _heartbeat, "unlock": _unlock}
+
+
+def run(module, store):
+    """The module's result for its O(state); in check mode only reads (a held lock fails as it would)."""
+    return STATES[module.params["state"]](store, module.params, module.check_mode)
 
 def main():
     argument_spec = dict(
