@@ -190,26 +190,23 @@ class LambdaAppSpec:
 # --------------------------------------------------------------------------------------------
 
 
-class _RawInt(int):
-    """An int that remembers how YAML spelled it (``mode: 0644`` must stay '0644', not 420)."""
+class _Raw:
+    """A number that remembers how YAML spelled it."""
 
     raw: str
 
-    def __new__(cls, value: int, raw: str):
-        obj = int.__new__(cls, value)
+    def __new__(cls, value: Any, raw: str):
+        obj = super().__new__(cls, value)  # type: ignore[call-arg]
         obj.raw = raw
         return obj
 
 
-class _RawFloat(float):
-    """A float that remembers its YAML spelling (``version: 0.0`` versus ``version: 0.00``)."""
+class _RawInt(_Raw, int):
+    """``mode: 0644`` must stay '0644', not 420."""
 
-    raw: str
 
-    def __new__(cls, value: float, raw: str):
-        obj = float.__new__(cls, value)
-        obj.raw = raw
-        return obj
+class _RawFloat(_Raw, float):
+    """``version: 0.0`` versus ``version: 0.00``."""
 
 
 def load_yaml(text: str, filename: str = "appspec.yml") -> Any:

@@ -18,6 +18,8 @@ from typing import Any, Optional
 from ansible_collections.rollwright.deploy.plugins.module_utils.errors import RollwrightError
 
 LAUNCHING = "autoscaling:EC2_INSTANCE_LAUNCHING"
+DEFAULT_HOOK_NAME = "rollwright-deploy"
+GROUP_ARGUMENT_SPEC = {"group": dict(type="str", required=True)}  # documented by the asg_lifecycle doc fragment
 RESULTS = ("CONTINUE", "ABANDON")
 HELD_STATE = "Pending:Wait"
 HOOK_FIELDS = ("LifecycleTransition", "HeartbeatTimeout", "DefaultResult", "NotificationTargetARN", "RoleARN",

@@ -64,19 +64,9 @@ ALL_EVENTS = INPLACE_WITH_LB
 # In-place without a load balancer: the six traffic events are skipped.
 INPLACE_WITHOUT_LB = tuple(e for e in INPLACE_WITH_LB if e not in TRAFFIC_EVENTS)
 
-# EC2 blue/green: replacement instances install and take traffic; originals only give it up.
-BLUEGREEN_REPLACEMENT = (
-    "ApplicationStop",
-    "DownloadBundle",
-    "BeforeInstall",
-    "Install",
-    "AfterInstall",
-    "ApplicationStart",
-    "ValidateService",
-    "BeforeAllowTraffic",
-    "AllowTraffic",
-    "AfterAllowTraffic",
-)
+# EC2 blue/green: replacement instances install and take traffic (the in-place order from ApplicationStop on);
+# originals only give it up.
+BLUEGREEN_REPLACEMENT = INPLACE_WITH_LB[INPLACE_WITH_LB.index("ApplicationStop"):]
 BLUEGREEN_ORIGINAL = ("BeforeBlockTraffic", "BlockTraffic", "AfterBlockTraffic")
 
 # Lambda: hooks are functions, each run once per deployment.

@@ -19,10 +19,6 @@ description:
 author:
   - Rollwright maintainers (@rollwright)
 options:
-  group:
-    description: The Auto Scaling group name.
-    type: str
-    required: true
   hook:
     description: The lifecycle hook name.
     type: str
@@ -40,6 +36,7 @@ options:
     type: str
 extends_documentation_fragment:
   - rollwright.deploy.attributes
+  - rollwright.deploy.asg_lifecycle
   - amazon.aws.common.modules
   - amazon.aws.region.modules
   - amazon.aws.boto3
@@ -73,8 +70,8 @@ from ansible_collections.rollwright.deploy.plugins.module_utils.aws import Rollw
 def main():
     module = RollwrightAWSModule(
         argument_spec=dict(
-            group=dict(type="str", required=True),
-            hook=dict(type="str", default="rollwright-deploy"),
+            **asg_lifecycle.GROUP_ARGUMENT_SPEC,
+            hook=dict(type="str", default=asg_lifecycle.DEFAULT_HOOK_NAME),
             result=dict(type="str", choices=list(asg_lifecycle.RESULTS), required=True),
             token=dict(type="str", no_log=False),
             instance_id=dict(type="str"),

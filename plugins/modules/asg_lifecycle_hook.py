@@ -22,10 +22,6 @@ description:
 author:
   - Rollwright maintainers (@rollwright)
 options:
-  group:
-    description: The Auto Scaling group name.
-    type: str
-    required: true
   name:
     description: The lifecycle hook name.
     type: str
@@ -64,6 +60,7 @@ options:
     type: str
 extends_documentation_fragment:
   - rollwright.deploy.attributes
+  - rollwright.deploy.asg_lifecycle
   - amazon.aws.common.modules
   - amazon.aws.region.modules
   - amazon.aws.boto3
@@ -130,8 +127,8 @@ def converge(module, client):
 def main():
     module = RollwrightAWSModule(
         argument_spec=dict(
-            group=dict(type="str", required=True),
-            name=dict(type="str", default="rollwright-deploy"),
+            **asg_lifecycle.GROUP_ARGUMENT_SPEC,
+            name=dict(type="str", default=asg_lifecycle.DEFAULT_HOOK_NAME),
             state=dict(type="str", choices=["present", "absent"], default="present"),
             heartbeat_timeout=dict(type="int", default=1800),
             default_result=dict(type="str", choices=list(asg_lifecycle.RESULTS), default="ABANDON"),

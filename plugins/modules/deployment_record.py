@@ -339,40 +339,43 @@ def _status(store, p, check):
     return dict(changed=True, deployment_id=did, deployment=store.get(did).to_dict())
 
 
-def _host(store, p, check):
+def _write(store, p, check, write, changed=True):
+    """``write(deployment_id)``; in check mode only read the deployment (it must exist)."""
     did = p["deployment_id"]
-    if not p["host"] and not p["hosts"]:
-        raise InvalidRecord("host: state=host needs host (one host to update) or hosts (hosts to add or replace)")
-    hosts = _hosts(p["hosts"])
     if check:
         store.get(did)
     else:
+        write(did)
+    return dict(changed=changed, deployment_id=did)
+
+
+def _host(store, p, check):
+    if not p["host"] and not p["hosts"]:
+        raise InvalidRecord("host: state=host needs host (one host to update) or hosts (hosts to add or replace)")
+    hosts = _hosts(p["hosts"])
+
+    def write(did):
         if hosts:
             store.set_hosts(did, hosts)
         if p["host"]:
             store.update_host(did, p["host"], status=p["host_status"], instance_id=p["instance_id"],
                               lb_membership=p["lb_membership"], lb_restored=p["lb_restored"])
-    return dict(changed=True, deployment_id=did)
+
+    return _write(store, p, check, write)
 
 
 def _event(store, p, check):
-    did = p["deployment_id"]
-    if check:
-        store.get(did)
-    else:
-        store.event(did, p["host"], p["event_name"], p["event_status"], start=p["start"], end=p["end"],
-                    scripts=p["scripts"], message=p["event_message"])
-    return dict(changed=True, deployment_id=did)
+    return _write(store, p, check, lambda did: store.event(
+        did, p["host"], p["event_name"], p["event_status"], start=p["start"], end=p["end"], scripts=p["scripts"],
+        message=p["event_message"]))
 
 
 def _extra(store, p, check):
-    did = p["deployment_id"]
-    if check:
-        store.get(did)
-    else:
+    def write(did):
         for key, value in p["extra"].items():
             store.set_extra(did, key, value)
-    return dict(changed=bool(p["extra"]), deployment_id=did)
+
+    return _write(store, p, check, write, changed=bool(p["extra"]))
 
 
 def _lock(store, p, check):

@@ -118,6 +118,7 @@ from ansible_collections.rollwright.deploy.plugins.module_utils.appspec import (
 )
 from ansible_collections.rollwright.deploy.plugins.module_utils.aws import RollwrightAWSModule
 from ansible_collections.rollwright.deploy.plugins.module_utils.revision import (
+    BUNDLE_TYPES,
     DEFAULT_CACHE_DIR,
     RevisionError,
     bundle_entries,
@@ -215,7 +216,7 @@ def main():
             ),
         ),
         path=dict(type="path"),
-        bundle_type=dict(type="str", choices=["zip", "tar", "tgz"]),
+        bundle_type=dict(type="str", choices=list(BUNDLE_TYPES)),
         cache_dir=dict(type="path", default=DEFAULT_CACHE_DIR),
         appspec_name=dict(type="str", default="appspec.yml"),
     )

@@ -15,16 +15,8 @@ import socket
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from .base import (
-    DRAINING,
-    HEALTHY,
-    INITIAL,
-    UNHEALTHY,
-    UNKNOWN,
-    UNUSED,
-    LoadBalancerError,
-    NotFoundError,
-)
+from . import base as lb  # the normalised health states
+from .base import LoadBalancerError, NotFoundError
 
 DEFAULT_CONNECT_TIMEOUT = 5.0
 
@@ -172,22 +164,22 @@ class ServerStatus:
         """Normalised (state, reason)."""
         label = f"{self.backend}/{self.server} on {self.instance}"
         if self.admin == "maint":
-            return UNUSED, f"{label}: MAINT"
+            return lb.UNUSED, f"{label}: MAINT"
         if self.admin == "drain":
-            return DRAINING, f"{label}: DRAIN, {self.sessions} session(s)"
+            return lb.DRAINING, f"{label}: DRAIN, {self.sessions} session(s)"
         status = self.status
         if status == "UP" or status == "no check":
-            return HEALTHY, None
+            return lb.HEALTHY, None
         if status.startswith("UP ") or status.startswith("DOWN "):
-            return INITIAL, f"{label}: {status} (checks in progress)"
+            return lb.INITIAL, f"{label}: {status} (checks in progress)"
         if status.startswith("DOWN"):
             detail = self.check_desc or self.check_status
-            return UNHEALTHY, f"{label}: DOWN" + (f" ({detail})" if detail else "")
+            return lb.UNHEALTHY, f"{label}: DOWN" + (f" ({detail})" if detail else "")
         if status.startswith("NOLB"):
-            return DRAINING, f"{label}: NOLB"
+            return lb.DRAINING, f"{label}: NOLB"
         if status.startswith("MAINT"):
-            return UNUSED, f"{label}: {status}"
-        return UNKNOWN, f"{label}: {status}"
+            return lb.UNUSED, f"{label}: {status}"
+        return lb.UNKNOWN, f"{label}: {status}"
 
     def to_dict(self) -> dict[str, Any]:
         return {"instance": self.instance, "backend": self.backend, "server": self.server, "state": self.admin,

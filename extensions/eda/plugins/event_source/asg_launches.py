@@ -70,7 +70,7 @@ def _event(launch: dict, hook: str, source: str) -> dict:
 async def main(queue: asyncio.Queue, args: dict[str, Any]) -> None:
     groups = es.group_list(args.get("groups"))
     queue_url = args.get("queue_url") or ""
-    hook = args.get("hook") or "rollwright-deploy"
+    hook = args.get("hook") or asg_lifecycle.DEFAULT_HOOK_NAME
     if not groups and not queue_url:
         raise ValueError("groups: required by rollwright.deploy.asg_launches without queue_url")
     seconds = es.interval(args, default=10.0)
