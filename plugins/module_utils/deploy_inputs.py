@@ -17,7 +17,6 @@ from ansible_collections.rollwright.deploy.plugins.module_utils.errors import Ro
 from ansible_collections.rollwright.deploy.plugins.module_utils.revision import BUNDLE_TYPES
 
 
-
 class InputError(RollwrightError, ValueError):
     """A deployment input is malformed; the message names the field and what was expected."""
 

@@ -422,6 +422,7 @@ def run(module, store):
     """The module's result for its O(state); in check mode only reads (a held lock fails as it would)."""
     return STATES[module.params["state"]](store, module.params, module.check_mode)
 
+
 def main():
     argument_spec = dict(
         store_argument_spec(),

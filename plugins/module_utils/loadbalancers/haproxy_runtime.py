@@ -30,8 +30,6 @@ class HAProxyError(LoadBalancerError):
     """A runtime API failure (connection, refused command) with a message naming the instance."""
 
 
-
-
 @dataclass(frozen=True)
 class HAProxyInstance:
     """One HAProxy process, reached through its runtime API."""
@@ -43,7 +41,6 @@ class HAProxyInstance:
     @property
     def endpoint(self) -> str:
         return self.socket or self.address or ""
-
 
 
 class RuntimeAPI:
