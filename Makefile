@@ -15,7 +15,8 @@ export ANSIBLE_HOST_KEY_CHECKING := False
 export PYTHONDONTWRITEBYTECODE := 1
 
 .PHONY: help setup system-packages venv collection-link test unit integration molecule sanity lint demo demo-events \
-        bench bench-inplace bench-zero-downtime bench-timing mutation build-collection clean iam-templates iam-matrix
+        bench bench-inplace bench-zero-downtime bench-timing mutation build-collection clean iam-templates iam-matrix \
+        long-functions
 
 help:
 	@echo "make demo    - set up, bring up a test world and run a real deployment end to end"
@@ -63,6 +64,9 @@ sanity: setup
 
 lint: setup
 	@$(PY) -m tests.run_suites lint
+
+long-functions:
+	@$(PY) -m tests.long_functions
 
 demo: setup
 	@$(PY) -m tests.harness demo

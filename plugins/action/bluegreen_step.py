@@ -31,6 +31,7 @@ from ansible_collections.rollwright.deploy.plugins.module_utils.bluegreen import
 )
 
 from ansible_collections.rollwright.deploy.plugins.plugin_utils.step_action import progress as _progress
+from ansible_collections.rollwright.deploy.plugins.plugin_utils.step_action import state_result
 
 RESULT_VARS = {
     "install": "_bluegreen_r_install",
@@ -111,15 +112,7 @@ class ActionModule(_InPlaceStep):
                 state = run.finish(state, self._host_results(task_vars, names, RESULT_VARS["post"]))
             elif step == "abort":
                 state = run.abort(state, args.get("reason") or "unexpected error")
-        result["changed"] = True
-        result["ansible_facts"] = {"_bluegreen": state}
-        result["deployment_id"] = state["deployment_id"]
-        result["done"] = state.get("done", False)
-        if state.get("done"):
-            result["rollwright_deployment"] = state["summary"]
-            result["ansible_facts"]["rollwright_deployment"] = state["summary"]
-            result["summary_text"] = state["summary_text"]
-        return result
+        return state_result(result, state, "_bluegreen")
 
     def _recover(self, result: dict, args: dict, store, clients) -> dict:
         """step=recover: finish a deployment whose controller died (check mode: the plan only)."""

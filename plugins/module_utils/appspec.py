@@ -19,24 +19,14 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 from ansible_collections.rollwright.deploy.plugins.module_utils.errors import RollwrightError
-
-SCRIPTABLE_EVENTS: tuple[str, ...] = (
-    "BeforeBlockTraffic",
-    "AfterBlockTraffic",
-    "ApplicationStop",
-    "BeforeInstall",
-    "AfterInstall",
-    "ApplicationStart",
-    "ValidateService",
-    "BeforeAllowTraffic",
-    "AfterAllowTraffic",
+from ansible_collections.rollwright.deploy.plugins.module_utils.lifecycle import (  # noqa: F401  (re-exported)
+    LAMBDA_EVENTS,
+    RESERVED_EVENTS,
+    SCRIPTABLE_EVENTS,
 )
-"""Events that may have scripts (set membership only; the event order lives in lifecycle.py)."""
 
-RESERVED_EVENTS: tuple[str, ...] = ("BlockTraffic", "DownloadBundle", "Install", "AllowTraffic")
-"""Events the engine performs itself; an appspec may not attach scripts to them."""
-
-LAMBDA_HOOK_EVENTS: tuple[str, ...] = ("BeforeAllowTraffic", "AfterAllowTraffic")
+# The lifecycle events (which may have scripts, which the engine performs itself) are lifecycle.py's.
+LAMBDA_HOOK_EVENTS: tuple[str, ...] = tuple(e for e in LAMBDA_EVENTS if e in SCRIPTABLE_EVENTS)
 FILE_EXISTS_BEHAVIORS: tuple[str, ...] = ("DISALLOW", "OVERWRITE", "RETAIN")
 PERMISSION_TYPES: tuple[str, ...] = ("file", "directory")
 DEFAULT_HOOK_TIMEOUT = 3600
@@ -200,26 +190,23 @@ class LambdaAppSpec:
 # --------------------------------------------------------------------------------------------
 
 
-class _RawInt(int):
-    """An int that remembers how YAML spelled it (``mode: 0644`` must stay '0644', not 420)."""
+class _Raw:
+    """A number that remembers how YAML spelled it."""
 
     raw: str
 
-    def __new__(cls, value: int, raw: str):
-        obj = int.__new__(cls, value)
+    def __new__(cls, value: Any, raw: str):
+        obj = super().__new__(cls, value)  # type: ignore[call-arg]
         obj.raw = raw
         return obj
 
 
-class _RawFloat(float):
-    """A float that remembers its YAML spelling (``version: 0.0`` versus ``version: 0.00``)."""
+class _RawInt(_Raw, int):
+    """``mode: 0644`` must stay '0644', not 420."""
 
-    raw: str
 
-    def __new__(cls, value: float, raw: str):
-        obj = float.__new__(cls, value)
-        obj.raw = raw
-        return obj
+class _RawFloat(_Raw, float):
+    """``version: 0.0`` versus ``version: 0.00``."""
 
 
 def load_yaml(text: str, filename: str = "appspec.yml") -> Any:
@@ -782,21 +769,9 @@ def _lambda_version(c: _Collector, path: str, value: Any) -> str | None:
     return s
 
 
-def parse_lambda_appspec(text_or_data: Any, filename: str = "appspec.yml") -> LambdaAppSpec:
-    """Parse and validate a Lambda AppSpec (YAML/JSON text or loaded data). Raises AppSpecError."""
-    data = load_yaml(text_or_data, filename) if isinstance(text_or_data, str) else text_or_data
-    c = _Collector(filename)
-    top = c.mapping("", data)
-    if top is None:
-        raise AppSpecError(c.errors)
-    hint = ""
-    if any(k in top for k in ("files", "hooks", "os", "permissions")):
-        hint = " (files/hooks/os/permissions belong to an EC2/on-premises appspec: use kind=ec2)"
-    c.unknown_keys("", top, _LAMBDA_TOP_KEYS, hint)
-    version = _version(c, top.get("version"))
-
+def _lambda_function(c: _Collector, resources: Any) -> dict[str, Any]:
+    """The one function of a Lambda AppSpec's ``Resources`` (logical_id, name, alias, current, target)."""
     fn: dict[str, Any] = {}
-    resources = top.get("Resources")
     if resources is None:
         c.add("Resources", "is required; expected a list with one AWS::Lambda::Function")
     elif not isinstance(resources, list):
@@ -827,9 +802,12 @@ def parse_lambda_appspec(text_or_data: Any, filename: str = "appspec.yml") -> La
                         fn["alias"] = c.string(_join(ppath, "Alias"), props.get("Alias"))
                         fn["current"] = _lambda_version(c, _join(ppath, "CurrentVersion"), props.get("CurrentVersion"))
                         fn["target"] = _lambda_version(c, _join(ppath, "TargetVersion"), props.get("TargetVersion"))
+    return fn
 
+
+def _lambda_hooks(c: _Collector, raw_hooks: Any) -> dict[str, str]:
+    """A Lambda AppSpec's ``Hooks``: event -> function name."""
     hooks: dict[str, str] = {}
-    raw_hooks = top.get("Hooks")
     if raw_hooks is not None:
         if not isinstance(raw_hooks, list):
             c.expected("Hooks", "a list of {BeforeAllowTraffic|AfterAllowTraffic: function}", raw_hooks)
@@ -854,6 +832,24 @@ def parse_lambda_appspec(text_or_data: Any, filename: str = "appspec.yml") -> La
                     c.add(epath, "%s is given twice; a Lambda hook event takes one function" % event)
                     continue
                 hooks[event] = name
+    return hooks
+
+
+def parse_lambda_appspec(text_or_data: Any, filename: str = "appspec.yml") -> LambdaAppSpec:
+    """Parse and validate a Lambda AppSpec (YAML/JSON text or loaded data). Raises AppSpecError."""
+    data = load_yaml(text_or_data, filename) if isinstance(text_or_data, str) else text_or_data
+    c = _Collector(filename)
+    top = c.mapping("", data)
+    if top is None:
+        raise AppSpecError(c.errors)
+    hint = ""
+    if any(k in top for k in ("files", "hooks", "os", "permissions")):
+        hint = " (files/hooks/os/permissions belong to an EC2/on-premises appspec: use kind=ec2)"
+    c.unknown_keys("", top, _LAMBDA_TOP_KEYS, hint)
+    version = _version(c, top.get("version"))
+
+    fn = _lambda_function(c, top.get("Resources"))
+    hooks = _lambda_hooks(c, top.get("Hooks"))
     if c.errors:
         raise AppSpecError(c.errors)
     return LambdaAppSpec(

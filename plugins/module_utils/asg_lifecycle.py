@@ -15,14 +15,18 @@ from __future__ import annotations
 import json
 from typing import Any, Optional
 
+from ansible_collections.rollwright.deploy.plugins.module_utils.errors import RollwrightError
+
 LAUNCHING = "autoscaling:EC2_INSTANCE_LAUNCHING"
+DEFAULT_HOOK_NAME = "rollwright-deploy"
+GROUP_ARGUMENT_SPEC = {"group": dict(type="str", required=True)}  # documented by the asg_lifecycle doc fragment
 RESULTS = ("CONTINUE", "ABANDON")
 HELD_STATE = "Pending:Wait"
 HOOK_FIELDS = ("LifecycleTransition", "HeartbeatTimeout", "DefaultResult", "NotificationTargetARN", "RoleARN",
                "NotificationMetadata")
 
 
-class LifecycleError(ValueError):
+class LifecycleError(RollwrightError, ValueError):
     """A lifecycle hook input or call is wrong; the message names it."""
 
 

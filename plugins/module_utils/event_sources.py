@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 from ansible_collections.rollwright.deploy.plugins.module_utils.aws_session import aws_client_factory
 
@@ -82,3 +82,27 @@ async def retry_later(what: str, exc: Exception, seconds: float) -> None:
     # only S3 answers a bare "Access Denied" (the other services name the action): say which one it needs
     LOG.warning("%s failed, retrying in %.0f s: %s%s", what, seconds, exc, access_denied_hint(exc, "s3"))
     await asyncio.sleep(seconds)
+
+
+async def until_done(what: str, seconds: float, attempt: Callable[[], Awaitable[Any]]) -> Any:
+    """``await attempt()`` until it succeeds (an AWS or records outage at start), its result."""
+    while True:
+        try:
+            return await attempt()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # pylint: disable=broad-except
+            await retry_later(what, exc, seconds)
+
+
+async def forever(what: str, seconds: float, step: Callable[[], Awaitable[Any]]) -> None:
+    """``await step()`` again and again; a failed step is logged and retried after the interval."""
+    while True:
+        await until_done(what, seconds, step)
+
+
+async def each_message(sqs: Any, queue_url: str, wait: float, handle: Callable[[Any], Awaitable[Any]]) -> None:
+    """One long poll of the queue: ``await handle(body)`` for each message, then delete it (handled, or not ours)."""
+    for body, receipt in await receive(sqs, queue_url, wait):
+        await handle(body)
+        await delete(sqs, queue_url, receipt)

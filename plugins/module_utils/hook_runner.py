@@ -290,45 +290,10 @@ def run_script(location: str, root: str, *, event: str, env: dict, log_file: str
     timeout = float(timeout or DEFAULT_TIMEOUT)
     result = ScriptResult(location=location, path="", exit_code=None, duration=0.0, log_file=log_file,
                           runas=runas, timeout=timeout)
-    try:
-        path = script_path(root, location)
-    except HookError as exc:
-        result.error = str(exc)
+    prepared = _prepare(location, root, event, env, log_file, runas, result)
+    if prepared is None:
         return result
-    result.path = path
-    _append(log_file, f"{now_iso()} [{event}] Script - {location}" + (f" (runas {runas})" if runas else "") + "\n")
-    if not os.path.isfile(path):
-        result.error = f"script {location} does not exist at {path}" if not os.path.lexists(path) else \
-            f"script {location} at {path} is not a regular file"
-        _append(log_file, f"{now_iso()} [{event}] {result.error}\n")
-        return result
-    mode = os.stat(path).st_mode
-    if not mode & 0o111:
-        try:
-            os.chmod(path, mode | 0o111)
-        except OSError as exc:
-            result.error = f"script {location} is not executable and could not be made executable: {exc.strerror}"
-            return result
-    kwargs = {}
-    if runas:
-        try:
-            entry = pwd.getpwnam(runas)
-        except KeyError:
-            result.error = f"script {location}: runas user {runas!r} does not exist on this host"
-            _append(log_file, f"{now_iso()} [{event}] {result.error}\n")
-            return result
-        if entry.pw_uid != os.geteuid():
-            if os.geteuid() != 0:
-                result.error = f"script {location}: runas {runas!r} needs root on the host (connect or become as root)"
-                return result
-            kwargs = {"user": entry.pw_uid, "group": entry.pw_gid,
-                      "extra_groups": os.getgrouplist(entry.pw_name, entry.pw_gid)}
-    try:
-        env = dict(env, **_user_env(runas))
-    except HookError as exc:
-        result.error = str(exc)
-        return result
-
+    path, env, kwargs = prepared
     become_subreaper()
     orphans_before = our_children()
     log_fd = open_log(log_file)
@@ -366,6 +331,51 @@ def run_script(location: str, root: str, *, event: str, env: dict, log_file: str
     finally:
         os.close(log_fd)
     return result
+
+
+def _prepare(location: str, root: str, event: str, env: dict, log_file: str, runas: str | None,
+             result: ScriptResult) -> tuple[str, dict, dict] | None:
+    """Check the script and its runas user before anything starts: (path, environment, Popen user arguments),
+    or None with ``result.error`` set."""
+    try:
+        path = script_path(root, location)
+    except HookError as exc:
+        result.error = str(exc)
+        return None
+    result.path = path
+    _append(log_file, f"{now_iso()} [{event}] Script - {location}" + (f" (runas {runas})" if runas else "") + "\n")
+    if not os.path.isfile(path):
+        result.error = f"script {location} does not exist at {path}" if not os.path.lexists(path) else \
+            f"script {location} at {path} is not a regular file"
+        _append(log_file, f"{now_iso()} [{event}] {result.error}\n")
+        return None
+    mode = os.stat(path).st_mode
+    if not mode & 0o111:
+        try:
+            os.chmod(path, mode | 0o111)
+        except OSError as exc:
+            result.error = f"script {location} is not executable and could not be made executable: {exc.strerror}"
+            return None
+    kwargs = {}
+    if runas:
+        try:
+            entry = pwd.getpwnam(runas)
+        except KeyError:
+            result.error = f"script {location}: runas user {runas!r} does not exist on this host"
+            _append(log_file, f"{now_iso()} [{event}] {result.error}\n")
+            return None
+        if entry.pw_uid != os.geteuid():
+            if os.geteuid() != 0:
+                result.error = f"script {location}: runas {runas!r} needs root on the host (connect or become as root)"
+                return None
+            kwargs = {"user": entry.pw_uid, "group": entry.pw_gid,
+                      "extra_groups": os.getgrouplist(entry.pw_name, entry.pw_gid)}
+    try:
+        env = dict(env, **_user_env(runas))
+    except HookError as exc:
+        result.error = str(exc)
+        return None
+    return path, env, kwargs
 
 
 def _stop_everything(proc: subprocess.Popen, orphans_before: set, grace: float) -> bool:

@@ -53,8 +53,10 @@ from ansible_collections.rollwright.deploy.plugins.module_utils import host_fs a
 from ansible_collections.rollwright.deploy.plugins.module_utils import host_staging as _staging
 from ansible_collections.rollwright.deploy.plugins.module_utils import lifecycle as _lifecycle
 from ansible_collections.rollwright.deploy.plugins.module_utils import revision as _revision
+from ansible_collections.rollwright.deploy.plugins.module_utils.appspec import FILE_EXISTS_BEHAVIORS
+from ansible_collections.rollwright.deploy.plugins.module_utils.deployment_id import DEPLOYMENT_ID_RE
+from ansible_collections.rollwright.deploy.plugins.module_utils.revision import BUNDLE_EXTENSIONS as _BUNDLE_EXT
 
-FILE_EXISTS_BEHAVIORS = ("DISALLOW", "OVERWRITE", "RETAIN")
 STAGING_FAILED = "StagingFailed"  # status.json of a deployment whose staging failed on this host
 DEFAULT_STATE_ROOT = "/var/lib/rollwright"
 DEFAULT_KEEP_REVISIONS = 5
@@ -973,9 +975,6 @@ def install(state: HostState, deployment_id: str, appspec: dict, bundle_root: st
 # ---------------------------------------------------------------------------------------------
 # one call of the host_lifecycle module: several consecutive lifecycle events of a deployment
 # ---------------------------------------------------------------------------------------------
-
-DEPLOYMENT_ID_RE = re.compile(r"^d-[A-Z0-9]{9}$")
-_BUNDLE_EXT = {"zip": "zip", "tar": "tar", "tgz": "tar.gz"}
 
 
 def validate_deployment_id(value) -> str:

@@ -36,12 +36,12 @@ import hashlib
 import json
 import re
 import secrets
-import string
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable
 
+from .deployment_id import DEPLOYMENT_ID_RE, new_deployment_id
 from .redact import redact_text
 from .traffic_shift import ShiftConfig, ShiftConfigError, Step, parse_lambda_config, plan_steps
 from ansible_collections.rollwright.deploy.plugins.module_utils.errors import RollwrightError, access_denied_hint
@@ -100,12 +100,6 @@ class LambdaDeployError(RollwrightError):
     def __init__(self, message: str, result: dict | None = None):
         super().__init__(message)
         self.result = result or {}
-
-
-def new_deployment_id() -> str:
-    """``d-`` followed by 9 upper-case alphanumerics, like CodeDeploy's ids."""
-    alphabet = string.ascii_uppercase + string.digits
-    return "d-" + "".join(secrets.choice(alphabet) for dummy in range(9))
 
 
 def _error_code(exc: BaseException) -> str | None:
@@ -315,7 +309,7 @@ def request_from_options(options: dict) -> LambdaDeployRequest:
     if len(alarms) > 100:
         raise LambdaDeployError("alarms: at most 100 alarm names")
     dep_id = opts.get("deployment_id")
-    if dep_id and not re.fullmatch(r"d-[A-Z0-9]{9}", dep_id):
+    if dep_id and not DEPLOYMENT_ID_RE.fullmatch(dep_id):
         raise LambdaDeployError(f"deployment_id: expected d- and 9 upper-case letters or digits, got {dep_id!r}")
     return LambdaDeployRequest(
         function_name=str(opts["function_name"]),

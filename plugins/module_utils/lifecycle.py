@@ -64,25 +64,16 @@ ALL_EVENTS = INPLACE_WITH_LB
 # In-place without a load balancer: the six traffic events are skipped.
 INPLACE_WITHOUT_LB = tuple(e for e in INPLACE_WITH_LB if e not in TRAFFIC_EVENTS)
 
-# EC2 blue/green: replacement instances install and take traffic; originals only give it up.
-BLUEGREEN_REPLACEMENT = (
-    "ApplicationStop",
-    "DownloadBundle",
-    "BeforeInstall",
-    "Install",
-    "AfterInstall",
-    "ApplicationStart",
-    "ValidateService",
-    "BeforeAllowTraffic",
-    "AllowTraffic",
-    "AfterAllowTraffic",
-)
+# EC2 blue/green: replacement instances install and take traffic (the in-place order from ApplicationStop on);
+# originals only give it up.
+BLUEGREEN_REPLACEMENT = INPLACE_WITH_LB[INPLACE_WITH_LB.index("ApplicationStop"):]
 BLUEGREEN_ORIGINAL = ("BeforeBlockTraffic", "BlockTraffic", "AfterBlockTraffic")
 
 # Lambda: hooks are functions, each run once per deployment.
 LAMBDA_EVENTS = ("BeforeAllowTraffic", "AllowTraffic", "AfterAllowTraffic")
 
-DEPLOYMENT_TYPES = ("inplace", "bluegreen_replacement", "bluegreen_original", "lambda")
+# The event orders events_for() knows (not the record's deployment_type: records/base.py has those).
+EVENT_ORDER_KINDS = ("inplace", "bluegreen_replacement", "bluegreen_original", "lambda")
 
 
 class LifecycleError(RollwrightError, ValueError):
@@ -95,7 +86,7 @@ def inplace_events(with_load_balancer: bool) -> list[str]:
 
 
 def events_for(deployment_type: str, with_load_balancer: bool = True) -> list[str]:
-    """The event order of one deployment type (see DEPLOYMENT_TYPES)."""
+    """The event order of one deployment type (see EVENT_ORDER_KINDS)."""
     if deployment_type == "inplace":
         return inplace_events(with_load_balancer)
     if deployment_type == "bluegreen_replacement":
@@ -104,7 +95,7 @@ def events_for(deployment_type: str, with_load_balancer: bool = True) -> list[st
         return list(BLUEGREEN_ORIGINAL)
     if deployment_type == "lambda":
         return list(LAMBDA_EVENTS)
-    raise LifecycleError(f"deployment type must be one of {', '.join(DEPLOYMENT_TYPES)}, got {deployment_type!r}")
+    raise LifecycleError(f"deployment type must be one of {', '.join(EVENT_ORDER_KINDS)}, got {deployment_type!r}")
 
 
 def is_scriptable(event: str) -> bool:

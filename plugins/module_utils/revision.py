@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field, fields
 from ansible_collections.rollwright.deploy.plugins.module_utils.errors import RollwrightError
 
 BUNDLE_TYPES = ("zip", "tar", "tgz")
+BUNDLE_EXTENSIONS = {"zip": "zip", "tar": "tar", "tgz": "tar.gz"}  # a bundle type's file name ending
 DEFAULT_CACHE_DIR = "~/.cache/rollwright/bundles"
 DEFAULT_APPSPEC_NAMES = ("appspec.yml", "appspec.yaml")
 PACK_MTIME = 315532800  # 1980-01-01T00:00:00Z: packed directories are byte-for-byte reproducible
@@ -601,7 +602,7 @@ def _clean_version(version) -> str | None:
 
 def _cache_name(bucket: str, key: str, version: str | None, etag: str | None, bundle_type: str) -> str:
     ident = json.dumps(["s3", bucket, key, version, etag])
-    ext = {"zip": "zip", "tar": "tar", "tgz": "tar.gz"}[bundle_type]
+    ext = BUNDLE_EXTENSIONS[bundle_type]
     return "s3-%s.%s" % (hashlib.sha256(ident.encode()).hexdigest()[:32], ext)
 
 

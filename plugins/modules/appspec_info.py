@@ -37,13 +37,13 @@ options:
     type: str
     choices: [ec2, lambda]
     default: ec2
+extends_documentation_fragment:
+  - rollwright.deploy.attributes
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying the target.
     support: full
     details: The module only reads.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 """
 

@@ -19,10 +19,6 @@ description:
 author:
   - Rollwright maintainers (@rollwright)
 options:
-  group:
-    description: The Auto Scaling group name.
-    type: str
-    required: true
   hook:
     description: The lifecycle hook name.
     type: str
@@ -39,16 +35,16 @@ options:
     description: The held instance (when there is no token, for example when launches are found by polling).
     type: str
 extends_documentation_fragment:
+  - rollwright.deploy.attributes
+  - rollwright.deploy.asg_lifecycle
   - amazon.aws.common.modules
   - amazon.aws.region.modules
   - amazon.aws.boto3
 attributes:
   check_mode:
-    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
     details: In check mode nothing is completed; the result says what would be.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in diff mode) when in diff mode.
     support: none
 """
 
@@ -74,8 +70,8 @@ from ansible_collections.rollwright.deploy.plugins.module_utils.aws import Rollw
 def main():
     module = RollwrightAWSModule(
         argument_spec=dict(
-            group=dict(type="str", required=True),
-            hook=dict(type="str", default="rollwright-deploy"),
+            **asg_lifecycle.GROUP_ARGUMENT_SPEC,
+            hook=dict(type="str", default=asg_lifecycle.DEFAULT_HOOK_NAME),
             result=dict(type="str", choices=list(asg_lifecycle.RESULTS), required=True),
             token=dict(type="str", no_log=False),
             instance_id=dict(type="str"),
@@ -86,14 +82,10 @@ def main():
     p = module.params
     if module.check_mode:
         module.exit_json(changed=True, result=p["result"])
-    try:
-        asg_lifecycle.complete(module.aws_client("autoscaling"), p["group"], p["hook"], p["result"],
-                               token=p["token"], instance_id=p["instance_id"])
-    except Exception as exc:  # botocore errors carry AWS details; fail_json_aws shows them
-        if not hasattr(exc, "response"):
-            raise
-        module.fail_json_aws(exc, msg=f"completing the lifecycle action of {p['token'] or p['instance_id']} "
-                                      f"({p['group']}, hook {p['hook']}) with {p['result']}")
+    module.run_or_fail(f"completing the lifecycle action of {p['token'] or p['instance_id']} "
+                       f"({p['group']}, hook {p['hook']}) with {p['result']}",
+                       asg_lifecycle.complete, module.aws_client("autoscaling"), p["group"], p["hook"], p["result"],
+                       token=p["token"], instance_id=p["instance_id"])
     module.exit_json(changed=True, result=p["result"])
 
 

@@ -22,10 +22,6 @@ description:
 author:
   - Rollwright maintainers (@rollwright)
 options:
-  group:
-    description: The Auto Scaling group name.
-    type: str
-    required: true
   name:
     description: The lifecycle hook name.
     type: str
@@ -63,15 +59,15 @@ options:
         copy's scale-outs are held too.
     type: str
 extends_documentation_fragment:
+  - rollwright.deploy.attributes
+  - rollwright.deploy.asg_lifecycle
   - amazon.aws.common.modules
   - amazon.aws.region.modules
   - amazon.aws.boto3
 attributes:
   check_mode:
-    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in diff mode) when in diff mode.
     support: full
 """
 
@@ -101,11 +97,38 @@ from ansible_collections.rollwright.deploy.plugins.module_utils import asg_lifec
 from ansible_collections.rollwright.deploy.plugins.module_utils.aws import RollwrightAWSModule
 
 
+def converge(module, client):
+    """The module's result: the hooks copied, the hook removed, or the hook made as wanted."""
+    p = module.params
+    if p["copy_from"]:
+        changes = asg_lifecycle.launch_hook_changes(client, p["copy_from"], p["group"])
+        if not module.check_mode:
+            for wanted in changes:
+                asg_lifecycle.put_hook(client, p["group"], wanted)
+        copied = [w["LifecycleHookName"] for w in changes]
+        return dict(changed=bool(changes), copied=copied, hook=changes[-1] if changes else None,
+                    diff={"before": {}, "after": {"copied": copied}})
+    current = asg_lifecycle.describe_hook(client, p["group"], p["name"])
+    if p["state"] == "absent":
+        changed = current is not None
+        if changed and not module.check_mode:
+            client.delete_lifecycle_hook(AutoScalingGroupName=p["group"], LifecycleHookName=p["name"])
+        return dict(changed=changed, hook=None, diff={"before": current or {}, "after": {}})
+    wanted = asg_lifecycle.hook_spec(p["name"], p["heartbeat_timeout"], p["default_result"],
+                                     p["notification_target_arn"], p["role_arn"], p["notification_metadata"])
+    changed = asg_lifecycle.hook_differs(current, wanted)
+    after = dict(current or {}, **wanted) if changed else current
+    if changed and not module.check_mode:
+        asg_lifecycle.put_hook(client, p["group"], wanted)
+        after = asg_lifecycle.describe_hook(client, p["group"], p["name"])
+    return dict(changed=changed, hook=after, diff={"before": current or {}, "after": after or {}})
+
+
 def main():
     module = RollwrightAWSModule(
         argument_spec=dict(
-            group=dict(type="str", required=True),
-            name=dict(type="str", default="rollwright-deploy"),
+            **asg_lifecycle.GROUP_ARGUMENT_SPEC,
+            name=dict(type="str", default=asg_lifecycle.DEFAULT_HOOK_NAME),
             state=dict(type="str", choices=["present", "absent"], default="present"),
             heartbeat_timeout=dict(type="int", default=1800),
             default_result=dict(type="str", choices=list(asg_lifecycle.RESULTS), default="ABANDON"),
@@ -117,36 +140,9 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
-    client = module.aws_client("autoscaling")
-    try:
-        if p["copy_from"]:
-            changes = asg_lifecycle.launch_hook_changes(client, p["copy_from"], p["group"])
-            if not module.check_mode:
-                for wanted in changes:
-                    asg_lifecycle.put_hook(client, p["group"], wanted)
-            copied = [w["LifecycleHookName"] for w in changes]
-            module.exit_json(changed=bool(changes), copied=copied, hook=changes[-1] if changes else None,
-                             diff={"before": {}, "after": {"copied": copied}})
-        current = asg_lifecycle.describe_hook(client, p["group"], p["name"])
-        if p["state"] == "absent":
-            changed = current is not None
-            if changed and not module.check_mode:
-                client.delete_lifecycle_hook(AutoScalingGroupName=p["group"], LifecycleHookName=p["name"])
-            module.exit_json(changed=changed, hook=None, diff={"before": current or {}, "after": {}})
-        wanted = asg_lifecycle.hook_spec(p["name"], p["heartbeat_timeout"], p["default_result"],
-                                         p["notification_target_arn"], p["role_arn"], p["notification_metadata"])
-        changed = asg_lifecycle.hook_differs(current, wanted)
-        after = dict(current or {}, **wanted) if changed else current
-        if changed and not module.check_mode:
-            asg_lifecycle.put_hook(client, p["group"], wanted)
-            after = asg_lifecycle.describe_hook(client, p["group"], p["name"])
-    except asg_lifecycle.LifecycleError as exc:
-        module.fail_json(msg=str(exc))
-    except Exception as exc:  # botocore errors carry AWS details; fail_json_aws shows them
-        if not hasattr(exc, "response"):
-            raise
-        module.fail_json_aws(exc, msg=f"lifecycle hook {p['name']} of Auto Scaling group {p['group']}")
-    module.exit_json(changed=changed, hook=after, diff={"before": current or {}, "after": after or {}})
+    result = module.run_or_fail(f"lifecycle hook {p['name']} of Auto Scaling group {p['group']}",
+                                converge, module, module.aws_client("autoscaling"))
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":

@@ -193,23 +193,6 @@ options:
     description: Seconds to wait for the replacement instances to run.
     type: raw
     default: 600
-  record:
-    description: Where the deployment record and lock live - C({backend, sqlite_path}) or C({backend, dynamodb_table}).
-    type: dict
-  aws:
-    description:
-      - Deprecated, give the amazon.aws options (O(region), O(endpoint_url), O(profile), ...) at the top level instead,
-        where C(module_defaults) for C(group/rollwright.deploy.aws) also reach them. Top-level options win.
-      - C(secret_key) and C(session_token) are no_log - never shown, never written to a record, never on a command
-        line (the lease keeper reads its configuration on its stdin).
-    type: dict
-  cache_dir:
-    description: Where fetched bundles are cached on the controller.
-    type: path
-  appspec_name:
-    description: The appspec file name inside the bundle.
-    type: str
-    default: appspec.yml
   creator:
     description: Who creates the deployment (C(start)), or who continues it (C(continue)).
     type: str
@@ -224,11 +207,14 @@ options:
     description: Why the deployment is aborted (C(abort)).
     type: str
 extends_documentation_fragment:
+  - rollwright.deploy.attributes
+  - rollwright.deploy.attributes.action
+  - rollwright.deploy.step
+  - rollwright.deploy.step.aws
   - amazon.aws.common.modules
   - amazon.aws.region.modules
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying the target.
     support: full
     details:
       - C(step=start) in check mode is a dry run - it reads the current state and returns the plan as the
@@ -236,11 +222,7 @@ attributes:
       - The later steps do nothing with a dry-run state, and refuse a real deployment's state in check mode.
       - C(step=recover) in check mode returns the recovery plan and changes nothing; C(step=continue) is refused.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
-  action:
-    description: Indicates this has a corresponding action plugin so some parts of the options can be executed on the controller.
-    support: full
 """
 
 EXAMPLES = r"""

@@ -32,16 +32,14 @@ options:
         ignored otherwise). For example C(rollwright_lock_ttl) with the reason C(blue/green keeps its lock until it ends).
     type: dict
     default: {}
+extends_documentation_fragment:
+  - rollwright.deploy.attributes
+  - rollwright.deploy.attributes.action
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying the target.
     support: full
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
-  action:
-    description: Indicates this has a corresponding action plugin so some parts of the options can be executed on the controller.
-    support: full
 """
 
 EXAMPLES = r"""

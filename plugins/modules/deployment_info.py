@@ -56,16 +56,15 @@ options:
     type: bool
     default: false
 extends_documentation_fragment:
+  - rollwright.deploy.attributes
   - rollwright.deploy.records
   - amazon.aws.common.modules
   - amazon.aws.region.modules
   - amazon.aws.boto3
 attributes:
   check_mode:
-    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in diff mode) when in diff mode.
     support: none
 notes:
   - The AWS connection options are used only with O(backend=dynamodb).
@@ -213,23 +212,50 @@ lock:
       type: float
 """
 
-import os
-
 from ansible_collections.rollwright.deploy.plugins.module_utils import control_requests
 from ansible_collections.rollwright.deploy.plugins.module_utils.aws import RollwrightAWSModule
 from ansible_collections.rollwright.deploy.plugins.module_utils.records import (
     DEPLOYMENT_STATUSES,
-    RecordError,
-    open_store,
+    open_existing_store,
+    store_argument_spec,
 )
 from ansible_collections.rollwright.deploy.plugins.module_utils.records.sqlite import default_path
 
 
+def read(module):
+    p = module.params
+    result = dict(changed=False)
+    store = open_existing_store(p, module.aws_client)
+    if store is None:  # read-only: no SQLite file means no records yet
+        if p["deployment_id"]:
+            path = p["sqlite_path"] or str(default_path())
+            module.fail_json(msg=f"deployment_id: no deployment {p['deployment_id']} in the records ({path} does not exist)")
+        result["deployments"] = []
+        if p["deployment_group"]:
+            result["lock"] = None
+        if p["last_successful"]:
+            result["last_successful"] = None
+        return result
+    if p["deployment_id"]:
+        record = store.get(p["deployment_id"])
+        result["deployment"] = record.to_dict()
+        result["deployment"]["control"] = control_requests.status(store, record)
+    if p["application"]:
+        records = store.list(p["application"], p["deployment_group"], status=p["status"], limit=p["limit"],
+                             include_hosts=p["include_hosts"])
+        result["deployments"] = [r.to_dict() for r in records]
+        if p["deployment_group"]:
+            info = store.get_lock(p["application"], p["deployment_group"])
+            result["lock"] = info.to_dict() if info else None
+        if p["last_successful"]:
+            last = store.last_successful(p["application"], p["deployment_group"])
+            result["last_successful"] = last.to_dict() if last else None
+    return result
+
+
 def main():
     argument_spec = dict(
-        backend=dict(type="str", choices=["sqlite", "dynamodb"], default="sqlite"),
-        sqlite_path=dict(type="path"),
-        dynamodb_table=dict(type="str", default="rollwright-deployments"),
+        store_argument_spec(),
         deployment_id=dict(type="str"),
         application=dict(type="str"),
         deployment_group=dict(type="str"),
@@ -244,51 +270,8 @@ def main():
         required_one_of=[("deployment_id", "application")],
         required_if=[("last_successful", True, ("application", "deployment_group"))],
     )
-    p = module.params
-    result = dict(changed=False)
-
-    if p["backend"] == "sqlite":
-        path = p["sqlite_path"] or str(default_path())
-        if not os.path.exists(path):
-            # read-only: no file means no records yet; do not create one
-            if p["deployment_id"]:
-                module.fail_json(msg=f"deployment_id: no deployment {p['deployment_id']} in the records ({path} does not exist)")
-            result["deployments"] = []
-            if p["deployment_group"]:
-                result["lock"] = None
-            if p["last_successful"]:
-                result["last_successful"] = None
-            module.exit_json(**result)
-        options = {"path": path}
-    else:
-        options = {"table": p["dynamodb_table"]}
-
-    failure = None
-    try:
-        store = open_store(p["backend"], options, client_factory=module.aws_client)
-        if p["deployment_id"]:
-            record = store.get(p["deployment_id"])
-            result["deployment"] = record.to_dict()
-            result["deployment"]["control"] = control_requests.status(store, record)
-        if p["application"]:
-            records = store.list(p["application"], p["deployment_group"], status=p["status"], limit=p["limit"],
-                                 include_hosts=p["include_hosts"])
-            result["deployments"] = [r.to_dict() for r in records]
-            if p["deployment_group"]:
-                info = store.get_lock(p["application"], p["deployment_group"])
-                result["lock"] = info.to_dict() if info else None
-            if p["last_successful"]:
-                last = store.last_successful(p["application"], p["deployment_group"])
-                result["last_successful"] = last.to_dict() if last else None
-    except RecordError as exc:
-        failure = str(exc)
-    except Exception as exc:  # botocore errors carry AWS details; fail_json_aws shows them
-        if not hasattr(exc, "response"):
-            raise
-        module.fail_json_aws(exc, msg=f"reading deployment records from DynamoDB table {p['dynamodb_table']} failed")
-    if failure:
-        # outside the except block: a records error is a plain failure, not a traceback
-        module.fail_json(msg=failure)
+    table = module.params["dynamodb_table"]
+    result = module.run_or_fail(f"reading deployment records from DynamoDB table {table} failed", read, module)
     module.exit_json(**result)
 
 

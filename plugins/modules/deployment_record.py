@@ -169,6 +169,7 @@ options:
         released, so a lock that another controller took meanwhile is never removed.
     type: str
 extends_documentation_fragment:
+  - rollwright.deploy.attributes
   - rollwright.deploy.records
   - rollwright.deploy.notifications
   - amazon.aws.common.modules
@@ -176,11 +177,9 @@ extends_documentation_fragment:
   - amazon.aws.boto3
 attributes:
   check_mode:
-    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
     details: Reads the records to report what would change (a held lock fails as it would for real); writes nothing.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in diff mode) when in diff mode.
     support: none
 notes:
   - The AWS connection options are used only with O(backend=dynamodb).
@@ -272,10 +271,9 @@ from ansible_collections.rollwright.deploy.plugins.module_utils.records import (
     HostRecord,
     InvalidRecord,
     InvalidTransition,
-    LockHeld,
     LockLost,
-    RecordError,
     open_store,
+    store_argument_spec,
 )
 from ansible_collections.rollwright.deploy.plugins.module_utils.records.creator import check_identity, local_identity
 from ansible_collections.rollwright.deploy.plugins.module_utils.notifications import ARGUMENT_SPEC as NOTIFICATIONS_SPEC
@@ -312,107 +310,123 @@ def _creator(params):
     return dict(local_identity(), pid=os.getppid())
 
 
-def run(module, store):
-    p = module.params
-    state = p["state"]
-    check = module.check_mode
+def _create(store, p, check):
+    record = DeploymentRecord(
+        application=p["application"], deployment_group=p["deployment_group"], deployment_type=p["deployment_type"],
+        deployment_id=p["deployment_id"], revision=p["revision"] or {}, configuration=p["configuration"],
+        creator=p["creator"], rollback_of=p["rollback_of"], description=p["description"], hosts=_hosts(p["hosts"]),
+        extra=p["extra"] or {}, started_by=p["owner"] or None,
+    )
+    if check:
+        store.stamp(record)
+        if record.rollback_of:
+            store.get(record.rollback_of)
+    else:
+        record = store.create(record)
+    return dict(changed=True, deployment_id=record.deployment_id, deployment=record.to_dict())
+
+
+def _status(store, p, check):
     did = p["deployment_id"]
+    if check:
+        current = store.get(did)
+        if current.status in TERMINAL_STATUSES and current.status != p["status"]:
+            raise InvalidTransition(
+                f"status: deployment {did} already finished as {current.status}; it cannot become {p['status']}")
+        return dict(changed=current.status != p["status"] or p["error"] is not None, deployment_id=did,
+                    deployment=current.to_dict())
+    store.update_status(did, p["status"], error=p["error"])
+    return dict(changed=True, deployment_id=did, deployment=store.get(did).to_dict())
 
-    if state == "create":
-        record = DeploymentRecord(
-            application=p["application"], deployment_group=p["deployment_group"], deployment_type=p["deployment_type"],
-            deployment_id=did, revision=p["revision"] or {}, configuration=p["configuration"], creator=p["creator"],
-            rollback_of=p["rollback_of"], description=p["description"], hosts=_hosts(p["hosts"]),
-            extra=p["extra"] or {}, started_by=p["owner"] or None,
-        )
-        if check:
-            store.stamp(record)
-            if record.rollback_of:
-                store.get(record.rollback_of)
-        else:
-            record = store.create(record)
-        return dict(changed=True, deployment_id=record.deployment_id, deployment=record.to_dict())
 
-    if state == "status":
-        if check:
-            current = store.get(did)
-            if current.status in TERMINAL_STATUSES and current.status != p["status"]:
-                raise InvalidTransition(
-                    f"status: deployment {did} already finished as {current.status}; it cannot become {p['status']}")
-            return dict(changed=current.status != p["status"] or p["error"] is not None, deployment_id=did,
-                        deployment=current.to_dict())
-        store.update_status(did, p["status"], error=p["error"])
-        return dict(changed=True, deployment_id=did, deployment=store.get(did).to_dict())
+def _write(store, p, check, write, changed=True):
+    """``write(deployment_id)``; in check mode only read the deployment (it must exist)."""
+    did = p["deployment_id"]
+    if check:
+        store.get(did)
+    else:
+        write(did)
+    return dict(changed=changed, deployment_id=did)
 
-    if state == "host":
-        if not p["host"] and not p["hosts"]:
-            raise InvalidRecord("host: state=host needs host (one host to update) or hosts (hosts to add or replace)")
-        hosts = _hosts(p["hosts"])
-        if check:
-            store.get(did)
-        else:
-            if hosts:
-                store.set_hosts(did, hosts)
-            if p["host"]:
-                store.update_host(did, p["host"], status=p["host_status"], instance_id=p["instance_id"],
-                                  lb_membership=p["lb_membership"], lb_restored=p["lb_restored"])
-        return dict(changed=True, deployment_id=did)
 
-    if state == "event":
-        if check:
-            store.get(did)
-        else:
-            store.event(did, p["host"], p["event_name"], p["event_status"], start=p["start"], end=p["end"],
-                        scripts=p["scripts"], message=p["event_message"])
-        return dict(changed=True, deployment_id=did)
+def _host(store, p, check):
+    if not p["host"] and not p["hosts"]:
+        raise InvalidRecord("host: state=host needs host (one host to update) or hosts (hosts to add or replace)")
+    hosts = _hosts(p["hosts"])
 
-    if state == "extra":
-        if check:
-            store.get(did)
-        else:
-            for key, value in p["extra"].items():
-                store.set_extra(did, key, value)
-        return dict(changed=bool(p["extra"]), deployment_id=did)
+    def write(did):
+        if hosts:
+            store.set_hosts(did, hosts)
+        if p["host"]:
+            store.update_host(did, p["host"], status=p["host_status"], instance_id=p["instance_id"],
+                              lb_membership=p["lb_membership"], lb_restored=p["lb_restored"])
 
-    app, group = p["application"], p["deployment_group"]
-    if state == "lock":
-        if check:
-            info = store.get_lock(app, group)
-            if info is not None and not (info.stale and p["force"]):
-                raise lock_held_error(info)
-            return dict(changed=True, deployment_id=did, lock=None)
-        lock = store.acquire_lock(app, group, did, owner=store.lock_owner(p["owner"]), ttl=p["ttl"], force=p["force"])
-        return dict(changed=True, deployment_id=did, lock=lock.to_dict())
+    return _write(store, p, check, write)
 
-    ref = (app, group, did, p["lock_token"])
-    if state == "heartbeat":
-        if check:
-            info = store.get_lock(app, group)
-            if info is None or info.deployment_id != did:
-                raise LockLost(f"lock of deployment group {app}/{group} is not held by {did}")
-            return dict(changed=True, deployment_id=did, lock=info.to_dict())
-        lock = store.heartbeat(ref)
-        return dict(changed=True, deployment_id=did, lock=lock.to_dict())
 
-    # unlock
+def _event(store, p, check):
+    return _write(store, p, check, lambda did: store.event(
+        did, p["host"], p["event_name"], p["event_status"], start=p["start"], end=p["end"], scripts=p["scripts"],
+        message=p["event_message"]))
+
+
+def _extra(store, p, check):
+    def write(did):
+        for key, value in p["extra"].items():
+            store.set_extra(did, key, value)
+
+    return _write(store, p, check, write, changed=bool(p["extra"]))
+
+
+def _lock(store, p, check):
+    app, group, did = p["application"], p["deployment_group"], p["deployment_id"]
+    if check:
+        info = store.get_lock(app, group)
+        if info is not None and not (info.stale and p["force"]):
+            raise lock_held_error(info)
+        return dict(changed=True, deployment_id=did, lock=None)
+    lock = store.acquire_lock(app, group, did, owner=store.lock_owner(p["owner"]), ttl=p["ttl"], force=p["force"])
+    return dict(changed=True, deployment_id=did, lock=lock.to_dict())
+
+
+def _heartbeat(store, p, check):
+    app, group, did = p["application"], p["deployment_group"], p["deployment_id"]
+    if check:
+        info = store.get_lock(app, group)
+        if info is None or info.deployment_id != did:
+            raise LockLost(f"lock of deployment group {app}/{group} is not held by {did}")
+        return dict(changed=True, deployment_id=did, lock=info.to_dict())
+    lock = store.heartbeat((app, group, did, p["lock_token"]))
+    return dict(changed=True, deployment_id=did, lock=lock.to_dict())
+
+
+def _unlock(store, p, check):
+    app, group, did = p["application"], p["deployment_group"], p["deployment_id"]
     if check:
         info = store.get_lock(app, group)
         if info is not None and info.deployment_id != did:
             raise LockLost(f"lock of deployment group {app}/{group} is held by deployment {info.deployment_id}, not by {did}")
         return dict(changed=info is not None, deployment_id=did, released=info is not None)
     if p["lock_token"]:
-        released = store.release_lock(ref)
+        released = store.release_lock((app, group, did, p["lock_token"]))
     else:  # a dead deployment's lock: taken over by the token read (stale, or force), then released by ours
         released = store.break_lock(app, group, did, owner=store.lock_owner(p["owner"]), live=p["force"])
     return dict(changed=released, deployment_id=did, released=released)
 
 
+STATES = {"create": _create, "status": _status, "host": _host, "event": _event, "extra": _extra, "lock": _lock,
+          "heartbeat": _heartbeat, "unlock": _unlock}
+
+
+def run(module, store):
+    """The module's result for its O(state); in check mode only reads (a held lock fails as it would)."""
+    return STATES[module.params["state"]](store, module.params, module.check_mode)
+
+
 def main():
     argument_spec = dict(
+        store_argument_spec(),
         state=dict(type="str", required=True, choices=list(REQUIRED)),
-        backend=dict(type="str", choices=["sqlite", "dynamodb"], default="sqlite"),
-        sqlite_path=dict(type="path"),
-        dynamodb_table=dict(type="str", default="rollwright-deployments"),
         create_table=dict(type="bool", default=False),
         deployment_id=dict(type="str"),
         application=dict(type="str"),
@@ -458,22 +472,14 @@ def main():
         options = {"table": p["dynamodb_table"], "create_table": p["create_table"] and not module.check_mode}
     if p["notifications"]:
         options["notifications"] = p["notifications"]
-    failure = None
-    try:
+
+    def open_and_run():
         store = open_store(p["backend"], options, client_factory=module.aws_client, creator=_creator(p),
                            allow_sqlite_under_awx=p["allow_sqlite_under_awx"])
-        result = run(module, store)
-    except LockHeld as exc:
-        failure = dict(msg=str(exc), lock=exc.info.to_dict())
-    except RecordError as exc:
-        failure = dict(msg=str(exc))
-    except Exception as exc:  # botocore errors carry AWS details; fail_json_aws shows them
-        if not hasattr(exc, "response"):
-            raise
-        module.fail_json_aws(exc, msg=f"writing deployment records to DynamoDB table {p['dynamodb_table']} failed")
-    if failure:
-        # outside the except block: a records error is a plain failure, not a traceback
-        module.fail_json(**failure)
+        return run(module, store)
+
+    result = module.run_or_fail(f"writing deployment records to DynamoDB table {p['dynamodb_table']} failed",
+                                open_and_run)
     module.exit_json(**result)
 
 

@@ -68,26 +68,17 @@ options:
       - A blue/green deployment keeps its lock for hours (no lease keeper); after its controller died, pass C(true).
     type: bool
     default: false
-  aws:
-    description:
-      - Deprecated, give the amazon.aws options (O(region), O(endpoint_url), O(profile), ...) at the top level instead,
-        where C(module_defaults) for C(group/rollwright.deploy.aws) also reach them. Top-level options win.
-      - C(secret_key) and C(session_token) are no_log - never shown, never written to a record, never on a command
-        line (the lease keeper reads its configuration on its stdin).
-    type: dict
 extends_documentation_fragment:
+  - rollwright.deploy.attributes
+  - rollwright.deploy.attributes.action
+  - rollwright.deploy.step.aws
   - amazon.aws.common.modules
   - amazon.aws.region.modules
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying the target.
     support: full
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
-  action:
-    description: Indicates this has a corresponding action plugin so some parts of the options can be executed on the controller.
-    support: full
 """
 
 EXAMPLES = r"""

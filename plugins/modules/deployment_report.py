@@ -55,17 +55,15 @@ options:
   aws:
     description: amazon.aws connection options (C(region), C(endpoint_url), C(profile), ...) for DynamoDB records.
     type: dict
+extends_documentation_fragment:
+  - rollwright.deploy.attributes
+  - rollwright.deploy.attributes.action
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying the target.
     support: full
     details: In check mode nothing is written; the summary is still printed.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
-  action:
-    description: Indicates this has a corresponding action plugin so some parts of the options can be executed on the controller.
-    support: full
 notes:
   - The deployment roles call it at the end when C(rollwright_report_dir) is set; the playbook
     C(rollwright.deploy.report) writes the pages of any recorded deployment.

@@ -73,13 +73,15 @@ options:
       - Seconds allowed for each runtime API command.
     type: float
     default: 5
+extends_documentation_fragment:
+  - rollwright.deploy.attributes
 attributes:
   check_mode:
     support: full
-    description: Reads every server's state and reports what would change without sending any command.
+    details: Reads every server's state and reports what would change without sending any command.
   diff_mode:
     support: full
-    description: Shows each server's state and weight per instance before and after.
+    details: Shows each server's state and weight per instance before and after.
 notes:
   - In-place deployments use the same code through C(rollwright_load_balancer.haproxy); see C(docs/onprem.md).
 """

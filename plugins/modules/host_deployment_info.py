@@ -18,14 +18,15 @@ description:
 author:
   - Rollwright maintainers (@rollwright)
 extends_documentation_fragment:
+  - rollwright.deploy.attributes
   - rollwright.deploy.host_engine
 attributes:
   check_mode:
     support: full
-    description: The module only reads, so check mode behaves as a normal run.
+    details: The module only reads, so check mode behaves as a normal run.
   diff_mode:
     support: none
-    description: No diff is produced.
+    details: No diff is produced.
 """
 
 EXAMPLES = r"""

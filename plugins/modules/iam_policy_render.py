@@ -150,13 +150,13 @@ options:
     type: list
     elements: str
     default: []
+extends_documentation_fragment:
+  - rollwright.deploy.attributes
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying the target.
     support: full
     details: The module only computes; it is never changed.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 """
 

@@ -79,24 +79,6 @@ options:
   healthy_timeout:
     description: Seconds to wait for re-registered targets to become healthy.
     type: float
-  record:
-    description: >-
-      Where the deployment record and lock live - C({backend: sqlite, sqlite_path}) or C({backend: dynamodb, dynamodb_table}).
-    type: dict
-  aws:
-    description:
-      - Deprecated, give the amazon.aws options (O(region), O(endpoint_url), O(profile), ...) at the top level instead,
-        where C(module_defaults) for C(group/rollwright.deploy.aws) also reach them. Top-level options win.
-      - C(secret_key) and C(session_token) are no_log - never shown, never written to a record, never on a command
-        line (the lease keeper reads its configuration on its stdin).
-    type: dict
-  cache_dir:
-    description: Where fetched bundles are cached on the controller.
-    type: path
-  appspec_name:
-    description: The appspec file name inside the bundle.
-    type: str
-    default: appspec.yml
   creator:
     description: Who creates the deployment.
     type: str
@@ -157,6 +139,8 @@ options:
     type: bool
     default: false
 extends_documentation_fragment:
+  - rollwright.deploy.step
+  - rollwright.deploy.step.aws
   - amazon.aws.common.modules
   - amazon.aws.region.modules
 attributes:

@@ -53,6 +53,7 @@ options:
     type: list
     elements: dict
 extends_documentation_fragment:
+  - rollwright.deploy.attributes
   - rollwright.deploy.load_balancer
   - rollwright.deploy.load_balancer.wait
   - amazon.aws.common.modules
@@ -61,10 +62,10 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: full
-    description: Reports what would be deregistered or registered without changing anything.
+    details: Reports what would be deregistered or registered without changing anything.
   diff_mode:
     support: full
-    description: Shows the memberships before and after.
+    details: Shows the memberships before and after.
 """
 
 EXAMPLES = r"""
@@ -180,8 +181,6 @@ def run(module, lb):
     params = module.params
     state = params["state"]
     instance_ids = list(dict.fromkeys(params["instance_ids"] or []))
-    wait = params["wait"]
-    timeout = params["wait_timeout"]
     result = {"changed": False}
 
     if state in ("snapshot", "absent"):
@@ -194,23 +193,8 @@ def run(module, lb):
         current = lb.states(before) if before else {}
         to_block = [m for m in before if current[m][0] != DRAINING]
         result["deregistered"] = _dicts(to_block)
-        result["changed"] = bool(to_block)
-        if module._diff:
-            result["diff"] = {
-                "before": {"memberships": sorted(m.label() for m in before)},
-                "after": {"memberships": []},
-            }
-        if module.check_mode:
-            return result
-        if to_block:
-            lb.block(to_block)
-        if wait and before:
-            waited = lb.wait_drained(before, timeout)
-            result["wait"] = waited.to_dict()
-            if not waited.ok:
-                result["msg"] = "BlockTraffic: " + waited.message()
-                result["failed"] = True
-        return result
+        diff = {"before": {"memberships": sorted(m.label() for m in before)}, "after": {"memberships": []}}
+        return _change(module, result, diff, "BlockTraffic", lb.block, to_block, lb.wait_drained, before)
 
     # present / restore
     if params["memberships"] is not None:
@@ -225,21 +209,26 @@ def run(module, lb):
     current = lb.states(wanted) if wanted else {}
     to_register = [m for m in wanted if needs_registration(*current[m])]
     result["registered"] = _dicts(to_register)
-    result["changed"] = bool(to_register)
+    diff = {"before": {"memberships": sorted(m.label() for m in wanted if not needs_registration(*current[m]))},
+            "after": {"memberships": sorted(m.label() for m in wanted)}}
+    return _change(module, result, diff, "AllowTraffic", lb.allow, to_register, lb.wait_healthy, wanted)
+
+
+def _change(module, result, diff, event, change, to_change, wait_for, watched):
+    """Change ``to_change`` (not in check mode), then with O(wait) wait for all ``watched``; a wait that
+    times out fails the task naming the lifecycle event."""
+    result["changed"] = bool(to_change)
     if module._diff:
-        result["diff"] = {
-            "before": {"memberships": sorted(m.label() for m in wanted if not needs_registration(*current[m]))},
-            "after": {"memberships": sorted(m.label() for m in wanted)},
-        }
+        result["diff"] = diff
     if module.check_mode:
         return result
-    if to_register:
-        lb.allow(to_register)
-    if wait and wanted:
-        waited = lb.wait_healthy(wanted, timeout)
+    if to_change:
+        change(to_change)
+    if module.params["wait"] and watched:
+        waited = wait_for(watched, module.params["wait_timeout"])
         result["wait"] = waited.to_dict()
         if not waited.ok:
-            result["msg"] = "AllowTraffic: " + waited.message()
+            result["msg"] = f"{event}: " + waited.message()
             result["failed"] = True
     return result
 

@@ -45,15 +45,14 @@ options:
     type: list
     elements: str
 extends_documentation_fragment:
+  - rollwright.deploy.attributes
   - amazon.aws.common.modules
   - amazon.aws.region.modules
   - amazon.aws.boto3
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying the target.
     support: full
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
 """
 
@@ -94,17 +93,32 @@ actions_after:
   elements: dict
 """
 
-try:
-    import botocore
-except ImportError:
-    pass  # handled by AnsibleAWSModule
-
 from ansible_collections.rollwright.deploy.plugins.module_utils.aws import RollwrightAWSModule
 from ansible_collections.rollwright.deploy.plugins.module_utils.listener import (
     ListenerError,
     ListenerSwitch,
     live_and_idle,
 )
+
+
+def swap_listener(module):
+    """(from, to, the swap's before/after): the pair's live and idle group, or the two given, swapped."""
+    params = module.params
+    switch = ListenerSwitch(module.aws_client("elbv2"))
+    if params["target_group_pair"]:
+        pair = [p.strip() for item in params["target_group_pair"] for p in item.split(",") if p.strip()]
+        current = switch.read(params["listener_arn"], params["rule_arn"])
+        try:
+            source, target = live_and_idle(current, pair)
+        except ListenerError as exc:
+            raise ListenerError(f"target_group_pair: {exc}", field="target_group_pair") from exc
+    else:
+        source, target = params["from_target_group_arn"], params["to_target_group_arn"]
+        if source == target:
+            raise ListenerError("to_target_group_arn: expected a target group other than from_target_group_arn",
+                                field="to_target_group_arn")
+    swap = switch.swap(params["listener_arn"], params["rule_arn"], source, target, check_mode=module.check_mode)
+    return source, target, swap
 
 
 def main():
@@ -122,24 +136,7 @@ def main():
         required_one_of=[("target_group_pair", "to_target_group_arn")],
     )
     params = module.params
-    switch = ListenerSwitch(module.aws_client("elbv2"))
-    try:
-        if params["target_group_pair"]:
-            pair = [p.strip() for item in params["target_group_pair"] for p in item.split(",") if p.strip()]
-            current = switch.read(params["listener_arn"], params["rule_arn"])
-            try:
-                source, target = live_and_idle(current, pair)
-            except ListenerError as exc:
-                module.fail_json(msg=f"target_group_pair: {exc}")
-        else:
-            source, target = params["from_target_group_arn"], params["to_target_group_arn"]
-            if source == target:
-                module.fail_json(msg="to_target_group_arn: expected a target group other than from_target_group_arn")
-        swap = switch.swap(params["listener_arn"], params["rule_arn"], source, target, check_mode=module.check_mode)
-    except ListenerError as exc:
-        module.fail_json(msg=str(exc))
-    except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
-        module.fail_json_aws(exc, msg="Could not read or modify the listener or rule")
+    source, target, swap = module.run_or_fail("Could not read or modify the listener or rule", swap_listener, module)
     result = dict(changed=swap["changed"], from_target_group_arn=source, to_target_group_arn=target,
                   actions_before=swap["before"], actions_after=swap["after"])
     if module._diff:

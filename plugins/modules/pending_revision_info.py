@@ -52,16 +52,15 @@ options:
     choices: [latest, in_order]
     default: latest
 extends_documentation_fragment:
+  - rollwright.deploy.attributes
   - rollwright.deploy.records
   - amazon.aws.common.modules
   - amazon.aws.region.modules
   - amazon.aws.boto3
 attributes:
   check_mode:
-    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in diff mode) when in diff mode.
     support: none
 notes:
   - Reads S3 with C(s3:ListBucketVersions) on the bucket.
@@ -117,19 +116,23 @@ upload_status:
   type: str
 """
 
-import os
-
 from ansible_collections.rollwright.deploy.plugins.module_utils import revision_watch
 from ansible_collections.rollwright.deploy.plugins.module_utils.aws import RollwrightAWSModule
-from ansible_collections.rollwright.deploy.plugins.module_utils.records import RecordError, open_store
-from ansible_collections.rollwright.deploy.plugins.module_utils.records.sqlite import default_path
+from ansible_collections.rollwright.deploy.plugins.module_utils.records import open_existing_store, store_argument_spec
+
+
+def pending(module):
+    """The uploads not deployed yet, and the group's records they were compared with."""
+    p = module.params
+    store = open_existing_store(p, module.aws_client)
+    records = revision_watch.group_records(store, p["application"], p["deployment_group"]) if store else []
+    uploads = revision_watch.list_uploads(module.aws_client("s3"), p["bucket"], p["prefix"])
+    return revision_watch.pending_uploads(uploads, records), records
 
 
 def main():
     argument_spec = dict(
-        backend=dict(type="str", choices=["sqlite", "dynamodb"], default="sqlite"),
-        sqlite_path=dict(type="path"),
-        dynamodb_table=dict(type="str", default="rollwright-deployments"),
+        store_argument_spec(),
         application=dict(type="str", required=True),
         deployment_group=dict(type="str", required=True),
         bucket=dict(type="str", required=True),
@@ -142,30 +145,13 @@ def main():
     upload = p["upload"]
     if upload is not None and not all(isinstance(upload.get(k), str) and upload.get(k) for k in ("bucket", "key")):
         module.fail_json(msg=f"upload: expected {{bucket, key, version_id}} (an s3_revisions event), got {upload!r}")
-    failure = None
-    try:
-        records = []
-        if p["backend"] == "dynamodb":
-            store = open_store("dynamodb", {"table": p["dynamodb_table"]}, client_factory=module.aws_client)
-            records = revision_watch.group_records(store, p["application"], p["deployment_group"])
-        elif os.path.exists(p["sqlite_path"] or str(default_path())):  # read-only: no file means no records
-            store = open_store("sqlite", {"path": p["sqlite_path"]})
-            records = revision_watch.group_records(store, p["application"], p["deployment_group"])
-        uploads = revision_watch.list_uploads(module.aws_client("s3"), p["bucket"], p["prefix"])
-    except RecordError as exc:
-        failure = str(exc)
-    except Exception as exc:  # botocore errors carry AWS details; fail_json_aws shows them
-        if not hasattr(exc, "response"):
-            raise
-        module.fail_json_aws(exc, msg=f"listing the revisions under s3://{p['bucket']}/{p['prefix']} failed")
-    if failure:
-        module.fail_json(msg=failure)
-    pending = revision_watch.pending_uploads(uploads, records)
-    result = dict(changed=False, pending=bool(pending), revision=pending[-1].revision() if pending else None,
-                  uploads=[u.to_dict() for u in pending])
+    waiting, records = module.run_or_fail(f"listing the revisions under s3://{p['bucket']}/{p['prefix']} failed",
+                                          pending, module)
+    result = dict(changed=False, pending=bool(waiting), revision=waiting[-1].revision() if waiting else None,
+                  uploads=[u.to_dict() for u in waiting])
     if upload is not None:
         identity = (upload.get("bucket"), upload.get("key"), upload.get("version_id") or None)
-        result["upload_status"] = revision_watch.upload_status(identity, pending, records, p["order"])
+        result["upload_status"] = revision_watch.upload_status(identity, waiting, records, p["order"])
     module.exit_json(**result)
 
 

@@ -20,18 +20,17 @@ description:
 author:
   - Rollwright maintainers (@rollwright)
 extends_documentation_fragment:
+  - rollwright.deploy.attributes
   - rollwright.deploy.revision
   - amazon.aws.common.modules
   - amazon.aws.region.modules
   - amazon.aws.boto3
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying the target.
     support: full
     details: Reports what would be fetched (one HeadObject) without downloading or packing anything;
       when the bundle is already cached its AppSpec is validated too.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 """
 
@@ -119,6 +118,7 @@ from ansible_collections.rollwright.deploy.plugins.module_utils.appspec import (
 )
 from ansible_collections.rollwright.deploy.plugins.module_utils.aws import RollwrightAWSModule
 from ansible_collections.rollwright.deploy.plugins.module_utils.revision import (
+    BUNDLE_TYPES,
     DEFAULT_CACHE_DIR,
     RevisionError,
     bundle_entries,
@@ -216,7 +216,7 @@ def main():
             ),
         ),
         path=dict(type="path"),
-        bundle_type=dict(type="str", choices=["zip", "tar", "tgz"]),
+        bundle_type=dict(type="str", choices=list(BUNDLE_TYPES)),
         cache_dir=dict(type="path", default=DEFAULT_CACHE_DIR),
         appspec_name=dict(type="str", default="appspec.yml"),
     )
@@ -229,13 +229,9 @@ def main():
     cache_dir = module.params["cache_dir"]
     bundle_type = module.params["bundle_type"]
     appspec_name = module.params["appspec_name"]
-    try:
-        if module.params["s3"]:
-            bundle, appspec, rel, changed = _from_s3(module, cache_dir, bundle_type, appspec_name)
-        else:
-            bundle, appspec, rel, changed = _from_path(module, cache_dir, bundle_type, appspec_name)
-    except RevisionError as exc:
-        module.fail_json(msg=str(exc))
+    fetch = _from_s3 if module.params["s3"] else _from_path
+    bundle, appspec, rel, changed = module.run_or_fail("fetching the revision failed", fetch, module, cache_dir,
+                                                       bundle_type, appspec_name)
     module.exit_json(changed=changed, bundle=bundle, appspec=appspec, appspec_path=rel)
 
 

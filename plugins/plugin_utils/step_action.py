@@ -176,6 +176,20 @@ class RollwrightAction(ActionBase):
         raise NotImplementedError
 
 
+def state_result(result: dict, state: dict, state_fact: str, changed: bool = True) -> dict:
+    """A step's result: its state as the fact ``state_fact`` (for the role's next step), the deployment id and
+    whether it is done; once done, the summary (also as the ``rollwright_deployment`` fact) and its text."""
+    result["changed"] = changed
+    result["ansible_facts"] = {state_fact: state}
+    result["deployment_id"] = state["deployment_id"]
+    result["done"] = state.get("done", False)
+    if state.get("done"):
+        result["rollwright_deployment"] = state["summary"]
+        result["ansible_facts"]["rollwright_deployment"] = state["summary"]
+        result["summary_text"] = state["summary_text"]
+    return result
+
+
 def fail(message: str, field: Optional[str] = None) -> AnsibleActionFail:
     """An AnsibleActionFail naming the field (for ``raise fail(...)``)."""
     return AnsibleActionFail(message, result={"field": field} if field else None)

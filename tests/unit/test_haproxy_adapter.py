@@ -26,14 +26,16 @@ from ansible_collections.rollwright.deploy.plugins.module_utils.loadbalancers im
 )
 from ansible_collections.rollwright.deploy.plugins.module_utils.loadbalancers.haproxy import (
     HAProxyAdapter,
-    HAProxyError,
-    admin_state,
     parse_haproxy_config,
+    set_servers,
+)
+from ansible_collections.rollwright.deploy.plugins.module_utils.loadbalancers.haproxy_runtime import (
+    HAProxyError,
+    RuntimeAPI,
+    admin_state,
     parse_servers_state,
     parse_show_stat,
     read_backend,
-    RuntimeAPI,
-    set_servers,
 )
 from tests.haproxy_world import haproxy_available, start_haproxy
 
@@ -71,7 +73,7 @@ SERVERS_STATE = "1\n" + STATE_HEADER + """
 
 class _Recorded(RuntimeAPI):
     def __init__(self) -> None:  # pylint: disable=super-init-not-called
-        from ansible_collections.rollwright.deploy.plugins.module_utils.loadbalancers.haproxy import HAProxyInstance
+        from ansible_collections.rollwright.deploy.plugins.module_utils.loadbalancers.haproxy_runtime import HAProxyInstance
 
         self.instance = HAProxyInstance("rec", socket="/nonexistent")
 

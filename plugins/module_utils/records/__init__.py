@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Callable, Optional
 
 from .base import (  # noqa: F401  (re-exported: the package is the public API)
@@ -45,6 +46,28 @@ from .base import (  # noqa: F401  (re-exported: the package is the public API)
 from .creator import creator_identity, refuse_sqlite_under_awx  # noqa: F401
 
 BACKENDS = ("sqlite", "dynamodb")
+
+
+def store_argument_spec() -> dict:
+    """The module options documented by the ``rollwright.deploy.records`` doc fragment."""
+    return dict(
+        backend=dict(type="str", choices=list(BACKENDS), default="sqlite"),
+        sqlite_path=dict(type="path"),
+        dynamodb_table=dict(type="str", default="rollwright-deployments"),
+    )
+
+
+def open_existing_store(params: dict, client_factory: Callable) -> Optional[RecordStore]:
+    """For modules that only read (options of :func:`store_argument_spec`): the store, or None when the
+    SQLite file does not exist - no records yet, and a reader does not create the file."""
+    if params["backend"] == "dynamodb":
+        return open_store("dynamodb", {"table": params["dynamodb_table"]}, client_factory=client_factory)
+    from .sqlite import default_path
+
+    path = params["sqlite_path"] or str(default_path())
+    if not os.path.exists(path):
+        return None
+    return open_store("sqlite", {"path": path})
 
 
 def open_store(backend: str = "sqlite", options: Optional[dict] = None,

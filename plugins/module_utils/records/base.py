@@ -22,11 +22,14 @@ import os
 import re
 import secrets
 import socket
-import string
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional, Union
 from ansible_collections.rollwright.deploy.plugins.module_utils.errors import RollwrightError
 
+from ansible_collections.rollwright.deploy.plugins.module_utils.deployment_id import (  # noqa: F401  (re-exported)
+    DEPLOYMENT_ID_RE,
+    new_deployment_id,
+)
 from ansible_collections.rollwright.deploy.plugins.module_utils.redact import redact_text, redact_value
 
 # --------------------------------------------------------------------------------------------
@@ -42,8 +45,6 @@ EVENT_STATUSES = ("Pending", "InProgress", "Succeeded", "Failed", "Skipped")
 EVENT_END_STATUSES = ("Succeeded", "Failed", "Skipped")
 
 DEFAULT_LOCK_TTL = 120.0
-DEPLOYMENT_ID_RE = re.compile(r"^d-[A-Z0-9]{9}$")
-_ID_ALPHABET = string.ascii_uppercase + string.digits
 _NAME_RE = re.compile(r"^[^#\x00-\x1f\x7f]{1,255}$")
 
 
@@ -87,6 +88,10 @@ class LockHeld(RecordError):
     def stale(self) -> bool:
         return self.info.stale
 
+    def failure_fields(self) -> dict:
+        """What a failed task returns besides the message: the holder's lock."""
+        return {"lock": self.info.to_dict()}
+
 
 class LockLost(RecordError):
     """Heartbeat or release of a lock that is no longer ours (taken over, released or expired)."""
@@ -95,11 +100,6 @@ class LockLost(RecordError):
 # --------------------------------------------------------------------------------------------
 # Helpers: ids, times, names
 # --------------------------------------------------------------------------------------------
-
-
-def new_deployment_id() -> str:
-    """A CodeDeploy-style id: ``d-`` and 9 upper-case alphanumerics, from a CSPRNG."""
-    return "d-" + "".join(secrets.choice(_ID_ALPHABET) for _position in range(9))
 
 
 def new_token() -> str:

@@ -53,16 +53,10 @@ EXAMPLES = r"""
 """
 
 
-def _collection_on_path() -> None:
-    """ansible-rulebook runs this file by path: make its collection importable."""
-    parts = os.path.abspath(__file__).split(os.sep)
-    if "ansible_collections" in parts:
-        root = os.sep.join(parts[:len(parts) - 1 - parts[::-1].index("ansible_collections")])
-        if root not in sys.path:
-            sys.path.append(root)
-
-
-_collection_on_path()
+# ansible-rulebook runs this file by path: put its collection's root on the path (before importing it)
+_ROOT = os.path.abspath(__file__).rpartition(f"{os.sep}ansible_collections{os.sep}")[0]
+if _ROOT and _ROOT not in sys.path:
+    sys.path.append(_ROOT)
 
 from ansible_collections.rollwright.deploy.plugins.module_utils import asg_lifecycle  # noqa: E402
 from ansible_collections.rollwright.deploy.plugins.module_utils import event_sources as es  # noqa: E402
@@ -76,7 +70,7 @@ def _event(launch: dict, hook: str, source: str) -> dict:
 async def main(queue: asyncio.Queue, args: dict[str, Any]) -> None:
     groups = es.group_list(args.get("groups"))
     queue_url = args.get("queue_url") or ""
-    hook = args.get("hook") or "rollwright-deploy"
+    hook = args.get("hook") or asg_lifecycle.DEFAULT_HOOK_NAME
     if not groups and not queue_url:
         raise ValueError("groups: required by rollwright.deploy.asg_launches without queue_url")
     seconds = es.interval(args, default=10.0)
@@ -91,29 +85,21 @@ async def main(queue: asyncio.Queue, args: dict[str, Any]) -> None:
                 await queue.put(_event(launch, hook, source))
                 emitted.add(launch["instance_id"])
 
-    while groups:  # at start: the instances held already (launched while no rulebook ran)
-        try:
-            await emit_held("polling")
-            break
-        except Exception as exc:  # pylint: disable=broad-except
-            await es.retry_later("listing the held instances", exc, seconds)
-    while True:
-        try:
-            if sqs is None:
-                await asyncio.sleep(seconds)
-                await emit_held("polling")
-                continue
-            for body, receipt in await es.receive(sqs, queue_url, seconds):
-                launch = asg_lifecycle.launch_from_message(body)
-                if (launch and launch.get("hook") in (None, hook) and (not groups or launch["group"] in groups)
-                        and launch["instance_id"] not in emitted):
-                    await queue.put(_event(launch, hook, "notification"))
-                    emitted.add(launch["instance_id"])
-                await es.delete(sqs, queue_url, receipt)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # pylint: disable=broad-except
-            await es.retry_later("watching Auto Scaling launches", exc, seconds)
+    async def emit_notified(body: Any) -> None:
+        launch = asg_lifecycle.launch_from_message(body)
+        if (launch and launch.get("hook") in (None, hook) and (not groups or launch["group"] in groups)
+                and launch["instance_id"] not in emitted):
+            await queue.put(_event(launch, hook, "notification"))
+            emitted.add(launch["instance_id"])
+
+    async def poll() -> None:
+        await asyncio.sleep(seconds)
+        await emit_held("polling")
+
+    if groups:  # at start: the instances held already (launched while no rulebook ran)
+        await es.until_done("listing the held instances", seconds, lambda: emit_held("polling"))
+    step = poll if sqs is None else (lambda: es.each_message(sqs, queue_url, seconds, emit_notified))
+    await es.forever("watching Auto Scaling launches", seconds, step)
 
 
 if __name__ == "__main__":

@@ -82,16 +82,10 @@ EXAMPLES = r"""
 """
 
 
-def _collection_on_path() -> None:
-    """ansible-rulebook runs this file by path: make its collection importable."""
-    parts = os.path.abspath(__file__).split(os.sep)
-    if "ansible_collections" in parts:
-        root = os.sep.join(parts[:len(parts) - 1 - parts[::-1].index("ansible_collections")])
-        if root not in sys.path:
-            sys.path.append(root)
-
-
-_collection_on_path()
+# ansible-rulebook runs this file by path: put its collection's root on the path (before importing it)
+_ROOT = os.path.abspath(__file__).rpartition(f"{os.sep}ansible_collections{os.sep}")[0]
+if _ROOT and _ROOT not in sys.path:
+    sys.path.append(_ROOT)
 
 from ansible_collections.rollwright.deploy.plugins.module_utils import event_sources as es  # noqa: E402
 from ansible_collections.rollwright.deploy.plugins.module_utils import revision_watch as rw  # noqa: E402
@@ -125,39 +119,33 @@ async def main(queue: asyncio.Queue, args: dict[str, Any]) -> None:
     prefix = args.get("prefix") or ""
     factory = es.clients(args)
     emitted: set = set()
-    while True:  # catch up from the records first: nothing handled is replayed, nothing missed is lost
-        try:
-            listed, pending = await es.call(_unhandled, args, factory)
-            break
-        except Exception as exc:  # pylint: disable=broad-except
-            await es.retry_later("reading the uploads and the deployment records", exc, seconds)
+    # catch up from the records first: nothing handled is replayed, nothing missed is lost
+    listed, pending = await es.until_done("reading the uploads and the deployment records", seconds,
+                                          lambda: es.call(_unhandled, args, factory))
     known = {u.identity for u in listed}
     for upload in pending:
         await queue.put(_event(upload, "records", args))
         emitted.add(upload.identity)
     queue_url = args.get("queue_url") or ""
     sqs = factory.client("sqs") if queue_url else None
-    while True:
-        try:
-            if sqs is not None:
-                for body, receipt in await es.receive(sqs, queue_url, seconds):
-                    for upload in rw.uploads_from_notification(body if isinstance(body, dict) else {}, prefix):
-                        if upload.bucket == args["bucket"] and upload.identity not in emitted:
-                            await queue.put(_event(upload, "notification", args))
-                            emitted.add(upload.identity)
-                    await es.delete(sqs, queue_url, receipt)
-            else:
-                await asyncio.sleep(seconds)
-                listed = await es.call(rw.list_uploads, factory.client("s3"), args["bucket"], prefix)
-                for upload in listed:
-                    if upload.identity not in known and upload.identity not in emitted:
-                        await queue.put(_event(upload, "listing", args))
-                        emitted.add(upload.identity)
-                known.update(u.identity for u in listed)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # pylint: disable=broad-except
-            await es.retry_later(f"watching s3://{args['bucket']}/{prefix}", exc, seconds)
+
+    async def emit_notified(body: Any) -> None:
+        for upload in rw.uploads_from_notification(body if isinstance(body, dict) else {}, prefix):
+            if upload.bucket == args["bucket"] and upload.identity not in emitted:
+                await queue.put(_event(upload, "notification", args))
+                emitted.add(upload.identity)
+
+    async def poll() -> None:
+        await asyncio.sleep(seconds)
+        listed = await es.call(rw.list_uploads, factory.client("s3"), args["bucket"], prefix)
+        for upload in listed:
+            if upload.identity not in known and upload.identity not in emitted:
+                await queue.put(_event(upload, "listing", args))
+                emitted.add(upload.identity)
+        known.update(u.identity for u in listed)
+
+    step = poll if sqs is None else (lambda: es.each_message(sqs, queue_url, seconds, emit_notified))
+    await es.forever(f"watching s3://{args['bucket']}/{prefix}", seconds, step)
 
 
 if __name__ == "__main__":
