@@ -36,8 +36,13 @@ class ActionModule(RollwrightAction):
         live = control_requests.status(store, record)
         result.update(deployment_id=record.deployment_id, deployment_type=record.deployment_type,
                       controller_alive=live["controller_alive"])
-        who = "its controller" if live["controller_alive"] else (
-            "nobody yet: its controller is not alive (no fresh lease); run rollwright.deploy.recover to carry it out")
+        if live["controller_alive"]:
+            who = "its controller"
+        elif live["awaiting_approval"]:
+            who = ("rollwright.deploy.recover (a stop) or rollwright.deploy.continue: the deployment waits for approval "
+                   "with no process running")
+        else:
+            who = "nobody yet: its controller is not alive (no fresh lease); run rollwright.deploy.recover to carry it out"
         if self.check_mode:
             result.update(changed=True, request=request.to_dict(),
                           message=f"DRY RUN - would ask {record.deployment_id} ({record.deployment_type}, {record.status}) "

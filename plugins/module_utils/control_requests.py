@@ -356,11 +356,16 @@ def status(store: RecordStore, record: DeploymentRecord) -> dict:
     lock = store.get_lock(record.application, record.deployment_group)
     holds = lock is not None and lock.deployment_id == record.deployment_id
     pause = active_pause(requests)
+    # late import: bluegreen builds on this module. A split-form blue/green deployment waiting for approval
+    # holds a fresh lease with no process behind it, so its lease alone does not mean a live controller.
+    from ansible_collections.rollwright.deploy.plugins.module_utils import bluegreen
+    awaiting = bool(holds and bluegreen.handed_over(record, lock))
     return {
         "requests": [r.to_dict() for r in requests],
         "pending_requests": [r.to_dict() for r in requests if r.open],
         "paused": bool(pause is not None and pause.state == "Acknowledged"),
-        "controller_alive": bool(holds and not lock.stale),
+        "controller_alive": bool(holds and not lock.stale and not awaiting),
+        "awaiting_approval": awaiting,
         "lease": None if not holds else {"owner": lock.owner, "heartbeat_age": round(lock.heartbeat_age, 3),
                                          "ttl": lock.ttl, "stale": lock.stale},
     }

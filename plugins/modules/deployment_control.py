@@ -114,7 +114,10 @@ request:
   returned: always
   type: dict
 controller_alive:
-  description: Whether the deployment's controller holds the group's lock with a lease that is not stale.
+  description:
+    - Whether the deployment's controller holds the group's lock with a lease that is not stale.
+    - False for a split-form blue/green deployment waiting for approval, whose lease is held by the record with no
+      process behind it.
   returned: always
   type: bool
 message:

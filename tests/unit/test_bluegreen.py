@@ -347,6 +347,8 @@ def test_split_form_hands_over_in_ready_then_a_continue_resumes_it(aws_world: di
     assert "lock" not in record.extra[bgm.RESUME_KEY] and "host_vars" not in record.extra[bgm.RESUME_KEY]["options"]
     lease = w["store"].get_lock("app", "g")
     assert lease.ttl == 600 and not lease.stale and lease.owner.endswith("(awaiting approval)")
+    live = control_requests.status(w["store"], record)  # a fresh lease, but no process behind it
+    assert live["awaiting_approval"] and not live["controller_alive"], live
     with pytest.raises(Exception, match="no longer held"):  # job 1's token is fenced out
         w["store"].heartbeat(first_lock)
     # a recovery within the window refuses: the deployment waits for approval, it is not dead
