@@ -955,6 +955,26 @@ def _forwards(actions: list[dict]) -> list[str]:
     return forwarded_target_groups(actions)
 
 
+def _approval_wait_outcome(store: RecordStore, record: DeploymentRecord, info: Optional[LockInfo], force: bool,
+                           stop_reason: Optional[str]) -> tuple[Optional[dict], Optional[str]]:
+    """For a split-form deployment waiting for approval: refuse a recovery within its window (unless forced or
+    denied), else the hand-over and why it ends Stopped. (None, stop_reason) for any other deployment."""
+    handover = handed_over(record, info)
+    if handover is None:
+        return None, stop_reason
+    denied = stop_requested(store, record.deployment_id)  # a deny of the split form
+    if not info.stale and not force and not stop_reason and not denied:
+        raise BlueGreenError(
+            f"deployment {record.deployment_id} is Ready and waits for approval until {handover.get('until')} (split "
+            "form: its lock is a lease held by the record, no process is meant to be alive). Approve it with "
+            "rollwright.deploy.continue, deny it with rollwright.deploy.stop, or recover with force=true to tear its "
+            "replacement fleet down now")
+    if not stop_reason:
+        stop_reason = (f"no approval within the approval window (until {handover.get('until')}): replacement fleet torn "
+                       "down" if info.stale else "stopped by a forced recovery while waiting for approval")
+    return handover, stop_reason
+
+
 def recover(store: RecordStore, clients: Any, deployment_id: str, progress: Optional[Progress] = None,
             force: bool = False, owner: Optional[str] = None, stop_reason: Optional[str] = None) -> dict:
     """Finish a blue/green deployment whose controller died, from its record.
@@ -974,17 +994,7 @@ def recover(store: RecordStore, clients: Any, deployment_id: str, progress: Opti
     bg = dict(record.extra.get(EXTRA_KEY) or {})
     info = store.get_lock(record.application, record.deployment_group)
     lock = None
-    handover = handed_over(record, info)
-    denied = handover is not None and stop_requested(store, deployment_id)  # a deny of the split form
-    if handover is not None and not info.stale and not force and not stop_reason and not denied:
-        raise BlueGreenError(
-            f"deployment {deployment_id} is Ready and waits for approval until {handover.get('until')} (split form: its "
-            "lock is a lease held by the record, no process is meant to be alive). Approve it with "
-            "rollwright.deploy.continue, deny it with rollwright.deploy.stop, or recover with force=true to tear its "
-            "replacement fleet down now")
-    if handover is not None and not stop_reason:
-        stop_reason = (f"no approval within the approval window (until {handover.get('until')}): replacement fleet torn "
-                       "down" if info.stale else "stopped by a forced recovery while waiting for approval")
+    handover, stop_reason = _approval_wait_outcome(store, record, info, force, stop_reason)
     if info is not None and info.deployment_id == deployment_id:
         if not info.stale and not force and not handover:
             raise BlueGreenError(f"{info.describe()}; it looks alive - recover only a deployment whose controller died "

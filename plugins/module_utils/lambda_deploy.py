@@ -930,27 +930,31 @@ class LambdaDeployment:
                 self._set_alias(req, target, {})
             else:
                 self._set_alias(req, current, {target: step.weight})
-            actual = self.clock() - t0
-            record = {
-                "index": index,
-                "planned_seconds": step.at_seconds,
-                "actual_seconds": round(actual, 3),
-                "issued_seconds": round(issued, 3),
-                "drift_seconds": round(actual - step.at_seconds, 3),
-                "weight": step.weight,
-                "promote": step.promote,
-                "time": self._now_iso(),
-                "alarms": self._last_alarm_summary,
-            }
-            result["steps"].append(record)
-            what = f"promoted: 100% on version {target}" if step.promote else f"{step.weight:.0%} on version {target}"
-            self._emit("step", f"step {index}/{total} at +{actual:.2f}s (planned +{step.at_seconds:g}s): {what}; "
-                       f"alarms: {self._last_alarm_summary}", step=record)
+            self._record_step(result, step, index, total, issued, self.clock() - t0, target)
             if promoted is not None:
                 result["promoted_on_request"] = True
                 self.control.done(promoted, f"alias {req.alias} on version {target} at 100 % (remaining steps skipped)")
                 break
         return None
+
+    def _record_step(self, result: dict, step: Step, index: int, total: int, issued: float, actual: float,
+                     target: str) -> None:
+        """Keep a traffic step's planned and actual times in the result and announce it."""
+        record = {
+            "index": index,
+            "planned_seconds": step.at_seconds,
+            "actual_seconds": round(actual, 3),
+            "issued_seconds": round(issued, 3),
+            "drift_seconds": round(actual - step.at_seconds, 3),
+            "weight": step.weight,
+            "promote": step.promote,
+            "time": self._now_iso(),
+            "alarms": self._last_alarm_summary,
+        }
+        result["steps"].append(record)
+        what = f"promoted: 100% on version {target}" if step.promote else f"{step.weight:.0%} on version {target}"
+        self._emit("step", f"step {index}/{total} at +{actual:.2f}s (planned +{step.at_seconds:g}s): {what}; "
+                   f"alarms: {self._last_alarm_summary}", step=record)
 
     def _stop(self, req: LambdaDeployRequest, result: dict, current: str, reason: str) -> dict:
         self._rollback(req, result, current, reason)
