@@ -170,7 +170,8 @@ deployment:
       description:
         - Live status (only with O(deployment_id)) - C(controller_alive) (the group's lock is held by this deployment
           and its lease is not stale; false while a split-form blue/green deployment waits for approval),
-          C(awaiting_approval) (such a deployment: its lease is held by the record, no process runs), C(lease) (C(owner), C(heartbeat_age), C(ttl), C(stale); null when it holds no
+          C(awaiting_approval) (true for such a deployment, whose lease is held by the record with no process
+          running), C(lease) (C(owner), C(heartbeat_age), C(ttl), C(stale); null when it holds no
           lock), C(paused) (a pause request holds it now), C(pending_requests) (the open requests - C(Pending) or
           C(Acknowledged)) and C(requests) (all of them, oldest first - C(request_id), C(action), C(options),
           C(state), C(requested_by), C(requested_at), C(acknowledged_at), C(ended_at), C(handled_by), C(message)).
