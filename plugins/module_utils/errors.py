@@ -23,6 +23,11 @@ class RollwrightError(Exception):
         self.field = field
 
 
+class ControllerGone(RollwrightError):
+    """The ansible-playbook process a step belongs to died (Ansible's workers run in their own session and
+    outlive it): the step stops before its next change and leaves the rest to recovery."""
+
+
 class AWSError(RollwrightError):
     """An AWS call failed; the message says which setting to look at."""
 

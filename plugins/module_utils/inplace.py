@@ -60,8 +60,7 @@ class InPlaceError(RollwrightError):
     """A deployment cannot start or go on; the message says why and what to do."""
 
 
-class ControllerGone(InPlaceError):
-    """The ansible-playbook process this step belongs to died: the step stops before its next change."""
+# ControllerGone (errors.py) is raised by the guard: the step stops before its next change.
 
 
 @dataclass

@@ -44,7 +44,7 @@ from typing import Any, Callable
 from .deployment_id import DEPLOYMENT_ID_RE, new_deployment_id
 from .redact import redact_text
 from .traffic_shift import ShiftConfig, ShiftConfigError, Step, parse_lambda_config, plan_steps
-from ansible_collections.rollwright.deploy.plugins.module_utils.errors import RollwrightError, access_denied_hint
+from ansible_collections.rollwright.deploy.plugins.module_utils.errors import ControllerGone, RollwrightError, access_denied_hint
 
 __all__ = [
     "ARGUMENT_SPEC",
@@ -608,7 +608,9 @@ class LambdaDeployment:
         except BaseException as exc:
             # Interrupted (Ctrl-C, an API error mid-shift): never leave the alias weighted or on an
             # unvalidated target; put it back on the current version, then let the error through.
-            if not result["rolled_back"]:
+            # An orphaned worker (its controller killed) leaves the alias as it is: the record and the lock
+            # say a shift is under way, and recovery puts the alias back from them.
+            if not result["rolled_back"] and not isinstance(exc, ControllerGone):
                 try:
                     self._rollback(req, result, current, f"interrupted: {_error_text(exc)}")
                 except Exception:

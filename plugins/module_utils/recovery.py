@@ -764,8 +764,8 @@ def read_step_marker(path: str) -> Optional[dict]:
 
 
 def controller_guard(controller_pid: int) -> Callable[[], None]:
-    """A guard for InPlaceRun: raises ControllerGone once this worker's parent is no longer the controller."""
-    from ansible_collections.rollwright.deploy.plugins.module_utils.inplace import ControllerGone
+    """A guard for the engines: raises ControllerGone once this worker's parent is no longer the controller."""
+    from ansible_collections.rollwright.deploy.plugins.module_utils.errors import ControllerGone
 
     def guard() -> None:
         if os.getppid() != controller_pid:
