@@ -26,7 +26,7 @@ from ansible_collections.rollwright.deploy.plugins.module_utils.inplace import (
     plan_rollback,
     revision_source,
 )
-from ansible_collections.rollwright.deploy.plugins.plugin_utils.step_action import RollwrightAction
+from ansible_collections.rollwright.deploy.plugins.plugin_utils.step_action import RollwrightAction, state_result
 from ansible_collections.rollwright.deploy.plugins.plugin_utils.step_action import progress as _progress
 
 DRY_RUN_RESULT_VAR = "_rollwright_r_dry_run"
@@ -225,16 +225,8 @@ class ActionModule(RollwrightAction):
 
     @staticmethod
     def _shape(result: dict, state: dict, changed: bool) -> dict:
-        result["changed"] = changed
-        result["ansible_facts"] = {"_rollwright": state}
-        result["deployment_id"] = state["deployment_id"]
         result["batch"] = state.get("batch", [])
-        result["done"] = state.get("done", False)
-        if state.get("done"):
-            result["rollwright_deployment"] = state["summary"]
-            result["ansible_facts"]["rollwright_deployment"] = state["summary"]
-            result["summary_text"] = state["summary_text"]
-        return result
+        return state_result(result, state, "_rollwright", changed=changed)
 
     @staticmethod
     def _record_unstartable(store, application: str, group: str, revision: dict, targets: list, trigger: dict,
