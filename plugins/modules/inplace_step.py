@@ -139,27 +139,24 @@ options:
     type: bool
     default: false
 extends_documentation_fragment:
+  - rollwright.deploy.attributes
+  - rollwright.deploy.attributes.action
   - rollwright.deploy.step
   - rollwright.deploy.step.aws
   - amazon.aws.common.modules
   - amazon.aws.region.modules
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying the target.
     support: full
     details:
       - C(step=start) and C(step=rollback) in check mode is a dry run - it reads the current state and returns the plan as the
         state (C(dry_run=true), done) and its text (RV(summary_text)), creating no record and taking no lock.
       - The later steps do nothing with a dry-run state, and refuse a real deployment's state in check mode.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details:
       - With C(step=plan) on a dry-run state, each host's file changes reported by M(rollwright.deploy.host_lifecycle)
         in check mode are added to the plan.
-  action:
-    description: Indicates this has a corresponding action plugin so some parts of the options can be executed on the controller.
-    support: full
 """
 
 EXAMPLES = r"""
