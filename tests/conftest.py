@@ -21,6 +21,9 @@ from tests.harness import emulator as emu
 from tests.harness.ansible_run import AnsibleResult, run_playbook
 
 ROOT = Path(__file__).resolve().parent.parent
+# The processes the tests start (ansible-playbook, the emulator) cache bytecode outside the source
+# tree, as under `make`: never a __pycache__ beside the collection's files.
+os.environ.setdefault("PYTHONPYCACHEPREFIX", str(ROOT / "build" / "pycache"))
 
 
 def _require_root() -> None:

@@ -243,7 +243,6 @@ def playbook_env(world: Any, state_dir: str | os.PathLike, extra: Optional[dict[
         "ANSIBLE_DEPRECATION_WARNINGS": "False",
         "ANSIBLE_SSH_CONTROL_PATH_DIR": str(world.control_path_dir),
         "XDG_STATE_HOME": str(state_dir),
-        "PYTHONDONTWRITEBYTECODE": "1",
         "PATH": f"{VENV_BIN}:{env.get('PATH', '')}",
     })
     env.update(extra or {})

@@ -78,7 +78,6 @@ def ansible_env(aws_env: dict[str, str] | None = None, control_path_dir: str | N
         "ANSIBLE_FORKS": "50",
         "ANSIBLE_NOCOLOR": "1",
         "ANSIBLE_DEPRECATION_WARNINGS": "False",
-        "PYTHONDONTWRITEBYTECODE": "1",
         "PATH": f"{VENV_BIN}:{env.get('PATH', '')}",
     })
     if control_path_dir:

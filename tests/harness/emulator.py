@@ -75,7 +75,6 @@ def start_emulator(state_dir: str | os.PathLike, timeout: float = 20.0) -> Emula
     log_path = state / "emulator.log"
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "build")] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
     for var in ("AWS_ENDPOINT_URL", "AWS_PROFILE"):
         env.pop(var, None)
     with open(log_path, "ab") as log:
