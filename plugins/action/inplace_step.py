@@ -113,19 +113,8 @@ class ActionModule(RollwrightAction):
         return AlarmWatch(clients.client("cloudwatch"), settings.alarms, settings.ignore_poll_alarm_failure)
 
     def lease_settings(self, args: dict) -> LeaseSettings:
-        """What the detached lease keeper needs: the record options, and AWS options that are never a secret.
-
-        It finds credentials as boto3 does (environment, profile, instance role); region and endpoint
-        are resolved here so that a task's environment or module_defaults still apply.
-        """
-        options = dict(self.aws_options(args))
-        environ = self.task_environment()
-        for name, variables in (("region", ("AWS_REGION", "AWS_DEFAULT_REGION")),
-                                ("endpoint_url", ("AWS_URL", "AWS_ENDPOINT_URL"))):
-            found = next((environ[v] for v in variables if environ.get(v)), None)
-            if not options.get(name) and found:
-                options[name] = found
-        return LeaseSettings(dict(args.get("record") or {}), options)
+        """What the detached lease keeper needs (record options, AWS options that are never a secret)."""
+        return LeaseSettings.for_task(args.get("record"), self.aws_options(args), self.task_environment())
 
     def _start_lease(self, args: dict, lock, controller: tuple) -> dict:
         if not self._marker:

@@ -64,6 +64,18 @@ class LeaseSettings:
     def __post_init__(self) -> None:
         self.aws_options = {k: v for k, v in (self.aws_options or {}).items() if k in KEEPER_AWS_OPTIONS and v}
 
+    @classmethod
+    def for_task(cls, record_options: Optional[dict], aws_options: dict, environ: dict) -> "LeaseSettings":
+        """The settings of a task: region and endpoint resolved from the task's environment when the
+        options leave them out (so that ``environment:`` and module_defaults still apply to the keeper)."""
+        options = dict(aws_options)
+        for name, variables in (("region", ("AWS_REGION", "AWS_DEFAULT_REGION")),
+                                ("endpoint_url", ("AWS_URL", "AWS_ENDPOINT_URL"))):
+            found = next((environ[v] for v in variables if environ.get(v)), None)
+            if not options.get(name) and found:
+                options[name] = found
+        return cls(dict(record_options or {}), options)
+
 
 def lock_refusal(store: RecordStore, exc: LockHeld) -> str:
     """The store's lock message, and what the holder's record says when its controller is known dead."""

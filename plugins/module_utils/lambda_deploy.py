@@ -622,6 +622,7 @@ class LambdaDeployment:
         self._last_alarm_summary = "OK" if req.alarms else "none"
         t0 = self.clock()
         result["allow_traffic_start"] = self._now_iso()
+        self._emit("allow_traffic", f"AllowTraffic: {len(plan)} step(s) to version {target}", steps=len(plan))
         last_poll = t0
         last_beat = t0
         poll_cost = 0.0  # how long the last alarm read took

@@ -56,6 +56,10 @@ ARGUMENT_SPEC: dict[str, Any] = {
     "recover": {"type": "bool", "default": False},
     "deployment_id": {"type": "str"},
     "record": {"type": "dict"},
+    "application": {"type": "str"},
+    "deployment_group": {"type": "str"},
+    "lock_ttl": {"type": "float"},
+    "force_lock": {"type": "bool", "default": False},
     "lock_token": {"type": "str", "no_log": True},
 }
 
