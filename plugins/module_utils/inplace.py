@@ -27,10 +27,9 @@ from ansible_collections.rollwright.deploy.plugins.module_utils import control_r
 from ansible_collections.rollwright.deploy.plugins.module_utils import deployment_config as dc
 from ansible_collections.rollwright.deploy.plugins.module_utils import lifecycle
 from ansible_collections.rollwright.deploy.plugins.module_utils.alarms import AutoRollback
-from ansible_collections.rollwright.deploy.plugins.module_utils.deployment_session import (  # noqa: F401  (re-exported)
+from ansible_collections.rollwright.deploy.plugins.module_utils.deployment_session import (  # noqa: F401  (DEFAULT_LOCK_TTL re-exported)
     DEFAULT_LOCK_TTL,
     DeploymentSession,
-    lock_refusal as lock_message,
 )
 from ansible_collections.rollwright.deploy.plugins.module_utils.redact import redact_text
 from ansible_collections.rollwright.deploy.plugins.module_utils.records.base import (

@@ -193,6 +193,24 @@ def _minimal_lambda_appspec(value: Any) -> dict:
     return out
 
 
+def _code_source(code: Any, publish: bool) -> dict | None:
+    """The ``code`` option checked: a zip file or an S3 object (SHA256 in Lambda's base64 form), only with publish."""
+    if not code:
+        return None
+    code = {k: v for k, v in code.items() if v is not None}
+    if not publish:
+        raise LambdaDeployError("code: a code update needs publish: true (the new code is published as the target version)")
+    has_zip = bool(code.get("zip_file"))
+    has_s3 = bool(code.get("s3_bucket") or code.get("s3_key"))
+    if has_zip == has_s3:
+        raise LambdaDeployError("code: give either zip_file or s3_bucket + s3_key (with optional s3_object_version)")
+    if has_s3 and not (code.get("s3_bucket") and code.get("s3_key")):
+        raise LambdaDeployError("code: s3_bucket and s3_key are both required for code from S3")
+    if code.get("sha256"):
+        code["sha256"] = _normalise_sha256(code["sha256"], "code.sha256")
+    return code
+
+
 def request_from_options(options: dict) -> LambdaDeployRequest:
     """Module options (see ARGUMENT_SPEC) -> a validated request. Raises LambdaDeployError naming
     the field. Nothing is read from AWS here."""
@@ -229,21 +247,7 @@ def request_from_options(options: dict) -> LambdaDeployRequest:
         raise LambdaDeployError(f"current_version: expected a published version number, got {current!r}")
     if current is not None and target is not None and current == target:
         raise LambdaDeployError(f"current_version and target_version are both {target}: nothing to shift")
-    code = opts.get("code")
-    if code:
-        code = {k: v for k, v in code.items() if v is not None}
-        if not publish:
-            raise LambdaDeployError("code: a code update needs publish: true (the new code is published as the target version)")
-        has_zip = bool(code.get("zip_file"))
-        has_s3 = bool(code.get("s3_bucket") or code.get("s3_key"))
-        if has_zip == has_s3:
-            raise LambdaDeployError("code: give either zip_file or s3_bucket + s3_key (with optional s3_object_version)")
-        if has_s3 and not (code.get("s3_bucket") and code.get("s3_key")):
-            raise LambdaDeployError("code: s3_bucket and s3_key are both required for code from S3")
-        if code.get("sha256"):
-            code["sha256"] = _normalise_sha256(code["sha256"], "code.sha256")
-    else:
-        code = None
+    code = _code_source(opts.get("code"), publish)
     try:
         config = parse_lambda_config(opts.get("deployment_config") or "CodeDeployDefault.LambdaAllAtOnce")
     except ShiftConfigError as exc:

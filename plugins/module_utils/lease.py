@@ -23,6 +23,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 from ansible_collections.rollwright.deploy.plugins.module_utils.records.base import (
@@ -163,21 +164,22 @@ def recovery_hint(record: DeploymentRecord) -> str:
             f"{record.deployment_id}")
 
 
+@dataclass
 class LeaseKeeper:
     """The loop of the detached lease-keeper process (testable: store and clocks are handed in)."""
 
-    def __init__(self, store: RecordStore, lock: dict, controller_pid: int, controller_start: Optional[str],
-                 interval: float = 10.0, poll: float = 0.5, sleep: Callable[[float], None] = time.sleep,
-                 clock: Callable[[], float] = time.monotonic, alive: Callable[[int, Optional[str]], bool] = process_alive):
-        self.store = store
-        self.lock = dict(lock)
-        self.pid = controller_pid
-        self.start = controller_start
-        self.interval = interval
-        self.poll = poll
-        self.sleep = sleep
-        self.clock = clock
-        self.alive = alive
+    store: RecordStore
+    lock: dict
+    pid: int  # the controller (ansible-playbook) process and its start time
+    start: Optional[str]
+    interval: float = 10.0
+    poll: float = 0.5
+    sleep: Callable[[float], None] = time.sleep
+    clock: Callable[[], float] = time.monotonic
+    alive: Callable[[int, Optional[str]], bool] = process_alive
+
+    def __post_init__(self) -> None:
+        self.lock = dict(self.lock)
 
     def controller_died(self) -> str:
         """Fence the dead controller's steps, mark the deployment Stopped, leave the lock for recovery.
