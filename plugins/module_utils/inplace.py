@@ -54,7 +54,6 @@ POST_ALLOW = "post_allow"
 HOST_REVISION_KEYS = ("source", "bucket", "key", "version", "etag", "sha256", "bundle_type")
 
 
-
 class InPlaceError(RollwrightError):
     """A deployment cannot start or go on; the message says why and what to do."""
 

@@ -72,7 +72,6 @@ class LambdaDeployError(RollwrightError):
         self.result = result or {}
 
 
-
 def _normalise_sha256(value: str, field_name: str) -> str:
     """Accept hex (64 chars) or base64 (Lambda's CodeSha256 form); return base64."""
     text = value.strip()

@@ -37,6 +37,7 @@ from ansible_collections.rollwright.deploy.plugins.module_utils.records.base imp
     now_iso,
 )
 
+
 def process_start(pid: int) -> Optional[str]:
     """The process's start time in clock ticks since boot (field 22 of /proc/PID/stat), or None."""
     try:

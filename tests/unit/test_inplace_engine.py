@@ -611,7 +611,7 @@ def test_lease_keeper_heartbeats_while_the_controller_lives_and_marks_stopped_wh
 
     before = store.get_lock("web", "prod").heartbeat_at
     keeper = lease.LeaseKeeper(store, state["lock"], 4242, "1", interval=1, poll=0, sleep=lambda s: None,
-                            clock=lambda: float(next(ticks)), alive=fake_alive)
+                               clock=lambda: float(next(ticks)), alive=fake_alive)
     outcome = keeper.run()
     assert "marked Stopped" in outcome
     record = store.get(state["deployment_id"])
@@ -625,7 +625,7 @@ def test_lease_keeper_exits_when_the_deployment_ends(store):
     run, state = start(store, lb)
     drive(run, state)
     keeper = lease.LeaseKeeper(store, state["lock"], 4242, None, interval=0, poll=0, sleep=lambda s: None,
-                            alive=lambda pid, start: True)
+                               alive=lambda pid, start: True)
     assert "released" in keeper.run(max_seconds=5)
 
 

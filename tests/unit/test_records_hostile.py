@@ -364,8 +364,8 @@ def test_lease_keeper_configuration_never_on_its_command_line(tmp_path):
     try:
         beat_before = store.get_lock("web", "prod").heartbeat_at
         keeper = lease.spawn_lease_keeper({"backend": "sqlite", "sqlite_path": str(tmp_path / "keeper.sqlite3")}, secrets,
-                                       state["lock"], (controller.pid, lease.process_start(controller.pid)), interval=1.0,
-                                       work_dir=str(tmp_path / "lease"), log_path=str(tmp_path / "keeper.log"))
+                                          state["lock"], (controller.pid, lease.process_start(controller.pid)), interval=1.0,
+                                          work_dir=str(tmp_path / "lease"), log_path=str(tmp_path / "keeper.log"))
         cmdline = Path(f"/proc/{keeper['pid']}/cmdline").read_bytes().decode(errors="replace")
         for value in list(secrets.values()) + [state["lock"]["token"]]:
             assert value not in cmdline
