@@ -20,10 +20,8 @@ REASON_MARK = "# long function:"
 KNOWN = {
     "plugins/module_utils/lambda_deploy.py::LambdaDeployment.run":
         "the Lambda engine loop; splits when Lambda moves into the deployment session",
-    "plugins/module_utils/lambda_deploy.py::request_from_options":
-        "Lambda request parsing; moves out of the engine with its split",
     "plugins/module_utils/bluegreen.py::BlueGreenRun.start":
-        "blue/green start; splits when blue/green moves into the deployment session",
+        "blue/green start (inputs, fleet, memberships, record); the record and lock are the deployment session's",
     "plugins/module_utils/inplace.py::InPlaceRun.start":
         "in-place start; splits with the batch-structure change",
     "plugins/action/inplace_step.py::ActionModule._start":

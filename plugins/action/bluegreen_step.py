@@ -17,6 +17,7 @@ from ansible.errors import AnsibleActionFail
 from ansible_collections.rollwright.deploy.plugins.action.inplace_step import ActionModule as _InPlaceStep
 from ansible_collections.rollwright.deploy.plugins.module_utils import deploy_inputs
 from ansible_collections.rollwright.deploy.plugins.module_utils import fleet_provision as fp
+from ansible_collections.rollwright.deploy.plugins.module_utils import lease
 from ansible_collections.rollwright.deploy.plugins.module_utils import recovery
 from ansible_collections.rollwright.deploy.plugins.module_utils.bluegreen import (
     CONNECTION_VARS,
@@ -63,7 +64,7 @@ class ActionModule(_InPlaceStep):
             raise AnsibleActionFail("step=resume: not run in check mode (it takes the handed-over deployment's lock)")
         # Ansible's workers outlive a killed ansible-playbook (they run in their own session): an
         # orphaned step must not go on changing load balancers while `recover` puts them back.
-        guard = recovery.controller_guard(os.getppid())
+        guard = lease.controller_guard(os.getppid())
 
         def guarded_progress(message: str) -> None:
             guard()
@@ -112,6 +113,8 @@ class ActionModule(_InPlaceStep):
                 state = run.finish(state, self._host_results(task_vars, names, RESULT_VARS["post"]))
             elif step == "abort":
                 state = run.abort(state, args.get("reason") or "unexpected error")
+        if not state.get("dry_run"):
+            self._keep_lease(args, state)  # the lease keeper renews the lock between and during steps
         return state_result(result, state, "_bluegreen")
 
     def _recover(self, result: dict, args: dict, store, clients) -> dict:

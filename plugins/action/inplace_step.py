@@ -10,7 +10,13 @@ import os
 from ansible.errors import AnsibleActionFail
 
 from ansible_collections.rollwright.deploy.plugins.module_utils import deploy_inputs
-from ansible_collections.rollwright.deploy.plugins.module_utils import recovery
+from ansible_collections.rollwright.deploy.plugins.module_utils import lease
+from ansible_collections.rollwright.deploy.plugins.module_utils.deployment_session import (
+    DeploymentSession,
+    LeaseSettings,
+    lease_dir,
+    lease_interval,
+)
 from ansible_collections.rollwright.deploy.plugins.module_utils.alarms import (
     AlarmWatch,
     AutoRollback,
@@ -31,13 +37,7 @@ from ansible_collections.rollwright.deploy.plugins.plugin_utils.step_action impo
 
 DRY_RUN_RESULT_VAR = "_rollwright_r_dry_run"
 STAGE_RESULT_VAR = "_rollwright_r_stage"
-KEEPER_AWS_OPTIONS = ("region", "endpoint_url", "profile", "validate_certs", "aws_ca_bundle")
 RESULT_VARS = {PRE_BLOCK: "_rollwright_r_pre_block", MAIN: "_rollwright_r_main", POST_ALLOW: "_rollwright_r_post_allow"}
-
-
-def LEASE_DIR() -> str:  # noqa: N802  (a constant that depends on HOME)
-    """Where lease keepers keep their logs and controller steps their pid markers."""
-    return os.path.expanduser("~/.cache/rollwright/lease")
 
 
 class ActionModule(RollwrightAction):
@@ -112,57 +112,36 @@ class ActionModule(RollwrightAction):
             return None
         return AlarmWatch(clients.client("cloudwatch"), settings.alarms, settings.ignore_poll_alarm_failure)
 
-    def _spawn_keeper(self, args: dict, lock: dict, interval: float, controller: tuple) -> dict:
-        work_dir = LEASE_DIR()
+    def lease_settings(self, args: dict) -> LeaseSettings:
+        """What the detached lease keeper needs (record options, AWS options that are never a secret)."""
+        return LeaseSettings.for_task(args.get("record"), self.aws_options(args), self.task_environment())
+
+    def _start_lease(self, args: dict, lock, controller: tuple) -> dict:
         if not self._marker:
-            self._mark_step(lock["deployment_id"])
-        keeper = recovery.spawn_lease_keeper(
-            dict(args.get("record") or {}), self.keeper_aws_options(args), lock, controller, interval=interval,
-            work_dir=work_dir, log_path=os.path.join(work_dir, f"{lock['deployment_id']}.log"))
-        keeper["controller"] = list(controller)
-        return keeper
-
-    def keeper_aws_options(self, args: dict) -> dict:
-        """The options the detached lease keeper gets on its command line: never a secret.
-
-        It finds credentials as boto3 does (environment, profile, instance role); region and endpoint
-        are resolved here so that a task's environment or module_defaults still apply.
-        """
-        options = {k: v for k, v in self.aws_options(args).items() if k in KEEPER_AWS_OPTIONS}
-        environ = self.task_environment()
-        for name, variables in (("region", ("AWS_REGION", "AWS_DEFAULT_REGION")),
-                                ("endpoint_url", ("AWS_URL", "AWS_ENDPOINT_URL"))):
-            found = next((environ[v] for v in variables if environ.get(v)), None)
-            if not options.get(name) and found:
-                options[name] = found
-        return options
+            self._mark_step(lock.deployment_id)
+        return DeploymentSession(None, lock.deployment_id, lock=lock.to_dict()).start_lease(
+            self.lease_settings(args), controller)
 
     def _keep_lease(self, args: dict, state: dict) -> None:
         """Start the lease keeper again if it died; stop it when the deployment is done."""
-        keeper = state.get("lease_keeper")
-        if state.get("done"):
-            recovery.stop_lease_keeper(keeper)
-            return
-        if keeper and recovery.process_alive(int(keeper["pid"]), keeper.get("start")):
-            return
-        controller = tuple((keeper or {}).get("controller") or recovery.find_controller())
-        state["lease_keeper"] = self._spawn_keeper(args, state["lock"], float(state.get("lease_interval") or 10.0),
-                                                   controller)
+        session = DeploymentSession.from_state(None, state)
+        session.keep_lease(self.lease_settings(args), done=bool(state.get("done")))
+        state["lease_keeper"] = session.keeper
 
     def run_step(self, result: dict, args: dict, task_vars: dict) -> dict:
         step = args["step"]
-        self._guard = recovery.controller_guard(os.getppid())
+        self._guard = lease.controller_guard(os.getppid())
         self._marker = None
         try:
             return self._run_step(result, task_vars, args, step)
         finally:
             if self._marker:
-                recovery.clear_step_marker(self._marker)
+                lease.clear_step_marker(self._marker)
 
     def _mark_step(self, deployment_id: str) -> None:
         """Leave this worker's pid where the lease keeper looks (it waits for an orphaned step to end)."""
-        self._marker = recovery.step_marker(LEASE_DIR(), deployment_id)
-        recovery.write_step_marker(self._marker)
+        self._marker = lease.step_marker(lease_dir(), deployment_id)
+        lease.write_step_marker(self._marker)
 
     def _run_step(self, result: dict, task_vars: dict, args: dict, step: str) -> dict:
         clients = self.clients(args)
@@ -315,8 +294,7 @@ class ActionModule(RollwrightAction):
                                rollback=plan.to_dict() if plan else None,
                                original_memberships=plan.original_memberships if plan else None)
         ttl = float(args.get("lock_ttl") or DEFAULT_LOCK_TTL)
-        interval = max(1.0, min(10.0, ttl / 6.0))
-        controller = recovery.find_controller()
+        controller = lease.find_controller()
         state = run.start(application=application, deployment_group=group, hosts=targets, host_states=host_states,
                           revision=identity, appspec=appspec, config=args.get("deployment_config"),
                           load_balancer=lb_config, options=options,
@@ -324,9 +302,9 @@ class ActionModule(RollwrightAction):
                           rollback_of=plan.rollback_of if plan else args.get("rollback_of"),
                           force_lock=bool(args.get("force_lock")), lock_ttl=ttl, auto_rollback=settings.to_dict(),
                           original_memberships=plan.original_memberships if plan else None,
-                          on_locked=lambda lock: self._spawn_keeper(args, lock.to_dict(), interval, controller),
+                          on_locked=lambda lock: self._start_lease(args, lock, controller),
                           trigger=trigger)
-        state["lease_interval"] = interval
+        state["lease_interval"] = lease_interval(ttl)
         if lb is not None:
             # Later steps run in other processes: spare them describing the target groups again.
             state["lb_cache"] = lb.export_cache()

@@ -148,22 +148,38 @@ class AlarmCheck:
         return None
 
 
+def read_alarm_states(cloudwatch: Any, names: list) -> tuple[dict, list]:
+    """The named alarms as DescribeAlarms returns them (``{name: alarm}``, every page read) and the
+    names CloudWatch does not know. A failed call raises the client's error: the caller judges it."""
+    found: dict = {}
+    token = None
+    while True:
+        kwargs: dict = {"AlarmNames": list(names), "AlarmTypes": ["MetricAlarm", "CompositeAlarm"], "MaxRecords": 100}
+        if token:
+            kwargs["NextToken"] = token
+        resp = cloudwatch.describe_alarms(**kwargs)
+        for item in list(resp.get("MetricAlarms") or []) + list(resp.get("CompositeAlarms") or []):
+            found[item.get("AlarmName")] = item
+        token = resp.get("NextToken")
+        if not token:
+            return found, [n for n in names if n not in found]
+
+
+def missing_alarms_text(missing: list) -> str:
+    return f"alarm(s) not found in CloudWatch: {', '.join(missing)}"
+
+
 def check_alarms(cloudwatch: Any, names: list) -> AlarmCheck:
-    """Read every alarm in ONE DescribeAlarms call. A missing alarm is a read error."""
+    """Read every alarm (one DescribeAlarms call for up to 100). A missing alarm is a read error."""
     if not names:
         return AlarmCheck()
     try:
-        resp = cloudwatch.describe_alarms(AlarmNames=list(names), AlarmTypes=["MetricAlarm", "CompositeAlarm"],
-                                          MaxRecords=100)
+        found, missing = read_alarm_states(cloudwatch, names)
     except Exception as exc:  # pylint: disable=broad-except  # any failure to read is judged by the caller
         return AlarmCheck(error=f"DescribeAlarms failed: {exc}")
-    found = {}
-    for item in list(resp.get("MetricAlarms") or []) + list(resp.get("CompositeAlarms") or []):
-        found[item.get("AlarmName")] = item
-    missing = [n for n in names if n not in found]
     firing = [{"name": n, "since": _when(found[n].get("StateUpdatedTimestamp")), "reason": found[n].get("StateReason")}
               for n in names if n in found and found[n].get("StateValue") == "ALARM"]
-    error = f"alarm(s) not found in CloudWatch: {', '.join(missing)}" if missing else None
+    error = missing_alarms_text(missing) if missing else None
     return AlarmCheck(firing=firing, error=error)
 
 

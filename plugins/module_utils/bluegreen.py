@@ -39,6 +39,10 @@ import time
 from typing import Any, Callable, Optional
 
 from ansible_collections.rollwright.deploy.plugins.module_utils import control_requests
+from ansible_collections.rollwright.deploy.plugins.module_utils.deployment_session import (  # noqa: F401  (re-exported)
+    DEFAULT_LOCK_TTL,
+    DeploymentSession,
+)
 from ansible_collections.rollwright.deploy.plugins.module_utils.dry_run import bluegreen_dry_run
 from ansible_collections.rollwright.deploy.plugins.module_utils.errors import RollwrightError
 from ansible_collections.rollwright.deploy.plugins.module_utils import deployment_config as dc
@@ -92,7 +96,6 @@ PRE_REROUTE = ("started", "provisioning", "installing", "ready")
 REROUTE_MODES = ("targets", "listener")
 READY_ACTIONS = ("continue", "stop")
 ORIGINAL_ACTIONS = ("terminate", "keep_alive")
-DEFAULT_LOCK_TTL = 7200.0
 
 # Connection variables copied from an original host to hosts added during the run.
 CONNECTION_VARS = (
@@ -216,8 +219,11 @@ class BlueGreenRun:
             history.append({"phase": phase, "time": state["bg"]["phase_time"]})
         self._save(state)
 
+    def _session(self, state: dict) -> DeploymentSession:
+        return DeploymentSession.from_state(self.store, state, progress=self.progress)
+
     def _heartbeat(self, state: dict) -> None:
-        state["lock"] = self.store.heartbeat(Lock.from_dict(state["lock"])).to_dict()
+        state["lock"] = self._session(state).renew()
 
     def _requests(self, state: dict) -> control_requests.Decision:
         """A safe point: the open control requests, each acknowledged once. Every point acts on a stop; a
@@ -378,18 +384,13 @@ class BlueGreenRun:
             minimum=minimum, batch_size=batch, ready=dict(ready),
         )
         record.extra = {EXTRA_KEY: bg}
-        record = self.store.create(record)
-        deployment_id = record.deployment_id
-        try:
-            lock = self.store.acquire_lock(application, deployment_group, deployment_id, owner=owner, ttl=lock_ttl,
-                                           force=force_lock)
-        except Exception as exc:
-            self.store.update_status(deployment_id, "Failed", error=str(exc))
-            raise
-        self.store.update_status(deployment_id, "InProgress")
+        session = DeploymentSession.open(self.store, record, ttl=lock_ttl, owner=owner, force=force_lock,
+                                         progress=self.progress)
+        deployment_id = session.deployment_id
+        session.mark_in_progress()
         state = {
             "deployment_id": deployment_id, "application": application, "deployment_group": deployment_group,
-            "config": resolved.name, "lock": lock.to_dict(), "revision": dict(revision),
+            "config": resolved.name, "lock": session.lock, "lease_interval": session.interval, "revision": dict(revision),
             "host_revision": {k: revision.get(k) for k in HOST_REVISION_KEYS if revision.get(k) is not None},
             "appspec": appspec, "options": dict(options), "host_calls": HOST_CALLS, "bg": bg,
             "originals": [{"name": names[iid], "instance_id": iid} for iid in original_ids],
@@ -485,6 +486,7 @@ class BlueGreenRun:
         deployment_id = state["deployment_id"]
         held = Lock.from_dict(state["lock"])
         window = max(window, 60.0)
+        self._session(state).stop_lease()  # no process holds the lease from here: the record does
         lease = self.store.take_over(held.application, held.deployment_group, deployment_id,
                                      owner=f"{held.owner} (awaiting approval)", ttl=window, live=True, token=held.token)
         until = _iso_after(window)
@@ -497,7 +499,7 @@ class BlueGreenRun:
         self.progress(f"deployment {deployment_id} is Ready and handed over until {until} (its lock is a lease of "
                       f"{window:.0f}s): approve with rollwright.deploy.continue, deny with rollwright.deploy.stop "
                       f"(-e rollwright_deployment_id={deployment_id})")
-        state["lock"] = lease.to_dict()
+        state.update(lock=lease.to_dict(), lease_keeper=None)
         return self._summarise(state, "Ready")
 
     def resume(self, deployment_id: str, host_vars: Optional[dict] = None, owner: Optional[str] = None) -> dict:
@@ -527,7 +529,7 @@ class BlueGreenRun:
         state["options"] = dict(saved.get("options") or {}, host_vars=dict(host_vars or {}))
         handover["resumed_at"] = now_iso()
         handover["resumed_by"] = lock.owner
-        state.update(lock=lock.to_dict(), bg=bg, done=False, status="InProgress", new_hosts=[],
+        state.update(lock=lock.to_dict(), lease_keeper=None, bg=bg, done=False, status="InProgress", new_hosts=[],
                      failures=dict(saved.get("failures") or {}), batch_times=list(saved.get("batch_times") or []))
         self._save(state)
         self.store.update_status(deployment_id, "InProgress")
@@ -782,9 +784,8 @@ class BlueGreenRun:
     def _end(self, state: dict, status: str, error: Optional[str] = None) -> dict:
         deployment_id = state["deployment_id"]
         self.store.update_status(deployment_id, status, error=error)
-        control_requests.close_open(self.store, deployment_id, f"the deployment ended {status} before it could act")
-        try:
-            self.store.release_lock(Lock.from_dict(state["lock"]))
+        try:  # requests closed, lock released, lease keeper stopped
+            self._session(state).end(status, error=error, note=f"the deployment ended {status} before it could act")
         except Exception as exc:  # pylint: disable=broad-except
             self.progress(f"could not release the lock: {exc}")
         return self._summarise(state, status, error)

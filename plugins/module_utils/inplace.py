@@ -27,6 +27,10 @@ from ansible_collections.rollwright.deploy.plugins.module_utils import control_r
 from ansible_collections.rollwright.deploy.plugins.module_utils import deployment_config as dc
 from ansible_collections.rollwright.deploy.plugins.module_utils import lifecycle
 from ansible_collections.rollwright.deploy.plugins.module_utils.alarms import AutoRollback
+from ansible_collections.rollwright.deploy.plugins.module_utils.deployment_session import (  # noqa: F401  (DEFAULT_LOCK_TTL re-exported)
+    DEFAULT_LOCK_TTL,
+    DeploymentSession,
+)
 from ansible_collections.rollwright.deploy.plugins.module_utils.redact import redact_text
 from ansible_collections.rollwright.deploy.plugins.module_utils.records.base import (
     TERMINAL_STATUSES,
@@ -34,8 +38,6 @@ from ansible_collections.rollwright.deploy.plugins.module_utils.records.base imp
     HostRecord,
     Lock,
     LockHeld,
-    LockLost,
-    RecordNotFound,
     RecordStore,
     now_iso,
 )
@@ -50,10 +52,6 @@ POST_ALLOW = "post_allow"
 
 # What the hosts are told about the revision (hook environment, revision.json on the host).
 HOST_REVISION_KEYS = ("source", "bucket", "key", "version", "etag", "sha256", "bundle_type")
-
-# The group lock's lease: renewed every few seconds by the lease keeper (recovery.py) and by every
-# controller step, so a dead controller's lock is recognisably stale after a minute.
-DEFAULT_LOCK_TTL = 60.0
 
 
 class InPlaceError(RollwrightError):
@@ -179,20 +177,6 @@ def classify_hosts(hosts: list[dict], host_states: dict[str, Optional[dict]], lb
         infos.append(dc.HostInfo(name=name, healthy=healthy, revision=revision_state,
                                  last_install_succeeded=revision_state == "current"))
     return infos
-
-
-def lock_message(store: RecordStore, exc: LockHeld) -> str:
-    """The store's lock message, and what the holder's record says when its controller is known dead."""
-    message = str(exc)
-    try:
-        holder = store.get(exc.info.deployment_id)
-    except RecordNotFound:
-        return message
-    if holder.status in TERMINAL_STATUSES:
-        message += (f". Deployment {holder.deployment_id} is already {holder.status} ({holder.error or 'no error recorded'}) "
-                    f"but still holds the lock: its controller died. Run the rollwright.deploy.recover playbook for it "
-                    "(it restores its hosts' load-balancer membership and releases the lock)")
-    return message
 
 
 def merge_original(snapshot: dict, ids: dict, original: dict) -> dict:
@@ -396,21 +380,16 @@ class InPlaceRun:
             hosts=[HostRecord(name=h["name"], instance_id=h.get("instance_id")) for h in hosts],
             extra={"trigger": dict(trigger)} if trigger else {},
         )
-        record = self.store.create(record)
-        deployment_id = record.deployment_id
         try:
-            lock = self.store.acquire_lock(application, deployment_group, deployment_id, owner=owner,
-                                           ttl=lock_ttl, force=force_lock)
+            session = DeploymentSession.open(self.store, record, ttl=lock_ttl, owner=owner, force=force_lock,
+                                             guard=self.guard, progress=self.progress)
         except LockHeld as exc:
-            message = lock_message(self.store, exc)
-            self.store.update_status(deployment_id, "Failed", error=message)
-            raise InPlaceError(message) from exc
-        except Exception as exc:
-            self.store.update_status(deployment_id, "Failed", error=str(exc))
-            raise
+            raise InPlaceError(str(exc)) from exc
+        deployment_id = session.deployment_id
+        lock = Lock.from_dict(session.lock)
         needed, previous = calls_needed(host_calls(with_lb), {h["name"]: host_states.get(h["name"]) for h in hosts})
         keeper = on_locked(lock) if on_locked else None  # e.g. start the lease keeper before going InProgress
-        self.store.update_status(deployment_id, "InProgress")
+        session.mark_in_progress()
         state = {
             "deployment_id": deployment_id,
             "application": application,
@@ -493,12 +472,11 @@ class InPlaceRun:
         return state
 
     # ------------------------------------------------------------------ helpers
-    def _lock(self, state: dict) -> Lock:
-        return Lock.from_dict(state["lock"])
+    def _session(self, state: dict) -> DeploymentSession:
+        return DeploymentSession.from_state(self.store, state, guard=self.guard, progress=self.progress)
 
     def _heartbeat(self, state: dict) -> None:
-        self.guard()
-        state["lock"] = self.store.heartbeat(self._lock(state)).to_dict()
+        state["lock"] = self._session(state).renew()
 
     def _alarm_stop(self, state: dict) -> Optional[dict]:
         """When an alarm is in ALARM (or cannot be read, unless ignored): finish as Stopped and return the state."""
@@ -775,13 +753,7 @@ class InPlaceRun:
         # Hosts already on the revision, and hosts a stopped deployment never reached, are Skipped (as CodeDeploy shows them).
         for host in list(outcome.skipped) + list(outcome.pending):
             self.store.update_host(state["deployment_id"], host, status="Skipped")
-        if self.store.get(state["deployment_id"]).status not in TERMINAL_STATUSES:
-            self.store.update_status(state["deployment_id"], final, error=error)
-        control_requests.close_open(self.store, state["deployment_id"], f"the deployment ended ({final}) before it was seen")
-        try:
-            self.store.release_lock(self._lock(state))
-        except LockLost as exc:  # taken over after going stale: not ours to release any more
-            self.progress(f"deployment {state['deployment_id']}: {exc}")
+        self._session(state).end(final, error=error)
         rollback = AutoRollback.from_dict(state.get("auto_rollback"))
         state["stop_cause"] = cause or ("failure" if final == "Failed" else None)
         requested_rollback = final == "Stopped" and cause == "request" and bool(state.get("stop_rollback"))

@@ -155,13 +155,39 @@ options:
     type: str
   record:
     description:
-      - Where the deployment's record lives (C(backend), C(sqlite_path), C(dynamodb_table)). With I(deployment_id) of a
-        recorded deployment, control requests (C(rollwright.deploy.deployment_control) - stop, promote, pause,
-        resume) are read during the waits between traffic steps. Only when the task runs on the controller.
+      - Where the deployment's record lives (C(backend), C(sqlite_path), C(dynamodb_table), and C(notifications) - trigger
+        events the record store sends). Only when the task runs on the controller, not in check mode.
+      - Without O(lock_token) the deployment is recorded and locked by the task itself (the deployment session). After
+        a read-only plan it takes the deployment group's lock (kept renewed by the lease keeper, a detached process that
+        marks the deployment C(Stopped) and leaves the lock for recovery when the controller dies), creates the record,
+        appends the lifecycle events as they happen, reads control requests (C(rollwright.deploy.deployment_control) -
+        stop, promote, pause, resume) between traffic steps, writes the outcome and releases the lock.
+      - With O(recover=true) the interrupted deployment that holds the group's lock is closed too (its record
+        C(Stopped), its lock released); refused while the lock is held unless O(force_lock=true).
+      - With O(lock_token) the caller has recorded and locked the deployment O(deployment_id) itself (tasks of
+        C(rollwright.deploy.deployment_record)); only control requests are read.
     type: dict
+  application:
+    description: The record's application. Default the function's name. Only with O(record).
+    type: str
+  deployment_group:
+    description: The record's deployment group, whose lock the deployment holds. Default C(function:alias). Only with O(record).
+    type: str
+  lock_ttl:
+    description:
+      - Seconds after its last renewal before the group's lock counts as stale. The lease keeper renews it every few
+        seconds while the controller lives. Default 60. Only with O(record).
+    type: float
+  force_lock:
+    description:
+      - With O(record), take over a stale lock of the deployment group; with O(recover=true), recover even though the
+        group's lock is held (do it only once its controller is known gone).
+    type: bool
+    default: false
   lock_token:
-    description: The token of the deployment group's lock (C(state=lock) of C(rollwright.deploy.deployment_record)),
-      renewed while a pause holds.
+    description:
+      - The token of the deployment group's lock (C(state=lock) of C(rollwright.deploy.deployment_record)),
+        renewed while a pause holds. For a deployment recorded and locked by the caller.
     type: str
 attributes:
   check_mode:
@@ -224,6 +250,16 @@ EXAMPLES = r"""
     function_name: orders-api
     alias: live
     recover: true
+
+- name: Recorded and locked (lease keeper, events as they happen, lock released at the end)
+  rollwright.deploy.lambda_deploy:
+    function_name: orders-api
+    alias: live
+    target_version: "42"
+    deployment_config: CodeDeployDefault.LambdaCanary10Percent5Minutes
+    record:
+      backend: dynamodb
+      dynamodb_table: rollwright-deployments
 """
 
 RETURN = r"""
@@ -313,6 +349,18 @@ start_time:
 end_time:
   description: End of the deployment (UTC, ISO 8601).
   returned: always, except with O(recover=true)
+  type: str
+record_status:
+  description: The record's final status (C(Succeeded), C(Failed) or C(Stopped)).
+  returned: when the task recorded the deployment (O(record) without O(lock_token))
+  type: str
+lock_ttl:
+  description: The ttl in seconds of the group's lock the deployment takes (or took).
+  returned: in check mode, and when the task recorded the deployment
+  type: float
+recovered_deployment_id:
+  description: The deployment whose lock the recovery released (null when the group was not locked).
+  returned: with O(recover=true) and O(record)
   type: str
 """
 

@@ -44,7 +44,8 @@ class Shift:
         self.result: Any = None
         extra = {"rollwright_lambda_function_name": world.name, "rollwright_lambda_alias": "live",
                  "rollwright_lambda_target_version": "2", "rollwright_record_sqlite_path": str(db),
-                 "rollwright_lambda_deployment_config": LINEAR}
+                 "rollwright_lambda_deployment_config": LINEAR,
+                 "rollwright_lambda_lock_ttl": 6}  # the lease keeper renews it every second
         self.thread = threading.Thread(target=lambda: setattr(self, "result", ansible_run(
             "rollwright.deploy.lambda", inventory, extra_vars=extra, timeout=120)), daemon=True)
         self.thread.start()
@@ -79,6 +80,21 @@ def test_promote_mid_linear_shift_goes_to_100_percent_now(aws: Any, ansible_run:
     world = LambdaWorld(aws)
     shift = Shift(world, ansible_run, inventory, tmp_path / "records.sqlite3")
     shift.wait_weight(0.2)
+    # while the shift runs: its events are in the record already, and the lease keeper (the only renewer while
+    # no pause holds) keeps the 6 s lock fresh
+    live, store = shift.record()
+    (function,) = live.hosts
+    assert live.status == "InProgress" and function.status == "InProgress"
+    assert [e.name for e in function.events] == ["BeforeAllowTraffic", "AllowTraffic", "AfterAllowTraffic"]
+    allow = function.event("AllowTraffic")
+    assert allow.status == "InProgress" and allow.start_time and "% on version 2" in allow.message, allow
+    assert function.event("AfterAllowTraffic").status == "Pending"
+    assert live.extra["lock_ttl"] == 6 and live.extra["controller"]["pid"] > 1  # written by the keeper at its start
+    lock = store.get_lock(world.name, f"{world.name}:live")
+    deadline = time.monotonic() + 5
+    while store.get_lock(world.name, f"{world.name}:live").heartbeat_at == lock.heartbeat_at:
+        assert time.monotonic() < deadline, "nothing renewed the lock"
+        time.sleep(0.1)
     promote = ansible_run("rollwright.deploy.promote", inventory, timeout=60, extra_vars={
         "rollwright_application": world.name, "rollwright_deployment_group": f"{world.name}:live",
         "rollwright_record_sqlite_path": str(tmp_path / "records.sqlite3"), "rollwright_control_wait": True})

@@ -2,7 +2,8 @@
 # Copyright: rollwright.deploy contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Lambda recovery after a real kill: ``ansible-playbook rollwright.deploy.lambda`` is SIGKILLed (its
-whole process group) while the alias splits traffic, then recovered with the same playbook.
+whole process group) while the alias splits traffic; the lease keeper marks the deployment Stopped and
+keeps the lock; then the same playbook recovers it.
 
 What a caller sees is read from the alias itself, what the record and lock say from the store.
 """
@@ -61,16 +62,21 @@ def test_killed_mid_shift_then_recovered(aws: Any, ansible_run: Any, tmp_path: P
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(10)
 
-    # what the dead controller left: the alias still split, the record InProgress, the lock held by it
-    time.sleep(1.0)
+    # what the dead controller left: the alias still split, the lock held; its lease keeper (which survives
+    # the kill of the process group) saw the controller die, marked the record Stopped and kept the lock
+    deadline = time.monotonic() + 15
+    while store.get(store.list(world.name, group, limit=5)[0].deployment_id).status != "Stopped":
+        assert time.monotonic() < deadline, "the lease keeper did not notice the dead controller"
+        time.sleep(0.2)
     assert world.alias() == ("1", {"2": 0.1})
     (summary,) = store.list(world.name, group, limit=5)
     record = store.get(summary.deployment_id)
-    assert record.status == "InProgress" and record.deployment_type == "lambda"
+    assert record.deployment_type == "lambda" and record.extra["interrupted"]["noticed_by"] == "lease keeper"
+    assert "rollwright_lambda_recover=true" in record.error
     lock = store.get_lock(world.name, group)
-    assert lock is not None and lock.deployment_id == record.deployment_id
-    holder = int(lock.owner.rsplit("pid ", 1)[1])  # a process of the killed ansible-playbook: gone
-    assert not Path(f"/proc/{holder}").exists() or "Z" in Path(f"/proc/{holder}/stat").read_text().split(")")[-1][:3], lock.owner
+    assert lock is not None and lock.deployment_id == record.deployment_id and "held for recovery" in lock.owner
+    holder = int(record.extra["controller"]["pid"])  # the killed ansible-playbook: gone
+    assert not Path(f"/proc/{holder}").exists() or "Z" in Path(f"/proc/{holder}/stat").read_text().split(")")[-1][:3], holder
 
     # a new deployment is refused before it takes anything, and says how to recover
     refused = ansible_run(PLAYBOOK, inventory, timeout=120, extra_vars=dict(base, rollwright_lambda_target_version="3"))

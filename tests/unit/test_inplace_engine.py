@@ -19,6 +19,7 @@ import pytest
 
 from ansible_collections.rollwright.deploy.plugins.module_utils import alarms as al
 from ansible_collections.rollwright.deploy.plugins.module_utils import inplace as ip
+from ansible_collections.rollwright.deploy.plugins.module_utils import lease
 from ansible_collections.rollwright.deploy.plugins.module_utils import recovery as rc
 from ansible_collections.rollwright.deploy.plugins.module_utils.loadbalancers.base import (
     ELBv2Membership,
@@ -609,8 +610,8 @@ def test_lease_keeper_heartbeats_while_the_controller_lives_and_marks_stopped_wh
         return alive["n"] > 0
 
     before = store.get_lock("web", "prod").heartbeat_at
-    keeper = rc.LeaseKeeper(store, state["lock"], 4242, "1", interval=1, poll=0, sleep=lambda s: None,
-                            clock=lambda: float(next(ticks)), alive=fake_alive)
+    keeper = lease.LeaseKeeper(store, state["lock"], 4242, "1", interval=1, poll=0, sleep=lambda s: None,
+                               clock=lambda: float(next(ticks)), alive=fake_alive)
     outcome = keeper.run()
     assert "marked Stopped" in outcome
     record = store.get(state["deployment_id"])
@@ -623,8 +624,8 @@ def test_lease_keeper_exits_when_the_deployment_ends(store):
     lb = FakeLB(store, all_registered())
     run, state = start(store, lb)
     drive(run, state)
-    keeper = rc.LeaseKeeper(store, state["lock"], 4242, None, interval=0, poll=0, sleep=lambda s: None,
-                            alive=lambda pid, start: True)
+    keeper = lease.LeaseKeeper(store, state["lock"], 4242, None, interval=0, poll=0, sleep=lambda s: None,
+                               alive=lambda pid, start: True)
     assert "released" in keeper.run(max_seconds=5)
 
 
@@ -632,10 +633,10 @@ def test_process_identity_helpers():
     import os
 
     me = os.getpid()
-    start_time = rc.process_start(me)
-    assert start_time and rc.process_alive(me, start_time) and not rc.process_alive(me, str(int(start_time) + 1))
-    assert not rc.process_alive(0, None)
-    assert rc.find_controller(me)[0] > 0
+    start_time = lease.process_start(me)
+    assert start_time and lease.process_alive(me, start_time) and not lease.process_alive(me, str(int(start_time) + 1))
+    assert not lease.process_alive(0, None)
+    assert lease.find_controller(me)[0] > 0
 
 
 # ------------------------------------------------------------------------------------------------ host calls

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from ansible_collections.rollwright.deploy.plugins.module_utils import inplace as ip
+from ansible_collections.rollwright.deploy.plugins.module_utils import lease
 from ansible_collections.rollwright.deploy.plugins.module_utils import recovery as rc
 from ansible_collections.rollwright.deploy.plugins.module_utils.records import (
     InvalidRecord,
@@ -284,7 +285,7 @@ def test_fencing_at_allow_traffic(store):
 
 
 def _controller_extra(pid, start, host=None, boot=None):
-    return {"host": host or socket.gethostname(), "boot_id": boot or rc.boot_id(), "pid": pid, "start": start}
+    return {"host": host or socket.gethostname(), "boot_id": boot or lease.boot_id(), "pid": pid, "start": start}
 
 
 def test_recover_on_the_controllers_machine_checks_the_process_itself(store):
@@ -293,19 +294,19 @@ def test_recover_on_the_controllers_machine_checks_the_process_itself(store):
     state = run.plan(state, {})
     did = state["deployment_id"]
     dead = subprocess.Popen(["true"])  # pylint: disable=consider-using-with
-    dead_start = rc.process_start(dead.pid)
+    dead_start = lease.process_start(dead.pid)
     dead.wait()
     store.set_extra(did, "controller", _controller_extra(dead.pid, dead_start or "1"))
     plan = rc.plan_recovery(store.get(did), store.get_lock("web", "prod"))  # InProgress, lock just renewed
     assert plan.refused is None and plan.mark_stopped
-    assert "is gone" in rc.controller_gone(store.get(did))
+    assert "is gone" in lease.controller_gone(store.get(did))
 
 
 def test_a_live_controller_or_one_on_another_machine_follows_the_lease_rules(store):
     lb = FakeLB(store, all_registered())
     run, state = start(store, lb)
     did = state["deployment_id"]
-    store.set_extra(did, "controller", _controller_extra(os.getpid(), rc.process_start(os.getpid())))
+    store.set_extra(did, "controller", _controller_extra(os.getpid(), lease.process_start(os.getpid())))
     alive = rc.plan_recovery(store.get(did), store.get_lock("web", "prod"))
     assert "looks alive" in alive.refused and f"pid {os.getpid()} on this machine, is still running" in alive.refused
     store.set_extra(did, "controller", _controller_extra(999999, "1", host="ctl-b.example"))
@@ -316,8 +317,8 @@ def test_a_live_controller_or_one_on_another_machine_follows_the_lease_rules(sto
     store.set_extra(did, "controller", _controller_extra(999999, "1", boot="00000000-0000-0000-0000-000000000000"))
     assert rc.plan_recovery(store.get(did), store.get_lock("web", "prod")).refused
     # without a start time the pid alone is not trusted
-    store.set_extra(did, "controller", {"host": socket.gethostname(), "boot_id": rc.boot_id(), "pid": 999999})
-    assert rc.controller_gone(store.get(did)) is None
+    store.set_extra(did, "controller", {"host": socket.gethostname(), "boot_id": lease.boot_id(), "pid": 999999})
+    assert lease.controller_gone(store.get(did)) is None
     assert lb.calls == []
 
 
@@ -331,7 +332,7 @@ def test_lease_keeper_fences_the_dead_controllers_steps_and_marks_stopped(store)
         alive["n"] -= 1
         return alive["n"] > 0
 
-    keeper = rc.LeaseKeeper(store, state["lock"], 4242, "1", interval=1, poll=0, sleep=lambda s: None, alive=fake_alive)
+    keeper = lease.LeaseKeeper(store, state["lock"], 4242, "1", interval=1, poll=0, sleep=lambda s: None, alive=fake_alive)
     assert "marked Stopped" in keeper.run()
     assert store.get(state["deployment_id"]).status == "Stopped"
     assert "controller died; held for recovery" in store.get_lock("web", "prod").owner
@@ -345,7 +346,7 @@ def test_lease_keeper_does_not_take_back_a_lock_recovery_took(store):
     lb = FakeLB(store, all_registered())
     _run, state = start(store, lb)
     recovery_lock = store.take_over("web", "prod", state["deployment_id"], owner="recovery", live=True)
-    keeper = rc.LeaseKeeper(store, state["lock"], 4242, "1", poll=0, sleep=lambda s: None, alive=lambda p, s: False)
+    keeper = lease.LeaseKeeper(store, state["lock"], 4242, "1", poll=0, sleep=lambda s: None, alive=lambda p, s: False)
     keeper.run()
     assert store.get_lock("web", "prod").owner == "recovery"
     assert store.release_lock(recovery_lock) is True
@@ -362,9 +363,9 @@ def test_lease_keeper_configuration_never_on_its_command_line(tmp_path):
     keeper = None
     try:
         beat_before = store.get_lock("web", "prod").heartbeat_at
-        keeper = rc.spawn_lease_keeper({"backend": "sqlite", "sqlite_path": str(tmp_path / "keeper.sqlite3")}, secrets,
-                                       state["lock"], (controller.pid, rc.process_start(controller.pid)), interval=1.0,
-                                       work_dir=str(tmp_path / "lease"), log_path=str(tmp_path / "keeper.log"))
+        keeper = lease.spawn_lease_keeper({"backend": "sqlite", "sqlite_path": str(tmp_path / "keeper.sqlite3")}, secrets,
+                                          state["lock"], (controller.pid, lease.process_start(controller.pid)), interval=1.0,
+                                          work_dir=str(tmp_path / "lease"), log_path=str(tmp_path / "keeper.log"))
         cmdline = Path(f"/proc/{keeper['pid']}/cmdline").read_bytes().decode(errors="replace")
         for value in list(secrets.values()) + [state["lock"]["token"]]:
             assert value not in cmdline
@@ -385,7 +386,7 @@ def test_lease_keeper_configuration_never_on_its_command_line(tmp_path):
     finally:
         if controller.poll() is None:
             controller.kill()
-        if keeper and rc.process_alive(keeper["pid"], keeper["start"]):
+        if keeper and lease.process_alive(keeper["pid"], keeper["start"]):
             os.kill(keeper["pid"], signal.SIGTERM)
 
 
