@@ -132,7 +132,7 @@ def test_requests_against_dead_controllers_are_closed_by_recovery(aws: Any, ansi
     vars_file = tmp_path / "shift.json"
     vars_file.write_text(json.dumps(dict(base, rollwright_lambda_target_version="2",
                                          rollwright_deployment_config={"type": "canary", "percentage": 10,
-                                                                              "interval": "10m"})))
+                                                                       "interval": "10m"})))
     env = ansible_env(aws.env, str(tmp_path / "cp"), {"ANSIBLE_STDOUT_CALLBACK": "default"})
     with open(tmp_path / "shift.log", "w") as log:
         proc = subprocess.Popen([str(VENV_BIN / "ansible-playbook"), "-i", str(inventory), "rollwright.deploy.lambda",
