@@ -34,8 +34,11 @@ from ansible_collections.rollwright.deploy.plugins.module_utils.bluegreen import
 from ansible_collections.rollwright.deploy.plugins.plugin_utils.step_action import progress as _progress
 from ansible_collections.rollwright.deploy.plugins.plugin_utils.step_action import state_result
 
+# The variables the bluegreen_ec2 role registers the hosts' results under, read when a task does not name them
+# (host_results, connect_results).
 RESULT_VARS = {
     "install": "_bluegreen_r_install",
+    "connect": "_bluegreen_r_connect",
     "pre": "_bluegreen_r_pre",
     "post": "_bluegreen_r_post",
 }
@@ -100,17 +103,18 @@ class ActionModule(_InPlaceStep):
                 state["new_hosts"] = self._new_hosts(state, task_vars, run)
             elif step == "ready":
                 names = run.replacement_names(state)
-                results = self._host_results(task_vars, names, RESULT_VARS["install"])
-                for name, connect in self._host_results(task_vars, names, "_bluegreen_r_connect").items():
+                results = self._host_results(task_vars, names, args["host_results"] or RESULT_VARS["install"])
+                connects = self._host_results(task_vars, names, args["connect_results"] or RESULT_VARS["connect"])
+                for name, connect in connects.items():
                     if connect and connect.get("failed") and (not results.get(name) or results[name].get("skipped")):
                         results[name] = {"failed": True, "msg": f"did not answer over SSH: {connect.get('msg', '')}".strip()}
                 state = run.ready(state, results)
             elif step == "reroute":
                 names = run.replacement_names(state) + run.original_names(state)
-                state = run.reroute(state, self._host_results(task_vars, names, RESULT_VARS["pre"]))
+                state = run.reroute(state, self._host_results(task_vars, names, args["host_results"] or RESULT_VARS["pre"]))
             elif step == "finish":
                 names = run.replacement_names(state) + run.original_names(state)
-                state = run.finish(state, self._host_results(task_vars, names, RESULT_VARS["post"]))
+                state = run.finish(state, self._host_results(task_vars, names, args["host_results"] or RESULT_VARS["post"]))
             elif step == "abort":
                 state = run.abort(state, args.get("reason") or "unexpected error")
         if not state.get("dry_run"):

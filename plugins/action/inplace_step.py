@@ -35,8 +35,10 @@ from ansible_collections.rollwright.deploy.plugins.module_utils.inplace import (
 from ansible_collections.rollwright.deploy.plugins.plugin_utils.step_action import RollwrightAction, state_result
 from ansible_collections.rollwright.deploy.plugins.plugin_utils.step_action import progress as _progress
 
+# The variables the inplace role registers the hosts' results under, read when a task does not name them (host_results).
 DRY_RUN_RESULT_VAR = "_rollwright_r_dry_run"
 STAGE_RESULT_VAR = "_rollwright_r_stage"
+HOST_INFO_VAR = "_rollwright_host_info"
 RESULT_VARS = {PRE_BLOCK: "_rollwright_r_pre_block", MAIN: "_rollwright_r_main", POST_ALLOW: "_rollwright_r_post_allow"}
 
 
@@ -69,6 +71,7 @@ class ActionModule(RollwrightAction):
 
     @staticmethod
     def _host_results(task_vars: dict, hosts: list, var_name: str) -> dict:
+        """Each host's result registered as ``var_name`` (the step's ``host_results``: the role names it)."""
         hostvars = task_vars.get("hostvars", {})
         results = {}
         for host in hosts:
@@ -156,7 +159,7 @@ class ActionModule(RollwrightAction):
             if not state.get("deployment_id"):
                 raise AnsibleActionFail("state: expected the deployment state returned by step=start")
             if state.get("dry_run"):
-                return self._shape(result, self._dry_run_hosts(state, task_vars), changed=False)
+                return self._shape(result, self._dry_run_hosts(state, task_vars, args["host_results"]), changed=False)
             if self.check_mode:
                 raise AnsibleActionFail(f"step={step} in check mode takes the dry-run state of step=start run in "
                                         "check mode; with a real deployment's state it would change it")
@@ -173,17 +176,20 @@ class ActionModule(RollwrightAction):
                 pass  # stop after the end: nothing left to stop
             elif step == "plan":
                 within = args.get("within")
-                state = run.plan(state, self._host_results(task_vars, state["batch"],
-                                                           RESULT_VARS[POST_ALLOW if state["with_load_balancer"] else MAIN]),
+                results = args["host_results"] or RESULT_VARS[POST_ALLOW if state["with_load_balancer"] else MAIN]
+                state = run.plan(state, self._host_results(task_vars, state["batch"], results),
                                  within=None if within is None else [str(h) for h in within])
             elif step == "block":
-                state = run.block(state, self._host_results(task_vars, state["active"], RESULT_VARS[PRE_BLOCK]),
+                results = args["host_results"] or RESULT_VARS[PRE_BLOCK]
+                state = run.block(state, self._host_results(task_vars, state["active"], results),
                                   drain_timeout=state["options"].get("drain_timeout"))
             elif step == "allow":
-                state = run.allow(state, self._host_results(task_vars, state["active"], RESULT_VARS[MAIN]),
+                results = args["host_results"] or RESULT_VARS[MAIN]
+                state = run.allow(state, self._host_results(task_vars, state["active"], results),
                                   healthy_timeout=state["options"].get("healthy_timeout"))
             elif step == "staged":
-                state = run.staged(state, self._host_results(task_vars, state.get("stage_hosts") or [], STAGE_RESULT_VAR))
+                results = args["host_results"] or STAGE_RESULT_VAR
+                state = run.staged(state, self._host_results(task_vars, state.get("stage_hosts") or [], results))
             elif step == "stop":
                 state = run.finish(state, stop_reason=args.get("reason") or "stopped on request", status="Stopped")
             if lb is not None:
@@ -191,12 +197,12 @@ class ActionModule(RollwrightAction):
             self._keep_lease(args, state)
         return self._shape(result, state, changed=True)
 
-    def _dry_run_hosts(self, state: dict, task_vars: dict) -> dict:
+    def _dry_run_hosts(self, state: dict, task_vars: dict, results_var: str | None) -> dict:
         """A dry run's plan with what each host reported in check mode (events, scripts, and with diff the files)."""
         from ansible_collections.rollwright.deploy.plugins.module_utils.dry_run import format_host_plans
 
         state = dict(state)
-        results = self._host_results(task_vars, state.get("hosts") or [], DRY_RUN_RESULT_VAR)
+        results = self._host_results(task_vars, state.get("hosts") or [], results_var or DRY_RUN_RESULT_VAR)
         if any(results.values()) and "per host" not in state["summary_text"]:
             state["summary_text"] += "\n" + format_host_plans(results, diff=self.diff_mode)
             state["host_plans"] = {h: (r or {}).get("plan") for h, r in results.items()}
@@ -262,7 +268,7 @@ class ActionModule(RollwrightAction):
         # HAProxy servers are named by inventory hostname; the engine addresses hosts by lb id.
         lb_config = haproxy_servers_by_lb_id(lb_config, targets)
         host_states = {}
-        for host, info in self._host_results(task_vars, hosts, "_rollwright_host_info").items():
+        for host, info in self._host_results(task_vars, hosts, args.get("host_results") or HOST_INFO_VAR).items():
             host_states[host] = None if (not info or info.get("unreachable") or info.get("failed")) else info
         cache_dir = os.path.expanduser(args.get("cache_dir") or "~/.cache/rollwright/bundles")
         trigger = args.get("trigger") or None

@@ -203,6 +203,11 @@ options:
     description: C(start) - take over a stale lock. C(recover) - recover even though the lock's heartbeat is recent.
     type: bool
     default: false
+  connect_results:
+    description:
+      - C(ready) - the name of the variable each replacement host registered its wait for SSH under; a host that did not
+        answer fails with that reason. Omitted, the name the role registers (C(_bluegreen_r_connect)).
+    type: str
   reason:
     description: Why the deployment is aborted (C(abort)).
     type: str

@@ -16,6 +16,11 @@ description:
   - The playbooks' own inputs (C(rollwright_hosts), C(rollwright_deployment_id), C(rollwright_force_recover)) and
     the results the roles set (C(rollwright_deployment), C(rollwright_recovery), C(rollwright_lambda_result)) are
     accepted.
+  - The options the roles share (the internal role C(rollwright.deploy._common) documents them, one entry point per
+    group) are checked against their one specification - type and choices - naming each one that does not fit.
+  - A deprecated name (for example C(rollwright_lambda_alarms), now C(rollwright_auto_rollback_alarms)) is accepted
+    with a deprecation warning naming the new name; setting both to different values fails, as one would be ignored.
+  - An option in O(unsupported) fails when it has a value other than its default.
   - The roles and playbooks of the collection run it first; nothing is changed before it passed.
   - This is an action plugin that runs on the controller.
 author:
@@ -28,8 +33,9 @@ options:
     default: []
   unsupported:
     description:
-      - Variables another role declares that this one does not support, with why; setting one fails (it would be
-        ignored otherwise). For example C(rollwright_lock_ttl) with the reason C(blue/green keeps its lock until it ends).
+      - Variables another role declares that this one does not support, with why; setting one (to a value other than
+        its shared default) fails, as it would be ignored otherwise. For example C(rollwright_lock_ttl) with the reason
+        C(blue/green keeps its lock until it ends).
     type: dict
     default: {}
 extends_documentation_fragment:

@@ -8,9 +8,10 @@ What every step plugin needs once, as amazon.aws's ``plugin_utils/base.py`` does
 - its arguments validated like a module's, against the documentation in ``plugins/modules/<name>.py``
   (unknown and mistyped options refused, defaults and choices applied), the amazon.aws connection
   options included;
-- AWS clients from the one client path (``module_utils/aws_session.py``): top-level amazon.aws
-  options (so ``module_defaults: {group/rollwright.deploy.aws: ...}`` reaches it), the older nested
-  ``aws:`` dict, and the task's ``environment:`` over the controller's;
+- its options given one by one, or as one dict (``inputs``: a role's start inputs, written once);
+- AWS clients from the one client path (``module_utils/aws_session.py``): the ``aws:`` dict the roles
+  pass, over top-level amazon.aws options (so ``module_defaults: {group/rollwright.deploy.aws: ...}``
+  reaches it), and the task's ``environment:`` over the controller's;
 - progress lines (retries of AWS calls included) and the error boundary: a collection error or an
   AWS error becomes a failed result naming the step and the field, never a plugin traceback.
 """
@@ -45,12 +46,13 @@ def progress(message: str) -> None:
     display.display(f"rollwright: {message}")
 
 
-def _to_spec(options: dict) -> dict:
+def spec_of(options: dict) -> dict:
+    """An argument spec (for ArgumentSpecValidator) from documented options: a module's, or a role's."""
     spec = {}
     for name, doc in (options or {}).items():
         entry = {k: doc[k] for k in _SPEC_KEYS if k in doc}
         if doc.get("suboptions"):
-            entry["options"] = _to_spec(doc["suboptions"])
+            entry["options"] = spec_of(doc["suboptions"])
         spec[name] = entry
     return spec
 
@@ -76,7 +78,7 @@ def documented_spec(module_name: str) -> dict:
                 name, dummy, attribute = fragment[len("rollwright.deploy."):].partition(".")
                 options.update(_doc("doc_fragments", name, (attribute or "documentation").upper()).get("options") or {})
         options.update(doc.get("options") or {})
-        _SPECS[module_name] = _to_spec(options)
+        _SPECS[module_name] = spec_of(options)
     return {k: dict(v) for k, v in _SPECS[module_name].items()}
 
 
@@ -111,13 +113,32 @@ class RollwrightAction(ActionBase):
         if self.AWS_OPTIONS:
             for name, option in aws_session.AWS_OPTION_SPEC.items():
                 spec[name] = {k: v for k, v in option.items() if k != "fallback"}  # env applied by the client path
-            if "aws" in spec:  # the deprecated nested dict: its secret sub-options no_log, its typos refused
+            if "aws" in spec:  # the nested dict: its secret sub-options no_log, its typos refused
                 spec["aws"] = copy.deepcopy(aws_session.AWS_DICT_OPTION)
         return spec
 
     def validated_args(self) -> dict:
-        dummy, args = self.validate_argument_spec(argument_spec=self.argument_spec())
+        spec = self.argument_spec()
+        if "inputs" in spec:
+            self._task.args = self.merged_inputs(self._task.args)
+        dummy, args = self.validate_argument_spec(argument_spec=spec)
         return args
+
+    @staticmethod
+    def merged_inputs(task_args: dict) -> dict:
+        """The options given as one dict (``inputs``, how a role passes a step's inputs) under those given on their own.
+
+        They are validated as if each had been written out: a misspelt or mistyped key fails the task, named.
+        """
+        args = dict(task_args)
+        inputs = args.pop("inputs", None)
+        if inputs in (None, ""):
+            return args
+        if not isinstance(inputs, dict):
+            raise AnsibleActionFail(f"inputs: expected a dict of the step's options, got {type(inputs).__name__}")
+        if "inputs" in inputs:
+            raise AnsibleActionFail("inputs: expected the step's options, not another inputs")
+        return {**inputs, **args}
 
     @property
     def check_mode(self) -> bool:
@@ -139,11 +160,17 @@ class RollwrightAction(ActionBase):
         return environ
 
     def aws_options(self, args: dict) -> dict:
-        """amazon.aws options: top-level ones (module_defaults) over the nested ``aws:`` dict."""
-        options = {k: v for k, v in dict(args.get("aws") or {}).items() if v not in (None, "")}
+        """amazon.aws options: the ``aws:`` dict (how the roles pass them) over the top-level ones.
+
+        A role passes only the options its variables set, so that ``module_defaults`` for
+        ``group/rollwright.deploy.aws`` (top-level options) fill in the rest, as they did when the roles
+        wrote each option out.
+        """
+        options = {}
         for name in aws_session.AWS_OPTION_SPEC:
             if args.get(name) not in (None, "") and not (name == "validate_certs" and args[name] is True):
                 options[name] = args[name]
+        options.update({k: v for k, v in dict(args.get("aws") or {}).items() if v not in (None, "")})
         return options
 
     def clients(self, args: dict) -> aws_session.AWSClientFactory:

@@ -257,9 +257,9 @@ class LambdaScenario:
             "rollwright_lambda_function_name": self.fn.name, "rollwright_lambda_alias": "live",
             "rollwright_lambda_publish": True, "rollwright_lambda_s3_bucket": self.bucket,
             "rollwright_lambda_s3_key": "fn/code.zip", "rollwright_lambda_s3_object_version": self.code_version if pinned else "",
-            "rollwright_lambda_deployment_config": {"type": "linear", "percentage": 50, "interval": "1s"},
+            "rollwright_deployment_config": {"type": "linear", "percentage": 50, "interval": "1s"},
             "rollwright_lambda_before_allow_traffic_hook": self.fn.pre, "rollwright_lambda_after_allow_traffic_hook": self.fn.post,
-            "rollwright_lambda_alarms": [self.fn.alarm], "rollwright_lambda_poll_interval": 0.5,
+            "rollwright_auto_rollback_alarms": [self.fn.alarm], "rollwright_lambda_poll_interval": 0.5,
             "rollwright_record_backend": "dynamodb", "rollwright_record_dynamodb_table": self.table,
         }
         result = run_playbook("rollwright.deploy.lambda", self.inventory, extra_vars=extra_vars, aws_env=env, timeout=120)

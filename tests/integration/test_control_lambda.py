@@ -44,8 +44,8 @@ class Shift:
         self.result: Any = None
         extra = {"rollwright_lambda_function_name": world.name, "rollwright_lambda_alias": "live",
                  "rollwright_lambda_target_version": "2", "rollwright_record_sqlite_path": str(db),
-                 "rollwright_lambda_deployment_config": LINEAR,
-                 "rollwright_lambda_lock_ttl": 6}  # the lease keeper renews it every second
+                 "rollwright_deployment_config": LINEAR,
+                 "rollwright_lock_ttl": 6}  # the lease keeper renews it every second
         self.thread = threading.Thread(target=lambda: setattr(self, "result", ansible_run(
             "rollwright.deploy.lambda", inventory, extra_vars=extra, timeout=120)), daemon=True)
         self.thread.start()
@@ -147,8 +147,8 @@ def test_requests_against_dead_controllers_are_closed_by_recovery(aws: Any, ansi
             "rollwright_record_sqlite_path": str(db)}
     vars_file = tmp_path / "shift.json"
     vars_file.write_text(json.dumps(dict(base, rollwright_lambda_target_version="2",
-                                         rollwright_lambda_deployment_config={"type": "canary", "percentage": 10,
-                                                                              "interval": "10m"})))
+                                         rollwright_deployment_config={"type": "canary", "percentage": 10,
+                                                                       "interval": "10m"})))
     env = ansible_env(aws.env, str(tmp_path / "cp"), {"ANSIBLE_STDOUT_CALLBACK": "default"})
     with open(tmp_path / "shift.log", "w") as log:
         proc = subprocess.Popen([str(VENV_BIN / "ansible-playbook"), "-i", str(inventory), "rollwright.deploy.lambda",

@@ -131,7 +131,7 @@ def test_lambda_dry_run_prints_the_planned_weights_and_times(aws, ansible_run, t
     run = ansible_run("rollwright.deploy.lambda", inventory, timeout=120, check=True, extra_vars={
         "rollwright_lambda_function_name": world.name, "rollwright_lambda_alias": "live",
         "rollwright_lambda_target_version": "2", "rollwright_record_sqlite_path": str(db),
-        "rollwright_lambda_deployment_config": {"type": "linear", "percentage": 40, "interval": "1s"},
+        "rollwright_deployment_config": {"type": "linear", "percentage": 40, "interval": "1s"},
         "rollwright_lambda_before_allow_traffic_hook": world.pre})
     assert run.rc == 0, run
     shown = run.task("rollwright.deploy.lambda_shift : Show the dry run (check mode - no version published, "

@@ -413,9 +413,9 @@ def test_role_playbook(world, ansible_run, tmp_path):
     inventory = tmp_path / "hosts"
     inventory.write_text(f"localhost ansible_connection=local ansible_python_interpreter={ROOT / '.venv/bin/python'}\n")
     extra = {"rollwright_lambda_function_name": world.name, "rollwright_lambda_alias": "live",
-             "rollwright_lambda_target_version": "3", "rollwright_lambda_alarms": f"{world.alarm}, ",
+             "rollwright_lambda_target_version": "3", "rollwright_auto_rollback_alarms": f"{world.alarm}, ",
              "rollwright_lambda_poll_interval": 0.5,
-             "rollwright_lambda_deployment_config": {"type": "canary", "percentage": 20, "interval": "1s"}}
+             "rollwright_deployment_config": {"type": "canary", "percentage": 20, "interval": "1s"}}
     run = ansible_run("rollwright.deploy.lambda", inventory, extra_vars=extra, timeout=120)
     assert run.rc == 0, [h.get("msg") for t in run.tasks() for h in t["hosts"].values()]
     shift = run.task("rollwright.deploy.lambda_shift : Shift the alias to the new version")["localhost"]

@@ -44,7 +44,7 @@ def test_killed_mid_shift_then_recovered(aws: Any, ansible_run: Any, tmp_path: P
             "rollwright_record_sqlite_path": str(db)}
     # a canary that would hold 10 % for 10 minutes: the kill lands while the alias is weighted
     shift = dict(base, rollwright_lambda_target_version="2",
-                 rollwright_lambda_deployment_config={"type": "canary", "percentage": 10, "interval": "10m"})
+                 rollwright_deployment_config={"type": "canary", "percentage": 10, "interval": "10m"})
     vars_file = tmp_path / "shift.json"
     vars_file.write_text(json.dumps(shift))
     log_path = tmp_path / "shift.log"
@@ -98,6 +98,6 @@ def test_killed_mid_shift_then_recovered(aws: Any, ansible_run: Any, tmp_path: P
 
     # the group deploys again, all at once
     again = ansible_run(PLAYBOOK, inventory, timeout=120, extra_vars=dict(
-        base, rollwright_lambda_target_version="3", rollwright_lambda_deployment_config={"type": "all_at_once"}))
+        base, rollwright_lambda_target_version="3", rollwright_deployment_config={"type": "all_at_once"}))
     assert again.rc == 0, again
     assert world.alias() == ("3", {})

@@ -82,9 +82,9 @@ def test_linear_shift_is_recorded_succeeded(world, inventory, db, ansible_run):
 
     world.aws.queue_lambda_results([OK, OK])
     run = ansible_run(PLAYBOOK, inventory, timeout=120, extra_vars=_vars(
-        world, db, rollwright_lambda_deployment_config={"type": "linear", "percentage": 40, "interval": "1s"},
+        world, db, rollwright_deployment_config={"type": "linear", "percentage": 40, "interval": "1s"},
         rollwright_lambda_before_allow_traffic_hook=world.pre, rollwright_lambda_after_allow_traffic_hook=world.post,
-        rollwright_lambda_alarms=[world.alarm], rollwright_lambda_poll_interval=0.5))
+        rollwright_auto_rollback_alarms=[world.alarm], rollwright_lambda_poll_interval=0.5))
     assert run.rc == 0, run
     assert world.alias() == ("2", {})
     record, store = _only_record(db, world)
@@ -130,7 +130,7 @@ def test_linear_shift_is_recorded_succeeded(world, inventory, db, ansible_run):
 def test_hook_failure_is_recorded_failed(world, inventory, db, ansible_run):
     world.aws.queue_lambda_results([OK, CRASH])
     run = ansible_run(PLAYBOOK, inventory, timeout=120, extra_vars=_vars(
-        world, db, rollwright_lambda_deployment_config={"type": "canary", "percentage": 50, "interval": "1s"},
+        world, db, rollwright_deployment_config={"type": "canary", "percentage": 50, "interval": "1s"},
         rollwright_lambda_before_allow_traffic_hook=world.pre, rollwright_lambda_after_allow_traffic_hook=world.post))
     assert run.rc != 0
     assert any("Failed" in (m or "") and "AfterAllowTraffic hook" in (m or "") for m in _msgs(run)), _msgs(run)
@@ -177,10 +177,17 @@ def test_alarm_stops_and_rolls_back(world, inventory, db, ansible_run, aws):
 
     firing = threading.Thread(target=fire, daemon=True)
     firing.start()
+    # the role's former names (deprecated aliases of rollwright_deployment_config, rollwright_auto_rollback_alarms):
+    # still read - the canary's 10 % and the alarm below come from them - with a deprecation warning naming the new ones
     run = ansible_run(PLAYBOOK, inventory, timeout=120, extra_vars=_vars(
         world, db, rollwright_lambda_deployment_config={"type": "canary", "percentage": 10, "interval": "30s"},
         rollwright_lambda_alarms=world.alarm, rollwright_lambda_poll_interval=0.5))
     firing.join(5)
+    check = run.task("rollwright.deploy.lambda_shift : Refuse unknown rollwright variables (a misspelt option would be "
+                     "ignored otherwise)")["localhost"]
+    assert sorted(d["msg"].split(" is deprecated: use ")[1].split(" ")[0] for d in check["deprecations"]) == [
+        "rollwright_auto_rollback_alarms", "rollwright_deployment_config"], check
+    assert all(d["version"] == "0.3.0" and d["collection_name"] == "rollwright.deploy" for d in check["deprecations"])
     assert run.rc != 0
     assert run.seconds < 25, run.seconds  # stopped by the alarm, long before the 30 s promote
     assert world.alias() == ("1", {})

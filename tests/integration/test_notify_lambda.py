@@ -44,8 +44,8 @@ def test_alarm_rollback_notifies_and_reports(aws: Any, ansible_run: Any, tmp_pat
         run = ansible_run(PLAYBOOK, inventory, timeout=120, extra_vars={
             "rollwright_lambda_function_name": world.name, "rollwright_lambda_alias": "live",
             "rollwright_lambda_target_version": "2", "rollwright_record_sqlite_path": str(db),
-            "rollwright_lambda_deployment_config": {"type": "canary", "percentage": 10, "interval": "30s"},
-            "rollwright_lambda_alarms": world.alarm, "rollwright_lambda_poll_interval": 0.5,
+            "rollwright_deployment_config": {"type": "canary", "percentage": 10, "interval": "30s"},
+            "rollwright_auto_rollback_alarms": world.alarm, "rollwright_lambda_poll_interval": 0.5,
             "rollwright_notifications": N.notifications(hook, topic), "rollwright_report_dir": str(reports)})
         firing.join(5)
     assert run.rc != 0 and world.alias() == ("1", {}), run
