@@ -26,13 +26,24 @@ from ansible_collections.rollwright.deploy.plugins.module_utils.inplace import (
     plan_rollback,
     revision_source,
 )
+from ansible_collections.rollwright.deploy.plugins.plugin_utils.host_calls import call_hosts
 from ansible_collections.rollwright.deploy.plugins.plugin_utils.step_action import RollwrightAction, state_result
 from ansible_collections.rollwright.deploy.plugins.plugin_utils.step_action import progress as _progress
 
 DRY_RUN_RESULT_VAR = "_rollwright_r_dry_run"
 STAGE_RESULT_VAR = "_rollwright_r_stage"
 KEEPER_AWS_OPTIONS = ("region", "endpoint_url", "profile", "validate_certs", "aws_ca_bundle")
+HOST_MODULE = "rollwright.deploy.host_lifecycle"
+# What the batch step returns of each host call (the rest, e.g. the module's invocation, stays out of the job log).
+HOST_RESULT_KEYS = ("changed", "failed", "lifecycle_failed", "unreachable", "skipped", "msg", "events")
 RESULT_VARS = {PRE_BLOCK: "_rollwright_r_pre_block", MAIN: "_rollwright_r_main", POST_ALLOW: "_rollwright_r_post_allow"}
+
+
+def context_forks() -> int:
+    """The run's --forks (how many hosts Ansible calls at once)."""
+    from ansible import context
+
+    return int((context.CLIARGS or {}).get("forks") or 5)
 
 
 def LEASE_DIR() -> str:  # noqa: N802  (a constant that depends on HOME)
@@ -203,6 +214,8 @@ class ActionModule(RollwrightAction):
             elif step == "allow":
                 state = run.allow(state, self._host_results(task_vars, state["active"], RESULT_VARS[MAIN]),
                                   healthy_timeout=state["options"].get("healthy_timeout"))
+            elif step == "batch":
+                state = self._batch(run, state, args, result)
             elif step == "staged":
                 state = run.staged(state, self._host_results(task_vars, state.get("stage_hosts") or [], STAGE_RESULT_VAR))
             elif step == "stop":
@@ -211,6 +224,50 @@ class ActionModule(RollwrightAction):
                 state["lb_cache"] = lb.export_cache()
             self._keep_lease(args, state)
         return self._shape(result, state, changed=True)
+
+    def _batch(self, run: InPlaceRun, state: dict, args: dict, result: dict) -> dict:
+        """A whole batch in this one task: pick it, call its hosts around BlockTraffic and AllowTraffic, judge it."""
+        within = args.get("within")
+        state = run.plan(state, {}, within=None if within is None else [str(h) for h in within])
+        if state["batch"] and not state.get("done"):
+            calls = {}
+            state = self._deploy_batch(run, state, args, calls)
+            result["host_results"] = calls
+        if args.get("last") and not state.get("done"):
+            state = run.plan(state, {}, within=[])  # judged already: finishes when no host waits
+        return state
+
+    def _deploy_batch(self, run: InPlaceRun, state: dict, args: dict, calls: dict) -> dict:
+        common = dict(args.get("host_args") or {}, deployment_id=state["deployment_id"], appspec=state["appspec"],
+                      revision=state["host_revision"], failure_handled=True)
+        with_lb = state["with_load_balancer"]
+        options = state["options"]
+        forks = int(args.get("forks") or context_forks())
+        staged = set(state.get("staged") or [])
+
+        def call(name: str, hosts: list, **extra) -> dict:
+            per_host = {h: dict(common, events=state["host_calls"][name], **extra) for h in hosts}
+            if name == MAIN:
+                for host, host_args in per_host.items():
+                    # A host whose revision was staged installs from that copy: nothing to transfer.
+                    host_args.update({"bundle_transfer": "push"} if host in staged
+                                     else {"src": args.get("src") or state["revision"]["path"]})
+            results = call_hosts(self._task, HOST_MODULE, per_host, forks=forks)
+            calls[name] = {h: {k: r[k] for k in HOST_RESULT_KEYS if k in (r or {})} for h, r in results.items()}
+            return results
+
+        if with_lb:
+            pre_block = call(PRE_BLOCK, state.get("pre_block_hosts", state["active"])) if state["host_calls"].get(PRE_BLOCK) else {}
+            state = run.block(state, pre_block, drain_timeout=options.get("drain_timeout"))
+            if state.get("done"):
+                return state
+        results = call(MAIN, state["active"], complete=not with_lb)
+        if with_lb:
+            state = run.allow(state, results, healthy_timeout=options.get("healthy_timeout"))
+            if state.get("done"):
+                return state
+            results = call(POST_ALLOW, state["active"], complete=True)
+        return run.close_batch(state, results)
 
     def _dry_run_hosts(self, state: dict, task_vars: dict) -> dict:
         """A dry run's plan with what each host reported in check mode (events, scripts, and with diff the files)."""

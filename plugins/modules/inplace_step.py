@@ -16,6 +16,10 @@ description:
   - C(plan) judges the hosts of the previous batch and picks the next batch by the minimum healthy
     hosts rule, or finishes the deployment (status, lock release, summary).
   - C(block) is BlockTraffic, C(allow) is AllowTraffic (see M(rollwright.deploy.lb_membership)).
+  - C(batch) is a whole batch in one task - pick it (as C(plan), among C(within)), run BeforeBlockTraffic on the hosts
+    that need it, BlockTraffic, the events from ApplicationStop to BeforeAllowTraffic, AllowTraffic, the events after
+    AllowTraffic, and judge it. The step calls the batch's hosts itself, in parallel, each through its own Ansible
+    connection and variables, with M(rollwright.deploy.host_lifecycle) and C(host_args); so a batch costs one task.
   - C(stop) ends the deployment as Stopped and releases the lock.
   - C(staged) judges the staging calls (M(rollwright.deploy.host_lifecycle) with C(staging=stage) on every host of
     C(stage_hosts), before the first batch). When one host could not stage, the deployment fails before any host
@@ -37,7 +41,7 @@ options:
     description: The step to run.
     type: str
     required: true
-    choices: [start, rollback, plan, block, allow, stop, staged]
+    choices: [start, rollback, plan, block, allow, stop, staged, batch]
   state:
     description: The deployment state returned by the previous step (the C(_rollwright) fact). Required for every step but C(start).
     type: dict
@@ -106,6 +110,22 @@ options:
       - With an empty list the step only judges the previous batch, and finishes the deployment when no host waits.
     type: list
     elements: str
+  host_args:
+    description:
+      - C(batch) - the options of M(rollwright.deploy.host_lifecycle) every host call of the batch takes (application,
+        deployment group, state root, hook options, C(bundle_transfer), C(presign)); the step adds the deployment, the
+        revision, the events and where the bundle comes from.
+    type: dict
+  src:
+    description: C(batch) - the bundle on the controller, pushed to a host that has no staged copy of it.
+    type: str
+  last:
+    description: C(batch) - the last planned batch; after it the deployment is judged (and finished when no host waits).
+    type: bool
+    default: false
+  forks:
+    description: C(batch) - at most this many hosts are called at once (default the run's C(--forks)).
+    type: int
   reason:
     description: Why the deployment is stopped (C(stop)).
     type: str
