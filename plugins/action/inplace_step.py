@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 from ansible.errors import AnsibleActionFail
 
@@ -228,16 +229,21 @@ class ActionModule(RollwrightAction):
     def _batch(self, run: InPlaceRun, state: dict, args: dict, result: dict) -> dict:
         """A whole batch in this one task: pick it, call its hosts around BlockTraffic and AllowTraffic, judge it."""
         within = args.get("within")
+        seconds = result["seconds"] = {}  # where the batch's time went, by phase (the benchmark reads it)
+        started = time.monotonic()
         state = run.plan(state, {}, within=None if within is None else [str(h) for h in within])
+        seconds["plan"] = round(time.monotonic() - started, 3)
         if state["batch"] and not state.get("done"):
             calls = {}
-            state = self._deploy_batch(run, state, args, calls)
+            state = self._deploy_batch(run, state, args, calls, seconds)
             result["host_results"] = calls
         if args.get("last") and not state.get("done"):
+            started = time.monotonic()
             state = run.plan(state, {}, within=[])  # judged already: finishes when no host waits
+            seconds["finish"] = round(time.monotonic() - started, 3)
         return state
 
-    def _deploy_batch(self, run: InPlaceRun, state: dict, args: dict, calls: dict) -> dict:
+    def _deploy_batch(self, run: InPlaceRun, state: dict, args: dict, calls: dict, seconds: dict) -> dict:
         common = dict(args.get("host_args") or {}, deployment_id=state["deployment_id"], appspec=state["appspec"],
                       revision=state["host_revision"], failure_handled=True)
         with_lb = state["with_load_balancer"]
@@ -252,22 +258,31 @@ class ActionModule(RollwrightAction):
                     # A host whose revision was staged installs from that copy: nothing to transfer.
                     host_args.update({"bundle_transfer": "push"} if host in staged
                                      else {"src": args.get("src") or state["revision"]["path"]})
+            started = time.monotonic()
             results = call_hosts(self._task, HOST_MODULE, per_host, forks=forks)
+            seconds[name] = round(time.monotonic() - started, 3)
             calls[name] = {h: {k: r[k] for k in HOST_RESULT_KEYS if k in (r or {})} for h, r in results.items()}
             return results
 
         if with_lb:
             pre_block = call(PRE_BLOCK, state.get("pre_block_hosts", state["active"])) if state["host_calls"].get(PRE_BLOCK) else {}
+            started = time.monotonic()
             state = run.block(state, pre_block, drain_timeout=options.get("drain_timeout"))
+            seconds["block"] = round(time.monotonic() - started, 3)
             if state.get("done"):
                 return state
         results = call(MAIN, state["active"], complete=not with_lb)
         if with_lb:
+            started = time.monotonic()
             state = run.allow(state, results, healthy_timeout=options.get("healthy_timeout"))
+            seconds["allow"] = round(time.monotonic() - started, 3)
             if state.get("done"):
                 return state
             results = call(POST_ALLOW, state["active"], complete=True)
-        return run.close_batch(state, results)
+        started = time.monotonic()
+        state = run.close_batch(state, results)
+        seconds["judge"] = round(time.monotonic() - started, 3)
+        return state
 
     def _dry_run_hosts(self, state: dict, task_vars: dict) -> dict:
         """A dry run's plan with what each host reported in check mode (events, scripts, and with diff the files)."""
