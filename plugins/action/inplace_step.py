@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import contextmanager
+from typing import Iterator
 
 from ansible.errors import AnsibleActionFail
 
@@ -27,7 +29,7 @@ from ansible_collections.rollwright.deploy.plugins.module_utils.inplace import (
     plan_rollback,
     revision_source,
 )
-from ansible_collections.rollwright.deploy.plugins.plugin_utils.host_calls import call_hosts
+from ansible_collections.rollwright.deploy.plugins.plugin_utils.host_calls import HostCaller
 from ansible_collections.rollwright.deploy.plugins.plugin_utils.step_action import RollwrightAction, state_result
 from ansible_collections.rollwright.deploy.plugins.plugin_utils.step_action import progress as _progress
 
@@ -45,6 +47,16 @@ def context_forks() -> int:
     from ansible import context
 
     return int((context.CLIARGS or {}).get("forks") or 5)
+
+
+@contextmanager
+def timed(seconds: dict, phase: str) -> Iterator[None]:
+    """Adds the seconds the block took to ``seconds[phase]``."""
+    started = time.monotonic()
+    try:
+        yield
+    finally:
+        seconds[phase] = round(seconds.get(phase, 0.0) + time.monotonic() - started, 3)
 
 
 def LEASE_DIR() -> str:  # noqa: N802  (a constant that depends on HOME)
@@ -229,18 +241,16 @@ class ActionModule(RollwrightAction):
     def _batch(self, run: InPlaceRun, state: dict, args: dict, result: dict) -> dict:
         """A whole batch in this one task: pick it, call its hosts around BlockTraffic and AllowTraffic, judge it."""
         within = args.get("within")
-        seconds = result["seconds"] = {}  # where the batch's time went, by phase (the benchmark reads it)
-        started = time.monotonic()
-        state = run.plan(state, {}, within=None if within is None else [str(h) for h in within])
-        seconds["plan"] = round(time.monotonic() - started, 3)
+        seconds = result["seconds"] = {}  # where the batch's time went, by phase
+        with timed(seconds, "plan"):
+            state = run.plan(state, {}, within=None if within is None else [str(h) for h in within])
         if state["batch"] and not state.get("done"):
             calls = {}
             state = self._deploy_batch(run, state, args, calls, seconds)
             result["host_results"] = calls
         if args.get("last") and not state.get("done"):
-            started = time.monotonic()
-            state = run.plan(state, {}, within=[])  # judged already: finishes when no host waits
-            seconds["finish"] = round(time.monotonic() - started, 3)
+            with timed(seconds, "finish"):
+                state = run.plan(state, {}, within=[])  # judged already: finishes when no host waits
         return state
 
     def _deploy_batch(self, run: InPlaceRun, state: dict, args: dict, calls: dict, seconds: dict) -> dict:
@@ -248,41 +258,37 @@ class ActionModule(RollwrightAction):
                       revision=state["host_revision"], failure_handled=True)
         with_lb = state["with_load_balancer"]
         options = state["options"]
-        forks = int(args.get("forks") or context_forks())
+        caller = HostCaller(self._task, forks=int(args.get("forks") or context_forks()))
         staged = set(state.get("staged") or [])
 
         def call(name: str, hosts: list, **extra) -> dict:
+            run.guard()  # no host is called once the controller is gone
             per_host = {h: dict(common, events=state["host_calls"][name], **extra) for h in hosts}
             if name == MAIN:
                 for host, host_args in per_host.items():
                     # A host whose revision was staged installs from that copy: nothing to transfer.
                     host_args.update({"bundle_transfer": "push"} if host in staged
-                                     else {"src": args.get("src") or state["revision"]["path"]})
-            started = time.monotonic()
-            results = call_hosts(self._task, HOST_MODULE, per_host, forks=forks)
-            seconds[name] = round(time.monotonic() - started, 3)
+                                     else {"src": state["revision"]["path"]})
+            with timed(seconds, name):
+                results = caller.call(HOST_MODULE, per_host)
             calls[name] = {h: {k: r[k] for k in HOST_RESULT_KEYS if k in (r or {})} for h, r in results.items()}
             return results
 
         if with_lb:
             pre_block = call(PRE_BLOCK, state.get("pre_block_hosts", state["active"])) if state["host_calls"].get(PRE_BLOCK) else {}
-            started = time.monotonic()
-            state = run.block(state, pre_block, drain_timeout=options.get("drain_timeout"))
-            seconds["block"] = round(time.monotonic() - started, 3)
+            with timed(seconds, "block"):
+                state = run.block(state, pre_block, drain_timeout=options.get("drain_timeout"))
             if state.get("done"):
                 return state
         results = call(MAIN, state["active"], complete=not with_lb)
         if with_lb:
-            started = time.monotonic()
-            state = run.allow(state, results, healthy_timeout=options.get("healthy_timeout"))
-            seconds["allow"] = round(time.monotonic() - started, 3)
+            with timed(seconds, "allow"):
+                state = run.allow(state, results, healthy_timeout=options.get("healthy_timeout"))
             if state.get("done"):
                 return state
             results = call(POST_ALLOW, state["active"], complete=True)
-        started = time.monotonic()
-        state = run.close_batch(state, results)
-        seconds["judge"] = round(time.monotonic() - started, 3)
-        return state
+        with timed(seconds, "judge"):
+            return run.close_batch(state, results)
 
     def _dry_run_hosts(self, state: dict, task_vars: dict) -> dict:
         """A dry run's plan with what each host reported in check mode (events, scripts, and with diff the files)."""

@@ -601,7 +601,8 @@ class InPlaceRun:
         other hosts wait, the state comes back with an empty batch and not done: a later step without
         ``within`` deploys the rest. ``waiting`` lists the hosts not deployed yet (the current batch aside).
         """
-        self._heartbeat(state)
+        if not state["batch"]:
+            self._heartbeat(state)
         self.close_batch(state, last_results)
         stopped = self._alarm_stop(state)
         if stopped is not None:
@@ -635,6 +636,7 @@ class InPlaceRun:
     def close_batch(self, state: dict, last_results: dict[str, Optional[dict]]) -> dict:
         """Judge the last host call of the current batch (if any): its hosts that passed succeeded."""
         if state["batch"]:
+            self._heartbeat(state)  # fencing: a step whose controller died or whose lock was taken over stops here
             last_call = POST_ALLOW if state["with_load_balancer"] else MAIN
             ok_hosts = self.judge(state, last_call, last_results)
             planner = dc.BatchPlanner.from_dict(state["planner"])

@@ -116,9 +116,6 @@ options:
         deployment group, state root, hook options, C(bundle_transfer), C(presign)); the step adds the deployment, the
         revision, the events and where the bundle comes from.
     type: dict
-  src:
-    description: C(batch) - the bundle on the controller, pushed to a host that has no staged copy of it.
-    type: str
   last:
     description: C(batch) - the last planned batch; after it the deployment is judged (and finished when no host waits).
     type: bool

@@ -13,7 +13,9 @@ templating the whole task for every host of the play, the results' round trip to
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
+import inspect
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Optional
 
@@ -30,26 +32,32 @@ def _worker():
     return current
 
 
-def call_hosts(task: Any, module: str, args_by_host: dict[str, dict], forks: int = 50) -> dict[str, Optional[dict]]:
-    """Run ``module`` on each host of ``args_by_host`` with its args, in parallel; return each host's result.
+def _task_context(task: Any) -> Any:
+    """The ambient task context a worker runs its task in (ansible-core 2.19+; nothing before)."""
+    try:
+        from ansible._internal._task import TaskContext
+    except ImportError:
+        return contextlib.nullcontext()
+    return TaskContext(task)
 
-    A result is what a registered task result holds (``unreachable``, ``failed``, the module's keys); an
-    exception while calling one host is that host's failed result, never the batch's.
+
+class HostCaller:
+    """Calls hosts on behalf of ``task`` (the running action's task), at most ``forks`` at once.
+
+    Each host's variables are worked out once and kept for the caller's later calls (a batch calls its
+    hosts two or three times); each call still builds the host's connection as Ansible does (with
+    ControlPersist, on the SSH master the host already has).
     """
-    if not args_by_host:
-        return {}
-    from ansible._internal import _task
-    from ansible.executor.task_executor import TaskExecutor
 
-    current = _worker()
-    variables = current._variable_manager
-    play = task.get_play()
+    def __init__(self, task: Any, forks: int = 50) -> None:
+        self.task = task
+        self.forks = max(1, int(forks or 1))
+        self.current = _worker()
+        self.play = task.get_play()
+        self._vars: dict[str, dict] = {}
 
-    def call(name: str, args: dict) -> Optional[dict]:
-        host = variables._inventory.get_host(name)
-        if host is None:
-            return {"failed": True, "msg": f"host {name} is not in the inventory"}
-        sub = task.copy()  # keeps the block and role: module_defaults, environment, become
+    def _host_task(self, module: str, args: dict) -> Any:
+        sub = self.task.copy()  # keeps the block and role: module_defaults, environment, become
         sub.action = module
         sub._resolved_action = None  # resolved again for the new action
         sub.args = dict(args)
@@ -61,16 +69,44 @@ def call_hosts(task: Any, module: str, args_by_host: dict[str, dict], forks: int
         sub.when = []
         sub.ignore_errors = True
         sub.ignore_unreachable = True
+        return sub
+
+    def _executor(self, host: Any, sub: Any, job_vars: dict) -> Any:
+        from ansible.executor.task_executor import TaskExecutor
+
+        current = self.current
+        options = {"host": host, "task": sub, "job_vars": job_vars, "play_context": current._play_context,
+                   "loader": current._loader, "shared_loader_obj": current._shared_loader_obj,
+                   "final_q": current._final_q, "variable_manager": current._variable_manager}
+        if "new_stdin" in inspect.signature(TaskExecutor.__init__).parameters:  # ansible-core < 2.19
+            options["new_stdin"] = getattr(current, "_new_stdin", None)
+        return TaskExecutor(**options)
+
+    def _call(self, name: str, module: str, args: dict) -> Optional[dict]:
+        variables = self.current._variable_manager
+        host = variables._inventory.get_host(name)
+        if host is None:
+            return {"failed": True, "msg": f"host {name} is not in the inventory"}
+        sub = self._host_task(module, args)
         try:
-            job_vars = variables.get_vars(play=play, host=host, task=sub)
-            with _task.TaskContext(sub):
-                return TaskExecutor(host, sub, job_vars, current._play_context, current._loader,
-                                    current._shared_loader_obj, current._final_q, variables).run()
+            if name not in self._vars:
+                self._vars[name] = variables.get_vars(play=self.play, host=host, task=sub)
+            with _task_context(sub):
+                return self._executor(host, sub, dict(self._vars[name])).run()
         except Exception as exc:  # pylint: disable=broad-except  # one host's problem is that host's failure
             return {"failed": True, "msg": f"calling {name}: {exc}"}
 
-    names = list(args_by_host)
-    with ThreadPoolExecutor(max_workers=max(1, min(int(forks or 1), len(names)))) as pool:
-        # each thread runs in a copy of this context (Ansible keeps the running task and templar there)
-        futures = {name: pool.submit(contextvars.copy_context().run, call, name, args_by_host[name]) for name in names}
-        return {name: future.result() for name, future in futures.items()}
+    def call(self, module: str, args_by_host: dict[str, dict]) -> dict[str, Optional[dict]]:
+        """Run ``module`` on each host of ``args_by_host`` with its args, in parallel; return each host's result.
+
+        A result is what a registered task result holds (``unreachable``, ``failed``, the module's keys); an
+        exception while calling one host is that host's failed result, never the batch's.
+        """
+        if not args_by_host:
+            return {}
+        names = list(args_by_host)
+        with ThreadPoolExecutor(max_workers=min(self.forks, len(names))) as pool:
+            # each thread runs in a copy of this context (Ansible keeps the running task and templar there)
+            futures = {name: pool.submit(contextvars.copy_context().run, self._call, name, module, args_by_host[name])
+                       for name in names}
+            return {name: future.result() for name, future in futures.items()}
