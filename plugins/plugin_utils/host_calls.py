@@ -106,7 +106,8 @@ class HostCaller:
             return {}
         names = list(args_by_host)
         with ThreadPoolExecutor(max_workers=min(self.forks, len(names))) as pool:
-            # each thread runs in a copy of this context (Ansible keeps the running task and templar there)
-            futures = {name: pool.submit(contextvars.copy_context().run, self._call, name, module, args_by_host[name])
+            # Each call runs in a context of its own, as a worker's task does: Ansible keeps the running task and
+            # the templating's access audit there (a copy of this one would share its mutable audit stack).
+            futures = {name: pool.submit(contextvars.Context().run, self._call, name, module, args_by_host[name])
                        for name in names}
             return {name: future.result() for name, future in futures.items()}
