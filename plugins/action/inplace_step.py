@@ -262,6 +262,8 @@ class ActionModule(RollwrightAction):
         staged = set(state.get("staged") or [])
 
         def call(name: str, hosts: list, **extra) -> dict:
+            if not hosts:
+                return {}
             run.guard()  # no host is called once the controller is gone
             per_host = {h: dict(common, events=state["host_calls"][name], **extra) for h in hosts}
             if name == MAIN:
