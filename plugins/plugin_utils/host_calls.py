@@ -22,6 +22,12 @@ from typing import Any, Optional
 from ansible.errors import AnsibleActionFail
 
 
+# What a host call changes in a copy of the running task: it runs on the host itself, once, unconditionally, and
+# its result (unreachable and failed included) comes back to the caller instead of failing a play host.
+HOST_TASK = {"delegate_to": None, "delegate_facts": False, "run_once": False, "register": None, "loop": None,
+             "when": [], "ignore_errors": True, "ignore_unreachable": True}
+
+
 def _worker():
     """The Ansible worker process this action runs in (it holds the inventory, variables and loaders)."""
     from ansible.executor.process import worker
@@ -58,17 +64,10 @@ class HostCaller:
 
     def _host_task(self, module: str, args: dict) -> Any:
         sub = self.task.copy()  # keeps the block and role: module_defaults, environment, become
-        sub.action = module
         sub._resolved_action = None  # resolved again for the new action
-        sub.args = dict(args)
-        sub.delegate_to = None
-        sub.delegate_facts = False
-        sub.run_once = False
-        sub.register = None
-        sub.loop = None
-        sub.when = []
-        sub.ignore_errors = True
-        sub.ignore_unreachable = True
+        for attribute, value in HOST_TASK.items():
+            setattr(sub, attribute, value)
+        sub.action, sub.args = module, dict(args)
         return sub
 
     def _executor(self, host: Any, sub: Any, job_vars: dict) -> Any:
