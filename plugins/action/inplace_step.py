@@ -19,6 +19,7 @@ from ansible_collections.rollwright.deploy.plugins.module_utils.alarms import (
     AutoRollback,
     parse_auto_rollback,
 )
+from ansible_collections.rollwright.deploy.plugins.module_utils.errors import ControllerGone, error_result
 from ansible_collections.rollwright.deploy.plugins.module_utils.inplace import (
     DEFAULT_LOCK_TTL,
     MAIN,
@@ -29,6 +30,7 @@ from ansible_collections.rollwright.deploy.plugins.module_utils.inplace import (
     plan_rollback,
     revision_source,
 )
+from ansible_collections.rollwright.deploy.plugins.module_utils.records.base import LockLost
 from ansible_collections.rollwright.deploy.plugins.plugin_utils.host_calls import HostCaller
 from ansible_collections.rollwright.deploy.plugins.plugin_utils.step_action import RollwrightAction, state_result
 from ansible_collections.rollwright.deploy.plugins.plugin_utils.step_action import progress as _progress
@@ -245,9 +247,16 @@ class ActionModule(RollwrightAction):
         with timed(seconds, "plan"):
             state = run.plan(state, {}, within=None if within is None else [str(h) for h in within])
         if state["batch"] and not state.get("done"):
-            calls = {}
-            state = self._deploy_batch(run, state, args, calls, seconds)
-            result["host_results"] = calls
+            result["host_results"] = {}
+            try:
+                state = self._deploy_batch(run, state, args, result["host_results"], seconds)
+            except (ControllerGone, LockLost):
+                raise  # not this step's deployment to change any more: recovery works from the record
+            except Exception as exc:  # pylint: disable=broad-except  # ends the deployment, as the role's rescue did
+                # The role's rescue would stop the deployment with the state from before this task; stop it here,
+                # with the batch in progress (hosts out of their load balancer stay recorded for recovery).
+                reason = (error_result(exc, self.step_label(args)) or {}).get("msg") or f"unexpected error: {exc}"
+                state = run.finish(state, stop_reason=reason, status="Stopped")
         if args.get("last") and not state.get("done"):
             with timed(seconds, "finish"):
                 state = run.plan(state, {}, within=[])  # judged already: finishes when no host waits
