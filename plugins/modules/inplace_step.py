@@ -203,6 +203,19 @@ done:
   description: Whether the deployment has finished.
   returned: always
   type: bool
+seconds:
+  description:
+    - C(batch) - where the batch's time went, by phase - C(plan) (pick the batch), C(pre_block), C(main) and C(post_allow)
+      (the host calls), C(block) and C(allow) (the load balancer's changes and waits), C(judge), C(finish).
+  returned: with step=batch
+  type: dict
+  sample: {"plan": 0.004, "pre_block": 0.41, "block": 2.06, "main": 0.93, "allow": 2.2, "post_allow": 0.38, "judge": 0.002}
+host_results:
+  description:
+    - C(batch) - what each host call reported, by call (C(pre_block), C(main), C(post_allow)) and host - C(changed),
+      C(failed), C(lifecycle_failed), C(unreachable), C(msg) and the C(events) the host ran.
+  returned: with step=batch, when a batch ran
+  type: dict
 rollwright_deployment:
   description: The deployment summary (id, revision, status, per host status, failed event and event durations).
   returned: when done
