@@ -232,7 +232,10 @@ class ActionModule(RollwrightAction):
             elif step == "batch":
                 state = self._batch(run, state, args, result)
             elif step == "staged":
-                state = run.staged(state, self._host_results(task_vars, state.get("stage_hosts") or [], STAGE_RESULT_VAR))
+                stage_hosts = state.get("stage_hosts") or []
+                results = (self._stage(state, args, stage_hosts) if args.get("host_args") is not None
+                           else self._host_results(task_vars, stage_hosts, STAGE_RESULT_VAR))
+                state = run.staged(state, results)
             elif step == "stop":
                 state = run.finish(state, stop_reason=args.get("reason") or "stopped on request", status="Stopped")
             if lb is not None:
@@ -261,6 +264,14 @@ class ActionModule(RollwrightAction):
             with timed(seconds, "finish"):
                 state = run.plan(state, {}, within=[])  # judged already: finishes when no host waits
         return state
+
+    def _stage(self, state: dict, args: dict, hosts: list) -> dict:
+        """Stage the revision on ``hosts`` from this task (in parallel, at most forks at once); each host's result."""
+        stage_args = dict(args.get("host_args") or {}, deployment_id=state["deployment_id"], appspec=state["appspec"],
+                          revision=state["host_revision"], events=["DownloadBundle"], staging="stage",
+                          src=state["revision"]["path"], failure_handled=True, progress_after=0)
+        caller = HostCaller(self._task, forks=int(args.get("forks") or context_forks()))
+        return caller.call(HOST_MODULE, {h: stage_args for h in hosts})
 
     def _deploy_batch(self, run: InPlaceRun, state: dict, args: dict, calls: dict, seconds: dict) -> dict:
         common = dict(args.get("host_args") or {}, deployment_id=state["deployment_id"], appspec=state["appspec"],

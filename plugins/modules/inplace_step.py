@@ -22,7 +22,7 @@ description:
     connection and variables, with M(rollwright.deploy.host_lifecycle) and C(host_args); so a batch costs one task.
   - C(stop) ends the deployment as Stopped and releases the lock.
   - C(staged) judges the staging calls (M(rollwright.deploy.host_lifecycle) with C(staging=stage) on every host of
-    C(stage_hosts), before the first batch). When one host could not stage, the deployment fails before any host
+    C(stage_hosts), before the first batch). With C(host_args) it makes those calls itself first, in parallel. When one host could not stage, the deployment fails before any host
     leaves its load balancer, naming every such host and why; no automatic rollback is due, as nothing changed.
   - C(rollback) starts a rollback - a new deployment (creator C(rollback), linked both ways to the deployment it
     rolls back) of an earlier deployment's revision (S3 by version id and ETag, or the controller's cached bundle,
@@ -112,7 +112,7 @@ options:
     elements: str
   host_args:
     description:
-      - C(batch) - the options of M(rollwright.deploy.host_lifecycle) every host call of the batch takes (application,
+      - C(batch) and C(staged) - the options of M(rollwright.deploy.host_lifecycle) every host call takes (application,
         deployment group, state root, hook options, C(bundle_transfer), C(presign)); the step adds the deployment, the
         revision, the events and where the bundle comes from.
     type: dict
@@ -121,7 +121,7 @@ options:
     type: bool
     default: false
   forks:
-    description: C(batch) - at most this many hosts are called at once (default the run's C(--forks)).
+    description: C(batch) and C(staged) - at most this many hosts are called at once (default the run's C(--forks)).
     type: int
   reason:
     description: Why the deployment is stopped (C(stop)).
