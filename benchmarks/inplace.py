@@ -19,7 +19,8 @@ Per run it reports: wall time; the intrinsic waits (per batch the deregistration
 registration time a target needs, plus the hooks' own run time on the hosts: the longest sum of
 script durations of a host of the batch, from rollwright's record; the peer runs the same scripts,
 so its batches are given the same median hook time); overhead = wall - intrinsic, and per batch;
-controller CPU seconds per host (user + system time of ansible-playbook and every process it
+the Ansible tasks per batch and the seconds before the first batch
+and after the last; controller CPU seconds per host (user + system time of ansible-playbook and every process it
 waited for: workers, ssh); the time each host is out of service (it leaves `healthy` in the target
 group until it is `healthy` again, sampled every 0.2 s from the emulator); ELB calls; the load
 average of the machine before and after the run (the numbers mean little on a busy machine).
@@ -185,6 +186,34 @@ def _serial_batches(hosts: int, serial: str) -> int:
     return -(-hosts // size)
 
 
+def _iso_seconds(stamp: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+def _play_costs(plays: list[dict]) -> dict[str, Any]:
+    """What the run's batches cost in Ansible tasks, and how long the plays before and after them took.
+
+    The batch plays are the plays run once per batch (a `serial` play shows once per batch in the job log);
+    per batch: the tasks it ran, and the task results (one per host a task ran or was skipped for).
+    """
+    names = Counter(p["play"]["name"] for p in plays)
+    batch_name = max(names, key=lambda n: names[n]) if plays else None
+    spans = [(p["play"]["name"], _iso_seconds(p["play"]["duration"]["start"]), _iso_seconds(p["play"]["duration"]["end"]))
+             for p in plays]
+    batch_plays = [p for p in plays if p["play"]["name"] == batch_name]
+    first = next((i for i, (name, _s, _e) in enumerate(spans) if name == batch_name), len(spans))
+    last = max((i for i, (name, _s, _e) in enumerate(spans) if name == batch_name), default=len(spans) - 1)
+    count = max(1, len(batch_plays))
+    return {
+        "tasks_per_batch": round(sum(len(p["tasks"]) for p in batch_plays) / count, 1),
+        "task_results_per_batch": round(sum(len(t["hosts"]) for p in batch_plays for t in p["tasks"]) / count, 1),
+        "start_s": round(spans[first - 1][2] - spans[0][1], 1) if first > 0 else 0.0,
+        "finish_s": round(spans[-1][2] - spans[last + 1][1], 1) if last + 1 < len(spans) else 0.0,
+    }
+
+
 def _elb_calls(calls: Counter) -> tuple[int, dict[str, int]]:
     elb = {f"{svc}:{action}": n for (svc, action), n in sorted(calls.items()) if svc in ("elbv2", "elb")}
     return sum(elb.values()), elb
@@ -287,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
                        "batches": batches, "batch_times": batch_times,
                        "hook_s_per_batch": _hook_seconds(record, planned) if planned else [],
                        "cpu_s": round(cpu, 1), "cpu_s_per_host": round(cpu / args.hosts, 2),
-                       "out_of_service_s": oos.summary(), "load_before": round(load_before, 1),
+                       **_play_costs(run.plays), "out_of_service_s": oos.summary(), "load_before": round(load_before, 1),
                        "load_after": round(load_after, 1), "elb_calls": total, "elb_calls_by_action": by_action}
                 results.append(row)
                 if args.json:  # what is measured so far survives an interrupted run
@@ -312,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"In-place rollout of the sample app to {args.hosts} hosts behind one ELBv2 target group "
           f"(deregistration delay {args.drain} s, registration {args.registration} s; SSH pipelining, 50 forks)")
     header = (f"{'config':30} {'tool':10} {'wall s':>7} {'batches':>7} {'intrinsic':>9} {'overhead':>8} {'ovh/batch':>9} "
+              f"{'tasks/batch':>11} {'start s':>7} {'finish s':>8} "
               f"{'CPU s/host':>10} {'out of service s min/med/max':>28} {'ELB calls':>9} {'load':>11}")
     print(header)
     print("-" * len(header))
@@ -320,7 +350,8 @@ def main(argv: list[str] | None = None) -> int:
         spans = f"{oos['min']:.2f}/{oos['median']:.2f}/{oos['max']:.2f}"
         load = f"{row['load_before']:.1f}/{row['load_after']:.1f}"
         print(f"{row['config']:30} {row['tool']:10} {row['wall_s']:7.1f} {row['batches']:7d} {row['intrinsic_s']:9.1f} "
-              f"{row['overhead_s']:8.1f} {row['overhead_per_batch_s']:9.2f} {row['cpu_s_per_host']:10.2f} "
+              f"{row['overhead_s']:8.1f} {row['overhead_per_batch_s']:9.2f} {row['tasks_per_batch']:11.1f} "
+              f"{row['start_s']:7.1f} {row['finish_s']:8.1f} {row['cpu_s_per_host']:10.2f} "
               f"{spans:>28} {row['elb_calls']:9d} {load:>11}")
     print()
     for key in configs:
@@ -335,6 +366,8 @@ def main(argv: list[str] | None = None) -> int:
     print("\nELB calls by action:")
     for row in results:
         print(f"  {row['config']} {row['tool']}: " + ", ".join(f"{k} {v}" for k, v in row["elb_calls_by_action"].items()))
+    print("\n(tasks/batch: the Ansible tasks a batch ran (a serial play's batch); start s / finish s: the plays before "
+          "the first batch / after the last one)")
     print("\n(intrinsic: per batch the deregistration delay + the registration time + the hooks' own run time "
           "(rollwright's record; the peer's batches get rollwright's median); load: 1-minute load average before/after)")
     if args.json:

@@ -6,6 +6,9 @@
 from __future__ import annotations
 
 import os
+import time
+from contextlib import contextmanager
+from typing import Iterator
 
 from ansible.errors import AnsibleActionFail
 
@@ -22,6 +25,7 @@ from ansible_collections.rollwright.deploy.plugins.module_utils.alarms import (
     AutoRollback,
     parse_auto_rollback,
 )
+from ansible_collections.rollwright.deploy.plugins.module_utils.errors import ControllerGone, error_result
 from ansible_collections.rollwright.deploy.plugins.module_utils.inplace import (
     DEFAULT_LOCK_TTL,
     MAIN,
@@ -32,6 +36,8 @@ from ansible_collections.rollwright.deploy.plugins.module_utils.inplace import (
     plan_rollback,
     revision_source,
 )
+from ansible_collections.rollwright.deploy.plugins.module_utils.records.base import LockLost
+from ansible_collections.rollwright.deploy.plugins.plugin_utils.host_calls import HostCaller
 from ansible_collections.rollwright.deploy.plugins.plugin_utils.step_action import RollwrightAction, state_result
 from ansible_collections.rollwright.deploy.plugins.plugin_utils.step_action import progress as _progress
 
@@ -39,7 +45,27 @@ from ansible_collections.rollwright.deploy.plugins.plugin_utils.step_action impo
 DRY_RUN_RESULT_VAR = "_rollwright_r_dry_run"
 STAGE_RESULT_VAR = "_rollwright_r_stage"
 HOST_INFO_VAR = "_rollwright_host_info"
+HOST_MODULE = "rollwright.deploy.host_lifecycle"
+# What the batch step returns of each host call (the rest, e.g. the module's invocation, stays out of the job log).
+HOST_RESULT_KEYS = ("changed", "failed", "lifecycle_failed", "unreachable", "skipped", "msg", "events")
 RESULT_VARS = {PRE_BLOCK: "_rollwright_r_pre_block", MAIN: "_rollwright_r_main", POST_ALLOW: "_rollwright_r_post_allow"}
+
+
+def context_forks() -> int:
+    """The run's --forks (how many hosts Ansible calls at once)."""
+    from ansible import context
+
+    return int((context.CLIARGS or {}).get("forks") or 5)
+
+
+@contextmanager
+def timed(seconds: dict, phase: str) -> Iterator[None]:
+    """Adds the seconds the block took to ``seconds[phase]``."""
+    started = time.monotonic()
+    try:
+        yield
+    finally:
+        seconds[phase] = round(seconds.get(phase, 0.0) + time.monotonic() - started, 3)
 
 
 class ActionModule(RollwrightAction):
@@ -187,15 +213,88 @@ class ActionModule(RollwrightAction):
                 results = args["host_results"] or RESULT_VARS[MAIN]
                 state = run.allow(state, self._host_results(task_vars, state["active"], results),
                                   healthy_timeout=state["options"].get("healthy_timeout"))
+            elif step == "batch":
+                state = self._batch(run, state, args, result)
             elif step == "staged":
-                results = args["host_results"] or STAGE_RESULT_VAR
-                state = run.staged(state, self._host_results(task_vars, state.get("stage_hosts") or [], results))
+                stage_hosts = state.get("stage_hosts") or []
+                results = (self._stage(state, args, stage_hosts) if args.get("host_args") is not None
+                           else self._host_results(task_vars, stage_hosts, args["host_results"] or STAGE_RESULT_VAR))
+                state = run.staged(state, results)
             elif step == "stop":
                 state = run.finish(state, stop_reason=args.get("reason") or "stopped on request", status="Stopped")
             if lb is not None:
                 state["lb_cache"] = lb.export_cache()
             self._keep_lease(args, state)
         return self._shape(result, state, changed=True)
+
+    def _batch(self, run: InPlaceRun, state: dict, args: dict, result: dict) -> dict:
+        """A whole batch in this one task: pick it, call its hosts around BlockTraffic and AllowTraffic, judge it."""
+        within = args.get("within")
+        seconds = result["seconds"] = {}  # where the batch's time went, by phase
+        with timed(seconds, "plan"):
+            state = run.plan(state, {}, within=None if within is None else [str(h) for h in within])
+        if state["batch"] and not state.get("done"):
+            result["host_results"] = {}
+            try:
+                state = self._deploy_batch(run, state, args, result["host_results"], seconds)
+            except (ControllerGone, LockLost):
+                raise  # not this step's deployment to change any more: recovery works from the record
+            except Exception as exc:  # pylint: disable=broad-except  # ends the deployment, as the role's rescue did
+                # The role's rescue would stop the deployment with the state from before this task; stop it here,
+                # with the batch in progress (hosts out of their load balancer stay recorded for recovery).
+                reason = (error_result(exc, self.step_label(args)) or {}).get("msg") or f"unexpected error: {exc}"
+                state = run.finish(state, stop_reason=reason, status="Stopped")
+        if args.get("last") and not state.get("done"):
+            with timed(seconds, "finish"):
+                state = run.plan(state, {}, within=[])  # judged already: finishes when no host waits
+        return state
+
+    def _stage(self, state: dict, args: dict, hosts: list) -> dict:
+        """Stage the revision on ``hosts`` from this task (in parallel, at most forks at once); each host's result."""
+        stage_args = dict(args.get("host_args") or {}, deployment_id=state["deployment_id"], appspec=state["appspec"],
+                          revision=state["host_revision"], events=["DownloadBundle"], staging="stage",
+                          src=state["revision"]["path"], failure_handled=True, progress_after=0)
+        caller = HostCaller(self._task, forks=int(args.get("forks") or context_forks()))
+        return caller.call(HOST_MODULE, {h: stage_args for h in hosts})
+
+    def _deploy_batch(self, run: InPlaceRun, state: dict, args: dict, calls: dict, seconds: dict) -> dict:
+        common = dict(args.get("host_args") or {}, deployment_id=state["deployment_id"], appspec=state["appspec"],
+                      revision=state["host_revision"], failure_handled=True)
+        with_lb = state["with_load_balancer"]
+        options = state["options"]
+        caller = HostCaller(self._task, forks=int(args.get("forks") or context_forks()))
+        staged = set(state.get("staged") or [])
+
+        def call(name: str, hosts: list, **extra) -> dict:
+            if not hosts:
+                return {}
+            run.guard()  # no host is called once the controller is gone
+            per_host = {h: dict(common, events=state["host_calls"][name], **extra) for h in hosts}
+            if name == MAIN:
+                for host, host_args in per_host.items():
+                    # A host whose revision was staged installs from that copy: nothing to transfer.
+                    host_args.update({"bundle_transfer": "push"} if host in staged
+                                     else {"src": state["revision"]["path"]})
+            with timed(seconds, name):
+                results = caller.call(HOST_MODULE, per_host)
+            calls[name] = {h: {k: r[k] for k in HOST_RESULT_KEYS if k in (r or {})} for h, r in results.items()}
+            return results
+
+        if with_lb:
+            pre_block = call(PRE_BLOCK, state.get("pre_block_hosts", state["active"])) if state["host_calls"].get(PRE_BLOCK) else {}
+            with timed(seconds, "block"):
+                state = run.block(state, pre_block, drain_timeout=options.get("drain_timeout"))
+            if state.get("done"):
+                return state
+        results = call(MAIN, state["active"], complete=not with_lb)
+        if with_lb:
+            with timed(seconds, "allow"):
+                state = run.allow(state, results, healthy_timeout=options.get("healthy_timeout"))
+            if state.get("done"):
+                return state
+            results = call(POST_ALLOW, state["active"], complete=True)
+        with timed(seconds, "judge"):
+            return run.close_batch(state, results)
 
     def _dry_run_hosts(self, state: dict, task_vars: dict, results_var: str | None) -> dict:
         """A dry run's plan with what each host reported in check mode (events, scripts, and with diff the files)."""

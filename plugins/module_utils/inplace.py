@@ -579,18 +579,9 @@ class InPlaceRun:
         other hosts wait, the state comes back with an empty batch and not done: a later step without
         ``within`` deploys the rest. ``waiting`` lists the hosts not deployed yet (the current batch aside).
         """
-        self._heartbeat(state)
-        if state["batch"]:
-            last_call = POST_ALLOW if state["with_load_balancer"] else MAIN
-            ok_hosts = self.judge(state, last_call, last_results)
-            planner = dc.BatchPlanner.from_dict(state["planner"])
-            for host in ok_hosts:
-                planner.record(host, True)
-                self.store.update_host(state["deployment_id"], host, status="Succeeded")
-            state["planner"] = planner.to_dict()
-            state["batch_times"].append(round(time.time() - state.pop("batch_started_at", time.time()), 2))
-            state["batch"] = []
-            state["active"] = []
+        if not state["batch"]:
+            self._heartbeat(state)
+        self.close_batch(state, last_results)
         stopped = self._alarm_stop(state)
         if stopped is not None:
             return stopped
@@ -618,6 +609,22 @@ class InPlaceRun:
         first_call = PRE_BLOCK if state["with_load_balancer"] else MAIN
         self._mark_in_progress(state, first_call)
         self.progress(f"batch {state['batch_number']}: {', '.join(batch)}")
+        return state
+
+    def close_batch(self, state: dict, last_results: dict[str, Optional[dict]]) -> dict:
+        """Judge the last host call of the current batch (if any): its hosts that passed succeeded."""
+        if state["batch"]:
+            self._heartbeat(state)  # fencing: a step whose controller died or whose lock was taken over stops here
+            last_call = POST_ALLOW if state["with_load_balancer"] else MAIN
+            ok_hosts = self.judge(state, last_call, last_results)
+            planner = dc.BatchPlanner.from_dict(state["planner"])
+            for host in ok_hosts:
+                planner.record(host, True)
+                self.store.update_host(state["deployment_id"], host, status="Succeeded")
+            state["planner"] = planner.to_dict()
+            state["batch_times"].append(round(time.time() - state.pop("batch_started_at", time.time()), 2))
+            state["batch"] = []
+            state["active"] = []
         return state
 
     # ------------------------------------------------------------------ traffic

@@ -16,9 +16,13 @@ description:
   - C(plan) judges the hosts of the previous batch and picks the next batch by the minimum healthy
     hosts rule, or finishes the deployment (status, lock release, summary).
   - C(block) is BlockTraffic, C(allow) is AllowTraffic (see M(rollwright.deploy.lb_membership)).
+  - C(batch) is a whole batch in one task - pick it (as C(plan), among C(within)), run BeforeBlockTraffic on the hosts
+    that need it, BlockTraffic, the events from ApplicationStop to BeforeAllowTraffic, AllowTraffic, the events after
+    AllowTraffic, and judge it. The step calls the batch's hosts itself, in parallel, each through its own Ansible
+    connection and variables, with M(rollwright.deploy.host_lifecycle) and C(host_args); so a batch costs one task.
   - C(stop) ends the deployment as Stopped and releases the lock.
   - C(staged) judges the staging calls (M(rollwright.deploy.host_lifecycle) with C(staging=stage) on every host of
-    C(stage_hosts), before the first batch). When one host could not stage, the deployment fails before any host
+    C(stage_hosts), before the first batch). With C(host_args) it makes those calls itself first, in parallel. When one host could not stage, the deployment fails before any host
     leaves its load balancer, naming every such host and why; no automatic rollback is due, as nothing changed.
   - C(rollback) starts a rollback - a new deployment (creator C(rollback), linked both ways to the deployment it
     rolls back) of an earlier deployment's revision (S3 by version id and ETag, or the controller's cached bundle,
@@ -37,7 +41,7 @@ options:
     description: The step to run.
     type: str
     required: true
-    choices: [start, rollback, plan, block, allow, stop, staged]
+    choices: [start, rollback, plan, block, allow, stop, staged, batch]
   state:
     description: The deployment state returned by the previous step (the C(_rollwright) fact). Required for every step but C(start).
     type: dict
@@ -106,6 +110,19 @@ options:
       - With an empty list the step only judges the previous batch, and finishes the deployment when no host waits.
     type: list
     elements: str
+  host_args:
+    description:
+      - C(batch) and C(staged) - the options of M(rollwright.deploy.host_lifecycle) every host call takes (application,
+        deployment group, state root, hook options, C(bundle_transfer), C(presign)); the step adds the deployment, the
+        revision, the events and where the bundle comes from.
+    type: dict
+  last:
+    description: C(batch) - the last planned batch; after it the deployment is judged (and finished when no host waits).
+    type: bool
+    default: false
+  forks:
+    description: C(batch) and C(staged) - at most this many hosts are called at once (default the run's C(--forks)).
+    type: int
   reason:
     description: Why the deployment is stopped (C(stop)).
     type: str
@@ -186,6 +203,19 @@ done:
   description: Whether the deployment has finished.
   returned: always
   type: bool
+seconds:
+  description:
+    - C(batch) - where the batch's time went, by phase - C(plan) (pick the batch), C(pre_block), C(main) and C(post_allow)
+      (the host calls), C(block) and C(allow) (the load balancer's changes and waits), C(judge), C(finish).
+  returned: with step=batch
+  type: dict
+  sample: {"plan": 0.004, "pre_block": 0.41, "block": 2.06, "main": 0.93, "allow": 2.2, "post_allow": 0.38, "judge": 0.002}
+host_results:
+  description:
+    - C(batch) - what each host call reported, by call (C(pre_block), C(main), C(post_allow)) and host - C(changed),
+      C(failed), C(lifecycle_failed), C(unreachable), C(msg) and the C(events) the host ran.
+  returned: with step=batch, when a batch ran
+  type: dict
 rollwright_deployment:
   description: The deployment summary (id, revision, status, per host status, failed event and event durations).
   returned: when done

@@ -29,6 +29,8 @@ pytestmark = [pytest.mark.fleet, pytest.mark.slow]
 
 PLAYBOOK = "rollwright.deploy.inplace"
 BATCH_PLAY = "In-place rolling deployment - batches"
+SKIP_TASK = "Skip the remaining batches once the deployment is done"
+BATCH_TASK = "rollwright.deploy.inplace : Deploy the next batch (BlockTraffic, lifecycle events, AllowTraffic)"
 N_HOSTS = 6
 
 
@@ -150,24 +152,27 @@ def test_alb_configurations(deployer: Deployer, bundles: dict, config: str, n_ho
         # No previous revision (hosts reset): BeforeBlockTraffic recorded without a call to the host.
         assert next(e for e in host["events"] if e["name"] == "BeforeBlockTraffic")["status"] == "Skipped"
 
-    # A batch costs what it contains: each batch of the serial play ran its tasks for its own hosts only.
+    # A batch costs what it contains: each batch of the serial play is one task, run once, whatever the
+    # fleet; it called its own hosts (and no other) itself.
     batch_plays = [p for p in result.plays if p["play"]["name"] == BATCH_PLAY]
     assert len(batch_plays) == batches
-    sizes = []
+    sizes, called = [], []
     for play in batch_plays:
-        ran = {host for task in play["tasks"] for host in task["hosts"]}
-        sizes.append(len(ran))
-        lifecycle = [t for t in play["tasks"] if t["task"]["name"].startswith("rollwright.deploy.inplace : Run the lifecycle")]
+        assert [t["task"]["name"] for t in play["tasks"]] == [SKIP_TASK, BATCH_TASK], play["tasks"]
+        (batch_result,) = play["tasks"][-1]["hosts"].values()
+        calls = batch_result["host_results"]
         # Two host round trips per batch host: BeforeBlockTraffic has no script to run on a first deployment.
-        calls = Counter(h for t in lifecycle for h, r in t["hosts"].items() if not r.get("skipped"))
-        assert calls == {h: 2 for h in ran}, calls
+        assert sorted(calls) == ["main", "post_allow"] and set(calls["main"]) == set(calls["post_allow"]), calls
+        sizes.append(len(calls["main"]))
+        called.extend(calls["main"])
     assert sum(sizes) == n_hosts and max(sizes) == n_hosts - low, sizes
+    assert sorted(called) == sorted(hosts), called
 
 
-def _lifecycle_calls(result: Any, task: str) -> Counter:
-    """Hosts on which the role's host task `task` ran (made a round trip), with how often."""
-    name = f"rollwright.deploy.inplace : {task}"
-    return Counter(h for t in result.tasks() if t["name"] == name for h, r in t["hosts"].items() if not r.get("skipped"))
+def _lifecycle_calls(result: Any, call: str) -> Counter:
+    """Hosts the batch tasks called for `call` (pre_block, main, post_allow: a round trip each), with how often."""
+    return Counter(h for t in result.tasks() if t["name"] == BATCH_TASK for r in t["hosts"].values()
+                   for h in (r.get("host_results") or {}).get(call, {}))
 
 
 def test_host_round_trips_follow_the_appspecs(deployer: Deployer, bundles: dict, tmp_path: Path) -> None:
@@ -177,9 +182,7 @@ def test_host_round_trips_follow_the_appspecs(deployer: Deployer, bundles: dict,
     arn = H.create_target_group(d.world, _ids(d, hosts))
     without = build_bundle("nobbt", tmp_path, edit_appspec=lambda text: text.replace(
         "  BeforeBlockTraffic:\n    - location: scripts/record_event.sh\n", ""))
-    pre_block, main, post_allow = ("Run the lifecycle events before BlockTraffic",
-                                   "Run the lifecycle events from ApplicationStop to BeforeAllowTraffic",
-                                   "Run the lifecycle events after AllowTraffic")
+    pre_block, main, post_allow = "pre_block", "main", "post_allow"
     runs = {}
     for version, bundle in (("nobbt", without), ("v2", bundles["v2"]), ("v1", bundles["v1"])):
         result = d.run(hosts, bundle, config="CodeDeployDefault.AllAtOnce", tgs=(arn,))

@@ -133,11 +133,11 @@ def test_failure_and_automatic_rollback_notify_in_order(world: Any, aws: Any, tg
     assert N.events_of(hook.messages()) == expected
     assert N.events_of(topic.drain()) == expected
     # The job log: the host's failure is reported as handled by the deployment, not as a failed task.
-    lifecycle = [t["hosts"][bad] for t in result.tasks()
-                 if t["name"].endswith("Run the lifecycle events from ApplicationStop to BeforeAllowTraffic") and bad in t["hosts"]
-                 and t["hosts"][bad].get("events")]
+    lifecycle = [r["host_results"]["main"][bad] for t in result.tasks() if t["name"].endswith("Deploy the next batch "
+                 "(BlockTraffic, lifecycle events, AllowTraffic)") for r in t["hosts"].values()
+                 if bad in (r.get("host_results") or {}).get("main", {})]
     assert lifecycle and lifecycle[0].get("lifecycle_failed") is True and not lifecycle[0].get("failed"), \
-        [(t["name"], {h: sorted(r) for h, r in t["hosts"].items()}) for t in result.tasks() if "lifecycle" in t["name"]]
+        [(t["name"], {h: sorted(r) for h, r in t["hosts"].items()}) for t in result.tasks() if "batch" in t["name"]]
     assert f"rollwright: {bad}: " in result.stdout and "handled by the deployment" in result.stdout
     failure = next(m for m in hook.messages() if m["event"] == "DeploymentFailure")
     assert failure["failure"]["host"] == bad and failure["failure"]["event"] == "ValidateService"

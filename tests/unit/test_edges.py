@@ -104,7 +104,7 @@ def test_aws_errors_are_explained():
 def test_step_plugin_specs_come_from_their_documentation():
     spec = documented_spec("inplace_step")
     assert spec["step"] == {"type": "str", "required": True,
-                            "choices": ["start", "rollback", "plan", "block", "allow", "stop", "staged"]}
+                            "choices": ["start", "rollback", "plan", "block", "allow", "stop", "staged", "batch"]}
     assert spec["lock_ttl"]["type"] == "float"
     host = documented_spec("host_lifecycle")
     assert "state_root" in host and "src" in host  # the doc fragment's options are merged

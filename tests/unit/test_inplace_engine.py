@@ -685,6 +685,29 @@ def test_plan_within_picks_the_batch_among_the_play_batch_hosts(store):
     assert state["done"] and state["status"] == "Succeeded" and sorted(state["outcome"]["succeeded"]) == ["h1", "h2", "h3", "h4"]
 
 
+def test_a_batch_closed_in_its_own_step_is_judged_once_and_the_next_plan_picks_on(store):
+    """The batch step judges its batch itself (close_batch): the next plan judges nothing again."""
+    lb = FakeLB(store, all_registered((TG,)))
+    run, state = start(store, lb, config="CodeDeployDefault.HalfAtATime")
+    calls = state["host_calls"]
+    for number, expected in enumerate((["h1", "h2"], ["h3", "h4"]), start=1):
+        state = run.plan(state, {})
+        assert state["batch"] == expected
+        state = run.block(state, {}, drain_timeout=None)
+        state = run.allow(state, {h: ok(calls["main"]) for h in state["active"]}, healthy_timeout=None)
+        failing_host = {"h3": failing(calls["post_allow"], "AfterAllowTraffic")} if "h3" in expected else {}
+        state = run.close_batch(state, {**{h: ok(calls["post_allow"]) for h in state["active"]}, **failing_host})
+        assert state["batch"] == [] and state["active"] == [] and not state["done"]
+        assert len(state["batch_times"]) == number
+    state = run.close_batch(state, {})  # nothing open: a no-op
+    state = run.plan(state, {}, within=[])
+    # one host of four failed: HalfAtATime's minimum of two healthy hosts still holds
+    assert state["done"] and state["status"] == "Succeeded" and state["outcome"]["failed"] == ["h3"]
+    assert sorted(state["outcome"]["succeeded"]) == ["h1", "h2", "h4"]
+    assert {h.name: h.status for h in store.get(state["deployment_id"]).hosts} == {
+        "h1": "Succeeded", "h2": "Succeeded", "h3": "Failed", "h4": "Succeeded"}
+
+
 # ------------------------------------------------------------------------------------------------ staging
 
 

@@ -1,0 +1,112 @@
+# -*- coding: utf-8 -*-
+# Copyright: rollwright.deploy contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Run one module on several hosts from inside one controller task, in threads.
+
+A batch of an in-place deployment is one Ansible task (delegated to localhost): it calls the batch's hosts
+itself, between BlockTraffic and AllowTraffic, instead of being split into a task per host call. Each host
+is called exactly as a task of its own would call it: Ansible's TaskExecutor for that host, with that host's
+variables (connection, become, pipelining, ControlPersist), the task's module_defaults and environment, and
+the module's own action plugin. What a task per host call costs (queueing, a forked worker per host,
+templating the whole task for every host of the play, the results' round trip to the strategy) is not paid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import inspect
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Optional
+
+from ansible.errors import AnsibleActionFail
+
+
+# What a host call changes in a copy of the running task: it runs on the host itself, once, unconditionally, and
+# its result (unreachable and failed included) comes back to the caller instead of failing a play host.
+HOST_TASK = {"delegate_to": None, "delegate_facts": False, "run_once": False, "register": None, "loop": None,
+             "when": [], "ignore_errors": True, "ignore_unreachable": True}
+
+
+def _worker():
+    """The Ansible worker process this action runs in (it holds the inventory, variables and loaders)."""
+    from ansible.executor.process import worker
+
+    current = getattr(worker, "current_worker", None)
+    if current is None:
+        raise AnsibleActionFail("this step calls hosts itself: it runs only as a task of ansible-playbook")
+    return current
+
+
+def _task_context(task: Any) -> Any:
+    """The ambient task context a worker runs its task in (ansible-core 2.19+; nothing before)."""
+    try:
+        from ansible._internal._task import TaskContext
+    except ImportError:
+        return contextlib.nullcontext()
+    return TaskContext(task)
+
+
+class HostCaller:
+    """Calls hosts on behalf of ``task`` (the running action's task), at most ``forks`` at once.
+
+    Each host's variables are worked out once and kept for the caller's later calls (a batch calls its
+    hosts two or three times); each call still builds the host's connection as Ansible does (with
+    ControlPersist, on the SSH master the host already has).
+    """
+
+    def __init__(self, task: Any, forks: int = 50) -> None:
+        self.task = task
+        self.forks = max(1, int(forks or 1))
+        self.current = _worker()
+        self.play = task.get_play()
+        self._vars: dict[str, dict] = {}
+
+    def _host_task(self, module: str, args: dict) -> Any:
+        sub = self.task.copy()  # keeps the block and role: module_defaults, environment, become
+        sub._resolved_action = None  # resolved again for the new action
+        for attribute, value in HOST_TASK.items():
+            setattr(sub, attribute, value)
+        sub.action, sub.args = module, dict(args)
+        return sub
+
+    def _executor(self, host: Any, sub: Any, job_vars: dict) -> Any:
+        from ansible.executor.task_executor import TaskExecutor
+
+        current = self.current
+        options = {"host": host, "task": sub, "job_vars": job_vars, "play_context": current._play_context,
+                   "loader": current._loader, "shared_loader_obj": current._shared_loader_obj,
+                   "final_q": current._final_q, "variable_manager": current._variable_manager}
+        if "new_stdin" in inspect.signature(TaskExecutor.__init__).parameters:  # ansible-core < 2.19
+            options["new_stdin"] = getattr(current, "_new_stdin", None)
+        return TaskExecutor(**options)
+
+    def _call(self, name: str, module: str, args: dict) -> Optional[dict]:
+        variables = self.current._variable_manager
+        host = variables._inventory.get_host(name)
+        if host is None:
+            return {"failed": True, "msg": f"host {name} is not in the inventory"}
+        sub = self._host_task(module, args)
+        try:
+            if name not in self._vars:
+                self._vars[name] = variables.get_vars(play=self.play, host=host, task=sub)
+            with _task_context(sub):
+                return self._executor(host, sub, dict(self._vars[name])).run()
+        except Exception as exc:  # pylint: disable=broad-except  # one host's problem is that host's failure
+            return {"failed": True, "msg": f"calling {name}: {exc}"}
+
+    def call(self, module: str, args_by_host: dict[str, dict]) -> dict[str, Optional[dict]]:
+        """Run ``module`` on each host of ``args_by_host`` with its args, in parallel; return each host's result.
+
+        A result is what a registered task result holds (``unreachable``, ``failed``, the module's keys); an
+        exception while calling one host is that host's failed result, never the batch's.
+        """
+        if not args_by_host:
+            return {}
+        names = list(args_by_host)
+        with ThreadPoolExecutor(max_workers=min(self.forks, len(names))) as pool:
+            # Each call runs in a context of its own, as a worker's task does: Ansible keeps the running task and
+            # the templating's access audit there (a copy of this one would share its mutable audit stack).
+            futures = {name: pool.submit(contextvars.Context().run, self._call, name, module, args_by_host[name])
+                       for name in names}
+            return {name: future.result() for name, future in futures.items()}
