@@ -13,8 +13,7 @@ REQ_HASH    := $(shell cat requirements-dev.txt constraints.txt 2>/dev/null | sh
 export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/build
 export ANSIBLE_HOST_KEY_CHECKING := False
 # Bytecode caches go to one directory outside the source tree (none beside the collection's files,
-# which the sanity tree and the built collection must not carry); the venv is installed without
-# compiling, so only what runs is compiled, once.
+# which the sanity tree and the built collection must not carry); the venv's are compiled there at install.
 export PYTHONPYCACHEPREFIX := $(CURDIR)/build/pycache
 UV_VERSION  := 0.9.30
 
@@ -45,7 +44,7 @@ $(STAMP): requirements-dev.txt constraints.txt
 	@echo "setup: installing pinned Python packages into $(VENV)"
 	@# uv installs the same pinned set as pip, in seconds rather than minutes; pip is the fallback.
 	@{ $(PY) -m pip install -q --disable-pip-version-check uv==$(UV_VERSION) \
-	   && $(VENV)/bin/uv pip install -q --python $(PY) -r requirements-dev.txt -c constraints.txt; } \
+	   && $(VENV)/bin/uv pip install -q --compile-bytecode --python $(PY) -r requirements-dev.txt -c constraints.txt; } \
 	  > $(VENV)/pip-install.log 2>&1 \
 	  || $(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt -c constraints.txt \
 	  >> $(VENV)/pip-install.log 2>&1 || { tail -40 $(VENV)/pip-install.log; exit 1; }

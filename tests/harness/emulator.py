@@ -63,7 +63,7 @@ def _python() -> str:
     return str(venv) if venv.exists() else sys.executable
 
 
-def start_emulator(state_dir: str | os.PathLike, timeout: float = 20.0) -> EmulatorHandle:
+def start_emulator(state_dir: str | os.PathLike, timeout: float = 60.0) -> EmulatorHandle:
     """Start the emulator in a new session (it outlives the caller), wait until it answers.
 
     Writes ``emulator.log`` and ``emulator.json`` (the handle) into state_dir.
