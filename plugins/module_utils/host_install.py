@@ -114,8 +114,6 @@ class _FsView:
         return path not in self.gone and os.path.isdir(path) and not os.path.islink(path)
 
 
-
-
 # ---------------------------------------------------------------------------------------------
 # install plan
 # ---------------------------------------------------------------------------------------------
@@ -244,7 +242,6 @@ class _Planner:
         ))
 
 
-
 def plan_install(appspec: dict, bundle_root: str, file_exists_behavior: str = "DISALLOW", fs: _FsView | None = None) -> InstallPlan:
     """Plan an install against the file system seen through ``fs`` (default: as it is now)."""
     fs = fs or _FsView()
@@ -338,7 +335,6 @@ def _copy_one(source: str, dest: str, overwrite: bool, trusted_uids) -> None:
 def _mkdir_one(dest: str, trusted_uids) -> None:
     with _fs.parent_dir(dest, trusted_uids) as (dfd, name):
         _fs.mkdir_at(dfd, name, 0o755)
-
 
 
 def path_signature(path: str) -> dict | None:

@@ -155,15 +155,12 @@ class PermissionOp:
     group: str | None = None
 
 
-
-
 def check_default_acl(perm: dict, index: int, path: str) -> None:
     for ace in perm.get("acls") or []:
         if parse_ace(ace)["default"]:
             raise InstallError(
                 f"permissions[{index}]: default acl entry {ace!r} applies to directories only, but {path} is a file"
             )
-
 
 
 def _run(cmd: list[str], what: str, pass_fds=()) -> None:

@@ -121,7 +121,6 @@ def validate_deployment_id(value) -> str:
     return value
 
 
-
 @dataclass
 class HostState:
     """``<state_root>/<application>/<deployment_group>/`` on one host (see docs/architecture.md)."""

@@ -62,7 +62,7 @@ class BundleUnpack:
                 return _hooks.event_summary("DownloadBundle", "Skipped", "check mode: the bundle would be transferred and unpacked",
                                             changed=True, check_mode=True)
             raise EventFailed("DownloadBundle needs the bundle: give src (a file on the controller, transferred by the "
-                               "action plugin) or bundle (a file already on the host)")
+                              "action plugin) or bundle (a file already on the host)")
         return self._unpack(bundle, revision, existing, expected, start, t0)
 
     def _unpack(self, bundle: str, revision: dict, existing: dict | None, expected: str, start: str, t0: float) -> dict:
@@ -100,7 +100,7 @@ class BundleUnpack:
         if written != digest or (expected and written != expected):
             self.state.remove_below(ddir, name)
             raise EventFailed(f"bundle {bundle} changed while it was copied (sha256 {digest} before, {written} as "
-                               f"written): refusing to install it")
+                              f"written): refusing to install it")
         archive = self.state.archive_dir(self.id)
         self.state.remove_archive(self.id)
         ensure_state_dir(archive, 0o755)
@@ -152,7 +152,7 @@ class BundleUnpack:
                 digest = _staging.download(str(self.req.bundle_url), dfd, _staging.DOWNLOAD_NAME, limit, what)
             if digest != expected:
                 raise EventFailed(f"the bundle downloaded for {what} has sha256 {digest}, expected {expected}: "
-                                   "refusing to unpack it")
+                                  "refusing to unpack it")
             return self._unpack(os.path.join(ddir, _staging.DOWNLOAD_NAME), revision,
                                 self.state.load_revision(self.id), expected, start, t0)
         except _staging.StagingError as exc:
@@ -165,7 +165,7 @@ class BundleUnpack:
         tree fingerprint); anything else is refused."""
         if expected and existing.get("sha256") != expected:
             raise EventFailed(f"the copy staged for {self.id} has sha256 {existing.get('sha256')}, expected {expected}: "
-                               "refusing to install it")
+                              "refusing to install it")
         try:
             with _fs.dir_fd(self.state.archive_dir(self.id), state_uids()) as archive_fd:
                 now = _staging.tree_digest(archive_fd)
@@ -175,7 +175,7 @@ class BundleUnpack:
             raise EventFailed(f"cannot read the staged copy of {self.id}: {exc}") from None
         if now != (existing.get("staged") or {}).get("tree_sha256"):
             raise EventFailed(f"the copy staged for {self.id} changed since it was staged (its files no longer match "
-                               "their fingerprint): refusing to install it")
+                              "their fingerprint): refusing to install it")
         if not self.req.check_mode and not self.req.staging:
             self.store_appspec()
             self.state.set_most_recent(self.id)
@@ -199,4 +199,3 @@ class BundleUnpack:
     def store_appspec(self) -> None:
         if self.req.appspec is not None:
             atomic_write_json(self.state.appspec_file(self.id), self.req.appspec)
-

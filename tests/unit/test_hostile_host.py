@@ -416,7 +416,7 @@ def _request(deployment_id, events, dest, bundle=None, **extra):
     appspec = {"version": "0.0", "os": "linux", "files": [{"source": "site", "destination": str(dest)}],
                "file_exists_behavior": None, "permissions": [], "hooks": hooks}
     return hev.DeploymentRequest(deployment_id=deployment_id, events=events, appspec=extra.pop("appspec", appspec),
-                                bundle=bundle, **extra)
+                                 bundle=bundle, **extra)
 
 
 def _deploy(tmp_path, bundle, events=("DownloadBundle", "BeforeInstall", "Install"), deployment_id="d-AAAAAAAA1", **extra):
@@ -526,7 +526,7 @@ def test_previous_revisions_keep_no_unpacked_files(tmp_path):
         bundle = _bundle_tgz(tmp_path / f"b{i}.tgz", {"appspec.yml": "version: 0.0\n", f"site/v{i}": str(i)})
         dep = f"d-AAAAAAAA{i}"
         run = hev.HostDeployment(state, _request(dep, ["DownloadBundle", "BeforeInstall", "Install"], tmp_path / "dest", bundle,
-                                                complete=True)).execute()
+                                                 complete=True)).execute()
         assert not run.failed, run.message
     kept = {d: os.path.isdir(state.archive_dir(d)) for d in state.list_deployments()}
     assert kept == {"d-AAAAAAAA1": False, "d-AAAAAAAA2": False, "d-AAAAAAAA3": True}, kept

@@ -42,14 +42,14 @@ def staged(tmp_path):
     revision = {"source": "local", "sha256": _sha(bundle), "bundle_type": "tgz"}
     state = hst.HostState(str(tmp_path / "state"), "app", "dg")
     run = hev.HostDeployment(state, _request(DEP, ["DownloadBundle"], tmp_path / "dest", bundle, revision=revision,
-                                            staging="stage")).execute()
+                                             staging="stage")).execute()
     assert not run.failed, run.message
     return state, bundle, revision
 
 
 def _batch(tmp_path, state, revision, deployment_id=DEP, **extra):
     return hev.HostDeployment(state, _request(deployment_id, BATCH, tmp_path / "dest", None, revision=revision,
-                                             **extra)).execute()
+                                              **extra)).execute()
 
 
 def test_stage_unpacks_and_fingerprints_without_moving_pointers(tmp_path, staged):
@@ -76,7 +76,7 @@ def test_staging_twice_is_a_no_op(tmp_path, staged):
     state, bundle, revision = staged
     before = state.load_revision(DEP)
     run = hev.HostDeployment(state, _request(DEP, ["DownloadBundle"], tmp_path / "dest", bundle, revision=revision,
-                                            staging="stage")).execute()
+                                             staging="stage")).execute()
     assert not run.failed and not run.events[0]["changed"]
     assert state.load_revision(DEP)["staged"] == before["staged"]
 
@@ -104,7 +104,7 @@ def test_discard_removes_an_unused_copy_only(tmp_path, staged):
     # a copy a batch used keeps its directory (logs)
     used = "d-STAGED002"
     hev.HostDeployment(state, _request(used, ["DownloadBundle"], tmp_path / "dest", bundle, revision=revision,
-                                      staging="stage")).execute()
+                                       staging="stage")).execute()
     assert not _batch(tmp_path, state, revision, deployment_id=used).failed
     run = hev.HostDeployment(state, _request(used, ["DownloadBundle"], tmp_path / "dest", None, staging="discard")).execute()
     assert not run.changed and state.has_deployment(used)
@@ -113,7 +113,7 @@ def test_discard_removes_an_unused_copy_only(tmp_path, staged):
 def test_a_new_staging_removes_stale_unused_copies(tmp_path, staged):
     state, bundle, revision = staged
     run = hev.HostDeployment(state, _request("d-STAGED002", ["DownloadBundle"], tmp_path / "dest", bundle,
-                                            revision=revision, staging="stage")).execute()
+                                             revision=revision, staging="stage")).execute()
     assert run.pruned == [DEP] and not state.has_deployment(DEP)
 
 
@@ -121,10 +121,10 @@ def test_a_failed_staging_is_recorded_and_discarded(tmp_path):
     bundle = _bundle_tgz(tmp_path / "b.tgz", FILES)
     state = hst.HostState(str(tmp_path / "state"), "app", "dg")
     run = hev.HostDeployment(state, _request(DEP, ["DownloadBundle"], tmp_path / "dest", bundle,
-                                            revision={"sha256": "1" * 64}, staging="stage")).execute()
+                                             revision={"sha256": "1" * 64}, staging="stage")).execute()
     assert run.failed and state.load_status(DEP)["status"] == hun.STAGING_FAILED
     assert hev.HostDeployment(state, _request(DEP, ["DownloadBundle"], tmp_path / "dest", None,
-                                             staging="discard")).execute().changed
+                                              staging="discard")).execute().changed
     assert not state.has_deployment(DEP)
 
 
@@ -162,7 +162,7 @@ def _presigned(tmp_path, server, sha=None, limits=None):
     revision = {"source": "s3", "bucket": "b", "key": "k", "version": "v1", "sha256": sha or _sha(bundle),
                 "bundle_type": "tgz"}
     run = hev.HostDeployment(state, _request(DEP, ["DownloadBundle"], tmp_path / "dest", None, revision=revision,
-                                            staging="stage", bundle_url=url, unpack_limits=limits)).execute()
+                                             staging="stage", bundle_url=url, unpack_limits=limits)).execute()
     return state, run, url
 
 
