@@ -60,7 +60,7 @@ MUTANTS: tuple[Mutant, ...] = (
            "return total_hosts * cfg.minimum_value // 100",
            ("tests/unit/test_deployment_config.py",)),
     Mutant("previous-revision-most-recent", "previous-revision rule: stop scripts of the last successful revision",
-           f"{ENGINE}/host_install.py",
+           f"{ENGINE}/host_events.py",
            "source_id = self.state.last_successful\n",
            "source_id = self.state.most_recent\n",
            ("tests/unit/test_host_install.py", "tests/integration/test_previous_revision.py")),

@@ -31,13 +31,13 @@ from ansible.utils.display import Display
 
 display = Display()
 
+from ansible_collections.rollwright.deploy.plugins.module_utils.host_state import DEFAULT_STATE_ROOT
 from ansible_collections.rollwright.deploy.plugins.plugin_utils.step_action import documented_spec
 
 MODULE = "rollwright.deploy.host_lifecycle"
 _EXTENSIONS = (".tar.gz", ".tgz", ".zip", ".tar")
 _SCRIPT_LINE = re.compile(r"^\S+ \[(?P<event>\w+)\] Script - (?P<script>.+?)(?P<end>: .+ \([\d.]+ s\))?$")
 _PROGRESS_EVERY = 10.0
-_DEFAULT_STATE_ROOT = "/var/lib/rollwright"
 
 
 def _remote_name(src: str) -> str:
@@ -184,6 +184,6 @@ class ActionModule(ActionBase):
 
     @staticmethod
     def _log_path(args: dict) -> str:
-        return posixpath.join(args.get("state_root") or _DEFAULT_STATE_ROOT, str(args.get("application")),
+        return posixpath.join(args.get("state_root") or DEFAULT_STATE_ROOT, str(args.get("application")),
                               str(args.get("deployment_group")), "deployments", str(args.get("deployment_id")),
                               "logs", "scripts.log")

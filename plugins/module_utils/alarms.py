@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as _dt
 from dataclasses import dataclass, field
 from typing import Any, Optional
+from ansible_collections.rollwright.deploy.plugins.module_utils.deploy_inputs import split_list
 from ansible_collections.rollwright.deploy.plugins.module_utils.errors import RollwrightError
 
 MAX_ALARMS = 10
@@ -44,13 +45,7 @@ def _bool(value: Any, field_name: str) -> Optional[bool]:
 
 
 def _names(value: Any, field_name: str) -> list[str]:
-    if value is None or value == "":
-        return []
-    if isinstance(value, str):
-        return [v.strip() for v in value.split(",") if v.strip()]
-    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
-        return [v.strip() for v in value if v.strip()]
-    raise AlarmConfigError(f"{field_name}: expected a list of alarm names or a comma-separated string, got {value!r}")
+    return split_list(value, field_name, AlarmConfigError, "alarm names")
 
 
 @dataclass

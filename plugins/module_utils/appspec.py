@@ -17,7 +17,7 @@ import difflib
 import posixpath
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 from ansible_collections.rollwright.deploy.plugins.module_utils.errors import RollwrightError
 from ansible_collections.rollwright.deploy.plugins.module_utils.lifecycle import (  # noqa: F401  (re-exported)
     LAMBDA_EVENTS,
@@ -334,14 +334,28 @@ class _Collector:
             return None
         return value
 
-    def string_list(self, path: str, value: Any) -> list[str]:
+    def sequence(self, path: str, value: Any, what: str) -> list:
+        """``value`` when it is a list, none when it is absent (null); anything else is reported as not ``what``."""
         if value is None:
             return []
         if not isinstance(value, list):
-            self.expected(path, "a list of strings", value)
+            self.expected(path, what, value)
             return []
+        return value
+
+    def entries(self, name: str, value: Any, what: str, keys: tuple[str, ...]) -> Iterator[tuple[int, str, dict]]:
+        """(index, path, mapping) of each entry of the list ``name``; an entry that is not a mapping, and unknown
+        keys in one that is, are reported."""
+        for i, item in enumerate(self.sequence(name, value, what)):
+            path = "%s[%d]" % (name, i)
+            entry = self.mapping(path, item)
+            if entry is not None:
+                self.unknown_keys(path, entry, keys)
+                yield i, path, entry
+
+    def string_list(self, path: str, value: Any) -> list[str]:
         out = []
-        for i, item in enumerate(value):
+        for i, item in enumerate(self.sequence(path, value, "a list of strings")):
             s = self.string("%s[%d]" % (path, i), item)
             if s is not None:
                 out.append(s)
@@ -417,19 +431,9 @@ def validate_appspec_data(data: object, filename: str = "appspec.yml") -> tuple[
 
 
 def _files(c: _Collector, value: Any) -> list[FileMapping]:
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        c.expected("files", "a list of {source, destination}", value)
-        return []
     out: list[FileMapping] = []
     seen: dict[tuple[str, str], int] = {}
-    for i, item in enumerate(value):
-        path = "files[%d]" % i
-        entry = c.mapping(path, item)
-        if entry is None:
-            continue
-        c.unknown_keys(path, entry, _FILE_KEYS)
+    for i, path, entry in c.entries("files", value, "a list of {source, destination}", _FILE_KEYS):
         src = c.string(_join(path, "source"), entry.get("source"))
         dst = c.string(_join(path, "destination"), entry.get("destination"))
         ok = src is not None and dst is not None
@@ -480,19 +484,9 @@ def _mode(c: _Collector, path: str, value: Any) -> str | None:
 
 
 def _permissions(c: _Collector, value: Any) -> list[Permission]:
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        c.expected("permissions", "a list of permission entries", value)
-        return []
     out: list[Permission] = []
     seen: dict[str, int] = {}
-    for i, item in enumerate(value):
-        path = "permissions[%d]" % i
-        entry = c.mapping(path, item)
-        if entry is None:
-            continue
-        c.unknown_keys(path, entry, _PERMISSION_KEYS)
+    for i, path, entry in c.entries("permissions", value, "a list of permission entries", _PERMISSION_KEYS):
         ok = True
         obj = c.string(_join(path, "object"), entry.get("object"))
         if obj is None:

@@ -21,14 +21,16 @@ class InputError(RollwrightError, ValueError):
     """A deployment input is malformed; the message names the field and what was expected."""
 
 
-def _split_list(value: Any, field: str) -> list[str]:
-    if value is None or value == "":
+def split_list(value: Any, field: str, error: type[Exception] = InputError, what: str = "strings") -> list[str]:
+    """Names from a list of strings or from a comma-separated string (the survey form); none for None, "" or [].
+    A bad value raises ``error``, the calling part's error class, naming ``field``."""
+    if value is None or value == "" or value == []:
         return []
     if isinstance(value, str):
         return [item.strip() for item in value.split(",") if item.strip()]
     if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
         return [v.strip() for v in value if v.strip()]
-    raise InputError(f"{field}: expected a list of strings or a comma-separated string, got {value!r}")
+    raise error(f"{field}: expected a list of {what} or a comma-separated string, got {value!r}")
 
 
 S3_URL_FORM = "s3://BUCKET/KEY[?versionId=V&etag=E&bundleType=T]"
@@ -110,10 +112,10 @@ def normalise_load_balancer(value: Any, target_group_arns: Any = None, classic_e
     if unknown:
         raise InputError(f"{field}: unknown key(s) {sorted(unknown)}; expected target_group_arns, classic_elb_names, haproxy")
     result = {
-        "target_group_arns": _split_list(value.get("target_group_arns"), f"{field}.target_group_arns")
-        + _split_list(target_group_arns, "rollwright_target_group_arns"),
-        "classic_elb_names": _split_list(value.get("classic_elb_names"), f"{field}.classic_elb_names")
-        + _split_list(classic_elb_names, "rollwright_classic_elb_names"),
+        "target_group_arns": split_list(value.get("target_group_arns"), f"{field}.target_group_arns")
+        + split_list(target_group_arns, "rollwright_target_group_arns"),
+        "classic_elb_names": split_list(value.get("classic_elb_names"), f"{field}.classic_elb_names")
+        + split_list(classic_elb_names, "rollwright_classic_elb_names"),
     }
     if value.get("haproxy"):
         result["haproxy"] = value["haproxy"]

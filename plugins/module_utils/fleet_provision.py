@@ -25,6 +25,7 @@ from __future__ import annotations
 import re
 import time
 from typing import Any, Callable, Optional
+from ansible_collections.rollwright.deploy.plugins.module_utils.deploy_inputs import split_list
 from ansible_collections.rollwright.deploy.plugins.module_utils.errors import RollwrightError
 
 DEPLOYMENT_TAG = "rollwright:deployment-id"
@@ -92,16 +93,6 @@ def parse_tags(value: Any, field: str) -> dict[str, str]:
     raise FleetError(f"{field}: expected a dict of tags or 'key=value,key2=value2', got {value!r}")
 
 
-def split_list(value: Any, field: str) -> list[str]:
-    if value in (None, "", []):
-        return []
-    if isinstance(value, str):
-        return [v.strip() for v in value.split(",") if v.strip()]
-    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
-        return [v.strip() for v in value if v.strip()]
-    raise FleetError(f"{field}: expected a list of strings or a comma-separated string, got {value!r}")
-
-
 def _count(value: Any, field: str) -> int:
     try:
         if isinstance(value, bool):
@@ -159,7 +150,7 @@ def normalise_replacement(value: Any = None, *, copy_auto_scaling_group: str = "
     if template:
         lt = normalise_launch_template(template, launch_template_version, f"{field}.launch_template")
         n = _count(value.get("count") if value.get("count") not in (None, "") else count, f"{field}.count")
-        nets = split_list(value.get("subnets") or subnets, f"{field}.subnets")
+        nets = split_list(value.get("subnets") or subnets, f"{field}.subnets", FleetError)
         if not nets:
             raise FleetError(f"{field}.subnets: expected at least one subnet id for the launch template's instances")
         return {"kind": "launch_template", "launch_template": lt, "count": n, "subnets": nets}
@@ -179,7 +170,7 @@ def normalise_original(value: Any = None, *, hosts: Any = "", tags: Any = "", au
     unknown = set(value) - {"hosts", "tags", "auto_scaling_group"}
     if unknown:
         raise FleetError(f"{field}: unknown key(s) {sorted(unknown)}; expected one of hosts, tags, auto_scaling_group")
-    host_list = split_list(value.get("hosts") or hosts, f"{field}.hosts")
+    host_list = split_list(value.get("hosts") or hosts, f"{field}.hosts", FleetError)
     tag_dict = parse_tags(value.get("tags") or tags, f"{field}.tags")
     asg = value.get("auto_scaling_group") or auto_scaling_group
     chosen = [k for k, v in (("hosts", host_list), ("tags", tag_dict), ("auto_scaling_group", asg)) if v]

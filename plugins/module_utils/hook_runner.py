@@ -133,6 +133,13 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
+def event_summary(name: str, status: str, message: str = "", **extra) -> dict:
+    """The result of an event that ran no script (nothing to do, skipped, or failed before any script ran)."""
+    data = EventResult(name=name, status=status, start=now_iso(), end=now_iso(), message=message).to_dict()
+    data.update(extra)
+    return data
+
+
 def _user_env(runas: str | None) -> dict:
     try:
         entry = pwd.getpwnam(runas) if runas else pwd.getpwuid(os.geteuid())

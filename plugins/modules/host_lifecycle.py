@@ -335,12 +335,8 @@ plan:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.rollwright.deploy.plugins.module_utils.host_install import (
-    DeploymentRequest,
-    HostDeployment,
-    HostState,
-    StateError,
-)
+from ansible_collections.rollwright.deploy.plugins.module_utils.host_events import DeploymentRequest, HostDeployment
+from ansible_collections.rollwright.deploy.plugins.module_utils.host_state import HostState, StateError
 from ansible_collections.rollwright.deploy.plugins.module_utils.host_fs import UnsafePathError
 from ansible_collections.rollwright.deploy.plugins.module_utils.lifecycle import LifecycleError
 

@@ -13,6 +13,8 @@ import subprocess
 import pytest
 
 from ansible_collections.rollwright.deploy.plugins.module_utils import host_install as hi
+from ansible_collections.rollwright.deploy.plugins.module_utils import host_permissions as hp
+from ansible_collections.rollwright.deploy.plugins.module_utils import host_state as hst
 
 
 def make_bundle(root, files: dict, links: dict | None = None, modes: dict | None = None):
@@ -32,7 +34,7 @@ def make_bundle(root, files: dict, links: dict | None = None, modes: dict | None
 
 @pytest.fixture
 def world(tmp_path):
-    state = hi.HostState(str(tmp_path / "state"), "app", "dg")
+    state = hst.HostState(str(tmp_path / "state"), "app", "dg")
     dest = tmp_path / "dest"
     return state, tmp_path, str(dest)
 
@@ -50,12 +52,12 @@ def test_copy_directory_records_cleanup_and_preserves_modes_and_symlinks(world):
     assert res.changed
     assert os.stat(os.path.join(dest, "bin/run")).st_mode & 0o777 == 0o750
     assert os.readlink(os.path.join(dest, "current")) == "bin/run"
-    cleanup = hi.read_json(state.cleanup_file)
+    cleanup = hst.read_json(state.cleanup_file)
     assert cleanup["deployment_id"] == "d-AAAAAAAA1"
     assert cleanup["paths"][0] == dest  # the destination dir is created first (parents before children)
     assert set(cleanup["paths"]) == {dest, f"{dest}/bin", f"{dest}/bin/run", f"{dest}/conf", f"{dest}/conf/a.conf",
                                      f"{dest}/current"}
-    assert hi.read_json(state.install_file)["status"] == "Succeeded"
+    assert hst.read_json(state.install_file)["status"] == "Succeeded"
 
 
 def test_missing_ancestors_created_and_removed(world):
@@ -86,7 +88,7 @@ def test_disallow_stray_file_fails_naming_it(world):
     stray = os.path.join(dest, "index.html")
     open(stray, "w").write("stray")
     b1 = make_bundle(tmp / "b1", {"app/index.html": "new", "app/other": "x"})
-    with pytest.raises(hi.InstallError) as err:
+    with pytest.raises(hst.InstallError) as err:
         hi.install(state, "d-AAAAAAAA1", spec(dest), b1)
     assert stray in str(err.value) and "DISALLOW" in str(err.value)
     assert open(stray).read() == "stray"
@@ -101,8 +103,8 @@ def test_overwrite_records_file_and_next_deployment_removes_it(world):
     b1 = make_bundle(tmp / "b1", {"app/index.html": "v1"})
     res = hi.install(state, "d-AAAAAAAA1", spec(dest), b1, file_exists_behavior="OVERWRITE")
     assert open(stray).read() == "v1" and res.overwritten == [stray]
-    assert stray in hi.read_json(state.cleanup_file)["paths"]
-    assert dest not in hi.read_json(state.cleanup_file)["paths"]  # existed before: not ours
+    assert stray in hst.read_json(state.cleanup_file)["paths"]
+    assert dest not in hst.read_json(state.cleanup_file)["paths"]  # existed before: not ours
     b2 = make_bundle(tmp / "b2", {"app/other.html": "v2"})
     hi.install(state, "d-AAAAAAAA2", spec(dest), b2)
     assert not os.path.exists(stray) and os.path.isdir(dest)
@@ -132,7 +134,7 @@ def test_retain_keeps_file_does_not_record_it_nor_set_permissions(world):
     assert open(kept).read() == "local" and res.retained == [kept]
     assert stat.S_IMODE(os.stat(kept).st_mode) == 0o600  # pre-existing retained file keeps its mode
     assert stat.S_IMODE(os.stat(os.path.join(dest, "new.txt")).st_mode) == 0o640
-    assert kept not in hi.read_json(state.cleanup_file)["paths"]
+    assert kept not in hst.read_json(state.cleanup_file)["paths"]
     b2 = make_bundle(tmp / "b2", {"app/x": "x"})
     hi.install(state, "d-AAAAAAAA2", spec(dest), b2)
     assert open(kept).read() == "local"  # never ours, so never cleaned up
@@ -171,7 +173,7 @@ def test_permissions_same_path_twice_is_an_error(world):
     state, tmp, dest = world
     b1 = make_bundle(tmp / "b1", {"app/a": ""})
     perms = [{"object": dest, "mode": "0644"}, {"object": f"{dest}/a", "mode": "0600"}]
-    with pytest.raises(hi.InstallError, match="more than once"):
+    with pytest.raises(hst.InstallError, match="more than once"):
         hi.install(state, "d-AAAAAAAA1", spec(dest, permissions=perms), b1)
 
 
@@ -189,13 +191,13 @@ def test_permissions_owner_group_and_acl(world):
     assert st.st_uid == pwd.getpwnam("nobody").pw_uid and st.st_gid == grp.getgrnam("nogroup").gr_gid
     acl = subprocess.run(["getfacl", "-cp", path], capture_output=True, text=True, check=True).stdout
     assert "user:daemon:rw-" in acl and "user::rw-" in acl
-    if not hi.selinux_enabled():
+    if not hp.selinux_enabled():
         assert res.warnings == []
 
 
 def test_context_without_selinux_warns(world):
     state, tmp, dest = world
-    if hi.selinux_enabled():
+    if hp.selinux_enabled():
         pytest.skip("SELinux is enabled here")
     b1 = make_bundle(tmp / "b1", {"app/f": "x"})
     perms = [{"object": f"{dest}/f", "context": {"user": None, "type": "httpd_sys_content_t", "range": None}}]
@@ -208,7 +210,7 @@ def test_two_sources_same_destination_is_an_error(world):
     b1 = make_bundle(tmp / "b1", {"a/x": "1", "b/x": "2"})
     appspec = spec(dest)
     appspec["files"] = [{"source": "a", "destination": dest}, {"source": "b", "destination": dest}]
-    with pytest.raises(hi.InstallError, match="same destination"):
+    with pytest.raises(hst.InstallError, match="same destination"):
         hi.install(state, "d-AAAAAAAA1", appspec, b1)
 
 
@@ -235,37 +237,37 @@ def test_check_mode_changes_nothing_and_reports_plan(world):
     res = hi.install(state, "d-AAAAAAAA2", spec(dest), b2, check_mode=True)
     assert res.changed and set(res.created) == {dest, f"{dest}/a", f"{dest}/b"}
     assert open(os.path.join(dest, "a")).read() == "1" and not os.path.exists(os.path.join(dest, "b"))
-    assert hi.read_json(state.install_file)["deployment_id"] == "d-AAAAAAAA1"
+    assert hst.read_json(state.install_file)["deployment_id"] == "d-AAAAAAAA1"
 
 
 def test_retention_keeps_last_successful_and_current(tmp_path):
-    state = hi.HostState(str(tmp_path), "app", "dg")
+    state = hst.HostState(str(tmp_path), "app", "dg")
     ids = [f"d-AAAAAAAA{i}" for i in range(1, 8)]
     for i, deployment_id in enumerate(ids):
         state.ensure_deployment_dir(deployment_id)
-        hi.atomic_write(os.path.join(state.deployment_dir(deployment_id), ".created"), f"{1000 + i}\n")
+        hst.atomic_write(os.path.join(state.deployment_dir(deployment_id), ".created"), f"{1000 + i}\n")
     state.set_last_successful(ids[0])
     removed = state.prune(keep=3, current=ids[-1])
     assert state.list_deployments() == [ids[0], ids[5], ids[6]]
     assert removed == ids[1:5]
-    with pytest.raises(hi.StateError):
+    with pytest.raises(hst.StateError):
         state.prune(keep=0)
 
 
 def test_pointers_atomic_and_names_validated(tmp_path):
-    state = hi.HostState(str(tmp_path), "app", "dg")
+    state = hst.HostState(str(tmp_path), "app", "dg")
     assert state.last_successful is None and state.most_recent is None
     state.set_most_recent("d-AAAAAAAA1")
     assert state.most_recent == "d-AAAAAAAA1"
     assert [n for n in os.listdir(state.group_dir) if n.startswith(".")] == []  # no temp files left
-    with pytest.raises(hi.StateError):
-        hi.HostState(str(tmp_path), "../etc", "dg")
+    with pytest.raises(hst.StateError):
+        hst.HostState(str(tmp_path), "../etc", "dg")
 
 
 def test_acl_parsing_like_the_agent():
-    assert hi.full_acl(["u:app:rwx"], 0o640) == ["user:app:rwx", "user::rw-", "group::r--", "other::---", "mask::r--"]
-    assert hi.full_acl(["d:g:web:5"], 0o750)[0] == "default:group:web:r-x"
-    with pytest.raises(hi.InstallError):
-        hi.parse_ace("u::rwx")  # base entries come from mode
-    with pytest.raises(hi.InstallError):
-        hi.parse_ace("x:y:z:w:rwx")
+    assert hp.full_acl(["u:app:rwx"], 0o640) == ["user:app:rwx", "user::rw-", "group::r--", "other::---", "mask::r--"]
+    assert hp.full_acl(["d:g:web:5"], 0o750)[0] == "default:group:web:r-x"
+    with pytest.raises(hst.InstallError):
+        hp.parse_ace("u::rwx")  # base entries come from mode
+    with pytest.raises(hst.InstallError):
+        hp.parse_ace("x:y:z:w:rwx")

@@ -25,7 +25,10 @@ import pytest
 
 from ansible_collections.rollwright.deploy.plugins.module_utils import hook_runner as hr
 from ansible_collections.rollwright.deploy.plugins.module_utils import host_fs as fs
+from ansible_collections.rollwright.deploy.plugins.module_utils import host_events as hev
 from ansible_collections.rollwright.deploy.plugins.module_utils import host_install as hi
+from ansible_collections.rollwright.deploy.plugins.module_utils import host_state as hst
+from ansible_collections.rollwright.deploy.plugins.module_utils import host_unpack as hun
 from ansible_collections.rollwright.deploy.plugins.module_utils import revision as rev
 from ansible_collections.rollwright.deploy.plugins.module_utils.redact import redact_text
 from tests.unit.test_host_install import make_bundle as make_tree
@@ -89,7 +92,7 @@ def swap_for_symlink(path, target) -> None:
 @pytest.fixture
 def installed(tmp_path):
     """v1 installed at <tmp>/dest: conf/app.conf, bin/run."""
-    state = hi.HostState(str(tmp_path / "state"), "app", "dg")
+    state = hst.HostState(str(tmp_path / "state"), "app", "dg")
     dest = tmp_path / "dest"
     b1 = make_tree(tmp_path / "b1", {"app/conf/app.conf": "v1", "app/bin/run": "#!/bin/sh\n"})
     hi.install(state, "d-AAAAAAAA1", spec(dest), b1)
@@ -179,7 +182,7 @@ def test_cleanup_parent_swapped_for_symlink_to_victim_is_refused(tmp_path, insta
     state, dest, b2 = installed
     # v1's cleanup list has dest/conf/app.conf; the app user points conf at the victim
     swap_for_symlink(dest / "conf", victim)
-    with pytest.raises(hi.InstallError) as err:
+    with pytest.raises(hst.InstallError) as err:
         hi.install(state, "d-AAAAAAAA2", spec(dest), b2)
     assert f"refusing {dest}/conf: is a symlink" in str(err.value) and "nothing was removed" in str(err.value)
     assert (dest / "bin" / "run").exists()  # refused before anything was deleted
@@ -189,7 +192,7 @@ def test_cleanup_entry_in_directory_owned_by_attacker_is_refused(tmp_path, insta
     needs_root()
     state, dest, b2 = installed
     os.chown(dest / "conf", ATTACKER_UID, ATTACKER_UID)
-    with pytest.raises(hi.InstallError) as err:
+    with pytest.raises(hst.InstallError) as err:
         hi.install(state, "d-AAAAAAAA2", spec(dest), b2)
     assert f"{dest}/conf" in str(err.value) and f"uid {ATTACKER_UID}" in str(err.value)
 
@@ -207,7 +210,7 @@ def test_cleanup_directory_replaced_by_symlink_to_victim_dir(tmp_path, installed
     os.unlink(dest / "conf" / "app.conf")
     os.rmdir(dest / "conf")
     os.symlink(victim, dest / "conf")  # v1's cleanup list names conf/app.conf: unlinking it would hit the victim
-    with pytest.raises(hi.InstallError, match=f"refusing {dest}/conf: is a symlink"):
+    with pytest.raises(hst.InstallError, match=f"refusing {dest}/conf: is a symlink"):
         hi.install(state, "d-AAAAAAAA2", spec(dest), b2)
     assert (dest / "bin" / "run").exists()
 
@@ -225,8 +228,8 @@ def test_cleanup_list_naming_paths_through_a_symlink_is_refused(tmp_path, instal
     state, dest, b2 = installed
     os.symlink(victim, tmp_path / "shortcut")
     # a tampered cleanup list: the attacker cannot write it (sealed), but a path through a link is refused anyway
-    hi.atomic_write_json(state.cleanup_file, {"deployment_id": "d-AAAAAAAA1", "paths": [str(tmp_path / "shortcut" / "passwd")]})
-    with pytest.raises(hi.InstallError, match=f"refusing {tmp_path}/shortcut: is a symlink"):
+    hst.atomic_write_json(state.cleanup_file, {"deployment_id": "d-AAAAAAAA1", "paths": [str(tmp_path / "shortcut" / "passwd")]})
+    with pytest.raises(hst.InstallError, match=f"refusing {tmp_path}/shortcut: is a symlink"):
         hi.install(state, "d-AAAAAAAA2", spec(dest), b2)
 
 
@@ -235,30 +238,30 @@ def test_cleanup_list_naming_paths_through_a_symlink_is_refused(tmp_path, instal
 # ----------------------------------------------------------------------------------------------
 
 def test_destination_parent_is_a_symlink_refused_before_anything(tmp_path, victim):
-    state = hi.HostState(str(tmp_path / "state"), "app", "dg")
+    state = hst.HostState(str(tmp_path / "state"), "app", "dg")
     (tmp_path / "opt").mkdir()
     os.symlink(victim, tmp_path / "opt" / "app")
     b1 = make_tree(tmp_path / "b1", {"app/passwd": "owned\n"})
-    with pytest.raises(hi.InstallError) as err:
+    with pytest.raises(hst.InstallError) as err:
         hi.install(state, "d-AAAAAAAA1", spec(tmp_path / "opt" / "app" / "sub"), b1)
     assert f"refusing {tmp_path}/opt/app: is a symlink" in str(err.value) and "files[0].destination" in str(err.value)
-    assert hi.read_json(state.cleanup_file) is None
+    assert hst.read_json(state.cleanup_file) is None
 
 
 def test_destination_owned_by_someone_the_appspec_does_not_name_is_refused(tmp_path, victim):
     needs_root()
-    state = hi.HostState(str(tmp_path / "state"), "app", "dg")
+    state = hst.HostState(str(tmp_path / "state"), "app", "dg")
     (tmp_path / "home" / "bob").mkdir(parents=True)
     os.chown(tmp_path / "home" / "bob", ATTACKER_UID, ATTACKER_UID)
     b1 = make_tree(tmp_path / "b1", {"app/x": "1"})
-    with pytest.raises(hi.InstallError, match=f"{tmp_path}/home/bob.*uid {ATTACKER_UID}"):
+    with pytest.raises(hst.InstallError, match=f"{tmp_path}/home/bob.*uid {ATTACKER_UID}"):
         hi.install(state, "d-AAAAAAAA1", spec(tmp_path / "home" / "bob" / "app"), b1)
     assert not (tmp_path / "home" / "bob" / "app").exists()
 
 
 def test_directory_owned_by_the_appspec_owner_is_trusted(tmp_path, victim):
     needs_root()
-    state = hi.HostState(str(tmp_path / "state"), "app", "dg")
+    state = hst.HostState(str(tmp_path / "state"), "app", "dg")
     dest = tmp_path / "srv"
     b1 = make_tree(tmp_path / "b1", {"app/conf/a": "1"})
     perms = [{"object": str(dest), "pattern": "**", "except": [], "owner": OWNER, "group": None, "mode": None,
@@ -271,7 +274,7 @@ def test_directory_owned_by_the_appspec_owner_is_trusted(tmp_path, victim):
 
 
 def test_overwrite_of_a_symlink_to_victim_replaces_the_link(tmp_path, victim):
-    state = hi.HostState(str(tmp_path / "state"), "app", "dg")
+    state = hst.HostState(str(tmp_path / "state"), "app", "dg")
     dest = tmp_path / "dest"
     dest.mkdir()
     os.symlink(victim / "passwd", dest / "passwd")
@@ -281,7 +284,7 @@ def test_overwrite_of_a_symlink_to_victim_replaces_the_link(tmp_path, victim):
 
 
 def test_old_predictable_temp_name_planted_as_symlink_is_harmless(tmp_path, victim):
-    state = hi.HostState(str(tmp_path / "state"), "app", "dg")
+    state = hst.HostState(str(tmp_path / "state"), "app", "dg")
     dest = tmp_path / "dest"
     dest.mkdir()
     (dest / "index.html").write_text("stray\n")
@@ -293,7 +296,7 @@ def test_old_predictable_temp_name_planted_as_symlink_is_harmless(tmp_path, vict
 
 
 def test_race_directory_swapped_between_mkdir_and_copy_is_refused(tmp_path, victim, monkeypatch):
-    state = hi.HostState(str(tmp_path / "state"), "app", "dg")
+    state = hst.HostState(str(tmp_path / "state"), "app", "dg")
     dest = tmp_path / "dest"
     b1 = make_tree(tmp_path / "b1", {"app/conf/passwd": "bundle\n"})
     real_mkdir = hi._mkdir_one
@@ -304,7 +307,7 @@ def test_race_directory_swapped_between_mkdir_and_copy_is_refused(tmp_path, vict
             swap_for_symlink(path, victim)  # the attacker wins the race right after the directory appears
 
     monkeypatch.setattr(hi, "_mkdir_one", mkdir_then_swap)
-    with pytest.raises(hi.InstallError) as err:
+    with pytest.raises(hst.InstallError) as err:
         hi.install(state, "d-AAAAAAAA1", spec(dest), b1)
     assert f"refusing {dest}/conf: is a symlink" in str(err.value)
 
@@ -312,7 +315,7 @@ def test_race_directory_swapped_between_mkdir_and_copy_is_refused(tmp_path, vict
 def test_race_thread_keeps_swapping_while_installing(tmp_path, victim):
     """A thread flips dest/conf between a directory and a symlink to the victim as fast as it can while
     installs run: whatever the interleaving, nothing is written into the victim."""
-    state = hi.HostState(str(tmp_path / "state"), "app", "dg")
+    state = hst.HostState(str(tmp_path / "state"), "app", "dg")
     dest = tmp_path / "dest"
     files = {f"app/conf/f{i}.conf": str(i) for i in range(40)}
     b1 = make_tree(tmp_path / "b1", files)
@@ -338,7 +341,7 @@ def test_race_thread_keeps_swapping_while_installing(tmp_path, victim):
             try:
                 hi.install(state, f"d-AAAAAAAA{i}", spec(dest), b1)
                 outcomes.append("installed")
-            except hi.InstallError as exc:
+            except hst.InstallError as exc:
                 outcomes.append("refused")
                 assert "refusing" in str(exc) or "install failed" in str(exc) or "DISALLOW" in str(exc), str(exc)
     finally:
@@ -348,7 +351,7 @@ def test_race_thread_keeps_swapping_while_installing(tmp_path, victim):
 
 
 def test_permissions_object_swapped_for_symlink_before_chmod(tmp_path, victim, monkeypatch):
-    state = hi.HostState(str(tmp_path / "state"), "app", "dg")
+    state = hst.HostState(str(tmp_path / "state"), "app", "dg")
     dest = tmp_path / "dest"
     b1 = make_tree(tmp_path / "b1", {"app/conf/key.pem": "k"})
     perms = [{"object": str(dest), "pattern": "**", "except": [], "owner": OWNER if os.geteuid() == 0 else None,
@@ -366,7 +369,7 @@ def test_permissions_object_swapped_for_symlink_before_chmod(tmp_path, victim, m
 
 
 def test_permissions_parent_swapped_for_symlink_before_apply_is_refused(tmp_path, victim, monkeypatch):
-    state = hi.HostState(str(tmp_path / "state"), "app", "dg")
+    state = hst.HostState(str(tmp_path / "state"), "app", "dg")
     dest = tmp_path / "dest"
     b1 = make_tree(tmp_path / "b1", {"app/sub/passwd": "bundle"})
     perms = [{"object": str(dest), "pattern": "**", "except": [], "owner": None, "group": None, "mode": "0666",
@@ -378,7 +381,7 @@ def test_permissions_parent_swapped_for_symlink_before_apply_is_refused(tmp_path
         real_apply(op, warnings, uids)
 
     monkeypatch.setattr(hi, "apply_permission", swap_then_apply)
-    with pytest.raises(hi.InstallError, match=f"refusing {dest}/sub: is a symlink"):
+    with pytest.raises(hst.InstallError, match=f"refusing {dest}/sub: is a symlink"):
         hi.install(state, "d-AAAAAAAA1", spec(dest, permissions=perms), b1)
 
 
@@ -412,13 +415,13 @@ def _request(deployment_id, events, dest, bundle=None, **extra):
     hooks = extra.pop("hooks", {})
     appspec = {"version": "0.0", "os": "linux", "files": [{"source": "site", "destination": str(dest)}],
                "file_exists_behavior": None, "permissions": [], "hooks": hooks}
-    return hi.DeploymentRequest(deployment_id=deployment_id, events=events, appspec=extra.pop("appspec", appspec),
-                                bundle=bundle, **extra)
+    return hev.DeploymentRequest(deployment_id=deployment_id, events=events, appspec=extra.pop("appspec", appspec),
+                                 bundle=bundle, **extra)
 
 
 def _deploy(tmp_path, bundle, events=("DownloadBundle", "BeforeInstall", "Install"), deployment_id="d-AAAAAAAA1", **extra):
-    state = hi.HostState(str(tmp_path / "state"), "app", "dg")
-    return state, hi.HostDeployment(state, _request(deployment_id, list(events), tmp_path / "dest", bundle, **extra)).execute()
+    state = hst.HostState(str(tmp_path / "state"), "app", "dg")
+    return state, hev.HostDeployment(state, _request(deployment_id, list(events), tmp_path / "dest", bundle, **extra)).execute()
 
 
 def test_state_is_sealed_and_the_bundle_removed_once_unpacked(tmp_path):
@@ -456,14 +459,14 @@ def test_state_logs_dir_swapped_for_symlink_is_refused(tmp_path, victim):
     logs = state.logs_dir("d-AAAAAAAA1")
     os.rmdir(logs)
     os.symlink(victim, logs)
-    with pytest.raises(hi.StateError, match=f"refusing {logs}: is a symlink"):
+    with pytest.raises(hst.StateError, match=f"refusing {logs}: is a symlink"):
         hooks = {"AfterInstall": [{"location": "s.sh", "timeout": 10, "runas": None}]}
         _deploy(tmp_path, None, events=("AfterInstall",), hooks=hooks)
 
 
 def test_state_archive_dir_swapped_for_symlink_is_not_extracted_into(tmp_path, victim):
     bundle = _bundle_tgz(tmp_path / "b.tgz", {"appspec.yml": "version: 0.0\n", "site/passwd": "bundle"})
-    state = hi.HostState(str(tmp_path / "state"), "app", "dg")
+    state = hst.HostState(str(tmp_path / "state"), "app", "dg")
     state.ensure_deployment_dir("d-AAAAAAAA1")
     os.symlink(victim, state.archive_dir("d-AAAAAAAA1"))
     state, run = _deploy(tmp_path, bundle, events=("DownloadBundle",))
@@ -477,16 +480,16 @@ def test_state_archive_dir_symlink_is_refused_when_read(tmp_path, victim):
     archive = state.archive_dir("d-AAAAAAAA1")
     os.rename(archive, archive + ".moved")
     os.symlink(victim, archive)
-    with pytest.raises(hi.StateError, match=f"refusing {archive}: is a symlink"):
+    with pytest.raises(hst.StateError, match=f"refusing {archive}: is a symlink"):
         state.bundle_root("d-AAAAAAAA1")
 
 
 def test_state_pointer_swapped_for_symlink_is_refused(tmp_path, victim):
-    state = hi.HostState(str(tmp_path / "state"), "app", "dg")
+    state = hst.HostState(str(tmp_path / "state"), "app", "dg")
     state.set_last_successful("d-AAAAAAAA1")
     os.unlink(os.path.join(state.group_dir, "last_successful"))
     os.symlink(victim / "passwd", os.path.join(state.group_dir, "last_successful"))
-    with pytest.raises(hi.StateError, match="last_successful"):
+    with pytest.raises(hst.StateError, match="last_successful"):
         assert state.last_successful is None  # raises before the comparison
     state.set_last_successful("d-AAAAAAAA2")  # a write replaces the link, never writes through it
     assert state.last_successful == "d-AAAAAAAA2"
@@ -496,34 +499,34 @@ def test_state_cleanup_file_symlink_to_victim_is_refused(tmp_path, installed, vi
     state, dest, b2 = installed
     os.unlink(state.cleanup_file)
     os.symlink(victim / "passwd", state.cleanup_file)
-    with pytest.raises(hi.StateError, match="cleanup.json"):
+    with pytest.raises(hst.StateError, match="cleanup.json"):
         hi.install(state, "d-AAAAAAAA2", spec(dest), b2)
 
 
 def test_state_group_dir_owned_by_attacker_is_refused(tmp_path, victim):
     needs_root()
-    state = hi.HostState(str(tmp_path / "state"), "app", "dg")
+    state = hst.HostState(str(tmp_path / "state"), "app", "dg")
     state.ensure_group_dir()
     os.chown(state.group_dir, ATTACKER_UID, ATTACKER_UID)
-    with pytest.raises(hi.StateError, match=f"{state.group_dir}.*uid {ATTACKER_UID}"):
+    with pytest.raises(hst.StateError, match=f"{state.group_dir}.*uid {ATTACKER_UID}"):
         state.set_most_recent("d-AAAAAAAA1")
 
 
 def test_state_deployments_dir_symlink_is_refused_by_prune(tmp_path, victim):
-    state = hi.HostState(str(tmp_path / "state"), "app", "dg")
+    state = hst.HostState(str(tmp_path / "state"), "app", "dg")
     state.ensure_group_dir()
     os.symlink(victim, state.deployments_dir)
-    with pytest.raises(hi.StateError, match="deployments: is a symlink"):
+    with pytest.raises(hst.StateError, match="deployments: is a symlink"):
         state.prune(1, current="d-AAAAAAAA1")
 
 
 def test_previous_revisions_keep_no_unpacked_files(tmp_path):
-    state = hi.HostState(str(tmp_path / "state"), "app", "dg")
+    state = hst.HostState(str(tmp_path / "state"), "app", "dg")
     for i in range(1, 4):
         bundle = _bundle_tgz(tmp_path / f"b{i}.tgz", {"appspec.yml": "version: 0.0\n", f"site/v{i}": str(i)})
         dep = f"d-AAAAAAAA{i}"
-        run = hi.HostDeployment(state, _request(dep, ["DownloadBundle", "BeforeInstall", "Install"], tmp_path / "dest", bundle,
-                                                complete=True)).execute()
+        run = hev.HostDeployment(state, _request(dep, ["DownloadBundle", "BeforeInstall", "Install"], tmp_path / "dest", bundle,
+                                                 complete=True)).execute()
         assert not run.failed, run.message
     kept = {d: os.path.isdir(state.archive_dir(d)) for d in state.list_deployments()}
     assert kept == {"d-AAAAAAAA1": False, "d-AAAAAAAA2": False, "d-AAAAAAAA3": True}, kept
@@ -532,14 +535,14 @@ def test_previous_revisions_keep_no_unpacked_files(tmp_path):
 def test_bundle_changed_between_hash_and_copy_is_refused(tmp_path, monkeypatch):
     bundle = _bundle_tgz(tmp_path / "b.tgz", {"appspec.yml": "version: 0.0\n", "site/a": "1"})
     evil = _bundle_tgz(tmp_path / "evil.tgz", {"appspec.yml": "version: 0.0\n", "site/a": "evil"})
-    real = hi.sha256_file
+    real = hun.sha256_file
 
     def hash_then_swap(path):
         digest = real(path)
         os.replace(evil, bundle)  # swapped after it was hashed, before it is copied
         return digest
 
-    monkeypatch.setattr(hi, "sha256_file", hash_then_swap)
+    monkeypatch.setattr(hun, "sha256_file", hash_then_swap)
     state, run = _deploy(tmp_path, bundle, events=("DownloadBundle",))
     assert run.failed and "changed while it was copied" in run.message, run.message
     assert not os.path.exists(state.archive_dir("d-AAAAAAAA1"))
@@ -737,9 +740,9 @@ def test_invalid_appspec_on_the_host_is_a_clear_error(tmp_path, edit, expected):
     appspec = {"version": "0.0", "os": "linux", "files": [{"source": "site", "destination": str(tmp_path / "d")}],
                "file_exists_behavior": None, "permissions": [], "hooks": {}}
     edit(appspec)
-    state = hi.HostState(str(tmp_path / "state"), "app", "dg")
-    with pytest.raises(hi.StateError) as err:
-        hi.HostDeployment(state, hi.DeploymentRequest("d-AAAAAAAA1", ["Install"], appspec=appspec))
+    state = hst.HostState(str(tmp_path / "state"), "app", "dg")
+    with pytest.raises(hst.StateError) as err:
+        hev.HostDeployment(state, hev.DeploymentRequest("d-AAAAAAAA1", ["Install"], appspec=appspec))
     assert "not a valid normalised appspec" in str(err.value) and expected in str(err.value), str(err.value)
     assert not os.path.exists(tmp_path / "state")
 
@@ -749,8 +752,8 @@ def test_tampered_stored_appspec_of_previous_revision_fails_clearly(tmp_path):
     state, run = _deploy(tmp_path, bundle, complete=True)
     assert not run.failed, run.message
     spec_file = state.appspec_file("d-AAAAAAAA1")
-    data = hi.read_json(spec_file)
+    data = hst.read_json(spec_file)
     data["hooks"] = {"ApplicationStop": [{"location": "stop.sh", "timeout": "abc", "runas": None}]}
-    hi.atomic_write_json(spec_file, data)
+    hst.atomic_write_json(spec_file, data)
     state, run = _deploy(tmp_path, None, events=("ApplicationStop",), deployment_id="d-AAAAAAAA2")
     assert run.failed and "stored appspec of deployment d-AAAAAAAA1" in run.message and "timeout" in run.message

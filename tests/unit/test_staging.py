@@ -20,7 +20,9 @@ import threading
 
 import pytest
 
-from ansible_collections.rollwright.deploy.plugins.module_utils import host_install as hi
+from ansible_collections.rollwright.deploy.plugins.module_utils import host_events as hev
+from ansible_collections.rollwright.deploy.plugins.module_utils import host_state as hst
+from ansible_collections.rollwright.deploy.plugins.module_utils import host_unpack as hun
 from ansible_collections.rollwright.deploy.plugins.module_utils import host_staging as hs
 from tests.unit.test_hostile_host import _bundle_tgz, _request, victim  # noqa: F401  # pylint: disable=unused-import
 
@@ -38,16 +40,16 @@ def staged(tmp_path):
     """A revision staged for DEP: (state, bundle path, its sha256, revision dict)."""
     bundle = _bundle_tgz(tmp_path / "b.tgz", FILES)
     revision = {"source": "local", "sha256": _sha(bundle), "bundle_type": "tgz"}
-    state = hi.HostState(str(tmp_path / "state"), "app", "dg")
-    run = hi.HostDeployment(state, _request(DEP, ["DownloadBundle"], tmp_path / "dest", bundle, revision=revision,
-                                            staging="stage")).execute()
+    state = hst.HostState(str(tmp_path / "state"), "app", "dg")
+    run = hev.HostDeployment(state, _request(DEP, ["DownloadBundle"], tmp_path / "dest", bundle, revision=revision,
+                                             staging="stage")).execute()
     assert not run.failed, run.message
     return state, bundle, revision
 
 
 def _batch(tmp_path, state, revision, deployment_id=DEP, **extra):
-    return hi.HostDeployment(state, _request(deployment_id, BATCH, tmp_path / "dest", None, revision=revision,
-                                             **extra)).execute()
+    return hev.HostDeployment(state, _request(deployment_id, BATCH, tmp_path / "dest", None, revision=revision,
+                                              **extra)).execute()
 
 
 def test_stage_unpacks_and_fingerprints_without_moving_pointers(tmp_path, staged):
@@ -73,8 +75,8 @@ def test_batch_installs_from_the_staged_copy(tmp_path, staged):
 def test_staging_twice_is_a_no_op(tmp_path, staged):
     state, bundle, revision = staged
     before = state.load_revision(DEP)
-    run = hi.HostDeployment(state, _request(DEP, ["DownloadBundle"], tmp_path / "dest", bundle, revision=revision,
-                                            staging="stage")).execute()
+    run = hev.HostDeployment(state, _request(DEP, ["DownloadBundle"], tmp_path / "dest", bundle, revision=revision,
+                                             staging="stage")).execute()
     assert not run.failed and not run.events[0]["changed"]
     assert state.load_revision(DEP)["staged"] == before["staged"]
 
@@ -87,42 +89,42 @@ def test_staged_copy_of_another_bundle_is_refused(tmp_path, staged):
 
 
 def test_staging_takes_download_bundle_only(tmp_path):
-    state = hi.HostState(str(tmp_path / "state"), "app", "dg")
-    with pytest.raises(hi.StateError, match=r"staging=stage takes events \[DownloadBundle\] only"):
-        hi.HostDeployment(state, _request(DEP, BATCH, tmp_path / "dest", None, staging="stage"))
-    with pytest.raises(hi.StateError, match="staging must be stage or discard"):
-        hi.HostDeployment(state, _request(DEP, ["DownloadBundle"], tmp_path / "dest", None, staging="later"))
+    state = hst.HostState(str(tmp_path / "state"), "app", "dg")
+    with pytest.raises(hst.StateError, match=r"staging=stage takes events \[DownloadBundle\] only"):
+        hev.HostDeployment(state, _request(DEP, BATCH, tmp_path / "dest", None, staging="stage"))
+    with pytest.raises(hst.StateError, match="staging must be stage or discard"):
+        hev.HostDeployment(state, _request(DEP, ["DownloadBundle"], tmp_path / "dest", None, staging="later"))
 
 
 def test_discard_removes_an_unused_copy_only(tmp_path, staged):
     state, bundle, revision = staged
     discard = _request(DEP, ["DownloadBundle"], tmp_path / "dest", None, staging="discard")
-    run = hi.HostDeployment(state, discard).execute()
+    run = hev.HostDeployment(state, discard).execute()
     assert run.changed and not state.has_deployment(DEP)
     # a copy a batch used keeps its directory (logs)
     used = "d-STAGED002"
-    hi.HostDeployment(state, _request(used, ["DownloadBundle"], tmp_path / "dest", bundle, revision=revision,
-                                      staging="stage")).execute()
+    hev.HostDeployment(state, _request(used, ["DownloadBundle"], tmp_path / "dest", bundle, revision=revision,
+                                       staging="stage")).execute()
     assert not _batch(tmp_path, state, revision, deployment_id=used).failed
-    run = hi.HostDeployment(state, _request(used, ["DownloadBundle"], tmp_path / "dest", None, staging="discard")).execute()
+    run = hev.HostDeployment(state, _request(used, ["DownloadBundle"], tmp_path / "dest", None, staging="discard")).execute()
     assert not run.changed and state.has_deployment(used)
 
 
 def test_a_new_staging_removes_stale_unused_copies(tmp_path, staged):
     state, bundle, revision = staged
-    run = hi.HostDeployment(state, _request("d-STAGED002", ["DownloadBundle"], tmp_path / "dest", bundle,
-                                            revision=revision, staging="stage")).execute()
+    run = hev.HostDeployment(state, _request("d-STAGED002", ["DownloadBundle"], tmp_path / "dest", bundle,
+                                             revision=revision, staging="stage")).execute()
     assert run.pruned == [DEP] and not state.has_deployment(DEP)
 
 
 def test_a_failed_staging_is_recorded_and_discarded(tmp_path):
     bundle = _bundle_tgz(tmp_path / "b.tgz", FILES)
-    state = hi.HostState(str(tmp_path / "state"), "app", "dg")
-    run = hi.HostDeployment(state, _request(DEP, ["DownloadBundle"], tmp_path / "dest", bundle,
-                                            revision={"sha256": "1" * 64}, staging="stage")).execute()
-    assert run.failed and state.load_status(DEP)["status"] == hi.STAGING_FAILED
-    assert hi.HostDeployment(state, _request(DEP, ["DownloadBundle"], tmp_path / "dest", None,
-                                             staging="discard")).execute().changed
+    state = hst.HostState(str(tmp_path / "state"), "app", "dg")
+    run = hev.HostDeployment(state, _request(DEP, ["DownloadBundle"], tmp_path / "dest", bundle,
+                                             revision={"sha256": "1" * 64}, staging="stage")).execute()
+    assert run.failed and state.load_status(DEP)["status"] == hun.STAGING_FAILED
+    assert hev.HostDeployment(state, _request(DEP, ["DownloadBundle"], tmp_path / "dest", None,
+                                              staging="discard")).execute().changed
     assert not state.has_deployment(DEP)
 
 
@@ -156,11 +158,11 @@ def _presigned(tmp_path, server, sha=None, limits=None):
     bundle = _bundle_tgz(tmp_path / "b.tgz", FILES)
     shutil.copy(bundle, www / "obj.tgz")
     url = f"{base}/obj.tgz?X-Amz-Signature=secretsig123456"
-    state = hi.HostState(str(tmp_path / "state"), "app", "dg")
+    state = hst.HostState(str(tmp_path / "state"), "app", "dg")
     revision = {"source": "s3", "bucket": "b", "key": "k", "version": "v1", "sha256": sha or _sha(bundle),
                 "bundle_type": "tgz"}
-    run = hi.HostDeployment(state, _request(DEP, ["DownloadBundle"], tmp_path / "dest", None, revision=revision,
-                                            staging="stage", bundle_url=url, unpack_limits=limits)).execute()
+    run = hev.HostDeployment(state, _request(DEP, ["DownloadBundle"], tmp_path / "dest", None, revision=revision,
+                                             staging="stage", bundle_url=url, unpack_limits=limits)).execute()
     return state, run, url
 
 

@@ -574,6 +574,15 @@ class Adapter:
 QUIET_PROGRESS_EVERY = 10.0
 
 
+def derived_timeout(timeout: float | None, waits: Iterable[float]) -> float:
+    """``timeout`` when the caller gave one, else the longest expected wait plus a margin: 15 s or 10 %, whichever
+    is larger."""
+    if timeout is not None:
+        return timeout
+    longest = max(waits)
+    return longest + max(15.0, 0.1 * longest)
+
+
 def worst_state(pairs: list[tuple[str, str | None]]) -> tuple[str, str | None]:
     if not pairs:
         return (UNUSED, None)

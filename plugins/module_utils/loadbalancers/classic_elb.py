@@ -19,6 +19,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from ansible_collections.rollwright.deploy.plugins.module_utils.errors import aws_error_code
+
 from .base import (
     DRAINING,
     HEALTHY,
@@ -36,10 +38,10 @@ from .base import (
     Progress,
     WaitResult,
     count_by_state,
+    derived_timeout,
     group_memberships,
     worst_health,
 )
-from .elbv2 import error_code, wait_margin
 
 ELB_NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,30}[A-Za-z0-9])?$")
 DESCRIBE_CHUNK = 20
@@ -96,7 +98,7 @@ class ClassicELBAdapter(Adapter):
             try:
                 found = self._call("DescribeLoadBalancers", "describe_load_balancers", LoadBalancerNames=chunk)
             except Exception as exc:
-                if error_code(exc) != "LoadBalancerNotFound":
+                if aws_error_code(exc) != "LoadBalancerNotFound":
                     raise
                 missing = self._find_missing(chunk)
                 raise NotFoundError(
@@ -113,7 +115,7 @@ class ClassicELBAdapter(Adapter):
             try:
                 self._call("DescribeLoadBalancers", "describe_load_balancers", LoadBalancerNames=[name])
             except Exception as exc:
-                if error_code(exc) != "LoadBalancerNotFound":
+                if aws_error_code(exc) != "LoadBalancerNotFound":
                     raise
                 missing.append(name)
         return missing or list(chunk)
@@ -214,7 +216,7 @@ class ClassicELBAdapter(Adapter):
         try:
             resp = self._call("DescribeInstanceHealth", "describe_instance_health", **kwargs)
         except Exception as exc:
-            code = error_code(exc)
+            code = aws_error_code(exc)
             if code == "LoadBalancerNotFound":
                 raise NotFoundError(f"load_balancer: classic ELB {name} not found", [name]) from None
             if code == "InvalidInstance" and instance_ids:
@@ -238,9 +240,7 @@ class ClassicELBAdapter(Adapter):
         names = list(group_memberships(memberships))
         self._ensure_known(names)
         drains = {n: self.connection_draining_timeout(n) for n in names}
-        if timeout is None:
-            longest = max(drains.values())
-            timeout = longest + wait_margin(longest)
+        timeout = derived_timeout(timeout, drains.values())
 
         def done(state: str, reason: str | None) -> bool:
             # Anything but "still serving" counts: OutOfService, Unknown, or no longer listed.
@@ -261,9 +261,7 @@ class ClassicELBAdapter(Adapter):
             return WaitResult("healthy")
         names = list(group_memberships(memberships))
         self._ensure_known(names)
-        if timeout is None:
-            longest = max(self._time_to_healthy(n) for n in names)
-            timeout = longest + wait_margin(longest)
+        timeout = derived_timeout(timeout, (self._time_to_healthy(n) for n in names))
 
         def describe(pending, left):
             return f"classic_elb: waiting for {len(pending)} instance(s) to be InService [{count_by_state(pending)}]; {left:.0f}s left"

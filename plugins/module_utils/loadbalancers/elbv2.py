@@ -15,6 +15,8 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from ansible_collections.rollwright.deploy.plugins.module_utils.errors import aws_error_code
+
 from .base import (
     HEALTHY,
     UNAVAILABLE,
@@ -30,6 +32,7 @@ from .base import (
     Progress,
     WaitResult,
     count_by_state,
+    derived_timeout,
     group_memberships,
     target_group_label,
     worst_health,
@@ -43,18 +46,6 @@ DESCRIBE_CHUNK = 20  # DescribeTargetGroups takes at most 20 ARNs / names per ca
 AWS_DEFAULT_DEREGISTRATION_DELAY = 300
 NOT_REGISTERED = "Target.NotRegistered"
 NOT_IN_USE = "Target.NotInUse"
-
-
-def wait_margin(seconds: float) -> float:
-    """Slack added to a derived timeout: 15 s or 10 %, whichever is larger."""
-    return max(15.0, 0.1 * seconds)
-
-
-def error_code(exc: BaseException) -> str | None:
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict):
-        return response.get("Error", {}).get("Code")
-    return None
 
 
 @dataclass
@@ -122,7 +113,7 @@ class ELBv2Adapter(Adapter):
             try:
                 found.extend(self._call("DescribeTargetGroups", "describe_target_groups", **{key: chunk})["TargetGroups"])
             except Exception as exc:
-                if error_code(exc) != "TargetGroupNotFound":
+                if aws_error_code(exc) != "TargetGroupNotFound":
                     raise
                 missing = self._find_missing(key, chunk)
                 what = "ARN" if key == "TargetGroupArns" else "name"
@@ -145,7 +136,7 @@ class ELBv2Adapter(Adapter):
             try:
                 self._call("DescribeTargetGroups", "describe_target_groups", **{key: [value]})
             except Exception as exc:
-                if error_code(exc) != "TargetGroupNotFound":
+                if aws_error_code(exc) != "TargetGroupNotFound":
                     raise
                 missing.append(value)
         return missing or list(chunk)
@@ -207,7 +198,7 @@ class ELBv2Adapter(Adapter):
                 "TargetHealthDescriptions"
             ]
         except Exception as exc:
-            if error_code(exc) == "TargetGroupNotFound":
+            if aws_error_code(exc) == "TargetGroupNotFound":
                 raise NotFoundError(f"load_balancer: {target_group_label(arn)} ({arn}) not found", [arn]) from None
             raise
 
@@ -324,9 +315,7 @@ class ELBv2Adapter(Adapter):
             return WaitResult("drained")
         self._ensure_known(list(group_memberships(memberships)))
         delays = {arn: self.deregistration_delay(arn) for arn in group_memberships(memberships)}
-        if timeout is None:
-            longest = max(delays.values())
-            timeout = longest + wait_margin(longest)
+        timeout = derived_timeout(timeout, delays.values())
 
         def done(state: str, reason: str | None) -> bool:
             return state == UNUSED and reason in (NOT_REGISTERED, None)
@@ -350,9 +339,7 @@ class ELBv2Adapter(Adapter):
             return WaitResult("healthy")
         arns = list(group_memberships(memberships))
         self._ensure_known(arns)
-        if timeout is None:
-            longest = max(self._groups[a].time_to_healthy for a in arns)
-            timeout = longest + wait_margin(longest)
+        timeout = derived_timeout(timeout, (self._groups[a].time_to_healthy for a in arns))
 
         def done(state: str, reason: str | None) -> bool:
             # unavailable: health checks disabled; NotInUse: the group serves no load balancer,
