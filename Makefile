@@ -105,7 +105,7 @@ clean:
 	rm -rf build .pytest_cache .hypothesis tests/output
 
 iam-templates: setup
-	@PYTHONPATH=build $(PY) -c "from ansible_collections.rollwright.deploy.plugins.module_utils.iam_policy import POLICY_KINDS, template_text; \
+	@PYTHONPATH=build $(PY) -c "from ansible_collections.rollwright.deploy.plugins.module_utils.aws.iam_policy import POLICY_KINDS, template_text; \
 	[open(f'extensions/iam/{k}.json', 'w').write(template_text(k)) for k in POLICY_KINDS]"
 
 # The one-action-removed IAM matrices of in-place, Lambda and blue/green (~60 deployments on IAM-enforcing

@@ -114,7 +114,7 @@ class LambdaBench:
         return name, alarm
 
     def shift(self, name: str, config: dict, **options: Any) -> dict:
-        from ansible_collections.rollwright.deploy.plugins.module_utils.lambda_deploy import execute
+        from ansible_collections.rollwright.deploy.plugins.module_utils.deployments.lambda_deploy import execute
 
         clients = {"lambda": self.lam, "cloudwatch": self.cw}
         opts = {"function_name": name, "alias": "live", "target_version": "2", "deployment_config": config, **options}
@@ -166,7 +166,7 @@ def alarm_to_rollback(bench: LambdaBench) -> float:
 
 def lease_keeper_reaction(work: Path) -> float:
     """Seconds from the controller's death to the record marked Stopped by the real, detached lease keeper."""
-    from ansible_collections.rollwright.deploy.plugins.module_utils import recovery
+    from ansible_collections.rollwright.deploy.plugins.module_utils.deployments import recovery
     from ansible_collections.rollwright.deploy.plugins.module_utils.records import open_store
     from ansible_collections.rollwright.deploy.plugins.module_utils.records.base import DeploymentRecord
 
@@ -195,7 +195,7 @@ def lease_keeper_reaction(work: Path) -> float:
 
 def hook_timeout(work: Path, obey_term: bool) -> float:
     """Seconds run_event takes for a script that overruns its timeout (1 s + 1 s grace, or 2 s obeying TERM)."""
-    from ansible_collections.rollwright.deploy.plugins.module_utils import hook_runner as hr
+    from ansible_collections.rollwright.deploy.plugins.module_utils.host import hooks as hr
 
     root = work / f"hook-{uuid.uuid4().hex[:6]}"
     root.mkdir(parents=True)

@@ -18,11 +18,11 @@ LIMIT = 80
 REASON_MARK = "# long function:"
 
 KNOWN = {
-    "plugins/module_utils/lambda_deploy.py::LambdaDeployment.run":
+    "plugins/module_utils/deployments/lambda_deploy.py::LambdaDeployment.run":
         "the Lambda engine loop; splits when Lambda moves into the deployment session",
-    "plugins/module_utils/bluegreen.py::BlueGreenRun.start":
+    "plugins/module_utils/deployments/bluegreen.py::BlueGreenRun.start":
         "blue/green start (inputs, fleet, memberships, record); the record and lock are the deployment session's",
-    "plugins/module_utils/inplace.py::InPlaceRun.start":
+    "plugins/module_utils/deployments/inplace.py::InPlaceRun.start":
         "in-place start; splits with the batch-structure change",
     "plugins/action/inplace_step.py::ActionModule._start":
         "in-place step start; splits with the batch-structure change",

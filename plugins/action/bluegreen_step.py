@@ -4,7 +4,7 @@
 """Controller-side steps of an EC2 blue/green deployment, run in-process so waits print progress live.
 
 Shares the in-place step plugin's plumbing (AWS clients, record store, revision fetch, reading
-registered host results) by subclassing it; the deployment logic is module_utils/bluegreen.py.
+registered host results) by subclassing it; the deployment logic is module_utils/deployments/bluegreen.py.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ import time
 from ansible.errors import AnsibleActionFail
 
 from ansible_collections.rollwright.deploy.plugins.action.inplace_step import ActionModule as _InPlaceStep
-from ansible_collections.rollwright.deploy.plugins.module_utils import deploy_inputs
-from ansible_collections.rollwright.deploy.plugins.module_utils import fleet_provision as fp
-from ansible_collections.rollwright.deploy.plugins.module_utils import lease
-from ansible_collections.rollwright.deploy.plugins.module_utils import recovery
-from ansible_collections.rollwright.deploy.plugins.module_utils.bluegreen import (
+from ansible_collections.rollwright.deploy.plugins.module_utils.deployments import inputs as deploy_inputs
+from ansible_collections.rollwright.deploy.plugins.module_utils.deployments import fleet_provision as fp
+from ansible_collections.rollwright.deploy.plugins.module_utils.deployments import lease
+from ansible_collections.rollwright.deploy.plugins.module_utils.deployments import recovery
+from ansible_collections.rollwright.deploy.plugins.module_utils.deployments.bluegreen import (
     CONNECTION_VARS,
     DEFAULT_CONTINUE_WAIT,
     ORIGINAL_ACTIONS,

@@ -9,7 +9,7 @@ import time
 
 from ansible.errors import AnsibleActionFail
 
-from ansible_collections.rollwright.deploy.plugins.module_utils import control_requests
+from ansible_collections.rollwright.deploy.plugins.module_utils.deployments import control_requests
 from ansible_collections.rollwright.deploy.plugins.module_utils.records import open_store
 from ansible_collections.rollwright.deploy.plugins.module_utils.records.creator import store_context
 from ansible_collections.rollwright.deploy.plugins.plugin_utils.step_action import RollwrightAction

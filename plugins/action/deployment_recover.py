@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from ansible.errors import AnsibleActionFail
 
-from ansible_collections.rollwright.deploy.plugins.module_utils import deploy_inputs
-from ansible_collections.rollwright.deploy.plugins.module_utils import deployment_session
-from ansible_collections.rollwright.deploy.plugins.module_utils import recovery
+from ansible_collections.rollwright.deploy.plugins.module_utils.deployments import inputs as deploy_inputs
+from ansible_collections.rollwright.deploy.plugins.module_utils.deployments import session as deployment_session
+from ansible_collections.rollwright.deploy.plugins.module_utils.deployments import recovery
 from ansible_collections.rollwright.deploy.plugins.module_utils.records import open_store
 from ansible_collections.rollwright.deploy.plugins.module_utils.records.creator import store_context
 from ansible_collections.rollwright.deploy.plugins.plugin_utils.step_action import RollwrightAction

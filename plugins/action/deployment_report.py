@@ -54,9 +54,9 @@ class ActionModule(ActionBase):
 
     @staticmethod
     def _write(args: dict) -> dict:
-        from ansible_collections.rollwright.deploy.plugins.module_utils.aws_session import AWSSessionError, aws_client_factory
+        from ansible_collections.rollwright.deploy.plugins.module_utils.aws.client import AWSSessionError, aws_client_factory
         from ansible_collections.rollwright.deploy.plugins.module_utils.records import open_store
-        from ansible_collections.rollwright.deploy.plugins.module_utils.timeline import write_reports
+        from ansible_collections.rollwright.deploy.plugins.module_utils.deployments.timeline import write_reports
 
         record = {k: v for k, v in (args["record"] or {}).items() if k != "notifications" and v}
         backend = record.pop("backend", None) or "sqlite"

@@ -31,7 +31,7 @@ from ansible.utils.display import Display
 
 display = Display()
 
-from ansible_collections.rollwright.deploy.plugins.module_utils.host_state import DEFAULT_STATE_ROOT
+from ansible_collections.rollwright.deploy.plugins.module_utils.host.state import DEFAULT_STATE_ROOT
 from ansible_collections.rollwright.deploy.plugins.plugin_utils.step_action import documented_spec
 
 MODULE = "rollwright.deploy.host_lifecycle"
@@ -104,7 +104,7 @@ def presigned_url(revision: dict, presign: dict) -> str:
         raise AnsibleActionFail("bundle_transfer=presigned needs an S3 revision with its bucket, key, version id and "
                                 "sha256 (the exact version the controller verified); missing: "
                                 + (", ".join(missing) or "source: s3"))
-    from ansible_collections.rollwright.deploy.plugins.module_utils.aws_session import aws_client_factory
+    from ansible_collections.rollwright.deploy.plugins.module_utils.aws.client import aws_client_factory
 
     options = {k: presign[k] for k in ("region", "endpoint_url", "profile") if presign.get(k)}
     options["aws_config"] = {"signature_version": "s3v4"}  # SigV4 query signing (SigV2 URLs are deprecated)
@@ -122,7 +122,7 @@ class ActionModule(ActionBase):
 
     def _bundle_entries(self, src, args):
         """Check mode: the bundle's member names, read here, so the host plans the exact install without it."""
-        from ansible_collections.rollwright.deploy.plugins.module_utils.revision import RevisionError, bundle_entries
+        from ansible_collections.rollwright.deploy.plugins.module_utils.revisions.revision import RevisionError, bundle_entries
 
         try:
             local = self._find_needle("files", src)

@@ -12,21 +12,21 @@ from typing import Iterator
 
 from ansible.errors import AnsibleActionFail
 
-from ansible_collections.rollwright.deploy.plugins.module_utils import deploy_inputs
-from ansible_collections.rollwright.deploy.plugins.module_utils import lease
-from ansible_collections.rollwright.deploy.plugins.module_utils.deployment_session import (
+from ansible_collections.rollwright.deploy.plugins.module_utils.deployments import inputs as deploy_inputs
+from ansible_collections.rollwright.deploy.plugins.module_utils.deployments import lease
+from ansible_collections.rollwright.deploy.plugins.module_utils.deployments.session import (
     DeploymentSession,
     LeaseSettings,
     lease_dir,
     lease_interval,
 )
-from ansible_collections.rollwright.deploy.plugins.module_utils.alarms import (
+from ansible_collections.rollwright.deploy.plugins.module_utils.deployments.alarms import (
     AlarmWatch,
     AutoRollback,
     parse_auto_rollback,
 )
 from ansible_collections.rollwright.deploy.plugins.module_utils.errors import ControllerGone, error_result
-from ansible_collections.rollwright.deploy.plugins.module_utils.inplace import (
+from ansible_collections.rollwright.deploy.plugins.module_utils.deployments.inplace import (
     DEFAULT_LOCK_TTL,
     MAIN,
     POST_ALLOW,
@@ -88,7 +88,7 @@ class ActionModule(RollwrightAction):
     def _load_balancer(self, lb_config, clients):
         if not lb_config:
             return None
-        from ansible_collections.rollwright.deploy.plugins.module_utils.loadbalancers import (
+        from ansible_collections.rollwright.deploy.plugins.module_utils.traffic.loadbalancers import (
             CompositeLoadBalancer,
             adapters_from_config,
         )
@@ -108,8 +108,8 @@ class ActionModule(RollwrightAction):
         return results
 
     def _fetch_revision(self, revision: dict, clients, cache_dir: str, appspec_name: str):
-        from ansible_collections.rollwright.deploy.plugins.module_utils import revision as rev
-        from ansible_collections.rollwright.deploy.plugins.module_utils.appspec import parse_appspec
+        from ansible_collections.rollwright.deploy.plugins.module_utils.revisions import revision as rev
+        from ansible_collections.rollwright.deploy.plugins.module_utils.revisions.appspec import parse_appspec
 
         if "s3" in revision:
             s3 = revision["s3"]
@@ -298,7 +298,7 @@ class ActionModule(RollwrightAction):
 
     def _dry_run_hosts(self, state: dict, task_vars: dict, results_var: str | None) -> dict:
         """A dry run's plan with what each host reported in check mode (events, scripts, and with diff the files)."""
-        from ansible_collections.rollwright.deploy.plugins.module_utils.dry_run import format_host_plans
+        from ansible_collections.rollwright.deploy.plugins.module_utils.deployments.dry_run import format_host_plans
 
         state = dict(state)
         results = self._host_results(task_vars, state.get("hosts") or [], results_var or DRY_RUN_RESULT_VAR)

@@ -4,14 +4,14 @@
 """Lambda blue/green on the controller, in-process, printing every step as it happens.
 
 When the task runs on the controller (connection ``local``, e.g. ``delegate_to: localhost``), the
-engine (module_utils/lambda_deploy.py) runs inside this process and each event (hook, step with
+engine (module_utils/deployments/lambda_deploy.py) runs inside this process and each event (hook, step with
 its time, weight and the alarms' state, rollback) is printed with Display as it happens. Anywhere
 else the module of the same name is executed on that host as usual (no live progress).
 
 With ``record`` the deployment is recorded and locked through the deployment session
-(module_utils/deployment_session.py): the group's lock taken and kept by the lease keeper, the
+(module_utils/deployments/session.py): the group's lock taken and kept by the lease keeper, the
 record created before anything changes, the lifecycle events appended as they happen
-(module_utils/lambda_record.py), the outcome written and the lock released at the end. With
+(module_utils/deployments/lambda_record.py), the outcome written and the lock released at the end. With
 ``recover: true`` and ``record`` the interrupted deployment's record and lock are closed too.
 """
 
@@ -22,16 +22,16 @@ import os
 from ansible.errors import AnsibleActionFail
 from ansible.module_utils.common.text.converters import to_text
 
-from ansible_collections.rollwright.deploy.plugins.module_utils import control_requests
-from ansible_collections.rollwright.deploy.plugins.module_utils import deployment_session
-from ansible_collections.rollwright.deploy.plugins.module_utils import lambda_record
-from ansible_collections.rollwright.deploy.plugins.module_utils import lease
-from ansible_collections.rollwright.deploy.plugins.module_utils.deployment_session import (
+from ansible_collections.rollwright.deploy.plugins.module_utils.deployments import control_requests
+from ansible_collections.rollwright.deploy.plugins.module_utils.deployments import session as deployment_session
+from ansible_collections.rollwright.deploy.plugins.module_utils.deployments import lambda_record
+from ansible_collections.rollwright.deploy.plugins.module_utils.deployments import lease
+from ansible_collections.rollwright.deploy.plugins.module_utils.deployments.session import (
     DeploymentSession,
     LeaseSettings,
 )
 from ansible_collections.rollwright.deploy.plugins.module_utils.errors import ControllerGone
-from ansible_collections.rollwright.deploy.plugins.module_utils.lambda_deploy import (
+from ansible_collections.rollwright.deploy.plugins.module_utils.deployments.lambda_deploy import (
     ARGUMENT_SPEC,
     LambdaDeployment,
     execute,

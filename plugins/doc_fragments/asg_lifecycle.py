@@ -6,7 +6,7 @@ from __future__ import annotations
 
 
 class ModuleDocFragment:
-    # The group the Auto Scaling lifecycle modules work on (module_utils/asg_lifecycle.py).
+    # The group the Auto Scaling lifecycle modules work on (module_utils/traffic/asg_lifecycle.py).
     DOCUMENTATION = r"""
 options:
   group:

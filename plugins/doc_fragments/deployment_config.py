@@ -7,7 +7,7 @@ from __future__ import annotations
 
 class ModuleDocFragment:
     # The deployment_config option of in-place and blue/green EC2 deployments
-    # (module_utils/deployment_config.py; rules in docs/deployment-configs.md).
+    # (module_utils/deployments/config.py; rules in docs/deployment-configs.md).
     DOCUMENTATION = r"""
 options:
   deployment_config:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 
 class ModuleDocFragment:
-    # Deployment notifications (module_utils/notifications.py), the same for every deployment type.
+    # Deployment notifications (module_utils/deployments/notifications.py), the same for every deployment type.
     DOCUMENTATION = r"""
 options:
   notifications:

@@ -72,7 +72,7 @@ def _needed_actions(exc: BaseException, operation: Optional[str], service: Optio
         return [found.group(1)]
     operation = operation or getattr(exc, "operation_name", None)
     if operation and service:
-        from ansible_collections.rollwright.deploy.plugins.module_utils.iam_policy import iam_actions_for
+        from ansible_collections.rollwright.deploy.plugins.module_utils.aws.iam_policy import iam_actions_for
 
         return iam_actions_for(service, operation)
     return []

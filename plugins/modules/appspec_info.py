@@ -84,13 +84,13 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.rollwright.deploy.plugins.module_utils.appspec import (
+from ansible_collections.rollwright.deploy.plugins.module_utils.revisions.appspec import (
     AppSpecError,
     check_bundle_consistency,
     parse_appspec,
     parse_lambda_appspec,
 )
-from ansible_collections.rollwright.deploy.plugins.module_utils.revision import (
+from ansible_collections.rollwright.deploy.plugins.module_utils.revisions.revision import (
     RevisionError,
     bundle_entries,
     infer_bundle_type,

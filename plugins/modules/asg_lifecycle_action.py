@@ -63,8 +63,8 @@ result:
   type: str
 """
 
-from ansible_collections.rollwright.deploy.plugins.module_utils import asg_lifecycle
-from ansible_collections.rollwright.deploy.plugins.module_utils.aws import RollwrightAWSModule
+from ansible_collections.rollwright.deploy.plugins.module_utils.traffic import asg_lifecycle
+from ansible_collections.rollwright.deploy.plugins.module_utils.aws.module import RollwrightAWSModule
 
 
 def main():

@@ -93,8 +93,8 @@ copied:
   elements: str
 """
 
-from ansible_collections.rollwright.deploy.plugins.module_utils import asg_lifecycle
-from ansible_collections.rollwright.deploy.plugins.module_utils.aws import RollwrightAWSModule
+from ansible_collections.rollwright.deploy.plugins.module_utils.traffic import asg_lifecycle
+from ansible_collections.rollwright.deploy.plugins.module_utils.aws.module import RollwrightAWSModule
 
 
 def converge(module, client):

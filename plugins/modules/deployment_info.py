@@ -214,8 +214,8 @@ lock:
       type: float
 """
 
-from ansible_collections.rollwright.deploy.plugins.module_utils import control_requests
-from ansible_collections.rollwright.deploy.plugins.module_utils.aws import RollwrightAWSModule
+from ansible_collections.rollwright.deploy.plugins.module_utils.deployments import control_requests
+from ansible_collections.rollwright.deploy.plugins.module_utils.aws.module import RollwrightAWSModule
 from ansible_collections.rollwright.deploy.plugins.module_utils.records import (
     DEPLOYMENT_STATUSES,
     open_existing_store,

@@ -259,7 +259,7 @@ released:
 
 import os
 
-from ansible_collections.rollwright.deploy.plugins.module_utils.aws import RollwrightAWSModule
+from ansible_collections.rollwright.deploy.plugins.module_utils.aws.module import RollwrightAWSModule
 from ansible_collections.rollwright.deploy.plugins.module_utils.records import (
     CREATORS,
     DEPLOYMENT_STATUSES,
@@ -276,7 +276,7 @@ from ansible_collections.rollwright.deploy.plugins.module_utils.records import (
     store_argument_spec,
 )
 from ansible_collections.rollwright.deploy.plugins.module_utils.records.creator import check_identity, local_identity
-from ansible_collections.rollwright.deploy.plugins.module_utils.notifications import ARGUMENT_SPEC as NOTIFICATIONS_SPEC
+from ansible_collections.rollwright.deploy.plugins.module_utils.deployments.notifications import ARGUMENT_SPEC as NOTIFICATIONS_SPEC
 from ansible_collections.rollwright.deploy.plugins.module_utils.records.base import lock_held_error
 
 REQUIRED = {

@@ -160,8 +160,8 @@ wait:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.rollwright.deploy.plugins.module_utils.loadbalancers.base import LoadBalancerError
-from ansible_collections.rollwright.deploy.plugins.module_utils.loadbalancers.haproxy import (
+from ansible_collections.rollwright.deploy.plugins.module_utils.traffic.loadbalancers.base import LoadBalancerError
+from ansible_collections.rollwright.deploy.plugins.module_utils.traffic.loadbalancers.haproxy import (
     HAProxyAdapter,
     parse_haproxy_config,
     set_servers,

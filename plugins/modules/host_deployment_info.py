@@ -75,7 +75,7 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.rollwright.deploy.plugins.module_utils.host_state import HostState, StateError
+from ansible_collections.rollwright.deploy.plugins.module_utils.host.state import HostState, StateError
 
 
 def _describe(state, deployment_id):

@@ -335,10 +335,10 @@ plan:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.rollwright.deploy.plugins.module_utils.host_events import DeploymentRequest, HostDeployment
-from ansible_collections.rollwright.deploy.plugins.module_utils.host_state import HostState, StateError
-from ansible_collections.rollwright.deploy.plugins.module_utils.host_fs import UnsafePathError
-from ansible_collections.rollwright.deploy.plugins.module_utils.lifecycle import LifecycleError
+from ansible_collections.rollwright.deploy.plugins.module_utils.host.events import DeploymentRequest, HostDeployment
+from ansible_collections.rollwright.deploy.plugins.module_utils.host.state import HostState, StateError
+from ansible_collections.rollwright.deploy.plugins.module_utils.host.fs import UnsafePathError
+from ansible_collections.rollwright.deploy.plugins.module_utils.revisions.lifecycle import LifecycleError
 
 
 def argument_spec():

@@ -211,7 +211,7 @@ actions:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.rollwright.deploy.plugins.module_utils.iam_policy import (
+from ansible_collections.rollwright.deploy.plugins.module_utils.aws.iam_policy import (
     ACTION_PURPOSES,
     POLICY_KINDS,
     PolicyInputError,

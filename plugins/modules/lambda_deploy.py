@@ -369,8 +369,8 @@ try:
 except ImportError:
     pass  # handled by AnsibleAWSModule
 
-from ansible_collections.rollwright.deploy.plugins.module_utils.aws import RollwrightAWSModule
-from ansible_collections.rollwright.deploy.plugins.module_utils.lambda_deploy import (
+from ansible_collections.rollwright.deploy.plugins.module_utils.aws.module import RollwrightAWSModule
+from ansible_collections.rollwright.deploy.plugins.module_utils.deployments.lambda_deploy import (
     ARGUMENT_SPEC,
     execute,
 )

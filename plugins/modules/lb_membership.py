@@ -147,14 +147,14 @@ api_calls:
   sample: {DescribeTargetGroups: 1, DescribeTargetHealth: 2, DeregisterTargets: 2}
 """
 
-from ansible_collections.rollwright.deploy.plugins.module_utils.aws import RollwrightAWSModule
-from ansible_collections.rollwright.deploy.plugins.module_utils.loadbalancers import (
+from ansible_collections.rollwright.deploy.plugins.module_utils.aws.module import RollwrightAWSModule
+from ansible_collections.rollwright.deploy.plugins.module_utils.traffic.loadbalancers import (
     LoadBalancerError,
     by_host,
     load_balancer_from_config,
     memberships_from_list,
 )
-from ansible_collections.rollwright.deploy.plugins.module_utils.loadbalancers.base import DRAINING, UNUSED
+from ansible_collections.rollwright.deploy.plugins.module_utils.traffic.loadbalancers.base import DRAINING, UNUSED
 
 try:
     import botocore

@@ -93,8 +93,8 @@ actions_after:
   elements: dict
 """
 
-from ansible_collections.rollwright.deploy.plugins.module_utils.aws import RollwrightAWSModule
-from ansible_collections.rollwright.deploy.plugins.module_utils.listener import (
+from ansible_collections.rollwright.deploy.plugins.module_utils.aws.module import RollwrightAWSModule
+from ansible_collections.rollwright.deploy.plugins.module_utils.traffic.listener import (
     ListenerError,
     ListenerSwitch,
     live_and_idle,

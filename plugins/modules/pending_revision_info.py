@@ -116,8 +116,8 @@ upload_status:
   type: str
 """
 
-from ansible_collections.rollwright.deploy.plugins.module_utils import revision_watch
-from ansible_collections.rollwright.deploy.plugins.module_utils.aws import RollwrightAWSModule
+from ansible_collections.rollwright.deploy.plugins.module_utils.revisions import revision_watch
+from ansible_collections.rollwright.deploy.plugins.module_utils.aws.module import RollwrightAWSModule
 from ansible_collections.rollwright.deploy.plugins.module_utils.records import open_existing_store, store_argument_spec
 
 

@@ -111,13 +111,13 @@ errors:
 
 import os
 
-from ansible_collections.rollwright.deploy.plugins.module_utils.appspec import (
+from ansible_collections.rollwright.deploy.plugins.module_utils.revisions.appspec import (
     AppSpecError,
     check_bundle_consistency,
     parse_appspec,
 )
-from ansible_collections.rollwright.deploy.plugins.module_utils.aws import RollwrightAWSModule
-from ansible_collections.rollwright.deploy.plugins.module_utils.revision import (
+from ansible_collections.rollwright.deploy.plugins.module_utils.aws.module import RollwrightAWSModule
+from ansible_collections.rollwright.deploy.plugins.module_utils.revisions.revision import (
     BUNDLE_TYPES,
     DEFAULT_CACHE_DIR,
     RevisionError,

@@ -9,7 +9,7 @@ What every step plugin needs once, as amazon.aws's ``plugin_utils/base.py`` does
   (unknown and mistyped options refused, defaults and choices applied), the amazon.aws connection
   options included;
 - its options given one by one, or as one dict (``inputs``: a role's start inputs, written once);
-- AWS clients from the one client path (``module_utils/aws_session.py``): the ``aws:`` dict the roles
+- AWS clients from the one client path (``module_utils/aws/client.py``): the ``aws:`` dict the roles
   pass, over top-level amazon.aws options (so ``module_defaults: {group/rollwright.deploy.aws: ...}``
   reaches it), and the task's ``environment:`` over the controller's;
 - progress lines (retries of AWS calls included) and the error boundary: a collection error or an
@@ -28,7 +28,7 @@ from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
-from ansible_collections.rollwright.deploy.plugins.module_utils import aws_session
+from ansible_collections.rollwright.deploy.plugins.module_utils.aws import client as aws_session
 from ansible_collections.rollwright.deploy.plugins.module_utils.errors import error_result
 
 display = Display()

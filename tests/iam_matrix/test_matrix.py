@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from ansible_collections.rollwright.deploy.plugins.module_utils.iam_policy import (
+from ansible_collections.rollwright.deploy.plugins.module_utils.aws.iam_policy import (
     PolicyInputs,
     policy_actions,
     render_policy,

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from ansible_collections.rollwright.deploy.plugins.module_utils.iam_policy import PolicyInputs, policy_actions, render_policy
+from ansible_collections.rollwright.deploy.plugins.module_utils.aws.iam_policy import PolicyInputs, policy_actions, render_policy
 from tests.integration import iam_scenarios as S
 from tests.integration import inplace_helpers as H
 from tests.integration.iam_scenarios import bluegreen_world, enforced  # noqa: F401  pylint: disable=unused-import

@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import pytest
 
-from ansible_collections.rollwright.deploy.plugins.module_utils.iam_policy import PolicyInputs, render_policy
+from ansible_collections.rollwright.deploy.plugins.module_utils.aws.iam_policy import PolicyInputs, render_policy
 from ansible_collections.rollwright.deploy.plugins.module_utils.records.dynamodb import table_definition
 from tests.conftest import AWS
 from tests.harness import emulator as emu
@@ -82,7 +82,7 @@ def needs_root() -> None:
 
 def without(policies: list[dict[str, Any]], action: str) -> list[dict[str, Any]]:
     """The policies minus one action (a policy left empty is dropped: IAM refuses an empty one)."""
-    from ansible_collections.rollwright.deploy.plugins.module_utils.iam_policy import without_action
+    from ansible_collections.rollwright.deploy.plugins.module_utils.aws.iam_policy import without_action
 
     return [p for p in (without_action(p, action) for p in policies) if p["Statement"]]
 

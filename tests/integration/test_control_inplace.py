@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from ansible_collections.rollwright.deploy.plugins.module_utils import control_requests as cr
+from ansible_collections.rollwright.deploy.plugins.module_utils.deployments import control_requests as cr
 from ansible_collections.rollwright.deploy.plugins.module_utils.records import open_store
 from tests.bundles import build_bundle
 from tests.integration import inplace_helpers as H

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from ansible_collections.rollwright.deploy.plugins.module_utils import control_requests as cr
+from ansible_collections.rollwright.deploy.plugins.module_utils.deployments import control_requests as cr
 from ansible_collections.rollwright.deploy.plugins.module_utils.records import DeploymentRecord, open_store
 from tests.harness.ansible_run import VENV_BIN, ansible_env
 from tests.integration.test_lambda_deploy import LambdaWorld

@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-from ansible_collections.rollwright.deploy.plugins.module_utils import control_requests as cr
+from ansible_collections.rollwright.deploy.plugins.module_utils.deployments import control_requests as cr
 from ansible_collections.rollwright.deploy.plugins.module_utils.records import (
     ControlRequest,
     DeploymentRecord,

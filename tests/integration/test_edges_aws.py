@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.rollwright.deploy.plugins.module_utils import aws_session
+from ansible_collections.rollwright.deploy.plugins.module_utils.aws import client as aws_session
 from ansible_collections.rollwright.deploy.plugins.module_utils.errors import explain_aws_error
 from ansible_collections.rollwright.deploy.plugins.module_utils.records import open_store
 from tests.harness.emulator import clear_faults, fault_requests, inject_fault

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from ansible_collections.rollwright.deploy.plugins.module_utils.loadbalancers.haproxy import (
+from ansible_collections.rollwright.deploy.plugins.module_utils.traffic.loadbalancers.haproxy import (
     HAProxyAdapter,
     parse_haproxy_config,
 )

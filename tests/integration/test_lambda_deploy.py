@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.rollwright.deploy.plugins.module_utils.lambda_deploy import (
+from ansible_collections.rollwright.deploy.plugins.module_utils.deployments.lambda_deploy import (
     LambdaDeployment,
     execute,
     request_from_options,

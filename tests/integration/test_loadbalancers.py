@@ -25,8 +25,8 @@ from pathlib import Path
 import boto3
 import pytest
 
-from ansible_collections.rollwright.deploy.plugins.module_utils.aws_session import aws_client_factory
-from ansible_collections.rollwright.deploy.plugins.module_utils.loadbalancers import (
+from ansible_collections.rollwright.deploy.plugins.module_utils.aws.client import aws_client_factory
+from ansible_collections.rollwright.deploy.plugins.module_utils.traffic.loadbalancers import (
     ELBv2Membership,
     NotFoundError,
     load_balancer_from_config,
@@ -201,7 +201,7 @@ def test_restore_keeps_recorded_ports(lb_emulator):
     assert lb.wait_drained(lb.snapshot([i1])[i1] or [ELBv2Membership(w.tg_b, i1, 8080)], timeout=10).ok
     # a fresh object (as after a controller crash) restores from the record alone
     lb2 = load_balancer_from_config(None, CountingClients(lb_emulator))
-    from ansible_collections.rollwright.deploy.plugins.module_utils.loadbalancers import memberships_from_list
+    from ansible_collections.rollwright.deploy.plugins.module_utils.traffic.loadbalancers import memberships_from_list
 
     lb2.allow(memberships_from_list(recorded))
     assert (i1, 8080) in _target_states(w, w.tg_b) and (i1, 80) in _target_states(w, w.tg_a)

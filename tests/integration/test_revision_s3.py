@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.rollwright.deploy.plugins.module_utils.revision import (
+from ansible_collections.rollwright.deploy.plugins.module_utils.revisions.revision import (
     RevisionError,
     fetch_s3_bundle,
     safe_extract,

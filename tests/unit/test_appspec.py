@@ -12,8 +12,8 @@ import textwrap
 
 import pytest
 
-from ansible_collections.rollwright.deploy.plugins.module_utils import appspec as A
-from ansible_collections.rollwright.deploy.plugins.module_utils.appspec import (
+from ansible_collections.rollwright.deploy.plugins.module_utils.revisions import appspec as A
+from ansible_collections.rollwright.deploy.plugins.module_utils.revisions.appspec import (
     RESERVED_EVENTS,
     SCRIPTABLE_EVENTS,
     AppSpec,
@@ -220,7 +220,7 @@ def test_from_dict_needs_no_yaml():
         import sys, json
         sys.modules['yaml'] = None  # any 'import yaml' now raises ImportError
         sys.path[:0] = ['build', '.']
-        from ansible_collections.rollwright.deploy.plugins.module_utils.appspec import AppSpec
+        from ansible_collections.rollwright.deploy.plugins.module_utils.revisions.appspec import AppSpec
         spec = AppSpec.from_dict(json.loads({d!r}))
         print(spec.hooks['ApplicationStop'][0].location)
     """)

@@ -13,11 +13,11 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from ansible_collections.rollwright.deploy.plugins.module_utils import bluegreen as bgm
-from ansible_collections.rollwright.deploy.plugins.module_utils import control_requests
-from ansible_collections.rollwright.deploy.plugins.module_utils import fleet_provision as fp
-from ansible_collections.rollwright.deploy.plugins.module_utils import recovery
-from ansible_collections.rollwright.deploy.plugins.module_utils.listener import (
+from ansible_collections.rollwright.deploy.plugins.module_utils.deployments import bluegreen as bgm
+from ansible_collections.rollwright.deploy.plugins.module_utils.deployments import control_requests
+from ansible_collections.rollwright.deploy.plugins.module_utils.deployments import fleet_provision as fp
+from ansible_collections.rollwright.deploy.plugins.module_utils.deployments import recovery
+from ansible_collections.rollwright.deploy.plugins.module_utils.traffic.listener import (
     ListenerError,
     ListenerSwitch,
     forwarded_target_groups,

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ansible_collections.rollwright.deploy.plugins.module_utils.deployment_config import (
+from ansible_collections.rollwright.deploy.plugins.module_utils.deployments.config import (
     BatchPlanner,
     DeploymentConfig,
     DeploymentConfigError,

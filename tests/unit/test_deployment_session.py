@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: rollwright.deploy contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The deployment session (module_utils/deployment_session.py): record, lock, lease keeper, end and the
+"""The deployment session (module_utils/deployments/session.py): record, lock, lease keeper, end and the
 recovery dispatch, against both record backends (SQLite in a file, DynamoDB on the AWS emulator) and a
 real detached lease keeper process."""
 
@@ -13,12 +13,12 @@ import uuid
 
 import pytest
 
-from ansible_collections.rollwright.deploy.plugins.module_utils import bluegreen
-from ansible_collections.rollwright.deploy.plugins.module_utils import control_requests as cr
-from ansible_collections.rollwright.deploy.plugins.module_utils import deployment_session as ds
-from ansible_collections.rollwright.deploy.plugins.module_utils import inplace
-from ansible_collections.rollwright.deploy.plugins.module_utils import lease
-from ansible_collections.rollwright.deploy.plugins.module_utils.recovery import RecoveryError
+from ansible_collections.rollwright.deploy.plugins.module_utils.deployments import bluegreen
+from ansible_collections.rollwright.deploy.plugins.module_utils.deployments import control_requests as cr
+from ansible_collections.rollwright.deploy.plugins.module_utils.deployments import session as ds
+from ansible_collections.rollwright.deploy.plugins.module_utils.deployments import inplace
+from ansible_collections.rollwright.deploy.plugins.module_utils.deployments import lease
+from ansible_collections.rollwright.deploy.plugins.module_utils.deployments.recovery import RecoveryError
 from ansible_collections.rollwright.deploy.plugins.module_utils.records import DeploymentRecord, HostRecord, open_store
 from ansible_collections.rollwright.deploy.plugins.module_utils.records.base import LockHeld
 

@@ -12,8 +12,9 @@ import pytest
 import yaml
 
 from ansible_collections.rollwright.deploy.plugins.action.check_variables import declared_options, unknown_variables
-from ansible_collections.rollwright.deploy.plugins.module_utils import aws_session, errors
-from ansible_collections.rollwright.deploy.plugins.module_utils.deploy_inputs import InputError, normalise_revision
+from ansible_collections.rollwright.deploy.plugins.module_utils import errors
+from ansible_collections.rollwright.deploy.plugins.module_utils.aws import client as aws_session
+from ansible_collections.rollwright.deploy.plugins.module_utils.deployments.inputs import InputError, normalise_revision
 from ansible_collections.rollwright.deploy.plugins.plugin_utils.step_action import documented_spec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,10 +72,20 @@ def test_one_version_constant():
 
 
 def test_every_collection_error_has_one_base():
-    from ansible_collections.rollwright.deploy.plugins.module_utils import (
-        alarms, appspec, bluegreen, deploy_inputs, deployment_config, fleet_provision, inplace, lambda_deploy,
-        lifecycle, listener, recovery, revision, traffic_shift)
-    from ansible_collections.rollwright.deploy.plugins.module_utils.loadbalancers import LoadBalancerError
+    from ansible_collections.rollwright.deploy.plugins.module_utils.deployments import alarms
+    from ansible_collections.rollwright.deploy.plugins.module_utils.revisions import appspec
+    from ansible_collections.rollwright.deploy.plugins.module_utils.deployments import bluegreen
+    from ansible_collections.rollwright.deploy.plugins.module_utils.deployments import inputs as deploy_inputs
+    from ansible_collections.rollwright.deploy.plugins.module_utils.deployments import config as deployment_config
+    from ansible_collections.rollwright.deploy.plugins.module_utils.deployments import fleet_provision
+    from ansible_collections.rollwright.deploy.plugins.module_utils.deployments import inplace
+    from ansible_collections.rollwright.deploy.plugins.module_utils.deployments import lambda_deploy
+    from ansible_collections.rollwright.deploy.plugins.module_utils.revisions import lifecycle
+    from ansible_collections.rollwright.deploy.plugins.module_utils.traffic import listener
+    from ansible_collections.rollwright.deploy.plugins.module_utils.deployments import recovery
+    from ansible_collections.rollwright.deploy.plugins.module_utils.revisions import revision
+    from ansible_collections.rollwright.deploy.plugins.module_utils.traffic import traffic_shift
+    from ansible_collections.rollwright.deploy.plugins.module_utils.traffic.loadbalancers import LoadBalancerError
     from ansible_collections.rollwright.deploy.plugins.module_utils.records import RecordError
 
     for cls in (alarms.AlarmConfigError, appspec.AppSpecError, bluegreen.BlueGreenError, deploy_inputs.InputError,

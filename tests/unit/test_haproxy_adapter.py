@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from ansible_collections.rollwright.deploy.plugins.module_utils.loadbalancers import (
+from ansible_collections.rollwright.deploy.plugins.module_utils.traffic.loadbalancers import (
     ConfigError,
     HAProxyMembership,
     LoadBalancerError,
@@ -24,12 +24,12 @@ from ansible_collections.rollwright.deploy.plugins.module_utils.loadbalancers im
     adapters_from_config,
     load_balancer_from_config,
 )
-from ansible_collections.rollwright.deploy.plugins.module_utils.loadbalancers.haproxy import (
+from ansible_collections.rollwright.deploy.plugins.module_utils.traffic.loadbalancers.haproxy import (
     HAProxyAdapter,
     parse_haproxy_config,
     set_servers,
 )
-from ansible_collections.rollwright.deploy.plugins.module_utils.loadbalancers.haproxy_runtime import (
+from ansible_collections.rollwright.deploy.plugins.module_utils.traffic.loadbalancers.haproxy_runtime import (
     HAProxyError,
     RuntimeAPI,
     admin_state,
@@ -73,7 +73,7 @@ SERVERS_STATE = "1\n" + STATE_HEADER + """
 
 class _Recorded(RuntimeAPI):
     def __init__(self) -> None:  # pylint: disable=super-init-not-called
-        from ansible_collections.rollwright.deploy.plugins.module_utils.loadbalancers.haproxy_runtime import HAProxyInstance
+        from ansible_collections.rollwright.deploy.plugins.module_utils.traffic.loadbalancers.haproxy_runtime import HAProxyInstance
 
         self.instance = HAProxyInstance("rec", socket="/nonexistent")
 

@@ -15,7 +15,7 @@ import uuid
 
 import pytest
 
-from ansible_collections.rollwright.deploy.plugins.module_utils import hook_runner as hr
+from ansible_collections.rollwright.deploy.plugins.module_utils.host import hooks as hr
 
 CTX = hr.HookContext(deployment_id="d-ABCDEFGH1", application="app", deployment_group="dg",
                      deployment_group_id="dg-id",

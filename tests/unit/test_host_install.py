@@ -12,9 +12,9 @@ import subprocess
 
 import pytest
 
-from ansible_collections.rollwright.deploy.plugins.module_utils import host_install as hi
-from ansible_collections.rollwright.deploy.plugins.module_utils import host_permissions as hp
-from ansible_collections.rollwright.deploy.plugins.module_utils import host_state as hst
+from ansible_collections.rollwright.deploy.plugins.module_utils.host import install as hi
+from ansible_collections.rollwright.deploy.plugins.module_utils.host import permissions as hp
+from ansible_collections.rollwright.deploy.plugins.module_utils.host import state as hst
 
 
 def make_bundle(root, files: dict, links: dict | None = None, modes: dict | None = None):

@@ -23,13 +23,13 @@ import zipfile
 
 import pytest
 
-from ansible_collections.rollwright.deploy.plugins.module_utils import hook_runner as hr
-from ansible_collections.rollwright.deploy.plugins.module_utils import host_fs as fs
-from ansible_collections.rollwright.deploy.plugins.module_utils import host_events as hev
-from ansible_collections.rollwright.deploy.plugins.module_utils import host_install as hi
-from ansible_collections.rollwright.deploy.plugins.module_utils import host_state as hst
-from ansible_collections.rollwright.deploy.plugins.module_utils import host_unpack as hun
-from ansible_collections.rollwright.deploy.plugins.module_utils import revision as rev
+from ansible_collections.rollwright.deploy.plugins.module_utils.host import hooks as hr
+from ansible_collections.rollwright.deploy.plugins.module_utils.host import fs
+from ansible_collections.rollwright.deploy.plugins.module_utils.host import events as hev
+from ansible_collections.rollwright.deploy.plugins.module_utils.host import install as hi
+from ansible_collections.rollwright.deploy.plugins.module_utils.host import state as hst
+from ansible_collections.rollwright.deploy.plugins.module_utils.host import unpack as hun
+from ansible_collections.rollwright.deploy.plugins.module_utils.revisions import revision as rev
 from ansible_collections.rollwright.deploy.plugins.module_utils.redact import redact_text
 from tests.unit.test_host_install import make_bundle as make_tree
 

@@ -23,7 +23,7 @@ import pytest
 from botocore import xform_name
 
 from ansible_collections.rollwright.deploy.plugins.module_utils.errors import access_denied_hint
-from ansible_collections.rollwright.deploy.plugins.module_utils.iam_policy import (
+from ansible_collections.rollwright.deploy.plugins.module_utils.aws.iam_policy import (
     ACTION_PURPOSES,
     POLICY_KINDS,
     iam_actions_for,
@@ -60,10 +60,10 @@ NOT_CALLS = {
 }
 # Modules that receive a client instead of making one: the service an ambiguous name belongs to.
 FILE_SERVICES = {
-    "plugins/module_utils/loadbalancers/classic_elb.py": "elb",
-    "plugins/module_utils/loadbalancers/elbv2.py": "elbv2",
-    "plugins/module_utils/listener.py": "elbv2",
-    "plugins/module_utils/alarms.py": "cloudwatch",
+    "plugins/module_utils/traffic/loadbalancers/classic_elb.py": "elb",
+    "plugins/module_utils/traffic/loadbalancers/elbv2.py": "elbv2",
+    "plugins/module_utils/traffic/listener.py": "elbv2",
+    "plugins/module_utils/deployments/alarms.py": "cloudwatch",
 }
 
 
@@ -175,7 +175,7 @@ def test_every_boto3_call_is_covered():
     shipped = shipped_actions()
     missing = [f"{action} (for {call} at {', '.join(where)})"
                for call, where in sorted(collection_calls().items()) for action in iam_actions(call) if action not in shipped]
-    assert not missing, "boto3 calls no shipped policy (plugins/module_utils/iam_policy.py) allows:\n" + "\n".join(missing)
+    assert not missing, "boto3 calls no shipped policy (plugins/module_utils/aws/iam_policy.py) allows:\n" + "\n".join(missing)
 
 
 def test_every_shipped_action_is_used():

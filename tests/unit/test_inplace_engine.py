@@ -17,11 +17,11 @@ from typing import Any, Optional
 
 import pytest
 
-from ansible_collections.rollwright.deploy.plugins.module_utils import alarms as al
-from ansible_collections.rollwright.deploy.plugins.module_utils import inplace as ip
-from ansible_collections.rollwright.deploy.plugins.module_utils import lease
-from ansible_collections.rollwright.deploy.plugins.module_utils import recovery as rc
-from ansible_collections.rollwright.deploy.plugins.module_utils.loadbalancers.base import (
+from ansible_collections.rollwright.deploy.plugins.module_utils.deployments import alarms as al
+from ansible_collections.rollwright.deploy.plugins.module_utils.deployments import inplace as ip
+from ansible_collections.rollwright.deploy.plugins.module_utils.deployments import lease
+from ansible_collections.rollwright.deploy.plugins.module_utils.deployments import recovery as rc
+from ansible_collections.rollwright.deploy.plugins.module_utils.traffic.loadbalancers.base import (
     ELBv2Membership,
     HAProxyMembership,
     Outcome,
@@ -406,7 +406,7 @@ def test_haproxy_servers_are_named_by_inventory_hostname_and_keyed_by_lb_id():
     # mapping again (a stored configuration) gives the same
     assert ip.haproxy_servers_by_lb_id(mapped, hosts) == mapped
     # the adapter built from it addresses the right servers
-    from ansible_collections.rollwright.deploy.plugins.module_utils.loadbalancers.haproxy import parse_haproxy_config
+    from ansible_collections.rollwright.deploy.plugins.module_utils.traffic.loadbalancers.haproxy import parse_haproxy_config
 
     parsed = parse_haproxy_config(mapped["haproxy"])
     assert parsed.server_for("i-0000000000000002") == "web2" and parsed.host_for("shop-web1") == "i-0000000000000001"
@@ -739,7 +739,7 @@ def test_staged_hosts_are_listed_and_the_deployment_goes_on(store):
 
 
 def test_stop_request_finishes_the_batch_then_stops_and_with_rollback_asks_for_it(store):
-    from ansible_collections.rollwright.deploy.plugins.module_utils import control_requests as cr
+    from ansible_collections.rollwright.deploy.plugins.module_utils.deployments import control_requests as cr
 
     for rollback in (False, True):
         lb = FakeLB(store, all_registered())
@@ -760,7 +760,7 @@ def test_stop_request_finishes_the_batch_then_stops_and_with_rollback_asks_for_i
 
 
 def test_pause_that_is_never_resumed_stops_at_its_maximum(store):
-    from ansible_collections.rollwright.deploy.plugins.module_utils import control_requests as cr
+    from ansible_collections.rollwright.deploy.plugins.module_utils.deployments import control_requests as cr
 
     lb = FakeLB(store, all_registered())
     run, state = start(store, lb)

@@ -19,7 +19,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from ansible_collections.rollwright.deploy.plugins.module_utils.lambda_deploy import (
+from ansible_collections.rollwright.deploy.plugins.module_utils.deployments.lambda_deploy import (
     LambdaDeployError,
     LambdaDeployment,
     new_deployment_id,
@@ -418,7 +418,7 @@ def test_hook_payload_is_redacted_before_it_is_kept(world):
 def test_pause_between_steps_holds_renewing_the_lock_and_resume_keeps_the_intervals(world, tmp_path):
     """Control requests on the virtual clock: a pause seen after step 2 holds (lock renewed every second),
     a resume 10 s later goes on, and the remaining steps keep their 2 s intervals."""
-    from ansible_collections.rollwright.deploy.plugins.module_utils import control_requests as cr
+    from ansible_collections.rollwright.deploy.plugins.module_utils.deployments import control_requests as cr
     from ansible_collections.rollwright.deploy.plugins.module_utils.records import DeploymentRecord, open_store
 
     store = open_store("sqlite", {"path": str(tmp_path / "records.sqlite3")})
@@ -442,7 +442,7 @@ def test_pause_between_steps_holds_renewing_the_lock_and_resume_keeps_the_interv
 
 
 def test_promote_and_stop_requests_on_the_virtual_clock(world, tmp_path):
-    from ansible_collections.rollwright.deploy.plugins.module_utils import control_requests as cr
+    from ansible_collections.rollwright.deploy.plugins.module_utils.deployments import control_requests as cr
     from ansible_collections.rollwright.deploy.plugins.module_utils.records import DeploymentRecord, open_store
 
     store = open_store("sqlite", {"path": str(tmp_path / "records.sqlite3")})

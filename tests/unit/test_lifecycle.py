@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.rollwright.deploy.plugins.module_utils import lifecycle as lc
+from ansible_collections.rollwright.deploy.plugins.module_utils.revisions import lifecycle as lc
 
 
 def test_inplace_orders():

@@ -15,8 +15,8 @@ from collections import Counter
 
 import pytest
 
-from ansible_collections.rollwright.deploy.plugins.module_utils import aws_session
-from ansible_collections.rollwright.deploy.plugins.module_utils.loadbalancers import (
+from ansible_collections.rollwright.deploy.plugins.module_utils.aws import client as aws_session
+from ansible_collections.rollwright.deploy.plugins.module_utils.traffic.loadbalancers import (
     Backoff,
     ClassicELBMembership,
     ConfigError,
@@ -31,8 +31,8 @@ from ansible_collections.rollwright.deploy.plugins.module_utils.loadbalancers im
     group_memberships,
     load_balancer_from_config,
 )
-from ansible_collections.rollwright.deploy.plugins.module_utils.loadbalancers.base import Outcome, worst_health
-from ansible_collections.rollwright.deploy.plugins.module_utils.loadbalancers.classic_elb import classic_state
+from ansible_collections.rollwright.deploy.plugins.module_utils.traffic.loadbalancers.base import Outcome, worst_health
+from ansible_collections.rollwright.deploy.plugins.module_utils.traffic.loadbalancers.classic_elb import classic_state
 
 ARN_A = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/tg-a/0123456789abcdef"
 ARN_B = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/tg-b/fedcba9876543210"
@@ -479,7 +479,7 @@ class _CountingELBv2:
 
 
 def test_a_later_step_reuses_what_an_earlier_step_learnt_about_its_target_groups():
-    from ansible_collections.rollwright.deploy.plugins.module_utils.loadbalancers.elbv2 import ELBv2Adapter
+    from ansible_collections.rollwright.deploy.plugins.module_utils.traffic.loadbalancers.elbv2 import ELBv2Adapter
 
     arn = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/web/0123456789abcdef"
     first_client = _CountingELBv2()

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from ansible_collections.rollwright.deploy.plugins.module_utils import notifications as nt
+from ansible_collections.rollwright.deploy.plugins.module_utils.deployments import notifications as nt
 from ansible_collections.rollwright.deploy.plugins.module_utils.records import DeploymentRecord, HostRecord, InvalidRecord, open_store
 from ansible_collections.rollwright.deploy.plugins.module_utils.records.base import parse_time
 

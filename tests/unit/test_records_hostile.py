@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.rollwright.deploy.plugins.module_utils import inplace as ip
-from ansible_collections.rollwright.deploy.plugins.module_utils import lease
-from ansible_collections.rollwright.deploy.plugins.module_utils import recovery as rc
+from ansible_collections.rollwright.deploy.plugins.module_utils.deployments import inplace as ip
+from ansible_collections.rollwright.deploy.plugins.module_utils.deployments import lease
+from ansible_collections.rollwright.deploy.plugins.module_utils.deployments import recovery as rc
 from ansible_collections.rollwright.deploy.plugins.module_utils.records import (
     InvalidRecord,
     LockHeld,
@@ -434,7 +434,7 @@ def test_redaction_keeps_ordinary_output():
 def test_the_aws_dict_option_registers_its_secrets_as_no_log():
     from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
-    from ansible_collections.rollwright.deploy.plugins.module_utils.aws_session import AWS_DICT_OPTION
+    from ansible_collections.rollwright.deploy.plugins.module_utils.aws.client import AWS_DICT_OPTION
 
     result = ArgumentSpecValidator({"aws": AWS_DICT_OPTION}).validate(
         {"aws": {"region": "eu-west-1", "aws_secret_access_key": "wJalrXUtnFEMIK7MDENG", "session_token": "FwoGZXIv"}})

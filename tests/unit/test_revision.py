@@ -14,7 +14,7 @@ import zipfile
 
 import pytest
 
-from ansible_collections.rollwright.deploy.plugins.module_utils.revision import (
+from ansible_collections.rollwright.deploy.plugins.module_utils.revisions.revision import (
     FetchedBundle,
     RevisionError,
     UnsafeArchiveError,

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ansible_collections.rollwright.deploy.plugins.module_utils import asg_lifecycle
-from ansible_collections.rollwright.deploy.plugins.module_utils import revision_watch as rw
+from ansible_collections.rollwright.deploy.plugins.module_utils.traffic import asg_lifecycle
+from ansible_collections.rollwright.deploy.plugins.module_utils.revisions import revision_watch as rw
 
 
 def up(version: str, second: int, key: str = "shop/app.zip", sequence: int = 0) -> rw.Upload:

@@ -20,10 +20,10 @@ import threading
 
 import pytest
 
-from ansible_collections.rollwright.deploy.plugins.module_utils import host_events as hev
-from ansible_collections.rollwright.deploy.plugins.module_utils import host_state as hst
-from ansible_collections.rollwright.deploy.plugins.module_utils import host_unpack as hun
-from ansible_collections.rollwright.deploy.plugins.module_utils import host_staging as hs
+from ansible_collections.rollwright.deploy.plugins.module_utils.host import events as hev
+from ansible_collections.rollwright.deploy.plugins.module_utils.host import state as hst
+from ansible_collections.rollwright.deploy.plugins.module_utils.host import unpack as hun
+from ansible_collections.rollwright.deploy.plugins.module_utils.host import staging as hs
 from tests.unit.test_hostile_host import _bundle_tgz, _request, victim  # noqa: F401  # pylint: disable=unused-import
 
 DEP = "d-STAGED001"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from html.parser import HTMLParser
 
-from ansible_collections.rollwright.deploy.plugins.module_utils import timeline
+from ansible_collections.rollwright.deploy.plugins.module_utils.deployments import timeline
 from ansible_collections.rollwright.deploy.plugins.module_utils.records import DeploymentRecord, HostRecord, open_store
 
 

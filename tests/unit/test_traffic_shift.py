@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ansible_collections.rollwright.deploy.plugins.module_utils.traffic_shift import (
+from ansible_collections.rollwright.deploy.plugins.module_utils.traffic.traffic_shift import (
     MAX_SHIFT_SECONDS,
     PREDEFINED_CONFIGS,
     ShiftConfig,

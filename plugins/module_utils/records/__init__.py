@@ -83,7 +83,7 @@ def open_store(backend: str = "sqlite", options: Optional[dict] = None,
     ``creator`` (``creator.creator_identity(task_vars)``) is who runs the deployment: stamped on the records
     this store creates and named as its locks' owner; under AWX the SQLite backend is refused unless
     ``allow_sqlite_under_awx``.
-    ``notifications`` (any backend): trigger events to SNS topics and webhooks (module_utils/notifications.py);
+    ``notifications`` (any backend): trigger events to SNS topics and webhooks (module_utils/deployments/notifications.py);
     the store returned then sends them after the writes that cause them.
     """
     options = dict(options or {})
@@ -92,7 +92,7 @@ def open_store(backend: str = "sqlite", options: Optional[dict] = None,
     store = _open_backend(backend, options, client_factory)
     store.creator_identity = dict(creator) if creator else None
     if notifications:
-        from ansible_collections.rollwright.deploy.plugins.module_utils.notifications import wrap_store
+        from ansible_collections.rollwright.deploy.plugins.module_utils.deployments.notifications import wrap_store
 
         return wrap_store(store, notifications, client_factory)
     return store

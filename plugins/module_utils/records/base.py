@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional, Union
 from ansible_collections.rollwright.deploy.plugins.module_utils.errors import RollwrightError
 
-from ansible_collections.rollwright.deploy.plugins.module_utils.deployment_id import (  # noqa: F401  (re-exported)
+from ansible_collections.rollwright.deploy.plugins.module_utils.revisions.deployment_id import (  # noqa: F401  (re-exported)
     DEPLOYMENT_ID_RE,
     new_deployment_id,
 )
@@ -416,7 +416,7 @@ class DeploymentRecord:
 
 # Which requests exist and how they move: a requester writes Pending; the controller (or recovery)
 # moves it to Acknowledged when it sees it, then to Done or Refused. Every move is conditional on
-# the state read, so two processes never both act on one request. module_utils/control_requests.py
+# the state read, so two processes never both act on one request. module_utils/deployments/control_requests.py
 # holds what each request means.
 REQUEST_ACTIONS = ("stop", "promote", "pause", "resume")
 REQUEST_STATES = ("Pending", "Acknowledged", "Done", "Refused")

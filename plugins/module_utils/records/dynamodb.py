@@ -826,6 +826,6 @@ def client_from_options(options: dict, client_factory: Optional[Callable] = None
     """A DynamoDB client: from ``client_factory('dynamodb')`` or boto3 with region/endpoint_url options."""
     if client_factory is not None:
         return client_factory("dynamodb")
-    from ansible_collections.rollwright.deploy.plugins.module_utils.aws_session import aws_client_factory
+    from ansible_collections.rollwright.deploy.plugins.module_utils.aws.client import aws_client_factory
 
     return aws_client_factory({k: options[k] for k in ("region", "endpoint_url", "profile") if options.get(k)}).client("dynamodb")

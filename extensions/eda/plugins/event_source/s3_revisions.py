@@ -87,8 +87,8 @@ _ROOT = os.path.abspath(__file__).rpartition(f"{os.sep}ansible_collections{os.se
 if _ROOT and _ROOT not in sys.path:
     sys.path.append(_ROOT)
 
-from ansible_collections.rollwright.deploy.plugins.module_utils import event_sources as es  # noqa: E402
-from ansible_collections.rollwright.deploy.plugins.module_utils import revision_watch as rw  # noqa: E402
+from ansible_collections.rollwright.deploy.plugins.module_utils.events import sources as es  # noqa: E402
+from ansible_collections.rollwright.deploy.plugins.module_utils.revisions import revision_watch as rw  # noqa: E402
 
 
 def _event(upload: rw.Upload, source: str, args: dict) -> dict:

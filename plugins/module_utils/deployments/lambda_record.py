@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from typing import Any, Optional
 
-from ansible_collections.rollwright.deploy.plugins.module_utils.deployment_session import DeploymentSession
+from ansible_collections.rollwright.deploy.plugins.module_utils.deployments.session import DeploymentSession
 from ansible_collections.rollwright.deploy.plugins.module_utils.records.base import (
     DeploymentRecord,
     EventRecord,

@@ -15,12 +15,12 @@ import os
 import pwd
 import time
 
-from ansible_collections.rollwright.deploy.plugins.module_utils import hook_runner as _hooks
-from ansible_collections.rollwright.deploy.plugins.module_utils import host_fs as _fs
-from ansible_collections.rollwright.deploy.plugins.module_utils import host_staging as _staging
-from ansible_collections.rollwright.deploy.plugins.module_utils import revision as _revision
-from ansible_collections.rollwright.deploy.plugins.module_utils.host_state import EventFailed, atomic_write_json, ensure_state_dir, state_uids
-from ansible_collections.rollwright.deploy.plugins.module_utils.revision import BUNDLE_EXTENSIONS as _BUNDLE_EXT
+from ansible_collections.rollwright.deploy.plugins.module_utils.host import hooks as _hooks
+from ansible_collections.rollwright.deploy.plugins.module_utils.host import fs as _fs
+from ansible_collections.rollwright.deploy.plugins.module_utils.host import staging as _staging
+from ansible_collections.rollwright.deploy.plugins.module_utils.revisions import revision as _revision
+from ansible_collections.rollwright.deploy.plugins.module_utils.host.state import EventFailed, atomic_write_json, ensure_state_dir, state_uids
+from ansible_collections.rollwright.deploy.plugins.module_utils.revisions.revision import BUNDLE_EXTENSIONS as _BUNDLE_EXT
 
 STAGING_FAILED = "StagingFailed"  # status.json of a deployment whose staging failed on this host
 

@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: rollwright.deploy contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The collection's AWS module base: amazon.aws's AnsibleAWSModule with our clients (aws_session.py)."""
+"""The collection's AWS module base: amazon.aws's AnsibleAWSModule with our clients (aws/client.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 from ansible_collections.amazon.aws.plugins.module_utils.common import set_collection_info
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
-from ansible_collections.rollwright.deploy.plugins.module_utils.aws_session import (
+from ansible_collections.rollwright.deploy.plugins.module_utils.aws.client import (
     COLLECTION_NAME,
     COLLECTION_VERSION,
     ModuleClientFactory,

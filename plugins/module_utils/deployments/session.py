@@ -5,7 +5,7 @@
 
 A :class:`DeploymentSession` creates the record, takes the group's lock (one ttl default,
 :data:`DEFAULT_LOCK_TTL`, for every deployment type), keeps it renewed by the lease keeper
-(lease.py, a detached process that also notices a dead controller), renews it itself before
+(deployments/lease.py, a detached process that also notices a dead controller), renews it itself before
 each write to AWS (fencing), appends events as they happen, and at the end writes the final
 status, closes the open control requests and releases the lock. :func:`recover` is the one
 dispatch of a recovery on the deployment type (the ``deployment_recover`` action calls it).
@@ -21,8 +21,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from ansible_collections.rollwright.deploy.plugins.module_utils import control_requests
-from ansible_collections.rollwright.deploy.plugins.module_utils import lease
+from ansible_collections.rollwright.deploy.plugins.module_utils.deployments import control_requests
+from ansible_collections.rollwright.deploy.plugins.module_utils.deployments import lease
 from ansible_collections.rollwright.deploy.plugins.module_utils.records.base import (
     TERMINAL_STATUSES,
     DeploymentRecord,
@@ -241,11 +241,11 @@ def recover(store: RecordStore, clients: Any, record: DeploymentRecord, *, force
             check_mode: bool = False, load_balancer: Optional[dict] = None, healthy_timeout: float = 300.0,
             record_options: Optional[dict] = None, aws_options: Optional[dict] = None,
             progress: Optional[Progress] = None) -> dict:
-    """Recover a deployment whose controller died, as its type requires: in-place (recovery.py: hosts
+    """Recover a deployment whose controller died, as its type requires: in-place (deployments/recovery.py: hosts
     back into their recorded memberships), blue/green EC2 (``bluegreen.recover``), Lambda (refused with
     the Lambda playbook command that recovers it, :func:`recover_lambda`). Returns ``changed``,
     ``plan``, ``report`` and ``message``; raises RecoveryError when recovery is refused."""
-    from ansible_collections.rollwright.deploy.plugins.module_utils import recovery
+    from ansible_collections.rollwright.deploy.plugins.module_utils.deployments import recovery
 
     say = progress or (lambda message: None)
     lock = store.get_lock(record.application, record.deployment_group)
@@ -263,7 +263,7 @@ def recover(store: RecordStore, clients: Any, record: DeploymentRecord, *, force
 
 def _settle(store: RecordStore, record: DeploymentRecord, say: Progress) -> list:
     """Close the dead controller's open control requests as recovery carried them out."""
-    from ansible_collections.rollwright.deploy.plugins.module_utils import recovery
+    from ansible_collections.rollwright.deploy.plugins.module_utils.deployments import recovery
 
     settled = control_requests.settle_by_recovery(store, record.deployment_id,
                                                   rollback_hint=recovery.inplace_rollback_command(record))
@@ -275,8 +275,8 @@ def _settle(store: RecordStore, record: DeploymentRecord, say: Progress) -> list
 
 def _recover_inplace(store: RecordStore, clients: Any, record: DeploymentRecord, lock: Any, force: bool,
                      check_mode: bool, override: Optional[dict], healthy_timeout: float, say: Progress) -> dict:
-    from ansible_collections.rollwright.deploy.plugins.module_utils import recovery
-    from ansible_collections.rollwright.deploy.plugins.module_utils.loadbalancers import load_balancer_from_config
+    from ansible_collections.rollwright.deploy.plugins.module_utils.deployments import recovery
+    from ansible_collections.rollwright.deploy.plugins.module_utils.traffic.loadbalancers import load_balancer_from_config
 
     # the load balancer given overrides what the deployment recorded at its start; the recorded
     # memberships are checked against the configuration used
@@ -313,8 +313,8 @@ def _recover_inplace(store: RecordStore, clients: Any, record: DeploymentRecord,
 
 def _recover_bluegreen(store: RecordStore, clients: Any, record: DeploymentRecord, lock: Any, force: bool,
                        check_mode: bool, say: Progress) -> dict:
-    from ansible_collections.rollwright.deploy.plugins.module_utils import recovery
-    from ansible_collections.rollwright.deploy.plugins.module_utils.bluegreen import stop_requested
+    from ansible_collections.rollwright.deploy.plugins.module_utils.deployments import recovery
+    from ansible_collections.rollwright.deploy.plugins.module_utils.deployments.bluegreen import stop_requested
 
     plan = recovery.bluegreen_plan(record, lock, force=force, stop_requested=stop_requested(store, record.deployment_id))
     out: dict = {"plan": plan}
@@ -351,7 +351,7 @@ def recover_lambda(store: RecordStore, application: str, deployment_group: str, 
 
     Refused while the group's lock is held, unless ``force``: nothing can tell from here whether its
     controller still runs (the lease keeper marks a dead one's record Stopped, and leaves the lock)."""
-    from ansible_collections.rollwright.deploy.plugins.module_utils import recovery
+    from ansible_collections.rollwright.deploy.plugins.module_utils.deployments import recovery
 
     info = store.get_lock(application, deployment_group)
     if info is not None and not force:

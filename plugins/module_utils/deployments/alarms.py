@@ -18,7 +18,7 @@ from __future__ import annotations
 import datetime as _dt
 from dataclasses import dataclass, field
 from typing import Any, Optional
-from ansible_collections.rollwright.deploy.plugins.module_utils.deploy_inputs import split_list
+from ansible_collections.rollwright.deploy.plugins.module_utils.deployments.inputs import split_list
 from ansible_collections.rollwright.deploy.plugins.module_utils.errors import RollwrightError
 
 MAX_ALARMS = 10

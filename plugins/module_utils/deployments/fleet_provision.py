@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 import time
 from typing import Any, Callable, Optional
-from ansible_collections.rollwright.deploy.plugins.module_utils.deploy_inputs import split_list
+from ansible_collections.rollwright.deploy.plugins.module_utils.deployments.inputs import split_list
 from ansible_collections.rollwright.deploy.plugins.module_utils.errors import RollwrightError
 
 DEPLOYMENT_TAG = "rollwright:deployment-id"

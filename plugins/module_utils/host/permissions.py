@@ -19,8 +19,8 @@ import stat as _stat
 import subprocess
 from dataclasses import dataclass
 
-from ansible_collections.rollwright.deploy.plugins.module_utils import host_fs as _fs
-from ansible_collections.rollwright.deploy.plugins.module_utils.host_state import InstallError, state_uids
+from ansible_collections.rollwright.deploy.plugins.module_utils.host import fs as _fs
+from ansible_collections.rollwright.deploy.plugins.module_utils.host.state import InstallError, state_uids
 
 SELINUX_ENFORCE = "/sys/fs/selinux/enforce"
 

@@ -19,13 +19,13 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 from ansible_collections.rollwright.deploy.plugins.module_utils.errors import RollwrightError
-from ansible_collections.rollwright.deploy.plugins.module_utils.lifecycle import (  # noqa: F401  (re-exported)
+from ansible_collections.rollwright.deploy.plugins.module_utils.revisions.lifecycle import (  # noqa: F401  (re-exported)
     LAMBDA_EVENTS,
     RESERVED_EVENTS,
     SCRIPTABLE_EVENTS,
 )
 
-# The lifecycle events (which may have scripts, which the engine performs itself) are lifecycle.py's.
+# The lifecycle events (which may have scripts, which the engine performs itself) are revisions/lifecycle.py's.
 LAMBDA_HOOK_EVENTS: tuple[str, ...] = tuple(e for e in LAMBDA_EVENTS if e in SCRIPTABLE_EVENTS)
 FILE_EXISTS_BEHAVIORS: tuple[str, ...] = ("DISALLOW", "OVERWRITE", "RETAIN")
 PERMISSION_TYPES: tuple[str, ...] = ("file", "directory")

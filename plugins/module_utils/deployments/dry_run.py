@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from ansible_collections.rollwright.deploy.plugins.module_utils import deployment_config as dc
+from ansible_collections.rollwright.deploy.plugins.module_utils.deployments import config as dc
 
 DRY_RUN_ID = "d-DRYRUN000"  # a valid deployment id that no real deployment gets (ids are random)
 NO_LOAD_BALANCER = "no load balancer: hosts stay in service while they are deployed"

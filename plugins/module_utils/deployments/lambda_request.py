@@ -16,9 +16,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from ansible_collections.rollwright.deploy.plugins.module_utils.deployment_id import DEPLOYMENT_ID_RE
+from ansible_collections.rollwright.deploy.plugins.module_utils.revisions.deployment_id import DEPLOYMENT_ID_RE
 from ansible_collections.rollwright.deploy.plugins.module_utils.errors import RollwrightError
-from ansible_collections.rollwright.deploy.plugins.module_utils.traffic_shift import (
+from ansible_collections.rollwright.deploy.plugins.module_utils.traffic.traffic_shift import (
     ShiftConfig,
     ShiftConfigError,
     parse_lambda_config,
@@ -114,7 +114,7 @@ def _load_appspec(value: Any) -> dict:
     Uses ``appspec.parse_lambda_appspec`` when that module is available; else a minimal parser.
     """
     try:
-        from ansible_collections.rollwright.deploy.plugins.module_utils.appspec import parse_lambda_appspec  # type: ignore[attr-defined]
+        from ansible_collections.rollwright.deploy.plugins.module_utils.revisions.appspec import parse_lambda_appspec  # type: ignore[attr-defined]
     except ImportError:
         parse_lambda_appspec = None
     if parse_lambda_appspec is not None:

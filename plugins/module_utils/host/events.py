@@ -14,16 +14,16 @@ import shutil
 import time
 from dataclasses import dataclass, field
 
-from ansible_collections.rollwright.deploy.plugins.module_utils import appspec as _appspec
-from ansible_collections.rollwright.deploy.plugins.module_utils import hook_runner as _hooks
-from ansible_collections.rollwright.deploy.plugins.module_utils import host_fs as _fs
-from ansible_collections.rollwright.deploy.plugins.module_utils import host_staging as _staging
-from ansible_collections.rollwright.deploy.plugins.module_utils import lifecycle as _lifecycle
-from ansible_collections.rollwright.deploy.plugins.module_utils.host_install import bundle_skeleton, install
-from ansible_collections.rollwright.deploy.plugins.module_utils.host_state import (
+from ansible_collections.rollwright.deploy.plugins.module_utils.revisions import appspec as _appspec
+from ansible_collections.rollwright.deploy.plugins.module_utils.host import hooks as _hooks
+from ansible_collections.rollwright.deploy.plugins.module_utils.host import fs as _fs
+from ansible_collections.rollwright.deploy.plugins.module_utils.host import staging as _staging
+from ansible_collections.rollwright.deploy.plugins.module_utils.revisions import lifecycle as _lifecycle
+from ansible_collections.rollwright.deploy.plugins.module_utils.host.install import bundle_skeleton, install
+from ansible_collections.rollwright.deploy.plugins.module_utils.host.state import (
     DEFAULT_KEEP_REVISIONS, EventFailed, HostState, InstallError, StateError, validate_deployment_id,
 )
-from ansible_collections.rollwright.deploy.plugins.module_utils.host_unpack import STAGING_FAILED, BundleUnpack
+from ansible_collections.rollwright.deploy.plugins.module_utils.host.unpack import STAGING_FAILED, BundleUnpack
 
 
 @dataclass

@@ -358,7 +358,7 @@ def status(store: RecordStore, record: DeploymentRecord) -> dict:
     pause = active_pause(requests)
     # late import: bluegreen builds on this module. A split-form blue/green deployment waiting for approval
     # holds a fresh lease with no process behind it, so its lease alone does not mean a live controller.
-    from ansible_collections.rollwright.deploy.plugins.module_utils import bluegreen
+    from ansible_collections.rollwright.deploy.plugins.module_utils.deployments import bluegreen
     awaiting = bool(holds and bluegreen.handed_over(record, lock))
     return {
         "requests": [r.to_dict() for r in requests],

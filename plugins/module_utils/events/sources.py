@@ -12,7 +12,7 @@ import json
 import logging
 from typing import Any, Awaitable, Callable
 
-from ansible_collections.rollwright.deploy.plugins.module_utils.aws_session import aws_client_factory
+from ansible_collections.rollwright.deploy.plugins.module_utils.aws.client import aws_client_factory
 
 LOG = logging.getLogger("rollwright.deploy.event_sources")
 SQS_LONG_POLL_MAX = 20  # seconds, SQS's limit

@@ -38,29 +38,29 @@ import re
 import time
 from typing import Any, Callable, Optional
 
-from ansible_collections.rollwright.deploy.plugins.module_utils import control_requests
-from ansible_collections.rollwright.deploy.plugins.module_utils.deployment_session import (  # noqa: F401  (re-exported)
+from ansible_collections.rollwright.deploy.plugins.module_utils.deployments import control_requests
+from ansible_collections.rollwright.deploy.plugins.module_utils.deployments.session import (  # noqa: F401  (re-exported)
     DEFAULT_LOCK_TTL,
     DeploymentSession,
 )
-from ansible_collections.rollwright.deploy.plugins.module_utils.dry_run import bluegreen_dry_run
+from ansible_collections.rollwright.deploy.plugins.module_utils.deployments.dry_run import bluegreen_dry_run
 from ansible_collections.rollwright.deploy.plugins.module_utils.errors import RollwrightError
-from ansible_collections.rollwright.deploy.plugins.module_utils import deployment_config as dc
-from ansible_collections.rollwright.deploy.plugins.module_utils import lifecycle
-from ansible_collections.rollwright.deploy.plugins.module_utils.fleet_provision import (
+from ansible_collections.rollwright.deploy.plugins.module_utils.deployments import config as dc
+from ansible_collections.rollwright.deploy.plugins.module_utils.revisions import lifecycle
+from ansible_collections.rollwright.deploy.plugins.module_utils.deployments.fleet_provision import (
     DEPLOYMENT_TAG,
     Ec2Fleet,
     FleetError,
     copy_name,
 )
-from ansible_collections.rollwright.deploy.plugins.module_utils.inplace import (
+from ansible_collections.rollwright.deploy.plugins.module_utils.deployments.inplace import (
     HOST_REVISION_KEYS,
     format_summary,
     host_outcome,
     summarise,
 )
-from ansible_collections.rollwright.deploy.plugins.module_utils.listener import ListenerError, ListenerSwitch, live_and_idle
-from ansible_collections.rollwright.deploy.plugins.module_utils.loadbalancers import (
+from ansible_collections.rollwright.deploy.plugins.module_utils.traffic.listener import ListenerError, ListenerSwitch, live_and_idle
+from ansible_collections.rollwright.deploy.plugins.module_utils.traffic.loadbalancers import (
     LoadBalancerError,
     Membership,
     by_host,
@@ -951,7 +951,7 @@ def restore(store: RecordStore, clients: Any, deployment_id: str, bg: dict, prog
 
 
 def _forwards(actions: list[dict]) -> list[str]:
-    from ansible_collections.rollwright.deploy.plugins.module_utils.listener import forwarded_target_groups
+    from ansible_collections.rollwright.deploy.plugins.module_utils.traffic.listener import forwarded_target_groups
 
     return forwarded_target_groups(actions)
 

@@ -38,10 +38,10 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from ansible_collections.rollwright.deploy.plugins.module_utils.alarms import missing_alarms_text, read_alarm_states
-from ansible_collections.rollwright.deploy.plugins.module_utils.deployment_id import new_deployment_id
+from ansible_collections.rollwright.deploy.plugins.module_utils.deployments.alarms import missing_alarms_text, read_alarm_states
+from ansible_collections.rollwright.deploy.plugins.module_utils.revisions.deployment_id import new_deployment_id
 from ansible_collections.rollwright.deploy.plugins.module_utils.errors import ControllerGone, access_denied_hint
-from ansible_collections.rollwright.deploy.plugins.module_utils.lambda_request import (  # noqa: F401  (re-exported)
+from ansible_collections.rollwright.deploy.plugins.module_utils.deployments.lambda_request import (  # noqa: F401  (re-exported)
     ARGUMENT_SPEC,
     LATEST,
     LambdaDeployError,
@@ -50,7 +50,7 @@ from ansible_collections.rollwright.deploy.plugins.module_utils.lambda_request i
     _VERSION_RE,
 )
 from ansible_collections.rollwright.deploy.plugins.module_utils.redact import redact_text
-from ansible_collections.rollwright.deploy.plugins.module_utils.traffic_shift import Step, plan_steps
+from ansible_collections.rollwright.deploy.plugins.module_utils.traffic.traffic_shift import Step, plan_steps
 
 __all__ = [
     "ARGUMENT_SPEC",
@@ -200,7 +200,7 @@ class LambdaDeployment:
 
     # ------------------------------------------------------------------ alarms
     def _read_alarms(self, names: list[str]) -> dict[str, dict]:
-        """{name: {state, reason}} through alarms.py; raises on any read failure, including an alarm that is gone."""
+        """{name: {state, reason}} through deployments/alarms.py; raises on any read failure, including an alarm that is gone."""
         if self.cw is None:
             raise RuntimeError("no CloudWatch client")
         found, missing = read_alarm_states(self.cw, names)

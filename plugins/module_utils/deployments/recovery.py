@@ -9,7 +9,7 @@ stay out and are reported), wait until healthy, mark the deployment Stopped, rel
 lock. Pure logic over a :class:`RecordStore` and a load-balancer object; safe to repeat.
 :func:`bluegreen_plan` and :func:`lambda_refusal` decide for the other deployment types;
 ``deployment_session.recover`` dispatches on the deployment type. The lease keeper that notices a
-dead controller is lease.py (docs/operations.md, "Recovery" and "The lease keeper").
+dead controller is deployments/lease.py (docs/operations.md, "Recovery" and "The lease keeper").
 
 Recovery does not trust the record (docs/security.md): memberships are checked against their host
 and the load-balancer configuration, a superseded deployment is recovered only when named, and the
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from ansible_collections.rollwright.deploy.plugins.module_utils.errors import RollwrightError
-from ansible_collections.rollwright.deploy.plugins.module_utils.lease import controller_elsewhere, controller_gone
+from ansible_collections.rollwright.deploy.plugins.module_utils.deployments.lease import controller_elsewhere, controller_gone
 from ansible_collections.rollwright.deploy.plugins.module_utils.records.base import (
     DEFAULT_LOCK_TTL,
     TERMINAL_STATUSES,
@@ -174,7 +174,7 @@ def load_balancer_config(record: DeploymentRecord, override: Optional[dict] = No
     """The load-balancer configuration recovery uses: ``override`` (``rollwright_load_balancer``) when
     given, else the one the deployment recorded at its start (``extra.inplace.load_balancer``)."""
     if override:
-        from ansible_collections.rollwright.deploy.plugins.module_utils.inplace import haproxy_servers_by_lb_id
+        from ansible_collections.rollwright.deploy.plugins.module_utils.deployments.inplace import haproxy_servers_by_lb_id
 
         return haproxy_servers_by_lb_id(override, [{"name": h.name, "instance_id": h.instance_id} for h in record.hosts])
     return (record.extra.get("inplace") or {}).get("load_balancer") or None
@@ -192,7 +192,7 @@ def membership_problems(record: DeploymentRecord, lb_config: Optional[dict], hos
     (a configured target group by ARN or name, classic ELB, HAProxy instance and backend). A record
     is writable by whoever can write the records table; these checks keep a tampered or corrupt
     membership from registering an arbitrary target anywhere. Returns one message per problem."""
-    from ansible_collections.rollwright.deploy.plugins.module_utils.loadbalancers.base import ConfigError, Membership
+    from ansible_collections.rollwright.deploy.plugins.module_utils.traffic.loadbalancers.base import ConfigError, Membership
 
     config = lb_config if isinstance(lb_config, dict) else {}
     arns = set(config.get("target_group_arns") or [])
@@ -201,7 +201,7 @@ def membership_problems(record: DeploymentRecord, lb_config: Optional[dict], hos
     haproxy = None
     problems = []
     if config.get("haproxy"):
-        from ansible_collections.rollwright.deploy.plugins.module_utils.loadbalancers.haproxy import parse_haproxy_config
+        from ansible_collections.rollwright.deploy.plugins.module_utils.traffic.loadbalancers.haproxy import parse_haproxy_config
 
         try:
             haproxy = parse_haproxy_config(config["haproxy"])
@@ -324,7 +324,7 @@ def recover(store: RecordStore, load_balancer: Any, record: DeploymentRecord, pl
             "extra.inplace.load_balancer: pass rollwright_load_balancer)")
     held = hold_lock(store, record, plan.lock, timeout=healthy_timeout)
     if plan.restore:
-        from ansible_collections.rollwright.deploy.plugins.module_utils.loadbalancers.base import Membership
+        from ansible_collections.rollwright.deploy.plugins.module_utils.traffic.loadbalancers.base import Membership
 
         memberships = [Membership.from_dict(m, f"hosts[{h}].lb_membership") for h, ms in plan.restore.items() for m in ms]
         say(f"recover {deployment_id}: registering {len(memberships)} membership(s) of {', '.join(sorted(plan.restore))}")
@@ -423,7 +423,7 @@ def bluegreen_plan(record: DeploymentRecord, lock: Optional[LockInfo], force: bo
     ``none`` (already finished; a lock it still holds is released). ``refused`` while its lock looks
     alive, or while another deployment holds the group's lock, unless ``force``.
     """
-    from ansible_collections.rollwright.deploy.plugins.module_utils.bluegreen import EXTRA_KEY, handed_over
+    from ansible_collections.rollwright.deploy.plugins.module_utils.deployments.bluegreen import EXTRA_KEY, handed_over
 
     phase = (record.extra.get(EXTRA_KEY) or {}).get("phase")
     handover = handed_over(record, lock)  # split form, waiting for approval: no process is meant to be alive
@@ -463,7 +463,7 @@ def recover_bluegreen(store: RecordStore, clients: Any, record: DeploymentRecord
                       progress: Optional[Progress] = None) -> dict:
     """Carry out :func:`bluegreen_plan` through ``bluegreen.recover`` (the ``bluegreen_step``
     ``step: recover`` engine). Returns its report, with ``changed`` and ``lock_released``."""
-    from ansible_collections.rollwright.deploy.plugins.module_utils import bluegreen
+    from ansible_collections.rollwright.deploy.plugins.module_utils.deployments import bluegreen
 
     if plan.get("refused"):
         raise RecoveryError(plan["refused"])

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any, Optional
 from urllib.parse import unquote, urlsplit
 from ansible_collections.rollwright.deploy.plugins.module_utils.errors import RollwrightError
-from ansible_collections.rollwright.deploy.plugins.module_utils.revision import BUNDLE_TYPES
+from ansible_collections.rollwright.deploy.plugins.module_utils.revisions.revision import BUNDLE_TYPES
 
 
 class InputError(RollwrightError, ValueError):

@@ -21,13 +21,13 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-from ansible_collections.rollwright.deploy.plugins.module_utils.dry_run import NO_LOAD_BALANCER, inplace_plan
+from ansible_collections.rollwright.deploy.plugins.module_utils.deployments.dry_run import NO_LOAD_BALANCER, inplace_plan
 from ansible_collections.rollwright.deploy.plugins.module_utils.errors import RollwrightError
-from ansible_collections.rollwright.deploy.plugins.module_utils import control_requests
-from ansible_collections.rollwright.deploy.plugins.module_utils import deployment_config as dc
-from ansible_collections.rollwright.deploy.plugins.module_utils import lifecycle
-from ansible_collections.rollwright.deploy.plugins.module_utils.alarms import AutoRollback
-from ansible_collections.rollwright.deploy.plugins.module_utils.deployment_session import (  # noqa: F401  (DEFAULT_LOCK_TTL re-exported)
+from ansible_collections.rollwright.deploy.plugins.module_utils.deployments import control_requests
+from ansible_collections.rollwright.deploy.plugins.module_utils.deployments import config as dc
+from ansible_collections.rollwright.deploy.plugins.module_utils.revisions import lifecycle
+from ansible_collections.rollwright.deploy.plugins.module_utils.deployments.alarms import AutoRollback
+from ansible_collections.rollwright.deploy.plugins.module_utils.deployments.session import (  # noqa: F401  (DEFAULT_LOCK_TTL re-exported)
     DEFAULT_LOCK_TTL,
     DeploymentSession,
 )
@@ -191,7 +191,7 @@ def merge_original(snapshot: dict, ids: dict, original: dict) -> dict:
     For the same (instance, backend, server) the ORIGINAL record's membership replaces the snapshot's,
     so one server is never asked for two states.
     """
-    from ansible_collections.rollwright.deploy.plugins.module_utils.loadbalancers.base import Membership
+    from ansible_collections.rollwright.deploy.plugins.module_utils.traffic.loadbalancers.base import Membership
 
     def server_line(m: Any) -> Optional[tuple]:
         return (m.instance, m.backend, m.server) if m.kind == "haproxy" else None
@@ -292,7 +292,7 @@ def plan_rollback(store: RecordStore, application: str, deployment_group: str, r
     chosen = list(hosts) if hosts is not None else touched_hosts(failed)
     if not chosen:
         raise InPlaceError(f"rollback of {failed.deployment_id}: it reached no host; nothing to roll back")
-    from ansible_collections.rollwright.deploy.plugins.module_utils import recovery
+    from ansible_collections.rollwright.deploy.plugins.module_utils.deployments import recovery
 
     # The rollback registers these memberships again: they are checked like recovery's.
     problems = recovery.membership_problems(failed, recovery.load_balancer_config(failed),
@@ -677,7 +677,7 @@ class InPlaceRun:
 
     def allow(self, state: dict, main_results: dict[str, Optional[dict]], healthy_timeout: Optional[float]) -> dict:
         """AllowTraffic for the hosts that passed their lifecycle events; failed hosts stay out."""
-        from ansible_collections.rollwright.deploy.plugins.module_utils.loadbalancers.base import Membership
+        from ansible_collections.rollwright.deploy.plugins.module_utils.traffic.loadbalancers.base import Membership
 
         self._heartbeat(state)
         self.judge(state, MAIN, main_results)

@@ -41,10 +41,10 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 
-from ansible_collections.rollwright.deploy.plugins.module_utils import host_fs as _fs
-from ansible_collections.rollwright.deploy.plugins.module_utils.appspec import FILE_EXISTS_BEHAVIORS
-from ansible_collections.rollwright.deploy.plugins.module_utils.host_permissions import PermissionOp, apply_permission, check_default_acl, permission_matches
-from ansible_collections.rollwright.deploy.plugins.module_utils.host_state import HostState, InstallError, atomic_write_json, read_json, state_uids
+from ansible_collections.rollwright.deploy.plugins.module_utils.host import fs as _fs
+from ansible_collections.rollwright.deploy.plugins.module_utils.revisions.appspec import FILE_EXISTS_BEHAVIORS
+from ansible_collections.rollwright.deploy.plugins.module_utils.host.permissions import PermissionOp, apply_permission, check_default_acl, permission_matches
+from ansible_collections.rollwright.deploy.plugins.module_utils.host.state import HostState, InstallError, atomic_write_json, read_json, state_uids
 
 
 # ---------------------------------------------------------------------------------------------

@@ -97,7 +97,7 @@ class _Bounded:
 def download(url: str, dir_fd: int, name: str, limit: int, what: str, timeout: float = DOWNLOAD_TIMEOUT) -> str:
     """Fetch ``url`` (http or https) into ``name`` below ``dir_fd`` (0600, atomically) and return the SHA-256 of
     the bytes written. ``what`` names the object in errors (bucket, key, version), never the URL."""
-    from ansible_collections.rollwright.deploy.plugins.module_utils import host_fs as _fs
+    from ansible_collections.rollwright.deploy.plugins.module_utils.host import fs as _fs
 
     if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
         raise StagingError(f"the presigned URL for {what} must be http or https")

@@ -46,7 +46,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
-from ansible_collections.rollwright.deploy.plugins.module_utils import host_fs as _fs
+from ansible_collections.rollwright.deploy.plugins.module_utils.host import fs as _fs
 from ansible_collections.rollwright.deploy.plugins.module_utils.redact import redact_text
 
 DEFAULT_TIMEOUT = 3600

@@ -16,8 +16,8 @@ import re
 import time
 from dataclasses import dataclass
 
-from ansible_collections.rollwright.deploy.plugins.module_utils import host_fs as _fs
-from ansible_collections.rollwright.deploy.plugins.module_utils.deployment_id import DEPLOYMENT_ID_RE
+from ansible_collections.rollwright.deploy.plugins.module_utils.host import fs as _fs
+from ansible_collections.rollwright.deploy.plugins.module_utils.revisions.deployment_id import DEPLOYMENT_ID_RE
 
 DEFAULT_STATE_ROOT = "/var/lib/rollwright"
 DEFAULT_KEEP_REVISIONS = 5

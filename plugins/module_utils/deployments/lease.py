@@ -4,7 +4,7 @@
 """The lease keeper and the controller process it watches (docs/operations.md, "The lease keeper").
 
 A small detached process (own session, stdlib + our record store, no Ansible) started by a
-deployment's first step, for every deployment type (deployment_session.py starts and stops it).
+deployment's first step, for every deployment type (deployments/session.py starts and stops it).
 While the ansible-playbook process lives it renews the group lock every few seconds, so the lock's
 ttl can be short; when that process dies (killed, cancelled by AWX, interrupted) it takes the lock
 over by its token (fencing off orphaned steps), marks the deployment Stopped at once, leaves the
@@ -12,7 +12,7 @@ lock for recovery, and exits. It never touches a load balancer or an alias: it c
 a host stopped in the middle of its install is fit for traffic.
 
 Also here: which process is the controller (pid and start time), whether it still runs, and the
-guard with which an orphaned step stops (recovery.py asks :func:`controller_gone`).
+guard with which an orphaned step stops (deployments/recovery.py asks :func:`controller_gone`).
 """
 
 from __future__ import annotations
@@ -312,7 +312,7 @@ def _import_root(work_dir: str) -> str:
 # The keeper's configuration (AWS options with keys and session token, the lock token) is read from
 # stdin, never from argv: any local user can read /proc/<pid>/cmdline.
 _BOOT = ("import sys, json; sys.path.insert(0, sys.argv[1]); "
-         "from ansible_collections.rollwright.deploy.plugins.module_utils.lease import lease_keeper_main; "
+         "from ansible_collections.rollwright.deploy.plugins.module_utils.deployments.lease import lease_keeper_main; "
          "sys.exit(lease_keeper_main(json.load(sys.stdin)))")
 
 
@@ -364,7 +364,7 @@ def lease_keeper_main(config: dict) -> int:
     backend = record.pop("backend", None) or "sqlite"
     client_factory = None
     if backend == "dynamodb":
-        from ansible_collections.rollwright.deploy.plugins.module_utils.aws_session import aws_client_factory
+        from ansible_collections.rollwright.deploy.plugins.module_utils.aws.client import aws_client_factory
 
         client_factory = aws_client_factory(config.get("aws") or {}).client
     store = open_store(backend, record, client_factory=client_factory)

@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from typing import Any, Iterable, Optional
 from urllib.parse import unquote_plus
 
-from ansible_collections.rollwright.deploy.plugins.module_utils.revision import normalise_etag
+from ansible_collections.rollwright.deploy.plugins.module_utils.revisions.revision import normalise_etag
 
 BUNDLE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
 ORDERS = ("latest", "in_order")
