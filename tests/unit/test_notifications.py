@@ -186,7 +186,8 @@ def test_dead_endpoints_cost_at_most_their_timeout_per_deployment(tmp_path, home
     held = sum(arrived - parse_time(json.loads(body)["time"]).timestamp()
                for arrived, (_h, body) in zip(receiver.arrived, receiver.got))
     print(f"\n18 messages, a refused and a silent endpoint (timeout {timeout} s each): held up {held:.2f} s in all")
-    assert held < 2 * timeout + 0.5, held  # without the per-deployment budget: 18 x 0.4 s at least
+    # Without the per-deployment budget: 18 x 0.4 = 7.2 s at least; 2 s of headroom for a loaded machine.
+    assert held < 2 * timeout + 2.0, held
     failures = store.get(rec.deployment_id).extra["notification_failures"]
     kinds = {f["error"].split(":")[0] for f in failures}
     assert kinds >= {"ConnectionRefusedError", "TimeoutError", "skipped for the rest of the deployment"}, kinds
