@@ -20,6 +20,8 @@ import re
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from ansible_collections.rollwright.deploy.plugins.module_utils.errors import RollwrightError
+
 POLICY_KINDS = ("inplace", "bluegreen", "lambda", "records", "events")
 
 #: The tag the blue/green engine puts on the instances and Auto Scaling groups it creates.
@@ -108,7 +110,7 @@ _REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
 _PLACEHOLDER_RE = re.compile(r"^\$\{[A-Za-z]+\}$")
 
 
-class PolicyInputError(ValueError):
+class PolicyInputError(RollwrightError, ValueError):
     """A bad input (message names it and what was expected)."""
 
 

@@ -29,6 +29,7 @@ import time
 import urllib.parse
 from typing import Any, Callable, Optional
 
+from ansible_collections.rollwright.deploy.plugins.module_utils.errors import RollwrightError
 from ansible_collections.rollwright.deploy.plugins.module_utils.records.base import InvalidRecord, now_iso
 
 DEPLOYMENT_EVENTS = ("DeploymentStart", "DeploymentSuccess", "DeploymentFailure", "DeploymentStop",
@@ -291,7 +292,7 @@ def render_body(destination: dict, message: dict) -> tuple:
 # --------------------------------------------------------------------------------------------
 
 
-class DeliveryError(Exception):
+class DeliveryError(RollwrightError):
     """One attempt failed; ``retry`` says whether another attempt can help."""
 
     def __init__(self, message: str, retry: bool = True, in_flight: bool = False):

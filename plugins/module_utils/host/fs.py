@@ -26,11 +26,13 @@ import os
 import secrets
 import stat
 
+from ansible_collections.rollwright.deploy.plugins.module_utils.errors import RollwrightError
+
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _CHUNK = 1024 * 1024
 
 
-class UnsafePathError(Exception):
+class UnsafePathError(RollwrightError):
     """A path the engine refuses to act on; the message names the path and why."""
 
     def __init__(self, path: str, reason: str):

@@ -46,6 +46,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
+from ansible_collections.rollwright.deploy.plugins.module_utils.errors import RollwrightError
 from ansible_collections.rollwright.deploy.plugins.module_utils.host import fs as _fs
 from ansible_collections.rollwright.deploy.plugins.module_utils.redact import redact_text
 
@@ -61,7 +62,7 @@ LOG_MODE = 0o600
 PR_SET_CHILD_SUBREAPER = 36
 
 
-class HookError(Exception):
+class HookError(RollwrightError):
     """A script cannot be started (missing, outside the revision, unknown runas user)."""
 
 

@@ -25,6 +25,8 @@ import urllib.parse
 
 from ansible.module_utils.urls import open_url
 
+from ansible_collections.rollwright.deploy.plugins.module_utils.errors import RollwrightError
+
 STAGED = "Staged"  # status.json of a deployment whose revision is staged and not yet used by a batch
 DOWNLOAD_NAME = "download.part"
 DOWNLOAD_TIMEOUT = 60.0
@@ -33,7 +35,7 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 
 
-class StagingError(Exception):
+class StagingError(RollwrightError):
     """The revision cannot be staged or the staged copy cannot be used; the message says why (never the URL)."""
 
 

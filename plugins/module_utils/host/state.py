@@ -16,6 +16,7 @@ import re
 import time
 from dataclasses import dataclass
 
+from ansible_collections.rollwright.deploy.plugins.module_utils.errors import RollwrightError
 from ansible_collections.rollwright.deploy.plugins.module_utils.host import fs as _fs
 from ansible_collections.rollwright.deploy.plugins.module_utils.revisions.deployment_id import DEPLOYMENT_ID_RE
 
@@ -24,15 +25,15 @@ DEFAULT_KEEP_REVISIONS = 5
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+=,-]{0,254}$")
 
 
-class StateError(Exception):
+class StateError(RollwrightError):
     """The host state directory is unusable."""
 
 
-class InstallError(Exception):
+class InstallError(RollwrightError):
     """Install cannot proceed; the message names the path or appspec field at fault."""
 
 
-class EventFailed(Exception):
+class EventFailed(RollwrightError):
     """A lifecycle event failed on this host; the message says why."""
 
 
