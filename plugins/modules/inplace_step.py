@@ -23,7 +23,8 @@ description:
   - C(stop) ends the deployment as Stopped and releases the lock.
   - C(staged) judges the staging calls (M(rollwright.deploy.host_lifecycle) with C(staging=stage) on every host of
     C(stage_hosts), before the first batch). With C(host_args) it makes those calls itself first, in parallel.
-    When one host could not stage, the deployment fails before any host leaves its load balancer, naming every such host and why; no automatic rollback is due, as nothing changed.
+    When one host could not stage, the deployment fails before any host leaves its load balancer, naming every
+    such host and why; no automatic rollback is due, as nothing changed.
   - C(rollback) starts a rollback - a new deployment (creator C(rollback), linked both ways to the deployment it
     rolls back) of an earlier deployment's revision (S3 by version id and ETag, or the controller's cached bundle,
     SHA-256 checked), which puts back into their recorded load-balancer membership the hosts the rolled-back
