@@ -193,13 +193,7 @@ def processes(res: AnsibleResult, name: str, args: str) -> dict[str, list[int]]:
 
 def task_seconds(res: AnsibleResult, name: str) -> float:
     """Wall time of the last task called `name`, from the json callback's task duration."""
-    from datetime import datetime
-
-    found = [t for p in res.plays for t in p.get("tasks", []) if t.get("task", {}).get("name") == name]
-    assert found, f"no task {name!r}"
-    duration = found[-1]["task"]["duration"]
-    start, end = (datetime.fromisoformat(duration[k].replace("Z", "+00:00")) for k in ("start", "end"))
-    return (end - start).total_seconds()
+    return res.task_seconds(name)
 
 
 def failures(res: AnsibleResult) -> str:
