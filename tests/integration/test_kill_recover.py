@@ -7,6 +7,9 @@ in-place deployment at 10 different points, then run ``rollwright.deploy.recover
 Clean means: every host is registered in exactly the target groups it was in before the deployment
 (compared with a snapshot taken before), the record is Stopped (the lease keeper marked it so when
 the controller died) and the group's lock is released. The test prints n/10 and asserts 10/10.
+A kill point whose window a loaded machine missed (the deployment got past it, or its batch was not
+out of the load balancer, when the kill landed) is tried again with a fresh deployment, at most three
+times; every point must land where intended.
 Each run also records where its kill landed (the hosts out of their target groups once the controller
 is dead): the kills meant to land with a batch out of the load balancer must find that batch out, the
 record must name those hosts as taken out, and recovery must bring each of them back.
