@@ -123,7 +123,8 @@ class HAProxy:
 
 
 def render_config(name: str, socket_path: str, port: int, backend: str, servers: dict[str, str], check: bool = True,
-                  inter_ms: int = 200, rise: int = 2, fall: int = 2, tcp_admin_port: Optional[int] = None,
+                  inter_ms: int = 200, rise: int = 2, fall: int = 2, check_timeout_ms: int = 2000,
+                  tcp_admin_port: Optional[int] = None,
                   tcp_admin_bind: str = "127.0.0.1",
                   http_check: bool = True, retries: int = 3, redispatch: bool = False,
                   server_options: Optional[dict[str, str]] = None) -> str:
@@ -142,6 +143,10 @@ def render_config(name: str, socket_path: str, port: int, backend: str, servers:
         "    timeout connect 2s",
         "    timeout client 30s",
         "    timeout server 30s",
+        # without it a check's reply must come within `inter` (200 ms): on a loaded machine a busy
+        # Python test server misses that twice and the last server in rotation goes DOWN (503s);
+        # a stopped server still fails its check at once (connection refused)
+        f"    timeout check {check_timeout_ms}ms",
         f"    retries {retries}",
     ]
     if redispatch:

@@ -12,6 +12,7 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,14 @@ class AnsibleResult:
         if not found:
             raise KeyError(f"no task named {name!r} ran; tasks: {[t['name'] for t in self.tasks()]}")
         return found[-1]["hosts"]
+
+    def task_seconds(self, name: str) -> float:
+        """Wall time of the last task called `name`, from the json callback's task duration."""
+        found = [t for p in self.plays for t in p.get("tasks", []) if t.get("task", {}).get("name") == name]
+        assert found, f"no task {name!r}"
+        duration = found[-1]["task"]["duration"]
+        start, end = (datetime.fromisoformat(duration[k].replace("Z", "+00:00")) for k in ("start", "end"))
+        return (end - start).total_seconds()
 
     def failed_hosts(self) -> set[str]:
         return {h for h, s in self.stats.items() if s.get("failures")}

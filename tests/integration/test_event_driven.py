@@ -115,6 +115,9 @@ def test_uploads_deploy_themselves(fleet: Any, aws: Any, tmp_path: Path) -> None
                "bad": build_bundle("bad", out, edit_appspec=lambda text: text.replace("os: linux", "os: plan9")),
                "v5": build_bundle("v5", out)}
     versions: dict[str, str] = {}
+    # How long to wait for a deployment's end: a bound on machine speed (two hosts, each deployment ~10 s
+    # idle, past 90 s at load 20), not a promise; the promise (the upload's latency) is asserted below.
+    deployed_within = 240
 
     rulebook = Rulebook("auto_deploy", world.inventory, site.settings("fleet", rollwright_queue_url=site.queue_url),
                         tmp_path / "eda-1", aws.env).start()
@@ -129,7 +132,7 @@ def test_uploads_deploy_themselves(fleet: Any, aws: Any, tmp_path: Path) -> None
         versions["v3"] = site.upload(bundles["v3"])
         versions["v4"] = site.upload(bundles["v4"])
         assert site.record_of(versions["v2"])["status"] == "InProgress", "v3 and v4 must land during v2's deployment"
-        second = site.wait_record(versions["v2"], ("Succeeded", "Failed"), 90, rulebook)
+        second = site.wait_record(versions["v2"], ("Succeeded", "Failed"), deployed_within, rulebook)
         assert second["status"] == "Succeeded", second
         done_at = time.time()
         assert second["revision"]["bucket"] == site.bucket and second["revision"]["key"] == PREFIX + "shop.zip"
@@ -142,10 +145,10 @@ def test_uploads_deploy_themselves(fleet: Any, aws: Any, tmp_path: Path) -> None
         noticed = received_at(rulebook.log())[versions["v2"]] - uploaded_at
         assert noticed <= INTERVAL + 1, f"the upload's event came {noticed:.1f}s after the upload"
         # ansible-playbook's start-up and the decision play (before the record exists) are part of the
-        # deployment's time, as seen from outside: 30 s for them on a loaded 2-core machine.
-        assert latency <= INTERVAL + deploy_seconds + 30, (latency, deploy_seconds)
+        # deployment's time, as seen from outside: 60 s for them on a loaded 2-core machine (load 20).
+        assert latency <= INTERVAL + deploy_seconds + 60, (latency, deploy_seconds)
 
-        fourth = site.wait_record(versions["v4"], ("Succeeded", "Failed"), 90, rulebook)
+        fourth = site.wait_record(versions["v4"], ("Succeeded", "Failed"), deployed_within, rulebook)
         assert fourth["status"] == "Succeeded", fourth
         assert all(installed_version(world, h) == "v4" for h in hosts)
         assert site.record_of(versions["v3"]) is None, "v3 was superseded by v4 (latest wins) and never deployed"
@@ -169,7 +172,7 @@ def test_uploads_deploy_themselves(fleet: Any, aws: Any, tmp_path: Path) -> None
     versions["v5"] = site.upload(bundles["v5"])
     rulebook = Rulebook("auto_deploy", world.inventory, site.settings("fleet"), tmp_path / "eda-2", aws.env).start()
     try:
-        fifth = site.wait_record(versions["v5"], ("Succeeded", "Failed"), 90, rulebook)
+        fifth = site.wait_record(versions["v5"], ("Succeeded", "Failed"), deployed_within, rulebook)
         assert fifth["status"] == "Succeeded", fifth
         wait_jobs_done(rulebook, 1)
         time.sleep(INTERVAL)

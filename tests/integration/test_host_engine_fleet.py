@@ -193,13 +193,7 @@ def processes(res: AnsibleResult, name: str, args: str) -> dict[str, list[int]]:
 
 def task_seconds(res: AnsibleResult, name: str) -> float:
     """Wall time of the last task called `name`, from the json callback's task duration."""
-    from datetime import datetime
-
-    found = [t for p in res.plays for t in p.get("tasks", []) if t.get("task", {}).get("name") == name]
-    assert found, f"no task {name!r}"
-    duration = found[-1]["task"]["duration"]
-    start, end = (datetime.fromisoformat(duration[k].replace("Z", "+00:00")) for k in ("start", "end"))
-    return (end - start).total_seconds()
+    return res.task_seconds(name)
 
 
 def failures(res: AnsibleResult) -> str:
@@ -440,9 +434,11 @@ def test_background_child_holding_stdout_does_not_block(play: Callable[..., Ansi
     assert not res.timed_out, failures(res)
     assert res.rc == 0, failures(res)
     r = res.task("deploy with child")["host2"]
-    assert task_seconds(res, "deploy with child") < 8, f"took {task_seconds(res, 'deploy with child'):.1f}s"
+    # a hook that waited for the child's end of stdout would run into its 30 s timeout (the child sleeps 61 s):
+    # the bounds sit well under that, with room for a loaded machine (the task took 16 s at load 20)
+    assert task_seconds(res, "deploy with child") < 30, f"took {task_seconds(res, 'deploy with child'):.1f}s"
     script = event(r, "ApplicationStart")["scripts"][0]
-    assert script["exit_code"] == 0 and script["timed_out"] is False and script["duration"] < 3, script
+    assert script["exit_code"] == 0 and script["timed_out"] is False and script["duration"] < 15, script
     assert script["output_tail"] == ""  # a script that succeeded returns no output; it stays in the sealed log
     log = probed(res, "bg log")["host2"][f"/var/lib/rollwright/bg-app/g/deployments/{dep}/logs/scripts.log"]["text"]
     child = int(log.split("child ")[1].split()[0])
