@@ -39,6 +39,7 @@ from __future__ import annotations
 import datetime as _dt
 import email.utils
 import json
+import re
 import time
 from typing import Any, Callable, Optional
 
@@ -122,6 +123,33 @@ def _n(value: float) -> dict:
 
 def _j(value: Any) -> dict:
     return {"S": json.dumps(value)}
+
+
+class _Update:
+    """One ``SET`` update expression with its ``:value`` placeholders; every ``#name`` in a clause
+    is an attribute name placeholder for the attribute of that name (reserved words such as status)."""
+
+    def __init__(self, *clauses: str, **values: dict):
+        self.sets: list[str] = []
+        self.values: dict[str, dict] = {}
+        for clause in clauses:
+            self.set(clause)
+        self.set_values(**values)
+
+    def set(self, clause: str, **values: dict) -> None:
+        self.sets.append(clause)
+        self.set_values(**values)
+
+    def set_values(self, **values: dict) -> None:
+        self.values.update({":" + key: value for key, value in values.items()})
+
+    def kwargs(self) -> dict:
+        """The ``update_item`` arguments: UpdateExpression, values and (when used) names."""
+        names = {f"#{name}": name for clause in self.sets for name in re.findall(r"#(\w+)", clause)}
+        out = {"UpdateExpression": "SET " + ", ".join(self.sets), "ExpressionAttributeValues": self.values}
+        if names:
+            out["ExpressionAttributeNames"] = names
+        return out
 
 
 def _get(item: dict, name: str, default: Any = None) -> Any:
@@ -437,23 +465,18 @@ class DynamoDBRecordStore(RecordStore):
         check_deployment_id(deployment_id)
         check_choice(status, DEPLOYMENT_STATUSES, "status")
         now = now_iso()
-        sets = ["#status = :status"]
-        values = {":status": _s(status), ":t1": _s("Succeeded"), ":t2": _s("Failed"), ":t3": _s("Stopped")}
+        update = _Update("#status = :status", status=_s(status), t1=_s("Succeeded"), t2=_s("Failed"), t3=_s("Stopped"))
         if status == "InProgress":
-            sets.append("start_time = if_not_exists(start_time, :now)")
-            values[":now"] = _s(now)
+            update.set("start_time = if_not_exists(start_time, :now)", now=_s(now))
         if status in TERMINAL_STATUSES:
-            sets.append("end_time = if_not_exists(end_time, :now)")
-            values[":now"] = _s(now)
+            update.set("end_time = if_not_exists(end_time, :now)", now=_s(now))
         if error is not None:
-            sets.append("#error = :error")
-            values[":error"] = _s(str(error))
+            update.set("#error = :error", error=_s(str(error)))
         try:
             result = self._call(
-                "update_item", Key=_dep_key(deployment_id), UpdateExpression="SET " + ", ".join(sets),
+                "update_item", Key=_dep_key(deployment_id),
                 ConditionExpression="attribute_exists(pk) AND (NOT (#status IN (:t1, :t2, :t3)) OR #status = :status)",
-                ExpressionAttributeNames={"#status": "status", **({"#error": "error"} if error is not None else {})},
-                ExpressionAttributeValues=values, ReturnValues="ALL_NEW",
+                ReturnValues="ALL_NEW", **update.kwargs(),
             )
         except Exception as exc:
             if _code(exc) != "ConditionalCheckFailedException":
@@ -479,52 +502,37 @@ class DynamoDBRecordStore(RecordStore):
         self._check_host_args(host, status, instance_id, lb_membership, lb_restored)
         self._require(deployment_id)
         self._ensure_host(deployment_id, host)
-        sets, values, names = [], {}, {}
+        update = _Update()
         if status is not None:
-            sets.append("#status = :status")
-            names["#status"] = "status"
-            values[":status"] = _s(status)
+            update.set("#status = :status", status=_s(status))
         if instance_id is not None:
-            sets.append("instance_id = :iid")
-            values[":iid"] = _s(instance_id)
+            update.set("instance_id = :iid", iid=_s(instance_id))
         if lb_membership is not None:
-            sets.append("lb_membership = :lbm")
-            values[":lbm"] = _j(lb_membership)
+            update.set("lb_membership = :lbm", lbm=_j(lb_membership))
         if lb_restored is not None:
-            sets.append("lb_restored = :lbr")
-            values[":lbr"] = {"BOOL": bool(lb_restored)}
-        if not sets:
+            update.set("lb_restored = :lbr", lbr={"BOOL": bool(lb_restored)})
+        if not update.sets:
             return
-        kwargs = {"ExpressionAttributeNames": names} if names else {}
-        self._call("update_item", Key={"pk": _s(f"DEP#{deployment_id}"), "sk": _s(f"HOST#{host}")},
-                   UpdateExpression="SET " + ", ".join(sets), ExpressionAttributeValues=values, **kwargs)
+        self._call("update_item", Key={"pk": _s(f"DEP#{deployment_id}"), "sk": _s(f"HOST#{host}")}, **update.kwargs())
 
     def event(self, deployment_id, host, event_name, status, start=None, end=None, scripts=None, message=None) -> None:
         check_deployment_id(deployment_id)
         start, end, scripts, message = self._check_event_args(host, event_name, status, start, end, scripts, message)
         self._require(deployment_id)
         self._ensure_host(deployment_id, host)
-        sets = ["#kind = :kind", "host = :host", "#event = :event", "seq = if_not_exists(seq, :seq)", "#status = :status"]
-        values = {":kind": _s("event"), ":host": _s(host), ":event": _s(event_name), ":seq": _n(time.time_ns()),
-                  ":status": _s(status)}
+        update = _Update("#kind = :kind", "host = :host", "#event = :event", "seq = if_not_exists(seq, :seq)", "#status = :status",
+                         kind=_s("event"), host=_s(host), event=_s(event_name), seq=_n(time.time_ns()), status=_s(status))
         if start is not None:
-            sets.append("start_time = :start")
-            values[":start"] = _s(start)
+            update.set("start_time = :start", start=_s(start))
         if end is not None:
-            sets.append("end_time = :end")
-            values[":end"] = _s(end)
-        if scripts is not None:
-            sets.append("scripts = :scripts")
-        else:
-            sets.append("scripts = if_not_exists(scripts, :scripts)")
-        values[":scripts"] = _j(scripts if scripts is not None else [])
+            update.set("end_time = :end", end=_s(end))
+        # A repeated event without scripts keeps the scripts already recorded.
+        update.set("scripts = :scripts" if scripts is not None else "scripts = if_not_exists(scripts, :scripts)",
+                   scripts=_j(scripts if scripts is not None else []))
         if message is not None:
-            sets.append("message = :message")
-            values[":message"] = _s(message)
+            update.set("message = :message", message=_s(message))
         self._call("update_item", Key={"pk": _s(f"DEP#{deployment_id}"), "sk": _s(f"EVENT#{host}#{event_name}")},
-                   UpdateExpression="SET " + ", ".join(sets),
-                   ExpressionAttributeNames={"#kind": "kind", "#event": "event", "#status": "status"},
-                   ExpressionAttributeValues=values)
+                   **update.kwargs())
 
     def set_extra(self, deployment_id: str, key: str, value: Any) -> None:
         check_deployment_id(deployment_id)
@@ -604,25 +612,20 @@ class DynamoDBRecordStore(RecordStore):
         check_deployment_id(deployment_id)
         expected, message = self._check_request_update(request_id, state, expected, message)
         now = now_iso()
-        sets = ["#state = :state"]
-        values = {":state": _s(state), **{f":e{i}": _s(e) for i, e in enumerate(expected)}}
+        update = _Update("#state = :state", state=_s(state), **{f"e{i}": _s(e) for i, e in enumerate(expected)})
         if state != "Pending":
-            sets.append("acknowledged_at = if_not_exists(acknowledged_at, :now)")
-            values[":now"] = _s(now)
+            update.set("acknowledged_at = if_not_exists(acknowledged_at, :now)", now=_s(now))
         if state in ("Done", "Refused"):
-            sets.append("ended_at = :now")
-            values[":now"] = _s(now)
+            update.set("ended_at = :now", now=_s(now))
         if message is not None:
-            sets.append("message = :message")
-            values[":message"] = _s(message)
+            update.set("message = :message", message=_s(message))
         if handled_by is not None:
-            sets.append("handled_by = :by")
-            values[":by"] = _s(str(handled_by))
+            update.set("handled_by = :by", by=_s(str(handled_by)))
         try:
             result = self._call(
-                "update_item", Key=self._request_key(deployment_id, request_id), UpdateExpression="SET " + ", ".join(sets),
+                "update_item", Key=self._request_key(deployment_id, request_id),
                 ConditionExpression=f"attribute_exists(pk) AND #state IN ({', '.join(f':e{i}' for i in range(len(expected)))})",
-                ExpressionAttributeNames={"#state": "state"}, ExpressionAttributeValues=values, ReturnValues="ALL_NEW")
+                ReturnValues="ALL_NEW", **update.kwargs())
         except Exception as exc:
             if _code(exc) != "ConditionalCheckFailedException":
                 raise

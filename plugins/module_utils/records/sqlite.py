@@ -10,12 +10,13 @@ two writers never overwrite each other's changes with a stale copy.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 from .base import (
     DEFAULT_LOCK_TTL,
@@ -294,6 +295,14 @@ class SQLiteRecordStore(RecordStore):
             (did, host, _seq()),
         )
 
+    @contextlib.contextmanager
+    def _host_write(self, deployment_id: str, host: str) -> Iterator[sqlite3.Connection]:
+        """A write transaction on an existing deployment whose ``host`` row exists (added if new)."""
+        with self._write() as conn:
+            self._require(conn, deployment_id)
+            self._ensure_host(conn, deployment_id, host)
+            yield conn
+
     # records -------------------------------------------------------------------------------
     def create(self, record: DeploymentRecord) -> DeploymentRecord:
         self.stamp(record)
@@ -368,9 +377,7 @@ class SQLiteRecordStore(RecordStore):
     def update_host(self, deployment_id, host, status=None, instance_id=None, lb_membership=None, lb_restored=None) -> None:
         check_deployment_id(deployment_id)
         self._check_host_args(host, status, instance_id, lb_membership, lb_restored)
-        with self._write() as conn:
-            self._require(conn, deployment_id)
-            self._ensure_host(conn, deployment_id, host)
+        with self._host_write(deployment_id, host) as conn:
             conn.execute(
                 "UPDATE hosts SET status = COALESCE(?, status), instance_id = COALESCE(?, instance_id), "
                 "lb_membership = COALESCE(?, lb_membership), lb_restored = COALESCE(?, lb_restored) "
@@ -382,9 +389,7 @@ class SQLiteRecordStore(RecordStore):
     def event(self, deployment_id, host, event_name, status, start=None, end=None, scripts=None, message=None) -> None:
         check_deployment_id(deployment_id)
         start, end, scripts, message = self._check_event_args(host, event_name, status, start, end, scripts, message)
-        with self._write() as conn:
-            self._require(conn, deployment_id)
-            self._ensure_host(conn, deployment_id, host)
+        with self._host_write(deployment_id, host) as conn:
             conn.execute(
                 "INSERT INTO events (deployment_id, host, name, seq, status, start_time, end_time, scripts, message) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (deployment_id, host, name) DO UPDATE SET "

@@ -292,6 +292,17 @@ def _has_dotdot(path: str) -> bool:
     return ".." in path.replace("\\", "/").split("/")
 
 
+def _host_path(c: "_Collector", path: str, value: str) -> bool:
+    """Whether ``value`` is an absolute path on the host without '..'; if not, the error is added."""
+    if not value.startswith("/"):
+        c.add(path, "expected an absolute path on the host, got %r" % value)
+        return False
+    if _has_dotdot(value):
+        c.add(path, "expected an absolute path without '..', got %r" % value)
+        return False
+    return True
+
+
 class _Collector:
     def __init__(self, filename: str):
         self.filename = filename
@@ -440,13 +451,8 @@ def _files(c: _Collector, value: Any) -> list[FileMapping]:
         if src is not None and _has_dotdot(src):
             c.add(_join(path, "source"), "expected a path inside the bundle (relative to its root, no '..'), got %r" % src)
             ok = False
-        if dst is not None:
-            if not dst.startswith("/"):
-                c.add(_join(path, "destination"), "expected an absolute path on the host, got %r" % dst)
-                ok = False
-            elif _has_dotdot(dst):
-                c.add(_join(path, "destination"), "expected an absolute path without '..', got %r" % dst)
-                ok = False
+        if dst is not None and not _host_path(c, _join(path, "destination"), dst):
+            ok = False
         if not ok:
             continue
         ident = (posixpath.normpath("/" + src.lstrip("/")), posixpath.normpath(dst))
@@ -491,11 +497,7 @@ def _permissions(c: _Collector, value: Any) -> list[Permission]:
         obj = c.string(_join(path, "object"), entry.get("object"))
         if obj is None:
             ok = False
-        elif not obj.startswith("/"):
-            c.add(_join(path, "object"), "expected an absolute path on the host, got %r" % obj)
-            ok = False
-        elif _has_dotdot(obj):
-            c.add(_join(path, "object"), "expected an absolute path without '..', got %r" % obj)
+        elif not _host_path(c, _join(path, "object"), obj):
             ok = False
         elif posixpath.normpath(obj) in seen:
             c.add(

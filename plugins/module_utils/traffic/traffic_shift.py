@@ -28,6 +28,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 from ansible_collections.rollwright.deploy.plugins.module_utils.errors import RollwrightError
+from ansible_collections.rollwright.deploy.plugins.module_utils.traffic import parse_number
 
 __all__ = [
     "MAX_SHIFT_SECONDS",
@@ -151,12 +152,7 @@ def parse_interval(value: Any, field: str = "interval") -> float:
 
 
 def _parse_percentage(value: Any, field: str) -> float:
-    if isinstance(value, bool):
-        raise ShiftConfigError(f"{field}: expected a percentage from 1 to 99, got {value!r}")
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ShiftConfigError(f"{field}: expected a percentage from 1 to 99, got {value!r}") from None
+    number = parse_number(value, ShiftConfigError(f"{field}: expected a percentage from 1 to 99, got {value!r}"))
     if not math.isfinite(number) or number < 1 or number > 99:
         hint = (
             " (100 % at once is CodeDeployDefault.LambdaAllAtOnce)"

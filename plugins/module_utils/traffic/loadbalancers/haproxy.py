@@ -33,6 +33,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from ansible_collections.rollwright.deploy.plugins.module_utils.traffic import parse_number
 from .base import (
     UNHEALTHY,
     UNUSED,
@@ -128,14 +129,10 @@ def _parse_instance(item: Any, path: str) -> HAProxyInstance:
 def _positive(value: Any, path: str, default: float) -> float:
     if value is None or value == "":
         return default
-    if isinstance(value, bool):
-        raise ConfigError(f"{path}: expected a positive number of seconds, got {value!r}")
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{path}: expected a positive number of seconds, got {value!r}") from None
+    error = ConfigError(f"{path}: expected a positive number of seconds, got {value!r}")
+    number = parse_number(value, error)
     if number <= 0:
-        raise ConfigError(f"{path}: expected a positive number of seconds, got {value!r}")
+        raise error
     return number
 
 
