@@ -42,36 +42,21 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = {"one": "CodeDeployDefault.OneAtATime", "half": "CodeDeployDefault.HalfAtATime"}
 
+
 # The "slow" profile: the sample app as a real service behaves - each request takes 50 ms of work,
-# and the process needs 2 s after start before it listens. Same index.html, pid file and port.
-SLOW_SERVER = """#!/usr/bin/env python3
-import http.server, os, sys, time
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-class Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.0"
-    def do_GET(self):
-        time.sleep(0.05)
-        with open(os.path.join(ROOT, "index.html"), "rb") as handle:
-            body = handle.read()
-        self.send_response(200)
-        self.send_header("Content-Type", "text/plain")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *args):
-        pass
-if __name__ == "__main__":
-    time.sleep(2)
-    server = http.server.ThreadingHTTPServer(("0.0.0.0", 8080), Handler)
-    server.daemon_threads = True
-    server.serve_forever()
-"""
-START_SLOW = """#!/bin/sh
+# and the process needs 2 s after start before it listens. Same server, index.html, pid file and port.
+def start_script(request_delay: float, start_delay: float, slow_path: str = "") -> str:
+    """A start hook that runs the sample app with the given work per request and start-up delay."""
+    return f"""#!/bin/sh
 PIDFILE=/var/log/rollwright/sample-app.pid
 mkdir -p /var/log/rollwright
-python3 /opt/app/sample/bin/slow_server.py >> /var/log/rollwright/sample-app.log 2>&1 &
+SAMPLE_APP_REQUEST_DELAY={request_delay} SAMPLE_APP_START_DELAY={start_delay} SAMPLE_APP_SLOW_PATH='{slow_path}' \\
+  python3 /opt/app/sample/bin/server.py >> /var/log/rollwright/sample-app.log 2>&1 &
 echo $! > "$PIDFILE"
 """
+
+
+START_SLOW = start_script(0.05, 2)
 PROFILES = {
     "instant": "the stock sample app: ~1 ms per request, listening at once after start",
     "slow": "50 ms per request, listening 2 s after start",
@@ -85,7 +70,7 @@ def build(version: str, out: Path, profile: str, failing: bool = False) -> Path:
     files: dict[str, str] = {}
     edits = []
     if profile == "slow":
-        files.update({"app/bin/slow_server.py": SLOW_SERVER, "scripts/start_slow.sh": START_SLOW})
+        files["scripts/start_slow.sh"] = START_SLOW
         edits.append(lambda text: text.replace("scripts/start_server.sh", "scripts/start_slow.sh"))
     if failing:
         files["scripts/fail.sh"] = "#!/bin/sh\necho 'this revision is broken on purpose' >&2\nexit 1\n"

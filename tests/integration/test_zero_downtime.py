@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from benchmarks.loadgen import LoadGenerator
-from benchmarks.zero_downtime import SLOW_SERVER, START_SLOW
+from benchmarks.zero_downtime import start_script
 from tests.bundles import build_bundle
 from tests.haproxy_world import backend_servers, haproxy, haproxy_available, onprem_inventory, run_inplace
 
@@ -37,11 +37,10 @@ CHECKS = {"inter_ms": 500, "rise": 2, "fall": 3}
 
 
 def build(version: str, out: Any) -> Any:
-    # the load's requests (/slow) take REQUEST_SECONDS; HAProxy's health check (GET /) answers at once
-    slow = SLOW_SERVER.replace("        time.sleep(0.05)\n",
-                               f"        if self.path.startswith('/slow'):\n            time.sleep({REQUEST_SECONDS})\n")
-    assert slow != SLOW_SERVER
-    return build_bundle(version, out, extra_files={"app/bin/slow_server.py": slow, "scripts/start_slow.sh": START_SLOW},
+    # the load's requests (/slow) take REQUEST_SECONDS; HAProxy's health check (GET /) answers at once;
+    # the app listens 2 s after it starts
+    start = start_script(REQUEST_SECONDS, 2, slow_path="/slow")
+    return build_bundle(version, out, extra_files={"scripts/start_slow.sh": start},
                         edit_appspec=lambda text: text.replace("scripts/start_server.sh", "scripts/start_slow.sh"))
 
 
