@@ -177,3 +177,23 @@ def _fleet_playbook_tally(tmp_path_factory: pytest.TempPathFactory, request: pyt
     runs = fleet_playbook_runs(lines)
     if runs:
         request.node.user_properties.append(("fleet_playbook_runs", runs))  # junit XML <property>
+
+
+# ----------------------------------------------------------------------------------------------
+# integration files, longest first: the workers take whole files (`--dist loadfile`) in collection
+# order, so the long ones start first and the short ones fill in at the end (no long tail on one
+# worker). Seconds on a 2-core machine; an ordering hint only, a file not listed counts as short.
+INTEGRATION_FILE_SECONDS = {
+    "test_inplace.py": 470, "test_bluegreen_ec2.py": 400, "test_edges_inplace.py": 380, "test_kill_recover.py": 350,
+    "test_records_contract.py": 345, "test_haproxy.py": 335, "test_awx.py": 245, "test_rollback_recover.py": 240,
+    "test_event_driven.py": 235, "test_records_hostile.py": 215, "test_malformed_inputs.py": 185,
+    "test_host_engine_fleet.py": 160, "test_lambda_deploy.py": 140, "test_control_inplace.py": 140,
+}
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    def seconds(item: pytest.Item) -> int:
+        path = Path(str(item.fspath))
+        return INTEGRATION_FILE_SECONDS.get(path.name, 0) if path.parent.name == "integration" else 0
+
+    items.sort(key=lambda item: -seconds(item))  # stable: the order within a file is kept

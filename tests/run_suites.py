@@ -120,7 +120,7 @@ def suite_integration() -> SuiteResult:
     # Three workers: the timing assertions keep seconds of headroom (the tight figures are measured by
     # `make bench-timing`, not asserted), so a loaded 2-core machine does not fail them.
     workers = os.environ.get("ROLLWRIGHT_TEST_WORKERS", "3")
-    return _pytest_suite("integration", "tests/integration", ["-n", workers, "--dist", "loadfile"])
+    return _pytest_suite("integration", "tests/integration", ["-n", workers, "--dist", "loadfile", "--no-loadscope-reorder"])
 
 
 def suite_molecule() -> SuiteResult:
