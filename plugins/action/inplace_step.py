@@ -249,20 +249,28 @@ class ActionModule(RollwrightAction):
                 state = run.plan(state, {}, within=[])  # judged already: finishes when no host waits
         return state
 
+    @staticmethod
+    def _host_args(state: dict, args: dict) -> dict:
+        """What every host call of this deployment passes (the task's host_args and the deployment's identity)."""
+        return dict(args.get("host_args") or {}, deployment_id=state["deployment_id"], appspec=state["appspec"],
+                    revision=state["host_revision"], failure_handled=True)
+
+    def _host_caller(self, args: dict) -> HostCaller:
+        """Calls hosts on behalf of this task, at most the task's forks (the run's --forks by default) at once."""
+        return HostCaller(self._task, forks=int(args.get("forks") or context_forks()))
+
     def _stage(self, state: dict, args: dict, hosts: list) -> dict:
         """Stage the revision on ``hosts`` from this task (in parallel, at most forks at once); each host's result."""
-        stage_args = dict(args.get("host_args") or {}, deployment_id=state["deployment_id"], appspec=state["appspec"],
-                          revision=state["host_revision"], events=["DownloadBundle"], staging="stage",
-                          src=state["revision"]["path"], failure_handled=True, progress_after=0)
-        caller = HostCaller(self._task, forks=int(args.get("forks") or context_forks()))
+        stage_args = dict(self._host_args(state, args), events=["DownloadBundle"], staging="stage",
+                          src=state["revision"]["path"], progress_after=0)
+        caller = self._host_caller(args)
         return caller.call(HOST_MODULE, {h: stage_args for h in hosts})
 
     def _deploy_batch(self, run: InPlaceRun, state: dict, args: dict, calls: dict, seconds: dict) -> dict:
-        common = dict(args.get("host_args") or {}, deployment_id=state["deployment_id"], appspec=state["appspec"],
-                      revision=state["host_revision"], failure_handled=True)
+        common = self._host_args(state, args)
         with_lb = state["with_load_balancer"]
         options = state["options"]
-        caller = HostCaller(self._task, forks=int(args.get("forks") or context_forks()))
+        caller = self._host_caller(args)
         staged = set(state.get("staged") or [])
 
         def call(name: str, hosts: list, **extra) -> dict:
