@@ -214,6 +214,24 @@ def _play_costs(plays: list[dict]) -> dict[str, Any]:
     }
 
 
+def _time_spent(plays: list[dict]) -> dict[str, Any]:
+    """Where the run's time went: seconds per task name (summed over the run), and the batch step's own phases
+    (summed over its batches: plan, the host calls, block, allow, judge)."""
+    tasks: Counter = Counter()
+    phases: Counter = Counter()
+    for play in plays:
+        for task in play.get("tasks", []):
+            info = task.get("task", {})
+            span = info.get("duration") or {}
+            if span.get("start") and span.get("end"):
+                tasks[info.get("name") or "?"] += _iso_seconds(span["end"]) - _iso_seconds(span["start"])
+            for result in (task.get("hosts") or {}).values():
+                for phase, seconds in ((result or {}).get("seconds") or {}).items():
+                    phases[phase] += float(seconds)
+    top = dict(sorted(((k, round(v, 1)) for k, v in tasks.items()), key=lambda kv: -kv[1])[:12])
+    return {"task_s": top, "batch_phase_s": {k: round(v, 1) for k, v in sorted(phases.items())}}
+
+
 def _elb_calls(calls: Counter) -> tuple[int, dict[str, int]]:
     elb = {f"{svc}:{action}": n for (svc, action), n in sorted(calls.items()) if svc in ("elbv2", "elb")}
     return sum(elb.values()), elb
@@ -316,7 +334,8 @@ def main(argv: list[str] | None = None) -> int:
                        "batches": batches, "batch_times": batch_times,
                        "hook_s_per_batch": _hook_seconds(record, planned) if planned else [],
                        "cpu_s": round(cpu, 1), "cpu_s_per_host": round(cpu / args.hosts, 2),
-                       **_play_costs(run.plays), "out_of_service_s": oos.summary(), "load_before": round(load_before, 1),
+                       **_play_costs(run.plays), **_time_spent(run.plays), "out_of_service_s": oos.summary(),
+                       "load_before": round(load_before, 1),
                        "load_after": round(load_after, 1), "elb_calls": total, "elb_calls_by_action": by_action}
                 results.append(row)
                 if args.json:  # what is measured so far survives an interrupted run
@@ -366,6 +385,11 @@ def main(argv: list[str] | None = None) -> int:
     print("\nELB calls by action:")
     for row in results:
         print(f"  {row['config']} {row['tool']}: " + ", ".join(f"{k} {v}" for k, v in row["elb_calls_by_action"].items()))
+    print("\nWhere the time went (seconds per task, summed over the run; the batch step's phases):")
+    for row in results:
+        print(f"  {row['config']} {row['tool']}: " + ", ".join(f"{k} {v}" for k, v in row["task_s"].items()))
+        if row["batch_phase_s"]:
+            print("    batch phases: " + ", ".join(f"{k} {v}" for k, v in row["batch_phase_s"].items()))
     print("\n(tasks/batch: the Ansible tasks a batch ran (a serial play's batch); start s / finish s: the plays before "
           "the first batch / after the last one)")
     print("\n(intrinsic: per batch the deregistration delay + the registration time + the hooks' own run time "
