@@ -166,7 +166,7 @@ def alarm_to_rollback(bench: LambdaBench) -> float:
 
 def lease_keeper_reaction(work: Path) -> float:
     """Seconds from the controller's death to the record marked Stopped by the real, detached lease keeper."""
-    from ansible_collections.rollwright.deploy.plugins.module_utils.deployments import recovery
+    from ansible_collections.rollwright.deploy.plugins.module_utils.deployments import lease
     from ansible_collections.rollwright.deploy.plugins.module_utils.records import open_store
     from ansible_collections.rollwright.deploy.plugins.module_utils.records.base import DeploymentRecord
 
@@ -176,9 +176,9 @@ def lease_keeper_reaction(work: Path) -> float:
     store.update_status(record.deployment_id, "InProgress")
     lock = store.acquire_lock("bench", "g", record.deployment_id, ttl=60)
     controller = subprocess.Popen(["sleep", "600"], start_new_session=True)  # stands for ansible-playbook
-    keeper = recovery.spawn_lease_keeper({"backend": "sqlite", "path": str(path)}, {}, lock.to_dict(),
-                                         (controller.pid, recovery.process_start(controller.pid)), interval=5.0,
-                                         work_dir=str(work / "keeper"), log_path=str(work / "keeper.log"))
+    keeper = lease.spawn_lease_keeper({"backend": "sqlite", "path": str(path)}, {}, lock.to_dict(),
+                                      (controller.pid, lease.process_start(controller.pid)), interval=5.0,
+                                      work_dir=str(work / "keeper"), log_path=str(work / "keeper.log"))
     try:
         time.sleep(1.0)  # the keeper is up and beating
         os.kill(controller.pid, signal.SIGKILL)
@@ -190,7 +190,7 @@ def lease_keeper_reaction(work: Path) -> float:
             time.sleep(0.01)
         return time.monotonic() - killed
     finally:
-        recovery.stop_lease_keeper(keeper)
+        lease.stop_lease_keeper(keeper)
 
 
 def hook_timeout(work: Path, obey_term: bool) -> float:
