@@ -43,8 +43,6 @@ ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = {"one": "CodeDeployDefault.OneAtATime", "half": "CodeDeployDefault.HalfAtATime"}
 
 
-# The "slow" profile: the sample app as a real service behaves - each request takes 50 ms of work,
-# and the process needs 2 s after start before it listens. Same server, index.html, pid file and port.
 def start_script(request_delay: float, start_delay: float, slow_path: str = "") -> str:
     """A start hook that runs the sample app with the given work per request and start-up delay."""
     return f"""#!/bin/sh
@@ -56,6 +54,8 @@ echo $! > "$PIDFILE"
 """
 
 
+# The "slow" profile: the sample app as a real service behaves - each request takes 50 ms of work,
+# and the process needs 2 s after start before it listens. Same server, index.html, pid file and port.
 START_SLOW = start_script(0.05, 2)
 PROFILES = {
     "instant": "the stock sample app: ~1 ms per request, listening at once after start",
