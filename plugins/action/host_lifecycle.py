@@ -32,6 +32,7 @@ from ansible.utils.display import Display
 display = Display()
 
 from ansible_collections.rollwright.deploy.plugins.module_utils.host.state import DEFAULT_STATE_ROOT
+from ansible_collections.rollwright.deploy.plugins.plugin_utils.host_session import handled_failure
 from ansible_collections.rollwright.deploy.plugins.plugin_utils.step_action import documented_spec
 
 MODULE = "rollwright.deploy.host_lifecycle"
@@ -149,6 +150,11 @@ class ActionModule(ActionBase):
         events = args.get("events") or []
         if isinstance(events, str):
             events = [e.strip() for e in events.split(",")]
+        session = args.get("session") or {}
+        for group in session.get("groups") or []:  # a session's later groups download too (the push is at its start)
+            events = list(events) + list((group or {}).get("events") or [])
+        if session:
+            progress_after = 0  # the controller says what a session is doing
         downloads = "DownloadBundle" in events and args.get("staging") != "discard"
         try:
             if transfer == "presigned" and downloads and not self._task.check_mode:
@@ -174,12 +180,10 @@ class ActionModule(ActionBase):
             result.update(exc.result)
         finally:
             self._remove_tmp_path(self._connection._shell.tmpdir)
-        if handled and result.get("failed") and result.get("events"):
+        if handled:
             # A lifecycle event failed and the deployment handles it (records it, keeps the host out of its
             # load balancer, judges the minimum): say so, without a failed task and an "...ignoring".
-            result["failed"] = False
-            result["lifecycle_failed"] = True
-            display.display(f"rollwright: {self._host_name}: {result.get('msg')} - handled by the deployment")
+            result.update(handled_failure(result, self._host_name, display.display))
         return result
 
     @staticmethod

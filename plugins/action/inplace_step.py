@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import time
 from contextlib import contextmanager
 from typing import Iterator
@@ -37,7 +38,10 @@ from ansible_collections.rollwright.deploy.plugins.module_utils.deployments.inpl
     revision_source,
 )
 from ansible_collections.rollwright.deploy.plugins.module_utils.records.base import LockLost
+from ansible_collections.rollwright.deploy.plugins.module_utils.host.session import session_dir
+from ansible_collections.rollwright.deploy.plugins.module_utils.host.state import DEFAULT_STATE_ROOT, HostState
 from ansible_collections.rollwright.deploy.plugins.plugin_utils.host_calls import HostCaller
+from ansible_collections.rollwright.deploy.plugins.plugin_utils.host_session import BatchSessions
 from ansible_collections.rollwright.deploy.plugins.plugin_utils.step_action import RollwrightAction, state_result
 from ansible_collections.rollwright.deploy.plugins.plugin_utils.step_action import progress as _progress
 
@@ -272,6 +276,8 @@ class ActionModule(RollwrightAction):
         options = state["options"]
         caller = self._host_caller(args)
         staged = set(state.get("staged") or [])
+        if with_lb and args.get("host_sessions", True) and 0 < len(state["active"]) <= caller.forks:
+            return self._deploy_batch_in_sessions(run, state, common, caller, calls, seconds)
 
         def call(name: str, hosts: list, **extra) -> dict:
             if not hosts:
@@ -303,6 +309,59 @@ class ActionModule(RollwrightAction):
             results = call(POST_ALLOW, state["active"], complete=True)
         with timed(seconds, "judge"):
             return run.close_batch(state, results)
+
+    def _deploy_batch_in_sessions(self, run: InPlaceRun, state: dict, common: dict, caller: HostCaller, calls: dict,
+                                  seconds: dict) -> dict:
+        """The batch behind a load balancer with one host session per host: the host engine starts once per host,
+        runs BeforeBlockTraffic where it is due, and waits at a gate for each next group (see host_session.py)."""
+        events = state["host_calls"]
+        hosts = list(state["active"])
+        pre_hosts = [h for h in state.get("pre_block_hosts", hosts) if h in hosts] if events.get(PRE_BLOCK) else []
+        staged = set(state.get("staged") or [])
+        name = f"b{state['batch_number']}-{secrets.token_hex(6)}"
+        host_state = HostState(common.get("state_root") or DEFAULT_STATE_ROOT, str(common["application"]),
+                               str(common["deployment_group"]))
+        per_host, paths = {}, {}
+        for host in hosts:
+            host_args = dict(common, events=events[PRE_BLOCK] if host in pre_hosts else [], session={
+                "name": name, "groups": [{"events": events[MAIN]}, {"events": events[POST_ALLOW], "complete": True}]})
+            # A host whose revision was staged installs from that copy: nothing to transfer.
+            host_args.update({"bundle_transfer": "push"} if host in staged else {"src": state["revision"]["path"]})
+            per_host[host] = host_args
+            paths[host] = session_dir(host_state, state["deployment_id"], name)
+        sessions = BatchSessions(caller, HOST_MODULE, per_host, paths, progress=_progress)
+
+        def keep(call: str, results: dict) -> dict:
+            calls[call] = {h: {k: r[k] for k in HOST_RESULT_KEYS if k in (r or {})} for h, r in results.items()}
+            return results
+
+        options = state["options"]
+        run.guard()  # no host is called once the controller is gone
+        sessions.start()
+        reason = "the controller stopped the batch"
+        try:
+            with timed(seconds, PRE_BLOCK):
+                pre_block = keep(PRE_BLOCK, sessions.results(0, pre_hosts, "BeforeBlockTraffic")) if pre_hosts else {}
+            with timed(seconds, "block"):
+                state = run.block(state, pre_block, drain_timeout=options.get("drain_timeout"))
+            if state.get("done"):
+                return state
+            run.guard()
+            with timed(seconds, MAIN):
+                main = keep(MAIN, sessions.results(1, state["active"], f"{events[MAIN][0]}..{events[MAIN][-1]}"))
+            with timed(seconds, "allow"):
+                state = run.allow(state, main, healthy_timeout=options.get("healthy_timeout"))
+            if state.get("done"):
+                return state
+            run.guard()
+            with timed(seconds, POST_ALLOW):
+                post_allow = keep(POST_ALLOW, sessions.finish(2, state["active"], "AfterAllowTraffic"))
+            reason = "the batch is over"
+            with timed(seconds, "judge"):
+                return run.close_batch(state, post_allow)
+        finally:
+            # Hosts the batch left behind (failed, still draining, or the deployment stopped) run nothing more.
+            sessions.close(reason)
 
     def _dry_run_hosts(self, state: dict, task_vars: dict, results_var: str | None) -> dict:
         """A dry run's plan with what each host reported in check mode (events, scripts, and with diff the files)."""

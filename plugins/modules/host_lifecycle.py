@@ -60,7 +60,7 @@ options:
       - The lifecycle events to run, contiguous and in lifecycle order (BeforeBlockTraffic, AfterBlockTraffic,
         ApplicationStop, DownloadBundle, BeforeInstall, Install, AfterInstall, ApplicationStart, ValidateService,
         BeforeAllowTraffic, AfterAllowTraffic). C(BlockTraffic) and C(AllowTraffic) are done on the controller,
-        so a call never spans them.
+        so a call never spans them. With O(session) this is the first group, and may be empty.
     type: list
     elements: str
     required: true
@@ -238,6 +238,48 @@ options:
       - Set by the action plugin with O(bundle_transfer=presigned) - the presigned URL the host downloads the bundle
         from; it is checked against O(revision.sha256) before anything is unpacked. Secret - never logged or returned.
     type: str
+  session:
+    description:
+      - Run the event groups of a whole batch in this one module run (a host session), as
+        M(rollwright.deploy.inplace_step) does behind a load balancer - each run of the module costs its start on the
+        host, a session pays it once per batch.
+      - O(events) and O(complete) are the first group. The module then waits, before each group of
+        O(session.groups), for the controller's word in the session's sealed directory
+        C(<state_root>/<application>/<deployment_group>/deployments/<id>/sessions/<name>), and leaves each group's
+        result there (C(result-N.json), as this module would return it). The controller writes C(go-N) (C(run), or
+        C(abort) and a reason) and reads the results with one shell command per group, without Python.
+      - A group that fails ends the session (the host is out of the batch). A word that does not come within
+        O(session.gate_timeout) seconds ends it too, and nothing after that gate runs.
+      - The result is the last group's run, with C(session) listing every group's outcome.
+      - Not in check mode.
+    type: dict
+    suboptions:
+      name:
+        description: The session's name (1-64 letters, digits, C(-) or C(_)), used once per deployment and host.
+        type: str
+        required: true
+      gate_timeout:
+        description:
+          - Seconds the module waits at a gate without a sign of life from the controller. While it works (a load
+            balancer's wait, other hosts' events) the controller touches the session's C(alive) file every 20 s;
+            a controller that died leaves the host engine waiting this long at most.
+        type: float
+        default: 120
+      groups:
+        description: The event groups after the first, in order.
+        type: list
+        elements: dict
+        required: true
+        suboptions:
+          events:
+            description: The group's lifecycle events (as O(events)).
+            type: list
+            elements: str
+            required: true
+          complete:
+            description: As O(complete), for this group.
+            type: bool
+            default: false
   bundle_entries:
     description:
       - Set by the action plugin in check mode from the bundle on the controller (member path to C(file), C(dir)
@@ -321,6 +363,12 @@ pruned:
   returned: always
   type: list
   elements: str
+session:
+  description:
+    - With O(session), each group's outcome in order - C(index), C(events) (their names), C(failed), C(msg) - and
+      C(ended) - C(completed), C(failed), C(aborted) (with the controller's reason in C(reason)) or C(expired).
+  returned: with O(session)
+  type: dict
 plan:
   description:
     - In check mode, what the events would do. C(events) lists each event with C(scripts) (C(location), C(runas),
@@ -338,6 +386,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.rollwright.deploy.plugins.module_utils.host.events import DeploymentRequest, HostDeployment
 from ansible_collections.rollwright.deploy.plugins.module_utils.host.state import HostState, StateError
 from ansible_collections.rollwright.deploy.plugins.module_utils.host.fs import UnsafePathError
+from ansible_collections.rollwright.deploy.plugins.module_utils.host.session import ABORT, EXPIRED, RUN, HostSession
 from ansible_collections.rollwright.deploy.plugins.module_utils.revisions.lifecycle import LifecycleError
 
 
@@ -387,6 +436,14 @@ def argument_spec():
             expires=dict(type="int", default=900),
         )),
         bundle_url=dict(type="str", no_log=True),
+        session=dict(type="dict", options=dict(
+            name=dict(type="str", required=True),
+            gate_timeout=dict(type="float", default=120),
+            groups=dict(type="list", elements="dict", required=True, options=dict(
+                events=dict(type="list", elements="str", required=True),
+                complete=dict(type="bool", default=False),
+            )),
+        )),
     )
 
 
@@ -402,35 +459,91 @@ def main():
         module.fail_json(msg=f"hook_timeout_grace must be >= 0 seconds, got {p['hook_timeout_grace']}")
     base = dict(deployment_id=p["deployment_id"], events=[], failed_event=None, log_file=None,
                 deployment_dir=None, last_successful={}, pruned=[])
+    if p["session"] and module.check_mode:
+        module.fail_json(msg="session: not in check mode (a dry run reads each group with a call of its own)", **base)
     try:
         state = HostState(p["state_root"], p["application"], p["deployment_group"])
+    except StateError as exc:
+        module.fail_json(msg=str(exc), **base)
+    if not p["session"]:
+        result, failed, warnings = run_group(module, state, p["events"], p["complete"], base)
+        finish(module, result, failed, warnings)
+    run_session(module, state, base)
+
+
+def run_group(module, state, events, complete, base):
+    """One group of consecutive events: (the module's result, whether it failed, warnings)."""
+    p = module.params
+    try:
         request = DeploymentRequest(
-            deployment_id=p["deployment_id"], events=p["events"], appspec=p["appspec"], bundle=p["bundle"],
+            deployment_id=p["deployment_id"], events=events, appspec=p["appspec"], bundle=p["bundle"],
             revision=p["revision"], deployment_group_id=p["deployment_group_id"],
             file_exists_behavior=p["file_exists_behavior"],
             ignore_application_stop_failures=p["ignore_application_stop_failures"],
             hook_timeout_grace=p["hook_timeout_grace"], keep_revisions=p["keep_revisions"],
-            complete=p["complete"], check_mode=module.check_mode, unpack_limits=p["unpack_limits"],
+            complete=complete, check_mode=module.check_mode, unpack_limits=p["unpack_limits"],
             hook_output=p["hook_output"], bundle_entries=p["bundle_entries"] if module.check_mode else None,
             staging=p["staging"], bundle_url=p["bundle_url"])
         run = HostDeployment(state, request).execute()
     except (StateError, LifecycleError) as exc:
-        module.fail_json(msg=str(exc), **base)
+        return dict(base, msg=str(exc)), True, []
     except UnsafePathError as exc:
-        module.fail_json(msg=f"host state: {exc}", **base)
+        return dict(base, msg=f"host state: {exc}"), True, []
     except OSError as exc:
-        module.fail_json(msg=f"host state error: {exc}", **base)
-    for warning in run.warnings:
-        module.warn(warning)
+        return dict(base, msg=f"host state error: {exc}"), True, []
     result = run.to_dict()
     if module._diff:
         diff = run.diff()
         if diff is not None:
             result["diff"] = diff
-    msg = result.pop("message")
-    if run.failed:
-        module.fail_json(msg=msg, **result)
-    module.exit_json(msg=msg, **result)
+    result["msg"] = result.pop("message")
+    return result, run.failed, list(run.warnings)
+
+
+def finish(module, result, failed, warnings):
+    for warning in warnings:
+        module.warn(warning)
+    if failed:
+        module.fail_json(**result)
+    module.exit_json(**result)
+
+
+def run_session(module, state, base):
+    """Every group of a batch in this run: the first at once, each next one on the controller's word."""
+    p = module.params
+    spec = p["session"]
+    groups = [(p["events"], p["complete"])] + [(g["events"], g["complete"]) for g in spec["groups"]]
+    try:
+        session = HostSession(state, p["deployment_id"], spec["name"], spec["gate_timeout"])
+        session.open()
+    except (StateError, OSError) as exc:
+        module.fail_json(msg=f"session: {exc}", **base)
+    outcomes, warnings = [], []
+    result, failed, ended, reason = dict(base, msg="no event group ran"), False, "completed", ""
+    try:
+        for index, (events, complete) in enumerate(groups):
+            if index:
+                word, reason = session.wait_gate(index)
+                if word != RUN:
+                    ended = word
+                    result = dict(result, msg=f"session {word} before event group {index}: {reason}".rstrip(": "))
+                    break
+            if not events:  # nothing for this host in this group (e.g. no BeforeBlockTraffic scripts to run)
+                outcomes.append({"index": index, "events": [], "failed": False, "msg": "no events"})
+                session.publish(index, dict(base, msg="no events in this group", failed=False, skipped=True))
+                continue
+            result, failed, group_warnings = run_group(module, state, events, complete, base)
+            warnings.extend(group_warnings)
+            outcomes.append({"index": index, "events": list(events), "failed": failed, "msg": result.get("msg")})
+            session.publish(index, dict(result, failed=failed, warnings=group_warnings))
+            if failed:
+                ended = "failed"
+                break
+    finally:
+        session.close()
+    result["session"] = {"name": spec["name"], "groups": outcomes, "ended": ended,
+                         **({"reason": reason} if ended == ABORT else {})}
+    finish(module, result, failed or ended == EXPIRED, warnings)
 
 
 if __name__ == "__main__":

@@ -124,6 +124,16 @@ options:
   forks:
     description: C(batch) and C(staged) - at most this many hosts are called at once (default the run's C(--forks)).
     type: int
+  host_sessions:
+    description:
+      - C(batch) behind a load balancer - run each host's event groups of the batch (BeforeBlockTraffic; AfterBlockTraffic
+        to BeforeAllowTraffic; AfterAllowTraffic) in one run of the host engine, a host session (see
+        M(rollwright.deploy.host_lifecycle)'s O(rollwright.deploy.host_lifecycle#module:session)), instead of a module run per group. The engine
+        then starts once per host and batch, before the batch leaves its load balancer; each later group costs one
+        shell command on the host. Scripts, their order, the events recorded and every failure rule are the same.
+      - Used when the batch has at most O(forks) hosts; larger batches call each group as before.
+    type: bool
+    default: true
   reason:
     description: Why the deployment is stopped (C(stop)).
     type: str

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import inspect
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Optional
 
 from ansible.errors import AnsibleActionFail
@@ -94,6 +94,16 @@ class HostCaller:
                 return self._executor(host, sub, dict(self._vars[name])).run()
         except Exception as exc:  # pylint: disable=broad-except  # one host's problem is that host's failure
             return {"failed": True, "msg": f"calling {name}: {exc}"}
+
+    def submit(self, module: str, args_by_host: dict[str, dict]) -> dict[str, Future]:
+        """Start ``module`` on every host of ``args_by_host`` at once, each in a thread of its own, and return at
+        once: each host's future result (a host session waits most of its time, so forks do not bound it)."""
+        pool = ThreadPoolExecutor(max_workers=max(1, len(args_by_host)))
+        try:
+            return {name: pool.submit(contextvars.Context().run, self._call, name, module, args)
+                    for name, args in args_by_host.items()}
+        finally:
+            pool.shutdown(wait=False)  # the threads end with their calls
 
     def call(self, module: str, args_by_host: dict[str, dict]) -> dict[str, Optional[dict]]:
         """Run ``module`` on each host of ``args_by_host`` with its args, in parallel; return each host's result.

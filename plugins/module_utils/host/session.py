@@ -1,0 +1,140 @@
+# -*- coding: utf-8 -*-
+# Copyright: rollwright.deploy contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""A batch's host calls in one run of the host engine (a host session).
+
+Between a batch's groups of lifecycle events the controller works on the load balancer (BlockTraffic,
+AllowTraffic). Without a session every group is a module run of its own, and each one pays the module's
+start on the host. In a session the engine runs the first group, then waits at a gate for the controller's
+word before each next group: the controller's word and each group's result pass through a sealed directory
+on the host, which a cheap shell command (no Python) writes and reads. See docs/inplace.md.
+
+The directory, ``<deployment dir>/sessions/<name>`` (0700, root's), holds:
+
+* ``pid``: the engine's process id (the controller's command stops waiting when it is gone);
+* ``result-N.json``: group N's result, as the module would have returned it;
+* ``go-N``: the controller's word for group N: ``run``, or ``abort <reason>``;
+* ``alive``: touched by the controller every KEEPALIVE_EVERY seconds while the engine waits;
+* ``done``: written when the engine stops, whatever the reason (the directory then stays until the
+  deployment's directory is pruned).
+
+A gate waits at most ``gate_timeout`` seconds after the controller's last sign of life: a controller that died
+leaves no engine waiting for ever, and nothing after the gate runs. Runs on the hosts: stdlib only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+
+from ansible_collections.rollwright.deploy.plugins.module_utils.host import fs as _fs
+from ansible_collections.rollwright.deploy.plugins.module_utils.host.state import (
+    SEALED_DIR_MODE, HostState, StateError, ensure_state_dir, read_text, state_uids,
+)
+
+SESSIONS_DIR = "sessions"
+ALIVE = "alive"  # touched by the controller while it works between gates
+KEEPALIVE_EVERY = 20.0  # how often the controller touches it; a gate's timeout must be well above this
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+RUN, ABORT, EXPIRED = "run", "abort", "expired"
+# The gate is polled quickly at first (the controller's word usually comes within seconds), then gently.
+_FAST_POLL, _SLOW_POLL, _FAST_FOR = 0.01, 0.1, 5.0
+
+
+def validate_session_name(name) -> str:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise StateError(f"session.name must be 1-64 letters, digits, '-' or '_', starting with a letter or digit; "
+                         f"got {name!r}")
+    return name
+
+
+def session_dir(state: HostState, deployment_id: str, name: str) -> str:
+    """Where the session ``name`` of a deployment keeps its files (the controller builds the same path)."""
+    return os.path.join(state.deployment_dir(deployment_id), SESSIONS_DIR, validate_session_name(name))
+
+
+def result_name(index: int) -> str:
+    return f"result-{int(index)}.json"
+
+
+def gate_name(index: int) -> str:
+    return f"go-{int(index)}"
+
+
+class HostSession:
+    """The engine's side of a session: open it, publish each group's result, wait at each gate, close it."""
+
+    def __init__(self, state: HostState, deployment_id: str, name: str, gate_timeout: float,
+                 clock=time.monotonic, sleep=time.sleep, wall=time.time) -> None:
+        if not gate_timeout or gate_timeout <= 0:
+            raise StateError(f"session.gate_timeout must be > 0 seconds, got {gate_timeout!r}")
+        self.state = state
+        self.path = session_dir(state, deployment_id, name)
+        self.deployment_id = deployment_id
+        self.gate_timeout = float(gate_timeout)
+        self.clock, self.sleep, self.wall = clock, sleep, wall
+
+    def _write(self, name: str, data: bytes) -> None:
+        try:
+            with _fs.dir_fd(self.path, state_uids()) as dfd:
+                _fs.write_bytes_at(dfd, name, data)
+        except _fs.UnsafePathError as exc:
+            raise StateError(f"host state: {exc}") from None
+
+    def open(self) -> None:
+        """Create the sealed directory (a session of that name must not exist yet) and say who waits in it."""
+        parent = os.path.dirname(self.path)
+        # Missing directories on the way are made traversable only; the engine's first event seals the
+        # deployment's directory as its scripts need.
+        ensure_state_dir(parent, SEALED_DIR_MODE)
+        try:
+            with _fs.dir_fd(parent, state_uids()) as dfd:
+                _fs.mkdir_at(dfd, os.path.basename(self.path), SEALED_DIR_MODE)
+        except FileExistsError:
+            raise StateError(f"session {os.path.basename(self.path)} of deployment {self.deployment_id} exists "
+                             "already on this host (a session name is used once)") from None
+        except _fs.UnsafePathError as exc:
+            raise StateError(f"host state: {exc}") from None
+        self._write("pid", f"{os.getpid()}\n".encode())
+
+    def publish(self, index: int, result: dict) -> None:
+        """Group ``index``'s result, for the controller's command that waits for it (written atomically)."""
+        self._write(result_name(index), (json.dumps(result, sort_keys=True, default=str) + "\n").encode("utf-8"))
+
+    def _refreshed(self) -> float:
+        """When the controller last said it is still working (``alive``'s mtime, as a wall-clock time), or 0."""
+        try:
+            return os.stat(os.path.join(self.path, ALIVE), follow_symlinks=False).st_mtime
+        except OSError:
+            return 0.0
+
+    def wait_gate(self, index: int) -> tuple[str, str]:
+        """The controller's word for group ``index``: (``run``, ""), (``abort``, reason) or (``expired``, why).
+
+        It expires ``gate_timeout`` seconds after the controller's last sign of life: the gate's start, or its
+        refresh of ``alive`` (every KEEPALIVE_EVERY seconds while it waits for a load balancer or other hosts)."""
+        started, started_wall = self.clock(), self.wall()
+        path = os.path.join(self.path, gate_name(index))
+        while True:
+            text = read_text(path)
+            if text is not None:
+                word, _sep, reason = text.strip().partition(" ")
+                if word == RUN:
+                    return RUN, ""
+                return ABORT, reason.strip() or (f"the controller said {word!r}" if word != ABORT else "")
+            now = self.clock()
+            quiet = min(now - started, self.wall() - max(started_wall, self._refreshed()))
+            if quiet >= self.gate_timeout:
+                return EXPIRED, (f"no word from the controller for {self.gate_timeout:g} s before event group "
+                                 f"{index} (it stopped or died): the rest of the batch did not run here")
+            self.sleep(min(_FAST_POLL if now - started < _FAST_FOR else _SLOW_POLL, self.gate_timeout - quiet))
+
+    def close(self) -> None:
+        """Say the engine stopped: the controller's command waiting for a result reads it. The directory stays (a
+        few bytes) until the deployment's directory is pruned, so a late reader still finds ``done``."""
+        try:
+            self._write("done", b"done\n")
+        except (OSError, StateError):
+            pass  # the controller's command sees the engine's pid gone instead

@@ -1,0 +1,207 @@
+# -*- coding: utf-8 -*-
+# Copyright: rollwright.deploy contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Host sessions: the host_lifecycle module run with ``session`` (a real process on real bundles), driven by the
+controller's gate commands run with /bin/sh, as the batch step runs them through a host's connection."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from ansible_collections.rollwright.deploy.plugins.module_utils.host.session import HostSession, session_dir
+from ansible_collections.rollwright.deploy.plugins.module_utils.host.state import HostState, StateError
+from ansible_collections.rollwright.deploy.plugins.plugin_utils import host_session as hs
+
+from tests.unit.test_host_lifecycle_module import BUILD, MODULES, appspec, make_bundle
+
+PRE = ["BeforeBlockTraffic"]
+MAIN = ["AfterBlockTraffic", "ApplicationStop", "DownloadBundle", "BeforeInstall", "Install", "AfterInstall",
+        "ApplicationStart", "ValidateService", "BeforeAllowTraffic"]
+POST = ["AfterAllowTraffic"]
+
+
+@pytest.fixture
+def world(tmp_path):
+    trace = tmp_path / "trace.log"
+    base = {"application": "shop", "deployment_group": "web", "state_root": str(tmp_path / "state")}
+    return tmp_path, trace, base, str(tmp_path / "www")
+
+
+def start_module(tmp_path, args, name="session"):
+    args_file = tmp_path / f"args-{name}.json"
+    args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
+    return subprocess.Popen([sys.executable, os.path.join(MODULES, "host_lifecycle.py"), str(args_file)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=BUILD))
+
+
+def module_result(proc, timeout=60):
+    out, err = proc.communicate(timeout=timeout)
+    try:
+        return json.loads(out)
+    except ValueError:
+        raise AssertionError(f"module printed no JSON: rc={proc.returncode}\n{out}\n{err}")
+
+
+def gate(path, index, word=None, wait=True, start_limit=hs.START_LIMIT, timeout=60):
+    """What the batch step's raw call gets back: the gate command run by /bin/sh on 'the host'."""
+    proc = subprocess.run(["/bin/sh", "-c", hs.gate_command(path, index, word, wait, start_limit=start_limit)],
+                          capture_output=True, text=True, timeout=timeout, check=False)
+    return hs.read_gate_output({"stdout": proc.stdout, "stderr": proc.stderr, "rc": proc.returncode,
+                                "failed": proc.returncode != 0})
+
+
+def session_args(base, dest, deployment_id, bundle, name, **session):
+    return dict(base, deployment_id=deployment_id, events=PRE, appspec=appspec(dest), bundle=bundle,
+                revision={"source": "s3", "bucket": "b", "key": "shop.tgz", "version": "v", "etag": "e"},
+                session=dict({"name": name, "groups": [{"events": MAIN}, {"events": POST, "complete": True}]}, **session))
+
+
+def path_of(base, deployment_id, name):
+    return session_dir(HostState(base["state_root"], base["application"], base["deployment_group"]), deployment_id, name)
+
+
+def deploy_in_session(tmp_path, base, dest, deployment_id, bundle, name="b1-x"):
+    proc = start_module(tmp_path, session_args(base, dest, deployment_id, bundle, name), name=deployment_id)
+    path = path_of(base, deployment_id, name)
+    results = [gate(path, 0), gate(path, 1, "run"), gate(path, 2, "run", wait=False)]
+    return results, module_result(proc), path
+
+
+def test_a_session_runs_each_group_on_the_controllers_word_and_ends_as_separate_calls_would(world):
+    tmp_path, trace, base, dest = world
+    v1 = make_bundle(tmp_path / "v1.tgz", "v1", trace)
+    _results, first, _path = deploy_in_session(tmp_path, base, dest, "d-AAAAAAAA1", v1)
+    assert not first.get("failed"), first["msg"]
+    v2 = make_bundle(tmp_path / "v2.tgz", "v2", trace)
+    proc = start_module(tmp_path, session_args(base, dest, "d-BBBBBBBB2", v2, "b1-y"))
+    path = path_of(base, "d-BBBBBBBB2", "b1-y")
+
+    said, pre = gate(path, 0)
+    assert said == "result" and [e["name"] for e in pre["events"]] == PRE and not pre["failed"]
+    # Until the controller says run, nothing of the next group happens.
+    time.sleep(0.5)
+    assert "d-BBBBBBBB2 v2" not in trace.read_text()
+    assert open(os.path.join(dest, "index.html")).read() == "<h1>v1</h1>\n"
+
+    said, main = gate(path, 1, "run")
+    assert said == "result" and [e["name"] for e in main["events"]] == MAIN, main
+    assert [e["status"] for e in main["events"] if e["name"] == "ApplicationStop"] == ["Succeeded"]
+    assert main["last_successful"] == {"before": "d-AAAAAAAA1", "after": "d-AAAAAAAA1"}  # not complete yet
+    assert open(os.path.join(dest, "index.html")).read() == "<h1>v2</h1>\n"
+
+    assert gate(path, 2, "run", wait=False) == (hs.SENT, None)
+    final = module_result(proc)
+    assert not final.get("failed"), final["msg"]
+    assert [e["name"] for e in final["events"]] == POST
+    assert final["last_successful"] == {"before": "d-AAAAAAAA1", "after": "d-BBBBBBBB2"}
+    assert final["session"]["ended"] == "completed"
+    assert [g["events"] for g in final["session"]["groups"]] == [PRE, MAIN, POST]
+    # The previous revision's scripts ran for the stop events, the new one's for the rest, in lifecycle order.
+    lines = [line for line in trace.read_text().splitlines() if "d-BBBBBBBB2" in line]
+    assert lines == ["ApplicationStop d-BBBBBBBB2 v1", "BeforeInstall d-BBBBBBBB2 v2", "AfterInstall d-BBBBBBBB2 v2",
+                     "ApplicationStart d-BBBBBBBB2 v2", "ValidateService d-BBBBBBBB2 v2"]
+    # The session's directory is root's alone and says the engine stopped.
+    assert oct(os.stat(path).st_mode & 0o777) == "0o700"
+    assert os.path.exists(os.path.join(path, "done"))
+
+
+def test_an_abort_at_a_gate_runs_nothing_more_and_is_not_a_failure(world):
+    tmp_path, trace, base, dest = world
+    v1 = make_bundle(tmp_path / "v1.tgz", "v1", trace)
+    deploy_in_session(tmp_path, base, dest, "d-AAAAAAAA1", v1)
+    v2 = make_bundle(tmp_path / "v2.tgz", "v2", trace)
+    proc = start_module(tmp_path, session_args(base, dest, "d-BBBBBBBB2", v2, "b2-z"))
+    path = path_of(base, "d-BBBBBBBB2", "b2-z")
+    assert gate(path, 0)[0] == "result"
+    assert gate(path, 1, "abort still draining after the timeout", wait=False)[0] == hs.SENT
+    final = module_result(proc)
+    assert not final.get("failed"), final
+    assert final["session"]["ended"] == "abort" and final["session"]["reason"] == "still draining after the timeout"
+    assert "d-BBBBBBBB2 v2" not in trace.read_text() and "ApplicationStop d-BBBBBBBB2" not in trace.read_text()
+    assert open(os.path.join(dest, "index.html")).read() == "<h1>v1</h1>\n"
+    # A command that comes after the end reads that the engine stopped, at once.
+    started = time.monotonic()
+    assert gate(path, 2, "run") == (hs.ENDED, None) and time.monotonic() - started < 5
+
+
+def test_a_gate_expires_without_a_sign_of_life_and_alive_keeps_it_open(world):
+    tmp_path, trace, base, dest = world
+    v1 = make_bundle(tmp_path / "v1.tgz", "v1", trace)
+    proc = start_module(tmp_path, session_args(base, dest, "d-AAAAAAAA1", v1, "b1-q", gate_timeout=1.5))
+    path = path_of(base, "d-AAAAAAAA1", "b1-q")
+    assert gate(path, 0)[0] == "result"
+    # The controller is alive: it touches `alive` while it works, for longer than the gate's timeout.
+    for _ in range(8):
+        time.sleep(0.4)
+        os.utime(os.path.join(path, "alive")) if os.path.exists(os.path.join(path, "alive")) else \
+            open(os.path.join(path, "alive"), "w").close()
+    said, main = gate(path, 1, "run")
+    assert said == "result" and not main["failed"], main
+    # Then it dies: nothing more comes, and the engine gives up after the timeout without running the last group.
+    final = module_result(proc, timeout=30)
+    assert final["failed"] and final["session"]["ended"] == "expired"
+    assert "no word from the controller for 1.5 s before event group 2" in final["msg"]
+    assert final["last_successful"]["after"] != "d-AAAAAAAA1"
+
+
+def test_a_failed_group_ends_the_session_and_the_gate_reads_its_result(world):
+    tmp_path, trace, base, dest = world
+    v1 = make_bundle(tmp_path / "v1.tgz", "v1", trace, stop_exit=3)  # its ApplicationStop fails the next deployment
+    deploy_in_session(tmp_path, base, dest, "d-AAAAAAAA1", v1)
+    v2 = make_bundle(tmp_path / "v2.tgz", "v2", trace)
+    proc = start_module(tmp_path, session_args(base, dest, "d-BBBBBBBB2", v2, "b1-f"))
+    path = path_of(base, "d-BBBBBBBB2", "b1-f")
+    assert gate(path, 0)[0] == "result"
+    said, main = gate(path, 1, "run")
+    assert said == "result" and main["failed"] and main["failed_event"] == "ApplicationStop"
+    assert hs.handled_failure(main, "web1")["lifecycle_failed"]  # the deployment judges it, as a separate call's
+    final = module_result(proc)
+    assert final["failed"] and final["session"]["ended"] == "failed"
+    assert gate(path, 2, "run", wait=False)[0] in (hs.SENT, hs.ENDED)  # a late word changes nothing
+    assert [g["index"] for g in final["session"]["groups"]] == [0, 1]
+
+
+def test_gate_commands_do_not_wait_for_an_engine_that_never_started_or_died(tmp_path):
+    path = str(tmp_path / "never")
+    started = time.monotonic()
+    assert gate(path, 0, start_limit=1) == (hs.NO_START, None)
+    assert time.monotonic() - started < 10
+    os.makedirs(tmp_path / "dead")
+    dead = subprocess.run(["/bin/sh", "-c", "echo $$"], capture_output=True, text=True, check=True).stdout.strip()
+    (tmp_path / "dead" / "pid").write_text(dead + "\n")
+    assert gate(str(tmp_path / "dead"), 1, "run") == (hs.GONE, None)
+    assert (tmp_path / "dead" / "go-1").read_text() == "run\n"
+
+
+def test_read_gate_output_takes_the_marked_line_only():
+    out = "Shared connection closed\r\nRWS-RESULT:" + json.dumps({"failed": False, "msg": "ok"}) + "\r\n"
+    assert hs.read_gate_output({"stdout": out, "rc": 0}) == ("result", {"failed": False, "msg": "ok"})
+    assert hs.read_gate_output({"unreachable": True, "msg": "ssh: no route"})[1] == {"unreachable": True,
+                                                                                    "msg": "ssh: no route"}
+    said, data = hs.read_gate_output({"stdout": "sh: 1: cannot create\r\n", "rc": 2, "failed": True})
+    assert said == "error" and data["failed"] and "rc 2" in data["msg"]
+
+
+def test_a_session_directory_is_never_made_through_a_link_or_twice(world):
+    tmp_path, _trace, base, _dest = world
+    state = HostState(base["state_root"], base["application"], base["deployment_group"])
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    deployment = os.path.join(state.deployments_dir, "d-CCCCCCCC3")
+    os.makedirs(deployment)
+    os.symlink(elsewhere, os.path.join(deployment, "sessions"))
+    with pytest.raises(StateError, match="symlink|link"):
+        HostSession(state, "d-CCCCCCCC3", "b1-a", 60).open()
+    assert os.listdir(elsewhere) == []
+    session = HostSession(state, "d-DDDDDDDD4", "b1-a", 60)
+    session.open()
+    with pytest.raises(StateError, match="exists already"):
+        HostSession(state, "d-DDDDDDDD4", "b1-a", 60).open()
+    with pytest.raises(StateError, match="session.name"):
+        HostSession(state, "d-DDDDDDDD4", "../x", 60)
