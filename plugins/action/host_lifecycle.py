@@ -183,7 +183,7 @@ class ActionModule(ActionBase):
         if handled:
             # A lifecycle event failed and the deployment handles it (records it, keeps the host out of its
             # load balancer, judges the minimum): say so, without a failed task and an "...ignoring".
-            result.update(handled_failure(result, self._host_name, display.display))
+            result.update(handled_failure(result, self._host_name, lambda line: display.display(f"rollwright: {line}")))
         return result
 
     @staticmethod

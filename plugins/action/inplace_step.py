@@ -276,7 +276,8 @@ class ActionModule(RollwrightAction):
         options = state["options"]
         caller = self._host_caller(args)
         staged = set(state.get("staged") or [])
-        if with_lb and args.get("host_sessions", True) and 0 < len(state["active"]) <= caller.forks:
+        if with_lb and args.get("host_sessions", True) and 0 < len(state["active"]) <= caller.forks \
+                and self._session_state_root(common):
             return self._deploy_batch_in_sessions(run, state, common, caller, calls, seconds)
 
         def call(name: str, hosts: list, **extra) -> dict:
@@ -310,6 +311,13 @@ class ActionModule(RollwrightAction):
         with timed(seconds, "judge"):
             return run.close_batch(state, results)
 
+    @staticmethod
+    def _session_state_root(common: dict) -> str | None:
+        """The hosts' state root when the controller knows it as the hosts will (absolute, nothing to expand): the
+        session's directory is named after it; otherwise each group is a call of its own."""
+        root = str(common.get("state_root") or DEFAULT_STATE_ROOT)
+        return root if os.path.isabs(root) and "$" not in root and "~" not in root else None
+
     def _deploy_batch_in_sessions(self, run: InPlaceRun, state: dict, common: dict, caller: HostCaller, calls: dict,
                                   seconds: dict) -> dict:
         """The batch behind a load balancer with one host session per host: the host engine starts once per host,
@@ -318,11 +326,12 @@ class ActionModule(RollwrightAction):
         hosts = list(state["active"])
         pre_hosts = [h for h in state.get("pre_block_hosts", hosts) if h in hosts] if events.get(PRE_BLOCK) else []
         staged = set(state.get("staged") or [])
-        name = f"b{state['batch_number']}-{secrets.token_hex(6)}"
-        host_state = HostState(common.get("state_root") or DEFAULT_STATE_ROOT, str(common["application"]),
+        batch_name = f"b{state['batch_number']}-{secrets.token_hex(6)}"
+        host_state = HostState(self._session_state_root(common), str(common["application"]),
                                str(common["deployment_group"]))
         per_host, paths = {}, {}
-        for host in hosts:
+        for number, host in enumerate(hosts):
+            name = f"{batch_name}-{number}"  # one per host: two inventory names of one machine never share it
             host_args = dict(common, events=events[PRE_BLOCK] if host in pre_hosts else [], session={
                 "name": name, "groups": [{"events": events[MAIN]}, {"events": events[POST_ALLOW], "complete": True}]})
             # A host whose revision was staged installs from that copy: nothing to transfer.

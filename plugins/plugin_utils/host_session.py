@@ -40,7 +40,7 @@ def handled_failure(result: dict, host: str, display: Optional[Callable[[str], N
     if result.get("failed") and result.get("events"):
         result = dict(result, failed=False, lifecycle_failed=True)
         if display is not None:
-            display(f"rollwright: {host}: {result.get('msg')} - handled by the deployment")
+            display(f"{host}: {result.get('msg')} - handled by the deployment")
     return result
 
 

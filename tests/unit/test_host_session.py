@@ -205,3 +205,62 @@ def test_a_session_directory_is_never_made_through_a_link_or_twice(world):
         HostSession(state, "d-DDDDDDDD4", "b1-a", 60).open()
     with pytest.raises(StateError, match="session.name"):
         HostSession(state, "d-DDDDDDDD4", "../x", 60)
+
+
+class LocalCaller:
+    """HostCaller's interface over local processes: a 'host' is a state root here, the module a real process, a raw
+    command /bin/sh - what the batch step gets, without SSH."""
+
+    forks = 10
+
+    def __init__(self, tmp_path):
+        self.tmp_path = tmp_path
+        self.raw_calls = []
+
+    def submit(self, module, args_by_host):
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = ThreadPoolExecutor(max_workers=len(args_by_host))
+        futures = {h: pool.submit(lambda h=h, a=a: module_result(start_module(self.tmp_path, a, name=h)))
+                   for h, a in args_by_host.items()}
+        pool.shutdown(wait=False)
+        return futures
+
+    def call(self, module, args_by_host):
+        assert module == hs.RAW
+        self.raw_calls.append(sorted(args_by_host))
+        out = {}
+        for host, args in args_by_host.items():
+            proc = subprocess.run(["/bin/sh", "-c", args["_raw_params"]], capture_output=True, text=True, timeout=60,
+                                  check=False)
+            out[host] = {"stdout": proc.stdout, "stderr": proc.stderr, "rc": proc.returncode, "failed": bool(proc.returncode)}
+        return out
+
+
+def test_batch_sessions_continue_the_batch_and_abort_the_hosts_it_leaves(tmp_path):
+    trace = tmp_path / "trace.log"
+    caller = LocalCaller(tmp_path)
+    args, paths = {}, {}
+    for host in ("web1", "web2"):
+        base = {"application": "shop", "deployment_group": "web", "state_root": str(tmp_path / host)}
+        bundle = make_bundle(tmp_path / f"{host}.tgz", "v1", trace)
+        args[host] = dict(session_args(base, str(tmp_path / host / "www"), "d-AAAAAAAA1", bundle, "b1-t-0"),
+                          failure_handled=True)
+        paths[host] = path_of(base, "d-AAAAAAAA1", "b1-t-0")
+    lines = []
+    sessions = hs.BatchSessions(caller, "rollwright.deploy.host_lifecycle", args, paths, progress=lines.append)
+    sessions.start()
+    pre = sessions.results(0, ["web1", "web2"], "BeforeBlockTraffic")
+    assert {h: [e["name"] for e in r["events"]] for h, r in pre.items()} == {"web1": PRE, "web2": PRE}
+    # web2 is still draining after the timeout: the batch goes on with web1 alone.
+    main = sessions.results(1, ["web1"], "AfterBlockTraffic..BeforeAllowTraffic")
+    assert list(main) == ["web1"] and not main["web1"]["failed"]
+    post = sessions.finish(2, ["web1"], "AfterAllowTraffic")
+    assert post["web1"]["last_successful"]["after"] == "d-AAAAAAAA1" and post["web1"]["session"]["ended"] == "completed"
+    sessions.close("the batch is over")
+    assert sessions.finals["web2"]["session"] == dict(sessions.finals["web2"]["session"], ended="abort",
+                                                      reason="the batch is over")
+    assert not sessions.finals["web2"].get("failed")
+    assert (tmp_path / "web1" / "www" / "index.html").exists() and not (tmp_path / "web2" / "www").exists()
+    # Nothing waits any more: every gate command and every module ended.
+    assert all(f.done() for f in sessions.futures.values())
