@@ -139,8 +139,9 @@ def test_a_gate_expires_without_a_sign_of_life_and_alive_keeps_it_open(world):
     # The controller is alive: it touches `alive` while it works, for longer than the gate's timeout.
     for _ in range(8):
         time.sleep(0.4)
-        os.utime(os.path.join(path, "alive")) if os.path.exists(os.path.join(path, "alive")) else \
-            open(os.path.join(path, "alive"), "w").close()
+        with open(os.path.join(path, "alive"), "a"):
+            pass
+        os.utime(os.path.join(path, "alive"))
     said, main = gate(path, 1, "run")
     assert said == "result" and not main["failed"], main
     # Then it dies: nothing more comes, and the engine gives up after the timeout without running the last group.
@@ -182,8 +183,8 @@ def test_gate_commands_do_not_wait_for_an_engine_that_never_started_or_died(tmp_
 def test_read_gate_output_takes_the_marked_line_only():
     out = "Shared connection closed\r\nRWS-RESULT:" + json.dumps({"failed": False, "msg": "ok"}) + "\r\n"
     assert hs.read_gate_output({"stdout": out, "rc": 0}) == ("result", {"failed": False, "msg": "ok"})
-    assert hs.read_gate_output({"unreachable": True, "msg": "ssh: no route"})[1] == {"unreachable": True,
-                                                                                    "msg": "ssh: no route"}
+    unreachable = hs.read_gate_output({"unreachable": True, "msg": "ssh: no route"})
+    assert unreachable == ("unreachable", {"unreachable": True, "msg": "ssh: no route"})
     said, data = hs.read_gate_output({"stdout": "sh: 1: cannot create\r\n", "rc": 2, "failed": True})
     assert said == "error" and data["failed"] and "rc 2" in data["msg"]
 
