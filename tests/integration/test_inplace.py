@@ -205,6 +205,57 @@ def test_host_round_trips_follow_the_appspecs(deployer: Deployer, bundles: dict,
                 assert [s["location"] for s in event["scripts"]] == ["scripts/record_event.sh"], event
 
 
+def _events_log(d: Deployer, host: str, deployment_id: str) -> list[str]:
+    """The hook scripts that ran on the host for the deployment, in order: 'event revision' (the sample app's log)."""
+    proc = d.world.fleet.exec(host, ["cat", "/var/log/rollwright/events.log"], check=False)
+    return [" ".join(line.split()[0:3:2]) for line in proc.stdout.splitlines() if f" {deployment_id} " in line]
+
+
+def _session_dirs(d: Deployer, host: str, deployment_id: str) -> list[str]:
+    """The host session directories the deployment left on the host, each with what it holds."""
+    root = f"/var/lib/rollwright/{d.app}/g/deployments/{deployment_id}/sessions"
+    proc = d.world.fleet.exec(host, ["sh", "-c", f"cd {root} 2>/dev/null && for s in *; do "
+                                     f"[ -d \"$s\" ] && echo \"$s $(stat -c %a \"$s\") $(ls \"$s\" | tr '\\n' ' ')\"; done"],
+                              check=False)
+    return [line.strip() for line in proc.stdout.splitlines() if line.strip()]
+
+
+def test_host_sessions_run_what_separate_calls_run_once_per_host_and_batch(deployer: Deployer, bundles: dict) -> None:
+    """A host session per host and batch (the default) runs the same scripts, in the same order, with the same
+    record, as a module call per group (rollwright_host_sessions: false); each session ends done, sealed."""
+    d = deployer
+    hosts = d.names(2)
+    arn = H.create_target_group(d.world, _ids(d, hosts))
+    runs = {}
+    for label, bundle, extra in (("first", bundles["v1"], {}), ("sessions", bundles["v2"], {}),
+                                 ("calls", bundles["v1"], {"rollwright_host_sessions": False})):
+        result = d.run(hosts, bundle, tgs=(arn,), **extra)
+        assert result.rc == 0, result
+        runs[label] = H.deployment_fact(result)
+    with_sessions, without = runs["sessions"]["deployment_id"], runs["calls"]["deployment_id"]
+    for host in hosts:
+        # v2 over v1 and v1 over v2: the previous revision's stop scripts, then the new one's, all of them.
+        expected = ["BeforeBlockTraffic {old}", "AfterBlockTraffic {old}", "ApplicationStop {old}", "BeforeInstall {new}",
+                    "AfterInstall {new}", "ApplicationStart {new}", "ValidateService {new}", "BeforeAllowTraffic {new}",
+                    "AfterAllowTraffic {new}"]
+        assert _events_log(d, host, with_sessions) == [e.format(old="v1", new="v2") for e in expected]
+        assert _events_log(d, host, without) == [e.format(old="v2", new="v1") for e in expected]
+        sessions = _session_dirs(d, host, with_sessions)
+        assert len(sessions) == 1 and sessions[0].split()[1] == "700", sessions  # one batch: one session, sealed
+        held = [name for name in sessions[0].split()[2:] if name != "alive"]  # alive: only after a 20 s wait
+        assert held == ["done", "go-1", "go-2", "pid", "result-0.json", "result-1.json", "result-2.json"], sessions
+        assert _session_dirs(d, host, without) == []
+    shapes = {}
+    for label in ("sessions", "calls"):
+        record = d.record(runs[label]["deployment_id"])
+        shapes[label] = {h["name"]: (h["status"], [(e["name"], e["status"], [s["location"] for s in e.get("scripts") or []])
+                                                   for e in h["events"]]) for h in record["hosts"]}
+    assert shapes["sessions"] == shapes["calls"]
+    assert {status for status, _events in shapes["sessions"].values()} == {"Succeeded"}
+    _assert_all_new(d, hosts, "v1")
+    assert H.tg_states(d.world, arn) == {(i, H.APP_PORT): "healthy" for i in _ids(d, hosts)}
+
+
 def test_classic_elb_one_at_a_time(deployer: Deployer, bundles: dict) -> None:
     d = deployer
     hosts = d.names(N_HOSTS)[-2:]
