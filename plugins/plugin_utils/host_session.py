@@ -162,8 +162,8 @@ class BatchSessions:
         out = {}
         for host in hosts:
             said, data = read_gate_output(raw.get(host))
-            if word is not None:
-                self.next_gate[host] = index + 1
+            if word is not None and said in ("result", SENT):
+                self.next_gate[host] = index + 1  # the word reached the gate; an abort goes to the next one
             if said == "result":
                 out[host] = handled_failure(data, host, self.progress) if self.handled else data
             elif said in (ENDED, GONE, NO_START):
