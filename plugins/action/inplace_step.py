@@ -41,7 +41,7 @@ from ansible_collections.rollwright.deploy.plugins.module_utils.records.base imp
 from ansible_collections.rollwright.deploy.plugins.module_utils.host.session import session_dir
 from ansible_collections.rollwright.deploy.plugins.module_utils.host.state import DEFAULT_STATE_ROOT, HostState
 from ansible_collections.rollwright.deploy.plugins.plugin_utils.host_calls import HostCaller
-from ansible_collections.rollwright.deploy.plugins.plugin_utils.host_session import BatchSessions
+from ansible_collections.rollwright.deploy.plugins.plugin_utils.host_session import SESSION_CONNECTIONS, BatchSessions
 from ansible_collections.rollwright.deploy.plugins.plugin_utils.step_action import RollwrightAction, state_result
 from ansible_collections.rollwright.deploy.plugins.plugin_utils.step_action import progress as _progress
 
@@ -276,8 +276,7 @@ class ActionModule(RollwrightAction):
         options = state["options"]
         caller = self._host_caller(args)
         staged = set(state.get("staged") or [])
-        if with_lb and args.get("host_sessions", True) and 0 < len(state["active"]) <= caller.forks \
-                and self._session_state_root(common):
+        if with_lb and args.get("host_sessions", True) and self._sessions_apply(state, common, caller):
             return self._deploy_batch_in_sessions(run, state, common, caller, calls, seconds)
 
         def call(name: str, hosts: list, **extra) -> dict:
@@ -310,6 +309,18 @@ class ActionModule(RollwrightAction):
             results = call(POST_ALLOW, state["active"], complete=True)
         with timed(seconds, "judge"):
             return run.close_batch(state, results)
+
+    def _sessions_apply(self, state: dict, common: dict, caller: HostCaller) -> bool:
+        """Whether this batch runs in host sessions (docs/inplace.md, Host sessions): at most forks hosts, each
+        reached through a connection that keeps the session's run alive while other calls come and go (ssh, local),
+        the hosts' state root known here as they know it, and no presigned URL signed long before its download."""
+        hosts = state["active"]
+        if not 0 < len(hosts) <= caller.forks or not self._session_state_root(common):
+            return False
+        staged = set(state.get("staged") or [])
+        if common.get("bundle_transfer") == "presigned" and any(h not in staged for h in hosts):
+            return False  # signed at the session's start, the URL could expire during a long drain
+        return all(caller.connection(h) in SESSION_CONNECTIONS for h in hosts)
 
     @staticmethod
     def _session_state_root(common: dict) -> str | None:
@@ -364,7 +375,7 @@ class ActionModule(RollwrightAction):
                 return state
             run.guard()
             with timed(seconds, POST_ALLOW):
-                post_allow = keep(POST_ALLOW, sessions.finish(2, state["active"], "AfterAllowTraffic"))
+                post_allow = keep(POST_ALLOW, sessions.results(2, state["active"], "AfterAllowTraffic"))
             reason = "the batch is over"
             with timed(seconds, "judge"):
                 return run.close_batch(state, post_allow)

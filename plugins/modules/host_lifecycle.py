@@ -249,7 +249,8 @@ options:
         result there (C(result-N.json), as this module would return it). The controller writes C(go-N) (C(run), or
         C(abort) and a reason) and reads the results with one shell command per group, without Python.
       - A group that fails ends the session (the host is out of the batch). A word that does not come within
-        O(session.gate_timeout) seconds ends it too, and nothing after that gate runs.
+        O(session.gate_timeout) seconds ends it too (a failure), and nothing after that gate runs. A dropped
+        connection (SIGHUP) does not stop the module between groups.
       - The result is the last group's run, with C(session) listing every group's outcome.
       - Not in check mode.
     type: dict
@@ -365,8 +366,9 @@ pruned:
   elements: str
 session:
   description:
-    - With O(session), each group's outcome in order - C(index), C(events) (their names), C(failed), C(msg) - and
-      C(ended) - C(completed), C(failed), C(aborted) (with the controller's reason in C(reason)) or C(expired).
+    - With O(session) - C(name); C(groups), each group's outcome in order (C(index), C(events) - their names,
+      C(failed), C(msg)); C(ended) - C(completed), C(failed), C(abort) (with the controller's reason in C(reason))
+      or C(expired). After an abort or an expiry the result holds no events (nothing of that group ran).
   returned: with O(session)
   type: dict
 plan:
@@ -380,6 +382,8 @@ plan:
     events: [{event: ApplicationStop, scripts: [{location: scripts/stop.sh, runas: null, timeout: 60, from_revision: d-6E7F8G9H0}]}]
     files: {create: [/opt/app/index.html], overwrite: [], remove: [/opt/app/old.html]}
 """
+
+import signal
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -513,6 +517,9 @@ def run_session(module, state, base):
     p = module.params
     spec = p["session"]
     groups = [(p["events"], p["complete"])] + [(g["events"], g["complete"]) for g in spec["groups"]]
+    # A dropped connection must not kill the engine between groups: the results live in the session's files, and
+    # the controller reads them over a fresh connection.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
         session = HostSession(state, p["deployment_id"], spec["name"], spec["gate_timeout"])
         session.open()
@@ -525,12 +532,13 @@ def run_session(module, state, base):
             if index:
                 word, reason = session.wait_gate(index)
                 if word != RUN:
-                    ended = word
-                    result = dict(result, msg=f"session {word} before event group {index}: {reason}".rstrip(": "))
+                    # Nothing of this group ran: the result holds no events (the earlier groups' are reported).
+                    ended, failed = word, word == EXPIRED
+                    result = dict(base, msg=f"session {word} before event group {index}: {reason}".rstrip(": "))
                     break
             if not events:  # nothing for this host in this group (e.g. no BeforeBlockTraffic scripts to run)
                 outcomes.append({"index": index, "events": [], "failed": False, "msg": "no events"})
-                session.publish(index, dict(base, msg="no events in this group", failed=False, skipped=True))
+                session.publish(index, dict(base, msg="no events in this group", failed=False))
                 continue
             result, failed, group_warnings = run_group(module, state, events, complete, base)
             warnings.extend(group_warnings)
@@ -539,11 +547,14 @@ def run_session(module, state, base):
             if failed:
                 ended = "failed"
                 break
+    except (StateError, OSError) as exc:  # the session's own files (a gate, a result) could not be read or written
+        ended, failed = "failed", True
+        result = dict(result, msg=f"session: {exc}")
     finally:
         session.close()
     result["session"] = {"name": spec["name"], "groups": outcomes, "ended": ended,
                          **({"reason": reason} if ended == ABORT else {})}
-    finish(module, result, failed or ended == EXPIRED, warnings)
+    finish(module, result, failed, warnings)
 
 
 if __name__ == "__main__":

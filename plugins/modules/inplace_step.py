@@ -130,8 +130,11 @@ options:
         to BeforeAllowTraffic; AfterAllowTraffic) in one run of the host engine, a host session (see
         M(rollwright.deploy.host_lifecycle)'s O(rollwright.deploy.host_lifecycle#module:session)), instead of a module run per group. The engine
         then starts once per host and batch, before the batch leaves its load balancer; each later group costs one
-        shell command on the host. Scripts, their order, the events recorded and every failure rule are the same.
-      - Used when the batch has at most O(forks) hosts; larger batches call each group as before.
+        shell command on the host. Scripts, their order, the events recorded and the failure rules are the same,
+        plus one - a gate that hears nothing from the controller for two minutes gives up.
+      - Used when the batch has at most O(forks) hosts, every host is reached with the C(ssh) or C(local)
+        connection, the state root is an absolute path without C(~) or C($), and no unstaged host downloads a
+        presigned URL; otherwise each group is a call of its own, as before.
     type: bool
     default: true
   reason:

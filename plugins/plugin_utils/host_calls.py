@@ -81,6 +81,20 @@ class HostCaller:
             options["new_stdin"] = getattr(current, "_new_stdin", None)
         return TaskExecutor(**options)
 
+    def connection(self, name: str) -> Optional[str]:
+        """The connection plugin a call to ``name`` uses (its ``ansible_connection``, the play's, Ansible's default),
+        or None when it is not known before the call (a template)."""
+        from ansible import constants as C
+
+        variables = self.current._variable_manager
+        host = variables._inventory.get_host(name)
+        if host is None:
+            return None
+        if name not in self._vars:
+            self._vars[name] = variables.get_vars(play=self.play, host=host, task=self._host_task("ansible.builtin.raw", {}))
+        value = self._vars[name].get("ansible_connection") or self.play.connection or C.DEFAULT_TRANSPORT
+        return None if not isinstance(value, str) or "{{" in value or "{%" in value else value
+
     def _call(self, name: str, module: str, args: dict) -> Optional[dict]:
         variables = self.current._variable_manager
         host = variables._inventory.get_host(name)

@@ -5,8 +5,8 @@
 
 ``BatchSessions.start`` runs ``host_lifecycle`` with ``session`` on every host of the batch (each in a thread of
 its own, as a task of its own would run it). The engine runs the first event group, then waits at a gate before
-each next one. ``results`` says ``run`` at a gate and reads the group's result; ``finish`` says ``run`` at the last
-gate and takes the module's own result; ``close`` aborts whatever still waits. Saying and reading is one shell
+each next one. ``results`` says ``run`` at a gate and reads the group's result; ``close`` aborts whatever still runs
+at every gate it has left, and waits for the ends. Saying and reading is one shell
 command per host and group (``ansible.builtin.raw`` through the host's own connection and become), with no Python
 start on the host; see plugins/module_utils/host/session.py for the files it reads and writes.
 """
@@ -18,6 +18,7 @@ import shlex
 import threading
 import time
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Callable, Optional
 
 from ansible_collections.rollwright.deploy.plugins.module_utils.host.session import (
@@ -28,10 +29,14 @@ from ansible_collections.rollwright.deploy.plugins.plugin_utils.host_calls impor
 RAW = "ansible.builtin.raw"
 RESULT_MARK = "RWS-RESULT:"
 # What the command prints when there is no result to read: the engine stopped (done, or its process is gone), or
-# it never started (no pid within START_LIMIT seconds of the command).
+# it has not started yet (no pid within START_LIMIT seconds of the command: asked again while its call runs).
 ENDED, GONE, NO_START, SENT = "RWS-ENDED", "RWS-GONE", "RWS-NOSTART", "RWS-SENT"
 START_LIMIT = 60
 PROGRESS_EVERY = 10.0
+FINAL_WAIT = 60.0  # how long a stopped engine's own result may take to come back over its connection
+# Which connections keep a host's module run alive while other calls come and go on the same host: paramiko's
+# close() after any call tears down the transport the session runs on.
+SESSION_CONNECTIONS = frozenset({"ssh", "ansible.builtin.ssh", "local", "ansible.builtin.local"})
 
 
 def handled_failure(result: dict, host: str, display: Optional[Callable[[str], None]] = None) -> dict:
@@ -44,39 +49,75 @@ def handled_failure(result: dict, host: str, display: Optional[Callable[[str], N
     return result
 
 
-def gate_command(path: str, index: int, word: Optional[str], wait: bool, start_limit: int = START_LIMIT) -> str:
-    """A POSIX shell command: wait until the session has started, say ``word`` at gate ``index`` (when given),
-    then (with ``wait``) wait for group ``index``'s result and print it after RESULT_MARK, on one line."""
-    d = shlex.quote(path)
-    result = f'"$d"/{result_name(index)}'
-    lines = [
-        f"d={d}",
+def _functions(path: str) -> list[str]:
+    """The session's directory and the shell functions the commands use: ``sealed`` (the directory is a real
+    directory, not a link, 0700, owned by whoever runs this - root under become - so nobody else can have put
+    anything there), ``alive`` (the engine's process, by pid and, where /proc has it, start time) and ``nap`` (a
+    short sleep where the shell's sleep takes fractions, a second otherwise)."""
+    return [
+        "set -f",  # no globbing of what ls prints
+        f"d={shlex.quote(path)}",
+        'nap() { sleep "$1" 2>/dev/null || sleep 1; }',
+        "sealed() {",
+        '  [ -d "$d" ] && [ ! -h "$d" ] || return 1',
+        '  set -- $(ls -nd "$d")',
+        '  case "$1" in drwx------*) ;; *) return 1 ;; esac',
+        '  [ "$3" = "$(id -u)" ]',
+        "}",
+        "alive() {",
+        '  set -- $(cat "$d/pid" 2>/dev/null)',
+        '  [ -n "$1" ] && kill -0 "$1" 2>/dev/null || return 1',
+        '  [ -n "$2" ] && [ -r "/proc/$1/stat" ] || return 0',
+        '  [ "$(sed \'s/.*) //\' "/proc/$1/stat" | cut -d" " -f20)" = "$2" ]',
+        "}",
+    ]
+
+
+def _wait_started(start_limit: int) -> list[str]:
+    """Wait until the engine is in the session (its pid file in its sealed directory), at most ``start_limit`` s."""
+    return [
         "t0=$(date +%s)",
-        # the engine may still be starting: its pid file says it is in the session
-        'while [ ! -f "$d/pid" ]; do',
-        f'  [ -f "$d/done" ] && {{ echo {ENDED}; exit 0; }}',
+        'until sealed && [ -f "$d/pid" ]; do',
+        f'  sealed && [ -f "$d/done" ] && {{ echo {ENDED}; exit 0; }}',
         f'  [ $(( $(date +%s) - t0 )) -ge {int(start_limit)} ] && {{ echo {NO_START}; exit 0; }}',
-        "  sleep 0.02",
+        "  nap 0.02",
         "done",
     ]
+
+
+def gate_command(path: str, index: int, word: Optional[str], wait: bool, start_limit: int = START_LIMIT,
+                 more_gates: tuple = ()) -> str:
+    """A POSIX shell command: wait until the session has started, say ``word`` at gate ``index`` (and at
+    ``more_gates``) when given, then (with ``wait``) wait for group ``index``'s result and print it after
+    RESULT_MARK, on one line."""
+    lines = _functions(path) + _wait_started(start_limit)
     if word is not None:
-        tmp = f'"$d"/.{gate_name(index)}.tmp'
-        lines.append(f"printf '%s\\n' {shlex.quote(word)} > {tmp} && mv -f {tmp} \"$d\"/{gate_name(index)} || exit 3")
+        for gate in (index, *more_gates):
+            tmp, final = f'"$d"/.{gate_name(gate)}.tmp', f'"$d"/{gate_name(gate)}'
+            # the temporary file is created exclusively (set -C): never written through anything found there
+            lines.append(f"rm -f {tmp}; (set -C; printf '%s\\n' {shlex.quote(word)} > {tmp}) && mv -f {tmp} {final} "
+                         "|| exit 3")
     if not wait:
         lines.append(f"echo {SENT}")
         return "\n".join(lines) + "\n"
+    result = f'"$d"/{result_name(index)}'
     lines += [
         "i=0",
         f"while [ ! -f {result} ]; do",
         f'  if [ -f "$d/done" ]; then [ -f {result} ] && break; echo {ENDED}; exit 0; fi',
-        f'  kill -0 "$(cat "$d/pid")" 2>/dev/null || {{ [ -f {result} ] && break; echo {GONE}; exit 0; }}',
+        f"  alive || {{ [ -f {result} ] && break; echo {GONE}; exit 0; }}",
         "  i=$((i + 1))",
         # quick polls while a group usually ends (a few seconds), then gentle ones
-        '  if [ "$i" -lt 250 ]; then sleep 0.02; else sleep 0.2; fi',
+        '  if [ "$i" -lt 250 ]; then nap 0.02; else nap 0.2; fi',
         "done",
         f"printf '%s' {RESULT_MARK}; tr -d '\\n' < {result}; echo",
     ]
     return "\n".join(lines) + "\n"
+
+
+def touch_command(path: str) -> str:
+    """Refresh ``alive`` in a session that started (its sealed directory exists); nothing otherwise."""
+    return "\n".join(_functions(path) + [f'sealed && [ -f "$d/pid" ] && touch "$d"/{ALIVE}; :']) + "\n"
 
 
 def read_gate_output(result: Optional[dict]) -> tuple[str, Optional[dict]]:
@@ -102,107 +143,127 @@ def read_gate_output(result: Optional[dict]) -> tuple[str, Optional[dict]]:
     return "error", {"failed": True, "msg": "session: the gate command printed nothing recognisable"}
 
 
+def raw_args(command: str) -> dict:
+    return {"_raw_params": command, "executable": "/bin/sh"}  # the login shell may be any shell
+
+
 class BatchSessions:
     """One host session per host of a batch (see the module docstring)."""
 
     def __init__(self, caller: HostCaller, module: str, args_by_host: dict[str, dict], paths: dict[str, str],
-                 handled: bool = True, progress: Optional[Callable[[str], None]] = None) -> None:
+                 handled: bool = True, progress: Optional[Callable[[str], None]] = None,
+                 start_limit: int = START_LIMIT) -> None:
         self.caller = caller
         self.module = module
         self.args_by_host = args_by_host
         self.paths = paths
         self.handled = handled
         self.progress = progress
+        self.start_limit = start_limit
         self.futures: dict[str, Future] = {}
         self.next_gate: dict[str, int] = {h: 1 for h in args_by_host}
+        self.last_gate = {h: len(((a.get("session") or {}).get("groups") or [])) for h, a in args_by_host.items()}
         self.finals: dict[str, Optional[dict]] = {}
-
-    @property
-    def hosts(self) -> list[str]:
-        return list(self.args_by_host)
+        self._stop_keepalive = threading.Event()
 
     def start(self) -> None:
         """Start every host's session (in the background: this returns at once), and the keepalive."""
         self.futures = self.caller.submit(self.module, self.args_by_host)
-        self._stop_keepalive = threading.Event()
-        self._keepalive = threading.Thread(target=self._keep_alive, daemon=True)
-        self._keepalive.start()
+        threading.Thread(target=self._keep_alive, daemon=True).start()
 
     def _keep_alive(self) -> None:
         """Touch ``alive`` in every running session now and then, so a gate does not expire while this controller
-        works (a long drain, another host's long hook); a controller that died stops touching it."""
+        works (a long drain, another host's long hook); a controller that died stops touching it. Each host on its
+        own: a host whose touch hangs holds up no other host's."""
+        in_flight: dict[str, Future] = {}
         while not self._stop_keepalive.wait(KEEPALIVE_EVERY):
-            running = [h for h, f in self.futures.items() if not f.done()]
-            if running:
-                self.caller.call(RAW, {h: {"_raw_params": f"touch {shlex.quote(self.paths[h] + '/' + ALIVE)} 2>/dev/null; :"}
-                                       for h in running})
+            due = {h: raw_args(touch_command(self.paths[h]))
+                   for h, f in self.futures.items()
+                   if not f.done() and (h not in in_flight or in_flight[h].done())}
+            for host, args in due.items():
+                in_flight.update(self.caller.submit(RAW, {host: args}))
 
     def _final(self, host: str, timeout: Optional[float] = None) -> Optional[dict]:
-        """The module's own result of ``host``'s session (waits for its end)."""
+        """The module's own result of ``host``'s session (waits for its end, at most ``timeout`` seconds)."""
         if host not in self.finals:
             future = self.futures.get(host)
             if future is None:
                 return None
-            result = future.result(timeout=timeout)
+            try:
+                result = future.result(timeout=timeout)
+            except FutureTimeout:
+                return {"failed": True, "msg": "session: the host engine stopped, but its own result did not come back "
+                                               f"within {timeout:g} s"}
             self.finals[host] = handled_failure(result or {}, host) if self.handled else result
         return self.finals[host]
 
     def _ended_without(self, host: str, index: int, said: str) -> dict:
-        """Group ``index``'s result of a session that stopped without leaving one: what the module said."""
-        final = self._final(host) or {}
+        """Group ``index``'s result of a session that stopped without leaving one: what the module said about it,
+        without events of an earlier group."""
+        final = dict(self._final(host, timeout=FINAL_WAIT) or {})
+        groups = (final.get("session") or {}).get("groups") or []
+        if not groups or groups[-1].get("index") != index:
+            final["events"] = []  # the events it holds are an earlier group's, recorded already
+            final.pop("lifecycle_failed", None)
+            if not final.get("unreachable"):
+                final["failed"] = True
         if final.get("unreachable") or final.get("failed") or final.get("lifecycle_failed"):
+            final.setdefault("msg", f"session: the host engine stopped before event group {index} ({said})")
             return final
         return {"failed": True, "msg": f"session: the host engine stopped before event group {index} ({said}): "
                                        f"{final.get('msg') or 'no result'}"}
 
     def _gate(self, index: int, hosts: list[str], word: Optional[str], wait: bool, label: str) -> dict[str, dict]:
-        commands = {h: {"_raw_params": gate_command(self.paths[h], index, word, wait)} for h in hosts}
-        with self._ticker(hosts, label):
-            raw = self.caller.call(RAW, commands)
-        out = {}
+        out: dict[str, dict] = {}
+        pending = []
         for host in hosts:
-            said, data = read_gate_output(raw.get(host))
-            if word is not None and said in ("result", SENT):
-                self.next_gate[host] = index + 1  # the word reached the gate; an abort goes to the next one
-            if said == "result":
-                out[host] = handled_failure(data, host, self.progress) if self.handled else data
-            elif said in (ENDED, GONE, NO_START):
-                out[host] = self._ended_without(host, index, said)
-            elif said == SENT:
-                out[host] = {}
+            future = self.futures.get(host)
+            if future is not None and future.done():  # the engine stopped already: its result says why
+                out[host] = self._ended_without(host, index, "ended")
             else:
-                out[host] = data or {"failed": True, "msg": "session: no result"}
+                pending.append(host)
+        with self._ticker(hosts, label):
+            while pending:
+                raw = self.caller.call(RAW, {h: raw_args(gate_command(self.paths[h], index, word, wait, self.start_limit))
+                                             for h in pending})
+                again = []
+                for host in pending:
+                    said, data = read_gate_output(raw.get(host))
+                    if said == NO_START and not self.futures[host].done():
+                        again.append(host)  # still starting (a long push, a slow host): ask again, word unsaid
+                        continue
+                    if word is not None and said in ("result", SENT):
+                        self.next_gate[host] = index + 1  # the word reached the gate; an abort goes to the next
+                    if said == "result":
+                        out[host] = handled_failure(data, host, self.progress) if self.handled else data
+                    elif said in (ENDED, GONE, NO_START):
+                        out[host] = self._ended_without(host, index, said)
+                    elif said == SENT:
+                        out[host] = {}
+                    else:
+                        out[host] = data or {"failed": True, "msg": "session: no result"}
+                pending = again
         return out
 
     def results(self, index: int, hosts: list[str], label: str = "") -> dict[str, dict]:
-        """Say ``run`` at gate ``index`` (none before group 0) and return each host's result of group ``index``."""
+        """Say ``run`` at gate ``index`` (none before group 0) and return each host's result of group ``index``,
+        read from the host's session directory (not the module's own result: its connection has been open since
+        the batch started, a fresh one reads the file)."""
         return self._gate(index, hosts, "run" if index else None, True, label)
 
-    def finish(self, index: int, hosts: list[str], label: str = "") -> dict[str, dict]:
-        """Say ``run`` at the last gate and return each host's result of the session (its last group's)."""
-        sent = self._gate(index, hosts, "run", False, label)
-        out = {}
-        with self._ticker(hosts, label):
-            for host in hosts:
-                out[host] = sent[host] if sent[host] else (self._final(host) or {"failed": True, "msg": "no result"})
-        return out
-
-    def close(self, reason: str) -> None:
-        """Abort the sessions still waiting at a gate (they run nothing more) and wait for every session's end."""
-        if getattr(self, "_stop_keepalive", None) is not None:
-            self._stop_keepalive.set()
-        waiting = [h for h, f in self.futures.items() if not f.done()]
-        by_gate: dict[int, list[str]] = {}
-        for host in waiting:
-            by_gate.setdefault(self.next_gate[host], []).append(host)
+    def close(self, reason: str, wait: float = FINAL_WAIT) -> None:
+        """Abort the sessions still running (at every gate they have left: they run nothing more) and wait, at most
+        ``wait`` seconds in all, for every session's end."""
+        self._stop_keepalive.set()
         word = "abort " + " ".join(str(reason).split())[:300]
-        for index, hosts in by_gate.items():
-            self._gate(index, hosts, word, False, "")
+        waiting = [h for h, f in self.futures.items() if not f.done()]
+        if waiting:
+            self.caller.call(RAW, {h: raw_args(gate_command(
+                self.paths[h], self.next_gate[h], word, False, self.start_limit,
+                more_gates=tuple(range(self.next_gate[h] + 1, self.last_gate[h] + 1)))) for h in waiting})
+        deadline = time.monotonic() + wait
         for host in self.futures:
-            try:
-                self._final(host, timeout=120)
-            except Exception:  # pylint: disable=broad-except  # a session that does not end is the host's, not the batch's
-                self.finals.setdefault(host, {"failed": True, "msg": "session: did not end after the abort"})
+            self.finals[host] = self._final(host, timeout=max(0.1, deadline - time.monotonic()))
 
     def _ticker(self, hosts: list[str], label: str):
         return _Ticker(self.progress, hosts, label)

@@ -14,7 +14,9 @@ import time
 
 import pytest
 
-from ansible_collections.rollwright.deploy.plugins.module_utils.host.session import HostSession, session_dir
+from ansible_collections.rollwright.deploy.plugins.module_utils.host.session import (
+    HostSession, process_start_ticks, session_dir,
+)
 from ansible_collections.rollwright.deploy.plugins.module_utils.host.state import HostState, StateError
 from ansible_collections.rollwright.deploy.plugins.plugin_utils import host_session as hs
 
@@ -148,7 +150,8 @@ def test_a_gate_expires_without_a_sign_of_life_and_alive_keeps_it_open(world):
     final = module_result(proc, timeout=30)
     assert final["failed"] and final["session"]["ended"] == "expired"
     assert "no word from the controller for 1.5 s before event group 2" in final["msg"]
-    assert final["last_successful"]["after"] != "d-AAAAAAAA1"
+    assert final["events"] == []  # nothing of group 2 ran; group 1's events were reported with its result
+    assert HostState(base["state_root"], "shop", "web").last_successful is None  # never recorded as succeeded
 
 
 def test_a_failed_group_ends_the_session_and_the_gate_reads_its_result(world):
@@ -173,11 +176,37 @@ def test_gate_commands_do_not_wait_for_an_engine_that_never_started_or_died(tmp_
     started = time.monotonic()
     assert gate(path, 0, start_limit=1) == (hs.NO_START, None)
     assert time.monotonic() - started < 10
-    os.makedirs(tmp_path / "dead")
+    dead_dir = tmp_path / "dead"
+    dead_dir.mkdir(mode=0o700)
     dead = subprocess.run(["/bin/sh", "-c", "echo $$"], capture_output=True, text=True, check=True).stdout.strip()
-    (tmp_path / "dead" / "pid").write_text(dead + "\n")
-    assert gate(str(tmp_path / "dead"), 1, "run") == (hs.GONE, None)
-    assert (tmp_path / "dead" / "go-1").read_text() == "run\n"
+    (dead_dir / "pid").write_text(dead + "\n")
+    assert gate(str(dead_dir), 1, "run") == (hs.GONE, None)
+    assert (dead_dir / "go-1").read_text() == "run\n"
+    # A live process under the pid, started at another time than the engine was: the engine is gone (pid reused).
+    (dead_dir / "pid").write_text(f"{os.getpid()} 1\n")
+    assert gate(str(dead_dir), 2, "run") == (hs.GONE, None)
+    (dead_dir / "pid").write_text(f"{os.getpid()} {process_start_ticks()}\n")
+    (dead_dir / "result-2.json").write_text('{"failed": false, "msg": "ok"}\n')
+    assert gate(str(dead_dir), 2) == ("result", {"failed": False, "msg": "ok"})
+
+
+def test_gate_commands_trust_only_a_sealed_directory(tmp_path):
+    """Anything but a 0700 directory of the command's own user (root on the hosts) is never read or written:
+    what someone else prepared there (a pid, a result) is not taken, and no word is written through a link."""
+    target = tmp_path / "target"
+    target.mkdir(mode=0o700)
+    for name, make in (("open", lambda p: p.mkdir(mode=0o755)), ("link", lambda p: p.symlink_to(target))):
+        forged = tmp_path / name
+        make(forged)
+        os.chmod(target, 0o700)
+        (forged / "pid").write_text(f"{os.getpid()}\n")
+        (forged / "result-1.json").write_text('{"failed": false, "msg": "forged"}\n')
+        assert gate(str(forged), 1, "run", start_limit=1) == (hs.NO_START, None), name
+        assert not (forged / "go-1").exists() and not (target / "go-1").exists()
+        touched = subprocess.run(["/bin/sh", "-c", hs.touch_command(str(forged))], capture_output=True, check=False)
+        assert touched.returncode == 0 and not (forged / "alive").exists()
+        for leftover in ("pid", "result-1.json"):
+            (forged / leftover).unlink()
 
 
 def test_read_gate_output_takes_the_marked_line_only():
@@ -256,12 +285,43 @@ def test_batch_sessions_continue_the_batch_and_abort_the_hosts_it_leaves(tmp_pat
     # web2 is still draining after the timeout: the batch goes on with web1 alone.
     main = sessions.results(1, ["web1"], "AfterBlockTraffic..BeforeAllowTraffic")
     assert list(main) == ["web1"] and not main["web1"]["failed"]
-    post = sessions.finish(2, ["web1"], "AfterAllowTraffic")
-    assert post["web1"]["last_successful"]["after"] == "d-AAAAAAAA1" and post["web1"]["session"]["ended"] == "completed"
+    post = sessions.results(2, ["web1"], "AfterAllowTraffic")
+    assert post["web1"]["last_successful"]["after"] == "d-AAAAAAAA1" and not post["web1"]["failed"]
     sessions.close("the batch is over")
+    assert sessions.finals["web1"]["session"]["ended"] == "completed"
     assert sessions.finals["web2"]["session"] == dict(sessions.finals["web2"]["session"], ended="abort",
                                                       reason="the batch is over")
     assert not sessions.finals["web2"].get("failed")
     assert (tmp_path / "web1" / "www" / "index.html").exists() and not (tmp_path / "web2" / "www").exists()
     # Nothing waits any more: every gate command and every module ended.
     assert all(f.done() for f in sessions.futures.values())
+
+
+def test_a_session_that_starts_late_is_waited_for_not_given_up(tmp_path):
+    """An engine that takes longer than the gate command's start limit to start (a long push, a slow host) is
+    asked again while its call runs: the word is said once it is there, and the batch gets its results."""
+    trace = tmp_path / "trace.log"
+
+    class SlowStart(LocalCaller):
+        def submit(self, module, args_by_host):
+            from concurrent.futures import ThreadPoolExecutor
+
+            pool = ThreadPoolExecutor(max_workers=len(args_by_host))
+            futures = {h: pool.submit(lambda a=a, h=h: (time.sleep(3), module_result(start_module(self.tmp_path, a, h)))[1])
+                       for h, a in args_by_host.items()}
+            pool.shutdown(wait=False)
+            return futures
+
+    caller = SlowStart(tmp_path)
+    base = {"application": "shop", "deployment_group": "web", "state_root": str(tmp_path / "web1")}
+    args = {"web1": dict(session_args(base, str(tmp_path / "www"), "d-AAAAAAAA1",
+                                      make_bundle(tmp_path / "v1.tgz", "v1", trace), "b1-s-0"), failure_handled=True)}
+    sessions = hs.BatchSessions(caller, "rollwright.deploy.host_lifecycle", args,
+                                {"web1": path_of(base, "d-AAAAAAAA1", "b1-s-0")}, start_limit=1)
+    sessions.start()
+    main = sessions.results(1, ["web1"])  # said before the engine exists: asked again until it is there
+    assert not main["web1"]["failed"] and [e["name"] for e in main["web1"]["events"]] == MAIN
+    assert len(caller.raw_calls) >= 2  # at least one NOSTART, then the word and the result
+    assert not sessions.results(2, ["web1"])["web1"]["failed"]
+    sessions.close("the batch is over")
+    assert sessions.finals["web1"]["session"]["ended"] == "completed"

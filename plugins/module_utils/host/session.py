@@ -11,7 +11,7 @@ on the host, which a cheap shell command (no Python) writes and reads. See docs/
 
 The directory, ``<deployment dir>/sessions/<name>`` (0700, root's), holds:
 
-* ``pid``: the engine's process id (the controller's command stops waiting when it is gone);
+* ``pid``: the engine's process id and start time (the controller's command stops waiting when it is gone);
 * ``result-N.json``: group N's result, as the module would have returned it;
 * ``go-N``: the controller's word for group N: ``run``, or ``abort <reason>``;
 * ``alive``: touched by the controller every KEEPALIVE_EVERY seconds while the engine waits;
@@ -41,6 +41,16 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 RUN, ABORT, EXPIRED = "run", "abort", "expired"
 # The gate is polled quickly at first (the controller's word usually comes within seconds), then gently.
 _FAST_POLL, _SLOW_POLL, _FAST_FOR = 0.01, 0.1, 5.0
+
+
+def process_start_ticks(pid: int | None = None) -> str:
+    """The process's start time in clock ticks since boot (field 22 of /proc/<pid>/stat), "" where /proc lacks it:
+    with the pid it tells the engine from a later process that got the same pid."""
+    try:
+        with open(f"/proc/{pid or os.getpid()}/stat", encoding="ascii", errors="replace") as handle:
+            return handle.read().rsplit(") ", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
 
 
 def validate_session_name(name) -> str:
@@ -97,7 +107,7 @@ class HostSession:
                              "already on this host (a session name is used once)") from None
         except _fs.UnsafePathError as exc:
             raise StateError(f"host state: {exc}") from None
-        self._write("pid", f"{os.getpid()}\n".encode())
+        self._write("pid", f"{os.getpid()} {process_start_ticks()}\n".encode())
 
     def publish(self, index: int, result: dict) -> None:
         """Group ``index``'s result, for the controller's command that waits for it (written atomically)."""
