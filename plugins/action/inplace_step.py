@@ -53,6 +53,8 @@ HOST_MODULE = "rollwright.deploy.host_lifecycle"
 # What the batch step returns of each host call (the rest, e.g. the module's invocation, stays out of the job log).
 HOST_RESULT_KEYS = ("changed", "failed", "lifecycle_failed", "unreachable", "skipped", "msg", "events")
 RESULT_VARS = {PRE_BLOCK: "_rollwright_r_pre_block", MAIN: "_rollwright_r_main", POST_ALLOW: "_rollwright_r_post_allow"}
+# Which event group of a host session each host call is (the first runs at once, the others at their gate).
+SESSION_GROUP = {PRE_BLOCK: 0, MAIN: 1, POST_ALLOW: 2}
 
 
 def context_forks() -> int:
@@ -271,44 +273,63 @@ class ActionModule(RollwrightAction):
         return caller.call(HOST_MODULE, {h: stage_args for h in hosts})
 
     def _deploy_batch(self, run: InPlaceRun, state: dict, args: dict, calls: dict, seconds: dict) -> dict:
+        """BeforeBlockTraffic, BlockTraffic, the main group, AllowTraffic, AfterAllowTraffic and the judgement of one
+        batch. Each group of host events is a module call per host, or a word to the host sessions of the batch."""
         common = self._host_args(state, args)
         with_lb = state["with_load_balancer"]
         options = state["options"]
         caller = self._host_caller(args)
         staged = set(state.get("staged") or [])
+        events = state["host_calls"]
+        pre_hosts = [h for h in state.get("pre_block_hosts", state["active"]) if h in state["active"]] \
+            if with_lb and events.get(PRE_BLOCK) else []
+        sessions = None
         if with_lb and args.get("host_sessions", True) and self._sessions_apply(state, common, caller):
-            return self._deploy_batch_in_sessions(run, state, common, caller, calls, seconds)
+            run.guard()  # no host is called once the controller is gone
+            sessions = self._sessions(state, common, caller, pre_hosts)
 
-        def call(name: str, hosts: list, **extra) -> dict:
+        def call(name: str, hosts: list) -> dict:
             if not hosts:
                 return {}
             run.guard()  # no host is called once the controller is gone
-            per_host = {h: dict(common, events=state["host_calls"][name], **extra) for h in hosts}
-            if name == MAIN:
-                for host, host_args in per_host.items():
-                    # A host whose revision was staged installs from that copy: nothing to transfer.
-                    host_args.update({"bundle_transfer": "push"} if host in staged
-                                     else {"src": state["revision"]["path"]})
             with timed(seconds, name):
-                results = caller.call(HOST_MODULE, per_host)
+                if sessions is not None:
+                    label = events[name][0] if len(events[name]) == 1 else f"{events[name][0]}..{events[name][-1]}"
+                    results = sessions.results(SESSION_GROUP[name], hosts, label)
+                else:
+                    per_host = {h: dict(common, events=events[name], complete=name == POST_ALLOW or not with_lb)
+                                for h in hosts}
+                    if name == MAIN:
+                        for host, host_args in per_host.items():
+                            # A host whose revision was staged installs from that copy: nothing to transfer.
+                            host_args.update({"bundle_transfer": "push"} if host in staged
+                                             else {"src": state["revision"]["path"]})
+                    results = caller.call(HOST_MODULE, per_host)
             calls[name] = {h: {k: r[k] for k in HOST_RESULT_KEYS if k in (r or {})} for h, r in results.items()}
             return results
 
-        if with_lb:
-            pre_block = call(PRE_BLOCK, state.get("pre_block_hosts", state["active"])) if state["host_calls"].get(PRE_BLOCK) else {}
-            with timed(seconds, "block"):
-                state = run.block(state, pre_block, drain_timeout=options.get("drain_timeout"))
-            if state.get("done"):
-                return state
-        results = call(MAIN, state["active"], complete=not with_lb)
-        if with_lb:
-            with timed(seconds, "allow"):
-                state = run.allow(state, results, healthy_timeout=options.get("healthy_timeout"))
-            if state.get("done"):
-                return state
-            results = call(POST_ALLOW, state["active"], complete=True)
-        with timed(seconds, "judge"):
-            return run.close_batch(state, results)
+        reason = "the controller stopped the batch"
+        try:
+            if with_lb:
+                pre_block = call(PRE_BLOCK, pre_hosts)
+                with timed(seconds, "block"):
+                    state = run.block(state, pre_block, drain_timeout=options.get("drain_timeout"))
+                if state.get("done"):
+                    return state
+            results = call(MAIN, state["active"])
+            if with_lb:
+                with timed(seconds, "allow"):
+                    state = run.allow(state, results, healthy_timeout=options.get("healthy_timeout"))
+                if state.get("done"):
+                    return state
+                results = call(POST_ALLOW, state["active"])
+            reason = "the batch is over"
+            with timed(seconds, "judge"):
+                return run.close_batch(state, results)
+        finally:
+            if sessions is not None:
+                # Hosts the batch left behind (failed, still draining, or the deployment stopped) run nothing more.
+                sessions.close(reason)
 
     def _sessions_apply(self, state: dict, common: dict, caller: HostCaller) -> bool:
         """Whether this batch runs in host sessions (docs/inplace.md, Host sessions): at most forks hosts, each
@@ -329,19 +350,16 @@ class ActionModule(RollwrightAction):
         root = str(common.get("state_root") or DEFAULT_STATE_ROOT)
         return root if os.path.isabs(root) and "$" not in root and "~" not in root else None
 
-    def _deploy_batch_in_sessions(self, run: InPlaceRun, state: dict, common: dict, caller: HostCaller, calls: dict,
-                                  seconds: dict) -> dict:
-        """The batch behind a load balancer with one host session per host: the host engine starts once per host,
-        runs BeforeBlockTraffic where it is due, and waits at a gate for each next group (see host_session.py)."""
+    def _sessions(self, state: dict, common: dict, caller: HostCaller, pre_hosts: list) -> BatchSessions:
+        """The batch's host sessions, started: on each host the engine runs BeforeBlockTraffic where it is due (an
+        empty first group elsewhere) and waits at a gate before the main group and before AfterAllowTraffic."""
         events = state["host_calls"]
-        hosts = list(state["active"])
-        pre_hosts = [h for h in state.get("pre_block_hosts", hosts) if h in hosts] if events.get(PRE_BLOCK) else []
         staged = set(state.get("staged") or [])
         batch_name = f"b{state['batch_number']}-{secrets.token_hex(6)}"
         host_state = HostState(self._session_state_root(common), str(common["application"]),
                                str(common["deployment_group"]))
         per_host, paths = {}, {}
-        for number, host in enumerate(hosts):
+        for number, host in enumerate(state["active"]):
             name = f"{batch_name}-{number}"  # one per host: two inventory names of one machine never share it
             host_args = dict(common, events=events[PRE_BLOCK] if host in pre_hosts else [], session={
                 "name": name, "groups": [{"events": events[MAIN]}, {"events": events[POST_ALLOW], "complete": True}]})
@@ -350,38 +368,8 @@ class ActionModule(RollwrightAction):
             per_host[host] = host_args
             paths[host] = session_dir(host_state, state["deployment_id"], name)
         sessions = BatchSessions(caller, HOST_MODULE, per_host, paths, progress=_progress)
-
-        def keep(call: str, results: dict) -> dict:
-            calls[call] = {h: {k: r[k] for k in HOST_RESULT_KEYS if k in (r or {})} for h, r in results.items()}
-            return results
-
-        options = state["options"]
-        run.guard()  # no host is called once the controller is gone
         sessions.start()
-        reason = "the controller stopped the batch"
-        try:
-            with timed(seconds, PRE_BLOCK):
-                pre_block = keep(PRE_BLOCK, sessions.results(0, pre_hosts, "BeforeBlockTraffic")) if pre_hosts else {}
-            with timed(seconds, "block"):
-                state = run.block(state, pre_block, drain_timeout=options.get("drain_timeout"))
-            if state.get("done"):
-                return state
-            run.guard()
-            with timed(seconds, MAIN):
-                main = keep(MAIN, sessions.results(1, state["active"], f"{events[MAIN][0]}..{events[MAIN][-1]}"))
-            with timed(seconds, "allow"):
-                state = run.allow(state, main, healthy_timeout=options.get("healthy_timeout"))
-            if state.get("done"):
-                return state
-            run.guard()
-            with timed(seconds, POST_ALLOW):
-                post_allow = keep(POST_ALLOW, sessions.results(2, state["active"], "AfterAllowTraffic"))
-            reason = "the batch is over"
-            with timed(seconds, "judge"):
-                return run.close_batch(state, post_allow)
-        finally:
-            # Hosts the batch left behind (failed, still draining, or the deployment stopped) run nothing more.
-            sessions.close(reason)
+        return sessions
 
     def _dry_run_hosts(self, state: dict, task_vars: dict, results_var: str | None) -> dict:
         """A dry run's plan with what each host reported in check mode (events, scripts, and with diff the files)."""
