@@ -246,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--configs", default="one,half", help="comma-separated: one (OneAtATime / serial 1), half")
     parser.add_argument("--stage", choices=("on", "off", "default"), default="default",
                         help="rollwright_stage for rollwright's runs (default: the role's default)")
+    parser.add_argument("--sessions", choices=("on", "off", "default"), default="default",
+                        help="rollwright_host_sessions for rollwright's runs (default: the role's default)")
     parser.add_argument("--tools", default="rollwright,peer", help="comma-separated: rollwright, peer")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args(argv)
@@ -299,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
                 with OutOfService(world.client("elbv2"), arn) as oos:
                     if tool == "rollwright":
                         stage = {} if args.stage == "default" else {"rollwright_stage": args.stage == "on"}
+                        if args.sessions != "default":
+                            stage["rollwright_host_sessions"] = args.sessions == "on"
                         deploy_vars = {
                             "rollwright_hosts": "fleet", "rollwright_application": "bench", "rollwright_deployment_group": "fleet",
                             "rollwright_revision": str(bundle), "rollwright_deployment_config": config,
