@@ -50,6 +50,7 @@ DRY_RUN_RESULT_VAR = "_rollwright_r_dry_run"
 STAGE_RESULT_VAR = "_rollwright_r_stage"
 HOST_INFO_VAR = "_rollwright_host_info"
 HOST_MODULE = "rollwright.deploy.host_lifecycle"
+HOST_INFO_MODULE = "rollwright.deploy.host_deployment_info"
 # What the batch step returns of each host call (the rest, e.g. the module's invocation, stays out of the job log).
 HOST_RESULT_KEYS = ("changed", "failed", "lifecycle_failed", "unreachable", "skipped", "msg", "events")
 RESULT_VARS = {PRE_BLOCK: "_rollwright_r_pre_block", MAIN: "_rollwright_r_main", POST_ALLOW: "_rollwright_r_post_allow"}
@@ -255,6 +256,18 @@ class ActionModule(RollwrightAction):
                 state = run.plan(state, {}, within=[])  # judged already: finishes when no host waits
         return state
 
+    def _host_states(self, args: dict, task_vars: dict, hosts: list) -> dict:
+        """Each host's deployment state (host_deployment_info): read now from this task, on every host in parallel,
+        when the task gives ``host_args``; else the results a task registered (``host_results``). A host that cannot
+        be read counts as unhealthy (deployed first) and is called for BeforeBlockTraffic."""
+        host_args = args.get("host_args")
+        if host_args is None:
+            return self._host_results(task_vars, hosts, args.get("host_results") or HOST_INFO_VAR)
+        read = {k: host_args[k] for k in ("application", "deployment_group", "state_root") if host_args.get(k)}
+        read.setdefault("application", args.get("application"))
+        read.setdefault("deployment_group", args.get("deployment_group") or args.get("application"))
+        return self._host_caller(args).call(HOST_INFO_MODULE, {h: read for h in hosts})
+
     @staticmethod
     def _host_args(state: dict, args: dict) -> dict:
         """What every host call of this deployment passes (the task's host_args and the deployment's identity)."""
@@ -442,7 +455,7 @@ class ActionModule(RollwrightAction):
         # HAProxy servers are named by inventory hostname; the engine addresses hosts by lb id.
         lb_config = haproxy_servers_by_lb_id(lb_config, targets)
         host_states = {}
-        for host, info in self._host_results(task_vars, hosts, args.get("host_results") or HOST_INFO_VAR).items():
+        for host, info in self._host_states(args, task_vars, hosts).items():
             host_states[host] = None if (not info or info.get("unreachable") or info.get("failed")) else info
         cache_dir = os.path.expanduser(args.get("cache_dir") or "~/.cache/rollwright/bundles")
         trigger = args.get("trigger") or None

@@ -116,6 +116,11 @@ options:
       - C(batch) and C(staged) - the options of M(rollwright.deploy.host_lifecycle) every host call takes (application,
         deployment group, state root, hook options, C(bundle_transfer), C(presign)); the step adds the deployment, the
         revision, the events and where the bundle comes from.
+      - C(start) and C(rollback) - the step reads each host's deployment state itself, with
+        M(rollwright.deploy.host_deployment_info) on every host in parallel (at most O(forks) at once), taking its
+        C(application), C(deployment_group) and C(state_root) from here (the first two default to the step's own);
+        without O(host_args), O(host_results) names the results of such a task. A rollback reads the hosts as they
+        are then, after the deployment it rolls back.
     type: dict
   last:
     description: C(batch) - the last planned batch; after it the deployment is judged (and finished when no host waits).
