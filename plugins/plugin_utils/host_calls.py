@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import inspect
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Optional
 
@@ -26,6 +27,28 @@ from ansible.errors import AnsibleActionFail
 # its result (unreachable and failed included) comes back to the caller instead of failing a play host.
 HOST_TASK = {"delegate_to": None, "delegate_facts": False, "run_once": False, "register": None, "loop": None,
              "when": [], "ignore_errors": True, "ignore_unreachable": True}
+
+
+# Ansible's plugin loader is not thread-safe on a plugin's first load: a second thread can find the plugin's Python
+# module registered but not yet executed ("module 'ansible.plugins.action.normal' has no attribute 'ActionModule'").
+# So what the calls' threads will load is loaded first, once per process, in the calling thread.
+_PRELOAD_LOCK = threading.Lock()
+_PRELOADED: set[tuple[str, str]] = set()
+
+
+def _preload(kind: str, name: str) -> None:
+    from ansible.plugins import loader
+
+    with _PRELOAD_LOCK:
+        if (kind, name) in _PRELOADED:
+            return
+        plugin_loader = {"action": loader.action_loader, "connection": loader.connection_loader,
+                         "shell": loader.shell_loader, "become": loader.become_loader}[kind]
+        try:
+            plugin_loader.get(name, class_only=True)
+        except Exception:  # pylint: disable=broad-except  # a plugin that cannot load fails the host call itself
+            pass
+        _PRELOADED.add((kind, name))
 
 
 def _worker():
@@ -95,6 +118,30 @@ class HostCaller:
         value = self._vars[name].get("ansible_connection") or self.play.connection or C.DEFAULT_TRANSPORT
         return None if not isinstance(value, str) or "{{" in value or "{%" in value else value
 
+    def _preload_for(self, module: str, names: list[str]) -> None:
+        """Load, in this thread, the plugins the calls of ``module`` to ``names`` will load in theirs: the module's
+        action plugin (or the one every plain module runs through), and each host's connection, shell and become."""
+        from ansible import constants as C
+        from ansible.plugins import loader
+
+        found = loader.module_loader.find_plugin_with_context(module, collection_list=self.task.collections)
+        if found.resolved and found.action_plugin:
+            _preload("action", found.action_plugin)
+        elif loader.action_loader.has_plugin(module, collection_list=self.task.collections):
+            _preload("action", module)
+        else:
+            _preload("action", "ansible.legacy.normal")
+        for name in names:
+            connection = self.connection(name)
+            if connection:
+                _preload("connection", connection)
+            host_vars = self._vars.get(name) or {}
+            for kind, key, default in (("shell", "ansible_shell_type", "sh"),
+                                       ("become", "ansible_become_method", C.DEFAULT_BECOME_METHOD)):
+                value = host_vars.get(key) or default
+                if isinstance(value, str) and "{{" not in value:
+                    _preload(kind, value)
+
     def _call(self, name: str, module: str, args: dict) -> Optional[dict]:
         variables = self.current._variable_manager
         host = variables._inventory.get_host(name)
@@ -112,6 +159,7 @@ class HostCaller:
     def submit(self, module: str, args_by_host: dict[str, dict]) -> dict[str, Future]:
         """Start ``module`` on every host of ``args_by_host`` at once, each in a thread of its own, and return at
         once: each host's future result (a host session waits most of its time, so forks do not bound it)."""
+        self._preload_for(module, list(args_by_host))
         pool = ThreadPoolExecutor(max_workers=max(1, len(args_by_host)))
         try:
             return {name: pool.submit(contextvars.Context().run, self._call, name, module, args)
@@ -128,6 +176,7 @@ class HostCaller:
         if not args_by_host:
             return {}
         names = list(args_by_host)
+        self._preload_for(module, names)
         with ThreadPoolExecutor(max_workers=min(self.forks, len(names))) as pool:
             # Each call runs in a context of its own, as a worker's task does: Ansible keeps the running task and
             # the templating's access audit there (a copy of this one would share its mutable audit stack).
