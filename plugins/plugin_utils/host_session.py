@@ -256,7 +256,8 @@ class BatchSessions:
         ``wait`` seconds in all, for every session's end."""
         self._stop_keepalive.set()
         word = "abort " + " ".join(str(reason).split())[:300]
-        waiting = [h for h, f in self.futures.items() if not f.done()]
+        # A host past its last gate is only finishing its run (its module call returning): nothing to abort.
+        waiting = [h for h, f in self.futures.items() if not f.done() and self.next_gate[h] <= self.last_gate[h]]
         if waiting:
             self.caller.call(RAW, {h: raw_args(gate_command(
                 self.paths[h], self.next_gate[h], word, False, self.start_limit,

@@ -267,9 +267,22 @@ class LocalCaller:
         return out
 
 
+class LateReturn(LocalCaller):
+    """A module call that returns a while after its engine ended (the result still on its way back over SSH)."""
+
+    def submit(self, module, args_by_host):
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = ThreadPoolExecutor(max_workers=len(args_by_host))
+        futures = {h: pool.submit(lambda h=h, a=a: (module_result(start_module(self.tmp_path, a, name=h)), time.sleep(2))[0])
+                   for h, a in args_by_host.items()}
+        pool.shutdown(wait=False)
+        return futures
+
+
 def test_batch_sessions_continue_the_batch_and_abort_the_hosts_it_leaves(tmp_path):
     trace = tmp_path / "trace.log"
-    caller = LocalCaller(tmp_path)
+    caller = LateReturn(tmp_path)
     args, paths = {}, {}
     for host in ("web1", "web2"):
         base = {"application": "shop", "deployment_group": "web", "state_root": str(tmp_path / host)}
@@ -287,7 +300,11 @@ def test_batch_sessions_continue_the_batch_and_abort_the_hosts_it_leaves(tmp_pat
     assert list(main) == ["web1"] and not main["web1"]["failed"]
     post = sessions.results(2, ["web1"], "AfterAllowTraffic")
     assert post["web1"]["last_successful"]["after"] == "d-AAAAAAAA1" and not post["web1"]["failed"]
+    calls_before_close = len(caller.raw_calls)
     sessions.close("the batch is over")
+    # Only web2 is told to abort: web1 is past its last gate (its call may still be returning), no go-3 for it.
+    assert caller.raw_calls[calls_before_close:] == [["web2"]], caller.raw_calls
+    assert sorted(n for n in os.listdir(paths["web1"]) if n.startswith("go-")) == ["go-1", "go-2"]
     assert sessions.finals["web1"]["session"]["ended"] == "completed"
     assert sessions.finals["web2"]["session"] == dict(sessions.finals["web2"]["session"], ended="abort",
                                                       reason="the batch is over")
