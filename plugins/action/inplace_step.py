@@ -185,6 +185,8 @@ class ActionModule(RollwrightAction):
         if step in ("start", "rollback"):
             state = self._start(args, task_vars, clients, store, rollback=step == "rollback")
             if state.get("dry_run"):
+                if args.get("host_args") is not None:  # the step asks the hosts what they would run itself
+                    state = self._dry_run_hosts(state, self._read_dry_run(state, args))
                 return self._shape(result, state, changed=False)
             self._keep_lease(args, state)
         else:
@@ -192,7 +194,8 @@ class ActionModule(RollwrightAction):
             if not state.get("deployment_id"):
                 raise AnsibleActionFail("state: expected the deployment state returned by step=start")
             if state.get("dry_run"):
-                return self._shape(result, self._dry_run_hosts(state, task_vars, args["host_results"]), changed=False)
+                results = self._host_results(task_vars, state.get("hosts") or [], args["host_results"] or DRY_RUN_RESULT_VAR)
+                return self._shape(result, self._dry_run_hosts(state, results), changed=False)
             if self.check_mode:
                 raise AnsibleActionFail(f"step={step} in check mode takes the dry-run state of step=start run in "
                                         "check mode; with a real deployment's state it would change it")
@@ -384,12 +387,29 @@ class ActionModule(RollwrightAction):
         sessions.start()
         return sessions
 
-    def _dry_run_hosts(self, state: dict, task_vars: dict, results_var: str | None) -> dict:
+    def _read_dry_run(self, state: dict, args: dict) -> dict:
+        """What each host of a dry run would run, asked from this task (check mode: nothing runs or changes there):
+        each group of host events is a call to every host at once; a host's results are gathered as a loop's."""
+        common = dict(args.get("host_args") or {}, application=args["application"],
+                      deployment_group=args.get("deployment_group") or args["application"], deployment_id=state["deployment_id"],
+                      appspec=state["appspec"], revision=state["host_revision"], src=state["revision"]["path"])
+        caller = self._host_caller(args)
+        hosts = list(state.get("hosts") or [])
+        gathered: dict[str, list] = {h: [] for h in hosts}
+        for events in (state.get("host_calls") or {}).values():
+            for host, host_result in caller.call(HOST_MODULE, {h: dict(common, events=events) for h in hosts}).items():
+                gathered[host].append(host_result or {"failed": True, "msg": "no result"})
+        results = {}
+        for host, items in gathered.items():
+            lost = next((r for r in items if r.get("unreachable")), None)  # a host not reached was not read
+            results[host] = lost or {"results": items, "failed": any(r.get("failed") for r in items)}
+        return results
+
+    def _dry_run_hosts(self, state: dict, results: dict) -> dict:
         """A dry run's plan with what each host reported in check mode (events, scripts, and with diff the files)."""
         from ansible_collections.rollwright.deploy.plugins.module_utils.deployments.dry_run import format_host_plans
 
         state = dict(state)
-        results = self._host_results(task_vars, state.get("hosts") or [], results_var or DRY_RUN_RESULT_VAR)
         if any(results.values()) and "per host" not in state["summary_text"]:
             state["summary_text"] += "\n" + format_host_plans(results, diff=self.diff_mode)
             state["host_plans"] = {h: (r or {}).get("plan") for h, r in results.items()}

@@ -121,6 +121,10 @@ options:
         C(application), C(deployment_group) and C(state_root) from here (the first two default to the step's own);
         without O(host_args), O(host_results) names the results of such a task. A rollback reads the hosts as they
         are then, after the deployment it rolls back.
+      - C(start) and C(rollback) in check mode - with O(host_args) the step also asks every host what it would run,
+        with M(rollwright.deploy.host_lifecycle) in check mode (its other options, such as C(file_exists_behavior), from
+        here), and adds each host's events and scripts (and with C(--diff) its file changes) to the plan; without it,
+        C(plan) adds those of a task whose results O(host_results) names.
     type: dict
   last:
     description: C(batch) - the last planned batch; after it the deployment is judged (and finished when no host waits).
