@@ -139,7 +139,7 @@ def test_a_gate_expires_without_a_sign_of_life_and_alive_keeps_it_open(world):
     path = path_of(base, "d-AAAAAAAA1", "b1-q")
     assert gate(path, 0)[0] == "result"
     # The controller is alive: it touches `alive` while it works, for longer than the gate's timeout.
-    for _ in range(8):
+    for _beat in range(8):
         time.sleep(0.4)
         with open(os.path.join(path, "alive"), "a"):
             pass
