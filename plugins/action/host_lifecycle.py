@@ -18,9 +18,6 @@ with ``lifecycle_failed`` (not as a failed task): the deployment records and jud
 from __future__ import annotations
 
 import os
-import posixpath
-import re
-import shlex
 import threading
 import time
 
@@ -32,12 +29,16 @@ from ansible.utils.display import Display
 display = Display()
 
 from ansible_collections.rollwright.deploy.plugins.module_utils.host.state import DEFAULT_STATE_ROOT
-from ansible_collections.rollwright.deploy.plugins.plugin_utils.host_session import handled_failure
+from ansible_collections.rollwright.deploy.plugins.plugin_utils.host_session import (
+    handled_failure,
+    running_script,
+    scripts_log_path,
+    tail_command,
+)
 from ansible_collections.rollwright.deploy.plugins.plugin_utils.step_action import documented_spec
 
 MODULE = "rollwright.deploy.host_lifecycle"
 _EXTENSIONS = (".tar.gz", ".tgz", ".zip", ".tar")
-_SCRIPT_LINE = re.compile(r"^\S+ \[(?P<event>\w+)\] Script - (?P<script>.+?)(?P<end>: .+ \([\d.]+ s\))?$")
 _PROGRESS_EVERY = 10.0
 
 
@@ -47,15 +48,6 @@ def _remote_name(src: str) -> str:
         if lower.endswith(ext):
             return "bundle" + ext
     return "bundle"
-
-
-def running_script(log_tail: str):
-    """(event, script) of the hook the log says is running, or None when the last script has ended."""
-    for line in reversed([x for x in log_tail.splitlines() if x.strip()]):
-        match = _SCRIPT_LINE.match(line.strip())
-        if match:
-            return None if match.group("end") else (match.group("event"), match.group("script").split(" (runas")[0])
-    return None
 
 
 class _Progress:
@@ -84,7 +76,7 @@ class _Progress:
             elapsed = time.monotonic() - self.started
             what = "lifecycle events running"
             try:
-                out = self.action._low_level_execute_command(f"tail -n 20 {shlex.quote(self.log_path)} 2>/dev/null",
+                out = self.action._low_level_execute_command(tail_command(self.log_path),
                                                              sudoable=True)
                 current = running_script(to_text(out.get("stdout", "")))
                 if current:
@@ -188,6 +180,4 @@ class ActionModule(ActionBase):
 
     @staticmethod
     def _log_path(args: dict) -> str:
-        return posixpath.join(args.get("state_root") or DEFAULT_STATE_ROOT, str(args.get("application")),
-                              str(args.get("deployment_group")), "deployments", str(args.get("deployment_id")),
-                              "logs", "scripts.log")
+        return scripts_log_path(args, DEFAULT_STATE_ROOT)

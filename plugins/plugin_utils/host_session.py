@@ -14,6 +14,8 @@ start on the host; see plugins/module_utils/host/session.py for the files it rea
 from __future__ import annotations
 
 import json
+import posixpath
+import re
 import shlex
 import threading
 import time
@@ -32,6 +34,7 @@ RESULT_MARK = "RWS-RESULT:"
 # it has not started yet (no pid within START_LIMIT seconds of the command: asked again while its call runs).
 ENDED, GONE, NO_START, SENT = "RWS-ENDED", "RWS-GONE", "RWS-NOSTART", "RWS-SENT"
 START_LIMIT = 60
+PROGRESS_AFTER = 5.0  # a hook running longer than this gets a progress line (as host_lifecycle's progress_after)
 PROGRESS_EVERY = 10.0
 FINAL_WAIT = 60.0  # how long a stopped engine's own result may take to come back over its connection
 # Which connections keep a host's module run alive while other calls come and go on the same host: paramiko's
@@ -113,6 +116,30 @@ def gate_command(path: str, index: int, word: Optional[str], wait: bool, start_l
         f"printf '%s' {RESULT_MARK}; tr -d '\\n' < {result}; echo",
     ]
     return "\n".join(lines) + "\n"
+
+
+_SCRIPT_LINE = re.compile(r"^\S+ \[(?P<event>\w+)\] Script - (?P<script>.+?)(?P<end>: .+ \([\d.]+ s\))?$")
+
+
+def running_script(log_tail: str) -> Optional[tuple[str, str]]:
+    """(event, script) of the hook a deployment's scripts.log says is running, or None when the last one ended."""
+    for line in reversed([x for x in log_tail.splitlines() if x.strip()]):
+        match = _SCRIPT_LINE.match(line.strip())
+        if match:
+            return None if match.group("end") else (match.group("event"), match.group("script").split(" (runas")[0])
+    return None
+
+
+def scripts_log_path(args: dict, default_root: str) -> str:
+    """Where the host engine logs the scripts of the deployment ``args`` (host_lifecycle's options) names."""
+    return posixpath.join(args.get("state_root") or default_root, str(args.get("application")),
+                          str(args.get("deployment_group")), "deployments", str(args.get("deployment_id")),
+                          "logs", "scripts.log")
+
+
+def tail_command(path: str) -> str:
+    """The last lines of a host's scripts.log (nothing when it is not there yet)."""
+    return f"tail -n 20 {shlex.quote(path)} 2>/dev/null || true"
 
 
 def touch_command(path: str) -> str:
@@ -267,14 +294,25 @@ class BatchSessions:
             self.finals[host] = self._final(host, timeout=max(0.1, deadline - time.monotonic()))
 
     def _ticker(self, hosts: list[str], label: str):
-        return _Ticker(self.progress, hosts, label)
+        return _Ticker(self.progress, hosts, label, self._running_scripts)
+
+    def _running_scripts(self, hosts: list[str]) -> dict[str, Optional[tuple[str, str]]]:
+        """Each host's running hook (event, script), read from the tail of its scripts.log; None where none runs."""
+        from ansible_collections.rollwright.deploy.plugins.module_utils.host.state import DEFAULT_STATE_ROOT
+
+        raw = self.caller.call(RAW, {h: raw_args(tail_command(scripts_log_path(self.args_by_host[h], DEFAULT_STATE_ROOT)))
+                                     for h in hosts})
+        return {h: running_script(str((raw.get(h) or {}).get("stdout") or "")) for h in hosts}
 
 
 class _Ticker:
-    """Prints ``host(s): <label> running (N s)`` every PROGRESS_EVERY seconds while a gate waits."""
+    """While a gate waits: after PROGRESS_AFTER seconds, then every PROGRESS_EVERY seconds, prints
+    ``host: EVENT script running (N s)`` for each host with a hook running (read from its scripts.log), or
+    ``host(s): <label> running (N s)`` when no script is seen."""
 
-    def __init__(self, progress: Optional[Callable[[str], None]], hosts: list[str], label: str) -> None:
-        self.progress, self.hosts, self.label = progress, hosts, label
+    def __init__(self, progress: Optional[Callable[[str], None]], hosts: list[str], label: str,
+                 read: Optional[Callable[[list[str]], dict]] = None) -> None:
+        self.progress, self.hosts, self.label, self.read = progress, hosts, label, read
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.started = time.monotonic()
@@ -288,6 +326,20 @@ class _Ticker:
         self.done.set()
 
     def _run(self) -> None:
-        while not self.done.wait(PROGRESS_EVERY):
-            shown = ", ".join(self.hosts[:5]) + (f" and {len(self.hosts) - 5} more" if len(self.hosts) > 5 else "")
-            self.progress(f"{shown}: {self.label} running ({int(time.monotonic() - self.started)} s)")
+        wait = PROGRESS_AFTER
+        while not self.done.wait(wait):
+            wait = PROGRESS_EVERY
+            running: dict = {}
+            if self.read is not None:
+                try:
+                    running = {h: r for h, r in self.read(self.hosts).items() if r}
+                except Exception:  # pylint: disable=broad-except  # progress is best effort; the batch goes on
+                    running = {}
+            if self.done.is_set() or self.progress is None:
+                return
+            elapsed = int(time.monotonic() - self.started)
+            for host, (event, script) in running.items():
+                self.progress(f"{host}: {event} {script} running ({elapsed} s)")
+            if not running:
+                shown = ", ".join(self.hosts[:5]) + (f" and {len(self.hosts) - 5} more" if len(self.hosts) > 5 else "")
+                self.progress(f"{shown}: {self.label} running ({elapsed} s)")

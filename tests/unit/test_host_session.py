@@ -7,6 +7,7 @@ controller's gate commands run with /bin/sh, as the batch step runs them through
 from __future__ import annotations
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -342,3 +343,35 @@ def test_a_session_that_starts_late_is_waited_for_not_given_up(tmp_path):
     assert not sessions.results(2, ["web1"])["web1"]["failed"]
     sessions.close("the batch is over")
     assert sessions.finals["web1"]["session"]["ended"] == "completed"
+
+
+def test_a_long_hook_in_a_session_gets_a_progress_line_naming_its_script(tmp_path, monkeypatch):
+    """As with a module call per group: a hook running longer than PROGRESS_AFTER is named, with its event, read
+    from the deployment's scripts.log on the host while the gate waits."""
+    import io
+    import tarfile
+
+    monkeypatch.setattr(hs, "PROGRESS_AFTER", 0.5)
+    bundle = tmp_path / "slow.tgz"
+    files = {"appspec.yml": "version: 0.0\nos: linux\n", "site/index.html": "<h1>v1</h1>\n",
+             "scripts/hook.sh": "#!/bin/sh\n[ \"$LIFECYCLE_EVENT\" = BeforeInstall ] && sleep 2\nexit 0\n",
+             "scripts/stop.sh": "#!/bin/sh\nexit 0\n"}
+    with tarfile.open(bundle, "w:gz") as tar:
+        for name, content in files.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(content.encode()), 0o755 if name.startswith("scripts/") else 0o644
+            tar.addfile(info, io.BytesIO(content.encode()))
+    caller = LocalCaller(tmp_path)
+    base = {"application": "shop", "deployment_group": "web", "state_root": str(tmp_path / "web1")}
+    args = {"web1": dict(session_args(base, str(tmp_path / "www"), "d-AAAAAAAA1", str(bundle), "b1-p-0"),
+                         failure_handled=True)}
+    lines = []
+    sessions = hs.BatchSessions(caller, "rollwright.deploy.host_lifecycle", args,
+                                {"web1": path_of(base, "d-AAAAAAAA1", "b1-p-0")}, progress=lines.append)
+    sessions.start()
+    sessions.results(0, ["web1"], "BeforeBlockTraffic")
+    assert not sessions.results(1, ["web1"], "AfterBlockTraffic..BeforeAllowTraffic")["web1"]["failed"]
+    sessions.results(2, ["web1"], "AfterAllowTraffic")
+    sessions.close("the batch is over")
+    assert any(re.fullmatch(r"web1: BeforeInstall scripts/hook\.sh running \(\d+ s\)", line) for line in lines), lines
+    assert not any("AfterBlockTraffic..BeforeAllowTraffic" in line for line in lines), lines  # the script, not the group
