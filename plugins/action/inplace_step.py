@@ -266,10 +266,23 @@ class ActionModule(RollwrightAction):
         host_args = args.get("host_args")
         if host_args is None:
             return self._host_results(task_vars, hosts, args.get("host_results") or HOST_INFO_VAR)
-        read = {k: host_args[k] for k in ("application", "deployment_group", "state_root") if host_args.get(k)}
-        read.setdefault("application", args.get("application"))
-        read.setdefault("deployment_group", args.get("deployment_group") or args.get("application"))
+        read = self._read_identity(args)
+        if host_args.get("state_root"):
+            read["state_root"] = host_args["state_root"]
         return self._host_caller(args).call(HOST_INFO_MODULE, {h: read for h in hosts})
+
+    @staticmethod
+    def _bundle_source(state: dict, host: str) -> dict:
+        """Where a batch host installs the revision from: a host whose revision was staged installs from that copy
+        (nothing to transfer); any other gets the bundle with its call."""
+        return {"bundle_transfer": "push"} if host in (state.get("staged") or []) else {"src": state["revision"]["path"]}
+
+    @staticmethod
+    def _read_identity(args: dict) -> dict:
+        """The application and deployment group a host read names: the task's host_args, else the step's own."""
+        host_args = args.get("host_args") or {}
+        return {"application": host_args.get("application") or args.get("application"),
+                "deployment_group": host_args.get("deployment_group") or args.get("deployment_group") or args.get("application")}
 
     @staticmethod
     def _host_args(state: dict, args: dict) -> dict:
@@ -295,7 +308,6 @@ class ActionModule(RollwrightAction):
         with_lb = state["with_load_balancer"]
         options = state["options"]
         caller = self._host_caller(args)
-        staged = set(state.get("staged") or [])
         events = state["host_calls"]
         pre_hosts = [h for h in state.get("pre_block_hosts", state["active"]) if h in state["active"]] \
             if with_lb and events.get(PRE_BLOCK) else []
@@ -317,9 +329,7 @@ class ActionModule(RollwrightAction):
                                 for h in hosts}
                     if name == MAIN:
                         for host, host_args in per_host.items():
-                            # A host whose revision was staged installs from that copy: nothing to transfer.
-                            host_args.update({"bundle_transfer": "push"} if host in staged
-                                             else {"src": state["revision"]["path"]})
+                            host_args.update(self._bundle_source(state, host))
                     results = caller.call(HOST_MODULE, per_host)
             calls[name] = {h: {k: r[k] for k in HOST_RESULT_KEYS if k in (r or {})} for h, r in results.items()}
             return results
@@ -370,7 +380,6 @@ class ActionModule(RollwrightAction):
         """The batch's host sessions, started: on each host the engine runs BeforeBlockTraffic where it is due (an
         empty first group elsewhere) and waits at a gate before the main group and before AfterAllowTraffic."""
         events = state["host_calls"]
-        staged = set(state.get("staged") or [])
         batch_name = f"b{state['batch_number']}-{secrets.token_hex(6)}"
         host_state = HostState(self._session_state_root(common), str(common["application"]),
                                str(common["deployment_group"]))
@@ -379,8 +388,7 @@ class ActionModule(RollwrightAction):
             name = f"{batch_name}-{number}"  # one per host: two inventory names of one machine never share it
             host_args = dict(common, events=events[PRE_BLOCK] if host in pre_hosts else [], session={
                 "name": name, "groups": [{"events": events[MAIN]}, {"events": events[POST_ALLOW], "complete": True}]})
-            # A host whose revision was staged installs from that copy: nothing to transfer.
-            host_args.update({"bundle_transfer": "push"} if host in staged else {"src": state["revision"]["path"]})
+            host_args.update(self._bundle_source(state, host))
             per_host[host] = host_args
             paths[host] = session_dir(host_state, state["deployment_id"], name)
         sessions = BatchSessions(caller, HOST_MODULE, per_host, paths, progress=_progress)
@@ -390,8 +398,7 @@ class ActionModule(RollwrightAction):
     def _read_dry_run(self, state: dict, args: dict) -> dict:
         """What each host of a dry run would run, asked from this task (check mode: nothing runs or changes there):
         each group of host events is a call to every host at once; a host's results are gathered as a loop's."""
-        common = dict(args.get("host_args") or {}, application=args["application"],
-                      deployment_group=args.get("deployment_group") or args["application"], deployment_id=state["deployment_id"],
+        common = dict(args.get("host_args") or {}, **self._read_identity(args), deployment_id=state["deployment_id"],
                       appspec=state["appspec"], revision=state["host_revision"], src=state["revision"]["path"])
         caller = self._host_caller(args)
         hosts = list(state.get("hosts") or [])

@@ -26,6 +26,7 @@ from typing import Callable, Optional
 from ansible_collections.rollwright.deploy.plugins.module_utils.host.session import (
     ALIVE, KEEPALIVE_EVERY, gate_name, result_name,
 )
+from ansible_collections.rollwright.deploy.plugins.module_utils.host.state import DEFAULT_STATE_ROOT
 from ansible_collections.rollwright.deploy.plugins.plugin_utils.host_calls import HostCaller
 
 RAW = "ansible.builtin.raw"
@@ -298,8 +299,6 @@ class BatchSessions:
 
     def _running_scripts(self, hosts: list[str]) -> dict[str, Optional[tuple[str, str]]]:
         """Each host's running hook (event, script), read from the tail of its scripts.log; None where none runs."""
-        from ansible_collections.rollwright.deploy.plugins.module_utils.host.state import DEFAULT_STATE_ROOT
-
         raw = self.caller.call(RAW, {h: raw_args(tail_command(scripts_log_path(self.args_by_host[h], DEFAULT_STATE_ROOT)))
                                      for h in hosts})
         return {h: running_script(str((raw.get(h) or {}).get("stdout") or "")) for h in hosts}

@@ -244,16 +244,23 @@ class LocalCaller:
 
     forks = 10
 
-    def __init__(self, tmp_path):
+    def __init__(self, tmp_path, start_delay=0.0, return_delay=0.0):
         self.tmp_path = tmp_path
         self.raw_calls = []
+        # a slow start (a long push, a slow host) and a result that comes back late (still on its way over SSH)
+        self.start_delay, self.return_delay = start_delay, return_delay
+
+    def _run_module(self, host, args):
+        time.sleep(self.start_delay)
+        result = module_result(start_module(self.tmp_path, args, name=host))
+        time.sleep(self.return_delay)
+        return result
 
     def submit(self, module, args_by_host):
         from concurrent.futures import ThreadPoolExecutor
 
         pool = ThreadPoolExecutor(max_workers=len(args_by_host))
-        futures = {h: pool.submit(lambda h=h, a=a: module_result(start_module(self.tmp_path, a, name=h)))
-                   for h, a in args_by_host.items()}
+        futures = {h: pool.submit(self._run_module, h, a) for h, a in args_by_host.items()}
         pool.shutdown(wait=False)
         return futures
 
@@ -268,22 +275,9 @@ class LocalCaller:
         return out
 
 
-class LateReturn(LocalCaller):
-    """A module call that returns a while after its engine ended (the result still on its way back over SSH)."""
-
-    def submit(self, module, args_by_host):
-        from concurrent.futures import ThreadPoolExecutor
-
-        pool = ThreadPoolExecutor(max_workers=len(args_by_host))
-        futures = {h: pool.submit(lambda h=h, a=a: (module_result(start_module(self.tmp_path, a, name=h)), time.sleep(2))[0])
-                   for h, a in args_by_host.items()}
-        pool.shutdown(wait=False)
-        return futures
-
-
 def test_batch_sessions_continue_the_batch_and_abort_the_hosts_it_leaves(tmp_path):
     trace = tmp_path / "trace.log"
-    caller = LateReturn(tmp_path)
+    caller = LocalCaller(tmp_path, return_delay=2)  # web1's call still returning when the batch closes
     args, paths = {}, {}
     for host in ("web1", "web2"):
         base = {"application": "shop", "deployment_group": "web", "state_root": str(tmp_path / host)}
@@ -319,18 +313,7 @@ def test_a_session_that_starts_late_is_waited_for_not_given_up(tmp_path):
     """An engine that takes longer than the gate command's start limit to start (a long push, a slow host) is
     asked again while its call runs: the word is said once it is there, and the batch gets its results."""
     trace = tmp_path / "trace.log"
-
-    class SlowStart(LocalCaller):
-        def submit(self, module, args_by_host):
-            from concurrent.futures import ThreadPoolExecutor
-
-            pool = ThreadPoolExecutor(max_workers=len(args_by_host))
-            futures = {h: pool.submit(lambda a=a, h=h: (time.sleep(3), module_result(start_module(self.tmp_path, a, h)))[1])
-                       for h, a in args_by_host.items()}
-            pool.shutdown(wait=False)
-            return futures
-
-    caller = SlowStart(tmp_path)
+    caller = LocalCaller(tmp_path, start_delay=3)
     base = {"application": "shop", "deployment_group": "web", "state_root": str(tmp_path / "web1")}
     args = {"web1": dict(session_args(base, str(tmp_path / "www"), "d-AAAAAAAA1",
                                       make_bundle(tmp_path / "v1.tgz", "v1", trace), "b1-s-0"), failure_handled=True)}
