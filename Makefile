@@ -15,6 +15,10 @@ export ANSIBLE_HOST_KEY_CHECKING := False
 # Bytecode caches go to one directory outside the source tree (none beside the collection's files,
 # which the sanity tree and the built collection must not carry); the venv's are compiled there at install.
 export PYTHONPYCACHEPREFIX := $(CURDIR)/build/pycache
+# With a cache prefix Python looks for every module's bytecode there, the standard library's too, so a
+# PYTHONDONTWRITEBYTECODE from the caller's environment would make every Python start (each
+# ansible-playbook, each local module run) compile the standard library and the collection again.
+unexport PYTHONDONTWRITEBYTECODE
 UV_VERSION  := 0.9.30
 
 .PHONY: help setup system-packages venv collection-link test unit integration molecule sanity lint demo demo-events \

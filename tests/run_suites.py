@@ -43,6 +43,8 @@ def _env() -> dict[str, str]:
     env["ANSIBLE_COLLECTIONS_PATH"] = str(ROOT / "build")
     env.setdefault("ANSIBLE_HOST_KEY_CHECKING", "False")
     env.setdefault("PYTHONPYCACHEPREFIX", str(PYCACHE))
+    # The prefix holds every module's bytecode, the standard library's too: it must be writable (see the Makefile).
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     return env
 
 
