@@ -79,8 +79,9 @@ class ActionModule(RollwrightAction):
     """See plugins/modules/inplace_step.py for the documentation."""
 
     MODULE = "inplace_step"
-    WARM_IMPORTS = ("records", "records.creator", "records.sqlite", "records.dynamodb", "notifications", "loadbalancers",
-                    "revision", "appspec", "dry_run")
+    WARM_IMPORTS = ("records", "records.creator", "records.sqlite", "records.dynamodb", "deployments.notifications",
+                    "traffic.loadbalancers", "revisions.revision", "revisions.appspec", "deployments.dry_run")
+    WARM_SPECS = ("host_lifecycle",)  # every host call of a batch validates its arguments against it
 
     def _store(self, args: dict, clients, task_vars: dict):
         from ansible_collections.rollwright.deploy.plugins.module_utils.records import open_store

@@ -61,7 +61,8 @@ def _doc(kind: str, name: str, attribute: str = "DOCUMENTATION") -> dict:
     module = importlib.import_module(f"ansible_collections.rollwright.deploy.plugins.{kind}.{name}")
     if kind == "doc_fragments":
         module = module.ModuleDocFragment
-    return yaml.safe_load(getattr(module, attribute)) or {}
+    # libyaml's loader where PyYAML has it: parsing a module's documentation in pure Python costs tenths of a second
+    return yaml.load(getattr(module, attribute), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
 
 
 def documented_spec(module_name: str) -> dict:
@@ -91,6 +92,8 @@ class RollwrightAction(ActionBase):
     AWS_OPTIONS = True  # takes the amazon.aws connection options
     # module_utils (under plugins/module_utils) a step imports when it runs; see __init_subclass__
     WARM_IMPORTS: tuple = ()
+    # the modules whose documented argument specs a step's host calls validate against (host_lifecycle's action)
+    WARM_SPECS: tuple = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Read the argument spec and import the step's module_utils when ansible-playbook loads the plugin.
@@ -101,8 +104,9 @@ class RollwrightAction(ActionBase):
         """
         super().__init_subclass__(**kwargs)
         try:
-            if cls.MODULE:
-                documented_spec(cls.MODULE)
+            for module in (cls.MODULE, *cls.WARM_SPECS):
+                if module:
+                    documented_spec(module)
             for name in cls.WARM_IMPORTS:
                 importlib.import_module(f"ansible_collections.rollwright.deploy.plugins.module_utils.{name}")
         except Exception:  # pylint: disable=broad-except  # the step itself reports what is wrong
