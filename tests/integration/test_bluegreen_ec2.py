@@ -171,9 +171,12 @@ class TrafficMonitor:
                 tg = self.serving_tg()
                 states = {i: s for (i, _p), s in H.tg_states(self.env.world, tg, self._elbv2).items()}
                 live = {i for i, s in states.items() if s != "draining"}
-                self.samples.append({"t": time.monotonic(), "tg": tg,
-                                     "healthy": sum(1 for s in states.values() if s == "healthy"),
-                                     "blue": len(live & self.blue), "green": len(live - self.blue)})
+                # A sample only when the listener did not move between the two reads: states read just after a
+                # reroute are of a group it no longer forwards to (keep_alive deregisters the originals at once).
+                if not self.listener_arn or self.serving_tg() == tg:
+                    self.samples.append({"t": time.monotonic(), "tg": tg,
+                                         "healthy": sum(1 for s in states.values() if s == "healthy"),
+                                         "blue": len(live & self.blue), "green": len(live - self.blue)})
                 if self.fail_first and self.failed_host is None:
                     green = [h for h in self.env.world.hosts if h.instance_id and h.instance_id not in self._present]
                     if green:
