@@ -13,6 +13,7 @@ import multiprocessing
 import os
 import re
 import subprocess
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -240,16 +241,34 @@ def test_missing_dynamodb_table_explains_how_to_create_it(aws):
 
 # ---- the module, through ansible ------------------------------------------------------------
 
-def _ansible_json(module: str, args: dict, env: dict, check: bool = False) -> dict:
+def _ansible_tasks(steps: list[tuple[str, dict]], env: dict) -> list[dict]:
+    """Run the modules ``steps`` name (module, args; args may template earlier results as ``{{ r0.deployment_id }}``)
+    as the tasks of one ansible-playbook run on localhost, and return each task's result in order.
+
+    One run for the whole sequence: every ansible start costs a second or two of CPU. A failing task does not end
+    the run (its failure is asserted by the test); ``check_mode`` in the args runs that task in check mode.
+    """
+    tasks = []
+    for index, (module, args) in enumerate(steps):
+        args = dict(args)
+        task = {"name": f"step {index}", "register": f"r{index}", "ignore_errors": True,
+                "check_mode": bool(args.pop("check_mode", False))}
+        task[module] = args
+        tasks.append(task)
+    play = [{"hosts": "localhost", "connection": "local", "gather_facts": False, "tasks": tasks,
+             "vars": {"ansible_python_interpreter": str(ROOT / ".venv" / "bin" / "python")}}]
     full_env = dict(os.environ, **env, ANSIBLE_COLLECTIONS_PATH=str(ROOT / "build"),
                     ANSIBLE_LOAD_CALLBACK_PLUGINS="True", ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
                     ANSIBLE_LOCALHOST_WARNING="False", ANSIBLE_DEPRECATION_WARNINGS="False")
-    proc = subprocess.run(
-        [str(ROOT / ".venv" / "bin" / "ansible"), "localhost", "-m", module, "-a", json.dumps(args),
-         "-e", f"ansible_python_interpreter={ROOT / '.venv' / 'bin' / 'python'}"] + (["--check"] if check else []),
-        capture_output=True, text=True, env=full_env, timeout=120, cwd=str(ROOT), check=False)
+    with tempfile.TemporaryDirectory(prefix="rw-records-play-") as tmp:
+        playbook = Path(tmp) / "play.yml"
+        playbook.write_text(json.dumps(play))
+        proc = subprocess.run([str(ROOT / ".venv" / "bin" / "ansible-playbook"), "-i", "localhost,", str(playbook)],
+                              capture_output=True, text=True, env=full_env, timeout=300, cwd=str(ROOT), check=False)
     data = json.loads(proc.stdout)
-    return data["plays"][0]["tasks"][0]["hosts"]["localhost"]
+    results = [task["hosts"]["localhost"] for task in data["plays"][0]["tasks"]]
+    assert len(results) == len(steps), proc.stdout[-3000:] + proc.stderr[-3000:]
+    return results
 
 
 def test_deployment_info_module(spec, store):
@@ -264,8 +283,12 @@ def test_deployment_info_module(spec, store):
     else:
         backend_args = {"backend": "dynamodb", "dynamodb_table": spec.options["table"]}
 
-    res = _ansible_json("rollwright.deploy.deployment_info",
-                        dict(backend_args, application="shop", deployment_group="web", last_successful=True), spec.env)
+    info = "rollwright.deploy.deployment_info"
+    res, by_id, unknown = _ansible_tasks([
+        (info, dict(backend_args, application="shop", deployment_group="web", last_successful=True)),
+        (info, dict(backend_args, deployment_id=second.deployment_id)),
+        (info, dict(backend_args, deployment_id="d-000000000")),
+    ], spec.env)
     assert not res.get("failed"), res
     assert res["changed"] is False
     assert [d["deployment_id"] for d in res["deployments"]] == [second.deployment_id, first.deployment_id]
@@ -275,12 +298,10 @@ def test_deployment_info_module(spec, store):
     assert res["lock"]["deployment_id"] == second.deployment_id and res["lock"]["owner"] == "alice@ctl pid 4242"
     assert res["lock"]["stale"] is False
 
-    res = _ansible_json("rollwright.deploy.deployment_info", dict(backend_args, deployment_id=second.deployment_id), spec.env)
-    event = res["deployment"]["hosts"][0]["events"][0]
+    event = by_id["deployment"]["hosts"][0]["events"][0]
     assert (event["name"], event["status"], event["message"]) == ("ApplicationStop", "Failed", "stop.sh exited 1")
 
-    res = _ansible_json("rollwright.deploy.deployment_info", dict(backend_args, deployment_id="d-000000000"), spec.env)
-    assert res["failed"] is True and "no deployment d-000000000" in res["msg"]
+    assert unknown["failed"] is True and "no deployment d-000000000" in unknown["msg"]
 
 
 def test_deployment_record_module(spec, store):
@@ -289,41 +310,44 @@ def test_deployment_record_module(spec, store):
     else:
         backend_args = {"backend": "dynamodb", "dynamodb_table": spec.options["table"]}
 
-    def run(**args):
-        return _ansible_json("rollwright.deploy.deployment_record", dict(backend_args, **args), spec.env)
+    record = "rollwright.deploy.deployment_record"
+    did_t = "{{ r0.deployment_id }}"  # the deployment the first task creates
+    (created, locked, refused, dummy_event, dummy_host, failed, finished, missing, check, unlocked) = _ansible_tasks([
+        (record, dict(backend_args, state="create", application="shop", deployment_group="web",
+                      hosts=["h1", {"name": "h2", "instance_id": "i-2"}], revision={"bucket": "rel", "key": "web.zip"},
+                      configuration="CodeDeployDefault.AllAtOnce")),
+        (record, dict(backend_args, state="lock", application="shop", deployment_group="web", deployment_id=did_t,
+                      owner="ci@runner pid 1")),
+        (record, dict(backend_args, state="lock", application="shop", deployment_group="web", deployment_id="d-BBBBBBBBB")),
+        (record, dict(backend_args, state="event", deployment_id=did_t, host="h1", event_name="BeforeInstall",
+                      event_status="Failed", event_message="exit 3", scripts=[{"location": "s/b.sh", "exit_code": 3}])),
+        (record, dict(backend_args, state="host", deployment_id=did_t, host="h1", host_status="Failed",
+                      lb_membership=MEMBERSHIP)),
+        (record, dict(backend_args, state="status", deployment_id=did_t, status="Failed", error="BeforeInstall failed on h1")),
+        (record, dict(backend_args, state="status", deployment_id=did_t, status="Succeeded")),
+        (record, dict(backend_args, state="status", deployment_id=did_t)),
+        (record, dict(backend_args, state="create", application="shop", deployment_group="web", check_mode=True)),
+        (record, dict(backend_args, state="unlock", application="shop", deployment_group="web", deployment_id=did_t,
+                      lock_token="{{ r1.lock.token }}")),
+    ], spec.env)
+    assert created["changed"] is True, created
+    did = created["deployment_id"]
+    assert re.match(r"^d-[A-Z0-9]{9}$", did) and created["deployment"]["status"] == "Created"
 
-    res = run(state="create", application="shop", deployment_group="web", hosts=["h1", {"name": "h2", "instance_id": "i-2"}],
-              revision={"bucket": "rel", "key": "web.zip"}, configuration="CodeDeployDefault.AllAtOnce")
-    assert res["changed"] is True, res
-    did = res["deployment_id"]
-    assert re.match(r"^d-[A-Z0-9]{9}$", did) and res["deployment"]["status"] == "Created"
+    assert locked["changed"] is True and locked["lock"]["deployment_id"] == did, locked
+    assert refused["failed"] is True and refused["msg"].startswith(f"deployment group shop/web is locked by deployment {did} "
+                                                                   "(started by ci@runner pid 1 at ")
+    assert refused["lock"]["deployment_id"] == did
 
-    res = run(state="lock", application="shop", deployment_group="web", deployment_id=did, owner="ci@runner pid 1")
-    assert res["changed"] is True and res["lock"]["deployment_id"] == did
-    token = res["lock"]["token"]
-    res = run(state="lock", application="shop", deployment_group="web", deployment_id="d-BBBBBBBBB")
-    assert res["failed"] is True and res["msg"].startswith(f"deployment group shop/web is locked by deployment {did} "
-                                                           "(started by ci@runner pid 1 at ")
-    assert res["lock"]["deployment_id"] == did
+    assert failed["deployment"]["status"] == "Failed" and failed["deployment"]["end_time"], failed
+    assert finished["failed"] is True and "already finished as Failed" in finished["msg"]
+    assert missing["failed"] is True and "status" in missing["msg"]  # required field is named
 
-    run(state="event", deployment_id=did, host="h1", event_name="BeforeInstall", event_status="Failed",
-        event_message="exit 3", scripts=[{"location": "s/b.sh", "exit_code": 3}])
-    run(state="host", deployment_id=did, host="h1", host_status="Failed", lb_membership=MEMBERSHIP)
-    res = run(state="status", deployment_id=did, status="Failed", error="BeforeInstall failed on h1")
-    assert res["deployment"]["status"] == "Failed" and res["deployment"]["end_time"]
-    res = run(state="status", deployment_id=did, status="Succeeded")
-    assert res["failed"] is True and "already finished as Failed" in res["msg"]
-    res = run(state="status", deployment_id=did)
-    assert res["failed"] is True and "status" in res["msg"]  # required field is named
-
-    # check mode writes nothing
-    check = _ansible_json("rollwright.deploy.deployment_record",
-                          dict(backend_args, state="create", application="shop", deployment_group="web"), spec.env, check=True)
-    assert check["changed"] is True
+    # check mode writes nothing: the one record of the group is the first task's
+    assert check["changed"] is True and not check.get("failed"), check
     assert [r.deployment_id for r in store.list("shop")] == [did]
 
-    res = run(state="unlock", application="shop", deployment_group="web", deployment_id=did, lock_token=token)
-    assert res["changed"] is True and res["released"] is True
+    assert unlocked["changed"] is True and unlocked["released"] is True, unlocked
     rec = store.get(did)
     h1 = rec.host("h1")
     assert (h1.status, h1.lb_membership, h1.event("BeforeInstall").message) == ("Failed", MEMBERSHIP, "exit 3")
