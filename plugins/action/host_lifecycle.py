@@ -17,6 +17,7 @@ with ``lifecycle_failed`` (not as a failed task): the deployment records and jud
 
 from __future__ import annotations
 
+import base64
 import os
 import threading
 import time
@@ -28,6 +29,7 @@ from ansible.utils.display import Display
 
 display = Display()
 
+from ansible_collections.rollwright.deploy.plugins.module_utils.host.staging import INLINE_BUNDLE_MAX
 from ansible_collections.rollwright.deploy.plugins.module_utils.host.state import DEFAULT_STATE_ROOT
 from ansible_collections.rollwright.deploy.plugins.plugin_utils.host_session import (
     handled_failure,
@@ -158,12 +160,16 @@ class ActionModule(ActionBase):
                     raise AnsibleActionFail(f"src: bundle {src} not found on the controller: {to_text(exc)}")
                 if not os.path.isfile(local):
                     raise AnsibleActionFail(f"src: {local} is not a file (expected a zip, tar or tar.gz bundle)")
-                if self._connection._shell.tmpdir is None:
-                    self._make_tmp_path()
-                remote = self._connection._shell.join_path(self._connection._shell.tmpdir, _remote_name(local))
-                self._transfer_file(local, remote)
-                self._fixup_perms2((self._connection._shell.tmpdir, remote))
-                args["bundle"] = remote
+                if os.path.getsize(local) <= INLINE_BUNDLE_MAX:
+                    with open(local, "rb") as bundle:  # in the module's arguments: no transfer, no temporary directory
+                        args["bundle_content"] = base64.b64encode(bundle.read()).decode("ascii")
+                else:
+                    if self._connection._shell.tmpdir is None:
+                        self._make_tmp_path()
+                    remote = self._connection._shell.join_path(self._connection._shell.tmpdir, _remote_name(local))
+                    self._transfer_file(local, remote)
+                    self._fixup_perms2((self._connection._shell.tmpdir, remote))
+                    args["bundle"] = remote
             elif src and self._task.check_mode and "bundle_entries" not in args:
                 args["bundle_entries"] = self._bundle_entries(src, args)
             with _Progress(self, self._log_path(args), 0 if self._task.check_mode else progress_after):

@@ -72,12 +72,13 @@ options:
     type: dict
   bundle:
     description:
-      - The bundle archive (zip, tar, tgz) already on the host. The action plugin sets it from O(src).
+      - The bundle archive (zip, tar, tgz) already on the host. The action plugin sets it from O(src) for a bundle
+        larger than 1 MiB (a smaller one travels in O(bundle_content)).
     type: path
   src:
     description:
-      - The bundle archive on the controller; the action plugin transfers it to the host when O(events) include
-        C(DownloadBundle) (not in check mode).
+      - The bundle archive on the controller; the action plugin sends it to the host when O(events) include
+        C(DownloadBundle) (not in check mode) - inside the module's arguments up to 1 MiB, as a file beyond.
     type: path
   failure_handled:
     description:
@@ -206,7 +207,9 @@ options:
   bundle_transfer:
     description:
       - For the action plugin - how the bundle reaches the host when O(events) include C(DownloadBundle).
-      - C(push) transfers O(src) over the connection.
+      - C(push) transfers O(src) over the connection. A bundle of at most 1 MiB travels inside the module's
+        arguments (O(bundle_content)) - no temporary directory, file transfer or clean-up on the host; a larger one
+        is copied as a file.
       - C(presigned) makes, on the controller, a presigned GET URL for the exact S3 version of O(revision) (bucket,
         key and version required; the SHA-256 in O(revision.sha256) is what the host checks the download against) and
         the host downloads it - no AWS credentials on the host, the controller's bandwidth does not grow with the
@@ -237,6 +240,12 @@ options:
     description:
       - Set by the action plugin with O(bundle_transfer=presigned) - the presigned URL the host downloads the bundle
         from; it is checked against O(revision.sha256) before anything is unpacked. Secret - never logged or returned.
+    type: str
+  bundle_content:
+    description:
+      - Set by the action plugin with O(bundle_transfer=push) for a bundle of at most 1 MiB - the bundle's bytes in
+        base64, written into the deployment's sealed directory on the host and checked against O(revision.sha256)
+        (when given) before anything is unpacked. Not logged or returned.
     type: str
   session:
     description:
@@ -440,6 +449,7 @@ def argument_spec():
             expires=dict(type="int", default=900),
         )),
         bundle_url=dict(type="str", no_log=True),
+        bundle_content=dict(type="str", no_log=True),  # large, and nothing a result or a log needs
         session=dict(type="dict", options=dict(
             name=dict(type="str", required=True),
             gate_timeout=dict(type="float", default=120),
@@ -487,7 +497,7 @@ def run_group(module, state, events, complete, base):
             hook_timeout_grace=p["hook_timeout_grace"], keep_revisions=p["keep_revisions"],
             complete=complete, check_mode=module.check_mode, unpack_limits=p["unpack_limits"],
             hook_output=p["hook_output"], bundle_entries=p["bundle_entries"] if module.check_mode else None,
-            staging=p["staging"], bundle_url=p["bundle_url"])
+            staging=p["staging"], bundle_url=p["bundle_url"], bundle_content=p["bundle_content"])
         run = HostDeployment(state, request).execute()
     except (StateError, LifecycleError) as exc:
         return dict(base, msg=str(exc)), True, []

@@ -11,6 +11,7 @@ The hosts reach the emulator's S3 through a relay on the world's bridge (tests/h
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import threading
@@ -20,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from ansible_collections.rollwright.deploy.plugins.module_utils.host.staging import INLINE_BUNDLE_MAX
 from ansible_collections.rollwright.deploy.plugins.module_utils.records import open_store
 from tests.bundles import build_bundle
 from tests.harness.s3_gateway import S3Gateway
@@ -42,7 +44,12 @@ def world(aws: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("staging-bundles")
-    return {v: build_bundle(v, out) for v in ("v1", "v2", "v3")}
+    made = {v: build_bundle(v, out) for v in ("v1", "v2", "v3")}
+    # larger than what travels inside the module's arguments, whatever the compression: copied to the hosts as a file
+    padding = base64.b64encode(os.urandom(INLINE_BUNDLE_MAX * 3 // 2)).decode("ascii")
+    made["large"] = build_bundle("v4", tmp_path_factory.mktemp("staging-large"), extra_files={"app/padding.txt": padding})
+    assert made["large"].stat().st_size > INLINE_BUNDLE_MAX and made["v3"].stat().st_size <= INLINE_BUNDLE_MAX
+    return made
 
 
 class Sampler:
@@ -164,6 +171,17 @@ def test_staged_before_any_host_leaves_and_a_failed_staging_changes_nothing(worl
     discarded = [t["hosts"] for t in failed.tasks() if t["name"].endswith("Remove staged copies no batch used")][0]
     assert sorted(n for n, r in discarded.items() if r.get("changed")) == sorted(set(names) - {bad}), discarded
     assert {n: H.served(h.address) for n, h in zip(names, world.hosts)} == {n: "sample-app v1" for n in names}
+
+    # 4. without staging, a small bundle travels inside each batch call's arguments and a large one is copied as a
+    #    file; both deploy, and each host's DownloadBundle message says which way it came
+    for bundle, version, sent in ((bundles["v3"], "v3", True), (bundles["large"], "v4", False)):
+        done = run(world, ansible_run, tmp_path, app, str(bundle), rollwright_target_group_arns=arn, rollwright_stage=False,
+                   rollwright_deployment_config="CodeDeployDefault.AllAtOnce")
+        assert done.rc == 0, done
+        downloads = {h["name"]: {e["name"]: e for e in h["events"]}["DownloadBundle"]["message"]
+                     for h in record(tmp_path, H.deployment_fact(done)["deployment_id"])["hosts"]}
+        assert all(("sent with the call" in message) is sent for message in downloads.values()), downloads
+        assert {n: H.served(h.address) for n, h in zip(names, world.hosts)} == {n: f"sample-app {version}" for n in names}
 
 
 def _s3_revision(aws: Any, out: Path) -> tuple[str, dict[str, dict[str, str]]]:

@@ -15,6 +15,8 @@ import tarfile
 
 import pytest
 
+from ansible_collections.rollwright.deploy.plugins.module_utils.host.staging import INLINE_BUNDLE_MAX
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUILD = os.path.join(ROOT, "build")
 MODULES = os.path.join(ROOT, "plugins", "modules")
@@ -25,8 +27,9 @@ EVENTS_V = ["ApplicationStop", "DownloadBundle", "BeforeInstall", "Install", "Af
 HOOKED = ["ApplicationStop", "BeforeInstall", "AfterInstall", "ApplicationStart", "ValidateService"]
 
 
-def make_bundle(path, version, trace, stop_exit=0, top_dir=None):
-    """A tar.gz bundle whose hooks append '<event> <deployment id> <version>' to ``trace``."""
+def make_bundle(path, version, trace, stop_exit=0, top_dir=None, padding=0):
+    """A tar.gz bundle whose hooks append '<event> <deployment id> <version>' to ``trace`` (with ``padding`` bytes
+    of random data in site/padding.bin: a bundle too large to travel in the module's arguments)."""
     files = {
         "appspec.yml": "version: 0.0\nos: linux\n",
         "site/index.html": f"<h1>{version}</h1>\n",
@@ -35,9 +38,11 @@ def make_bundle(path, version, trace, stop_exit=0, top_dir=None):
         "scripts/stop.sh": f"#!/bin/sh\necho \"$LIFECYCLE_EVENT $DEPLOYMENT_ID {version}\" >> {trace}\n"
                            f"echo stopping {version}; exit {stop_exit}\n",
     }
+    if padding:
+        files["site/padding.bin"] = os.urandom(padding)
     with tarfile.open(path, "w:gz") as tar:
         for name, content in files.items():
-            data = content.encode()
+            data = content if isinstance(content, bytes) else content.encode()
             info = tarfile.TarInfo((top_dir + "/" if top_dir else "") + name)
             info.size = len(data)
             info.mode = 0o755 if name.startswith("scripts/") else 0o644
@@ -208,13 +213,16 @@ def test_bad_input_is_rejected_clearly(world, override, expected):
 
 
 @pytest.mark.slow
-def test_through_ansible_with_action_plugin_transfer(world):
-    """ansible localhost -m rollwright.deploy.host_lifecycle: AnsiballZ packaging + src transfer by the action plugin."""
+@pytest.mark.parametrize("size", ["small", "large"])
+def test_through_ansible_with_action_plugin_transfer(world, size):
+    """ansible localhost -m rollwright.deploy.host_lifecycle: AnsiballZ packaging + src sent by the action plugin, in
+    the module's arguments (small) or copied to the remote temporary directory and cleaned up (large)."""
     ansible = os.path.join(VENV_BIN, "ansible")
     if not os.path.exists(ansible):
         pytest.skip("ansible is not installed in the venv")
     tmp_path, trace, base, dest = world
-    v1 = make_bundle(tmp_path / "v1.tgz", "v1", trace)
+    v1 = make_bundle(tmp_path / "v1.tgz", "v1", trace, padding=INLINE_BUNDLE_MAX + 4096 if size == "large" else 0)
+    assert (os.path.getsize(v1) > INLINE_BUNDLE_MAX) is (size == "large")
     args = dict(base, deployment_id="d-AAAAAAAA1", events=EVENTS_V, appspec=appspec(dest), src=v1, complete=True)
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=BUILD, ANSIBLE_LOCALHOST_WARNING="False",
                ANSIBLE_INVENTORY_UNPARSED_WARNING="False", ANSIBLE_LOAD_CALLBACK_PLUGINS="True",
@@ -228,8 +236,13 @@ def test_through_ansible_with_action_plugin_transfer(world):
     out = json.loads(proc.stdout[proc.stdout.index("{\n"):])
     result = out["plays"][0]["tasks"][0]["hosts"]["localhost"]
     assert result["last_successful"]["after"] == "d-AAAAAAAA1"
-    pushed = result["invocation"]["module_args"]["bundle"]
-    assert pushed.startswith(str(tmp_path / "remote-tmp")) and pushed.endswith("bundle.tgz")  # transferred copy
+    pushed, sent = (result["invocation"]["module_args"][k] for k in ("bundle", "bundle_content"))
+    if size == "large":
+        assert pushed.startswith(str(tmp_path / "remote-tmp")) and pushed.endswith("bundle.tgz")  # transferred copy
+        assert sent is None
+    else:  # in the arguments, and not echoed back
+        assert pushed is None and sent == "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER"
+        assert "sent with the call" in {e["name"]: e for e in result["events"]}["DownloadBundle"]["message"]
     assert open(os.path.join(dest, "index.html")).read() == "<h1>v1</h1>\n"
     assert "ValidateService d-AAAAAAAA1 v1" in trace.read_text()
     remote_tmp = tmp_path / "remote-tmp"

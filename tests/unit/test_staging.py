@@ -11,6 +11,7 @@ outside the appspec destinations is unchanged.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import http.server
 import json
@@ -192,6 +193,43 @@ def test_presigned_download_over_the_size_limit_or_missing_fails_naming_the_obje
     assert "secretsig" not in str(info.value)
     with pytest.raises(hs.StagingError, match="must be http or https"):
         hs.download("file:///etc/passwd", os.open(str(tmp_path), os.O_RDONLY), "f", 100, "s3://x")
+
+
+def _sent(tmp_path, sha=None, limits=None, content=None):
+    """DownloadBundle (staging) with the bundle's bytes in the request, as the action plugin sends a small bundle."""
+    bundle = _bundle_tgz(tmp_path / "b.tgz", FILES)
+    state = hst.HostState(str(tmp_path / "state"), "app", "dg")
+    revision = {"source": "local", "sha256": sha or _sha(bundle), "bundle_type": "tgz"}
+    if content is None:
+        content = base64.b64encode(open(bundle, "rb").read()).decode("ascii")
+    run = hev.HostDeployment(state, _request(DEP, ["DownloadBundle"], tmp_path / "dest", None, revision=revision,
+                                             staging="stage", bundle_content=content, unpack_limits=limits)).execute()
+    return state, run
+
+
+def test_a_bundle_sent_with_the_call_is_hash_checked_staged_and_its_archive_removed(tmp_path):
+    state, run = _sent(tmp_path)
+    assert not run.failed, run.message
+    assert "sent with the call" in run.events[0]["message"], run.events
+    assert state.load_status(DEP)["status"] == hs.STAGED
+    assert state.load_revision(DEP)["sha256"] == _sha(tmp_path / "b.tgz")
+    assert hs.DOWNLOAD_NAME not in os.listdir(state.deployment_dir(DEP))
+    assert sorted(os.listdir(state.archive_dir(DEP))) == ["appspec.yml", "site"]
+
+
+@pytest.mark.hostile
+@pytest.mark.parametrize("case, expected", [
+    ("another hash", "the bundle sent with the call has sha256"),
+    ("over the size limit", "larger than unpack_limits.total_bytes"),
+    ("not base64", "expected the bundle's bytes in base64"),
+])
+def test_a_bundle_sent_with_the_call_that_is_not_the_revision_is_refused(tmp_path, case, expected):
+    state, run = _sent(tmp_path, sha="2" * 64 if case == "another hash" else None,
+                       limits={"total_bytes": 10} if case == "over the size limit" else None,
+                       content="%%% not base64 %%%" if case == "not base64" else None)
+    assert run.failed and expected in run.message, run.message
+    assert state.bundle_root(DEP) is None
+    assert hs.DOWNLOAD_NAME not in os.listdir(state.deployment_dir(DEP))
 
 
 def test_scrub_removes_the_url_and_its_query():

@@ -47,6 +47,7 @@ class DeploymentRequest:
     bundle_entries: dict | None = None  # check mode: the bundle's members (path -> file|dir|link), read on the controller
     staging: str | None = None  # "stage": unpack ahead of the batch; "discard": remove an unused staged copy
     bundle_url: str | None = None  # presigned GET URL of the exact S3 version (a secret: never in a message)
+    bundle_content: str | None = None  # a small pushed bundle's bytes (base64), carried in the module's arguments
 
 
 @dataclass

@@ -11,12 +11,16 @@ when staged (``tree_digest``: every entry's path, type, mode, owner, and the con
 links, read without following any symlink) and fingerprinted again before it is used: a copy that changed in
 between is refused, never installed.
 
+A small pushed bundle travels inside the module's arguments (``INLINE_BUNDLE_MAX``, ``receive``): no temporary
+directory, file transfer and clean-up on the host, three SSH round trips less per host.
+
 A presigned URL is a secret (whoever holds it may read the object until it expires): it is never part of an
 error message or a result (``scrub``), and it is only ever read from the module's arguments.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import stat
@@ -78,6 +82,27 @@ def scrub(text: str, url: str | None) -> str:
         if secret:
             text = text.replace(secret, "<presigned URL>")
     return text
+
+
+# A pushed bundle up to this size is carried in the module's arguments (base64) instead of a file transfer: the
+# payload of one pipelined module run stays small, and the host is spared a temporary directory, an sftp session
+# and their clean-up. Larger bundles are copied as files.
+INLINE_BUNDLE_MAX = 1024 * 1024
+
+
+def receive(content: str, dir_fd: int, name: str, limit: int) -> str:
+    """Write a bundle carried in the module's arguments (base64) into ``name`` below ``dir_fd`` (0600, atomically)
+    and return the SHA-256 of the bytes written."""
+    from ansible_collections.rollwright.deploy.plugins.module_utils.host import fs as _fs
+
+    if len(content) > 4 * ((limit + 2) // 3):
+        raise StagingError(f"the bundle sent with the call is larger than unpack_limits.total_bytes ({limit} bytes)")
+    try:
+        data = base64.b64decode(content, validate=True)
+    except (ValueError, TypeError):
+        raise StagingError("bundle_content: expected the bundle's bytes in base64") from None
+    _fs.write_bytes_at(dir_fd, name, data)
+    return hashlib.sha256(data).hexdigest()
 
 
 class _Bounded:

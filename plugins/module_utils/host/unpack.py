@@ -50,8 +50,10 @@ class BundleUnpack:
         expected = (revision.get("sha256") or "").lower()
         if not bundle:
             unpacked = bool(existing) and self.state.bundle_root(self.id) is not None
-            if self.req.bundle_url and not self.req.check_mode and not (
-                    unpacked and expected and existing.get("sha256") == expected):
+            fetched = self.req.bundle_url or self.req.bundle_content is not None
+            if fetched and not self.req.check_mode and not (unpacked and expected and existing.get("sha256") == expected):
+                if self.req.bundle_content is not None:
+                    return self._receive_and_unpack(revision, expected)
                 return self._download_and_unpack(revision, expected)
             if unpacked and existing.get("staged"):
                 return self._use_staged(existing, expected)
@@ -65,7 +67,8 @@ class BundleUnpack:
                               "action plugin) or bundle (a file already on the host)")
         return self._unpack(bundle, revision, existing, expected, start, t0)
 
-    def _unpack(self, bundle: str, revision: dict, existing: dict | None, expected: str, start: str, t0: float) -> dict:
+    def _unpack(self, bundle: str, revision: dict, existing: dict | None, expected: str, start: str, t0: float,
+                came: str = "") -> dict:
         rev = _revision
         if not os.path.isfile(bundle):
             raise EventFailed(f"bundle {bundle} does not exist on this host")
@@ -131,17 +134,33 @@ class BundleUnpack:
         if not self.req.staging:
             self.state.set_most_recent(self.id)
         done = "staged" if self.req.staging else "unpacked"
-        data = _hooks.event_summary("DownloadBundle", "Succeeded", f"{done} {bundle_type} bundle (sha256 {digest})", changed=True)
+        data = _hooks.event_summary("DownloadBundle", "Succeeded", f"{done} {bundle_type} bundle (sha256 {digest}{came})",
+                                    changed=True)
         data.update(start=start, duration=round(time.monotonic() - t0, 3))
         return data
 
     def _download_and_unpack(self, revision: dict, expected: str) -> dict:
         """Fetch the bundle through the presigned URL into the sealed deployment directory, check it against the
         SHA-256 the controller verified, unpack it; the downloaded archive is removed either way."""
-        start, t0 = _hooks.now_iso(), time.monotonic()
         what = "s3://{}/{} version {}".format(revision.get("bucket"), revision.get("key"), revision.get("version"))
         if not expected:
             raise EventFailed(f"a bundle fetched by URL needs revision.sha256 to check it against ({what})")
+        return self._fetch_and_unpack(revision, expected, f"the bundle downloaded for {what}",
+                                      lambda dfd, name, limit: _staging.download(str(self.req.bundle_url), dfd, name,
+                                                                                 limit, what))
+
+    def _receive_and_unpack(self, revision: dict, expected: str) -> dict:
+        """The bundle the controller sent in the module's arguments: written into the sealed deployment directory,
+        checked against revision.sha256 when the controller gave it (as a pushed file is), unpacked, removed."""
+        return self._fetch_and_unpack(revision, expected, "the bundle sent with the call",
+                                      lambda dfd, name, limit: _staging.receive(str(self.req.bundle_content), dfd, name,
+                                                                                limit), came=", sent with the call")
+
+    def _fetch_and_unpack(self, revision: dict, expected: str, what: str, fetch, came: str = "") -> dict:
+        """``fetch(dir_fd, name, limit)`` writes the archive below the sealed deployment directory and returns its
+        SHA-256; a mismatch with ``expected`` is refused before anything is unpacked; the archive is removed either
+        way."""
+        start, t0 = _hooks.now_iso(), time.monotonic()
         try:
             limit = _revision.UnpackLimits.from_options(self.req.unpack_limits).total_bytes
         except _revision.RevisionError as exc:
@@ -149,12 +168,11 @@ class BundleUnpack:
         ddir = self.state.ensure_deployment_dir(self.id, traversable=self.runs_as_others())
         try:
             with _fs.dir_fd(ddir, state_uids()) as dfd:
-                digest = _staging.download(str(self.req.bundle_url), dfd, _staging.DOWNLOAD_NAME, limit, what)
-            if digest != expected:
-                raise EventFailed(f"the bundle downloaded for {what} has sha256 {digest}, expected {expected}: "
-                                  "refusing to unpack it")
+                digest = fetch(dfd, _staging.DOWNLOAD_NAME, limit)
+            if expected and digest != expected:
+                raise EventFailed(f"{what} has sha256 {digest}, expected {expected}: refusing to unpack it")
             return self._unpack(os.path.join(ddir, _staging.DOWNLOAD_NAME), revision,
-                                self.state.load_revision(self.id), expected, start, t0)
+                                self.state.load_revision(self.id), expected, start, t0, came)
         except _staging.StagingError as exc:
             raise EventFailed(str(exc)) from None
         finally:
