@@ -8,12 +8,9 @@ Also runs ``rollwright.deploy.deployment_info`` through ``ansible`` against both
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
 import re
-import subprocess
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -31,6 +28,7 @@ from ansible_collections.rollwright.deploy.plugins.module_utils.records import (
     open_store,
 )
 from ansible_collections.rollwright.deploy.plugins.module_utils.records.dynamodb import DynamoDBRecordStore
+from tests.harness.ansible_run import run_playbook
 
 ROOT = Path(__file__).resolve().parents[2]
 BACKENDS = ["sqlite", "dynamodb"]
@@ -260,17 +258,9 @@ def _ansible_tasks(steps: list[tuple[str, dict]], env: dict) -> list[dict]:
         tasks.append(task)
     play = [{"hosts": "localhost", "connection": "local", "gather_facts": False, "tasks": tasks,
              "vars": {"ansible_python_interpreter": str(ROOT / ".venv" / "bin" / "python")}}]
-    full_env = dict(os.environ, **env, ANSIBLE_COLLECTIONS_PATH=str(ROOT / "build"),
-                    ANSIBLE_LOAD_CALLBACK_PLUGINS="True", ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
-                    ANSIBLE_LOCALHOST_WARNING="False", ANSIBLE_DEPRECATION_WARNINGS="False")
-    with tempfile.TemporaryDirectory(prefix="rw-records-play-") as tmp:
-        playbook = Path(tmp) / "play.yml"
-        playbook.write_text(json.dumps(play))
-        proc = subprocess.run([str(ROOT / ".venv" / "bin" / "ansible-playbook"), "-i", "localhost,", str(playbook)],
-                              capture_output=True, text=True, env=full_env, timeout=300, cwd=str(ROOT), check=False)
-    data = json.loads(proc.stdout)
-    results = [task["hosts"]["localhost"] for task in data["plays"][0]["tasks"]]
-    assert len(results) == len(steps), proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = run_playbook(play, "localhost,", env=env)
+    results = [task["hosts"]["localhost"] for task in result.tasks()]
+    assert len(results) == len(steps), result
     return results
 
 
