@@ -33,6 +33,7 @@ from ansible_collections.rollwright.deploy.plugins.module_utils.traffic.loadbala
 )
 from ansible_collections.rollwright.deploy.plugins.module_utils.traffic.loadbalancers.base import Outcome, worst_health
 from ansible_collections.rollwright.deploy.plugins.module_utils.traffic.loadbalancers.classic_elb import classic_state
+from ansible_collections.rollwright.deploy.plugins.module_utils.traffic.loadbalancers.elbv2 import CLOSE_POLL
 
 ARN_A = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/tg-a/0123456789abcdef"
 ARN_B = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/tg-b/fedcba9876543210"
@@ -313,6 +314,58 @@ def test_wait_healthy_reports_unhealthy_and_timeout_per_instance():
     lb2.allow(ms2)
     r2 = lb2.wait_healthy(ms2, timeout=3)
     assert r2.outcomes["i-9"].status == "timeout" and r2.outcomes["i-9"].state == "initial"
+
+
+def _registration_wait(lb, fake, clock, host):
+    """Register ``host`` and wait for it; (seconds waited, DescribeTargetHealth calls made)."""
+    ms = lb.desired([host])
+    lb.allow(ms)
+    start, calls = clock.t, fake.calls["describe_target_health"]
+    result = lb.wait_healthy(ms, timeout=30)
+    assert result.ok, result.message()
+    return clock.t - start, fake.calls["describe_target_health"] - calls
+
+
+def test_wait_healthy_learns_the_registration_time_and_later_waits_end_right_after_it():
+    clock = FakeClock()
+    fake = FakeELBv2(clock, [ARN_A], warmup=2.0)
+    [lb] = adapters_from_config({"target_group_arns": [ARN_A]}, Factory(elbv2=fake), clock=clock)
+    lb.backoff = Backoff(jitter=0.0)  # polls at 0, 0.5, 1.25, 2.375, ...
+    first, _calls = _registration_wait(lb, fake, clock, "i-1")
+    assert first == pytest.approx(2.375)  # the usual backoff overshoots the 2 s registration
+    waits = [_registration_wait(lb, fake, clock, f"i-{n}") for n in range(2, 6)]
+    # the second wait sleeps until the last poll that still saw `initial` (1.25 s), then polls closely
+    for waited, calls in waits[1:]:
+        assert 2.0 <= waited <= 2.0 + 2 * CLOSE_POLL
+        assert calls <= 4
+    assert waits[-1][1] <= 2  # settled: one call just before the registration ends, one just after
+    # and the learning travels to a later step in another process, through the cache
+    fresh = adapters_from_config({"target_group_arns": [ARN_A]}, Factory(elbv2=fake), clock=clock)[0]
+    fresh.backoff = Backoff(jitter=0.0)
+    fresh.import_cache(json.loads(json.dumps(lb.export_cache())))
+    waited, calls = _registration_wait(fresh, fake, clock, "i-9")
+    assert 2.0 <= waited <= 2.0 + 2 * CLOSE_POLL and calls <= 2
+
+
+def test_a_learnt_registration_time_never_makes_a_faster_registration_wait_past_it():
+    clock = FakeClock()
+    fake = FakeELBv2(clock, [ARN_A], warmup=5.0)
+    [lb] = adapters_from_config({"target_group_arns": [ARN_A]}, Factory(elbv2=fake), clock=clock)
+    lb.backoff = Backoff(jitter=0.0)
+    _registration_wait(lb, fake, clock, "i-1")
+    _registration_wait(lb, fake, clock, "i-2")
+    fake.warmup = 1.0  # the load balancer got faster: the wait is longer than needed, but never stuck
+    waited, _calls = _registration_wait(lb, fake, clock, "i-3")
+    assert waited <= 5.0
+    fake.warmup = 8.0  # or slower: the wait goes on polling until it is healthy
+    waited, _calls = _registration_wait(lb, fake, clock, "i-4")
+    assert 8.0 <= waited <= 12.0
+    # a cache that says nothing usable is ignored: the wait polls from the start, as a first one does
+    fresh = adapters_from_config({"target_group_arns": [ARN_A]}, Factory(elbv2=fake), clock=clock)[0]
+    fresh.backoff = Backoff(jitter=0.0)
+    fresh.import_cache({"registration": {ARN_A: {"registering_until": "soon", "healthy_by": 1}}})
+    fake.warmup = 2.0
+    assert _registration_wait(fresh, fake, clock, "i-5") == (pytest.approx(2.375), 4)
 
 
 def test_missing_target_group_fails_before_any_change_and_is_named():

@@ -521,6 +521,8 @@ class Adapter:
         describe_progress: Callable[[dict[Membership, tuple[str, str | None]], float], str],
         expected: float = 0.0,
         expected_why: str = "",
+        backoff: Backoff | None = None,
+        observe: Callable[[float, dict[Membership, tuple[str, str | None]]], None] | None = None,
     ) -> WaitResult:
         """The shared polling loop: states() once per poll (one call per group), backoff
         between polls, never past the deadline, then one Outcome per host.
@@ -528,6 +530,8 @@ class Adapter:
         ``expected`` is how long the load balancer is known to take at the least (the
         deregistration delay, the health-check interval x healthy threshold): no API call is made
         before then, since the answer cannot be "done" yet; progress is still printed meanwhile.
+        ``backoff`` replaces the adapter's for this wait; ``observe`` sees each poll (seconds since
+        the wait began, the states read).
         """
         start = self.clock.now()
         deadline = start + max(0.0, timeout)
@@ -542,10 +546,12 @@ class Adapter:
                 progress(f"{self.kind}: waiting for {len(pending)} target(s) to {verb}{why}: done in about "
                          f"{quiet_until - self.clock.now():.0f}s; {deadline - self.clock.now():.0f}s left")
             self.clock.sleep(min(QUIET_PROGRESS_EVERY, max(0.0, quiet_until - self.clock.now())))
-        schedule = self.backoff.schedule(self.clock.now(), deadline)
+        schedule = (backoff or self.backoff).schedule(self.clock.now(), deadline)
         while pending:
             current = self.states(pending)
             polls += 1
+            if observe is not None:
+                observe(self.clock.now() - start, current)
             last.update(current)
             pending = [m for m in pending if not is_done(*current[m])]
             if not pending:

@@ -12,13 +12,14 @@ target group at the start of a deployment (the preflight). Never one call per ho
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from ansible_collections.rollwright.deploy.plugins.module_utils.errors import aws_error_code
 
 from .base import (
     HEALTHY,
+    INITIAL,
     UNAVAILABLE,
     UNKNOWN,
     UNUSED,
@@ -78,6 +79,27 @@ class TargetGroupInfo:
         return float(self.healthy_threshold * self.interval + self.interval)
 
 
+# After a learnt registration time, the wait looks this often at first (then backs off as usual).
+CLOSE_POLL = 0.1
+
+
+@dataclass
+class RegistrationTiming:
+    """What the waits of this run saw of a target group's registrations (seconds from the wait's start): a target
+    still ``initial`` at ``registering_until`` in the latest wait that saw one, and every target healthy by
+    ``healthy_by`` at the earliest. The next wait calls nothing before the smaller of the two."""
+
+    registering_until: float
+    healthy_by: float
+
+    @classmethod
+    def learn(cls, before: "RegistrationTiming | None", registering: float, healthy: float) -> "RegistrationTiming":
+        return cls(registering, healthy if before is None else min(before.healthy_by, healthy))
+
+    def quiet(self) -> float:
+        return max(0.0, min(self.registering_until, self.healthy_by - CLOSE_POLL))
+
+
 class ELBv2Adapter(Adapter):
     """Instance targets in a fixed set of ELBv2 target groups."""
 
@@ -98,6 +120,7 @@ class ELBv2Adapter(Adapter):
         self._groups: dict[str, TargetGroupInfo] = {}
         self._delays: dict[str, int] = {}
         self._healthy: dict[str, list[dict[str, Any]]] = {}  # per group, the targets health() last saw healthy
+        self._registration: dict[str, RegistrationTiming] = {}  # per group, what earlier waits saw
         self._validated = False
 
     # -- API plumbing -------------------------------------------------------------------------
@@ -153,7 +176,8 @@ class ELBv2Adapter(Adapter):
 
     def export_cache(self) -> dict[str, Any]:
         self.validate()
-        return {"groups": {arn: asdict(info) for arn, info in self._groups.items()}, "delays": dict(self._delays)}
+        return {"groups": {arn: asdict(info) for arn, info in self._groups.items()}, "delays": dict(self._delays),
+                "registration": {arn: asdict(t) for arn, t in self._registration.items()}}
 
     def import_cache(self, cache: dict[str, Any] | None) -> None:
         """Target groups described by an earlier step of the same deployment: they existed then, and
@@ -162,6 +186,12 @@ class ELBv2Adapter(Adapter):
             return
         # attributes read before the first host left (preflight): the run keeps them
         self._delays.update({arn: int(d) for arn, d in (cache.get("delays") or {}).items()})
+        for arn, timing in (cache.get("registration") or {}).items():
+            try:
+                self._registration[arn] = RegistrationTiming(float(timing["registering_until"]),
+                                                             float(timing["healthy_by"]))
+            except (KeyError, TypeError, ValueError):
+                continue  # nothing learnt: the wait polls from the start, as the first one did
         groups = {arn: TargetGroupInfo(**info) for arn, info in (cache.get("groups") or {}).items()}
         wanted = set(self.configured_arns)
         if self.configured_names or not wanted <= set(groups):
@@ -349,7 +379,31 @@ class ELBv2Adapter(Adapter):
         def describe(pending, left):
             return f"elbv2: waiting for {len(pending)} target(s) to become healthy [{count_by_state(pending)}]; {left:.0f}s left"
 
-        return self._poll("healthy", memberships, timeout, done, progress, describe)
+        learnt = [self._registration.get(arn) for arn in arns]
+        seen: dict[str, list[float | None]] = {arn: [None, None] for arn in arns}  # still registering at, healthy at
+
+        def observe(elapsed: float, states: dict[Membership, tuple[str, str | None]]) -> None:
+            for arn in arns:
+                mine = [pair for m, pair in states.items() if m.group == arn]
+                if any(state == INITIAL for state, _reason in mine):
+                    seen[arn][0] = elapsed
+                elif mine and seen[arn][1] is None and all(done(*pair) for pair in mine):
+                    seen[arn][1] = elapsed
+
+        if all(learnt):
+            # Earlier waits of this run saw how long a registration takes here: sleep until just before
+            # that, then look closely (fewer calls, and the target is back in service sooner).
+            quiet = min(t.quiet() for t in learnt if t)
+            result = self._poll("healthy", memberships, timeout, done, progress, describe, expected=quiet,
+                                expected_why="registration as long as before", observe=observe,
+                                backoff=replace(self.backoff, initial=min(self.backoff.initial, CLOSE_POLL)))
+        else:
+            result = self._poll("healthy", memberships, timeout, done, progress, describe, observe=observe)
+        if result.ok:
+            for arn, (registering, healthy) in seen.items():
+                if registering is not None and healthy is not None:
+                    self._registration[arn] = RegistrationTiming.learn(self._registration.get(arn), registering, healthy)
+        return result
 
     def health(self, instance_ids: list[str]) -> dict[str, str]:
         self.validate()
