@@ -163,6 +163,11 @@ class ActionModule(ActionBase):
                 if os.path.getsize(local) <= INLINE_BUNDLE_MAX:
                     with open(local, "rb") as bundle:  # in the module's arguments: no transfer, no temporary directory
                         args["bundle_content"] = base64.b64encode(bundle.read()).decode("ascii")
+                elif session.get("detach"):
+                    raise AnsibleActionFail(
+                        f"session.detach: the bundle {src} is over {INLINE_BUNDLE_MAX} bytes, so it would be pushed "
+                        "to a temporary directory that goes when this call returns, before the detached engine "
+                        "installs it; stage it first (staging=stage) or run the session attached")
                 else:
                     if self._connection._shell.tmpdir is None:
                         self._make_tmp_path()

@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import secrets
 import time
@@ -39,6 +41,7 @@ from ansible_collections.rollwright.deploy.plugins.module_utils.deployments.inpl
 )
 from ansible_collections.rollwright.deploy.plugins.module_utils.records.base import LockLost
 from ansible_collections.rollwright.deploy.plugins.module_utils.host.session import session_dir
+from ansible_collections.rollwright.deploy.plugins.module_utils.host.staging import INLINE_BUNDLE_MAX
 from ansible_collections.rollwright.deploy.plugins.module_utils.host.state import DEFAULT_STATE_ROOT, HostState
 from ansible_collections.rollwright.deploy.plugins.plugin_utils.host_calls import HostCaller
 from ansible_collections.rollwright.deploy.plugins.plugin_utils.host_session import SESSION_CONNECTIONS, BatchSessions
@@ -73,6 +76,21 @@ def timed(seconds: dict, phase: str) -> Iterator[None]:
         yield
     finally:
         seconds[phase] = round(seconds.get(phase, 0.0) + time.monotonic() - started, 3)
+
+
+def args_digest(host_args: dict) -> str:
+    """What a host's session runs, whatever its name: a session started ahead is adopted only when it matches."""
+    relevant = dict(host_args, session=dict(host_args.get("session") or {}, name=None))
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def prestarted_for(prestarted: dict | None, batch_number: int, per_host: dict) -> dict:
+    """The sessions started ahead that this batch adopts: started for this batch, for a host of it, with the
+    arguments it would give them."""
+    if not prestarted or prestarted.get("batch_number") != batch_number:
+        return {}
+    return {h: v for h, v in (prestarted.get("hosts") or {}).items()
+            if h in per_host and v.get("args") == args_digest(per_host[h]) and v.get("path") and v.get("name")}
 
 
 class ActionModule(RollwrightAction):
@@ -233,6 +251,8 @@ class ActionModule(RollwrightAction):
                 state = run.staged(state, results)
             elif step == "stop":
                 state = run.finish(state, stop_reason=args.get("reason") or "stopped on request", status="Stopped")
+            if state.get("done") and state.get("prestarted"):
+                self._drop_prestarted(state, args, "the deployment ended")
             if lb is not None:
                 state["lb_cache"] = lb.export_cache()
             self._keep_lease(args, state)
@@ -244,6 +264,9 @@ class ActionModule(RollwrightAction):
         seconds = result["seconds"] = {}  # where the batch's time went, by phase
         with timed(seconds, "plan"):
             state = run.plan(state, {}, within=None if within is None else [str(h) for h in within])
+        if state.get("prestarted") and (state.get("done") or not state["batch"]):
+            self._drop_prestarted(state, args, "the deployment ended before this batch" if state.get("done")
+                                  else "no host of this batch can go now")
         if state["batch"] and not state.get("done"):
             result["host_results"] = {}
             try:
@@ -312,7 +335,10 @@ class ActionModule(RollwrightAction):
         events = state["host_calls"]
         pre_hosts = [h for h in state.get("pre_block_hosts", state["active"]) if h in state["active"]] \
             if with_lb and events.get(PRE_BLOCK) else []
-        sessions = None
+        sessions = ahead = None
+        if state.get("prestarted") and not (with_lb and args.get("host_sessions", True)
+                                            and self._sessions_apply(state, common, caller)):
+            self._drop_prestarted(state, args, "this batch runs without host sessions")
         if with_lb and args.get("host_sessions", True) and self._sessions_apply(state, common, caller):
             run.guard()  # no host is called once the controller is gone
             sessions = self._sessions(state, common, caller, pre_hosts)
@@ -345,6 +371,9 @@ class ActionModule(RollwrightAction):
                     return state
             results = call(MAIN, state["active"])
             if with_lb:
+                if sessions is not None:
+                    # The next batch's engines start while this one's hosts become healthy; they wait at gate 0.
+                    ahead = self._start_ahead(state, args, common, caller)
                 with timed(seconds, "allow"):
                     state = run.allow(state, results, healthy_timeout=options.get("healthy_timeout"))
                 if state.get("done"):
@@ -352,22 +381,37 @@ class ActionModule(RollwrightAction):
                 results = call(POST_ALLOW, state["active"])
             reason = "the batch is over"
             with timed(seconds, "judge"):
-                return run.close_batch(state, results)
+                state = run.close_batch(state, results)
+            if ahead is not None:
+                state["prestarted"] = self._hand_over(ahead, state)
+                ahead = None
+            return state
         finally:
             if sessions is not None:
                 # Hosts the batch left behind (failed, still draining, or the deployment stopped) run nothing more.
                 sessions.close(reason)
+            if ahead is not None:  # the batch did not end as planned: the next batch starts its own
+                ahead[0].wait_started()
+                ahead[0].close("the batch before stopped")
 
-    def _sessions_apply(self, state: dict, common: dict, caller: HostCaller) -> bool:
-        """Whether this batch runs in host sessions (docs/inplace.md, Host sessions): at most forks hosts, each
-        reached through a connection that keeps the session's run alive while other calls come and go (ssh, local),
-        the hosts' state root known here as they know it, and no presigned URL signed long before its download."""
-        hosts = state["active"]
+    def _sessions_apply(self, state: dict, common: dict, caller: HostCaller, hosts: list | None = None) -> bool:
+        """Whether a batch of ``hosts`` (this batch's by default) runs in host sessions (docs/inplace.md, Host
+        sessions): at most forks hosts, each reached through a connection that keeps the session's run alive while
+        other calls come and go (ssh, local), the hosts' state root known here as they know it, and every bundle
+        in the start call's arguments or staged already (a detached engine outlives its call's temporary files;
+        a presigned URL signed at a session's start could expire during a long drain)."""
+        hosts = state["active"] if hosts is None else hosts
         if not 0 < len(hosts) <= caller.forks or not self._session_state_root(common):
             return False
         staged = set(state.get("staged") or [])
-        if common.get("bundle_transfer") == "presigned" and any(h not in staged for h in hosts):
-            return False  # signed at the session's start, the URL could expire during a long drain
+        if any(h not in staged for h in hosts):
+            if common.get("bundle_transfer") == "presigned":
+                return False
+            try:
+                if os.path.getsize(state["revision"]["path"]) > INLINE_BUNDLE_MAX:
+                    return False
+            except (KeyError, TypeError, OSError):
+                return False
         return all(caller.connection(h) in SESSION_CONNECTIONS for h in hosts)
 
     @staticmethod
@@ -377,24 +421,93 @@ class ActionModule(RollwrightAction):
         root = str(common.get("state_root") or DEFAULT_STATE_ROOT)
         return root if os.path.isabs(root) and "$" not in root and "~" not in root else None
 
-    def _sessions(self, state: dict, common: dict, caller: HostCaller, pre_hosts: list) -> BatchSessions:
-        """The batch's host sessions, started: on each host the engine runs BeforeBlockTraffic where it is due (an
-        empty first group elsewhere) and waits at a gate before the main group and before AfterAllowTraffic."""
+    def _session_args(self, state: dict, common: dict, hosts: list, pre_hosts: list,
+                      batch_number: int) -> tuple[dict, dict]:
+        """Each host's host_lifecycle arguments for its session of batch ``batch_number``, and the session's
+        directory on the host: BeforeBlockTraffic where it is due (an empty first group elsewhere), a gate before
+        every group, the main group, AfterAllowTraffic."""
         events = state["host_calls"]
-        batch_name = f"b{state['batch_number']}-{secrets.token_hex(6)}"
+        batch_name = f"b{batch_number}-{secrets.token_hex(6)}"
         host_state = HostState(self._session_state_root(common), str(common["application"]),
                                str(common["deployment_group"]))
         per_host, paths = {}, {}
-        for number, host in enumerate(state["active"]):
+        for number, host in enumerate(hosts):
             name = f"{batch_name}-{number}"  # one per host: two inventory names of one machine never share it
             host_args = dict(common, events=events[PRE_BLOCK] if host in pre_hosts else [], session={
                 "name": name, "groups": [{"events": events[MAIN]}, {"events": events[POST_ALLOW], "complete": True}]})
             host_args.update(self._bundle_source(state, host))
             per_host[host] = host_args
             paths[host] = session_dir(host_state, state["deployment_id"], name)
+        return per_host, paths
+
+    def _sessions(self, state: dict, common: dict, caller: HostCaller, pre_hosts: list) -> BatchSessions:
+        """The batch's host sessions: the ones the batch before started for it (when they are what this batch
+        runs), the others started now. Each waits at gate 0 until the batch says run."""
+        per_host, paths = self._session_args(state, common, state["active"], pre_hosts, state["batch_number"])
+        prestarted = state.pop("prestarted", None)
+        ready = prestarted_for(prestarted, state["batch_number"], per_host)
+        for host, session in ready.items():
+            per_host[host] = dict(per_host[host], session=dict(per_host[host]["session"], name=session["name"]))
+            paths[host] = session["path"]
+        leftover = {h: v for h, v in self._prestarted_hosts({"prestarted": prestarted}).items() if h not in ready}
+        if leftover:
+            self._abort_sessions(caller, leftover, "not in this batch as planned")
         sessions = BatchSessions(caller, HOST_MODULE, per_host, paths, progress=_progress)
-        sessions.start()
+        sessions.adopt(list(ready))
+        sessions.start([h for h in per_host if h not in ready])
+        if ready:
+            _progress(f"batch {state['batch_number']}: host sessions started ahead on {len(ready)} of "
+                      f"{len(per_host)} host(s)")
         return sessions
+
+    def _start_ahead(self, state: dict, args: dict, common: dict, caller: HostCaller):
+        """Start the next planned batch's sessions now (in the background), or None when there is none to start:
+        no next batch, or one that would not run in sessions. They wait at gate 0, so nothing runs there before
+        the next batch's turn (the minimum-healthy rule)."""
+        within = args.get("within")
+        preview = [list(b) for b in state.get("plan_preview") or []]
+        current = [str(h) for h in within] if within is not None else None
+        if current is None or current not in preview or preview.index(current) + 1 >= len(preview):
+            return None
+        waiting = set(state.get("waiting") or [])
+        hosts = [h for h in preview[preview.index(current) + 1] if h in waiting]
+        if not self._sessions_apply(state, common, caller, hosts):
+            return None
+        needed = (state.get("calls_needed") or {}).get(PRE_BLOCK)
+        pre_hosts = [h for h in hosts if needed is None or h in needed] if state["host_calls"].get(PRE_BLOCK) else []
+        per_host, paths = self._session_args(state, common, hosts, pre_hosts, state["batch_number"] + 1)
+        ahead = BatchSessions(caller, HOST_MODULE, per_host, paths, progress=_progress)
+        ahead.start()
+        return ahead, per_host, state["batch_number"] + 1
+
+    def _hand_over(self, ahead, state: dict) -> dict:
+        """What the next batch's task needs to adopt the sessions started ahead (their start calls waited for:
+        a task that ended during a call would leave no session)."""
+        sessions, per_host, batch_number = ahead
+        failed = sessions.wait_started()
+        sessions.release()  # the next batch keeps them alive from now on
+        return {"batch_number": batch_number, "hosts": {
+            h: {"name": per_host[h]["session"]["name"], "path": sessions.paths[h], "gates": sessions.last_gate[h],
+                "args": args_digest(per_host[h])}
+            for h in per_host if h not in failed}}
+
+    @staticmethod
+    def _prestarted_hosts(state: dict) -> dict:
+        return dict((state.get("prestarted") or {}).get("hosts") or {})
+
+    def _abort_sessions(self, caller: HostCaller, hosts: dict, reason: str) -> None:
+        """Tell sessions started ahead that their batch will not come (they run nothing)."""
+        gates = {h: {"session": {"groups": [{}] * int(v.get("gates") or 0)}} for h, v in hosts.items()}
+        sessions = BatchSessions(caller, HOST_MODULE, gates, {h: v["path"] for h, v in hosts.items()},
+                                 progress=_progress)
+        sessions.adopt(list(hosts))
+        sessions.close(reason)
+
+    def _drop_prestarted(self, state: dict, args: dict, reason: str) -> None:
+        hosts = self._prestarted_hosts(state)
+        state.pop("prestarted", None)
+        if hosts:
+            self._abort_sessions(self._host_caller(args), hosts, reason)
 
     def _read_dry_run(self, state: dict, args: dict) -> dict:
         """What each host of a dry run would run, asked from this task (check mode: nothing runs or changes there):

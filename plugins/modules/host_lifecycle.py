@@ -268,6 +268,21 @@ options:
         description: The session's name (1-64 letters, digits, C(-) or C(_)), used once per deployment and host.
         type: str
         required: true
+      first_gate:
+        description:
+          - Wait for the controller's word before the first group too (C(go-0)), as for every later group.
+          - A session started ahead of its batch waits there, before anything runs, until the previous batch is
+            done (the minimum-healthy rule applies to O(events) such as C(BeforeBlockTraffic) as well).
+        type: bool
+        default: false
+      detach:
+        description:
+          - Answer at once, once the engine waits in its session (result C(session.detached=true) and its C(pid)),
+            and go on without the connection. The controller then reads every group's result, and the engine's own
+            result (C(final.json)), from the session's directory.
+          - So a session can outlive the task that started it - the batch before it starts it, ahead of time.
+        type: bool
+        default: false
       gate_timeout:
         description:
           - Seconds the module waits at a gate without a sign of life from the controller. While it works (a load
@@ -378,6 +393,8 @@ session:
     - With O(session) - C(name); C(groups), each group's outcome in order (C(index), C(events) - their names,
       C(failed), C(msg)); C(ended) - C(completed), C(failed), C(abort) (with the controller's reason in C(reason))
       or C(expired). After an abort or an expiry the result holds no events (nothing of that group ran).
+    - With O(session.detach), the answer comes before any group runs - C(name), C(detached=true) and the engine's
+      C(pid); the rest is in the session's directory.
   returned: with O(session)
   type: dict
 plan:
@@ -392,14 +409,18 @@ plan:
     files: {create: [/opt/app/index.html], overwrite: [], remove: [/opt/app/old.html]}
 """
 
+import os
 import signal
+import sys
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.rollwright.deploy.plugins.module_utils.host.events import DeploymentRequest, HostDeployment
 from ansible_collections.rollwright.deploy.plugins.module_utils.host.state import HostState, StateError
 from ansible_collections.rollwright.deploy.plugins.module_utils.host.fs import UnsafePathError
-from ansible_collections.rollwright.deploy.plugins.module_utils.host.session import ABORT, EXPIRED, RUN, HostSession
+from ansible_collections.rollwright.deploy.plugins.module_utils.host.session import (
+    ABORT, EXPIRED, RUN, HostSession, detach,
+)
 from ansible_collections.rollwright.deploy.plugins.module_utils.revisions.lifecycle import LifecycleError
 
 
@@ -453,6 +474,8 @@ def argument_spec():
         session=dict(type="dict", options=dict(
             name=dict(type="str", required=True),
             gate_timeout=dict(type="float", default=120),
+            first_gate=dict(type="bool", default=False),
+            detach=dict(type="bool", default=False),
             groups=dict(type="list", elements="dict", required=True, options=dict(
                 events=dict(type="list", elements="str", required=True),
                 complete=dict(type="bool", default=False),
@@ -523,7 +546,8 @@ def finish(module, result, failed, warnings):
 
 
 def run_session(module, state, base):
-    """Every group of a batch in this run: the first at once, each next one on the controller's word."""
+    """Every group of a batch in this run: the first at once (or, with first_gate, on the controller's word too),
+    each next one on the controller's word. Detached, the run answers its caller once it waits in its session."""
     p = module.params
     spec = p["session"]
     groups = [(p["events"], p["complete"])] + [(g["events"], g["complete"]) for g in spec["groups"]]
@@ -532,14 +556,25 @@ def run_session(module, state, base):
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
         session = HostSession(state, p["deployment_id"], spec["name"], spec["gate_timeout"])
-        session.open()
+        session.open(write_pid=not spec["detach"])
     except (StateError, OSError) as exc:
         module.fail_json(msg=f"session: {exc}", **base)
+    if spec["detach"]:
+        try:
+            child = detach(session)
+        except OSError as exc:
+            session.close()
+            module.fail_json(msg=f"session: cannot detach the engine: {exc}", **base)
+        if child >= 0:  # the caller's process: say the session waits, and leave the rest to the child
+            if not child:
+                module.fail_json(msg="session: the detached engine stopped before it started", **base)
+            answer_and_leave(module, dict(base, changed=False, msg="session started",
+                                          session={"name": spec["name"], "detached": True, "pid": child}))
     outcomes, warnings = [], []
     result, failed, ended, reason = dict(base, msg="no event group ran"), False, "completed", ""
     try:
         for index, (events, complete) in enumerate(groups):
-            if index:
+            if index or spec["first_gate"]:
                 word, reason = session.wait_gate(index)
                 if word != RUN:
                     # Nothing of this group ran: the result holds no events (the earlier groups' are reported).
@@ -561,10 +596,25 @@ def run_session(module, state, base):
         ended, failed = "failed", True
         result = dict(result, msg=f"session: {exc}")
     finally:
+        result["session"] = {"name": spec["name"], "groups": outcomes, "ended": ended,
+                             **({"reason": reason} if ended == ABORT else {})}
+        if spec["detach"]:
+            try:
+                session.publish_final(dict(result, failed=failed, warnings=warnings))
+            except (StateError, OSError):
+                pass  # the controller reads the group results, and sees the engine gone
         session.close()
-    result["session"] = {"name": spec["name"], "groups": outcomes, "ended": ended,
-                         **({"reason": reason} if ended == ABORT else {})}
+    # Detached, nobody reads this output (it goes to /dev/null), but the module ends as any run does: its payload
+    # and temporary files are removed on the way out.
     finish(module, result, failed, warnings)
+
+
+def answer_and_leave(module, result):
+    """The caller's process of a detached session: print the module's result and end at once. Not exit_json: that
+    would remove the module's payload on the way out, which the detached engine still imports from."""
+    module._return_formatted(result)  # pylint: disable=protected-access
+    sys.stdout.flush()
+    os._exit(0)  # pylint: disable=protected-access
 
 
 if __name__ == "__main__":

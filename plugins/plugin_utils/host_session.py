@@ -3,10 +3,11 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The controller's side of host sessions: a batch's host calls as one run of the host engine per host.
 
-``BatchSessions.start`` runs ``host_lifecycle`` with ``session`` on every host of the batch (each in a thread of
-its own, as a task of its own would run it). The engine runs the first event group, then waits at a gate before
-each next one. ``results`` says ``run`` at a gate and reads the group's result; ``close`` aborts whatever still runs
-at every gate it has left, and waits for the ends. Saying and reading is one shell
+``BatchSessions.start`` runs ``host_lifecycle`` with a detached ``session`` on every host of the batch (each in a
+thread of its own, as a task of its own would run it): the call returns once the engine waits at gate 0, and the
+engine goes on without the connection. So a batch can start the next batch's sessions while it waits for its own
+hosts to become healthy, and the next batch's task ``adopt``s them. ``results`` says ``run`` at a gate and reads the
+group's result; ``close`` aborts whatever still waits, at every gate it has left. Saying and reading is one shell
 command per host and group (``ansible.builtin.raw`` through the host's own connection and become), with no Python
 start on the host; see plugins/module_utils/host/session.py for the files it reads and writes.
 """
@@ -24,7 +25,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Callable, Optional
 
 from ansible_collections.rollwright.deploy.plugins.module_utils.host.session import (
-    ALIVE, KEEPALIVE_EVERY, gate_name, result_name,
+    ALIVE, FINAL, KEEPALIVE_EVERY, gate_name, result_name,
 )
 from ansible_collections.rollwright.deploy.plugins.module_utils.host.state import DEFAULT_STATE_ROOT
 from ansible_collections.rollwright.deploy.plugins.plugin_utils.host_calls import HostCaller
@@ -37,7 +38,7 @@ ENDED, GONE, NO_START, SENT = "RWS-ENDED", "RWS-GONE", "RWS-NOSTART", "RWS-SENT"
 START_LIMIT = 60
 PROGRESS_AFTER = 5.0  # a hook running longer than this gets a progress line (as host_lifecycle's progress_after)
 PROGRESS_EVERY = 10.0
-FINAL_WAIT = 60.0  # how long a stopped engine's own result may take to come back over its connection
+FINAL_WAIT = 60.0  # how long a start call may take, and how long a stopped engine may take to leave its own result
 # Which connections keep a host's module run alive while other calls come and go on the same host: paramiko's
 # close() after any call tears down the transport the session runs on.
 SESSION_CONNECTIONS = frozenset({"ssh", "ansible.builtin.ssh", "local", "ansible.builtin.local"})
@@ -90,10 +91,10 @@ def _wait_started(start_limit: int) -> list[str]:
 
 
 def gate_command(path: str, index: int, word: Optional[str], wait: bool, start_limit: int = START_LIMIT,
-                 more_gates: tuple = ()) -> str:
+                 more_gates: tuple = (), result_of: Optional[int] = None) -> str:
     """A POSIX shell command: wait until the session has started, say ``word`` at gate ``index`` (and at
-    ``more_gates``) when given, then (with ``wait``) wait for group ``index``'s result and print it after
-    RESULT_MARK, on one line."""
+    ``more_gates``) when given, then (with ``wait``) wait for the result of group ``result_of`` (``index`` by
+    default) and print it after RESULT_MARK, on one line."""
     lines = _functions(path) + _wait_started(start_limit)
     if word is not None:
         for gate in (index, *more_gates):
@@ -104,7 +105,7 @@ def gate_command(path: str, index: int, word: Optional[str], wait: bool, start_l
     if not wait:
         lines.append(f"echo {SENT}")
         return "\n".join(lines) + "\n"
-    result = f'"$d"/{result_name(index)}'
+    result = f'"$d"/{result_name(index if result_of is None else result_of)}'
     lines += [
         "i=0",
         f"while [ ! -f {result} ]; do",
@@ -143,6 +144,28 @@ def tail_command(path: str) -> str:
     return f"tail -n 20 {shlex.quote(path)} 2>/dev/null || true"
 
 
+def final_command(path: str, wait: float) -> str:
+    """Wait (at most ``wait`` seconds) until the engine stopped, then print its own result (``final.json``) after
+    RESULT_MARK; ENDED when it left none, GONE when it is still running (or vanished without ``done``)."""
+    final = f'"$d"/{FINAL}'
+    return "\n".join(_functions(path) + [
+        f"sealed || {{ echo {GONE}; exit 0; }}",
+        "t0=$(date +%s)",
+        'until [ -f "$d/done" ]; do',
+        f"  alive || {{ [ -f \"$d/done\" ] && break; echo {GONE}; exit 0; }}",
+        f'  [ $(( $(date +%s) - t0 )) -ge {int(wait)} ] && {{ echo {GONE}; exit 0; }}',
+        "  nap 0.05",
+        "done",
+        f"[ -f {final} ] || {{ echo {ENDED}; exit 0; }}",
+        f"printf '%s' {RESULT_MARK}; tr -d '\\n' < {final}; echo",
+    ]) + "\n"
+
+
+def detached_args(args: dict) -> dict:
+    """A batch's host_lifecycle arguments for a detached session that waits at gate 0 too."""
+    return dict(args, session=dict(args.get("session") or {}, detach=True, first_gate=True))
+
+
 def touch_command(path: str) -> str:
     """Refresh ``alive`` in a session that started (its sealed directory exists); nothing otherwise."""
     return "\n".join(_functions(path) + [f'sealed && [ -f "$d/pid" ] && touch "$d"/{ALIVE}; :']) + "\n"
@@ -176,59 +199,107 @@ def raw_args(command: str) -> dict:
 
 
 class BatchSessions:
-    """One host session per host of a batch (see the module docstring)."""
+    """One detached host session per host of a batch (see the module docstring).
+
+    Every session waits at gate 0 before anything runs. ``start`` starts them (in the background); ``adopt``
+    takes sessions an earlier task started ahead of their batch. A session that an earlier task started but that
+    ended before its batch said anything (it expired during a long pause) is started again, under a new name."""
 
     def __init__(self, caller: HostCaller, module: str, args_by_host: dict[str, dict], paths: dict[str, str],
                  handled: bool = True, progress: Optional[Callable[[str], None]] = None,
                  start_limit: int = START_LIMIT) -> None:
         self.caller = caller
         self.module = module
-        self.args_by_host = args_by_host
-        self.paths = paths
+        self.args_by_host = {h: detached_args(a) for h, a in args_by_host.items()}
+        self.paths = dict(paths)
         self.handled = handled
         self.progress = progress
         self.start_limit = start_limit
-        self.futures: dict[str, Future] = {}
-        self.next_gate: dict[str, int] = {h: 1 for h in args_by_host}
+        self.futures: dict[str, Future] = {}  # the start calls (each returns once its engine waits at gate 0)
+        self.adopted: set[str] = set()  # started by an earlier task: started again if it ended unused
+        self.next_gate: dict[str, int] = {h: 0 for h in args_by_host}
         self.last_gate = {h: len(((a.get("session") or {}).get("groups") or [])) for h, a in args_by_host.items()}
         self.finals: dict[str, Optional[dict]] = {}
+        self.ended: set[str] = set()  # the engine stopped (its result is in finals)
+        self._keepalive: Optional[threading.Thread] = None
         self._stop_keepalive = threading.Event()
 
-    def start(self) -> None:
-        """Start every host's session (in the background: this returns at once), and the keepalive."""
-        self.futures = self.caller.submit(self.module, self.args_by_host)
-        threading.Thread(target=self._keep_alive, daemon=True).start()
+    def start(self, hosts: Optional[list[str]] = None) -> None:
+        """Start ``hosts``' sessions (all by default) in the background: this returns at once; and the keepalive."""
+        hosts = list(self.args_by_host) if hosts is None else hosts
+        if hosts:
+            self.futures.update(self.caller.submit(self.module, {h: self.args_by_host[h] for h in hosts}))
+        self._start_keepalive()
+
+    def adopt(self, hosts: list[str]) -> None:
+        """Take over ``hosts``' sessions, started by an earlier task (they wait at gate 0)."""
+        self.adopted.update(hosts)
+        self._start_keepalive()
+
+    def wait_started(self, timeout: float = FINAL_WAIT) -> dict[str, dict]:
+        """Wait (at most ``timeout`` s in all) for the start calls; the hosts whose session did not start, with why."""
+        deadline = time.monotonic() + timeout
+        failed = {}
+        for host in list(self.futures):
+            failure = self._start_failure(host, max(0.1, deadline - time.monotonic()))
+            if failure is not None:
+                failed[host] = failure
+        return failed
+
+    def _start_keepalive(self) -> None:
+        if self._keepalive is None:
+            self._keepalive = threading.Thread(target=self._keep_alive, daemon=True)
+            self._keepalive.start()
+
+    def _waiting(self) -> list[str]:
+        """The hosts whose engine may still wait at a gate of this batch."""
+        return [h for h in self.args_by_host if h not in self.ended and self.next_gate[h] <= self.last_gate[h]]
 
     def _keep_alive(self) -> None:
-        """Touch ``alive`` in every running session now and then, so a gate does not expire while this controller
-        works (a long drain, another host's long hook); a controller that died stops touching it. Each host on its
-        own: a host whose touch hangs holds up no other host's."""
+        """Touch ``alive`` in every session still waiting now and then, so a gate does not expire while this
+        controller works (a long drain, another host's long hook); a controller that died stops touching it. Each
+        host on its own: a host whose touch hangs holds up no other host's."""
         in_flight: dict[str, Future] = {}
         while not self._stop_keepalive.wait(KEEPALIVE_EVERY):
             due = {h: raw_args(touch_command(self.paths[h]))
-                   for h, f in self.futures.items()
-                   if not f.done() and (h not in in_flight or in_flight[h].done())}
+                   for h in self._waiting() if h not in in_flight or in_flight[h].done()}
             for host, args in due.items():
                 in_flight.update(self.caller.submit(RAW, {host: args}))
 
-    def _final(self, host: str, timeout: Optional[float] = None) -> Optional[dict]:
-        """The module's own result of ``host``'s session (waits for its end, at most ``timeout`` seconds)."""
+    def _start_failure(self, host: str, timeout: Optional[float] = 0.0) -> Optional[dict]:
+        """Why ``host``'s start call failed (its session never started), or None: it started, it is still
+        starting (``timeout`` 0: do not wait), or an earlier task started it."""
+        future = self.futures.get(host)
+        if future is None:
+            return None
+        try:
+            result = future.result(timeout=timeout) or {}
+        except FutureTimeout:
+            return None
+        if (result.get("session") or {}).get("detached") and not result.get("failed"):
+            return None
+        if not result.get("unreachable"):
+            result = dict(result, failed=True)
+        result.setdefault("msg", "session: the host engine did not start")
+        return result
+
+    def final(self, host: str, timeout: float = FINAL_WAIT) -> dict:
+        """The engine's own result (``final.json``), once it stopped; at most ``timeout`` seconds for it."""
         if host not in self.finals:
-            future = self.futures.get(host)
-            if future is None:
-                return None
-            try:
-                result = future.result(timeout=timeout)
-            except FutureTimeout:
-                return {"failed": True, "msg": "session: the host engine stopped, but its own result did not come back "
-                                               f"within {timeout:g} s"}
-            self.finals[host] = handled_failure(result or {}, host) if self.handled else result
+            final = self._start_failure(host, timeout=0)
+            if final is None:
+                said, data = read_gate_output(
+                    self.caller.call(RAW, {host: raw_args(final_command(self.paths[host], timeout))}).get(host))
+                final = data if said in ("result", "unreachable", "error") and data is not None else {
+                    "failed": True, "msg": f"session: the host engine stopped without its own result ({said})"}
+            self.finals[host] = handled_failure(final, host) if self.handled else final
         return self.finals[host]
 
     def _ended_without(self, host: str, index: int, said: str) -> dict:
-        """Group ``index``'s result of a session that stopped without leaving one: what the module said about it,
+        """Group ``index``'s result of a session that stopped without leaving one: what the engine said about it,
         without events of an earlier group."""
-        final = dict(self._final(host, timeout=FINAL_WAIT) or {})
+        self.ended.add(host)
+        final = dict(self.final(host))
         groups = (final.get("session") or {}).get("groups") or []
         if not groups or groups[-1].get("index") != index:
             final["events"] = []  # the events it holds are an earlier group's, recorded already
@@ -241,26 +312,44 @@ class BatchSessions:
         return {"failed": True, "msg": f"session: the host engine stopped before event group {index} ({said}): "
                                        f"{final.get('msg') or 'no result'}"}
 
-    def _gate(self, index: int, hosts: list[str], word: Optional[str], wait: bool, label: str) -> dict[str, dict]:
+    def _start_again(self, host: str) -> None:
+        """A session started ahead of its batch that ended unused (nothing of it ran): a new one in its place."""
+        self.adopted.discard(host)
+        args = dict(self.args_by_host[host])
+        session = dict(args["session"])
+        session["name"] = f"{session['name']}-again"
+        args["session"] = session
+        self.args_by_host[host] = args
+        self.paths[host] = posixpath.join(posixpath.dirname(self.paths[host]), session["name"])
+        self.start([host])
+
+    def _gate(self, index: int, hosts: list[str], wait: bool, label: str) -> dict[str, dict]:
         out: dict[str, dict] = {}
         pending = []
         for host in hosts:
-            future = self.futures.get(host)
-            if future is not None and future.done():  # the engine stopped already: its result says why
+            failure = self._start_failure(host)
+            if host in self.ended or failure is not None:
                 out[host] = self._ended_without(host, index, "ended")
             else:
                 pending.append(host)
         with self._ticker(hosts, label):
             while pending:
-                raw = self.caller.call(RAW, {h: raw_args(gate_command(self.paths[h], index, word, wait, self.start_limit))
-                                             for h in pending})
+                # "run" at every gate from the host's next one up to this one: a host of the batch with nothing
+                # before BlockTraffic is told to go on at gate 0 with its main group's word.
+                raw = self.caller.call(RAW, {h: raw_args(gate_command(
+                    self.paths[h], self.next_gate[h], "run", wait, self.start_limit,
+                    more_gates=tuple(range(self.next_gate[h] + 1, index + 1)), result_of=index)) for h in pending})
                 again = []
                 for host in pending:
                     said, data = read_gate_output(raw.get(host))
-                    if said == NO_START and not self.futures[host].done():
+                    if said == NO_START and host in self.futures and not self.futures[host].done():
                         again.append(host)  # still starting (a long push, a slow host): ask again, word unsaid
                         continue
-                    if word is not None and said in ("result", SENT):
+                    if said in (ENDED, GONE, NO_START) and host in self.adopted and self.next_gate[host] == 0:
+                        self._start_again(host)  # it expired waiting for its batch: nothing of it ran
+                        again.append(host)
+                        continue
+                    if said in ("result", SENT):
                         self.next_gate[host] = index + 1  # the word reached the gate; an abort goes to the next
                     if said == "result":
                         out[host] = handled_failure(data, host, self.progress) if self.handled else data
@@ -274,25 +363,26 @@ class BatchSessions:
         return out
 
     def results(self, index: int, hosts: list[str], label: str = "") -> dict[str, dict]:
-        """Say ``run`` at gate ``index`` (none before group 0) and return each host's result of group ``index``,
-        read from the host's session directory (not the module's own result: its connection has been open since
-        the batch started, a fresh one reads the file)."""
-        return self._gate(index, hosts, "run" if index else None, True, label)
+        """Say ``run`` at gate ``index`` (and at the host's earlier gates not said yet) and return each host's
+        result of group ``index``, read from the host's session directory."""
+        return self._gate(index, hosts, True, label)
 
-    def close(self, reason: str, wait: float = FINAL_WAIT) -> None:
-        """Abort the sessions still running (at every gate they have left: they run nothing more) and wait, at most
-        ``wait`` seconds in all, for every session's end."""
+    def release(self) -> None:
+        """Stop keeping the sessions alive: the task that adopts them does it from now on."""
+        self._stop_keepalive.set()
+
+    def close(self, reason: str) -> None:
+        """Abort the sessions still waiting, at every gate they have left: they run nothing more. A session past its
+        last gate is only finishing its run: nothing to abort. Nothing is waited for but the words said."""
         self._stop_keepalive.set()
         word = "abort " + " ".join(str(reason).split())[:300]
-        # A host past its last gate is only finishing its run (its module call returning): nothing to abort.
-        waiting = [h for h, f in self.futures.items() if not f.done() and self.next_gate[h] <= self.last_gate[h]]
+        waiting = [h for h in self._waiting() if self._start_failure(h) is None]
         if waiting:
             self.caller.call(RAW, {h: raw_args(gate_command(
                 self.paths[h], self.next_gate[h], word, False, self.start_limit,
                 more_gates=tuple(range(self.next_gate[h] + 1, self.last_gate[h] + 1)))) for h in waiting})
-        deadline = time.monotonic() + wait
-        for host in self.futures:
-            self.finals[host] = self._final(host, timeout=max(0.1, deadline - time.monotonic()))
+        for host in waiting:
+            self.next_gate[host] = self.last_gate[host] + 1
 
     def _ticker(self, hosts: list[str], label: str):
         return _Ticker(self.progress, hosts, label, self._running_scripts)

@@ -13,6 +13,7 @@ nsenter (what is installed), never through rollwright code.
 
 from __future__ import annotations
 
+import datetime
 import json
 import threading
 from collections import Counter
@@ -22,6 +23,7 @@ from typing import Any
 import pytest
 
 from ansible_collections.rollwright.deploy.plugins.module_utils.records import open_store
+from ansible_collections.rollwright.deploy.plugins.module_utils.records.base import format_time
 from tests.bundles import build_bundle
 from tests.integration import inplace_helpers as H
 
@@ -220,6 +222,12 @@ def _session_dirs(d: Deployer, host: str, deployment_id: str) -> list[str]:
     return [line.strip() for line in proc.stdout.splitlines() if line.strip()]
 
 
+def _mtime(d: Deployer, host: str, path: str) -> str:
+    """A file's modification time on the host, in the record's time format (UTC, microseconds, Z)."""
+    seconds = d.world.fleet.exec(host, ["python3", "-c", f"import os; print(os.stat({path!r}).st_mtime)"]).stdout
+    return format_time(datetime.datetime.fromtimestamp(float(seconds), datetime.timezone.utc))
+
+
 def test_host_sessions_run_what_separate_calls_run_once_per_host_and_batch(deployer: Deployer, bundles: dict) -> None:
     """A host session per host and batch (the default) runs the same scripts, in the same order, with the same
     record, as a module call per group (rollwright_host_sessions: false); each session ends done, sealed."""
@@ -243,8 +251,21 @@ def test_host_sessions_run_what_separate_calls_run_once_per_host_and_batch(deplo
         sessions = _session_dirs(d, host, with_sessions)
         assert len(sessions) == 1 and sessions[0].split()[1] == "700", sessions  # one batch: one session, sealed
         held = [name for name in sessions[0].split()[2:] if name != "alive"]  # alive: only after a 20 s wait
-        assert held == ["done", "go-1", "go-2", "pid", "result-0.json", "result-1.json", "result-2.json"], sessions
+        # a gate before each group, each group's result, and the detached engine's own result
+        assert held == ["done", "final.json", "go-0", "go-1", "go-2", "pid", "result-0.json", "result-1.json",
+                        "result-2.json"], sessions
         assert _session_dirs(d, host, without) == []
+    # One at a time: batch 1 started the second host's session while its own host became healthy again; that
+    # session waited at gate 0 and ran nothing (BeforeBlockTraffic included) until batch 1 was over.
+    first, second = hosts
+    assert [s.split()[0][:3] for s in _session_dirs(d, first, with_sessions)] == ["b1-"]
+    (ahead,) = _session_dirs(d, second, with_sessions)
+    assert ahead.startswith("b2-"), ahead
+    record = {h["name"]: {e["name"]: e for e in h["events"]} for h in d.record(with_sessions)["hosts"]}
+    engine_up = _mtime(d, second, f"/var/lib/rollwright/{d.app}/g/deployments/{with_sessions}/sessions/"
+                                  f"{ahead.split()[0]}/pid")
+    assert record[first]["AllowTraffic"]["start_time"] < engine_up < record[first]["AllowTraffic"]["end_time"]
+    assert record[second]["BeforeBlockTraffic"]["start_time"] > record[first]["AfterAllowTraffic"]["end_time"]
     shapes = {}
     for label in ("sessions", "calls"):
         record = d.record(runs[label]["deployment_id"])

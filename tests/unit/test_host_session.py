@@ -297,16 +297,20 @@ def test_batch_sessions_continue_the_batch_and_abort_the_hosts_it_leaves(tmp_pat
     assert post["web1"]["last_successful"]["after"] == "d-AAAAAAAA1" and not post["web1"]["failed"]
     calls_before_close = len(caller.raw_calls)
     sessions.close("the batch is over")
-    # Only web2 is told to abort: web1 is past its last gate (its call may still be returning), no go-3 for it.
+    # Only web2 is told to abort: web1 is past its last gate (it is only finishing its run), no go-3 for it.
     assert caller.raw_calls[calls_before_close:] == [["web2"]], caller.raw_calls
-    assert sorted(n for n in os.listdir(paths["web1"]) if n.startswith("go-")) == ["go-1", "go-2"]
-    assert sessions.finals["web1"]["session"]["ended"] == "completed"
-    assert sessions.finals["web2"]["session"] == dict(sessions.finals["web2"]["session"], ended="abort",
-                                                      reason="the batch is over")
-    assert not sessions.finals["web2"].get("failed")
+    assert sorted(n for n in os.listdir(paths["web1"]) if n.startswith("go-")) == ["go-0", "go-1", "go-2"]
+    # Each detached engine leaves its own result in its directory (read with a shell command, as a gate is).
+    assert sessions.final("web1")["session"]["ended"] == "completed"
+    assert sessions.final("web2")["session"] == dict(sessions.final("web2")["session"], ended="abort",
+                                                     reason="the batch is over")
+    assert not sessions.final("web2").get("failed")
     assert (tmp_path / "web1" / "www" / "index.html").exists() and not (tmp_path / "web2" / "www").exists()
-    # Nothing waits any more: every gate command and every module ended.
-    assert all(f.done() for f in sessions.futures.values())
+    # Nothing waits any more: every start call returned (web1's late), and every engine is gone.
+    assert sessions.wait_started() == {} and all(f.done() for f in sessions.futures.values())
+    for host in ("web1", "web2"):
+        assert os.path.exists(os.path.join(paths[host], "done"))
+        assert _gone(_engine_pid(paths[host]))
 
 
 def test_a_session_that_starts_late_is_waited_for_not_given_up(tmp_path):
@@ -325,7 +329,7 @@ def test_a_session_that_starts_late_is_waited_for_not_given_up(tmp_path):
     assert len(caller.raw_calls) >= 2  # at least one NOSTART, then the word and the result
     assert not sessions.results(2, ["web1"])["web1"]["failed"]
     sessions.close("the batch is over")
-    assert sessions.finals["web1"]["session"]["ended"] == "completed"
+    assert sessions.final("web1")["session"]["ended"] == "completed"
 
 
 def test_a_long_hook_in_a_session_gets_a_progress_line_naming_its_script(tmp_path, monkeypatch):
@@ -358,3 +362,139 @@ def test_a_long_hook_in_a_session_gets_a_progress_line_naming_its_script(tmp_pat
     sessions.close("the batch is over")
     assert any(re.fullmatch(r"web1: BeforeInstall scripts/hook\.sh running \(\d+ s\)", line) for line in lines), lines
     assert not any("AfterBlockTraffic..BeforeAllowTraffic" in line for line in lines), lines  # the script, not the group
+
+
+def _engine_pid(path):
+    with open(os.path.join(path, "pid"), encoding="ascii") as handle:
+        return int(handle.read().split()[0])
+
+
+def _running(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+        return handle.read().rsplit(") ", 1)[1].split()[0] != "Z"  # a zombie has ended
+
+
+def _gone(pid, timeout=10):
+    """Whether the process ends within ``timeout`` seconds (it may still be on its way out after ``done``)."""
+    deadline = time.monotonic() + timeout
+    while _running(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_a_detached_session_answers_at_once_then_waits_at_gate_0_with_nothing_run(world):
+    tmp_path, trace, base, dest = world
+    v1 = make_bundle(tmp_path / "v1.tgz", "v1", trace)
+    proc = start_module(tmp_path, session_args(base, dest, "d-AAAAAAAA1", v1, "b1-d", detach=True, first_gate=True))
+    answer = module_result(proc, timeout=30)
+    path = path_of(base, "d-AAAAAAAA1", "b1-d")
+    assert answer["session"]["detached"] is True and not answer.get("failed"), answer
+    # The engine that waits is the detached child, not the process that answered (that one is gone).
+    assert _engine_pid(path) == answer["session"]["pid"] != proc.pid and _running(answer["session"]["pid"])
+    time.sleep(0.5)
+    assert not trace.exists() or "v1" not in trace.read_text()  # nothing ran before the word at gate 0
+    said, pre = gate(path, 0, "run")
+    assert said == "result" and [e["name"] for e in pre["events"]] == PRE and not pre["failed"]
+    assert gate(path, 1, "run")[1]["failed"] is False
+    said, post = gate(path, 2, "run")
+    assert said == "result" and post["last_successful"]["after"] == "d-AAAAAAAA1"
+    final = wait_for_file(os.path.join(path, "final.json"))
+    assert json.loads(final)["session"]["ended"] == "completed"
+    assert open(os.path.join(dest, "index.html")).read() == "<h1>v1</h1>\n"
+
+
+def test_a_detached_session_nobody_calls_expires_at_gate_0_and_runs_nothing(world):
+    tmp_path, trace, base, dest = world
+    v1 = make_bundle(tmp_path / "v1.tgz", "v1", trace)
+    proc = start_module(tmp_path, session_args(base, dest, "d-AAAAAAAA1", v1, "b2-e", detach=True, first_gate=True,
+                                               gate_timeout=1))
+    answer = module_result(proc, timeout=30)
+    path = path_of(base, "d-AAAAAAAA1", "b2-e")
+    final = json.loads(wait_for_file(os.path.join(path, "final.json"), timeout=20))
+    assert final["session"]["ended"] == "expired" and final["failed"] and final["events"] == []
+    assert "before event group 0" in final["msg"]
+    assert _gone(answer["session"]["pid"]) and not os.path.exists(dest)
+    assert not trace.exists() or "v1" not in trace.read_text()
+
+
+def wait_for_file(path, timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as handle:
+                text = handle.read()
+            if text.endswith("\n"):
+                return text
+        time.sleep(0.05)
+    raise AssertionError(f"{path} did not appear within {timeout} s")
+
+
+def _batch_args(tmp_path, trace, hosts, deployment_id, name, **session):
+    args, paths = {}, {}
+    for number, host in enumerate(hosts):
+        base = {"application": "shop", "deployment_group": "web", "state_root": str(tmp_path / host)}
+        bundle = make_bundle(tmp_path / f"{host}.tgz", "v1", trace)
+        args[host] = dict(session_args(base, str(tmp_path / host / "www"), deployment_id, bundle, f"{name}-{number}",
+                                       **session), failure_handled=True)
+        paths[host] = path_of(base, deployment_id, f"{name}-{number}")
+    return args, paths
+
+
+def test_sessions_started_ahead_by_one_task_are_adopted_by_the_next(tmp_path):
+    """The batch before starts the sessions and lets go of them; the batch's own task adopts them by name (another
+    caller, nothing started again) and runs them; a host the batch does not take is told to abort at gate 0."""
+    trace = tmp_path / "trace.log"
+    args, paths = _batch_args(tmp_path, trace, ["web1", "web2"], "d-AAAAAAAA1", "b2-a")
+    ahead = hs.BatchSessions(LocalCaller(tmp_path), "rollwright.deploy.host_lifecycle", args, paths)
+    ahead.start()
+    assert ahead.wait_started() == {}
+    ahead.release()
+    time.sleep(0.3)
+    assert not trace.exists() or "v1" not in trace.read_text()  # waiting at gate 0, nothing ran
+    caller = LocalCaller(tmp_path)
+    batch = hs.BatchSessions(caller, "rollwright.deploy.host_lifecycle", {"web1": args["web1"]},
+                             {"web1": paths["web1"]})
+    batch.adopt(["web1"])
+    main = batch.results(1, ["web1"], "main")  # says run at gates 0 and 1 (no BeforeBlockTraffic call asked)
+    assert not main["web1"]["failed"] and [e["name"] for e in main["web1"]["events"]] == MAIN
+    assert not batch.results(2, ["web1"])["web1"]["failed"]
+    batch.close("the batch is over")
+    assert batch.futures == {}  # nothing started by this task
+    # gate 0's word came with the main group's: group 0 ran first, then the main group
+    groups = batch.final("web1")["session"]["groups"]
+    assert [(g["index"], g["events"]) for g in groups] == [(0, PRE), (1, MAIN), (2, POST)]
+    # web2 was not part of the batch: aborted at gate 0, before anything ran.
+    rest = hs.BatchSessions(caller, "rollwright.deploy.host_lifecycle", {"web2": args["web2"]},
+                            {"web2": paths["web2"]})
+    rest.adopt(["web2"])
+    rest.close("not in this batch as planned")
+    final = rest.final("web2")
+    assert final["session"]["ended"] == "abort" and final["session"]["groups"] == [] and final["events"] == []
+    assert not (tmp_path / "web2" / "www").exists() and (tmp_path / "web1" / "www" / "index.html").exists()
+
+
+def test_a_session_started_ahead_that_expired_is_started_again_under_a_new_name(tmp_path):
+    """A long pause between batches: the session started ahead expired at gate 0 (nothing ran); the batch starts
+    a new one instead of failing the host."""
+    trace = tmp_path / "trace.log"
+    args, paths = _batch_args(tmp_path, trace, ["web1"], "d-AAAAAAAA1", "b3-x", gate_timeout=1)
+    ahead = hs.BatchSessions(LocalCaller(tmp_path), "rollwright.deploy.host_lifecycle", args, paths)
+    ahead.start()
+    assert ahead.wait_started() == {}
+    ahead.release()
+    wait_for_file(os.path.join(paths["web1"], "final.json"), timeout=20)  # expired
+    batch_args = {"web1": dict(args["web1"], session=dict(args["web1"]["session"], gate_timeout=60))}
+    batch = hs.BatchSessions(LocalCaller(tmp_path), "rollwright.deploy.host_lifecycle", batch_args, paths)
+    batch.adopt(["web1"])
+    pre = batch.results(0, ["web1"], "BeforeBlockTraffic")
+    assert not pre["web1"]["failed"] and [e["name"] for e in pre["web1"]["events"]] == PRE
+    assert batch.paths["web1"] == paths["web1"] + "-again" and list(batch.futures) == ["web1"]
+    assert not batch.results(1, ["web1"])["web1"]["failed"]
+    assert not batch.results(2, ["web1"])["web1"]["failed"]
+    assert batch.final("web1")["session"]["ended"] == "completed"

@@ -15,8 +15,13 @@ The directory, ``<deployment dir>/sessions/<name>`` (0700, root's), holds:
 * ``result-N.json``: group N's result, as the module would have returned it;
 * ``go-N``: the controller's word for group N: ``run``, or ``abort <reason>``;
 * ``alive``: touched by the controller every KEEPALIVE_EVERY seconds while the engine waits;
+* ``final.json``: a detached engine's own result (the module's result, which its caller no longer waits for),
+  written just before ``done``;
 * ``done``: written when the engine stops, whatever the reason (the directory then stays until the
   deployment's directory is pruned).
+
+A detached session (``detach``) reports "started" to its caller as soon as its directory holds its pid, and goes
+on without the connection: so a session can be started ahead of its batch (waiting at gate 0), by an earlier task.
 
 A gate waits at most ``gate_timeout`` seconds after the controller's last sign of life: a controller that died
 leaves no engine waiting for ever, and nothing after the gate runs. Runs on the hosts: stdlib only.
@@ -39,6 +44,7 @@ ALIVE = "alive"  # touched by the controller while it works between gates
 KEEPALIVE_EVERY = 20.0  # how often the controller touches it; a gate's timeout must be well above this
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 RUN, ABORT, EXPIRED = "run", "abort", "expired"
+FINAL = "final.json"
 # The gate is polled quickly at first (the controller's word usually comes within seconds), then gently.
 _FAST_POLL, _SLOW_POLL, _FAST_FOR = 0.01, 0.1, 5.0
 
@@ -73,6 +79,35 @@ def gate_name(index: int) -> str:
     return f"go-{int(index)}"
 
 
+def detach(session: "HostSession") -> int:
+    """Fork the engine off its connection. In the parent: the child's pid, once the child wrote it into the
+    session's directory (or 0 when the child died first). In the child, which goes on with the session: -1; it
+    has its own session id, no terminal, and /dev/null as stdin, stdout and stderr, so the connection that started
+    it closes as soon as the parent answers."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(write_end)
+        try:
+            ready = os.read(read_end, 1)  # b"" (end of file) when the child died before it wrote its pid
+            return pid if ready == b"1" else 0
+        finally:
+            os.close(read_end)
+    os.close(read_end)
+    os.setsid()
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    if null > 2:
+        os.close(null)
+    try:
+        session.write_pid()
+        os.write(write_end, b"1")
+    finally:
+        os.close(write_end)
+    return -1
+
+
 class HostSession:
     """The engine's side of a session: open it, publish each group's result, wait at each gate, close it."""
 
@@ -93,8 +128,9 @@ class HostSession:
         except _fs.UnsafePathError as exc:
             raise StateError(f"host state: {exc}") from None
 
-    def open(self) -> None:
-        """Create the sealed directory (a session of that name must not exist yet) and say who waits in it."""
+    def open(self, write_pid: bool = True) -> None:
+        """Create the sealed directory (a session of that name must not exist yet) and say who waits in it (a
+        detached engine says it from the process that goes on: ``write_pid``)."""
         parent = os.path.dirname(self.path)
         # Missing directories on the way are made traversable only; the engine's first event seals the
         # deployment's directory as its scripts need.
@@ -107,7 +143,15 @@ class HostSession:
                              "already on this host (a session name is used once)") from None
         except _fs.UnsafePathError as exc:
             raise StateError(f"host state: {exc}") from None
+        if write_pid:
+            self.write_pid()
+
+    def write_pid(self) -> None:
         self._write("pid", f"{os.getpid()} {process_start_ticks()}\n".encode())
+
+    def publish_final(self, result: dict) -> None:
+        """A detached engine's own result (its caller has gone), read by the controller once ``done`` is there."""
+        self._write(FINAL, (json.dumps(result, sort_keys=True, default=str) + "\n").encode("utf-8"))
 
     def publish(self, index: int, result: dict) -> None:
         """Group ``index``'s result, for the controller's command that waits for it (written atomically)."""
