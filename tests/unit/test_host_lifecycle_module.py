@@ -12,10 +12,13 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import time
 
 import pytest
 
+from ansible_collections.rollwright.deploy.plugins.module_utils.host.session import session_dir
 from ansible_collections.rollwright.deploy.plugins.module_utils.host.staging import INLINE_BUNDLE_MAX
+from ansible_collections.rollwright.deploy.plugins.module_utils.host.state import HostState
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUILD = os.path.join(ROOT, "build")
@@ -248,6 +251,58 @@ def test_through_ansible_with_action_plugin_transfer(world, size):
     remote_tmp = tmp_path / "remote-tmp"
     assert not remote_tmp.exists() or os.listdir(remote_tmp) == []  # the pushed bundle was cleaned up
     shutil.rmtree(remote_tmp, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_a_detached_session_through_ansible_keeps_its_payload_until_it_ends(world):
+    """ansible localhost -m host_lifecycle with a detached session (AnsiballZ, as a batch starts it): the call
+    answers while the engine waits at gate 0; the engine runs every group on the word at its gate, from the payload
+    the call left it, and removes the payload and its temporary files when it ends. A bundle too large for the
+    call's arguments is refused (its pushed copy would go with the call)."""
+    ansible = os.path.join(VENV_BIN, "ansible")
+    if not os.path.exists(ansible):
+        pytest.skip("ansible is not installed in the venv")
+    from ansible_collections.rollwright.deploy.plugins.plugin_utils import host_session as hs
+
+    tmp_path, trace, base, dest = world
+    scratch = tmp_path / "scratch"  # the module's TMPDIR: where AnsiballZ unpacks its payload
+    scratch.mkdir()
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=BUILD, ANSIBLE_LOCALHOST_WARNING="False",
+               ANSIBLE_INVENTORY_UNPARSED_WARNING="False", ANSIBLE_LOAD_CALLBACK_PLUGINS="True",
+               ANSIBLE_STDOUT_CALLBACK="json", ANSIBLE_REMOTE_TMP=str(tmp_path / "remote-tmp"), TMPDIR=str(scratch))
+
+    def call(bundle, name):
+        args = dict(base, deployment_id="d-AAAAAAAA1", events=["BeforeBlockTraffic"], appspec=appspec(dest), src=bundle,
+                    session={"name": name, "detach": True, "first_gate": True,
+                             "groups": [{"events": EVENTS_V[1:]}, {"events": [], "complete": True}]})
+        proc = subprocess.run([ansible, "localhost", "-m", "rollwright.deploy.host_lifecycle", "-a", json.dumps(args),
+                               "-e", "ansible_python_interpreter=/usr/bin/python3"],
+                              capture_output=True, text=True, env=env, timeout=180, cwd=str(tmp_path), check=False)
+        out = json.loads(proc.stdout[proc.stdout.index("{\n"):])
+        return out["plays"][0]["tasks"][0]["hosts"]["localhost"]
+
+    answer = call(make_bundle(tmp_path / "v1.tgz", "v1", trace), "b1-z")
+    assert answer["session"]["detached"] is True and not answer.get("failed"), answer
+    path = session_dir(HostState(base["state_root"], base["application"], base["deployment_group"]),
+                       "d-AAAAAAAA1", "b1-z")
+    assert [n for n in os.listdir(scratch) if "_payload_" in n]  # the engine still has its payload
+    assert not os.path.exists(dest)  # nothing ran before gate 0's word
+    for index in range(3):
+        command = hs.gate_command(path, index, "run", True)
+        said, group = hs.read_gate_output({"stdout": subprocess.run(["/bin/sh", "-c", command], capture_output=True,
+                                                                    text=True, timeout=120, check=False).stdout})
+        assert said == "result" and not group["failed"], group
+    assert open(os.path.join(dest, "index.html")).read() == "<h1>v1</h1>\n"
+    deadline = time.monotonic() + 20
+    while os.listdir(scratch) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert os.listdir(scratch) == []  # removed by the engine on its way out, not while it ran
+    with open(os.path.join(path, "final.json"), encoding="utf-8") as handle:
+        assert json.load(handle)["session"]["ended"] == "completed"
+
+    large = make_bundle(tmp_path / "v2.tgz", "v2", trace, padding=INLINE_BUNDLE_MAX + 4096)
+    refused = call(large, "b2-z")
+    assert refused.get("failed") and "session.detach" in refused["msg"] and "stage it first" in refused["msg"]
 
 
 def test_revision_source_defaults_to_local_when_revision_is_not_given(world):
