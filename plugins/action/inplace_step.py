@@ -246,9 +246,14 @@ class ActionModule(RollwrightAction):
                 state = self._batch(run, state, args, result)
             elif step == "staged":
                 stage_hosts = state.get("stage_hosts") or []
-                results = (self._stage(state, args, stage_hosts) if args.get("host_args") is not None
-                           else self._host_results(task_vars, stage_hosts, args["host_results"] or STAGE_RESULT_VAR))
+                first = None
+                if args.get("host_args") is not None:
+                    results, first = self._stage(state, args, stage_hosts)
+                else:
+                    results = self._host_results(task_vars, stage_hosts, args["host_results"] or STAGE_RESULT_VAR)
                 state = run.staged(state, results)
+                if first is not None:
+                    self._first_batch_ready(state, first, results)
             elif step == "stop":
                 state = run.finish(state, stop_reason=args.get("reason") or "stopped on request", status="Stopped")
             if state.get("done") and state.get("prestarted"):
@@ -318,12 +323,56 @@ class ActionModule(RollwrightAction):
         """Calls hosts on behalf of this task, at most the task's forks (the run's --forks by default) at once."""
         return HostCaller(self._task, forks=int(args.get("forks") or context_forks()))
 
-    def _stage(self, state: dict, args: dict, hosts: list) -> dict:
-        """Stage the revision on ``hosts`` from this task (in parallel, at most forks at once); each host's result."""
-        stage_args = dict(self._host_args(state, args), events=["DownloadBundle"], staging="stage",
-                          src=state["revision"]["path"], progress_after=0)
+    def _stage(self, state: dict, args: dict, hosts: list) -> tuple[dict, object]:
+        """Stage the revision on ``hosts`` from this task (in parallel, at most forks at once): each host's result.
+        The first batch's hosts, when that batch will run in host sessions, stage in the call that starts their
+        session (one run of the host engine for both; the session waits for the batch): then also those
+        sessions (see ``_first_batch_ready``)."""
+        common = self._host_args(state, args)
+        stage_args = dict(common, events=["DownloadBundle"], staging="stage", src=state["revision"]["path"],
+                          progress_after=0)
+        per_host = {h: stage_args for h in hosts}
         caller = self._host_caller(args)
-        return caller.call(HOST_MODULE, {h: stage_args for h in hosts})
+        first = self._first_batch_sessions(state, args, common, caller, hosts)
+        if first is not None:
+            for host in first[1]:  # the bundle comes as it does for staging; the session installs the staged copy
+                per_host[host] = dict(first[0].args_by_host[host], staging="stage", src=state["revision"]["path"],
+                                      bundle_transfer=stage_args.get("bundle_transfer") or "push")
+            first[0].adopt(list(first[1]))  # started by the call below
+        return caller.call(HOST_MODULE, per_host), first
+
+    def _first_batch_sessions(self, state: dict, args: dict, common: dict, caller: HostCaller, hosts: list):
+        """The first planned batch's sessions (not started yet), when it will run in host sessions."""
+        preview = [list(b) for b in state.get("plan_preview") or []]
+        batch = [h for h in (preview[0] if preview else []) if h in hosts]
+        if not (state.get("with_load_balancer") and args.get("host_sessions", True) and batch):
+            return None
+        as_staged = dict(state, staged=list(hosts))  # as the batch will see them: installing from the staged copy
+        if common.get("bundle_transfer") != "presigned":
+            try:
+                if os.path.getsize(state["revision"]["path"]) > INLINE_BUNDLE_MAX:
+                    return None  # staging pushes it to a temporary directory: not for a detached engine
+            except (KeyError, TypeError, OSError):
+                return None
+        if not self._sessions_apply(as_staged, common, caller, batch):
+            return None
+        needed = (state.get("calls_needed") or {}).get(PRE_BLOCK)
+        pre_hosts = [h for h in batch if needed is None or h in needed] if state["host_calls"].get(PRE_BLOCK) else []
+        per_host, paths = self._session_args(as_staged, common, batch, pre_hosts, 1)
+        return BatchSessions(caller, HOST_MODULE, per_host, paths, progress=_progress), per_host, 1
+
+    def _first_batch_ready(self, state: dict, first, results: dict) -> None:
+        """After staging: hand the first batch the sessions the staging calls started, or abort them when the
+        deployment will not go on."""
+        sessions, per_host, batch_number = first
+        started = {h: a for h, a in per_host.items()
+                   if ((results.get(h) or {}).get("session") or {}).get("detached")}
+        sessions.release()
+        if state.get("done"):
+            self._abort_sessions(sessions.caller, {h: {"path": sessions.paths[h], "gates": sessions.last_gate[h]}
+                                                   for h in started}, "the deployment ended at staging")
+            return
+        state["prestarted"] = self._hand_over((sessions, started, batch_number), state)
 
     def _deploy_batch(self, run: InPlaceRun, state: dict, args: dict, calls: dict, seconds: dict) -> dict:
         """BeforeBlockTraffic, BlockTraffic, the main group, AllowTraffic, AfterAllowTraffic and the judgement of one

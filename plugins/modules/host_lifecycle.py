@@ -202,6 +202,9 @@ options:
         never used (an interrupted deployment) are removed first.
       - C(discard) - with O(events=[DownloadBundle]), remove the deployment's directory when it holds only a staged
         copy that no batch used; a deployment a batch ran keeps its directory (logs) and follows O(keep_revisions).
+      - With O(session) (and O(session.detach), O(session.first_gate)), C(stage) stages the revision first and
+        answers with how that went; the session then waits at gate 0 for its batch, whose groups install from the
+        staged copy - staging and the start of a batch's session in one run of the module.
     type: str
     choices: [stage, discard]
   bundle_transfer:
@@ -503,12 +506,12 @@ def main():
     except StateError as exc:
         module.fail_json(msg=str(exc), **base)
     if not p["session"]:
-        result, failed, warnings = run_group(module, state, p["events"], p["complete"], base)
+        result, failed, warnings = run_group(module, state, p["events"], p["complete"], base, p["staging"])
         finish(module, result, failed, warnings)
     run_session(module, state, base)
 
 
-def run_group(module, state, events, complete, base):
+def run_group(module, state, events, complete, base, staging=None):
     """One group of consecutive events: (the module's result, whether it failed, warnings)."""
     p = module.params
     try:
@@ -520,7 +523,7 @@ def run_group(module, state, events, complete, base):
             hook_timeout_grace=p["hook_timeout_grace"], keep_revisions=p["keep_revisions"],
             complete=complete, check_mode=module.check_mode, unpack_limits=p["unpack_limits"],
             hook_output=p["hook_output"], bundle_entries=p["bundle_entries"] if module.check_mode else None,
-            staging=p["staging"], bundle_url=p["bundle_url"], bundle_content=p["bundle_content"])
+            staging=staging, bundle_url=p["bundle_url"], bundle_content=p["bundle_content"])
         run = HostDeployment(state, request).execute()
     except (StateError, LifecycleError) as exc:
         return dict(base, msg=str(exc)), True, []
@@ -554,11 +557,23 @@ def run_session(module, state, base):
     # A dropped connection must not kill the engine between groups: the results live in the session's files, and
     # the controller reads them over a fresh connection.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    staged = {}
+    if p["staging"]:
+        # Staging and the start of the batch's session in one run: the revision is staged first (the answer says
+        # how it went), then the session waits at gate 0 for its batch, whose groups install from the staged copy.
+        if p["staging"] != "stage" or not (spec["detach"] and spec["first_gate"]):
+            module.fail_json(msg="session: only staging=stage goes with a session, and then the session waits for its "
+                                 "batch (session.detach and session.first_gate)", **base)
+        staged, failed, warnings = run_group(module, state, ["DownloadBundle"], False, base, "stage")
+        if failed:
+            finish(module, staged, failed, warnings)
+        for warning in warnings:
+            module.warn(warning)
     try:
         session = HostSession(state, p["deployment_id"], spec["name"], spec["gate_timeout"])
         session.open(write_pid=not spec["detach"])
     except (StateError, OSError) as exc:
-        module.fail_json(msg=f"session: {exc}", **base)
+        module.fail_json(msg=f"session: {exc}", **dict(base, **staged))
     if spec["detach"]:
         try:
             child = detach(session)
@@ -568,8 +583,10 @@ def run_session(module, state, base):
         if child >= 0:  # the caller's process: say the session waits, and leave the rest to the child
             if not child:
                 module.fail_json(msg="session: the detached engine stopped before it started", **base)
-            answer_and_leave(module, dict(base, changed=False, msg="session started",
-                                          session={"name": spec["name"], "detached": True, "pid": child}))
+            answer = dict(base, changed=False, msg="session started")
+            answer.update(staged)
+            answer["session"] = {"name": spec["name"], "detached": True, "pid": child}
+            answer_and_leave(module, answer)
     outcomes, warnings = [], []
     result, failed, ended, reason = dict(base, msg="no event group ran"), False, "completed", ""
     try:

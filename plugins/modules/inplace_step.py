@@ -138,12 +138,16 @@ options:
       - C(batch) behind a load balancer - run each host's event groups of the batch (BeforeBlockTraffic; AfterBlockTraffic
         to BeforeAllowTraffic; AfterAllowTraffic) in one run of the host engine, a host session (see
         M(rollwright.deploy.host_lifecycle)'s O(rollwright.deploy.host_lifecycle#module:session)), instead of a module run per group. The engine
-        then starts once per host and batch, before the batch leaves its load balancer; each later group costs one
+        starts once per host and batch and waits before each group for the controller's word; each group costs one
         shell command on the host. Scripts, their order, the events recorded and the failure rules are the same,
         plus one - a gate that hears nothing from the controller for two minutes gives up.
+      - A batch starts the next planned batch's sessions while its own hosts become healthy again, and C(staged)
+        starts the first batch's in the same call that stages their revision; the batch then takes them over. A
+        session started ahead runs nothing before its batch says so.
       - Used when the batch has at most O(forks) hosts, every host is reached with the C(ssh) or C(local)
-        connection, the state root is an absolute path without C(~) or C($), and no unstaged host downloads a
-        presigned URL; otherwise each group is a call of its own, as before.
+        connection, the state root is an absolute path without C(~) or C($), and every unstaged host gets its
+        bundle in the call (not through a presigned URL, not over 1 MiB); otherwise each group is a call of its
+        own, as before.
     type: bool
     default: true
   reason:

@@ -234,12 +234,13 @@ def test_host_sessions_run_what_separate_calls_run_once_per_host_and_batch(deplo
     d = deployer
     hosts = d.names(2)
     arn = H.create_target_group(d.world, _ids(d, hosts))
-    runs = {}
+    runs, outputs = {}, {}
     for label, bundle, extra in (("first", bundles["v1"], {}), ("sessions", bundles["v2"], {}),
                                  ("calls", bundles["v1"], {"rollwright_host_sessions": False})):
         result = d.run(hosts, bundle, tgs=(arn,), **extra)
         assert result.rc == 0, result
         runs[label] = H.deployment_fact(result)
+        outputs[label] = result.stdout
     with_sessions, without = runs["sessions"]["deployment_id"], runs["calls"]["deployment_id"]
     for host in hosts:
         # v2 over v1 and v1 over v2: the previous revision's stop scripts, then the new one's, all of them.
@@ -255,6 +256,11 @@ def test_host_sessions_run_what_separate_calls_run_once_per_host_and_batch(deplo
         assert held == ["done", "final.json", "go-0", "go-1", "go-2", "pid", "result-0.json", "result-1.json",
                         "result-2.json"], sessions
         assert _session_dirs(d, host, without) == []
+    # Every batch took over sessions started ahead: batch 1's by the staging call of its host (one engine run for
+    # both), batch 2's by batch 1.
+    for batch in (1, 2):
+        assert f"rollwright: batch {batch}: host sessions started ahead on 1 of 1 host(s)" in outputs["sessions"]
+    assert "started ahead" not in outputs["calls"]
     # One at a time: batch 1 started the second host's session while its own host became healthy again; that
     # session waited at gate 0 and ran nothing (BeforeBlockTraffic included) until batch 1 was over.
     first, second = hosts
