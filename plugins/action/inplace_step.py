@@ -40,9 +40,9 @@ from ansible_collections.rollwright.deploy.plugins.module_utils.deployments.inpl
     revision_source,
 )
 from ansible_collections.rollwright.deploy.plugins.module_utils.records.base import LockLost
-from ansible_collections.rollwright.deploy.plugins.module_utils.host.session import session_dir
+from ansible_collections.rollwright.deploy.plugins.module_utils.host.session import session_dir, validate_session_name
 from ansible_collections.rollwright.deploy.plugins.module_utils.host.staging import INLINE_BUNDLE_MAX
-from ansible_collections.rollwright.deploy.plugins.module_utils.host.state import DEFAULT_STATE_ROOT, HostState
+from ansible_collections.rollwright.deploy.plugins.module_utils.host.state import DEFAULT_STATE_ROOT, HostState, StateError
 from ansible_collections.rollwright.deploy.plugins.plugin_utils.host_calls import HostCaller
 from ansible_collections.rollwright.deploy.plugins.plugin_utils.host_session import SESSION_CONNECTIONS, BatchSessions
 from ansible_collections.rollwright.deploy.plugins.plugin_utils.step_action import RollwrightAction, state_result
@@ -90,7 +90,33 @@ def prestarted_for(prestarted: dict | None, batch_number: int, per_host: dict) -
     if not prestarted or prestarted.get("batch_number") != batch_number:
         return {}
     return {h: v for h, v in (prestarted.get("hosts") or {}).items()
-            if h in per_host and v.get("args") == args_digest(per_host[h]) and v.get("path") and v.get("name")}
+            if h in per_host and v.get("args") == args_digest(per_host[h]) and valid_session_name(v.get("name"))}
+
+
+def valid_session_name(name) -> bool:
+    try:
+        validate_session_name(name)
+    except StateError:
+        return False
+    return True
+
+
+def bundle_travels_in_call(state: dict) -> bool:
+    """Whether the revision's bundle goes in a host call's arguments (at most INLINE_BUNDLE_MAX bytes), rather than
+    pushed to a temporary directory that goes when the call returns."""
+    try:
+        return os.path.getsize(state["revision"]["path"]) <= INLINE_BUNDLE_MAX
+    except (KeyError, TypeError, OSError):
+        return False
+
+
+def pre_block_hosts(state: dict, hosts: list) -> list:
+    """The hosts of a batch of ``hosts`` that run BeforeBlockTraffic (their last revision has scripts for it), as
+    the step's plan marks them."""
+    if not state["host_calls"].get(PRE_BLOCK):
+        return []
+    needed = (state.get("calls_needed") or {}).get(PRE_BLOCK)
+    return [h for h in hosts if needed is None or h in needed]
 
 
 class ActionModule(RollwrightAction):
@@ -348,17 +374,11 @@ class ActionModule(RollwrightAction):
         if not (state.get("with_load_balancer") and args.get("host_sessions", True) and batch):
             return None
         as_staged = dict(state, staged=list(hosts))  # as the batch will see them: installing from the staged copy
-        if common.get("bundle_transfer") != "presigned":
-            try:
-                if os.path.getsize(state["revision"]["path"]) > INLINE_BUNDLE_MAX:
-                    return None  # staging pushes it to a temporary directory: not for a detached engine
-            except (KeyError, TypeError, OSError):
-                return None
+        if common.get("bundle_transfer") != "presigned" and not bundle_travels_in_call(state):
+            return None  # staging pushes it to a temporary directory: not for a detached engine
         if not self._sessions_apply(as_staged, common, caller, batch):
             return None
-        needed = (state.get("calls_needed") or {}).get(PRE_BLOCK)
-        pre_hosts = [h for h in batch if needed is None or h in needed] if state["host_calls"].get(PRE_BLOCK) else []
-        per_host, paths = self._session_args(as_staged, common, batch, pre_hosts, 1)
+        per_host, paths = self._session_args(as_staged, common, batch, pre_block_hosts(state, batch), 1)
         return BatchSessions(caller, HOST_MODULE, per_host, paths, progress=_progress), per_host, 1
 
     def _first_batch_ready(self, state: dict, first, results: dict) -> None:
@@ -369,8 +389,7 @@ class ActionModule(RollwrightAction):
                    if ((results.get(h) or {}).get("session") or {}).get("detached")}
         sessions.release()
         if state.get("done"):
-            self._abort_sessions(sessions.caller, {h: {"path": sessions.paths[h], "gates": sessions.last_gate[h]}
-                                                   for h in started}, "the deployment ended at staging")
+            sessions.close("the deployment ended at staging", hosts=list(started))
             return
         state["prestarted"] = self._hand_over((sessions, started, batch_number), state)
 
@@ -453,14 +472,9 @@ class ActionModule(RollwrightAction):
         if not 0 < len(hosts) <= caller.forks or not self._session_state_root(common):
             return False
         staged = set(state.get("staged") or [])
-        if any(h not in staged for h in hosts):
-            if common.get("bundle_transfer") == "presigned":
-                return False
-            try:
-                if os.path.getsize(state["revision"]["path"]) > INLINE_BUNDLE_MAX:
-                    return False
-            except (KeyError, TypeError, OSError):
-                return False
+        if any(h not in staged for h in hosts) and (common.get("bundle_transfer") == "presigned"
+                                                    or not bundle_travels_in_call(state)):
+            return False
         return all(caller.connection(h) in SESSION_CONNECTIONS for h in hosts)
 
     @staticmethod
@@ -497,10 +511,10 @@ class ActionModule(RollwrightAction):
         ready = prestarted_for(prestarted, state["batch_number"], per_host)
         for host, session in ready.items():
             per_host[host] = dict(per_host[host], session=dict(per_host[host]["session"], name=session["name"]))
-            paths[host] = session["path"]
+            paths[host] = self._session_path(state, common, session["name"])
         leftover = {h: v for h, v in self._prestarted_hosts({"prestarted": prestarted}).items() if h not in ready}
         if leftover:
-            self._abort_sessions(caller, leftover, "not in this batch as planned")
+            self._abort_sessions(caller, state, common, leftover, "not in this batch as planned")
         sessions = BatchSessions(caller, HOST_MODULE, per_host, paths, progress=_progress)
         sessions.adopt(list(ready))
         sessions.start([h for h in per_host if h not in ready])
@@ -522,9 +536,8 @@ class ActionModule(RollwrightAction):
         hosts = [h for h in preview[preview.index(current) + 1] if h in waiting]
         if not self._sessions_apply(state, common, caller, hosts):
             return None
-        needed = (state.get("calls_needed") or {}).get(PRE_BLOCK)
-        pre_hosts = [h for h in hosts if needed is None or h in needed] if state["host_calls"].get(PRE_BLOCK) else []
-        per_host, paths = self._session_args(state, common, hosts, pre_hosts, state["batch_number"] + 1)
+        per_host, paths = self._session_args(state, common, hosts, pre_block_hosts(state, hosts),
+                                             state["batch_number"] + 1)
         ahead = BatchSessions(caller, HOST_MODULE, per_host, paths, progress=_progress)
         ahead.start()
         return ahead, per_host, state["batch_number"] + 1
@@ -536,27 +549,39 @@ class ActionModule(RollwrightAction):
         failed = sessions.wait_started()
         sessions.release()  # the next batch keeps them alive from now on
         return {"batch_number": batch_number, "hosts": {
-            h: {"name": per_host[h]["session"]["name"], "path": sessions.paths[h], "gates": sessions.last_gate[h],
-                "args": args_digest(per_host[h])}
+            h: {"name": per_host[h]["session"]["name"], "gates": sessions.last_gate[h], "args": args_digest(per_host[h])}
             for h in per_host if h not in failed}}
 
     @staticmethod
     def _prestarted_hosts(state: dict) -> dict:
         return dict((state.get("prestarted") or {}).get("hosts") or {})
 
-    def _abort_sessions(self, caller: HostCaller, hosts: dict, reason: str) -> None:
+    def _session_path(self, state: dict, common: dict, name) -> str:
+        """Where session ``name`` of this deployment lives on the hosts (the name checked: never a path from the
+        state)."""
+        host_state = HostState(self._session_state_root(common), str(common["application"]),
+                               str(common["deployment_group"]))
+        return session_dir(host_state, state["deployment_id"], name)
+
+    def _abort_sessions(self, caller: HostCaller, state: dict, common: dict, hosts: dict, reason: str) -> None:
         """Tell sessions started ahead that their batch will not come (they run nothing)."""
-        gates = {h: {"session": {"groups": [{}] * int(v.get("gates") or 0)}} for h, v in hosts.items()}
-        sessions = BatchSessions(caller, HOST_MODULE, gates, {h: v["path"] for h, v in hosts.items()},
-                                 progress=_progress)
-        sessions.adopt(list(hosts))
+        gates, paths = {}, {}
+        for host, session in hosts.items():
+            try:
+                paths[host] = self._session_path(state, common, session.get("name"))
+            except StateError:
+                continue  # not a name this step gives: nothing of ours waits under it
+            gates[host] = {"session": {"groups": [{}] * int(session.get("gates") or 0)}}
+        sessions = BatchSessions(caller, HOST_MODULE, gates, paths, progress=_progress)
+        sessions.adopt(list(gates))
         sessions.close(reason)
 
     def _drop_prestarted(self, state: dict, args: dict, reason: str) -> None:
         hosts = self._prestarted_hosts(state)
         state.pop("prestarted", None)
-        if hosts:
-            self._abort_sessions(self._host_caller(args), hosts, reason)
+        common = self._host_args(state, args)
+        if hosts and self._session_state_root(common):
+            self._abort_sessions(self._host_caller(args), state, common, hosts, reason)
 
     def _read_dry_run(self, state: dict, args: dict) -> dict:
         """What each host of a dry run would run, asked from this task (check mode: nothing runs or changes there):

@@ -371,12 +371,13 @@ class BatchSessions:
         """Stop keeping the sessions alive: the task that adopts them does it from now on."""
         self._stop_keepalive.set()
 
-    def close(self, reason: str) -> None:
-        """Abort the sessions still waiting, at every gate they have left: they run nothing more. A session past its
-        last gate is only finishing its run: nothing to abort. Nothing is waited for but the words said."""
+    def close(self, reason: str, hosts: Optional[list[str]] = None) -> None:
+        """Abort the sessions still waiting (of ``hosts``, all by default), at every gate they have left: they run
+        nothing more. A session past its last gate is only finishing its run: nothing to abort. Nothing is waited
+        for but the words said."""
         self._stop_keepalive.set()
         word = "abort " + " ".join(str(reason).split())[:300]
-        waiting = [h for h in self._waiting() if self._start_failure(h) is None]
+        waiting = [h for h in self._waiting() if self._start_failure(h) is None and (hosts is None or h in hosts)]
         if waiting:
             self.caller.call(RAW, {h: raw_args(gate_command(
                 self.paths[h], self.next_gate[h], word, False, self.start_limit,

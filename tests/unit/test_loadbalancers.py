@@ -330,9 +330,10 @@ def test_wait_healthy_learns_the_registration_time_and_later_waits_end_right_aft
     clock = FakeClock()
     fake = FakeELBv2(clock, [ARN_A], warmup=2.0)
     [lb] = adapters_from_config({"target_group_arns": [ARN_A]}, Factory(elbv2=fake), clock=clock)
-    lb.backoff = Backoff(jitter=0.0)  # polls at 0, 0.5, 1.25, 2.375, ...
-    first, _calls = _registration_wait(lb, fake, clock, "i-1")
-    assert first == pytest.approx(2.375)  # the usual backoff overshoots the 2 s registration
+    lb.backoff = Backoff(jitter=0.0)
+    first, calls = _registration_wait(lb, fake, clock, "i-1")
+    # nothing learnt: polls at 0, 0.25, 0.575, 0.9975, 1.547, 2.261 (closer than the usual 0, 0.5, 1.25, 2.375)
+    assert (first, calls) == (pytest.approx(2.260775), 6)
     waits = [_registration_wait(lb, fake, clock, f"i-{n}") for n in range(2, 6)]
     # the second wait sleeps until the last poll that still saw `initial` (1.25 s), then polls closely
     for waited, calls in waits[1:]:
@@ -365,7 +366,7 @@ def test_a_learnt_registration_time_never_makes_a_faster_registration_wait_past_
     fresh.backoff = Backoff(jitter=0.0)
     fresh.import_cache({"registration": {ARN_A: {"registering_until": "soon", "healthy_by": 1}}})
     fake.warmup = 2.0
-    assert _registration_wait(fresh, fake, clock, "i-5") == (pytest.approx(2.375), 4)
+    assert _registration_wait(fresh, fake, clock, "i-5") == (pytest.approx(2.260775), 6)
 
 
 def test_missing_target_group_fails_before_any_change_and_is_named():

@@ -81,6 +81,8 @@ class TargetGroupInfo:
 
 # After a learnt registration time, the wait looks this often at first (then backs off as usual).
 CLOSE_POLL = 0.1
+# Before one is learnt: the first look after this long, each next one this much later than the last.
+FIRST_POLL, FIRST_GROWTH = 0.25, 1.3
 
 
 @dataclass
@@ -398,7 +400,11 @@ class ELBv2Adapter(Adapter):
                                 expected_why="registration as long as before", observe=observe,
                                 backoff=replace(self.backoff, initial=min(self.backoff.initial, CLOSE_POLL)))
         else:
-            result = self._poll("healthy", memberships, timeout, done, progress, describe, observe=observe)
+            # Nothing learnt yet: look more often than the usual backoff at first (about every quarter second,
+            # growing by a third), so the first batch is not back much later than it could be.
+            result = self._poll("healthy", memberships, timeout, done, progress, describe, observe=observe,
+                                backoff=replace(self.backoff, initial=min(self.backoff.initial, FIRST_POLL),
+                                                factor=min(self.backoff.factor, FIRST_GROWTH)))
         if result.ok:
             for arn, (registering, healthy) in seen.items():
                 if registering is not None and healthy is not None:

@@ -1,0 +1,40 @@
+# -*- coding: utf-8 -*-
+# Copyright: rollwright.deploy contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Which host sessions started ahead a batch takes over: only the ones started for it, for its hosts, with exactly
+the arguments it would give them (whatever the session's name)."""
+
+from ansible_collections.rollwright.deploy.plugins.action.inplace_step import args_digest, prestarted_for
+
+
+def _args(name: str, **extra) -> dict:
+    return dict({"application": "shop", "deployment_group": "web", "deployment_id": "d-AAAAAAAA1",
+                 "events": ["BeforeBlockTraffic"], "file_exists_behavior": "OVERWRITE", "bundle_transfer": "push",
+                 "session": {"name": name, "groups": [{"events": ["ApplicationStop"]},
+                                                      {"events": ["AfterAllowTraffic"], "complete": True}]}}, **extra)
+
+
+def _prestarted(batch_number: int, **hosts) -> dict:
+    return {"batch_number": batch_number, "hosts": {
+        h: {"name": a["session"]["name"], "gates": 2, "args": args_digest(a)} for h, a in hosts.items()}}
+
+
+def test_a_batch_takes_the_sessions_started_for_it_whatever_their_name():
+    ahead = _prestarted(2, web1=_args("b2-aaaa-0"), web2=_args("b2-aaaa-1"))
+    batch = {"web1": _args("b2-bbbb-0"), "web2": _args("b2-bbbb-1")}
+    assert sorted(prestarted_for(ahead, 2, batch)) == ["web1", "web2"]
+    assert prestarted_for(ahead, 2, batch)["web1"]["name"] == "b2-aaaa-0"
+
+
+def test_a_batch_refuses_sessions_started_for_another_batch_host_or_with_other_arguments():
+    ahead = _prestarted(2, web1=_args("b2-aaaa-0"), web2=_args("b2-aaaa-1"))
+    assert prestarted_for(ahead, 3, {"web1": _args("b3-0")}) == {}  # another batch
+    assert prestarted_for(None, 2, {"web1": _args("b2-0")}) == {}
+    # a host the batch does not take, and one whose options differ (another file_exists_behavior, BeforeBlockTraffic
+    # no longer due): not taken
+    batch = {"web2": _args("b2-c-1", file_exists_behavior="RETAIN"), "web3": _args("b2-c-2")}
+    assert prestarted_for(ahead, 2, batch) == {}
+    assert prestarted_for(ahead, 2, {"web1": dict(_args("b2-c-0"), events=[])}) == {}
+    # a name that is not a session name (the step builds the session's path from it) is never taken
+    forged = {"batch_number": 2, "hosts": {"web1": {"name": "../../../etc", "args": args_digest(_args("x"))}}}
+    assert prestarted_for(forged, 2, {"web1": _args("b2-c-0")}) == {}
