@@ -93,6 +93,22 @@ def prestarted_for(prestarted: dict | None, batch_number: int, per_host: dict) -
             if h in per_host and v.get("args") == args_digest(per_host[h]) and valid_session_name(v.get("name"))}
 
 
+def session_path(deployment_id: str, where: dict, name) -> str:
+    """Where session ``name`` of a deployment lives on its hosts, built from checked parts (``where``: the hosts'
+    absolute state root, application and deployment group, as the host calls give them; a session name): never a
+    path taken as it is from the state."""
+    root = str(where.get("state_root") or DEFAULT_STATE_ROOT)
+    if not os.path.isabs(root) or "$" in root or "~" in root:
+        raise StateError(f"session: the hosts' state root must be an absolute path, got {root!r}")
+    host_state = HostState(root, str(where.get("application")), str(where.get("deployment_group")))
+    return session_dir(host_state, deployment_id, name)
+
+
+def session_place(host_args: dict) -> dict:
+    """The parts of a host call's arguments that say where its sessions live."""
+    return {k: host_args.get(k) for k in ("state_root", "application", "deployment_group")}
+
+
 def valid_session_name(name) -> bool:
     try:
         validate_session_name(name)
@@ -491,8 +507,6 @@ class ActionModule(RollwrightAction):
         every group, the main group, AfterAllowTraffic."""
         events = state["host_calls"]
         batch_name = f"b{batch_number}-{secrets.token_hex(6)}"
-        host_state = HostState(self._session_state_root(common), str(common["application"]),
-                               str(common["deployment_group"]))
         per_host, paths = {}, {}
         for number, host in enumerate(hosts):
             name = f"{batch_name}-{number}"  # one per host: two inventory names of one machine never share it
@@ -500,7 +514,7 @@ class ActionModule(RollwrightAction):
                 "name": name, "groups": [{"events": events[MAIN]}, {"events": events[POST_ALLOW], "complete": True}]})
             host_args.update(self._bundle_source(state, host))
             per_host[host] = host_args
-            paths[host] = session_dir(host_state, state["deployment_id"], name)
+            paths[host] = session_path(state["deployment_id"], session_place(common), name)
         return per_host, paths
 
     def _sessions(self, state: dict, common: dict, caller: HostCaller, pre_hosts: list) -> BatchSessions:
@@ -511,10 +525,12 @@ class ActionModule(RollwrightAction):
         ready = prestarted_for(prestarted, state["batch_number"], per_host)
         for host, session in ready.items():
             per_host[host] = dict(per_host[host], session=dict(per_host[host]["session"], name=session["name"]))
-            paths[host] = self._session_path(state, common, session["name"])
-        leftover = {h: v for h, v in self._prestarted_hosts({"prestarted": prestarted}).items() if h not in ready}
+            paths[host] = session_path(state["deployment_id"], session_place(common), session["name"])
+        leftover = dict((prestarted or {}).get("hosts") or {})
+        for host in ready:
+            leftover.pop(host)
         if leftover:
-            self._abort_sessions(caller, state, common, leftover, "not in this batch as planned")
+            self._abort_sessions(caller, state, dict(prestarted, hosts=leftover), "not in this batch as planned")
         sessions = BatchSessions(caller, HOST_MODULE, per_host, paths, progress=_progress)
         sessions.adopt(list(ready))
         sessions.start([h for h in per_host if h not in ready])
@@ -548,40 +564,30 @@ class ActionModule(RollwrightAction):
         sessions, per_host, batch_number = ahead
         failed = sessions.wait_started()
         sessions.release()  # the next batch keeps them alive from now on
-        return {"batch_number": batch_number, "hosts": {
-            h: {"name": per_host[h]["session"]["name"], "gates": sessions.last_gate[h], "args": args_digest(per_host[h])}
-            for h in per_host if h not in failed}}
+        hosts = {h: {"name": a["session"]["name"], "gates": sessions.last_gate[h], "args": args_digest(a)}
+                 for h, a in per_host.items() if h not in failed}
+        # Where they live, for a later step that may not know the hosts' options (a stop).
+        where = session_place(next(iter(per_host.values()))) if per_host else {}
+        return {"batch_number": batch_number, "where": where, "hosts": hosts}
 
     @staticmethod
-    def _prestarted_hosts(state: dict) -> dict:
-        return dict((state.get("prestarted") or {}).get("hosts") or {})
-
-    def _session_path(self, state: dict, common: dict, name) -> str:
-        """Where session ``name`` of this deployment lives on the hosts (the name checked: never a path from the
-        state)."""
-        host_state = HostState(self._session_state_root(common), str(common["application"]),
-                               str(common["deployment_group"]))
-        return session_dir(host_state, state["deployment_id"], name)
-
-    def _abort_sessions(self, caller: HostCaller, state: dict, common: dict, hosts: dict, reason: str) -> None:
+    def _abort_sessions(caller: HostCaller, state: dict, prestarted: dict, reason: str) -> None:
         """Tell sessions started ahead that their batch will not come (they run nothing)."""
         gates, paths = {}, {}
-        for host, session in hosts.items():
+        for host, session in (prestarted.get("hosts") or {}).items():
             try:
-                paths[host] = self._session_path(state, common, session.get("name"))
+                paths[host] = session_path(state["deployment_id"], prestarted.get("where") or {}, session.get("name"))
             except StateError:
-                continue  # not a name this step gives: nothing of ours waits under it
+                continue  # not a session this step started: nothing of ours waits there
             gates[host] = {"session": {"groups": [{}] * int(session.get("gates") or 0)}}
         sessions = BatchSessions(caller, HOST_MODULE, gates, paths, progress=_progress)
         sessions.adopt(list(gates))
         sessions.close(reason)
 
     def _drop_prestarted(self, state: dict, args: dict, reason: str) -> None:
-        hosts = self._prestarted_hosts(state)
-        state.pop("prestarted", None)
-        common = self._host_args(state, args)
-        if hosts and self._session_state_root(common):
-            self._abort_sessions(self._host_caller(args), state, common, hosts, reason)
+        prestarted = state.pop("prestarted", None) or {}
+        if prestarted.get("hosts"):
+            self._abort_sessions(self._host_caller(args), state, prestarted, reason)
 
     def _read_dry_run(self, state: dict, args: dict) -> dict:
         """What each host of a dry run would run, asked from this task (check mode: nothing runs or changes there):

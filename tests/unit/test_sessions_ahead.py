@@ -4,7 +4,10 @@
 """Which host sessions started ahead a batch takes over: only the ones started for it, for its hosts, with exactly
 the arguments it would give them (whatever the session's name)."""
 
-from ansible_collections.rollwright.deploy.plugins.action.inplace_step import args_digest, prestarted_for
+import pytest
+
+from ansible_collections.rollwright.deploy.plugins.action.inplace_step import args_digest, prestarted_for, session_path
+from ansible_collections.rollwright.deploy.plugins.module_utils.host.state import StateError
 
 
 def _args(name: str, **extra) -> dict:
@@ -38,3 +41,16 @@ def test_a_batch_refuses_sessions_started_for_another_batch_host_or_with_other_a
     # a name that is not a session name (the step builds the session's path from it) is never taken
     forged = {"batch_number": 2, "hosts": {"web1": {"name": "../../../etc", "args": args_digest(_args("x"))}}}
     assert prestarted_for(forged, 2, {"web1": _args("b2-c-0")}) == {}
+
+
+def test_a_session_path_is_built_from_checked_parts_only():
+    where = {"state_root": "/var/lib/rollwright", "application": "shop", "deployment_group": "web"}
+    assert session_path("d-AAAAAAAA1", where, "b2-abc-0") == \
+        "/var/lib/rollwright/shop/web/deployments/d-AAAAAAAA1/sessions/b2-abc-0"
+    assert session_path("d-AAAAAAAA1", dict(where, state_root=None), "b2-abc-0").startswith("/var/lib/rollwright/")
+    for bad_where, name in ((dict(where, state_root="relative/root"), "b2-abc-0"),
+                            (dict(where, state_root="~root/state"), "b2-abc-0"),
+                            (dict(where, application="../etc"), "b2-abc-0"),
+                            (where, "../../../../etc")):
+        with pytest.raises(StateError):
+            session_path("d-AAAAAAAA1", bad_where, name)
