@@ -498,3 +498,28 @@ def test_a_session_started_ahead_that_expired_is_started_again_under_a_new_name(
     assert not batch.results(1, ["web1"])["web1"]["failed"]
     assert not batch.results(2, ["web1"])["web1"]["failed"]
     assert batch.final("web1")["session"]["ended"] == "completed"
+
+
+def test_gate_0_is_polled_gently_and_later_gates_quickly_at_first(world):
+    """Sessions started ahead wait at gate 0 for a whole batch: tens of them polling every 10 ms would take the CPU
+    the running batch needs. A later gate's word usually comes within seconds: polled quickly at first."""
+    _tmp_path, _trace, base, _dest = world
+    state = HostState(base["state_root"], base["application"], base["deployment_group"])
+    sleeps = []
+    now = [0.0]
+    session = None
+
+    def sleep(seconds):
+        sleeps.append(round(seconds, 3))
+        now[0] += seconds
+        if len(sleeps) % 5 == 0:  # the controller's word after five polls
+            with open(os.path.join(session.path, f"go-{len(sleeps) // 5 - 1}"), "w", encoding="ascii") as handle:
+                handle.write("run\n")
+
+    session = HostSession(state, "d-AAAAAAAA1", "b1-poll", 60, clock=lambda: now[0], sleep=sleep,
+                          wall=lambda: 1_000_000 + now[0])
+    session.open()
+    assert session.wait_gate(0) == ("run", "")
+    assert sleeps == [0.1] * 5
+    assert session.wait_gate(1) == ("run", "")
+    assert sleeps[5:] == [0.01] * 5

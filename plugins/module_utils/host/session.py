@@ -45,7 +45,8 @@ KEEPALIVE_EVERY = 20.0  # how often the controller touches it; a gate's timeout 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 RUN, ABORT, EXPIRED = "run", "abort", "expired"
 FINAL = "final.json"
-# The gate is polled quickly at first (the controller's word usually comes within seconds), then gently.
+# A gate after the first is polled quickly at first (the controller's word usually comes within seconds), then
+# gently.
 _FAST_POLL, _SLOW_POLL, _FAST_FOR = 0.01, 0.1, 5.0
 
 
@@ -171,6 +172,9 @@ class HostSession:
         refresh of ``alive`` (every KEEPALIVE_EVERY seconds while it waits for a load balancer or other hosts)."""
         started, started_wall = self.clock(), self.wall()
         path = os.path.join(self.path, gate_name(index))
+        # Gate 0 is where a session started ahead waits for its batch, often for a whole batch: gently. Tens of
+        # engines polling quickly there would take the CPU the running batch needs.
+        fast_for = 0.0 if index == 0 else _FAST_FOR
         while True:
             text = read_text(path)
             if text is not None:
@@ -183,7 +187,7 @@ class HostSession:
             if quiet >= self.gate_timeout:
                 return EXPIRED, (f"no word from the controller for {self.gate_timeout:g} s before event group "
                                  f"{index} (it stopped or died): the rest of the batch did not run here")
-            self.sleep(min(_FAST_POLL if now - started < _FAST_FOR else _SLOW_POLL, self.gate_timeout - quiet))
+            self.sleep(min(_FAST_POLL if now - started < fast_for else _SLOW_POLL, self.gate_timeout - quiet))
 
     def close(self) -> None:
         """Say the engine stopped: the controller's command waiting for a result reads it. The directory stays (a
