@@ -420,12 +420,12 @@ class ActionModule(RollwrightAction):
         pre_hosts = [h for h in state.get("pre_block_hosts", state["active"]) if h in state["active"]] \
             if with_lb and events.get(PRE_BLOCK) else []
         sessions = ahead = None
-        if state.get("prestarted") and not (with_lb and args.get("host_sessions", True)
-                                            and self._sessions_apply(state, common, caller)):
-            self._drop_prestarted(state, args, "this batch runs without host sessions")
-        if with_lb and args.get("host_sessions", True) and self._sessions_apply(state, common, caller):
+        in_sessions = with_lb and args.get("host_sessions", True) and self._sessions_apply(state, common, caller)
+        if in_sessions:
             run.guard()  # no host is called once the controller is gone
             sessions = self._sessions(state, common, caller, pre_hosts)
+        elif state.get("prestarted"):
+            self._drop_prestarted(state, args, "this batch runs without host sessions")
 
         def call(name: str, hosts: list) -> dict:
             if not hosts:

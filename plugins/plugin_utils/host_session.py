@@ -323,7 +323,9 @@ class BatchSessions:
         self.paths[host] = posixpath.join(posixpath.dirname(self.paths[host]), session["name"])
         self.start([host])
 
-    def _gate(self, index: int, hosts: list[str], wait: bool, label: str) -> dict[str, dict]:
+    def results(self, index: int, hosts: list[str], label: str = "") -> dict[str, dict]:
+        """Say ``run`` at gate ``index`` (and at the host's earlier gates not said yet) and return each host's
+        result of group ``index``, read from the host's session directory."""
         out: dict[str, dict] = {}
         pending = []
         for host in hosts:
@@ -337,7 +339,7 @@ class BatchSessions:
                 # "run" at every gate from the host's next one up to this one: a host of the batch with nothing
                 # before BlockTraffic is told to go on at gate 0 with its main group's word.
                 raw = self.caller.call(RAW, {h: raw_args(gate_command(
-                    self.paths[h], self.next_gate[h], "run", wait, self.start_limit,
+                    self.paths[h], self.next_gate[h], "run", True, self.start_limit,
                     more_gates=tuple(range(self.next_gate[h] + 1, index + 1)), result_of=index)) for h in pending})
                 again = []
                 for host in pending:
@@ -349,23 +351,15 @@ class BatchSessions:
                         self._start_again(host)  # it expired waiting for its batch: nothing of it ran
                         again.append(host)
                         continue
-                    if said in ("result", SENT):
-                        self.next_gate[host] = index + 1  # the word reached the gate; an abort goes to the next
                     if said == "result":
+                        self.next_gate[host] = index + 1  # the word reached the gate; an abort goes to the next
                         out[host] = handled_failure(data, host, self.progress) if self.handled else data
                     elif said in (ENDED, GONE, NO_START):
                         out[host] = self._ended_without(host, index, said)
-                    elif said == SENT:
-                        out[host] = {}
                     else:
                         out[host] = data or {"failed": True, "msg": "session: no result"}
                 pending = again
         return out
-
-    def results(self, index: int, hosts: list[str], label: str = "") -> dict[str, dict]:
-        """Say ``run`` at gate ``index`` (and at the host's earlier gates not said yet) and return each host's
-        result of group ``index``, read from the host's session directory."""
-        return self._gate(index, hosts, True, label)
 
     def release(self) -> None:
         """Stop keeping the sessions alive: the task that adopts them does it from now on."""
