@@ -215,8 +215,9 @@ def _play_costs(plays: list[dict]) -> dict[str, Any]:
 
 
 def _time_spent(plays: list[dict]) -> dict[str, Any]:
-    """Where the run's time went: seconds per task name (summed over the run), and the batch step's own phases
-    (summed over its batches: plan, the host calls, block, allow, judge)."""
+    """Where the run's time went: seconds per task name (summed over the run), and the steps' own phases (the
+    start's read_hosts, revision and record; staging's stage; summed over the batches: plan, the host calls, block,
+    allow, judge)."""
     tasks: Counter = Counter()
     phases: Counter = Counter()
     for play in plays:
@@ -393,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
     for row in results:
         print(f"  {row['config']} {row['tool']}: " + ", ".join(f"{k} {v}" for k, v in row["task_s"].items()))
         if row["batch_phase_s"]:
-            print("    batch phases: " + ", ".join(f"{k} {v}" for k, v in row["batch_phase_s"].items()))
+            print("    step phases: " + ", ".join(f"{k} {v}" for k, v in row["batch_phase_s"].items()))
     print("\n(tasks/batch: the Ansible tasks a batch ran (a serial play's batch); start s / finish s: the plays before "
           "the first batch / after the last one)")
     print("\n(intrinsic: per batch the deregistration delay + the registration time + the hooks' own run time "

@@ -234,7 +234,10 @@ seconds:
   description:
     - C(batch) - where the batch's time went, by phase - C(plan) (pick the batch), C(pre_block), C(main) and C(post_allow)
       (the host calls), C(block) and C(allow) (the load balancer's changes and waits), C(judge), C(finish).
-  returned: with step=batch
+    - C(start) and C(rollback) - C(read_hosts) (every host's deployment state), C(revision) (fetch, check, appspec),
+      C(record) (record, lock, load-balancer preflight).
+    - C(staged) - C(stage) (the staging calls to every host).
+  returned: with step=batch, start, rollback and staged
   type: dict
   sample: {"plan": 0.004, "pre_block": 0.41, "block": 2.06, "main": 0.93, "allow": 2.2, "post_allow": 0.38, "judge": 0.002}
 host_results:
