@@ -136,6 +136,15 @@ def bundle_travels_in_call(state: dict) -> bool:
         return False
 
 
+def reported_state(result: dict | None, key: str | None = None) -> dict | None:
+    """A host's deployment state from a call's result: host_deployment_info's result, or its ``key`` (host_lifecycle's
+    ``host_state`` with report_state). None when the host could not be read, or said something that is not a state."""
+    if not isinstance(result, dict) or result.get("unreachable") or result.get("failed"):
+        return None
+    info = result.get(key) if key else result
+    return info if isinstance(info, dict) and info else None
+
+
 def pre_block_hosts(state: dict, hosts: list) -> list:
     """The hosts of a batch of ``hosts`` that run BeforeBlockTraffic (their last revision has scripts for it), as
     the step's plan marks them."""
@@ -273,6 +282,9 @@ class ActionModule(RollwrightAction):
                                         "check mode; with a real deployment's state it would change it")
             if state.get("done") and step != "stop":
                 return self._shape(result, state, changed=False)
+            if state.get("hosts_read") is False and step not in ("staged", "stop"):
+                raise AnsibleActionFail(f"state: the hosts' deployment states are not read yet (step=start with "
+                                        f"read_hosts=staging): step=staged reads them, before step={step}")
             self._mark_step(state["deployment_id"])
             lb = self._load_balancer(state["options"].get("load_balancer"), clients)
             if lb is not None:
@@ -305,9 +317,13 @@ class ActionModule(RollwrightAction):
                         results, first = self._stage(state, args, stage_hosts)
                 else:
                     results = self._host_results(task_vars, stage_hosts, args["host_results"] or STAGE_RESULT_VAR)
+                if state.get("hosts_read") is False:
+                    self._check_reported(results)
                 state = run.staged(state, results)
                 if first is not None:
                     self._first_batch_ready(state, first, results)
+                if state.get("hosts_read") is False and not state.get("done"):
+                    state = self._plan_with_host_states(run, state, args, results, result.setdefault("seconds", {}))
             elif step == "stop":
                 state = run.finish(state, stop_reason=args.get("reason") or "stopped on request", status="Stopped")
             if state.get("done") and state.get("prestarted"):
@@ -385,8 +401,12 @@ class ActionModule(RollwrightAction):
         common = self._host_args(state, args)
         stage_args = dict(common, events=["DownloadBundle"], staging="stage", src=state["revision"]["path"],
                           progress_after=0)
-        per_host = {h: stage_args for h in hosts}
         caller = self._host_caller(args)
+        if state.get("hosts_read") is False:
+            # The same call reads the host's state (before it stages): the plan, and so the first batch, is known only
+            # once every host answered; its sessions start after (see _plan_with_host_states).
+            return caller.call(HOST_MODULE, {h: dict(stage_args, report_state=True) for h in hosts}), None
+        per_host = {h: stage_args for h in hosts}
         first = self._first_batch_sessions(state, args, common, caller, hosts)
         if first is not None:
             for host in first[1]:  # the bundle comes as it does for staging; the session installs the staged copy
@@ -395,14 +415,54 @@ class ActionModule(RollwrightAction):
             first[0].adopt(list(first[1]))  # started by the call below
         return caller.call(HOST_MODULE, per_host), first
 
-    def _first_batch_sessions(self, state: dict, args: dict, common: dict, caller: HostCaller, hosts: list):
-        """The first planned batch's sessions (not started yet), when it will run in host sessions."""
+    @staticmethod
+    def _check_reported(results: dict) -> None:
+        """Staging calls that had to read the hosts' states said them (a task of the playbook's may not have)."""
+        answered = [h for h, r in results.items() if isinstance(r, dict) and not r.get("failed") and not r.get("unreachable")]
+        silent = [h for h in answered if not isinstance(results[h].get("host_state"), dict)]
+        if silent:
+            raise AnsibleActionFail(
+                f"host_results: the staging results of {', '.join(sorted(silent))} hold no host_state, and the hosts' "
+                "states were left to the staging calls (read_hosts=staging): stage with host_lifecycle's "
+                "report_state=true, or start with read_hosts=start")
+
+    def _plan_with_host_states(self, run: InPlaceRun, state: dict, args: dict, results: dict, seconds: dict) -> dict:
+        """After staging calls that also read each host's state (read_hosts=staging): plan again with those states,
+        discard the staged copies of hosts already on the revision, and start the first batch's host sessions."""
+        with timed(seconds, "plan"):
+            state = run.read_hosts(state, {h: reported_state(r, "host_state") for h, r in results.items()})
+        if args.get("host_args") is None:
+            return state  # the staging was a task of the playbook's: so are the rest (unstage.yml)
+        common = self._host_args(state, args)
+        caller = self._host_caller(args)
+        if state.get("unstage"):
+            discard = {h: {k: common.get(k) for k in ("application", "deployment_group", "deployment_id", "state_root")}
+                       for h in state["unstage"]}
+            for host_args in discard.values():
+                host_args.update(events=["DownloadBundle"], staging="discard", progress_after=0)
+            for host, outcome in caller.call(HOST_MODULE, discard).items():
+                if not outcome or outcome.get("failed") or outcome.get("unreachable"):
+                    _progress(f"{host}: the unused staged copy stays until the next staging: "
+                              f"{(outcome or {}).get('msg') or 'no result'}")
+        with timed(seconds, "sessions"):
+            first = self._first_batch_sessions(state, args, common, caller, list(state.get("staged") or []),
+                                               in_staging_call=False)
+            if first is not None:
+                run.guard()  # no host is called once the controller is gone
+                first[0].start()
+                state["prestarted"] = self._hand_over(first, state)
+        return state
+
+    def _first_batch_sessions(self, state: dict, args: dict, common: dict, caller: HostCaller, hosts: list,
+                              in_staging_call: bool = True):
+        """The first planned batch's sessions (not started yet), when it will run in host sessions: started in the
+        staging calls of ``hosts`` (the hosts to stage), or after them (``hosts``: the hosts that staged)."""
         preview = [list(b) for b in state.get("plan_preview") or []]
         batch = [h for h in (preview[0] if preview else []) if h in hosts]
         if not (state.get("with_load_balancer") and args.get("host_sessions", True) and batch):
             return None
         as_staged = dict(state, staged=list(hosts))  # as the batch will see them: installing from the staged copy
-        if common.get("bundle_transfer") != "presigned" and not bundle_travels_in_call(state):
+        if in_staging_call and common.get("bundle_transfer") != "presigned" and not bundle_travels_in_call(state):
             return None  # staging pushes it to a temporary directory: not for a detached engine
         if not self._sessions_apply(as_staged, common, caller, batch):
             return None
@@ -690,11 +750,15 @@ class ActionModule(RollwrightAction):
             targets.append({"name": host, "instance_id": hv.get(id_var) or hv.get("instance_id")})
         # HAProxy servers are named by inventory hostname; the engine addresses hosts by lb id.
         lb_config = haproxy_servers_by_lb_id(lb_config, targets)
-        host_states = {}
-        with timed(seconds, "read_hosts"):
-            read = self._host_states(args, task_vars, hosts)
-        for host, info in read.items():
-            host_states[host] = None if (not info or info.get("unreachable") or info.get("failed")) else info
+        read_hosts = args.get("read_hosts") or "start"
+        if rollback and read_hosts != "start":
+            raise AnsibleActionFail(f"read_hosts: {read_hosts!r} is for step=start; a rollback reads its hosts itself "
+                                    "(expected 'start' or nothing)")
+        host_states = None  # read by the staging calls (read_hosts=staging); a dry run stages nothing, it reads now
+        if read_hosts == "start" or self.check_mode:
+            with timed(seconds, "read_hosts"):
+                read = self._host_states(args, task_vars, hosts)
+            host_states = {h: reported_state(info) for h, info in read.items()}
         cache_dir = os.path.expanduser(args.get("cache_dir") or "~/.cache/rollwright/bundles")
         trigger = args.get("trigger") or None
         if trigger is not None and not isinstance(trigger, dict):

@@ -71,27 +71,11 @@ group_dir:
   type: str
 """
 
-import os
-
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.rollwright.deploy.plugins.module_utils.host.state import HostState, StateError
-
-
-def _describe(state, deployment_id):
-    if not deployment_id:
-        return None
-    status = {}
-    revision = None
-    hook_events = None
-    if state.has_deployment(deployment_id):
-        status = state.load_status(deployment_id) or {}
-        revision = state.load_revision(deployment_id)
-        appspec = state.load_appspec(deployment_id)
-        if isinstance(appspec, dict) and isinstance(appspec.get("hooks") or {}, dict):
-            hook_events = sorted(name for name, scripts in (appspec.get("hooks") or {}).items() if scripts)
-    return {"deployment_id": deployment_id, "status": status.get("status"),
-            "failed_event": status.get("failed_event"), "revision": revision, "hook_events": hook_events}
+from ansible_collections.rollwright.deploy.plugins.module_utils.host.state import (
+    HostState, StateError, describe_host_state,
+)
 
 
 def main():
@@ -105,18 +89,7 @@ def main():
     )
     try:
         state = HostState(module.params["state_root"], module.params["application"], module.params["deployment_group"])
-        last = _describe(state, state.last_successful)
-        if last:
-            last.pop("status", None)
-            last.pop("failed_event", None)
-        result = dict(
-            changed=False,
-            exists=os.path.isdir(state.group_dir),
-            group_dir=state.group_dir,
-            last_successful=last,
-            most_recent=_describe(state, state.most_recent),
-            deployments=[_describe(state, d) for d in state.list_deployments()],
-        )
+        result = dict(changed=False, **describe_host_state(state))
     except (StateError, OSError) as exc:
         module.fail_json(msg=f"cannot read the host state: {exc}")
     module.exit_json(**result)

@@ -207,6 +207,14 @@ options:
         staged copy - staging and the start of a batch's session in one run of the module.
     type: str
     choices: [stage, discard]
+  report_state:
+    description:
+      - Also report the host's deployment state for the application and deployment group (result C(host_state), as
+        M(rollwright.deploy.host_deployment_info) reports it), read before anything of this call changes it.
+      - The in-place staging step sets it, so that one call per host both reads and stages (no call of its own to
+        read every host before the deployment starts).
+    type: bool
+    default: false
   bundle_transfer:
     description:
       - For the action plugin - how the bundle reaches the host when O(events) include C(DownloadBundle).
@@ -391,6 +399,12 @@ pruned:
   returned: always
   type: list
   elements: str
+host_state:
+  description:
+    - With O(report_state) - the host's deployment state before this call - C(exists), C(group_dir),
+      C(last_successful), C(most_recent) and C(deployments), as M(rollwright.deploy.host_deployment_info) returns them.
+  returned: with O(report_state)
+  type: dict
 session:
   description:
     - With O(session) - C(name); C(groups), each group's outcome in order (C(index), C(events) - their names,
@@ -419,7 +433,9 @@ import sys
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.rollwright.deploy.plugins.module_utils.host.events import DeploymentRequest, HostDeployment
-from ansible_collections.rollwright.deploy.plugins.module_utils.host.state import HostState, StateError
+from ansible_collections.rollwright.deploy.plugins.module_utils.host.state import (
+    HostState, StateError, describe_host_state,
+)
 from ansible_collections.rollwright.deploy.plugins.module_utils.host.fs import UnsafePathError
 from ansible_collections.rollwright.deploy.plugins.module_utils.host.session import (
     ABORT, EXPIRED, RUN, HostSession, detach,
@@ -465,6 +481,7 @@ def argument_spec():
         hook_output=dict(type="str", choices=["failure", "none"], default="failure"),
         bundle_entries=dict(type="dict"),
         staging=dict(type="str", choices=["stage", "discard"]),
+        report_state=dict(type="bool", default=False),
         bundle_transfer=dict(type="str", choices=["push", "presigned"], default="push"),
         presign=dict(type="dict", options=dict(
             region=dict(type="str"),
@@ -505,6 +522,11 @@ def main():
         state = HostState(p["state_root"], p["application"], p["deployment_group"])
     except StateError as exc:
         module.fail_json(msg=str(exc), **base)
+    if p["report_state"]:
+        try:
+            base["host_state"] = describe_host_state(state)  # before anything below changes it
+        except (StateError, OSError) as exc:
+            module.fail_json(msg=f"cannot read the host state: {exc}", **base)
     if not p["session"]:
         result, failed, warnings = run_group(module, state, p["events"], p["complete"], base, p["staging"])
         finish(module, result, failed, warnings)
@@ -532,6 +554,8 @@ def run_group(module, state, events, complete, base, staging=None):
     except OSError as exc:
         return dict(base, msg=f"host state error: {exc}"), True, []
     result = run.to_dict()
+    if "host_state" in base:
+        result["host_state"] = base["host_state"]
     if module._diff:
         diff = run.diff()
         if diff is not None:

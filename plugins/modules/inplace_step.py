@@ -126,6 +126,21 @@ options:
         here), and adds each host's events and scripts (and with C(--diff) its file changes) to the plan; without it,
         C(plan) adds those of a task whose results O(host_results) names.
     type: dict
+  read_hosts:
+    description:
+      - C(start) - when the hosts' deployment states are read (last successful revision, its hooks).
+      - C(start) - now, by this step (O(host_args) or O(host_results)), before anything else.
+      - C(staging) - in the staging calls (M(rollwright.deploy.host_lifecycle) with C(report_state=true)), one call per
+        host for both; this step then plans from the load balancer's health alone, and C(staged) plans again with
+        the states (the order - unknown revision, old, current -, the hosts already on the revision, which hosts
+        BeforeBlockTraffic calls) before any host leaves its load balancer, discards the staged copies of hosts
+        already on the revision, and starts the first batch's host sessions. The steps after C(start) refuse its
+        state until C(staged) has read the hosts. The role uses it when C(rollwright_stage) is on.
+      - In check mode the hosts are read now whatever this says (a dry run stages nothing). A C(rollback) reads
+        them now.
+    type: str
+    choices: [start, staging]
+    default: start
   last:
     description: C(batch) - the last planned batch; after it the deployment is judged (and finished when no host waits).
     type: bool
@@ -142,7 +157,8 @@ options:
         shell command on the host. Scripts, their order, the events recorded and the failure rules are the same,
         plus one - a gate that hears nothing from the controller for two minutes gives up.
       - A batch starts the next planned batch's sessions while its own hosts become healthy again, and C(staged)
-        starts the first batch's in the same call that stages their revision; the batch then takes them over. A
+        starts the first batch's (in the same call that stages their revision, or with O(read_hosts=staging) once
+        every host has staged and the plan is known); the batch then takes them over. A
         session started ahead runs nothing before its batch says so.
       - Used when the batch has at most O(forks) hosts, every host is reached with the C(ssh) or C(local)
         connection, the state root is an absolute path without C(~) or C($), and every unstaged host gets its
@@ -236,7 +252,8 @@ seconds:
       (the host calls), C(block) and C(allow) (the load balancer's changes and waits), C(judge), C(finish).
     - C(start) and C(rollback) - C(read_hosts) (every host's deployment state), C(revision) (fetch, check, appspec),
       C(record) (record, lock, load-balancer preflight).
-    - C(staged) - C(stage) (the staging calls to every host).
+    - C(staged) - C(stage) (the staging calls to every host); with O(read_hosts=staging) also C(plan) (planned again
+      with the hosts' states) and C(sessions) (the first batch's host sessions started).
   returned: with step=batch, start, rollback and staged
   type: dict
   sample: {"plan": 0.004, "pre_block": 0.41, "block": 2.06, "main": 0.93, "allow": 2.2, "post_allow": 0.38, "judge": 0.002}

@@ -184,6 +184,42 @@ def test_staged_before_any_host_leaves_and_a_failed_staging_changes_nothing(worl
         assert {n: H.served(h.address) for n, h in zip(names, world.hosts)} == {n: f"sample-app {version}" for n in names}
 
 
+def test_one_call_per_host_reads_and_stages_then_the_plan_follows_the_hosts(world: Any, ansible_run: Any,
+                                                                            bundles: dict, tmp_path: Path) -> None:
+    """With staging, no call reads the hosts before the deployment starts: each staging call reads its host's state
+    before it stages, and the staging step plans again from those states - the host already on the revision is
+    skipped and its staged copy discarded, the host that never ran the application goes before the one on an older
+    revision - then starts the first batch's host session."""
+    app, names, arn = fresh(world, "stgread")
+    current, older, never = names
+    for host, bundle in ((current, bundles["v1"]), (older, bundles["v2"])):
+        done = run(world, ansible_run, tmp_path, app, str(bundle), rollwright_target_group_arns=arn, rollwright_hosts=host)
+        assert done.rc == 0, done
+
+    result = run(world, ansible_run, tmp_path, app, str(bundles["v1"]), rollwright_target_group_arns=arn)
+    assert result.rc == 0, result
+    fact = H.deployment_fact(result)
+    assert fact["status"] == "Succeeded", fact
+    deployment_id = fact["deployment_id"]
+    assert f"planned again with the hosts' states: batches [['{never}'], ['{older}']], 1 already on the revision" \
+        in result.stdout, result.stdout
+    assert "batch 1: host sessions started ahead on 1 of 1 host(s)" in result.stdout, result.stdout
+    steps = {t["name"].split(" : ")[-1]: next(iter(t["hosts"].values())) for t in result.tasks()
+             if t["name"].startswith("rollwright.deploy.inplace : ") and t["hosts"]}
+    started = steps["Start the deployment (revision, appspec, host order, record, lock)"]
+    staged = [r for n, r in steps.items() if n.startswith("Stage the revision on every host")][0]
+    assert "read_hosts" not in started["seconds"] and {"revision", "record"} <= set(started["seconds"]), started["seconds"]
+    assert {"stage", "plan", "sessions"} <= set(staged["seconds"]), staged["seconds"]
+    hosts = {h["name"]: h for h in record(tmp_path, deployment_id)["hosts"]}
+    assert {n: h["status"] for n, h in hosts.items()} == {current: "Skipped", older: "Succeeded", never: "Succeeded"}
+    order = sorted((older, never), key=lambda n: {e["name"]: e for e in hosts[n]["events"]}["BlockTraffic"]["start_time"])
+    assert order == [never, older]
+    dirs = host_dirs(world, app)
+    assert deployment_id not in dirs[current], dirs[current]  # staged, then discarded: it was already on v1
+    assert {dirs[n][deployment_id]["status"] for n in (older, never)} == {"Succeeded"}, dirs
+    assert {n: H.served(h.address) for n, h in zip(names, world.hosts)} == {n: "sample-app v1" for n in names}
+
+
 def _s3_revision(aws: Any, out: Path) -> tuple[str, dict[str, dict[str, str]]]:
     s3 = aws.client("s3")
     bucket = H.unique("rw-stg")

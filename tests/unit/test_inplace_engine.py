@@ -735,6 +735,50 @@ def test_staged_hosts_are_listed_and_the_deployment_goes_on(store):
     state = run.staged(state, {h: ok(["DownloadBundle"]) for h in state["stage_hosts"]})
     assert not state["done"] and state["staged"] == ["h1", "h2", "h3", "h4"]
     assert drive(run, state)["status"] == "Succeeded"
+def test_hosts_read_by_the_staging_calls_plan_again_before_any_host_leaves(store):
+    """read_hosts=staging: start plans from the load balancer alone; the staging calls' states then order the hosts
+    (unreadable, unknown revision, old), skip the one already on the revision (its staged copy is not needed) and
+    decide the BeforeBlockTraffic calls, before any host left its load balancer."""
+    lb = FakeLB(store, all_registered())
+    run = ip.InPlaceRun(store, lb)
+    state = run.start(application="web", deployment_group="prod", hosts=list(HOSTS), host_states=None, revision=REV1,
+                      appspec={}, config="CodeDeployDefault.OneAtATime", load_balancer={"target_group_arns": [TG]},
+                      options={"load_balancer": {"target_group_arns": [TG]}})
+    lb.deployment_id = state["deployment_id"]
+    assert state["hosts_read"] is False and state["stage_hosts"] == ["h1", "h2", "h3", "h4"]
+    assert state["plan_preview"] == [["h1"], ["h2"], ["h3"], ["h4"]]  # nothing known yet: inventory order
+    state = run.staged(state, {h: ok(["DownloadBundle"]) for h in state["stage_hosts"]})
+    old = {"deployment_id": "d-OLD", "revision": {"sha256": REV2["sha256"]}, "hook_events": ["BeforeBlockTraffic"]}
+    state = run.read_hosts(state, {
+        "h1": {"last_successful": {"deployment_id": "d-CUR", "revision": {"sha256": REV1["sha256"]}, "hook_events": []}},
+        "h2": {"last_successful": old},
+        "h3": {"last_successful": None},
+        "h4": None,  # said nothing that is a state: counts as unhealthy, and is called for BeforeBlockTraffic
+    })
+    assert state["hosts_read"] is True
+    assert state["plan_preview"] == [["h4"], ["h3"], ["h2"]]
+    assert state["unstage"] == ["h1"] and state["staged"] == ["h2", "h3", "h4"] and state["stage_hosts"] == ["h2", "h3", "h4"]
+    assert state["calls_needed"] == {"pre_block": ["h2", "h4"]}
+    assert store.get(state["deployment_id"]).extra["inplace"]["plan_preview"] == [["h4"], ["h3"], ["h2"]]
+    assert [c for c in lb.calls if c[0] == "block"] == []  # nobody left the load balancer
+    state = drive(run, state)
+    assert state["status"] == "Succeeded" and state["outcome"]["skipped"] == ["h1"]
+    assert dc_batches(state) == [["h4"], ["h3"], ["h2"]]
+
+
+def dc_batches(state: dict) -> list:
+    """The batches the deployment ran, in order (the planner's own list)."""
+    return state["planner"]["batches"]
+
+
+def test_start_without_host_states_is_for_a_deployment_not_a_rollback(store):
+    run = ip.InPlaceRun(store, FakeLB(store, all_registered()))
+    with pytest.raises(ip.InPlaceError, match="a rollback reads its hosts before it starts"):
+        run.start(application="web", deployment_group="prod", hosts=list(HOSTS), host_states=None, revision=REV1,
+                  appspec={}, config=None, load_balancer={"target_group_arns": [TG]}, options={}, rollback_of="d-X")
+    assert store.get_lock("web", "prod") is None
+
+
 # ------------------------------------------------------------------------------------------------ control requests
 
 

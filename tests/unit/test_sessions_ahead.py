@@ -2,11 +2,13 @@
 # Copyright: rollwright.deploy contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Which host sessions started ahead a batch takes over: only the ones started for it, for its hosts, with exactly
-the arguments it would give them (whatever the session's name)."""
+the arguments it would give them (whatever the session's name); and what the step takes as a host's state."""
 
 import pytest
 
-from ansible_collections.rollwright.deploy.plugins.action.inplace_step import args_digest, prestarted_for, session_path
+from ansible_collections.rollwright.deploy.plugins.action.inplace_step import (
+    args_digest, prestarted_for, reported_state, session_path,
+)
 from ansible_collections.rollwright.deploy.plugins.module_utils.host.state import StateError
 
 
@@ -54,3 +56,12 @@ def test_a_session_path_is_built_from_checked_parts_only():
                             (where, "../../../../etc")):
         with pytest.raises(StateError):
             session_path("d-AAAAAAAA1", bad_where, name)
+
+
+def test_a_host_state_is_taken_from_a_result_only_when_it_is_one():
+    state = {"exists": True, "last_successful": {"deployment_id": "d-1"}}
+    assert reported_state(dict(state, changed=False)) == dict(state, changed=False)  # host_deployment_info's result
+    assert reported_state({"changed": True, "host_state": state}, "host_state") == state  # host_lifecycle's
+    for result in ({"unreachable": True, "host_state": state}, {"failed": True, "host_state": state}, None, "text",
+                   {"changed": True}, {"host_state": "forged"}, {"host_state": {}}):
+        assert reported_state(result, "host_state") is None, result

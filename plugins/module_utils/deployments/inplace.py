@@ -155,28 +155,29 @@ def classify_hosts(hosts: list[dict], host_states: dict[str, Optional[dict]], lb
     host_states[name] is the `host_deployment_info` result (None: the host could not be read, which
     makes it unhealthy). lb_health maps instance id -> healthy/unhealthy/unused/...
     """
-    wanted = _revision_identity(revision)
     infos = []
     for host in hosts:
-        name = host["name"]
-        state = host_states.get(name)
-        healthy: Optional[bool]
-        if state is None:
-            healthy = False
-        else:
-            lb_state = lb_health.get(lb_target_id(host), None)
-            healthy = None if lb_state in (None, "unused", "unknown") else lb_state == "healthy"
-        last = (state or {}).get("last_successful") or {}
-        current = (last.get("revision") or {}) if isinstance(last, dict) else {}
-        if not last:
-            revision_state = "unknown"
-        elif wanted and _revision_identity(current) == wanted:
-            revision_state = "current"
-        else:
-            revision_state = "old"
-        infos.append(dc.HostInfo(name=name, healthy=healthy, revision=revision_state,
-                                 last_install_succeeded=revision_state == "current"))
+        lb_state = lb_health.get(lb_target_id(host), None)
+        healthy = None if lb_state in (None, "unused", "unknown") else lb_state == "healthy"
+        infos.append(host_info(host["name"], host_states.get(host["name"]), healthy, revision))
     return infos
+
+
+def host_info(name: str, state: Optional[dict], lb_healthy: Optional[bool], revision: dict) -> dc.HostInfo:
+    """One host as the planner sees it: unhealthy when it could not be read (``state`` None), else as its load
+    balancer says (None: not known); its revision unknown, old or current, from its last successful deployment."""
+    last = (state or {}).get("last_successful") or {}
+    current = (last.get("revision") or {}) if isinstance(last, dict) else {}
+    current = current if isinstance(current, dict) else {}
+    wanted = _revision_identity(revision)
+    if not last:
+        revision_state = "unknown"
+    elif wanted and _revision_identity(current) == wanted:
+        revision_state = "current"
+    else:
+        revision_state = "old"
+    return dc.HostInfo(name=name, healthy=False if state is None else lb_healthy, revision=revision_state,
+                       last_install_succeeded=revision_state == "current")
 
 
 def merge_original(snapshot: dict, ids: dict, original: dict) -> dict:
@@ -345,13 +346,16 @@ class InPlaceRun:
 
     # ------------------------------------------------------------------ start
     def start(self, *, application: str, deployment_group: str, hosts: list[dict],
-              host_states: dict[str, Optional[dict]], revision: dict, appspec: dict, config: Any,
+              host_states: Optional[dict[str, Optional[dict]]], revision: dict, appspec: dict, config: Any,
               load_balancer: Optional[dict], options: dict, creator: str = "user",
               rollback_of: Optional[str] = None, lock_ttl: float = DEFAULT_LOCK_TTL, owner: Optional[str] = None,
               force_lock: bool = False, auto_rollback: Optional[dict] = None,
               original_memberships: Optional[dict] = None,
               on_locked: Optional[Callable[[Lock], Any]] = None, trigger: Optional[dict] = None) -> dict:
         """Validate, create the record and take the lock.
+
+        ``host_states``: each host's deployment state as it reported it (None for a host that could not be read);
+        None when the staging calls will read them (``read_hosts`` then plans again before the first batch).
 
         A rollback (``rollback_of`` set) redeploys every host given (none is skipped as "already on
         the revision"), deploys first the hosts that ``original_memberships`` lists (the failed
@@ -366,6 +370,13 @@ class InPlaceRun:
             if reason:
                 raise InPlaceError(f"the deployment is refused before it starts: {reason}. Nothing was changed")
         with_lb = bool(self.lb)
+        hosts_read = host_states is not None
+        if not hosts_read:
+            if rollback_of:
+                raise InPlaceError("host_states: a rollback reads its hosts before it starts")
+            # Read later, in the staging calls (see ``read_hosts``): planned for now from the load balancer's health,
+            # every host readable, its revision unknown.
+            host_states = {h["name"]: {} for h in hosts}
         infos, dummy = self.classify(hosts, host_states, load_balancer, revision, rollback_of, original_memberships)
         planner = dc.BatchPlanner(resolved, infos)
         planner.validate()  # a minimum that leaves no room fails here, before anything is touched
@@ -415,6 +426,7 @@ class InPlaceRun:
             "options": dict(options),
             "batch": [],
             "active": [],
+            "hosts_read": hosts_read,
             "stage_hosts": planner.outcome().pending,  # the hosts a batch will deploy: the ones to pre-stage
             "staged": [],
             "batch_number": 0,
@@ -746,6 +758,33 @@ class InPlaceRun:
                   f"balancer, nothing was changed ({named})")
         state = self.finish(state, stop_reason=reason, status="Failed", cause="staging")
         state["rollback_due"] = False  # every host still runs its previous revision
+        return state
+
+    def read_hosts(self, state: dict, host_states: dict[str, Optional[dict]]) -> dict:
+        """Plan again with the hosts' deployment states, read by the staging calls (``start`` planned from the load
+        balancer's health alone): the order (unknown revision, old, current), the hosts already on the revision
+        (skipped: listed in ``unstage``, their staged copy is not needed), which hosts BeforeBlockTraffic calls.
+        A host whose state is missing (None) counts as unhealthy and is called for BeforeBlockTraffic, as at the
+        start. Nothing has left a load balancer yet."""
+        self._heartbeat(state)
+        data = dict(state["planner"])
+        before = [dc.HostInfo.from_dict(h) for h in data["hosts"]]
+        infos = [host_info(i.name, host_states.get(i.name), i.healthy, state["revision"]) for i in before]
+        planner = dc.BatchPlanner.from_dict(dict(data, hosts=[i.to_dict() for i in infos]))
+        planner.validate()
+        preview = dc.plan_preview(planner.config, infos)
+        needed, previous = calls_needed(state["host_calls"], {i.name: host_states.get(i.name) for i in infos})
+        unstage = [h for h in planner.skipped if h in (state.get("stage_hosts") or [])]
+        state.update(planner=planner.to_dict(), calls_needed=needed, previous_revision=previous, hosts_read=True,
+                     stage_hosts=[h for h in state.get("stage_hosts") or [] if h not in unstage],
+                     staged=[h for h in state.get("staged") or [] if h not in unstage], unstage=unstage)
+        if preview != state["plan_preview"]:
+            state["plan_preview"] = preview
+            self.store.set_extra(state["deployment_id"], "inplace", {
+                "plan_preview": preview, "minimum": planner.minimum,
+                "load_balancer": state["options"].get("load_balancer")})
+            self.progress(f"deployment {state['deployment_id']}: planned again with the hosts' states: batches {preview}"
+                          + (f", {len(unstage)} already on the revision" if unstage else ""))
         return state
 
     # ------------------------------------------------------------------ finish

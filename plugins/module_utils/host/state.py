@@ -299,3 +299,33 @@ class HostState:
             if deployment_id not in protected and deployment_id not in removed:
                 self.remove_archive(deployment_id)
         return removed
+
+
+def _describe_deployment(state: HostState, deployment_id: str | None) -> dict | None:
+    """One deployment kept on the host: its id, status, failed event, revision identity and the events its appspec
+    has scripts for (the controller decides from them whether BeforeBlockTraffic needs a call)."""
+    if not deployment_id:
+        return None
+    status: dict = {}
+    revision = None
+    hook_events = None
+    if state.has_deployment(deployment_id):
+        status = state.load_status(deployment_id) or {}
+        revision = state.load_revision(deployment_id)
+        appspec = state.load_appspec(deployment_id)
+        if isinstance(appspec, dict) and isinstance(appspec.get("hooks") or {}, dict):
+            hook_events = sorted(name for name, scripts in (appspec.get("hooks") or {}).items() if scripts)
+    return {"deployment_id": deployment_id, "status": status.get("status"),
+            "failed_event": status.get("failed_event"), "revision": revision, "hook_events": hook_events}
+
+
+def describe_host_state(state: HostState) -> dict:
+    """What the host runs for one deployment group, as host_deployment_info reports it (and host_lifecycle with
+    report_state): the last successful deployment, the most recent one, and every deployment kept."""
+    last = _describe_deployment(state, state.last_successful)
+    if last:
+        last.pop("status", None)
+        last.pop("failed_event", None)
+    return {"exists": os.path.isdir(state.group_dir), "group_dir": state.group_dir, "last_successful": last,
+            "most_recent": _describe_deployment(state, state.most_recent),
+            "deployments": [_describe_deployment(state, d) for d in state.list_deployments()]}
