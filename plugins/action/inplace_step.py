@@ -401,17 +401,18 @@ class ActionModule(RollwrightAction):
         common = self._host_args(state, args)
         stage_args = dict(common, events=["DownloadBundle"], staging="stage", src=state["revision"]["path"],
                           progress_after=0)
-        caller = self._host_caller(args)
         if state.get("hosts_read") is False:
-            # The same call reads the host's state (before it stages): the plan, and so the first batch, is known only
-            # once every host answered; its sessions start after (see _plan_with_host_states).
-            return caller.call(HOST_MODULE, {h: dict(stage_args, report_state=True) for h in hosts}), None
+            # The same call reads the host's state, before it stages. The first batch is then the one planned from the
+            # load balancer's health; its sessions run BeforeBlockTraffic where it may be due (see _sessions).
+            stage_args["report_state"] = True
+        caller = self._host_caller(args)
         per_host = {h: stage_args for h in hosts}
         first = self._first_batch_sessions(state, args, common, caller, hosts)
         if first is not None:
             for host in first[1]:  # the bundle comes as it does for staging; the session installs the staged copy
                 per_host[host] = dict(first[0].args_by_host[host], staging="stage", src=state["revision"]["path"],
-                                      bundle_transfer=stage_args.get("bundle_transfer") or "push")
+                                      bundle_transfer=stage_args.get("bundle_transfer") or "push",
+                                      report_state=stage_args.get("report_state", False))
             first[0].adopt(list(first[1]))  # started by the call below
         return caller.call(HOST_MODULE, per_host), first
 
@@ -435,6 +436,13 @@ class ActionModule(RollwrightAction):
             return state  # the staging was a task of the playbook's: so are the rest (unstage.yml)
         common = self._host_args(state, args)
         caller = self._host_caller(args)
+        prestarted = state.get("prestarted") or {}
+        idle = {h: v for h, v in (prestarted.get("hosts") or {}).items() if h in (state.get("unstage") or [])}
+        if idle:  # started in the staging call of a host that turned out to be on the revision already
+            # ended before its staged copy (and the session's directory in it) is discarded
+            self._abort_sessions(caller, state, dict(prestarted, hosts=idle), "the host is on the revision already",
+                                 wait=True)
+            state["prestarted"] = dict(prestarted, hosts={h: v for h, v in prestarted["hosts"].items() if h not in idle})
         if state.get("unstage"):
             discard = {h: {k: common.get(k) for k in ("application", "deployment_group", "deployment_id", "state_root")}
                        for h in state["unstage"]}
@@ -444,6 +452,8 @@ class ActionModule(RollwrightAction):
                 if not outcome or outcome.get("failed") or outcome.get("unreachable"):
                     _progress(f"{host}: the unused staged copy stays until the next staging: "
                               f"{(outcome or {}).get('msg') or 'no result'}")
+        if state.get("prestarted"):
+            return state  # the staging calls started the first batch's sessions
         with timed(seconds, "sessions"):
             first = self._first_batch_sessions(state, args, common, caller, list(state.get("staged") or []),
                                                in_staging_call=False)
@@ -595,6 +605,17 @@ class ActionModule(RollwrightAction):
         per_host, paths = self._session_args(state, common, state["active"], pre_hosts, state["batch_number"])
         prestarted = state.pop("prestarted", None)
         ready = prestarted_for(prestarted, state["batch_number"], per_host)
+        if state["host_calls"].get(PRE_BLOCK):
+            # A session started before the hosts were read has BeforeBlockTraffic in its first group wherever it
+            # might be due. On a host that turned out not to need it (its previous revision has no scripts for it,
+            # or there is none) it is taken over all the same: no call for that group; the main group's word opens
+            # both gates, and the group runs no script (the step records it as for any host not called).
+            as_pre = {h: dict(a, events=state["host_calls"][PRE_BLOCK]) for h, a in per_host.items()
+                      if h not in ready and h not in pre_hosts}
+            also = prestarted_for(prestarted, state["batch_number"], as_pre)
+            for host in also:
+                per_host[host] = as_pre[host]
+            ready.update(also)
         for host, session in ready.items():
             per_host[host] = dict(per_host[host], session=dict(per_host[host]["session"], name=session["name"]))
             paths[host] = session_path(state["deployment_id"], session_place(common), session["name"])
@@ -644,8 +665,9 @@ class ActionModule(RollwrightAction):
         return {"batch_number": batch_number, "where": where, "hosts": hosts}
 
     @staticmethod
-    def _abort_sessions(caller: HostCaller, state: dict, prestarted: dict, reason: str) -> None:
-        """Tell sessions started ahead that their batch will not come (they run nothing)."""
+    def _abort_sessions(caller: HostCaller, state: dict, prestarted: dict, reason: str, wait: bool = False) -> None:
+        """Tell sessions started ahead that their batch will not come (they run nothing); with ``wait``, until
+        their engines stopped."""
         gates, paths = {}, {}
         for host, session in (prestarted.get("hosts") or {}).items():
             try:
@@ -656,6 +678,8 @@ class ActionModule(RollwrightAction):
         sessions = BatchSessions(caller, HOST_MODULE, gates, paths, progress=_progress)
         sessions.adopt(list(gates))
         sessions.close(reason)
+        if wait:
+            sessions.wait_ended(list(gates))
 
     def _drop_prestarted(self, state: dict, args: dict, reason: str) -> None:
         prestarted = state.pop("prestarted", None) or {}

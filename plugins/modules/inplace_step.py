@@ -128,13 +128,14 @@ options:
     type: dict
   read_hosts:
     description:
-      - C(start) - when the hosts' deployment states are read (last successful revision, its hooks).
+      - C(start) - when the hosts' deployment states (last successful revision, its hooks) are read.
       - C(start) - now, by this step (O(host_args) or O(host_results)), before anything else.
       - C(staging) - in the staging calls (M(rollwright.deploy.host_lifecycle) with C(report_state=true)), one call per
         host for both; this step then plans from the load balancer's health alone, and C(staged) plans again with
         the states (the order - unknown revision, old, current -, the hosts already on the revision, which hosts
         BeforeBlockTraffic calls) before any host leaves its load balancer, discards the staged copies of hosts
-        already on the revision, and starts the first batch's host sessions. The steps after C(start) refuse its
+        already on the revision (and aborts their sessions), and starts the first batch's host sessions unless
+        the staging calls started them. The steps after C(start) refuse its
         state until C(staged) has read the hosts. The role uses it when C(rollwright_stage) is on.
       - In check mode the hosts are read now whatever this says (a dry run stages nothing). A C(rollback) reads
         them now.
@@ -157,9 +158,10 @@ options:
         shell command on the host. Scripts, their order, the events recorded and the failure rules are the same,
         plus one - a gate that hears nothing from the controller for two minutes gives up.
       - A batch starts the next planned batch's sessions while its own hosts become healthy again, and C(staged)
-        starts the first batch's (in the same call that stages their revision, or with O(read_hosts=staging) once
-        every host has staged and the plan is known); the batch then takes them over. A
-        session started ahead runs nothing before its batch says so.
+        starts the first batch's in the same call that stages their revision (with O(read_hosts=staging) the first
+        batch planned before the hosts were read; those sessions hold BeforeBlockTraffic wherever it may be due,
+        and run no script for it where none is due); the batch then takes them over. A session started ahead runs
+        nothing before its batch says so.
       - Used when the batch has at most O(forks) hosts, every host is reached with the C(ssh) or C(local)
         connection, the state root is an absolute path without C(~) or C($), and every unstaged host gets its
         bundle in the call (not through a presigned URL, not over 1 MiB); otherwise each group is a call of its

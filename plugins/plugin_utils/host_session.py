@@ -295,6 +295,12 @@ class BatchSessions:
             self.finals[host] = handled_failure(final, host) if self.handled else final
         return self.finals[host]
 
+    def wait_ended(self, hosts: list[str], timeout: float = FINAL_WAIT) -> None:
+        """Wait (at most ``timeout`` s) until the engines of ``hosts`` stopped, every host at once (after ``close``:
+        their session's directory may then be removed)."""
+        if hosts:
+            self.caller.call(RAW, {h: raw_args(final_command(self.paths[h], timeout)) for h in hosts})
+
     def _ended_without(self, host: str, index: int, said: str) -> dict:
         """Group ``index``'s result of a session that stopped without leaving one: what the engine said about it,
         without events of an earlier group."""

@@ -747,6 +747,7 @@ def test_hosts_read_by_the_staging_calls_plan_again_before_any_host_leaves(store
     lb.deployment_id = state["deployment_id"]
     assert state["hosts_read"] is False and state["stage_hosts"] == ["h1", "h2", "h3", "h4"]
     assert state["plan_preview"] == [["h1"], ["h2"], ["h3"], ["h4"]]  # nothing known yet: inventory order
+    assert state["calls_needed"] == {}  # not known: a session started now runs BeforeBlockTraffic where it may be due
     state = run.staged(state, {h: ok(["DownloadBundle"]) for h in state["stage_hosts"]})
     old = {"deployment_id": "d-OLD", "revision": {"sha256": REV2["sha256"]}, "hook_events": ["BeforeBlockTraffic"]}
     state = run.read_hosts(state, {
