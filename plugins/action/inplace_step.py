@@ -403,7 +403,7 @@ class ActionModule(RollwrightAction):
                           progress_after=0)
         if state.get("hosts_read") is False:
             # The same call reads the host's state, before it stages. The first batch is then the one planned from the
-            # load balancer's health; its sessions run BeforeBlockTraffic where it may be due (see _sessions).
+            # load balancer's health; its sessions hold BeforeBlockTraffic wherever it may be due (see _sessions).
             stage_args["report_state"] = True
         caller = self._host_caller(args)
         per_host = {h: stage_args for h in hosts}
@@ -452,7 +452,7 @@ class ActionModule(RollwrightAction):
                 if not outcome or outcome.get("failed") or outcome.get("unreachable"):
                     _progress(f"{host}: the unused staged copy stays until the next staging: "
                               f"{(outcome or {}).get('msg') or 'no result'}")
-        if state.get("prestarted"):
+        if (state.get("prestarted") or {}).get("hosts"):
             return state  # the staging calls started the first batch's sessions
         with timed(seconds, "sessions"):
             first = self._first_batch_sessions(state, args, common, caller, list(state.get("staged") or []),
