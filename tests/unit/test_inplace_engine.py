@@ -650,10 +650,13 @@ def test_before_block_traffic_call_only_where_the_previous_revision_has_scripts(
         "none": {"last_successful": {"deployment_id": "d-1", "hook_events": ["ApplicationStop"]}},
         "gone": {"last_successful": {"deployment_id": "d-0", "hook_events": None}},
         "unreadable": None,
+        "odd": {"last_successful": {"deployment_id": "d-1", "hook_events": 5}},  # a host's word, not an engine's
+        "odder": {"last_successful": {"deployment_id": "d-1", "hook_events": [{"x": 1}]}},
     }
     needed, previous = ip.calls_needed(calls, states)
-    assert needed == {"pre_block": ["scripts", "gone", "unreadable"]}
-    assert previous == {"first": False, "scripts": True, "none": True, "gone": True, "unreadable": False}
+    assert needed == {"pre_block": ["scripts", "gone", "unreadable", "odd", "odder"]}
+    assert previous == {"first": False, "scripts": True, "none": True, "gone": True, "unreadable": False, "odd": True,
+                        "odder": True}
     assert ip.calls_needed(ip.host_calls(False), states) == ({}, {})
     state = {"active": ["first", "none", "scripts"], "host_calls": calls, "calls_needed": needed, "previous_revision": previous}
     merged = ip.InPlaceRun.with_uncalled(state, "pre_block", {"scripts": {"events": ["ran"]}})

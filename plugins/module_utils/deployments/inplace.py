@@ -111,6 +111,8 @@ def calls_needed(host_calls_: dict[str, list[str]], host_states: dict[str, Optio
         last = (info or {}).get("last_successful") if info else None
         previous[host] = bool(last)
         hooks = (last or {}).get("hook_events") if isinstance(last, dict) else None
+        if not (isinstance(hooks, list) and all(isinstance(h, str) for h in hooks)):
+            hooks = None  # not known (or not what a host engine says): the call is made, the engine decides
         if info is None or (last and (hooks is None or events & set(hooks))):
             needed.append(host)
     return {PRE_BLOCK: needed}, previous
