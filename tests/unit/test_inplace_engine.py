@@ -738,6 +738,8 @@ def test_staged_hosts_are_listed_and_the_deployment_goes_on(store):
     state = run.staged(state, {h: ok(["DownloadBundle"]) for h in state["stage_hosts"]})
     assert not state["done"] and state["staged"] == ["h1", "h2", "h3", "h4"]
     assert drive(run, state)["status"] == "Succeeded"
+
+
 def test_hosts_read_by_the_staging_calls_plan_again_before_any_host_leaves(store):
     """read_hosts=staging: start plans from the load balancer alone; the staging calls' states then order the hosts
     (unreadable, unknown revision, old), skip the one already on the revision (its staged copy is not needed) and
