@@ -402,7 +402,7 @@ class InPlaceRun:
         lock = Lock.from_dict(session.lock)
         needed, previous = calls_needed(host_calls(with_lb), {h["name"]: host_states.get(h["name"]) for h in hosts})
         if not hosts_read:
-            needed = {}  # not known yet: a session started before the read runs BeforeBlockTraffic where it may be due
+            needed = {}  # not known yet: a session started before the read holds BeforeBlockTraffic where it may be due
         keeper = on_locked(lock) if on_locked else None  # e.g. start the lease keeper before going InProgress
         session.mark_in_progress()
         state = {
