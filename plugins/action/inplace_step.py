@@ -444,11 +444,9 @@ class ActionModule(RollwrightAction):
                                  wait=True)
             state["prestarted"] = dict(prestarted, hosts={h: v for h, v in prestarted["hosts"].items() if h not in idle})
         if state.get("unstage"):
-            discard = {h: {k: common.get(k) for k in ("application", "deployment_group", "deployment_id", "state_root")}
-                       for h in state["unstage"]}
-            for host_args in discard.values():
-                host_args.update(events=["DownloadBundle"], staging="discard", progress_after=0)
-            for host, outcome in caller.call(HOST_MODULE, discard).items():
+            discard = {k: common.get(k) for k in ("application", "deployment_group", "deployment_id", "state_root")}
+            discard.update(events=["DownloadBundle"], staging="discard", progress_after=0)
+            for host, outcome in caller.call(HOST_MODULE, {h: discard for h in state["unstage"]}).items():
                 if not outcome or outcome.get("failed") or outcome.get("unreachable"):
                     _progress(f"{host}: the unused staged copy stays until the next staging: "
                               f"{(outcome or {}).get('msg') or 'no result'}")

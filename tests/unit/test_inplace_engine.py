@@ -748,7 +748,7 @@ def test_hosts_read_by_the_staging_calls_plan_again_before_any_host_leaves(store
     run = ip.InPlaceRun(store, lb)
     state = run.start(application="web", deployment_group="prod", hosts=list(HOSTS), host_states=None, revision=REV1,
                       appspec={}, config="CodeDeployDefault.OneAtATime", load_balancer={"target_group_arns": [TG]},
-                      options={"load_balancer": {"target_group_arns": [TG]}})
+                      options={})
     lb.deployment_id = state["deployment_id"]
     assert state["hosts_read"] is False and state["stage_hosts"] == ["h1", "h2", "h3", "h4"]
     assert state["plan_preview"] == [["h1"], ["h2"], ["h3"], ["h4"]]  # nothing known yet: inventory order
@@ -765,7 +765,9 @@ def test_hosts_read_by_the_staging_calls_plan_again_before_any_host_leaves(store
     assert state["plan_preview"] == [["h4"], ["h3"], ["h2"]]
     assert state["unstage"] == ["h1"] and state["staged"] == ["h2", "h3", "h4"] and state["stage_hosts"] == ["h2", "h3", "h4"]
     assert state["calls_needed"] == {"pre_block": ["h2", "h4"]}
-    assert store.get(state["deployment_id"]).extra["inplace"]["plan_preview"] == [["h4"], ["h3"], ["h2"]]
+    recorded = store.get(state["deployment_id"]).extra["inplace"]
+    assert recorded["plan_preview"] == [["h4"], ["h3"], ["h2"]]
+    assert recorded["load_balancer"] == {"target_group_arns": [TG]} and recorded["minimum"] == 3  # kept for recovery
     assert [c for c in lb.calls if c[0] == "block"] == []  # nobody left the load balancer
     state = drive(run, state)
     assert state["status"] == "Succeeded" and state["outcome"]["skipped"] == ["h1"]

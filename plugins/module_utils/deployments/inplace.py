@@ -784,9 +784,10 @@ class InPlaceRun:
                      staged=[h for h in state.get("staged") or [] if h not in unstage], unstage=unstage)
         if preview != state["plan_preview"]:
             state["plan_preview"] = preview
-            self.store.set_extra(state["deployment_id"], "inplace", {
-                "plan_preview": preview, "minimum": planner.minimum,
-                "load_balancer": state["options"].get("load_balancer")})
+            # Only the plan changes: the rest is what start recorded (recovery restores memberships from its
+            # load-balancer configuration).
+            recorded = self.store.get(state["deployment_id"]).extra.get("inplace") or {}
+            self.store.set_extra(state["deployment_id"], "inplace", dict(recorded, plan_preview=preview))
             self.progress(f"deployment {state['deployment_id']}: planned again with the hosts' states: batches {preview}"
                           + (f", {len(unstage)} already on the revision" if unstage else ""))
         return state
