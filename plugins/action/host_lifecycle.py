@@ -113,7 +113,10 @@ def presigned_url(revision: dict, presign: dict) -> str:
 
 
 class ActionModule(ActionBase):
-    TRANSFERS_FILES = True
+    # A temporary directory only when a bundle is pushed (made below): with pipelining, every other call (an inline
+    # bundle, a staged copy, a presigned URL, a session) runs without the three extra round trips that make and
+    # remove it.
+    TRANSFERS_FILES = False
 
     def _bundle_entries(self, src, args):
         """Check mode: the bundle's member names, read here, so the host plans the exact install without it."""
