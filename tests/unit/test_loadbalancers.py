@@ -158,6 +158,8 @@ class FakeELBv2:
         self.delay, self.warmup, self.port, self.sick = delay, warmup, port, set(sick)
         self.calls: Counter[str] = Counter()
         self.log: list[tuple[str, dict]] = []
+        self.asked: list = []  # each DescribeTargetHealth's Targets (None: the whole group)
+        self.gone: set[str] = set()  # instance ids AWS no longer knows (DescribeTargetHealth refuses them by name)
 
     def _tg(self, arn):
         if arn not in self.groups:
@@ -194,8 +196,13 @@ class FakeELBv2:
             if key in self._tg(TargetGroupArn):
                 self._tg(TargetGroupArn)[key] = ("draining", self.clock.t)
 
-    def describe_target_health(self, TargetGroupArn):
+    def describe_target_health(self, TargetGroupArn, Targets=None):
+        """As AWS: every registered or draining target, or only ``Targets`` (one not there is ``unused``; an id in
+        ``gone`` is refused with InvalidTarget, as a terminated instance is)."""
         self.calls["describe_target_health"] += 1
+        self.asked.append(Targets)
+        if Targets and any(t["Id"] in self.gone for t in Targets):
+            raise FakeClientError("InvalidTarget")
         out = []
         for (tid, port), (state, since) in list(self._tg(TargetGroupArn).items()):
             age = self.clock.t - since
@@ -205,6 +212,11 @@ class FakeELBv2:
             if state == "initial" and age >= self.warmup:
                 state = "unhealthy" if tid in self.sick else "healthy"
             out.append({"Target": {"Id": tid, "Port": port}, "TargetHealth": {"State": state}})
+        if Targets:
+            known = {(d["Target"]["Id"], d["Target"]["Port"]): d for d in out}
+            out = [known.get((t["Id"], t.get("Port", self.port))) or {
+                "Target": {"Id": t["Id"], "Port": t.get("Port", self.port)},
+                "TargetHealth": {"State": "unused", "Reason": "Target.NotRegistered"}} for t in Targets]
         return {"TargetHealthDescriptions": out}
 
 
@@ -245,6 +257,35 @@ def test_block_is_one_call_per_target_group_and_wait_drained_honours_the_delay()
     assert messages and "drain" in messages[0]
     assert set(result.outcomes) == {"i-1", "i-2"}
     assert lb.api_calls["DeregisterTargets"] == 2
+
+
+def test_a_wait_asks_only_about_the_targets_it_waits_for():
+    clock = FakeClock()
+    fake = FakeELBv2(clock, [ARN_A], delay=2, warmup=2)
+    _registered(fake, ARN_A, [f"i-{n}" for n in range(50)])
+    [lb] = adapters_from_config({"target_group_arns": [ARN_A]}, Factory(elbv2=fake), clock=clock)
+    batch = [m for ms in lb.snapshot(["i-7"]).values() for m in ms]
+    lb.block(batch)
+    fake.asked.clear()
+    assert lb.wait_drained(batch, timeout=30).ok
+    lb.allow(batch)
+    assert lb.wait_healthy(batch, timeout=30).ok
+    asked = fake.asked
+    assert len(asked) >= 2  # both waits polled, each naming the batch's one target, never the group's fifty
+    assert all(targets == [{"Id": "i-7", "Port": 80}] for targets in asked), asked
+
+
+def test_a_wait_on_a_target_aws_no_longer_knows_falls_back_to_the_whole_group():
+    clock = FakeClock()
+    fake = FakeELBv2(clock, [ARN_A], delay=2)
+    _registered(fake, ARN_A, ["i-1", "i-2"])
+    [lb] = adapters_from_config({"target_group_arns": [ARN_A]}, Factory(elbv2=fake), clock=clock)
+    batch = [m for ms in lb.snapshot(["i-1"]).values() for m in ms]
+    lb.block(batch)
+    fake.gone.add("i-1")  # terminated while it drained: named, it is refused with InvalidTarget
+    result = lb.wait_drained(batch, timeout=30)
+    assert result.ok and result.outcomes["i-1"].status == "drained"  # gone from the group's answer: drained
+    assert [{"Id": "i-1", "Port": 80}] in fake.asked and None in fake.asked
 
 
 def test_wait_drained_times_out_naming_the_targets_still_draining():

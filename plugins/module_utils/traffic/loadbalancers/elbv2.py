@@ -4,7 +4,8 @@
 """ELBv2 (ALB/NLB/GWLB) target groups behind the load-balancer interface.
 
 API budget: DescribeTargetGroups once per adapter (validation, cached), DescribeTargetHealth once
-per target group per snapshot / poll, DescribeTargetGroupAttributes once per target group (cached),
+per target group per snapshot / poll (a wait's poll names only the targets it waits for),
+DescribeTargetGroupAttributes once per target group (cached),
 DeregisterTargets / RegisterTargets once per target group per batch, and one RegisterTargets per
 target group at the start of a deployment (the preflight). Never one call per host.
 """
@@ -224,8 +225,18 @@ class ELBv2Adapter(Adapter):
         if unknown:
             self._remember(self._describe_groups("TargetGroupArns", unknown))
 
-    def _describe_health(self, arn: str) -> list[dict[str, Any]]:
+    def _describe_health(self, arn: str, targets: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+        """The group's targets' health, or only ``targets``' (a target not registered is ``unused``, as AWS says)."""
         try:
+            if targets:
+                try:
+                    return self._call("DescribeTargetHealth", "describe_target_health", TargetGroupArn=arn,
+                                      Targets=targets)["TargetHealthDescriptions"]
+                except Exception as exc:
+                    if aws_error_code(exc) != "InvalidTarget":
+                        raise
+                    # A target that no longer exists (terminated) is refused by name; the whole group's answer
+                    # simply leaves it out, as it did before waits named their targets.
             return self._call("DescribeTargetHealth", "describe_target_health", TargetGroupArn=arn)[
                 "TargetHealthDescriptions"
             ]
@@ -329,7 +340,9 @@ class ELBv2Adapter(Adapter):
         out: dict[Membership, tuple[str, str | None]] = {}
         for arn, ms in groups.items():
             seen: dict[tuple[str, int | None], tuple[str, str | None]] = {}
-            for desc in self._describe_health(arn):
+            # Only the targets asked about: a wait's poll then costs what the batch holds, not the whole group.
+            asked = {(t["Id"], t.get("Port")): t for t in (self._normalise(m).target() for m in ms)}
+            for desc in self._describe_health(arn, list(asked.values())):
                 th = desc.get("TargetHealth", {})
                 seen[(desc["Target"]["Id"], desc["Target"].get("Port"))] = (
                     th.get("State", UNKNOWN),
