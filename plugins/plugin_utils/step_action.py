@@ -94,6 +94,8 @@ class RollwrightAction(ActionBase):
     WARM_IMPORTS: tuple = ()
     # the modules whose documented argument specs a step's host calls validate against (host_lifecycle's action)
     WARM_SPECS: tuple = ()
+    # options whose dict value is handed to the step as it is, not copied by the validation (see validated_args)
+    PASSED_THROUGH: tuple = ("state",)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Read the argument spec and import the step's module_utils when ansible-playbook loads the plugin.
@@ -125,7 +127,18 @@ class RollwrightAction(ActionBase):
         spec = self.argument_spec()
         if "inputs" in spec:
             self._task.args = self.merged_inputs(self._task.args)
-        dummy, args = self.validate_argument_spec(argument_spec=spec)
+        # A previous step's state is checked to be a dict here and handed over as it is (the engine checks what is in
+        # it): the validator copies every value deeply, and at a hundred hosts that copy was most of a step's start.
+        passed = {name: self._task.args[name] for name in self.PASSED_THROUGH
+                  if (spec.get(name) or {}).get("type") == "dict" and isinstance(self._task.args.get(name), dict)}
+        given = self._task.args
+        if passed:
+            self._task.args = dict(given, **{name: {} for name in passed})
+        try:
+            dummy, args = self.validate_argument_spec(argument_spec=spec)
+        finally:
+            self._task.args = given
+        args.update(passed)
         return args
 
     @staticmethod

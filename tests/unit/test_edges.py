@@ -136,3 +136,33 @@ def test_step_plugins_validate_the_nested_aws_dict_with_its_secrets_no_log(plugi
     assert "wJalrXUtnFEMI" in ok._no_log_values  # pylint: disable=protected-access
     typo = ArgumentSpecValidator({"aws": spec["aws"]}).validate({"aws": {"regoin": "eu-west-1"}})
     assert any("regoin" in m for m in typo.error_messages), typo.error_messages
+
+
+def test_a_previous_steps_state_is_handed_over_uncopied_and_still_checked():
+    from types import SimpleNamespace
+
+    from ansible.errors import AnsibleActionFail
+
+    from ansible_collections.rollwright.deploy.plugins.plugin_utils.step_action import RollwrightAction
+
+    cls = type("Step", (RollwrightAction,), {"MODULE": "inplace_step"})
+    action = cls.__new__(cls)
+    action._load_name = "rollwright.deploy.inplace_step"  # pylint: disable=protected-access
+    state = {"deployment_id": "d-ABCDEFGHI", "planner": {"hosts": [{"name": f"web{n}"} for n in range(100)]}}
+    action._task = SimpleNamespace(args={"step": "batch", "state": state, "last": "yes"})  # pylint: disable=protected-access
+    args = action.validated_args()
+    assert args["state"] is state  # the very dict: not copied
+    assert args["last"] is True and args["step"] == "batch"  # the other options validated and converted as before
+    assert action._task.args["state"] is state  # pylint: disable=protected-access  # the task's arguments as given
+    action._task = SimpleNamespace(args={"step": "batch", "state": "not a dict"})  # pylint: disable=protected-access
+    with pytest.raises(AnsibleActionFail, match="state"):
+        action.validated_args()
+    action._task = SimpleNamespace(args={"step": "batch", "state": state, "stat": {}})  # pylint: disable=protected-access
+    with pytest.raises(AnsibleActionFail, match="stat"):
+        action.validated_args()
+    record = type("Record", (RollwrightAction,), {"MODULE": "deployment_record"})
+    action = record.__new__(record)
+    action._load_name = "rollwright.deploy.deployment_record"  # pylint: disable=protected-access
+    action._task = SimpleNamespace(args={"state": {"a": 1}})  # pylint: disable=protected-access
+    with pytest.raises(AnsibleActionFail, match="state"):  # a str option given a dict is refused as before
+        action.validated_args()

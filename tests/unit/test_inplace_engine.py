@@ -175,7 +175,17 @@ def test_successful_deployment_records_every_event_membership_and_releases_the_l
     lb = FakeLB(store, all_registered((TG, TG2)))
     run, state = start(store, lb)
     assert store.get_lock("web", "prod").deployment_id == state["deployment_id"]
+    carried = []  # which hosts' memberships the state carries after each block: the running batch's only
+    real_block = run.block
+
+    def block(*args, **kwargs):
+        after = real_block(*args, **kwargs)
+        carried.append(sorted(after["memberships"]))
+        return after
+
+    run.block = block
     state = drive(run, state)
+    assert carried == [["h1"], ["h2"], ["h3"], ["h4"]]
     assert state["status"] == "Succeeded" and state["rollback_due"] is False
     record = store.get(state["deployment_id"])
     assert record.status == "Succeeded" and store.get_lock("web", "prod") is None

@@ -666,8 +666,9 @@ class InPlaceRun:
             # Written BEFORE anything changes: recovery restores exactly this.
             self.store.update_host(deployment_id, host, lb_membership=[m.to_dict() for m in members], lb_restored=False)
             memberships.extend(actual.get(instance_id, []))  # only what is registered now is deregistered
-        state.setdefault("memberships", {}).update(
-            {h: [m.to_dict() for m in snapshot.get(i, [])] for h, i in ids.items()})
+        # The running batch's only (allow() puts them back); each host's stays in the record for recovery. Kept for
+        # every host so far, the state every later step carries and copies grew with the fleet.
+        state["memberships"] = {h: [m.to_dict() for m in snapshot.get(i, [])] for h, i in ids.items()}
         self._heartbeat(state)  # fencing: a step whose lock was taken over stops before it writes
         self.lb.block(memberships)
         waited = self.lb.wait_drained(memberships, timeout=drain_timeout, progress=self.progress)
