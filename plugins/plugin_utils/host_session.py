@@ -9,7 +9,8 @@ engine goes on without the connection. So a batch can start the next batch's ses
 hosts to become healthy, and the next batch's task ``adopt``s them. ``results`` says ``run`` at a gate and reads the
 group's result; ``close`` aborts whatever still waits, at every gate it has left. Saying and reading is one shell
 command per host and group (``ansible.builtin.raw`` through the host's own connection and become), with no Python
-start on the host; see plugins/module_utils/host/session.py for the files it reads and writes.
+start on the host, and waiting is blocking on the session's ``ready`` pipe, not polling; see
+plugins/module_utils/host/session.py for the files it reads and writes.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Callable, Optional
 
 from ansible_collections.rollwright.deploy.plugins.module_utils.host.session import (
-    ALIVE, FINAL, KEEPALIVE_EVERY, gate_name, result_name,
+    ALIVE, FINAL, KEEPALIVE_EVERY, READY, WAKE, gate_name, result_name,
 )
 from ansible_collections.rollwright.deploy.plugins.module_utils.host.state import DEFAULT_STATE_ROOT
 from ansible_collections.rollwright.deploy.plugins.plugin_utils.host_calls import HostCaller
@@ -102,22 +103,39 @@ def gate_command(path: str, index: int, word: Optional[str], wait: bool, start_l
             # the temporary file is created exclusively (set -C): never written through anything found there
             lines.append(f"rm -f {tmp}; (set -C; printf '%s\\n' {shlex.quote(word)} > {tmp}) && mv -f {tmp} {final} "
                          "|| exit 3")
+        # Wake the engine if it waits at the gate (opened read-write, so no reader is needed; a regular file of that
+        # name is never written: the directory is sealed, and it must be a pipe).
+        lines.append(f'[ -p "$d/{WAKE}" ] && echo 1<>"$d/{WAKE}"')
     if not wait:
         lines.append(f"echo {SENT}")
         return "\n".join(lines) + "\n"
     result = f'"$d"/{result_name(index if result_of is None else result_of)}'
-    lines += [
+    lines += _wait_for(result)
+    lines.append(f"printf '%s' {RESULT_MARK}; tr -d '\\n' < {result}; echo")
+    return "\n".join(lines) + "\n"
+
+
+def _wait_for(result: str) -> list[str]:
+    """Wait until ``result`` is there (or the engine is done or gone). The engine writes a line to the session's
+    ``ready`` pipe after each result: the command blocks reading it, and a ticker (a line every half second, while
+    the command lives) makes it look at the engine's life now and then. An engine without the pipe is polled."""
+    return [
         "i=0",
+        "tick=",
+        "trap '[ -n \"$tick\" ] && kill \"$tick\" 2>/dev/null' EXIT",
+        f'if [ ! -f {result} ] && [ -p "$d/{READY}" ] && {{ command exec 3<>"$d/{READY}"; }} 2>/dev/null; then',
+        "  ( while kill -0 $$ 2>/dev/null; do nap 0.5; echo >&3; done ) >/dev/null 2>&1 &",
+        "  tick=$!",
+        "fi",
         f"while [ ! -f {result} ]; do",
         f'  if [ -f "$d/done" ]; then [ -f {result} ] && break; echo {ENDED}; exit 0; fi',
         f"  alive || {{ [ -f {result} ] && break; echo {GONE}; exit 0; }}",
+        '  if [ -n "$tick" ]; then read -r w <&3 || nap 0.1; continue; fi',
         "  i=$((i + 1))",
         # quick polls while a group usually ends (a few seconds), then gentle ones
         '  if [ "$i" -lt 250 ]; then nap 0.02; else nap 0.2; fi',
         "done",
-        f"printf '%s' {RESULT_MARK}; tr -d '\\n' < {result}; echo",
     ]
-    return "\n".join(lines) + "\n"
 
 
 _SCRIPT_LINE = re.compile(r"^\S+ \[(?P<event>\w+)\] Script - (?P<script>.+?)(?P<end>: .+ \([\d.]+ s\))?$")

@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 import re
 import os
+import stat
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -523,3 +525,74 @@ def test_gate_0_is_polled_gently_and_later_gates_quickly_at_first(world):
     assert sleeps == [0.1] * 5
     assert session.wait_gate(1) == ("run", "")
     assert sleeps[5:] == [0.01] * 5
+
+
+def _counting_path(tmp_path):
+    """A PATH whose ``sleep`` logs each run to a file before it sleeps: how often a waiting command naps."""
+    bin_dir = tmp_path / "counting-bin"
+    bin_dir.mkdir(exist_ok=True)
+    log = tmp_path / "sleeps.log"
+    wrapper = bin_dir / "sleep"
+    wrapper.write_text(f"#!/bin/sh\necho x >> {log}\nexec /bin/sleep \"$@\"\n")
+    wrapper.chmod(0o755)
+    return f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}", log
+
+
+def _waiting_gate(path, index, env):
+    return subprocess.Popen(["/bin/sh", "-c", hs.gate_command(path, index, None, True)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+
+
+def test_a_command_waiting_for_a_result_blocks_on_the_ready_pipe_instead_of_polling(world):
+    """Tens of hosts' commands polling every 20 ms (a sleep, a cat, a sed each time) spawned thousands of processes
+    a second on the shared machine, which slowed every hook. Woken by the engine's line on the ready pipe, a wait
+    naps only with its half-second ticker."""
+    tmp_path, _trace, base, dest = world
+    v1 = make_bundle(tmp_path / "v1.tgz", "v1", _trace)
+    proc = start_module(tmp_path, session_args(base, dest, "d-AAAAAAAA1", v1, "b1-pipe"))
+    path = path_of(base, "d-AAAAAAAA1", "b1-pipe")
+    assert gate(path, 0)[0] == "result"
+    assert all(stat.S_ISFIFO(os.stat(os.path.join(path, name)).st_mode) for name in ("ready", "wake"))
+    search_path, log = _counting_path(tmp_path)
+    waiting = _waiting_gate(path, 1, dict(os.environ, PATH=search_path))  # waits for group 1, says nothing
+    time.sleep(2.0)
+    assert waiting.poll() is None  # nothing to read yet: still waiting
+    assert gate(path, 1, "run", wait=False)[0] == hs.SENT  # another command says the word; the engine runs group 1
+    out, err = waiting.communicate(timeout=30)
+    said, main = hs.read_gate_output({"stdout": out, "stderr": err, "rc": waiting.returncode})
+    assert said == "result" and [e["name"] for e in main["events"]] == MAIN, (out, err)
+    naps = len(log.read_text().splitlines()) if log.exists() else 0
+    assert naps <= 12, f"{naps} naps in about 2 s of waiting: it polled"  # polling: a hundred in 2 s
+    assert gate(path, 2, "run", wait=False)[0] == hs.SENT
+    assert not module_result(proc).get("failed")
+
+
+def test_without_the_pipes_the_commands_poll_as_before(world):
+    tmp_path, trace, base, dest = world
+    v1 = make_bundle(tmp_path / "v1.tgz", "v1", trace)
+    proc = start_module(tmp_path, session_args(base, dest, "d-AAAAAAAA1", v1, "b1-old"))
+    path = path_of(base, "d-AAAAAAAA1", "b1-old")
+    assert gate(path, 0)[0] == "result"
+    for name in ("ready", "wake"):  # an engine that makes none (an older one)
+        os.unlink(os.path.join(path, name))
+    said, main = gate(path, 1, "run")
+    assert said == "result" and [e["name"] for e in main["events"]] == MAIN
+    assert gate(path, 2, "run", wait=False)[0] == hs.SENT
+    final = module_result(proc)
+    assert not final.get("failed") and final["session"]["ended"] == "completed"
+
+
+def test_the_controllers_word_wakes_an_engine_waiting_at_a_gate_before_its_nap_ends(world, monkeypatch):
+    _tmp_path, _trace, base, _dest = world
+    from ansible_collections.rollwright.deploy.plugins.module_utils.host import session as engine_session
+
+    monkeypatch.setattr(engine_session, "_SLOW_POLL", 60.0)  # a nap the word must cut short
+    state = HostState(base["state_root"], base["application"], base["deployment_group"])
+    session = HostSession(state, "d-AAAAAAAA1", "b1-wake", 600)
+    session.open()
+    sayer = threading.Timer(0.5, lambda: gate(session.path, 0, "run", wait=False))
+    sayer.start()
+    started = time.monotonic()
+    assert session.wait_gate(0) == ("run", "")
+    assert time.monotonic() - started < 30  # woken by the line on the wake pipe, not at the end of the 60 s nap
+    sayer.join()

@@ -18,7 +18,11 @@ The directory, ``<deployment dir>/sessions/<name>`` (0700, root's), holds:
 * ``final.json``: a detached engine's own result (the module's result, which its caller no longer waits for),
   written just before ``done``;
 * ``done``: written when the engine stops, whatever the reason (the directory then stays until the
-  deployment's directory is pruned).
+  deployment's directory is pruned);
+* ``ready`` and ``wake``: two named pipes that only wake a waiter, never say anything (the files above do): the
+  engine writes a line to ``ready`` after each result and at ``done``, so the controller's command blocks on it
+  instead of polling (tens of hosts polling spawned thousands of processes a second on a shared machine); the
+  controller writes one to ``wake`` after its word at a gate, so an engine waiting there goes on at once.
 
 A detached session (``detach``) reports "started" to its caller as soon as its directory holds its pid, and goes
 on without the connection: so a session can be started ahead of its batch (waiting at gate 0), by an earlier task.
@@ -32,6 +36,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
+import stat
 import time
 
 from ansible_collections.rollwright.deploy.plugins.module_utils.host import fs as _fs
@@ -45,6 +51,7 @@ KEEPALIVE_EVERY = 20.0  # how often the controller touches it; a gate's timeout 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 RUN, ABORT, EXPIRED = "run", "abort", "expired"
 FINAL = "final.json"
+READY, WAKE = "ready", "wake"  # named pipes: the engine wakes the controller's command, the controller the engine
 # A gate after the first is polled quickly at first (the controller's word usually comes within seconds), then
 # gently.
 _FAST_POLL, _SLOW_POLL, _FAST_FOR = 0.01, 0.1, 5.0
@@ -144,8 +151,43 @@ class HostSession:
                              "already on this host (a session name is used once)") from None
         except _fs.UnsafePathError as exc:
             raise StateError(f"host state: {exc}") from None
+        self._make_pipes()
         if write_pid:
             self.write_pid()
+
+    def _make_pipes(self) -> None:
+        """The two wake-up pipes (without them, both sides poll, as before they existed)."""
+        try:
+            with _fs.dir_fd(self.path, state_uids()) as dfd:
+                for name in (READY, WAKE):
+                    os.mkfifo(name, 0o600, dir_fd=dfd)
+        except (OSError, _fs.UnsafePathError):
+            pass
+
+    def _open_pipe(self, name: str, flags: int) -> int | None:
+        """A descriptor of the session's pipe ``name`` (None when it is not there, not a pipe, or, for a write
+        end, nobody reads it)."""
+        try:
+            with _fs.dir_fd(self.path, state_uids()) as dfd:
+                fd = os.open(name, flags | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
+        except (OSError, _fs.UnsafePathError):
+            return None  # e.g. ENXIO: no reader
+        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+            os.close(fd)
+            return None
+        return fd
+
+    def _wake_reader(self) -> None:
+        """Wake the controller's command that waits for a result (nobody waiting: nothing happens)."""
+        fd = self._open_pipe(READY, os.O_WRONLY)
+        if fd is None:
+            return
+        try:
+            os.write(fd, b"\n")
+        except OSError:
+            pass  # a full pipe (EAGAIN) wakes the reader anyway
+        finally:
+            os.close(fd)
 
     def write_pid(self) -> None:
         self._write("pid", f"{os.getpid()} {process_start_ticks()}\n".encode())
@@ -157,6 +199,7 @@ class HostSession:
     def publish(self, index: int, result: dict) -> None:
         """Group ``index``'s result, for the controller's command that waits for it (written atomically)."""
         self._write(result_name(index), (json.dumps(result, sort_keys=True, default=str) + "\n").encode("utf-8"))
+        self._wake_reader()
 
     def _refreshed(self) -> float:
         """When the controller last said it is still working (``alive``'s mtime, as a wall-clock time), or 0."""
@@ -173,21 +216,31 @@ class HostSession:
         started, started_wall = self.clock(), self.wall()
         path = os.path.join(self.path, gate_name(index))
         # Gate 0 is where a session started ahead waits for its batch, often for a whole batch: gently. Tens of
-        # engines polling quickly there would take the CPU the running batch needs.
+        # engines polling quickly there would take the CPU the running batch needs. The controller's line on the
+        # wake pipe ends any of these naps at once (a test's own clock and sleep keep to the naps).
         fast_for = 0.0 if index == 0 else _FAST_FOR
-        while True:
-            text = read_text(path)
-            if text is not None:
-                word, _sep, reason = text.strip().partition(" ")
-                if word == RUN:
-                    return RUN, ""
-                return ABORT, reason.strip() or (f"the controller said {word!r}" if word != ABORT else "")
-            now = self.clock()
-            quiet = min(now - started, self.wall() - max(started_wall, self._refreshed()))
-            if quiet >= self.gate_timeout:
-                return EXPIRED, (f"no word from the controller for {self.gate_timeout:g} s before event group "
-                                 f"{index} (it stopped or died): the rest of the batch did not run here")
-            self.sleep(min(_FAST_POLL if now - started < fast_for else _SLOW_POLL, self.gate_timeout - quiet))
+        wake = self._open_pipe(WAKE, os.O_RDWR) if self.sleep is time.sleep else None
+        try:
+            while True:
+                text = read_text(path)
+                if text is not None:
+                    word, _sep, reason = text.strip().partition(" ")
+                    if word == RUN:
+                        return RUN, ""
+                    return ABORT, reason.strip() or (f"the controller said {word!r}" if word != ABORT else "")
+                now = self.clock()
+                quiet = min(now - started, self.wall() - max(started_wall, self._refreshed()))
+                if quiet >= self.gate_timeout:
+                    return EXPIRED, (f"no word from the controller for {self.gate_timeout:g} s before event group "
+                                     f"{index} (it stopped or died): the rest of the batch did not run here")
+                nap = min(_FAST_POLL if now - started < fast_for else _SLOW_POLL, self.gate_timeout - quiet)
+                if wake is None:
+                    self.sleep(nap)
+                elif select.select([wake], [], [], nap)[0]:
+                    _drain(wake)
+        finally:
+            if wake is not None:
+                os.close(wake)
 
     def close(self) -> None:
         """Say the engine stopped: the controller's command waiting for a result reads it. The directory stays (a
@@ -196,3 +249,13 @@ class HostSession:
             self._write("done", b"done\n")
         except (OSError, StateError):
             pass  # the controller's command sees the engine's pid gone instead
+        self._wake_reader()
+
+
+def _drain(fd: int) -> None:
+    """Read what is in a wake pipe (lines that only woke the reader)."""
+    try:
+        while os.read(fd, 4096):
+            pass
+    except OSError:
+        pass  # EAGAIN: empty
