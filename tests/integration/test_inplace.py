@@ -252,9 +252,9 @@ def test_host_sessions_run_what_separate_calls_run_once_per_host_and_batch(deplo
         sessions = _session_dirs(d, host, with_sessions)
         assert len(sessions) == 1 and sessions[0].split()[1] == "700", sessions  # one batch: one session, sealed
         held = [name for name in sessions[0].split()[2:] if name != "alive"]  # alive: only after a 20 s wait
-        # a gate before each group, each group's result, and the detached engine's own result
-        assert held == ["done", "final.json", "go-0", "go-1", "go-2", "pid", "result-0.json", "result-1.json",
-                        "result-2.json"], sessions
+        # a gate before each group, each group's result, the detached engine's own result, and the two wake-up pipes
+        assert held == ["done", "final.json", "go-0", "go-1", "go-2", "pid", "ready", "result-0.json", "result-1.json",
+                        "result-2.json", "wake"], sessions
         assert _session_dirs(d, host, without) == []
     # Every batch took over sessions started ahead: batch 1's by the staging call of its host (one engine run for
     # both), batch 2's by batch 1.
