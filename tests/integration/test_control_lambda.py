@@ -21,11 +21,21 @@ import pytest
 from ansible_collections.rollwright.deploy.plugins.module_utils.deployments import control_requests as cr
 from ansible_collections.rollwright.deploy.plugins.module_utils.records import DeploymentRecord, open_store
 from tests.harness.ansible_run import VENV_BIN, ansible_env
+from tests.integration import inplace_helpers as H
 from tests.integration.test_lambda_deploy import LambdaWorld
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 LINEAR = {"type": "linear", "percentage": 10, "interval": "2s"}  # 10 steps, 18 s when left alone
+
+
+def step_recorded(store: Any, function: str, text: str) -> bool:
+    """The newest deployment of ``function``'s alias has an AllowTraffic event whose message holds ``text``."""
+    found = store.list(function, f"{function}:live", limit=1)
+    if not found:
+        return False
+    event = next((h.event("AllowTraffic") for h in store.get(found[0].deployment_id).hosts if h.name == function), None)
+    return event is not None and text in (event.message or "")
 
 
 @pytest.fixture
@@ -156,17 +166,25 @@ def test_requests_against_dead_controllers_are_closed_by_recovery(aws: Any, ansi
                                 stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 60
-        while world.alias() != ("1", {"2": 0.1}):
+        while not step_recorded(store, world.name, "step 1/"):
             assert time.monotonic() < deadline and proc.poll() is None, (tmp_path / "shift.log").read_text()[-3000:]
             time.sleep(0.05)
+        assert world.alias() == ("1", {"2": 0.1})
+        # The requests must arrive while the controller still counts as alive: once its lease keeper sees it
+        # dead (within half a second) the record is Stopped and requests are refused. So the controller is
+        # frozen first (it only reads the record while it waits for step 2), the requests written, then killed.
+        os.killpg(proc.pid, signal.SIGSTOP)
+        (summary,) = store.list(world.name, f"{world.name}:live", limit=5)
+        promote = cr.submit(store, summary.deployment_id, "promote")
+        stop = cr.submit(store, summary.deployment_id, "stop")
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(10)
-    (summary,) = store.list(world.name, f"{world.name}:live", limit=5)
-    promote = cr.submit(store, summary.deployment_id, "promote")
-    stop = cr.submit(store, summary.deployment_id, "stop")
-    time.sleep(1.0)
+    H.wait_until(lambda: store.get(summary.deployment_id).status == "Stopped", 30, interval=0.1,
+                 what="the lease keeper marked the killed deployment Stopped")
     assert [r.state for r in store.list_requests(summary.deployment_id)] == ["Pending", "Pending"]  # nobody acts
+    with pytest.raises(cr.RequestRefused, match="was marked Stopped when its controller died; .*rollwright_lambda_recover"):
+        cr.submit(store, summary.deployment_id, "resume")
     recovered = ansible_run("rollwright.deploy.lambda", inventory, timeout=120,
                             extra_vars=dict(base, rollwright_lambda_recover=True, rollwright_force_lock=True))
     assert recovered.rc == 0, recovered

@@ -78,6 +78,17 @@ def test_submit_refuses_what_does_not_apply(store):
         cr.submit(store, inplace, "stop")
     lam = running(store, "lambda")
     assert cr.submit(store, lam, "promote").state == "Pending"
+    # marked Stopped by the lease keeper when its controller died: the refusal says recovery is still due
+    dead = running(store, "lambda")
+    store.update_status(dead, "Stopped", error="the controller died")
+    store.set_extra(dead, "interrupted", {"noticed_by": "lease keeper"})
+    with pytest.raises(cr.RequestRefused, match=f"stop: deployment {dead} was marked Stopped when its controller died; "
+                       "the alias may still split traffic: run the rollwright.deploy.lambda playbook with "
+                       "-e rollwright_lambda_recover=true"):
+        cr.submit(store, dead, "stop")
+    store.set_extra(dead, "recovery", {"done": True})
+    with pytest.raises(cr.RequestRefused, match="already ended as Stopped; nothing to promote"):
+        cr.submit(store, dead, "promote")
 
 
 def test_take_folds_requests_and_hold_ends_on_resume_or_max_pause(store):

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Optional
 
+from ansible_collections.rollwright.deploy.plugins.module_utils.deployments import lease
 from ansible_collections.rollwright.deploy.plugins.module_utils.records.base import (
     REQUEST_ACTIONS,
     TERMINAL_STATUSES,
@@ -107,6 +108,9 @@ def plan_request(record: DeploymentRecord, requests: list, action: str, rollback
     if action not in REQUEST_ACTIONS:
         raise RequestRefused(f"action: expected one of {', '.join(REQUEST_ACTIONS)}, got {action!r}")
     did = record.deployment_id
+    if lease.awaiting_recovery(record):  # "nothing to do" would be wrong: recovery still has to run
+        raise RequestRefused(f"{action}: deployment {did} was marked Stopped when its controller died; "
+                             f"{lease.recovery_hint(record)} (that closes the requests still open)")
     if record.status in TERMINAL_STATUSES:
         raise RequestRefused(f"{action}: deployment {did} already ended as {record.status}; nothing to {action}")
     applicable = APPLICABLE.get(record.deployment_type, ())

@@ -153,6 +153,12 @@ def controller_elsewhere(record: DeploymentRecord) -> str:
     return f". Its controller, ansible-playbook pid {ident['pid']} on this machine, is still running"
 
 
+def awaiting_recovery(record: DeploymentRecord) -> bool:
+    """Stopped by the lease keeper when its controller died, and not recovered yet (hosts or alias may
+    still be where the controller left them)."""
+    return record.status == "Stopped" and bool(record.extra.get("interrupted")) and "recovery" not in record.extra
+
+
 def recovery_hint(record: DeploymentRecord) -> str:
     """What is left to recover after a controller died, and the playbook that does it."""
     if record.deployment_type == "lambda":

@@ -369,7 +369,7 @@ def recover_lambda(store: RecordStore, application: str, deployment_group: str, 
             held = None
     version = current_version or ((held.revision or {}).get("current_version") if held else None) or None
     result = put_back(None if version is None else str(version))
-    if held is not None and (held.status not in TERMINAL_STATUSES or _interrupted(held)):
+    if held is not None and (held.status not in TERMINAL_STATUSES or lease.awaiting_recovery(held)):
         store.set_extra(held.deployment_id, "recovery", {
             "alias_before": result.get("before"), "alias_after": result.get("final_alias"),
             "changed": result.get("changed"), "lock": info.to_dict() if info else None})
@@ -383,8 +383,3 @@ def recover_lambda(store: RecordStore, application: str, deployment_group: str, 
     result["recovered_deployment_id"] = info.deployment_id if info else None
     result["recovered_record"] = held.deployment_id if held else None
     return result
-
-
-def _interrupted(record: DeploymentRecord) -> bool:
-    """Stopped by the lease keeper when its controller died (the alias is left for recovery)."""
-    return record.status == "Stopped" and bool(record.extra.get("interrupted")) and "recovery" not in record.extra
