@@ -307,6 +307,8 @@ class ActionModule(RollwrightAction):
                 results = args["host_results"] or RESULT_VARS[MAIN]
                 state = run.allow(state, self._host_results(task_vars, state["active"], results),
                                   healthy_timeout=state["options"].get("healthy_timeout"))
+            elif step == "batch" and args.get("all_batches"):
+                state = self._all_batches(run, state, args, result)
             elif step == "batch":
                 state = self._batch(run, state, args, result)
             elif step == "staged":
@@ -358,6 +360,41 @@ class ActionModule(RollwrightAction):
                 state = run.plan(state, {}, within=[])  # judged already: finishes when no host waits
         return state
 
+    def _all_batches(self, run: InPlaceRun, state: dict, args: dict, result: dict) -> dict:
+        """Every batch left, in this one task, as the playbook's batches would run them: each planned batch (the next
+        one's sessions started ahead, as between tasks), then the hosts they left one batch at a time, then the
+        judgement of the last batch (finished when no host waits)."""
+        seconds: dict = {}
+        per_batch = result["batch_seconds"] = []
+        host_results: dict = {}
+
+        def one(within: list | None) -> None:
+            nonlocal state
+            batch_result: dict = {}
+            state = self._batch(run, state, dict(args, within=within, last=False), batch_result)
+            if "host_results" in batch_result:  # a batch was deployed (not only judged)
+                per_batch.append(batch_result["seconds"])
+            for call, by_host in (batch_result.get("host_results") or {}).items():  # main, post_allow, ...: per host
+                host_results.setdefault(call, {}).update(by_host)
+            for phase, spent in batch_result["seconds"].items():
+                seconds[phase] = round(seconds.get(phase, 0.0) + spent, 3)
+
+        try:
+            for planned in [list(b) for b in state.get("plan_preview") or []]:
+                if state.get("done"):
+                    break
+                one(planned)
+            for _host in list(state.get("waiting") or []):  # each round deploys at least one host, or ends
+                if state.get("done") or not state.get("waiting"):
+                    break
+                one(None)
+            if not state.get("done"):
+                with timed(seconds, "finish"):
+                    state = run.plan(state, {}, within=[])  # the last batch judged: finishes when no host waits
+        finally:
+            result["seconds"], result["host_results"] = seconds, host_results
+        return state
+
     def _host_states(self, args: dict, task_vars: dict, hosts: list) -> dict:
         """Each host's deployment state (host_deployment_info): read now from this task, on every host in parallel,
         when the task gives ``host_args``; else the results a task registered (``host_results``). A host that cannot
@@ -390,8 +427,13 @@ class ActionModule(RollwrightAction):
                     revision=state["host_revision"], failure_handled=True)
 
     def _host_caller(self, args: dict) -> HostCaller:
-        """Calls hosts on behalf of this task, at most the task's forks (the run's --forks by default) at once."""
-        return HostCaller(self._task, forks=int(args.get("forks") or context_forks()))
+        """Calls hosts on behalf of this task, at most the task's forks (the run's --forks by default) at once. One
+        caller per task: it keeps each host's variables for the task's later calls (all_batches makes many)."""
+        forks = int(args.get("forks") or context_forks())
+        callers = self.__dict__.setdefault("_host_callers", {})
+        if forks not in callers:
+            callers[forks] = HostCaller(self._task, forks=forks)
+        return callers[forks]
 
     def _stage(self, state: dict, args: dict, hosts: list) -> tuple[dict, object]:
         """Stage the revision on ``hosts`` from this task (in parallel, at most forks at once): each host's result.

@@ -146,6 +146,18 @@ options:
     description: C(batch) - the last planned batch; after it the deployment is judged (and finished when no host waits).
     type: bool
     default: false
+  all_batches:
+    description:
+      - C(batch) - deploy every batch left in this one task, as a C(serial) play would one task per batch - the
+        planned batches in order (O(within) is not used), then any host they left, one batch at a time by the
+        minimum-healthy-hosts rule - and judge the last. Batches, their order, the host sessions started ahead, the
+        record and the failure rules are the same.
+      - What changes is what Ansible sees - one task for the whole rollout instead of one per batch, so the job log
+        shows each batch as progress lines of that task, and no task per batch is queued, forked and returned
+        (about a tenth of a second per batch). The result's C(seconds) adds up the batches' phases;
+        C(batch_seconds) keeps each batch's.
+    type: bool
+    default: false
   forks:
     description: C(batch) and C(staged) - at most this many hosts are called at once (default the run's C(--forks)).
     type: int

@@ -283,6 +283,78 @@ def test_host_sessions_run_what_separate_calls_run_once_per_host_and_batch(deplo
     assert H.tg_states(d.world, arn) == {(i, H.APP_PORT): "healthy" for i in _ids(d, hosts)}
 
 
+def test_batches_in_one_task_deploy_as_the_serial_play_does(deployer: Deployer, bundles: dict) -> None:
+    """rollwright_batches_in_one_task: the same four one-at-a-time batches, minimum healthy held at the load balancer,
+    each next batch's session started ahead, in one task of the batches play instead of one per batch."""
+    d = deployer
+    hosts = d.names(4)
+    arn = H.create_target_group(d.world, _ids(d, hosts))
+    with H.HealthMonitor(d.world, target_group_arn=arn) as mon:
+        result = d.run(hosts, bundles["v2"], tgs=(arn,), rollwright_batches_in_one_task=True)
+    assert result.rc == 0, result
+    assert not mon.errors, mon.errors
+    assert mon.minimum == 3 and mon.counts[0] == mon.counts[-1] == 4, mon.samples
+    fact = H.deployment_fact(result)
+    assert fact["status"] == "Succeeded" and fact["batches"] == 4 and len(fact["batch_times"]) == 4, H.dumps(fact)
+    (play,) = [p for p in result.plays if p["play"]["name"] == BATCH_PLAY]  # one play batch, one task
+    assert [t["task"]["name"] for t in play["tasks"]] == [SKIP_TASK, BATCH_TASK], play["tasks"]
+    (batch_result,) = play["tasks"][-1]["hosts"].values()
+    assert len(batch_result["batch_seconds"]) == 4, batch_result["batch_seconds"]
+    for phase in ("block", "main", "allow"):
+        spent = [b[phase] for b in batch_result["batch_seconds"]]
+        assert min(spent) > 0 and abs(batch_result["seconds"][phase] - sum(spent)) < 0.01, (phase, batch_result)
+    assert sorted(batch_result["host_results"]["main"]) == sorted(hosts), batch_result["host_results"]
+    for batch in range(1, 5):
+        assert f"rollwright: batch {batch}: host sessions started ahead on 1 of 1 host(s)" in result.stdout
+    # one host at a time, in the planned order: each host left its load balancer after the one before was back
+    # and had run AfterAllowTraffic
+    record = d.record(fact["deployment_id"])
+    events = {h["name"]: {e["name"]: e for e in h["events"]} for h in record["hosts"]}
+    order = [h for batch in fact["plan_preview"] for h in batch] if fact.get("plan_preview") else hosts
+    for before, after in zip(order, order[1:]):
+        assert events[after]["BlockTraffic"]["start_time"] > events[before]["AfterAllowTraffic"]["end_time"], (before, after)
+    assert {h["status"] for h in record["hosts"]} == {"Succeeded"}
+    _assert_all_new(d, hosts, "v2")
+    assert H.tg_states(d.world, arn) == {(i, H.APP_PORT): "healthy" for i in _ids(d, hosts)}
+
+
+def test_batches_in_one_task_from_a_users_playbook_stop_at_the_failed_batch(deployer: Deployer, bundles: dict) -> None:
+    """The role included in a user's own play, all batches in one task: ValidateService fails on the second host,
+    the deployment fails there (host kept out, recorded), and the hosts after it are never touched."""
+    d = deployer
+    hosts = d.names(4)
+    assert d.run(hosts, bundles["v1"], config="CodeDeployDefault.AllAtOnce").rc == 0  # the old version, no LB
+    arn = H.create_target_group(d.world, _ids(d, hosts))
+    H.fail_validate(d.world, hosts[1])
+    play = [{"name": "A user's play", "hosts": ":".join(hosts), "gather_facts": False,
+             "tasks": [{"name": "Deploy", "ansible.builtin.include_role": {"name": "rollwright.deploy.inplace"}}]}]
+    extra_vars = {"rollwright_hosts": ":".join(hosts), "rollwright_application": d.app, "rollwright_deployment_group": "g",
+                  "rollwright_revision": str(bundles["v2"]), "rollwright_target_group_arns": arn,
+                  "rollwright_file_exists_behavior": "OVERWRITE", "rollwright_healthy_timeout": 30,
+                  "rollwright_batches_in_one_task": True}
+    with H.HealthMonitor(d.world, target_group_arn=arn) as mon:
+        result = d.ansible_run(play, d.world.inventory, extra_vars=extra_vars, timeout=240,
+                               env={"XDG_STATE_HOME": str(d.state_dir)})
+    assert result.rc != 0, result
+    assert mon.minimum == 3, mon.samples
+    batch_tasks = [t for t in result.tasks() if t["name"] == BATCH_TASK and any(
+        not r.get("skipped") for r in t["hosts"].values())]
+    assert len(batch_tasks) == 1, [t["name"] for t in result.tasks()]  # every batch in that one task
+    fact = H.deployment_fact(result)
+    assert fact["status"] == "Failed" and fact["batches"] == 2, H.dumps(fact)
+    by_name = {h["name"]: h for h in fact["hosts"]}
+    assert [by_name[n]["status"] for n in hosts] == ["Succeeded", "Failed", "Skipped", "Skipped"]
+    assert by_name[hosts[1]]["failed_event"] == "ValidateService"
+    assert all(by_name[n]["event_durations"] == {} for n in hosts[2:])
+    ids = dict(zip(hosts, _ids(d, hosts)))
+    assert H.tg_states(d.world, arn) == {(ids[n], H.APP_PORT): "healthy" for n in (hosts[0], hosts[2], hosts[3])}
+    v = d.versions(hosts)
+    assert v[hosts[0]] == ("sample-app v2", "sample-app v2")
+    assert v[hosts[2]] == v[hosts[3]] == ("sample-app v1", "sample-app v1")
+    host2 = next(h for h in d.record(fact["deployment_id"])["hosts"] if h["name"] == hosts[1])
+    assert host2["lb_membership"] and host2["lb_restored"] is False
+
+
 def test_classic_elb_one_at_a_time(deployer: Deployer, bundles: dict) -> None:
     d = deployer
     hosts = d.names(N_HOSTS)[-2:]
