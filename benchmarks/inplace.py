@@ -192,20 +192,22 @@ def _iso_seconds(stamp: str) -> float:
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
-def _play_costs(plays: list[dict]) -> dict[str, Any]:
+def _play_costs(plays: list[dict], batches: int = 0) -> dict[str, Any]:
     """What the run's batches cost in Ansible tasks, and how long the plays before and after them took.
 
-    The batch plays are the plays run once per batch (a `serial` play shows once per batch in the job log);
+    The batch plays are the plays run once per batch (a `serial` play shows once per batch in the job log; with
+    every batch in one task, the one play named for the batches);
     per batch: the tasks it ran, and the task results (one per host a task ran or was skipped for).
     """
     names = Counter(p["play"]["name"] for p in plays)
-    batch_name = max(names, key=lambda n: names[n]) if plays else None
+    # the play run once per batch; with every batch in one task (each play once), the play named for the batches
+    batch_name = max(names, key=lambda n: (names[n], "batch" in n.lower())) if plays else None
     spans = [(p["play"]["name"], _iso_seconds(p["play"]["duration"]["start"]), _iso_seconds(p["play"]["duration"]["end"]))
              for p in plays]
     batch_plays = [p for p in plays if p["play"]["name"] == batch_name]
     first = next((i for i, (name, _s, _e) in enumerate(spans) if name == batch_name), len(spans))
     last = max((i for i, (name, _s, _e) in enumerate(spans) if name == batch_name), default=len(spans) - 1)
-    count = max(1, len(batch_plays))
+    count = max(1, batches or len(batch_plays))
     return {
         "tasks_per_batch": round(sum(len(p["tasks"]) for p in batch_plays) / count, 1),
         "task_results_per_batch": round(sum(len(t["hosts"]) for p in batch_plays for t in p["tasks"]) / count, 1),
@@ -249,7 +251,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="rollwright_stage for rollwright's runs (default: the role's default)")
     parser.add_argument("--sessions", choices=("on", "off", "default"), default="default",
                         help="rollwright_host_sessions for rollwright's runs (default: the role's default)")
-    parser.add_argument("--tools", default="rollwright,peer", help="comma-separated: rollwright, peer")
+    parser.add_argument("--tools", default="rollwright,peer",
+                        help="comma-separated: rollwright, rollwright-one-task (rollwright_batches_in_one_task), peer")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
@@ -300,8 +303,10 @@ def main(argv: list[str] | None = None) -> int:
                 cpu_before = _children_cpu()
                 record: dict = {}
                 with OutOfService(world.client("elbv2"), arn) as oos:
-                    if tool == "rollwright":
+                    if tool.startswith("rollwright"):
                         stage = {} if args.stage == "default" else {"rollwright_stage": args.stage == "on"}
+                        if tool == "rollwright-one-task":
+                            stage["rollwright_batches_in_one_task"] = True
                         if args.sessions != "default":
                             stage["rollwright_host_sessions"] = args.sessions == "on"
                         deploy_vars = {
@@ -339,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
                        "batches": batches, "batch_times": batch_times,
                        "hook_s_per_batch": _hook_seconds(record, planned) if planned else [],
                        "cpu_s": round(cpu, 1), "cpu_s_per_host": round(cpu / args.hosts, 2),
-                       **_play_costs(run.plays), **_time_spent(run.plays), "out_of_service_s": oos.summary(),
+                       **_play_costs(run.plays, batches), **_time_spent(run.plays), "out_of_service_s": oos.summary(),
                        "load_before": round(load_before, 1),
                        "load_after": round(load_after, 1), "elb_calls": total, "elb_calls_by_action": by_action}
                 results.append(row)
@@ -353,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     for key in configs:
         config = CONFIGS[key][0]
         rows = [r for r in results if r["config"] == config]
-        ours = next((r for r in rows if r["tool"] == "rollwright"), None)
+        ours = next((r for r in rows if r["tool"].startswith("rollwright")), None)
         hook_median = statistics.median(ours["hook_s_per_batch"]) if ours and ours["hook_s_per_batch"] else 0.0
         for row in rows:
             hooks = row["hook_s_per_batch"] or [hook_median] * row["batches"]
@@ -364,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(f"In-place rollout of the sample app to {args.hosts} hosts behind one ELBv2 target group "
           f"(deregistration delay {args.drain} s, registration {args.registration} s; SSH pipelining, 50 forks)")
-    header = (f"{'config':30} {'tool':10} {'wall s':>7} {'batches':>7} {'intrinsic':>9} {'overhead':>8} {'ovh/batch':>9} "
+    header = (f"{'config':30} {'tool':18} {'wall s':>7} {'batches':>7} {'intrinsic':>9} {'overhead':>8} {'ovh/batch':>9} "
               f"{'tasks/batch':>11} {'start s':>7} {'finish s':>8} "
               f"{'CPU s/host':>10} {'out of service s min/med/max':>28} {'ELB calls':>9} {'load':>11}")
     print(header)
@@ -373,20 +378,20 @@ def main(argv: list[str] | None = None) -> int:
         oos = row["out_of_service_s"]
         spans = f"{oos['min']:.2f}/{oos['median']:.2f}/{oos['max']:.2f}"
         load = f"{row['load_before']:.1f}/{row['load_after']:.1f}"
-        print(f"{row['config']:30} {row['tool']:10} {row['wall_s']:7.1f} {row['batches']:7d} {row['intrinsic_s']:9.1f} "
+        print(f"{row['config']:30} {row['tool']:18} {row['wall_s']:7.1f} {row['batches']:7d} {row['intrinsic_s']:9.1f} "
               f"{row['overhead_s']:8.1f} {row['overhead_per_batch_s']:9.2f} {row['tasks_per_batch']:11.1f} "
               f"{row['start_s']:7.1f} {row['finish_s']:8.1f} {row['cpu_s_per_host']:10.2f} "
               f"{spans:>28} {row['elb_calls']:9d} {load:>11}")
     print()
     for key in configs:
         config = CONFIGS[key][0]
-        rw = next((r for r in results if r["config"] == config and r["tool"] == "rollwright"), None)
         peer = next((r for r in results if r["config"] == config and r["tool"] == "peer"), None)
-        if rw is None or peer is None:
-            continue
-        print(f"{config}: wall rollwright/peer = {rw['wall_s'] / peer['wall_s']:.2f}, "
-              f"CPU per host rollwright/peer = {rw['cpu_s_per_host'] / max(peer['cpu_s_per_host'], 0.01):.2f}, "
-              f"ELB calls rollwright/peer = {rw['elb_calls'] / max(peer['elb_calls'], 1):.2f}")
+        for rw in [r for r in results if r["config"] == config and r["tool"].startswith("rollwright")]:
+            if peer is None:
+                break
+            print(f"{config}: wall {rw['tool']}/peer = {rw['wall_s'] / peer['wall_s']:.2f}, "
+                  f"CPU per host {rw['tool']}/peer = {rw['cpu_s_per_host'] / max(peer['cpu_s_per_host'], 0.01):.2f}, "
+                  f"ELB calls {rw['tool']}/peer = {rw['elb_calls'] / max(peer['elb_calls'], 1):.2f}")
     print("\nELB calls by action:")
     for row in results:
         print(f"  {row['config']} {row['tool']}: " + ", ".join(f"{k} {v}" for k, v in row["elb_calls_by_action"].items()))

@@ -545,7 +545,8 @@ class ActionModule(RollwrightAction):
         in_sessions = with_lb and args.get("host_sessions", True) and self._sessions_apply(state, common, caller)
         if in_sessions:
             run.guard()  # no host is called once the controller is gone
-            sessions = self._sessions(state, common, caller, pre_hosts)
+            with timed(seconds, "sessions"):
+                sessions = self._sessions(state, common, caller, pre_hosts)
         elif state.get("prestarted"):
             self._drop_prestarted(state, args, "this batch runs without host sessions")
 

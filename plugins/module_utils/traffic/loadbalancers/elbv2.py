@@ -81,7 +81,7 @@ class TargetGroupInfo:
 
 
 # After a learnt registration time, the wait looks this often at first (then backs off as usual).
-CLOSE_POLL = 0.1
+CLOSE_POLL = 0.05
 # Before one is learnt: the first look after this long, each next one this much later than the last.
 FIRST_POLL, FIRST_GROWTH = 0.25, 1.3
 
