@@ -57,6 +57,7 @@ def test_check_mode_changes_nothing(fleet: Any, ansible_run: Any, tmp_path: Path
 
     assert snapshot()[0] == on_v1 and snapshot()[2] is None
     dry_run_changes_nothing("rollwright.deploy.inplace", {"rollwright_revision": v2})
+    dry_run_changes_nothing("rollwright.deploy.inplace", {"rollwright_revision": v2, "rollwright_batches_in_one_task": True})
 
     real = ansible_run("rollwright.deploy.inplace", world.inventory, timeout=240, extra_vars=dict(common, rollwright_revision=v2))
     assert real.rc == 0, real
