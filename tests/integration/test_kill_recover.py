@@ -296,21 +296,25 @@ def test_kill_ansible_playbook_at_ten_points_then_recover(world: Any, target_gro
 
 
 @pytest.mark.hostile
+@pytest.mark.parametrize("one_task", [False, True], ids=["task-per-batch", "batches-in-one-task"])
 def test_sigkill_14s_into_a_halfatatime_rollout_then_recover_one_second_later(
-        world: Any, target_groups: list[str], aws: Any, tmp_path: Path) -> None:
+        world: Any, target_groups: list[str], aws: Any, tmp_path: Path, one_task: bool) -> None:
     """Issue 12, as a user would do it: SIGKILL of the ansible-playbook process alone (its workers are
     orphaned, still running) 14 s into the rollout, ``rollwright.deploy.recover`` 1 s later, no force.
 
     The lease keeper marks the deployment Stopped within 2 s of the kill (and takes the lock over, so
     an orphaned step is fenced off); recover on this machine checks the recorded controller process
-    itself. The end state is every host in exactly its target groups, the record Stopped, the lock free."""
+    itself. The end state is every host in exactly its target groups, the record Stopped, the lock free.
+    With every batch in one task the orphaned worker runs the whole rollout's loop: it must stop there too."""
+    group = "fleet14-one" if one_task else "fleet14"
     records = str(tmp_path / "records.sqlite3")
     watch = Watch(records)
     before = membership(world, target_groups)
     bundle = build_bundle("kill14", tmp_path / "bundles", extra_files={"scripts/slow.sh": "#!/bin/sh\nsleep 6\n"},
                           edit_appspec=_slow_appspec)
-    extra = {"rollwright_hosts": "fleet", "rollwright_application": APP, "rollwright_deployment_group": "fleet14",
+    extra = {"rollwright_hosts": "fleet", "rollwright_application": APP, "rollwright_deployment_group": group,
              "rollwright_deployment_config": "CodeDeployDefault.HalfAtATime", "rollwright_healthy_timeout": 60,
+             "rollwright_batches_in_one_task": one_task,
              "rollwright_target_group_arns": ",".join(target_groups), "rollwright_record_sqlite_path": records,
              "rollwright_revision": str(bundle), "rollwright_file_exists_behavior": "OVERWRITE"}  # the module world ran other deployments
     (tmp_path / "vars.json").write_text(json.dumps(extra))
@@ -324,7 +328,7 @@ def test_sigkill_14s_into_a_halfatatime_rollout_then_recover_one_second_later(
     try:
         summary = None
         while summary is None and proc.poll() is None and time.monotonic() - started < 120:
-            found = watch.store.list(APP, "fleet14", limit=1) if os.path.exists(records) else []
+            found = watch.store.list(APP, group, limit=1) if os.path.exists(records) else []
             summary = found[0] if found and found[0].status == "InProgress" else None
             time.sleep(0.05)
         assert summary is not None, (tmp_path / "run.log").read_text()[-3000:]
@@ -341,7 +345,7 @@ def test_sigkill_14s_into_a_halfatatime_rollout_then_recover_one_second_later(
         noticed = round(time.monotonic() - killed, 2)
         time.sleep(max(0.0, killed + 1.0 - time.monotonic()))
         recovered = run_playbook(str(ROOT / "playbooks" / "recover.yml"), world.inventory,
-                                 extra_vars={"rollwright_application": APP, "rollwright_deployment_group": "fleet14",
+                                 extra_vars={"rollwright_application": APP, "rollwright_deployment_group": group,
                                              "rollwright_record_sqlite_path": records},
                                  aws_env=aws.env, control_path_dir=str(world.control_path_dir), timeout=120)
     finally:
@@ -358,5 +362,5 @@ def test_sigkill_14s_into_a_halfatatime_rollout_then_recover_one_second_later(
     assert noticed < 2.0, noticed
     assert recovered.rc == 0, result.get("msg") or recovered.stderr[-2000:]
     assert membership(world, target_groups) == before
-    assert final.status == "Stopped" and watch.store.get_lock(APP, "fleet14") is None
+    assert final.status == "Stopped" and watch.store.get_lock(APP, group) is None
     assert all(not h.lb_membership or h.lb_restored for h in final.hosts)
