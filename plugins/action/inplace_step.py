@@ -554,17 +554,19 @@ class ActionModule(RollwrightAction):
             if not hosts:
                 return {}
             run.guard()  # no host is called once the controller is gone
+            # Each host whose main group passed goes back into its load balancers at once, not with the slowest.
+            put_back = (lambda arrived: run.put_back(state, arrived)) if name == MAIN and with_lb else None
             with timed(seconds, name):
                 if sessions is not None:
                     label = events[name][0] if len(events[name]) == 1 else f"{events[name][0]}..{events[name][-1]}"
-                    results = sessions.results(SESSION_GROUP[name], hosts, label)
+                    results = sessions.results(SESSION_GROUP[name], hosts, label, on_results=put_back)
                 else:
                     per_host = {h: dict(common, events=events[name], complete=name == POST_ALLOW or not with_lb)
                                 for h in hosts}
                     if name == MAIN:
                         for host, host_args in per_host.items():
                             host_args.update(self._bundle_source(state, host))
-                    results = caller.call(HOST_MODULE, per_host)
+                    results = caller.call(HOST_MODULE, per_host, on_results=put_back)
             calls[name] = {h: {k: r[k] for k in HOST_RESULT_KEYS if k in (r or {})} for h, r in results.items()}
             return results
 

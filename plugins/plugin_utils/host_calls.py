@@ -16,9 +16,10 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import inspect
+import os
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Optional
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import Any, Callable, Optional
 
 from ansible.errors import AnsibleActionFail
 
@@ -61,6 +62,51 @@ def _worker():
     return current
 
 
+# How many host calls of one caller prepare at once (Ansible's templating, connection and module set-up, all Python
+# under one lock): the others wait their turn without taking it from them. With every call of a 50-host batch
+# preparing at once, each got a fiftieth of the interpreter, the batch's hosts heard the controller's word one by
+# one over 7 s, and the controller's own work between the calls (putting a finished host back into its load
+# balancer) waited as long. A call leaves its slot once it reaches the host, so waiting on a host holds none.
+SETUP_SLOTS_PER_CORE = 2
+
+
+def _setup_slots() -> int:
+    return SETUP_SLOTS_PER_CORE * max(1, os.cpu_count() or 1)
+
+
+_EXECUTOR_CLASS: Any = None
+
+
+def _executor_class() -> Any:
+    """Ansible's TaskExecutor, telling its caller when the host is reached (the connection's first command): the end
+    of the call's set-up. Without the method that makes the connection (another ansible-core), the plain one."""
+    global _EXECUTOR_CLASS  # pylint: disable=global-statement  # one class per process, made on first use
+    if _EXECUTOR_CLASS is None:
+        from ansible.executor.task_executor import TaskExecutor
+
+        if not callable(getattr(TaskExecutor, "_get_connection", None)):
+            _EXECUTOR_CLASS = TaskExecutor
+        else:
+            class _ReachingExecutor(TaskExecutor):  # pylint: disable=too-few-public-methods
+                on_reach: Optional[Callable[[], None]] = None
+
+                def _get_connection(self, *args: Any, **kwargs: Any) -> Any:
+                    connection = super()._get_connection(*args, **kwargs)
+                    if self.on_reach is not None and callable(getattr(connection, "exec_command", None)):
+                        run = connection.exec_command
+                        reached = self.on_reach
+
+                        def exec_command(*cargs: Any, **ckwargs: Any) -> Any:
+                            reached()
+                            return run(*cargs, **ckwargs)
+
+                        connection.exec_command = exec_command
+                    return connection
+
+            _EXECUTOR_CLASS = _ReachingExecutor
+    return _EXECUTOR_CLASS
+
+
 def _task_context(task: Any) -> Any:
     """The ambient task context a worker runs its task in (ansible-core 2.19+; nothing before)."""
     try:
@@ -84,6 +130,7 @@ class HostCaller:
         self.current = _worker()
         self.play = task.get_play()
         self._vars: dict[str, dict] = {}
+        self._setup = threading.BoundedSemaphore(_setup_slots())
 
     def _host_task(self, module: str, args: dict) -> Any:
         sub = self.task.copy()  # keeps the block and role: module_defaults, environment, become
@@ -93,7 +140,7 @@ class HostCaller:
         sub.action, sub.args = module, dict(args)
         return sub
 
-    def _executor(self, host: Any, sub: Any, job_vars: dict) -> Any:
+    def _executor(self, host: Any, sub: Any, job_vars: dict, on_reach: Optional[Callable[[], None]] = None) -> Any:
         from ansible.executor.task_executor import TaskExecutor
 
         current = self.current
@@ -102,7 +149,9 @@ class HostCaller:
                    "final_q": current._final_q, "variable_manager": current._variable_manager}
         if "new_stdin" in inspect.signature(TaskExecutor.__init__).parameters:  # ansible-core < 2.19
             options["new_stdin"] = getattr(current, "_new_stdin", None)
-        return TaskExecutor(**options)
+        executor = _executor_class()(**options)
+        executor.on_reach = on_reach
+        return executor
 
     def connection(self, name: str) -> Optional[str]:
         """The connection plugin a call to ``name`` uses (its ``ansible_connection``, the play's, Ansible's default),
@@ -147,14 +196,23 @@ class HostCaller:
         host = variables._inventory.get_host(name)
         if host is None:
             return {"failed": True, "msg": f"host {name} is not in the inventory"}
-        sub = self._host_task(module, args)
+        slot = threading.Lock()  # held while this call has a set-up slot
+
+        def leave_slot() -> None:
+            if slot.acquire(blocking=False):  # once only
+                self._setup.release()
+
+        self._setup.acquire()
         try:
+            sub = self._host_task(module, args)
             if name not in self._vars:
                 self._vars[name] = variables.get_vars(play=self.play, host=host, task=sub)
             with _task_context(sub):
-                return self._executor(host, sub, dict(self._vars[name])).run()
+                return self._executor(host, sub, dict(self._vars[name]), on_reach=leave_slot).run()
         except Exception as exc:  # pylint: disable=broad-except  # one host's problem is that host's failure
             return {"failed": True, "msg": f"calling {name}: {exc}"}
+        finally:
+            leave_slot()
 
     def submit(self, module: str, args_by_host: dict[str, dict]) -> dict[str, Future]:
         """Start ``module`` on every host of ``args_by_host`` at once, each in a thread of its own, and return at
@@ -167,11 +225,14 @@ class HostCaller:
         finally:
             pool.shutdown(wait=False)  # the threads end with their calls
 
-    def call(self, module: str, args_by_host: dict[str, dict]) -> dict[str, Optional[dict]]:
+    def call(self, module: str, args_by_host: dict[str, dict],
+             on_results: Optional[Callable[[dict[str, Optional[dict]]], None]] = None) -> dict[str, Optional[dict]]:
         """Run ``module`` on each host of ``args_by_host`` with its args, in parallel; return each host's result.
 
         A result is what a registered task result holds (``unreachable``, ``failed``, the module's keys); an
-        exception while calling one host is that host's failed result, never the batch's.
+        exception while calling one host is that host's failed result, never the batch's. ``on_results``, when
+        given, is called in this thread with the results that came in since its last call, as they come (the
+        hosts that finished together in one call), before the slower hosts are done.
         """
         if not args_by_host:
             return {}
@@ -182,4 +243,20 @@ class HostCaller:
             # the templating's access audit there (a copy of this one would share its mutable audit stack).
             futures = {name: pool.submit(contextvars.Context().run, self._call, name, module, args_by_host[name])
                        for name in names}
-            return {name: future.result() for name, future in futures.items()}
+            return as_they_come(futures, on_results)
+
+
+def as_they_come(futures: dict[str, Future], on_results: Optional[Callable[[dict], None]] = None) -> dict:
+    """Each name's result, once every future is done; ``on_results`` (if any) sees them as they come, those done
+    together in one call (while it runs, the next ones gather)."""
+    out: dict = {}
+    pending = dict(futures)
+    while pending:
+        done, _running = wait(list(pending.values()), return_when=FIRST_COMPLETED)
+        arrived = {name: future.result() for name, future in pending.items() if future in done}
+        for name in arrived:
+            del pending[name]
+        out.update(arrived)
+        if on_results is not None:
+            on_results(arrived)
+    return {name: out[name] for name in futures}

@@ -347,9 +347,11 @@ class BatchSessions:
         self.paths[host] = posixpath.join(posixpath.dirname(self.paths[host]), session["name"])
         self.start([host])
 
-    def results(self, index: int, hosts: list[str], label: str = "") -> dict[str, dict]:
+    def results(self, index: int, hosts: list[str], label: str = "",
+                on_results: Optional[Callable[[dict[str, dict]], None]] = None) -> dict[str, dict]:
         """Say ``run`` at gate ``index`` (and at the host's earlier gates not said yet) and return each host's
-        result of group ``index``, read from the host's session directory."""
+        result of group ``index``, read from the host's session directory. ``on_results`` (if any) sees the
+        results of the hosts whose group ran, as they come (HostCaller.call), before the slower hosts are done."""
         out: dict[str, dict] = {}
         pending = []
         for host in hosts:
@@ -358,31 +360,39 @@ class BatchSessions:
                 out[host] = self._ended_without(host, index, "ended")
             else:
                 pending.append(host)
+        again: list[str] = []
+
+        def arrived(raw: dict) -> None:
+            ran = {}
+            for host, host_raw in raw.items():
+                said, data = read_gate_output(host_raw)
+                if said == NO_START and host in self.futures and not self.futures[host].done():
+                    again.append(host)  # still starting (a long push, a slow host): ask again, word unsaid
+                    continue
+                if said in (ENDED, GONE, NO_START) and host in self.adopted and self.next_gate[host] == 0:
+                    self._start_again(host)  # it expired waiting for its batch: nothing of it ran
+                    again.append(host)
+                    continue
+                if said == "result":
+                    self.next_gate[host] = index + 1  # the word reached the gate; an abort goes to the next
+                    out[host] = ran[host] = handled_failure(data, host, self.progress) if self.handled else data
+                elif said in (ENDED, GONE, NO_START):
+                    out[host] = self._ended_without(host, index, said)
+                else:
+                    out[host] = data or {"failed": True, "msg": "session: no result"}
+            if ran and on_results is not None:
+                on_results(ran)
+
         with self._ticker(hosts, label):
             while pending:
                 # "run" at every gate from the host's next one up to this one: a host of the batch with nothing
                 # before BlockTraffic is told to go on at gate 0 with its main group's word.
-                raw = self.caller.call(RAW, {h: raw_args(gate_command(
+                self.caller.call(RAW, {h: raw_args(gate_command(
                     self.paths[h], self.next_gate[h], "run", True, self.start_limit,
-                    more_gates=tuple(range(self.next_gate[h] + 1, index + 1)), result_of=index)) for h in pending})
-                again = []
-                for host in pending:
-                    said, data = read_gate_output(raw.get(host))
-                    if said == NO_START and host in self.futures and not self.futures[host].done():
-                        again.append(host)  # still starting (a long push, a slow host): ask again, word unsaid
-                        continue
-                    if said in (ENDED, GONE, NO_START) and host in self.adopted and self.next_gate[host] == 0:
-                        self._start_again(host)  # it expired waiting for its batch: nothing of it ran
-                        again.append(host)
-                        continue
-                    if said == "result":
-                        self.next_gate[host] = index + 1  # the word reached the gate; an abort goes to the next
-                        out[host] = handled_failure(data, host, self.progress) if self.handled else data
-                    elif said in (ENDED, GONE, NO_START):
-                        out[host] = self._ended_without(host, index, said)
-                    else:
-                        out[host] = data or {"failed": True, "msg": "session: no result"}
-                pending = again
+                    more_gates=tuple(range(self.next_gate[h] + 1, index + 1)), result_of=index)) for h in pending},
+                    on_results=arrived)
+                pending = list(again)
+                again.clear()
         return out
 
     def release(self) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime
 import json
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from typing import Any
 import pytest
 
 from ansible_collections.rollwright.deploy.plugins.module_utils.records import open_store
-from ansible_collections.rollwright.deploy.plugins.module_utils.records.base import format_time
+from ansible_collections.rollwright.deploy.plugins.module_utils.records.base import format_time, parse_time
 from tests.bundles import build_bundle
 from tests.integration import inplace_helpers as H
 
@@ -103,6 +104,10 @@ def deployer(world: Any, ansible_run: Any, tmp_path: Path, request: Any) -> Depl
 
 def _ids(d: Deployer, hosts: list[str]) -> list[str]:
     return [d.host(n).instance_id for n in hosts]
+
+
+def _at(stamp: str) -> float:
+    return parse_time(stamp).timestamp()
 
 
 def _assert_all_new(d: Deployer, hosts: list[str], version: str) -> None:
@@ -281,6 +286,59 @@ def test_host_sessions_run_what_separate_calls_run_once_per_host_and_batch(deplo
     assert {status for status, _events in shapes["sessions"].values()} == {"Succeeded"}
     _assert_all_new(d, hosts, "v1")
     assert H.tg_states(d.world, arn) == {(i, H.APP_PORT): "healthy" for i in _ids(d, hosts)}
+
+
+@pytest.mark.parametrize("sessions", [True, False], ids=["host-sessions", "a-call-per-group"])
+def test_each_host_goes_back_as_its_own_validate_service_passes(deployer: Deployer, tmp_path: Path,
+                                                                 sessions: bool) -> None:
+    """Half at a time, one host of a batch slow in ValidateService: the other host of its batch is registered again
+    and healthy while the slow one still validates (CodeDeploy's per-instance AllowTraffic), so it is out of service
+    for its own hooks, not its batch's slowest; the slow one follows, and the minimum healthy holds throughout."""
+    d = deployer
+    hosts = d.names(4)
+    slow_hook = "#!/bin/sh\n[ -f /srv/slow-validate ] && sleep 5\nexit 0\n"
+    bundle = build_bundle("v2", tmp_path, extra_files={"scripts/slow_validate.sh": slow_hook}, edit_appspec=lambda text: (
+        text.replace("  ValidateService:\n", "  ValidateService:\n    - location: scripts/slow_validate.sh\n"
+                                               "      timeout: 30\n")))
+    ids = dict(zip(hosts, _ids(d, hosts)))
+    arn = H.create_target_group(d.world, list(ids.values()))
+    slow = hosts[1]
+    d.world.fleet.exec(slow, ["sh", "-c", "mkdir -p /srv && touch /srv/slow-validate"])
+    samples: list = []  # (seconds, {host: state}) every 0.1 s
+    stop = threading.Event()
+
+    def sample() -> None:
+        client, began = d.world.client("elbv2"), time.monotonic()
+        while not stop.is_set():
+            states = {tid: state for (tid, _port), state in H.tg_states(d.world, arn, client).items()}
+            samples.append((time.monotonic() - began, {n: states.get(i, "unused") for n, i in ids.items()}))
+            stop.wait(0.1)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    try:
+        sampler.start()
+        result = d.run(hosts, bundle, config="CodeDeployDefault.HalfAtATime", tgs=(arn,),
+                       rollwright_host_sessions=sessions)
+    finally:
+        stop.set()
+        sampler.join(10)
+        d.world.fleet.exec(slow, ["rm", "-f", "/srv/slow-validate"])
+    assert result.rc == 0, result
+    fact = H.deployment_fact(result)
+    events = {h["name"]: {e["name"]: e for e in h["events"]} for h in d.record(fact["deployment_id"])["hosts"]}
+    # the slow host's batch: the hosts that left the load balancer with it
+    (fast,) = [h for h in hosts if h != slow and
+               events[h]["BlockTraffic"]["start_time"] == events[slow]["BlockTraffic"]["start_time"]]
+    # the fast host was put back seconds before the slow one's ValidateService ended
+    went_back = _at(events[fast]["AllowTraffic"]["start_time"])
+    assert went_back < _at(events[slow]["ValidateService"]["end_time"]) - 3, (events[fast], events[slow])
+    assert went_back >= _at(events[fast]["ValidateService"]["end_time"])
+    # and the load balancer had it healthy while the slow one was still out
+    assert any(s[fast] == "healthy" and s[slow] != "healthy" and sum(v == "healthy" for v in s.values()) == 3
+               for _t, s in samples), samples
+    assert min(sum(v == "healthy" for v in s.values()) for _t, s in samples) >= 2, samples
+    assert {h["status"] for h in fact["hosts"]} == {"Succeeded"}
+    assert H.tg_states(d.world, arn) == {(i, H.APP_PORT): "healthy" for i in ids.values()}
 
 
 def test_batches_in_one_task_deploy_as_the_serial_play_does(deployer: Deployer, bundles: dict) -> None:

@@ -266,15 +266,21 @@ class LocalCaller:
         pool.shutdown(wait=False)
         return futures
 
-    def call(self, module, args_by_host):
+    @staticmethod
+    def _run_raw(args):
+        proc = subprocess.run(["/bin/sh", "-c", args["_raw_params"]], capture_output=True, text=True, timeout=60,
+                              check=False)
+        return {"stdout": proc.stdout, "stderr": proc.stderr, "rc": proc.returncode, "failed": bool(proc.returncode)}
+
+    def call(self, module, args_by_host, on_results=None):
+        from concurrent.futures import ThreadPoolExecutor
+
+        from ansible_collections.rollwright.deploy.plugins.plugin_utils.host_calls import as_they_come
+
         assert module == hs.RAW
         self.raw_calls.append(sorted(args_by_host))
-        out = {}
-        for host, args in args_by_host.items():
-            proc = subprocess.run(["/bin/sh", "-c", args["_raw_params"]], capture_output=True, text=True, timeout=60,
-                                  check=False)
-            out[host] = {"stdout": proc.stdout, "stderr": proc.stderr, "rc": proc.returncode, "failed": bool(proc.returncode)}
-        return out
+        with ThreadPoolExecutor(max_workers=max(1, len(args_by_host))) as pool:
+            return as_they_come({h: pool.submit(self._run_raw, a) for h, a in args_by_host.items()}, on_results)
 
 
 def test_batch_sessions_continue_the_batch_and_abort_the_hosts_it_leaves(tmp_path):
@@ -364,6 +370,46 @@ def test_a_long_hook_in_a_session_gets_a_progress_line_naming_its_script(tmp_pat
     sessions.close("the batch is over")
     assert any(re.fullmatch(r"web1: BeforeInstall scripts/hook\.sh running \(\d+ s\)", line) for line in lines), lines
     assert not any("AfterBlockTraffic..BeforeAllowTraffic" in line for line in lines), lines  # the script, not the group
+
+
+def test_results_of_a_group_come_to_the_batch_as_each_host_finishes(tmp_path):
+    """on_results: the batch sees a host's main-group result as soon as that host is done (it can go back into its
+    load balancer then), not when the slowest host of the batch is; every host's result is still returned."""
+    import io
+    import tarfile
+
+    def bundle(name, validate_sleep):
+        path = tmp_path / f"{name}.tgz"
+        files = {"appspec.yml": "version: 0.0\nos: linux\n", "site/index.html": f"<h1>{name}</h1>\n",
+                 "scripts/hook.sh": f"#!/bin/sh\n[ \"$LIFECYCLE_EVENT\" = ValidateService ] && sleep {validate_sleep}\n"
+                                    "exit 0\n",
+                 "scripts/stop.sh": "#!/bin/sh\nexit 0\n"}
+        with tarfile.open(path, "w:gz") as tar:
+            for member, content in files.items():
+                info = tarfile.TarInfo(member)
+                info.size, info.mode = len(content.encode()), 0o755 if member.startswith("scripts/") else 0o644
+                tar.addfile(info, io.BytesIO(content.encode()))
+        return str(path)
+
+    caller = LocalCaller(tmp_path)
+    args, paths = {}, {}
+    for host, sleep in (("fast", 0), ("slow", 3)):
+        base = {"application": "shop", "deployment_group": "web", "state_root": str(tmp_path / host)}
+        args[host] = dict(session_args(base, str(tmp_path / host / "www"), "d-AAAAAAAA1", bundle(host, sleep),
+                                       f"b1-r-{host}"), failure_handled=True)
+        paths[host] = path_of(base, "d-AAAAAAAA1", f"b1-r-{host}")
+    sessions = hs.BatchSessions(caller, "rollwright.deploy.host_lifecycle", args, paths)
+    sessions.start()
+    sessions.results(0, ["fast", "slow"], "BeforeBlockTraffic")
+    arrivals = []
+    main = sessions.results(1, ["fast", "slow"], "AfterBlockTraffic..BeforeAllowTraffic",
+                            on_results=lambda ran: arrivals.append((time.monotonic(), sorted(ran))))
+    done = time.monotonic()
+    assert [hosts for _at, hosts in arrivals] == [["fast"], ["slow"]], arrivals
+    assert done - arrivals[0][0] > 2, arrivals  # the fast host was seen while the slow one still validated
+    assert sorted(main) == ["fast", "slow"] and not any(r["failed"] for r in main.values())
+    sessions.results(2, ["fast", "slow"], "AfterAllowTraffic")
+    sessions.close("the batch is over")
 
 
 def _engine_pid(path):

@@ -203,6 +203,55 @@ def test_successful_deployment_records_every_event_membership_and_releases_the_l
     assert all(lb.groups_of(i) == sorted([TG, TG2]) for i in IDS.values())
 
 
+def test_hosts_go_back_into_their_load_balancer_as_their_own_main_group_passes(store):
+    """put_back: within a batch, a host whose lifecycle events passed is registered again at once, before a slower
+    host of the batch is done; allow() then registers only what is left, records every host's events (AllowTraffic
+    from the time its host went back) and waits for the batch's health in one wait. A failed host stays out."""
+    lb = FakeLB(store, all_registered())
+    run, state = start(store, lb, config="CodeDeployDefault.HalfAtATime")
+    state = run.plan(state, {})
+    first, second = state["batch"]
+    calls = state["host_calls"]
+    state = run.block(state, {h: ok(calls["pre_block"]) for h in state["active"]}, drain_timeout=None)
+    lb.calls.clear()
+    assert run.put_back(state, {first: ok(calls["main"])}) == [first]
+    assert lb.calls == [("allow", [IDS[first]])] and lb.groups_of(IDS[first]) == [TG] and not lb.groups_of(IDS[second])
+    assert run.put_back(state, {first: ok(calls["main"])}) == []  # once only
+    time.sleep(1.1)  # the slower host still validates
+    waited = []
+    real_wait = lb.wait_healthy
+    lb.wait_healthy = lambda ms, **kw: waited.append(sorted(m.target_id for m in ms)) or real_wait(ms, **kw)
+    state = run.allow(state, {first: ok(calls["main"]), second: failing(calls["main"], "ValidateService")},
+                      healthy_timeout=None)
+    assert lb.calls == [("allow", [IDS[first]])]  # the failed host was never registered again
+    assert waited == [[IDS[first]]] and state["active"] == [first] and "allowed" not in state
+    record = {h.name: h for h in store.get(state["deployment_id"]).hosts}
+    assert record[second].status == "Failed" and record[second].lb_restored is False
+    assert {e.name: e.status for e in record[second].events}["ValidateService"] == "Failed"
+    events = {e.name: e for e in record[first].events}
+    assert events["ValidateService"].status == "Succeeded" and events["AllowTraffic"].status == "Succeeded"
+    registered = dt.datetime.fromisoformat(events["AllowTraffic"].start_time.replace("Z", "+00:00"))
+    judged = dt.datetime.fromisoformat(events["AllowTraffic"].end_time.replace("Z", "+00:00"))
+    assert (judged - registered).total_seconds() >= 1  # its start is when the host went back, not the batch's end
+    assert record[first].lb_restored
+
+
+def test_a_host_that_fails_its_main_group_early_is_never_put_back(store):
+    lb = FakeLB(store, all_registered())
+    run, state = start(store, lb, config="CodeDeployDefault.HalfAtATime")
+    state = run.plan(state, {})
+    first, second = state["batch"]
+    calls = state["host_calls"]
+    state = run.block(state, {h: ok(calls["pre_block"]) for h in state["active"]}, drain_timeout=None)
+    lb.calls.clear()
+    assert run.put_back(state, {first: failing(calls["main"], "ApplicationStart")}) == []
+    assert not lb.calls
+    state = run.allow(state, {first: failing(calls["main"], "ApplicationStart"), second: ok(calls["main"])},
+                      healthy_timeout=None)
+    assert lb.calls == [("allow", [IDS[second]])] and state["active"] == [second]
+    assert next(h for h in store.get(state["deployment_id"]).hosts if h.name == first).status == "Failed"
+
+
 def test_start_runs_the_load_balancer_preflight_for_every_host_before_the_record(store):
     """Issue 18: the preflight (attributes read, register permission proven) comes before anything is
     written; when it fails, no record, no lock, no host touched."""

@@ -389,6 +389,32 @@ def test_wait_healthy_learns_the_registration_time_and_later_waits_end_right_aft
     assert 2.0 <= waited <= 2.0 + 2 * CLOSE_POLL and calls <= 2
 
 
+def test_a_wait_begun_after_the_registration_counts_the_learnt_time_from_the_registration():
+    """A batch's hosts go back one by one while the slower ones still run their hooks; the wait for their health
+    comes later. What it learnt, and its quiet time, count from the last RegisterTargets, not from the wait."""
+    clock = FakeClock()
+    fake = FakeELBv2(clock, [ARN_A], warmup=2.0)
+    [lb] = adapters_from_config({"target_group_arns": [ARN_A]}, Factory(elbv2=fake), clock=clock)
+    lb.backoff = Backoff(jitter=0.0)
+    for n in range(1, 4):
+        _registration_wait(lb, fake, clock, f"i-{n}")  # learns: healthy about 2 s after the registration
+    ms = lb.desired(["i-7"])
+    registered = clock.t
+    lb.allow(ms)
+    clock.sleep(1.5)  # other hosts of the batch still in their hooks
+    calls = fake.calls["describe_target_health"]
+    assert lb.wait_healthy(ms, timeout=30).ok
+    assert 2.0 <= clock.t - registered <= 2.0 + 2 * CLOSE_POLL  # not 1.5 s + 2 s
+    assert fake.calls["describe_target_health"] - calls <= 2
+    # and a host registered long before the wait is found healthy by its first look
+    ms = lb.desired(["i-8"])
+    lb.allow(ms)
+    clock.sleep(5.0)
+    before, calls = clock.t, fake.calls["describe_target_health"]
+    assert lb.wait_healthy(ms, timeout=30).ok
+    assert clock.t == before and fake.calls["describe_target_health"] - calls == 1
+
+
 def test_a_learnt_registration_time_never_makes_a_faster_registration_wait_past_it():
     clock = FakeClock()
     fake = FakeELBv2(clock, [ARN_A], warmup=5.0)

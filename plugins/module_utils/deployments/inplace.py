@@ -692,20 +692,41 @@ class InPlaceRun:
         for host in hosts:
             self.store.event(state["deployment_id"], host, event, status, start=started)
 
-    def allow(self, state: dict, main_results: dict[str, Optional[dict]], healthy_timeout: Optional[float]) -> dict:
-        """AllowTraffic for the hosts that passed their lifecycle events; failed hosts stay out."""
+    def put_back(self, state: dict, main_results: dict[str, Optional[dict]]) -> list[str]:
+        """AllowTraffic's registration for the hosts of ``main_results`` (hosts of the batch whose main group just
+        ended): each that passed its lifecycle events goes back into its load balancers now, as CodeDeploy puts an
+        instance back once its own ValidateService passed, without waiting for the slowest host of its batch.
+        Only the fencing check and the registration happen here: this runs while the batch's other hosts are still
+        being called, on threads that share this process. ``allow`` records the events (the registration's time
+        kept in ``allowed``) and waits for the batch's health. Returns the hosts put back."""
         from ansible_collections.rollwright.deploy.plugins.module_utils.traffic.loadbalancers.base import Membership
 
+        allowed = state.setdefault("allowed", {})  # host -> when it was registered again
+        ok = [h for h, result in main_results.items()
+              if h in state["active"] and h not in allowed and host_outcome(result).ok]
+        if ok:
+            self._heartbeat(state)  # fencing: a step whose lock was taken over stops before it writes
+            registered_at = now_iso()
+            self.lb.allow([Membership.from_dict(m) for h in ok for m in state["memberships"].get(h, [])])
+            allowed.update(dict.fromkeys(ok, registered_at))
+        return ok
+
+    def allow(self, state: dict, main_results: dict[str, Optional[dict]], healthy_timeout: Optional[float]) -> dict:
+        """AllowTraffic for the hosts that passed their lifecycle events (those ``put_back`` registered already, then
+        the rest), then the wait until all are healthy; failed hosts stay out."""
+        from ansible_collections.rollwright.deploy.plugins.module_utils.traffic.loadbalancers.base import Membership
+
+        self.put_back(state, {h: main_results.get(h) for h in state["active"]})
+        allowed = state.pop("allowed", {})
         self._heartbeat(state)
-        self.judge(state, MAIN, main_results)
+        self.judge(state, MAIN, main_results)  # a host that failed was never put back
         hosts = state["active"]
         if not hosts:
             return state
         deployment_id = state["deployment_id"]
-        self.store_event_all(state, hosts, "AllowTraffic", "InProgress")
+        for host in hosts:
+            self.store.event(deployment_id, host, "AllowTraffic", "InProgress", start=allowed.get(host))
         memberships = [Membership.from_dict(m) for h in hosts for m in state["memberships"].get(h, [])]
-        self._heartbeat(state)  # fencing, as in block()
-        self.lb.allow(memberships)
         waited = self.lb.wait_healthy(memberships, timeout=healthy_timeout, progress=self.progress)
         self.guard()
         per_instance = getattr(waited, "states", None) or {}

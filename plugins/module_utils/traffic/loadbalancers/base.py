@@ -523,6 +523,7 @@ class Adapter:
         expected_why: str = "",
         backoff: Backoff | None = None,
         observe: Callable[[float, dict[Membership, tuple[str, str | None]]], None] | None = None,
+        since: float | None = None,
     ) -> WaitResult:
         """The shared polling loop: states() once per poll (one call per group), backoff
         between polls, never past the deadline, then one Outcome per host.
@@ -531,14 +532,16 @@ class Adapter:
         deregistration delay, the health-check interval x healthy threshold): no API call is made
         before then, since the answer cannot be "done" yet; progress is still printed meanwhile.
         ``backoff`` replaces the adapter's for this wait; ``observe`` sees each poll (seconds since
-        the wait began, the states read).
+        the wait began, the states read). ``since``: when what is waited for began, if earlier than this call (the
+        clock time of the last registration): ``expected`` and ``observe`` count from then.
         """
         start = self.clock.now()
         deadline = start + max(0.0, timeout)
+        began = start if since is None else min(start, since)
         pending = list(dict.fromkeys(memberships))
         last: dict[Membership, tuple[str, str | None]] = {}
         polls = 0
-        quiet_until = min(deadline, start + max(0.0, expected))
+        quiet_until = min(deadline, began + max(0.0, expected))
         while self.clock.now() < quiet_until:
             if progress is not None:
                 verb = "drain" if goal == "drained" else "become healthy"
@@ -551,7 +554,7 @@ class Adapter:
             current = self.states(pending)
             polls += 1
             if observe is not None:
-                observe(self.clock.now() - start, current)
+                observe(self.clock.now() - began, current)
             last.update(current)
             pending = [m for m in pending if not is_done(*current[m])]
             if not pending:

@@ -124,6 +124,7 @@ class ELBv2Adapter(Adapter):
         self._delays: dict[str, int] = {}
         self._healthy: dict[str, list[dict[str, Any]]] = {}  # per group, the targets health() last saw healthy
         self._registration: dict[str, RegistrationTiming] = {}  # per group, what earlier waits saw
+        self._registered_at: dict[str, float] = {}  # per group, the clock time of its last RegisterTargets
         self._validated = False
 
     # -- API plumbing -------------------------------------------------------------------------
@@ -333,6 +334,8 @@ class ELBv2Adapter(Adapter):
         # Unconditional: a target that is still draining is registered again (AWS turns it
         # back to initial), unlike community.aws.elb_target which skips it.
         self._batched("RegisterTargets", "register_targets", memberships)
+        for arn in group_memberships(memberships):
+            self._registered_at[arn] = self.clock.now()
 
     def states(self, memberships: list[Membership]) -> dict[Membership, tuple[str, str | None]]:
         groups = group_memberships(memberships)
@@ -395,6 +398,10 @@ class ELBv2Adapter(Adapter):
             return f"elbv2: waiting for {len(pending)} target(s) to become healthy [{count_by_state(pending)}]; {left:.0f}s left"
 
         learnt = [self._registration.get(arn) for arn in arns]
+        # Counted from the last registration of these groups (a batch's hosts may go back one by one before the
+        # wait), so what is learnt, and the quiet time before the first look, do not depend on when the wait began.
+        registered = [self._registered_at[arn] for arn in arns if arn in self._registered_at]
+        since = max(registered) if registered else None
         seen: dict[str, list[float | None]] = {arn: [None, None] for arn in arns}  # still registering at, healthy at
 
         def observe(elapsed: float, states: dict[Membership, tuple[str, str | None]]) -> None:
@@ -411,13 +418,13 @@ class ELBv2Adapter(Adapter):
             quiet = min(t.quiet() for t in learnt if t)
             result = self._poll("healthy", memberships, timeout, done, progress, describe, expected=quiet,
                                 expected_why="registration as long as before", observe=observe,
-                                backoff=replace(self.backoff, initial=min(self.backoff.initial, CLOSE_POLL)))
+                                backoff=replace(self.backoff, initial=min(self.backoff.initial, CLOSE_POLL)), since=since)
         else:
             # Nothing learnt yet: look more often than the usual backoff at first (about every quarter second,
             # growing by a third), so the first batch is not back much later than it could be.
             result = self._poll("healthy", memberships, timeout, done, progress, describe, observe=observe,
                                 backoff=replace(self.backoff, initial=min(self.backoff.initial, FIRST_POLL),
-                                                factor=min(self.backoff.factor, FIRST_GROWTH)))
+                                                factor=min(self.backoff.factor, FIRST_GROWTH)), since=since)
         if result.ok:
             for arn, (registering, healthy) in seen.items():
                 if registering is not None and healthy is not None:
