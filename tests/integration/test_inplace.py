@@ -341,6 +341,27 @@ def test_each_host_goes_back_as_its_own_validate_service_passes(deployer: Deploy
     assert H.tg_states(d.world, arn) == {(i, H.APP_PORT): "healthy" for i in ids.values()}
 
 
+def test_the_groups_next_deployment_starts_with_the_registration_time_learnt_before(deployer: Deployer,
+                                                                                     bundles: dict) -> None:
+    """A successful deployment keeps in its record how long its hosts took to become healthy after registration;
+    the group's next deployment starts with it, so its first batch's wait is as close as its later ones."""
+    d = deployer
+    hosts = d.names(2)
+    arn = H.create_target_group(d.world, _ids(d, hosts))
+    learnt_wait = "to become healthy (registration as long as before)"
+    first = d.run(hosts, bundles["v2"], tgs=(arn,))
+    assert first.rc == 0, first
+    fact = H.deployment_fact(first)
+    timing = d.record(fact["deployment_id"])["extra"]["inplace"]["load_balancer_learnt"]["elbv2"]["registration"][arn]
+    assert 0 < timing["registering_until"] <= timing["healthy_by"] < 30, timing
+    # only the second batch's wait knew the time; the first had nothing learnt
+    assert first.stdout.count(learnt_wait) == 1, first.stdout
+    second = d.run(hosts, bundles["v1"], tgs=(arn,))
+    assert second.rc == 0, second
+    assert second.stdout.count(learnt_wait) == 2, second.stdout  # both batches, the first one too
+    assert H.tg_states(d.world, arn) == {(i, H.APP_PORT): "healthy" for i in _ids(d, hosts)}
+
+
 def test_batches_in_one_task_deploy_as_the_serial_play_does(deployer: Deployer, bundles: dict) -> None:
     """rollwright_batches_in_one_task: the same four one-at-a-time batches, minimum healthy held at the load balancer,
     each next batch's session started ahead, in one task of the batches play instead of one per batch."""

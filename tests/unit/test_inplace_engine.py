@@ -48,9 +48,17 @@ class FakeLB:
         self.unhealthy: set[str] = set()
         self.draining: dict[str, str] = {}  # target id -> why it is still draining at the timeout
         self.preflighted: list[str] = []
+        self.learnt: dict = {}  # what lasting_cache() hands to the group's next deployment
+        self.imported: list = []
 
     def preflight(self, ids: list[str]) -> None:
         self.preflighted = list(ids)
+
+    def lasting_cache(self) -> dict:
+        return dict(self.learnt)
+
+    def import_cache(self, cache) -> None:
+        self.imported.append(cache)
 
     def snapshot(self, ids: list[str]) -> dict[str, list[ELBv2Membership]]:
         return {i: [m for m in self.registered if m.target_id == i] for i in ids}
@@ -250,6 +258,24 @@ def test_a_host_that_fails_its_main_group_early_is_never_put_back(store):
                       healthy_timeout=None)
     assert lb.calls == [("allow", [IDS[second]])] and state["active"] == [second]
     assert next(h for h in store.get(state["deployment_id"]).hosts if h.name == first).status == "Failed"
+
+
+def test_what_the_waits_learnt_goes_to_the_groups_next_deployment_only_from_a_success(store):
+    lb = FakeLB(store, all_registered())
+    lb.learnt = {"elbv2": {"registration": {TG: {"registering_until": 1.9, "healthy_by": 2.1}}}}
+    run, state = start(store, lb)
+    assert lb.imported == []  # the group's first deployment: nothing learnt before
+    state = drive(run, state)
+    assert store.get(state["deployment_id"]).extra["inplace"][ip.LB_LEARNT] == lb.learnt
+    failing_lb = FakeLB(store, all_registered())
+    failing_lb.learnt = {"elbv2": {"registration": {TG: {"registering_until": 9.0, "healthy_by": 9.5}}}}
+    run, state = start(store, failing_lb)
+    assert failing_lb.imported == [lb.learnt]  # read back from the last success
+    state = drive(run, state, fail={"h1": "ValidateService"})
+    assert state["status"] == "Failed" and ip.LB_LEARNT not in store.get(state["deployment_id"]).extra["inplace"]
+    third = FakeLB(store, all_registered())
+    start(store, third)
+    assert third.imported == [lb.learnt]  # still the last success's, not the failed run's
 
 
 def test_start_runs_the_load_balancer_preflight_for_every_host_before_the_record(store):

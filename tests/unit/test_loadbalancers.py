@@ -415,6 +415,38 @@ def test_a_wait_begun_after_the_registration_counts_the_learnt_time_from_the_reg
     assert clock.t == before and fake.calls["describe_target_health"] - calls == 1
 
 
+def test_a_group_s_next_deployment_starts_with_what_the_last_one_learnt_checked_as_it_is_read():
+    clock = FakeClock()
+    fake = FakeELBv2(clock, [ARN_A], warmup=2.0)
+    [lb] = adapters_from_config({"target_group_arns": [ARN_A]}, Factory(elbv2=fake), clock=clock)
+    lb.backoff = Backoff(jitter=0.0)
+    assert lb.lasting_cache() == {}
+    for n in range(1, 6):
+        _registration_wait(lb, fake, clock, f"i-{n}")  # settled, as in the test above
+    lasting = json.loads(json.dumps(lb.lasting_cache()))
+    assert set(lasting) == {"registration"} and set(lasting["registration"]) == {ARN_A}
+    # the next deployment: a new adapter, its groups described as usual, its first wait learnt already
+    nxt = adapters_from_config({"target_group_arns": [ARN_A]}, Factory(elbv2=fake), clock=clock)[0]
+    nxt.backoff = Backoff(jitter=0.0)
+    nxt.import_cache(lasting)
+    described = fake.calls["describe_target_groups"]
+    waited, calls = _registration_wait(nxt, fake, clock, "i-9")
+    assert fake.calls["describe_target_groups"] == described + 1  # validated as a new deployment does
+    assert 2.0 <= waited <= 2.0 + 2 * CLOSE_POLL and calls <= 2
+    # a record that says something unusable teaches nothing
+    for bad in ({"registering_until": float("inf"), "healthy_by": 2.0}, {"registering_until": -1, "healthy_by": 2.0},
+                {"registering_until": "soon", "healthy_by": 2.0}, {"healthy_by": 2.0}, "nonsense"):
+        fresh = adapters_from_config({"target_group_arns": [ARN_A]}, Factory(elbv2=fake), clock=clock)[0]
+        fresh.backoff = Backoff(jitter=0.0)
+        fresh.import_cache({"registration": {ARN_A: bad}})
+        assert fresh.lasting_cache() == {}, bad
+        assert _registration_wait(fresh, fake, clock, "i-5") == (pytest.approx(2.260775), 6)
+    composite = load_balancer_from_config({"target_group_arns": [ARN_A]}, Factory(elbv2=fake), clock=clock)
+    for bad in ("x", ["elbv2"], {"elbv2": "x"}, {"elbv2": {"registration": ["x"]}}):
+        composite.import_cache(bad)
+        assert composite.lasting_cache() == {}, bad
+
+
 def test_a_learnt_registration_time_never_makes_a_faster_registration_wait_past_it():
     clock = FakeClock()
     fake = FakeELBv2(clock, [ARN_A], warmup=5.0)

@@ -50,6 +50,10 @@ MAIN = "main"
 POST_ALLOW = "post_allow"
 
 
+# Where a successful deployment's record keeps what its waits learnt of the load balancer (extra.inplace), for the
+# group's next deployment.
+LB_LEARNT = "load_balancer_learnt"
+
 # What the hosts are told about the revision (hook environment, revision.json on the host).
 HOST_REVISION_KEYS = ("source", "bucket", "key", "version", "etag", "sha256", "bundle_type")
 
@@ -385,6 +389,10 @@ class InPlaceRun:
         if self.lb:
             # before any host leaves: what the waits read, and proof that a host taken out can be put back
             self.lb.preflight([lb_target_id(h) for h in hosts])
+            # what the group's last deployment learnt of the load balancer's timing (checked as it is read)
+            previous = self.store.last_successful(application, deployment_group)
+            if previous is not None:
+                self.lb.import_cache((previous.extra.get("inplace") or {}).get(LB_LEARNT))
 
         record = DeploymentRecord(
             application=application, deployment_group=deployment_group, deployment_type="in_place",
@@ -826,6 +834,10 @@ class InPlaceRun:
         # Hosts already on the revision, and hosts a stopped deployment never reached, are Skipped (as CodeDeploy shows them).
         for host in list(outcome.skipped) + list(outcome.pending):
             self.store.update_host(state["deployment_id"], host, status="Skipped")
+        learnt = self.lb.lasting_cache() if self.lb and final == "Succeeded" else {}
+        if learnt:  # for the group's next deployment (start)
+            recorded = self.store.get(state["deployment_id"]).extra.get("inplace") or {}
+            self.store.set_extra(state["deployment_id"], "inplace", dict(recorded, **{LB_LEARNT: learnt}))
         self._session(state).end(final, error=error)
         rollback = AutoRollback.from_dict(state.get("auto_rollback"))
         state["stop_cause"] = cause or ("failure" if final == "Failed" else None)

@@ -466,7 +466,12 @@ class Adapter:
         return {}
 
     def import_cache(self, cache: dict[str, Any] | None) -> None:
-        """Take what ``export_cache`` returned in an earlier step."""
+        """Take what ``export_cache`` (or ``lasting_cache``) returned in an earlier step or deployment."""
+
+    def lasting_cache(self) -> dict[str, Any]:
+        """The part of ``export_cache`` that holds beyond this deployment (what the waits learnt about the load
+        balancer's timing), for the group's next deployment. Empty by default."""
+        return {}
 
     def preflight(self, instance_ids: list[str]) -> None:
         """Before the first host of a deployment leaves: read what the waits need (kept for the run,
@@ -672,7 +677,12 @@ class CompositeLoadBalancer(Adapter):
 
     def import_cache(self, cache: dict[str, Any] | None) -> None:
         for a in self.adapters:
-            a.import_cache((cache or {}).get(a.kind))
+            mine = cache.get(a.kind) if isinstance(cache, dict) else None
+            a.import_cache(mine if isinstance(mine, dict) else None)  # read back: anything else teaches nothing
+
+    def lasting_cache(self) -> dict[str, Any]:
+        caches = {a.kind: a.lasting_cache() for a in self.adapters}
+        return {kind: cache for kind, cache in caches.items() if cache}
 
     def snapshot(self, instance_ids: list[str]) -> dict[str, list[Membership]]:
         # Each adapter validates its own groups first; a snapshot changes nothing either way.

@@ -12,6 +12,7 @@ target group at the start of a deployment (the preflight). Never one call per ho
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -190,18 +191,27 @@ class ELBv2Adapter(Adapter):
             return
         # attributes read before the first host left (preflight): the run keeps them
         self._delays.update({arn: int(d) for arn, d in (cache.get("delays") or {}).items()})
-        for arn, timing in (cache.get("registration") or {}).items():
+        registration = cache.get("registration")
+        for arn, timing in (registration.items() if isinstance(registration, dict) else ()):
             try:
-                self._registration[arn] = RegistrationTiming(float(timing["registering_until"]),
-                                                             float(timing["healthy_by"]))
+                learnt = RegistrationTiming(float(timing["registering_until"]), float(timing["healthy_by"]))
             except (KeyError, TypeError, ValueError):
                 continue  # nothing learnt: the wait polls from the start, as the first one did
+            if all(math.isfinite(v) and v >= 0 for v in (learnt.registering_until, learnt.healthy_by)):
+                self._registration[arn] = learnt
+        if "groups" not in cache:
+            return  # only what an earlier deployment learnt (lasting_cache): the groups are described as usual
         groups = {arn: TargetGroupInfo(**info) for arn, info in (cache.get("groups") or {}).items()}
         wanted = set(self.configured_arns)
         if self.configured_names or not wanted <= set(groups):
             return  # names to resolve, or groups this cache does not know: describe them as usual
         self._groups.update(groups)
         self._validated = True
+
+    def lasting_cache(self) -> dict[str, Any]:
+        # Registration times hold from one deployment of the group to the next: its first wait need not poll
+        # from the start. Only the learnt times: the groups themselves are described again by each deployment.
+        return {"registration": {arn: asdict(t) for arn, t in self._registration.items()}} if self._registration else {}
 
     def validate(self) -> None:
         if self._validated:
