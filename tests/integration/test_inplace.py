@@ -289,17 +289,17 @@ def test_host_sessions_run_what_separate_calls_run_once_per_host_and_batch(deplo
 
 
 @pytest.mark.parametrize("sessions", [True, False], ids=["host-sessions", "a-call-per-group"])
-def test_each_host_goes_back_as_its_own_validate_service_passes(deployer: Deployer, tmp_path: Path,
-                                                                 sessions: bool) -> None:
+def test_each_host_goes_back_as_its_own_validate_service_passes(
+        deployer: Deployer, tmp_path: Path, sessions: bool) -> None:
     """Half at a time, one host of a batch slow in ValidateService: the other host of its batch is registered again
     and healthy while the slow one still validates (CodeDeploy's per-instance AllowTraffic), so it is out of service
     for its own hooks, not its batch's slowest; the slow one follows, and the minimum healthy holds throughout."""
     d = deployer
     hosts = d.names(4)
     slow_hook = "#!/bin/sh\n[ -f /srv/slow-validate ] && sleep 5\nexit 0\n"
-    bundle = build_bundle("v2", tmp_path, extra_files={"scripts/slow_validate.sh": slow_hook}, edit_appspec=lambda text: (
-        text.replace("  ValidateService:\n", "  ValidateService:\n    - location: scripts/slow_validate.sh\n"
-                                               "      timeout: 30\n")))
+    slow_step = "  ValidateService:\n    - location: scripts/slow_validate.sh\n      timeout: 30\n"
+    bundle = build_bundle("v2", tmp_path, extra_files={"scripts/slow_validate.sh": slow_hook},
+                          edit_appspec=lambda text: text.replace("  ValidateService:\n", slow_step))
     ids = dict(zip(hosts, _ids(d, hosts)))
     arn = H.create_target_group(d.world, list(ids.values()))
     slow = hosts[1]
@@ -341,8 +341,8 @@ def test_each_host_goes_back_as_its_own_validate_service_passes(deployer: Deploy
     assert H.tg_states(d.world, arn) == {(i, H.APP_PORT): "healthy" for i in ids.values()}
 
 
-def test_the_groups_next_deployment_starts_with_the_registration_time_learnt_before(deployer: Deployer,
-                                                                                     bundles: dict) -> None:
+def test_the_groups_next_deployment_starts_with_the_registration_time_learnt_before(
+        deployer: Deployer, bundles: dict) -> None:
     """A successful deployment keeps in its record how long its hosts took to become healthy after registration;
     the group's next deployment starts with it, so its first batch's wait is as close as its later ones."""
     d = deployer
