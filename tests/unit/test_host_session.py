@@ -340,25 +340,30 @@ def test_a_session_that_starts_late_is_waited_for_not_given_up(tmp_path):
     assert sessions.final("web1")["session"]["ended"] == "completed"
 
 
-def test_a_long_hook_in_a_session_gets_a_progress_line_naming_its_script(tmp_path, monkeypatch):
-    """As with a module call per group: a hook running longer than PROGRESS_AFTER is named, with its event, read
-    from the deployment's scripts.log on the host while the gate waits."""
+def sleepy_bundle(path, version, event, seconds):
+    """A tar.gz bundle whose hook sleeps ``seconds`` in ``event`` (and does nothing in the others)."""
     import io
     import tarfile
 
-    monkeypatch.setattr(hs, "PROGRESS_AFTER", 0.5)
-    bundle = tmp_path / "slow.tgz"
-    files = {"appspec.yml": "version: 0.0\nos: linux\n", "site/index.html": "<h1>v1</h1>\n",
-             "scripts/hook.sh": "#!/bin/sh\n[ \"$LIFECYCLE_EVENT\" = BeforeInstall ] && sleep 2\nexit 0\n",
+    files = {"appspec.yml": "version: 0.0\nos: linux\n", "site/index.html": f"<h1>{version}</h1>\n",
+             "scripts/hook.sh": f"#!/bin/sh\n[ \"$LIFECYCLE_EVENT\" = {event} ] && sleep {seconds}\nexit 0\n",
              "scripts/stop.sh": "#!/bin/sh\nexit 0\n"}
-    with tarfile.open(bundle, "w:gz") as tar:
+    with tarfile.open(path, "w:gz") as tar:
         for name, content in files.items():
             info = tarfile.TarInfo(name)
             info.size, info.mode = len(content.encode()), 0o755 if name.startswith("scripts/") else 0o644
             tar.addfile(info, io.BytesIO(content.encode()))
+    return str(path)
+
+
+def test_a_long_hook_in_a_session_gets_a_progress_line_naming_its_script(tmp_path, monkeypatch):
+    """As with a module call per group: a hook running longer than PROGRESS_AFTER is named, with its event, read
+    from the deployment's scripts.log on the host while the gate waits."""
+    monkeypatch.setattr(hs, "PROGRESS_AFTER", 0.5)
+    bundle = sleepy_bundle(tmp_path / "slow.tgz", "v1", "BeforeInstall", 2)
     caller = LocalCaller(tmp_path)
     base = {"application": "shop", "deployment_group": "web", "state_root": str(tmp_path / "web1")}
-    args = {"web1": dict(session_args(base, str(tmp_path / "www"), "d-AAAAAAAA1", str(bundle), "b1-p-0"),
+    args = {"web1": dict(session_args(base, str(tmp_path / "www"), "d-AAAAAAAA1", bundle, "b1-p-0"),
                          failure_handled=True)}
     lines = []
     sessions = hs.BatchSessions(caller, "rollwright.deploy.host_lifecycle", args,
@@ -375,27 +380,12 @@ def test_a_long_hook_in_a_session_gets_a_progress_line_naming_its_script(tmp_pat
 def test_results_of_a_group_come_to_the_batch_as_each_host_finishes(tmp_path):
     """on_results: the batch sees a host's main-group result as soon as that host is done (it can go back into its
     load balancer then), not when the slowest host of the batch is; every host's result is still returned."""
-    import io
-    import tarfile
-
-    def bundle(name, validate_sleep):
-        path = tmp_path / f"{name}.tgz"
-        files = {"appspec.yml": "version: 0.0\nos: linux\n", "site/index.html": f"<h1>{name}</h1>\n",
-                 "scripts/hook.sh": f"#!/bin/sh\n[ \"$LIFECYCLE_EVENT\" = ValidateService ] && sleep {validate_sleep}\n"
-                                    "exit 0\n",
-                 "scripts/stop.sh": "#!/bin/sh\nexit 0\n"}
-        with tarfile.open(path, "w:gz") as tar:
-            for member, content in files.items():
-                info = tarfile.TarInfo(member)
-                info.size, info.mode = len(content.encode()), 0o755 if member.startswith("scripts/") else 0o644
-                tar.addfile(info, io.BytesIO(content.encode()))
-        return str(path)
-
     caller = LocalCaller(tmp_path)
     args, paths = {}, {}
     for host, sleep in (("fast", 0), ("slow", 3)):
         base = {"application": "shop", "deployment_group": "web", "state_root": str(tmp_path / host)}
-        args[host] = dict(session_args(base, str(tmp_path / host / "www"), "d-AAAAAAAA1", bundle(host, sleep),
+        bundle = sleepy_bundle(tmp_path / f"{host}.tgz", host, "ValidateService", sleep)
+        args[host] = dict(session_args(base, str(tmp_path / host / "www"), "d-AAAAAAAA1", bundle,
                                        f"b1-r-{host}"), failure_handled=True)
         paths[host] = path_of(base, "d-AAAAAAAA1", f"b1-r-{host}")
     sessions = hs.BatchSessions(caller, "rollwright.deploy.host_lifecycle", args, paths)

@@ -211,17 +211,23 @@ def test_successful_deployment_records_every_event_membership_and_releases_the_l
     assert all(lb.groups_of(i) == sorted([TG, TG2]) for i in IDS.values())
 
 
+def _first_of_two_batches_out(store):
+    """Half at a time: the first batch's two hosts out of their load balancer, their main group running."""
+    lb = FakeLB(store, all_registered())
+    run, state = start(store, lb, config="CodeDeployDefault.HalfAtATime")
+    state = run.plan(state, {})
+    state = run.block(state, {h: ok(state["host_calls"]["pre_block"]) for h in state["active"]}, drain_timeout=None)
+    lb.calls.clear()
+    return lb, run, state
+
+
 def test_hosts_go_back_into_their_load_balancer_as_their_own_main_group_passes(store):
     """put_back: within a batch, a host whose lifecycle events passed is registered again at once, before a slower
     host of the batch is done; allow() then registers only what is left, records every host's events (AllowTraffic
     from the time its host went back) and waits for the batch's health in one wait. A failed host stays out."""
-    lb = FakeLB(store, all_registered())
-    run, state = start(store, lb, config="CodeDeployDefault.HalfAtATime")
-    state = run.plan(state, {})
-    first, second = state["batch"]
+    lb, run, state = _first_of_two_batches_out(store)
+    first, second = state["active"]
     calls = state["host_calls"]
-    state = run.block(state, {h: ok(calls["pre_block"]) for h in state["active"]}, drain_timeout=None)
-    lb.calls.clear()
     assert run.put_back(state, {first: ok(calls["main"])}) == [first]
     assert lb.calls == [("allow", [IDS[first]])] and lb.groups_of(IDS[first]) == [TG] and not lb.groups_of(IDS[second])
     assert run.put_back(state, {first: ok(calls["main"])}) == []  # once only
@@ -245,13 +251,9 @@ def test_hosts_go_back_into_their_load_balancer_as_their_own_main_group_passes(s
 
 
 def test_a_host_that_fails_its_main_group_early_is_never_put_back(store):
-    lb = FakeLB(store, all_registered())
-    run, state = start(store, lb, config="CodeDeployDefault.HalfAtATime")
-    state = run.plan(state, {})
-    first, second = state["batch"]
+    lb, run, state = _first_of_two_batches_out(store)
+    first, second = state["active"]
     calls = state["host_calls"]
-    state = run.block(state, {h: ok(calls["pre_block"]) for h in state["active"]}, drain_timeout=None)
-    lb.calls.clear()
     assert run.put_back(state, {first: failing(calls["main"], "ApplicationStart")}) == []
     assert not lb.calls
     state = run.allow(state, {first: failing(calls["main"], "ApplicationStart"), second: ok(calls["main"])},
