@@ -499,6 +499,11 @@ class InPlaceRun:
     def _session(self, state: dict) -> DeploymentSession:
         return DeploymentSession.from_state(self.store, state, guard=self.guard, progress=self.progress)
 
+    def _update_inplace_extra(self, deployment_id: str, **fields: Any) -> None:
+        """Change some keys of the record's ``extra.inplace`` (what start recorded there stays)."""
+        recorded = self.store.get(deployment_id).extra.get("inplace") or {}
+        self.store.set_extra(deployment_id, "inplace", dict(recorded, **fields))
+
     def _heartbeat(self, state: dict) -> None:
         state["lock"] = self._session(state).renew()
 
@@ -816,8 +821,7 @@ class InPlaceRun:
             state["plan_preview"] = preview
             # Only the plan changes: the rest is what start recorded (recovery restores memberships from its
             # load-balancer configuration).
-            recorded = self.store.get(state["deployment_id"]).extra.get("inplace") or {}
-            self.store.set_extra(state["deployment_id"], "inplace", dict(recorded, plan_preview=preview))
+            self._update_inplace_extra(state["deployment_id"], plan_preview=preview)
             self.progress(f"deployment {state['deployment_id']}: planned again with the hosts' states: batches {preview}"
                           + (f", {len(unstage)} already on the revision" if unstage else ""))
         return state
@@ -836,8 +840,7 @@ class InPlaceRun:
             self.store.update_host(state["deployment_id"], host, status="Skipped")
         learnt = self.lb.lasting_cache() if self.lb and final == "Succeeded" else {}
         if learnt:  # for the group's next deployment (start)
-            recorded = self.store.get(state["deployment_id"]).extra.get("inplace") or {}
-            self.store.set_extra(state["deployment_id"], "inplace", dict(recorded, **{LB_LEARNT: learnt}))
+            self._update_inplace_extra(state["deployment_id"], **{LB_LEARNT: learnt})
         self._session(state).end(final, error=error)
         rollback = AutoRollback.from_dict(state.get("auto_rollback"))
         state["stop_cause"] = cause or ("failure" if final == "Failed" else None)

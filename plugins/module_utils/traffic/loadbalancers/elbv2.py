@@ -182,7 +182,7 @@ class ELBv2Adapter(Adapter):
     def export_cache(self) -> dict[str, Any]:
         self.validate()
         return {"groups": {arn: asdict(info) for arn, info in self._groups.items()}, "delays": dict(self._delays),
-                "registration": {arn: asdict(t) for arn, t in self._registration.items()}}
+                **self.lasting_cache()}
 
     def import_cache(self, cache: dict[str, Any] | None) -> None:
         """Target groups described by an earlier step of the same deployment: they existed then, and
