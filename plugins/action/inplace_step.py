@@ -29,6 +29,7 @@ from ansible_collections.rollwright.deploy.plugins.module_utils.deployments.alar
     parse_auto_rollback,
 )
 from ansible_collections.rollwright.deploy.plugins.module_utils.errors import ControllerGone, error_result
+from ansible_collections.rollwright.deploy.plugins.module_utils.deployments.drain_pacing import DrainPacer, ReachRate, start_pace
 from ansible_collections.rollwright.deploy.plugins.module_utils.deployments.inplace import (
     DEFAULT_LOCK_TTL,
     MAIN,
@@ -43,7 +44,7 @@ from ansible_collections.rollwright.deploy.plugins.module_utils.records.base imp
 from ansible_collections.rollwright.deploy.plugins.module_utils.host.session import session_dir, validate_session_name
 from ansible_collections.rollwright.deploy.plugins.module_utils.host.staging import INLINE_BUNDLE_MAX
 from ansible_collections.rollwright.deploy.plugins.module_utils.host.state import DEFAULT_STATE_ROOT, HostState, StateError
-from ansible_collections.rollwright.deploy.plugins.plugin_utils.host_calls import HostCaller
+from ansible_collections.rollwright.deploy.plugins.plugin_utils.host_calls import HostCaller, responsive_threads
 from ansible_collections.rollwright.deploy.plugins.plugin_utils.host_session import SESSION_CONNECTIONS, BatchSessions
 from ansible_collections.rollwright.deploy.plugins.plugin_utils.step_action import RollwrightAction, state_result
 from ansible_collections.rollwright.deploy.plugins.plugin_utils.step_action import progress as _progress
@@ -534,6 +535,10 @@ class ActionModule(RollwrightAction):
     def _deploy_batch(self, run: InPlaceRun, state: dict, args: dict, calls: dict, seconds: dict) -> dict:
         """BeforeBlockTraffic, BlockTraffic, the main group, AllowTraffic, AfterAllowTraffic and the judgement of one
         batch. Each group of host events is a module call per host, or a word to the host sessions of the batch."""
+        with responsive_threads():  # this thread's record and load-balancer calls, between the host calls' set-ups
+            return self._deploy_batch_calls(run, state, args, calls, seconds)
+
+    def _deploy_batch_calls(self, run: InPlaceRun, state: dict, args: dict, calls: dict, seconds: dict) -> dict:
         common = self._host_args(state, args)
         with_lb = state["with_load_balancer"]
         options = state["options"]
@@ -550,35 +555,38 @@ class ActionModule(RollwrightAction):
         elif state.get("prestarted"):
             self._drop_prestarted(state, args, "this batch runs without host sessions")
 
-        def call(name: str, hosts: list) -> dict:
+        def group(name: str, hosts: list, on_results=None, on_reach=None) -> dict:
+            if sessions is not None:
+                label = events[name][0] if len(events[name]) == 1 else f"{events[name][0]}..{events[name][-1]}"
+                return sessions.results(SESSION_GROUP[name], hosts, label, on_results=on_results, on_reach=on_reach)
+            per_host = {h: dict(common, events=events[name], complete=name == POST_ALLOW or not with_lb) for h in hosts}
+            if name == MAIN:
+                for host, host_args in per_host.items():
+                    host_args.update(self._bundle_source(state, host))
+            return caller.call(HOST_MODULE, per_host, on_results=on_results, on_reach=on_reach)
+
+        def keep(name: str, results: dict) -> dict:
+            calls[name] = {h: {k: r[k] for k in HOST_RESULT_KEYS if k in (r or {})} for h, r in results.items()}
+            return results
+
+        def call(name: str, hosts: list, on_reach=None) -> dict:
             if not hosts:
                 return {}
             run.guard()  # no host is called once the controller is gone
             # Each host whose main group passed goes back into its load balancers at once, not with the slowest.
             put_back = (lambda arrived: run.put_back(state, arrived)) if name == MAIN and with_lb else None
             with timed(seconds, name):
-                if sessions is not None:
-                    label = events[name][0] if len(events[name]) == 1 else f"{events[name][0]}..{events[name][-1]}"
-                    results = sessions.results(SESSION_GROUP[name], hosts, label, on_results=put_back)
-                else:
-                    per_host = {h: dict(common, events=events[name], complete=name == POST_ALLOW or not with_lb)
-                                for h in hosts}
-                    if name == MAIN:
-                        for host, host_args in per_host.items():
-                            host_args.update(self._bundle_source(state, host))
-                    results = caller.call(HOST_MODULE, per_host, on_results=put_back)
-            calls[name] = {h: {k: r[k] for k in HOST_RESULT_KEYS if k in (r or {})} for h, r in results.items()}
-            return results
+                return keep(name, group(name, hosts, on_results=put_back, on_reach=on_reach))
 
         reason = "the controller stopped the batch"
         try:
             if with_lb:
-                pre_block = call(PRE_BLOCK, pre_hosts)
-                with timed(seconds, "block"):
-                    state = run.block(state, pre_block, drain_timeout=options.get("drain_timeout"))
+                state, results = self._block_and_main(run, state, pre_hosts, sessions is not None, (call, group, keep),
+                                                      seconds)
                 if state.get("done"):
                     return state
-            results = call(MAIN, state["active"])
+            else:
+                results = call(MAIN, state["active"])
             if with_lb:
                 if sessions is not None:
                     # The next batch's engines start while this one's hosts become healthy; they wait at gate 0.
@@ -602,6 +610,51 @@ class ActionModule(RollwrightAction):
             if ahead is not None:  # the batch did not end as planned: the next batch starts its own
                 ahead[0].wait_started()
                 ahead[0].close("the batch before stopped")
+
+    def _block_and_main(self, run: InPlaceRun, state: dict, pre_hosts: list, in_sessions: bool, calls: tuple,
+                        seconds: dict) -> tuple[dict, dict]:
+        """BeforeBlockTraffic, BlockTraffic and the main group of a batch behind load balancers: the new state and
+        the main group's results (none when the deployment ended before it)."""
+        call, group, keep = calls
+        drain_timeout = state["options"].get("drain_timeout")
+        pre_block = call(PRE_BLOCK, pre_hosts)
+        if not in_sessions:
+            with timed(seconds, "block"):
+                state = run.block(state, pre_block, drain_timeout=drain_timeout)
+            return state, ({} if state.get("done") else call(MAIN, state["active"]))
+        with timed(seconds, "block"):
+            state = run.begin_block(state, pre_block)
+        if state.get("done"):
+            return state, {}
+        return state, self._paced_main(run, state, group, keep, seconds, drain_timeout)
+
+    @staticmethod
+    def _paced_main(run: InPlaceRun, state: dict, group, keep, seconds: dict, drain_timeout) -> dict:
+        """BlockTraffic and the main group of a batch in host sessions, its hosts leaving their load balancers paced
+        to the controller (drain_pacing): as many at a time as the controller reaches in one drain, at the pace the
+        batch before measured (or a start pace per core), then at the pace this batch's words go."""
+        from ansible_collections.rollwright.deploy.plugins.module_utils.traffic.loadbalancers.base import (
+            memberships_from_list,
+        )
+
+        hosts = list(state["active"])
+        if not hosts:
+            return keep(MAIN, {})
+        leaving = [m for h in hosts for m in (state.get("leaving") or {}).get(h, [])]
+        drain = run.lb.drain_seconds(memberships_from_list(leaving)) if leaving else None
+        pacer = DrainPacer(hosts, drain, ReachRate(), start_pace(state.get("reach_pace"), os.cpu_count()))
+        if pacer.paced():
+            _progress(f"batch {state.get('batch_number')}: {pacer.depth()} of {len(hosts)} hosts out at a time at first, "
+                      f"each about {drain:.0f}s before the controller reaches it (it reaches about "
+                      f"{pacer.pace():.1f} hosts/s)")
+        run.guard()  # no host is called once the controller is gone
+        with timed(seconds, MAIN):
+            results = run.paced_main(state, pacer, lambda batch, on_results, on_reach: group(
+                MAIN, batch, on_results=on_results, on_reach=on_reach), drain_timeout)
+        pace = pacer.rate.per_second()
+        if pace:
+            state["reach_pace"] = round(pace, 3)  # for the next batch, if it has no BeforeBlockTraffic word to tell
+        return keep(MAIN, results)
 
     def _sessions_apply(self, state: dict, common: dict, caller: HostCaller, hosts: list | None = None) -> bool:
         """Whether a batch of ``hosts`` (this batch's by default) runs in host sessions (docs/inplace.md, Host

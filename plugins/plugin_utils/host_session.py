@@ -348,10 +348,12 @@ class BatchSessions:
         self.start([host])
 
     def results(self, index: int, hosts: list[str], label: str = "",
-                on_results: Optional[Callable[[dict[str, dict]], None]] = None) -> dict[str, dict]:
+                on_results: Optional[Callable[[dict[str, dict]], None]] = None,
+                on_reach: Optional[Callable[[str], None]] = None) -> dict[str, dict]:
         """Say ``run`` at gate ``index`` (and at the host's earlier gates not said yet) and return each host's
         result of group ``index``, read from the host's session directory. ``on_results`` (if any) sees the
-        results of the hosts whose group ran, as they come (HostCaller.call), before the slower hosts are done."""
+        results of the hosts whose group ran, as they come (HostCaller.call), before the slower hosts are done;
+        ``on_reach`` (if any) each host as the word reaches it (HostCaller.call: once per command sent)."""
         out: dict[str, dict] = {}
         pending = []
         for host in hosts:
@@ -390,7 +392,7 @@ class BatchSessions:
                 self.caller.call(RAW, {h: raw_args(gate_command(
                     self.paths[h], self.next_gate[h], "run", True, self.start_limit,
                     more_gates=tuple(range(self.next_gate[h] + 1, index + 1)), result_of=index)) for h in pending},
-                    on_results=arrived)
+                    on_results=arrived, on_reach=on_reach)
                 pending = list(again)
                 again.clear()
         return out

@@ -272,15 +272,21 @@ class LocalCaller:
                               check=False)
         return {"stdout": proc.stdout, "stderr": proc.stderr, "rc": proc.returncode, "failed": bool(proc.returncode)}
 
-    def call(self, module, args_by_host, on_results=None):
+    def call(self, module, args_by_host, on_results=None, on_reach=None):
         from concurrent.futures import ThreadPoolExecutor
 
         from ansible_collections.rollwright.deploy.plugins.plugin_utils.host_calls import as_they_come
 
         assert module == hs.RAW
         self.raw_calls.append(sorted(args_by_host))
+
+        def run(host, raw):
+            if on_reach is not None:
+                on_reach(host)
+            return self._run_raw(raw)
+
         with ThreadPoolExecutor(max_workers=max(1, len(args_by_host))) as pool:
-            return as_they_come({h: pool.submit(self._run_raw, a) for h, a in args_by_host.items()}, on_results)
+            return as_they_come({h: pool.submit(run, h, a) for h, a in args_by_host.items()}, on_results)
 
 
 def test_batch_sessions_continue_the_batch_and_abort_the_hosts_it_leaves(tmp_path):

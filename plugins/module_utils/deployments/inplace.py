@@ -17,7 +17,10 @@ for recovery is also written to the deployment record before it is acted on.
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
@@ -48,6 +51,8 @@ Progress = Callable[[str], None]
 PRE_BLOCK = "pre_block"
 MAIN = "main"
 POST_ALLOW = "post_allow"
+# How often a paced batch looks up from its events at the least (a host to take out, the hosts going).
+PACED_LOOK_EVERY = 1.0
 
 
 # Where a successful deployment's record keeps what its waits learnt of the load balancer (extra.inplace), for the
@@ -592,10 +597,10 @@ class InPlaceRun:
         state["active"] = still_ok
         return still_ok
 
-    def _mark_in_progress(self, state: dict, call: str) -> None:
+    def _mark_in_progress(self, state: dict, call: str, hosts: Optional[list[str]] = None) -> None:
         self.guard()
         started = now_iso()
-        for host in state["active"]:
+        for host in state["active"] if hosts is None else hosts:
             for name in state["host_calls"].get(call, []):
                 self.store.event(state["deployment_id"], host, name, "InProgress", start=started)
 
@@ -659,6 +664,21 @@ class InPlaceRun:
     # ------------------------------------------------------------------ traffic
     def block(self, state: dict, pre_block_results: dict[str, Optional[dict]], drain_timeout: Optional[float]) -> dict:
         """BlockTraffic: record each host's membership, deregister the batch, wait until drained."""
+        state = self.begin_block(state, pre_block_results)
+        hosts = list(state["active"])
+        if state.get("done") or not hosts:
+            return state
+        leaving = self.block_hosts(state, hosts)
+        waited = self.lb.wait_drained(leaving, timeout=drain_timeout, progress=self.progress)
+        self.guard()
+        self.drained(state, hosts, waited)
+        self._mark_in_progress(state, MAIN)
+        return state
+
+    def begin_block(self, state: dict, pre_block_results: dict[str, Optional[dict]]) -> dict:
+        """The batch's BlockTraffic up to the first deregistration: judge BeforeBlockTraffic, read the alarms, and
+        read every host's memberships. ``block_hosts`` then records them and takes the hosts out (all at once, or a
+        few at a time: see drain_pacing)."""
         self._heartbeat(state)
         self.judge(state, PRE_BLOCK, self.with_uncalled(state, PRE_BLOCK, pre_block_results))
         stopped = self._alarm_stop(state)  # before any host of the batch leaves its load balancer
@@ -667,38 +687,136 @@ class InPlaceRun:
         hosts = state["active"]
         if not hosts:
             return state
-        deployment_id = state["deployment_id"]
         ids = {h: state["instance_ids"][h] for h in hosts}
-        self.store_event_all(state, hosts, "BlockTraffic", "InProgress")
         actual = self.lb.snapshot(list(ids.values()))
         # A rollback also restores what the failed deployment recorded for the hosts it left out.
         snapshot = merge_original(actual, ids, state.get("original_memberships") or {})
-        memberships = []
-        for host, instance_id in ids.items():
-            members = snapshot.get(instance_id, [])
-            # Written BEFORE anything changes: recovery restores exactly this.
-            self.store.update_host(deployment_id, host, lb_membership=[m.to_dict() for m in members], lb_restored=False)
-            memberships.extend(actual.get(instance_id, []))  # only what is registered now is deregistered
         # The running batch's only (allow() puts them back); each host's stays in the record for recovery. Kept for
         # every host so far, the state every later step carries and copies grew with the fleet.
         state["memberships"] = {h: [m.to_dict() for m in snapshot.get(i, [])] for h, i in ids.items()}
+        # Only what is registered now is deregistered.
+        state["leaving"] = {h: [m.to_dict() for m in actual.get(i, [])] for h, i in ids.items()}
+        return state
+
+    def block_hosts(self, state: dict, hosts: list[str]) -> list:
+        """Deregister ``hosts`` (of the batch ``begin_block`` recorded): their BlockTraffic starts now. Returns the
+        memberships left, for the wait until they are drained."""
+        from ansible_collections.rollwright.deploy.plugins.module_utils.traffic.loadbalancers.base import Membership
+
+        self.store_event_all(state, hosts, "BlockTraffic", "InProgress")
+        for host in hosts:
+            # Written BEFORE anything changes: recovery restores exactly this.
+            self.store.update_host(state["deployment_id"], host, lb_membership=state["memberships"].get(host, []),
+                                   lb_restored=False)
+        leaving = [Membership.from_dict(m) for h in hosts for m in (state.get("leaving") or {}).get(h, [])]
         self._heartbeat(state)  # fencing: a step whose lock was taken over stops before it writes
-        self.lb.block(memberships)
-        waited = self.lb.wait_drained(memberships, timeout=drain_timeout, progress=self.progress)
-        self.guard()
+        self.lb.block(leaving)
+        return leaving
+
+    def drained(self, state: dict, hosts: list[str], waited: Any, ended: Optional[str] = None) -> list[str]:
+        """BlockTraffic's end for ``hosts``, from the wait ``waited`` (that ended at ``ended``, now by default): a host
+        still draining fails (and stays out, its membership recorded); returns the hosts drained, still active."""
+        ended = ended or now_iso()
+        deployment_id = state["deployment_id"]
         still_draining = set(getattr(waited, "pending", None) or getattr(waited, "failed", None) or [])
         per_instance = getattr(waited, "states", None) or {}
-        for host, instance_id in ids.items():
+        failed = []
+        for host in hosts:
+            instance_id = state["instance_ids"][host]
             if instance_id in still_draining:
                 # e.g. "draining (app/web1 on lb1: 3 session(s), DRAIN)": what is still open, and where
                 message = f"{instance_id} still draining after the timeout ({per_instance.get(instance_id, 'unknown')})"
-                self.store.event(deployment_id, host, "BlockTraffic", "Failed", end=now_iso(), message=message)
+                self.store.event(deployment_id, host, "BlockTraffic", "Failed", end=ended, message=message)
                 self._fail_host(state, host, f"BlockTraffic: {message}")
+                failed.append(host)
             else:
-                self.store.event(deployment_id, host, "BlockTraffic", "Succeeded", end=now_iso())
-        state["active"] = [h for h in hosts if ids[h] not in still_draining]
-        self._mark_in_progress(state, MAIN)
-        return state
+                self.store.event(deployment_id, host, "BlockTraffic", "Succeeded", end=ended)
+        state["active"] = [h for h in state["active"] if h not in failed]
+        return [h for h in hosts if h not in failed]
+
+    # long function: one event loop (hosts to take out, drains, words, results), easier to read whole
+    def paced_main(self, state: dict, pacer: Any, run_main: Callable[..., dict], drain_timeout: Optional[float],
+                   clock: Callable[[], float] = time.monotonic) -> dict[str, Optional[dict]]:
+        """BlockTraffic and the main group of a batch ``begin_block`` began, its hosts leaving as ``pacer`` (a
+        drain_pacing.DrainPacer) says. Each group of hosts taken out is waited for in a thread of its own, which
+        tells the drained hosts to go on at once: ``run_main(hosts, on_results, on_reach)`` runs the main group on
+        ``hosts``, saying which hosts it reached and what they reported. Each host that passed goes back as its
+        result comes (``put_back``). The record and the load balancer's changes are made in this thread only, in
+        the order things happened (a group's drain is recorded before its results). Returns the main group's
+        results; an error stops further hosts from leaving or being told to go on, waits for the hosts already
+        going, then is raised (the hosts out are recorded for the stop and recovery)."""
+        events: queue.Queue = queue.Queue()
+        stopping = threading.Event()
+        results: dict[str, Optional[dict]] = {}
+        running = 0
+        error: Optional[BaseException] = None
+
+        def drain_then_run(hosts: list[str], leaving: list) -> None:
+            try:
+                waited = self.lb.wait_drained(leaving, timeout=drain_timeout, progress=self.progress)
+                draining = set(getattr(waited, "pending", None) or getattr(waited, "failed", None) or [])
+                drained = [h for h in hosts if state["instance_ids"][h] not in draining]
+                go = bool(drained) and not stopping.is_set()
+                if go:
+                    self.guard()  # no host is told to go on once the controller is gone
+                events.put(("drained", hosts, (waited, drained if go else [], clock(), now_iso())))
+                if go:
+                    events.put(("ran", drained, run_main(drained, lambda arrived: events.put(("results", [], arrived)),
+                                                         lambda host: events.put(("reached", [host], clock())))))
+                else:
+                    events.put(("ran", [], {}))
+            except BaseException as exc:  # pylint: disable=broad-except  # raised in the calling thread, below
+                events.put(("failed", hosts, exc))
+
+        pool = ThreadPoolExecutor(max_workers=max(1, len(pacer.hosts)))
+        try:
+            while True:
+                if error is None:
+                    try:
+                        leaving_hosts = pacer.take(clock())
+                        if leaving_hosts:
+                            self.guard()
+                            pool.submit(drain_then_run, leaving_hosts, self.block_hosts(state, leaving_hosts))
+                            running += 1
+                    except Exception as exc:  # pylint: disable=broad-except  # the hosts already going end first
+                        error = exc
+                        stopping.set()
+                if running == 0 and (error is not None or not pacer.waiting):
+                    break
+                wait = pacer.next_take(clock()) if error is None else None
+                try:
+                    kind, hosts, value = events.get(timeout=PACED_LOOK_EVERY if wait is None else min(wait, PACED_LOOK_EVERY))
+                except queue.Empty:
+                    continue
+                try:
+                    if kind == "reached":
+                        pacer.reached(hosts[0], value)
+                    elif kind == "drained":
+                        waited, going, when, ended = value
+                        self.drained(state, hosts, waited, ended)
+                        pacer.done([h for h in hosts if h not in going])
+                        if going:
+                            self._mark_in_progress(state, MAIN, going)
+                            pacer.sent(going, when)
+                    elif kind in ("results", "ran"):
+                        results.update(value)
+                        self.put_back(state, value)
+                        if kind == "ran":
+                            running -= 1
+                            pacer.done(hosts)
+                    elif kind == "failed":
+                        running -= 1
+                        pacer.done(hosts)
+                        error = error or value
+                        stopping.set()
+                except Exception as exc:  # pylint: disable=broad-except  # the hosts already going end first
+                    error = error or exc
+                    stopping.set()
+        finally:
+            pool.shutdown(wait=False)
+        if error is not None:
+            raise error
+        return results
 
     def store_event_all(self, state: dict, hosts: list[str], event: str, status: str) -> None:
         started = now_iso()
@@ -731,6 +849,7 @@ class InPlaceRun:
 
         self.put_back(state, {h: main_results.get(h) for h in state["active"]})
         allowed = state.pop("allowed", {})
+        state.pop("leaving", None)  # begin_block's, for block_hosts: the batch's hosts have all left by now
         self._heartbeat(state)
         self.judge(state, MAIN, main_results)  # a host that failed was never put back
         hosts = state["active"]

@@ -176,6 +176,9 @@ class _LazyAdapter(Adapter):
     def wait_drained(self, memberships, timeout=None, progress=None):
         return self.inner.wait_drained(memberships, timeout, progress)
 
+    def drain_seconds(self, memberships):
+        return self.inner.drain_seconds(memberships)
+
     def wait_healthy(self, memberships, timeout=None, progress=None):
         return self.inner.wait_healthy(memberships, timeout, progress)
 

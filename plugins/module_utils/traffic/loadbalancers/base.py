@@ -497,6 +497,11 @@ class Adapter:
     ) -> WaitResult:
         raise NotImplementedError
 
+    def drain_seconds(self, memberships: list[Membership]) -> float | None:
+        """How long ``memberships`` drain once deregistered, when the load balancer says so beforehand (a fixed
+        deregistration delay); None when only the wait can tell (draining ends with the last connection)."""
+        return None
+
     def allow(self, memberships: list[Membership]) -> None:
         raise NotImplementedError
 
@@ -737,6 +742,10 @@ class CompositeLoadBalancer(Adapter):
 
     def wait_drained(self, memberships, timeout=None, progress=None) -> WaitResult:
         return self._wait("wait_drained", memberships, timeout, progress)
+
+    def drain_seconds(self, memberships: list[Membership]) -> float | None:
+        known = [adapter.drain_seconds(ms) for adapter, ms in self._route(memberships)]
+        return None if not known or any(k is None for k in known) else max(k for k in known if k is not None)
 
     def wait_healthy(self, memberships, timeout=None, progress=None) -> WaitResult:
         return self._wait("wait_healthy", memberships, timeout, progress)

@@ -390,6 +390,14 @@ class ELBv2Adapter(Adapter):
         return self._poll("drained", memberships, timeout, done, progress, describe, expected=expected,
                           expected_why=f"deregistration delay {expected}s")
 
+    def drain_seconds(self, memberships: list[Membership]) -> float | None:
+        # A deregistered target drains for its group's whole delay (the wait above makes no call before then).
+        groups = list(group_memberships(memberships))
+        if not groups:
+            return None
+        self._ensure_known(groups)
+        return float(max(self.deregistration_delay(arn) for arn in groups))
+
     def wait_healthy(
         self, memberships: list[Membership], timeout: float | None = None, progress: Progress | None = None
     ) -> WaitResult:
