@@ -569,14 +569,14 @@ class ActionModule(RollwrightAction):
             calls[name] = {h: {k: r[k] for k in HOST_RESULT_KEYS if k in (r or {})} for h, r in results.items()}
             return results
 
-        def call(name: str, hosts: list, on_reach=None) -> dict:
+        def call(name: str, hosts: list) -> dict:
             if not hosts:
                 return {}
             run.guard()  # no host is called once the controller is gone
             # Each host whose main group passed goes back into its load balancers at once, not with the slowest.
             put_back = (lambda arrived: run.put_back(state, arrived)) if name == MAIN and with_lb else None
             with timed(seconds, name):
-                return keep(name, group(name, hosts, on_results=put_back, on_reach=on_reach))
+                return keep(name, group(name, hosts, on_results=put_back))
 
         reason = "the controller stopped the batch"
         try:
@@ -653,7 +653,7 @@ class ActionModule(RollwrightAction):
                 MAIN, batch, on_results=on_results, on_reach=on_reach), drain_timeout)
         pace = pacer.rate.per_second()
         if pace:
-            state["reach_pace"] = round(pace, 3)  # for the next batch, if it has no BeforeBlockTraffic word to tell
+            state["reach_pace"] = round(pace, 3)  # the next batch starts at this pace (checked when read back)
         return keep(MAIN, results)
 
     def _sessions_apply(self, state: dict, common: dict, caller: HostCaller, hosts: list | None = None) -> bool:
