@@ -166,26 +166,30 @@ class OutOfService:
                 "hosts": len(spans)}
 
 
+def _script_seconds(host: dict, events: tuple = ()) -> float:
+    """The sum of a recorded host's hook script durations (of ``events`` only, when given)."""
+    return sum(float(script.get("duration") or 0) for event in host.get("events", [])
+               if not events or event.get("name") in events
+               for script in event.get("scripts") or [] if isinstance(script, dict))
+
+
 def _hook_seconds(record: dict, batches: list[list[str]]) -> list[float]:
     """Per batch, the longest sum of hook script durations of one of its hosts (the hooks' own run time)."""
-    per_host = {}
-    for host in record.get("hosts", []):
-        per_host[host["name"]] = sum(float(script.get("duration") or 0) for event in host.get("events", [])
-                                     for script in event.get("scripts") or [] if isinstance(script, dict))
+    per_host = {host["name"]: _script_seconds(host) for host in record.get("hosts", [])}
     return [round(max((per_host.get(h, 0.0) for h in batch), default=0.0), 3) for batch in batches]
 
 
-# The events between a host's drain and its registration: the issue's bound on a host's time out of service is the
-# drain, the registration and these events' hooks (the host's own), plus OOS_SLACK.
-MAIN_EVENTS = ("ApplicationStop", "BeforeInstall", "AfterInstall", "ApplicationStart", "ValidateService")
+# The issue's bound on a host's time out of service: the drain, the registration and the host's own hooks from
+# ApplicationStop to ValidateService, plus OOS_SLACK.
 OOS_SLACK = 0.5
 
 
 def _main_hooks(record: dict) -> dict[str, float]:
     """Each host's (by instance id) hook run time from ApplicationStop to ValidateService."""
-    return {host.get("instance_id") or host["name"]: sum(
-        float(script.get("duration") or 0) for event in host.get("events", []) if event.get("name") in MAIN_EVENTS
-        for script in event.get("scripts") or [] if isinstance(script, dict)) for host in record.get("hosts", [])}
+    from ansible_collections.rollwright.deploy.plugins.module_utils.revisions.lifecycle import INPLACE_WITH_LB
+
+    between = INPLACE_WITH_LB[INPLACE_WITH_LB.index("ApplicationStop"):INPLACE_WITH_LB.index("ValidateService") + 1]
+    return {host.get("instance_id") or host["name"]: _script_seconds(host, between) for host in record.get("hosts", [])}
 
 
 def _over_bound(spans: dict[str, float], allowed: dict[str, float], slack: float) -> dict[str, float]:

@@ -55,6 +55,11 @@ POST_ALLOW = "post_allow"
 PACED_LOOK_EVERY = 1.0
 
 
+def unfinished(waited: Any) -> set:
+    """The hosts (load-balancer ids) a load balancer's wait left unfinished: still draining, or not healthy."""
+    return set(getattr(waited, "pending", None) or getattr(waited, "failed", None) or [])
+
+
 # Where a successful deployment's record keeps what its waits learnt of the load balancer (extra.inplace), for the
 # group's next deployment.
 LB_LEARNT = "load_balancer_learnt"
@@ -718,7 +723,7 @@ class InPlaceRun:
         still draining fails (and stays out, its membership recorded); returns the hosts drained, still active."""
         ended = ended or now_iso()
         deployment_id = state["deployment_id"]
-        still_draining = set(getattr(waited, "pending", None) or getattr(waited, "failed", None) or [])
+        still_draining = unfinished(waited)
         per_instance = getattr(waited, "states", None) or {}
         failed = []
         for host in hosts:
@@ -754,7 +759,7 @@ class InPlaceRun:
         def drain_then_run(hosts: list[str], leaving: list) -> None:
             try:
                 waited = self.lb.wait_drained(leaving, timeout=drain_timeout, progress=self.progress)
-                draining = set(getattr(waited, "pending", None) or getattr(waited, "failed", None) or [])
+                draining = unfinished(waited)
                 drained = [h for h in hosts if state["instance_ids"][h] not in draining]
                 go = bool(drained) and not stopping.is_set()
                 if go:
@@ -862,7 +867,7 @@ class InPlaceRun:
         waited = self.lb.wait_healthy(memberships, timeout=healthy_timeout, progress=self.progress)
         self.guard()
         per_instance = getattr(waited, "states", None) or {}
-        bad = set(getattr(waited, "pending", None) or getattr(waited, "failed", None) or [])
+        bad = unfinished(waited)
         still_ok = []
         for host in hosts:
             instance_id = state["instance_ids"][host]
