@@ -29,7 +29,7 @@ from ansible_collections.rollwright.deploy.plugins.module_utils.deployments.alar
     parse_auto_rollback,
 )
 from ansible_collections.rollwright.deploy.plugins.module_utils.errors import ControllerGone, error_result
-from ansible_collections.rollwright.deploy.plugins.module_utils.deployments.drain_pacing import DrainPacer, ReachRate, start_pace
+from ansible_collections.rollwright.deploy.plugins.module_utils.deployments.drain_pacing import DrainPacer, ReachRate, pace_ceiling, start_pace
 from ansible_collections.rollwright.deploy.plugins.module_utils.deployments.inplace import (
     DEFAULT_LOCK_TTL,
     MAIN,
@@ -555,15 +555,15 @@ class ActionModule(RollwrightAction):
         elif state.get("prestarted"):
             self._drop_prestarted(state, args, "this batch runs without host sessions")
 
-        def group(name: str, hosts: list, on_results=None, on_reach=None) -> dict:
+        def group(name: str, hosts: list, on_results=None, hold=None) -> dict:
             if sessions is not None:
                 label = events[name][0] if len(events[name]) == 1 else f"{events[name][0]}..{events[name][-1]}"
-                return sessions.results(SESSION_GROUP[name], hosts, label, on_results=on_results, on_reach=on_reach)
+                return sessions.results(SESSION_GROUP[name], hosts, label, on_results=on_results, hold=hold)
             per_host = {h: dict(common, events=events[name], complete=name == POST_ALLOW or not with_lb) for h in hosts}
             if name == MAIN:
                 for host, host_args in per_host.items():
                     host_args.update(self._bundle_source(state, host))
-            return caller.call(HOST_MODULE, per_host, on_results=on_results, on_reach=on_reach)
+            return caller.call(HOST_MODULE, per_host, on_results=on_results, hold=hold)
 
         def keep(name: str, results: dict) -> dict:
             calls[name] = {h: {k: r[k] for k in HOST_RESULT_KEYS if k in (r or {})} for h, r in results.items()}
@@ -631,8 +631,9 @@ class ActionModule(RollwrightAction):
     @staticmethod
     def _paced_main(run: InPlaceRun, state: dict, group, keep, seconds: dict, drain_timeout) -> dict:
         """BlockTraffic and the main group of a batch in host sessions, its hosts leaving their load balancers paced
-        to the controller (drain_pacing): as many at a time as the controller reaches in one drain, at the pace the
-        batch before measured (or a start pace per core), then at the pace this batch's words go."""
+        to the controller (drain_pacing): as many at a time as the controller gets words ready for in one drain, at
+        the pace the batch before measured (or a start pace per core, never above it), then at the pace this batch's
+        words get ready. Each word is set up while its host drains and goes as the drain ends."""
         from ansible_collections.rollwright.deploy.plugins.module_utils.traffic.loadbalancers.base import (
             memberships_from_list,
         )
@@ -642,15 +643,16 @@ class ActionModule(RollwrightAction):
             return keep(MAIN, {})
         leaving = [m for h in hosts for m in (state.get("leaving") or {}).get(h, [])]
         drain = run.lb.drain_seconds(memberships_from_list(leaving)) if leaving else None
-        pacer = DrainPacer(hosts, drain, ReachRate(), start_pace(state.get("reach_pace"), os.cpu_count()))
+        pacer = DrainPacer(hosts, drain, ReachRate(), start_pace(state.get("reach_pace"), os.cpu_count()),
+                           ceiling=pace_ceiling(os.cpu_count()))
         if pacer.paced():
             _progress(f"batch {state.get('batch_number')}: {pacer.depth()} of {len(hosts)} hosts out at a time at first, "
-                      f"each about {drain:.0f}s before the controller reaches it (it reaches about "
-                      f"{pacer.pace():.1f} hosts/s)")
+                      f"each about {drain:.0f}s before its word goes (the controller takes about "
+                      f"{pacer.pace():.1f} hosts/s through)")
         run.guard()  # no host is called once the controller is gone
         with timed(seconds, MAIN):
-            results = run.paced_main(state, pacer, lambda batch, on_results, on_reach: group(
-                MAIN, batch, on_results=on_results, on_reach=on_reach), drain_timeout)
+            results = run.paced_main(state, pacer, lambda batch, on_results, hold: group(
+                MAIN, batch, on_results=on_results, hold=hold), drain_timeout)
         pace = pacer.rate.per_second()
         if pace:
             state["reach_pace"] = round(pace, 3)  # the next batch starts at this pace (checked when read back)

@@ -96,6 +96,12 @@ def _setup_slots() -> int:
 _EXECUTOR_CLASS: Any = None
 
 
+class HeldBack(Exception):
+    """A host call its caller's ``hold`` refused, right before its first command: nothing went to the host."""
+
+    REASON = "held back before its first command (nothing was sent to the host)"
+
+
 def _executor_class() -> Any:
     """Ansible's TaskExecutor, telling its caller when the host is reached (the connection's first command): the end
     of the call's set-up. Without the method that makes the connection (another ansible-core), the plain one."""
@@ -107,6 +113,7 @@ def _executor_class() -> Any:
             _EXECUTOR_CLASS = TaskExecutor
         else:
             class _ReachingExecutor(TaskExecutor):  # pylint: disable=too-few-public-methods
+                REACHES = True  # on_reach is called right before the connection's first command
                 on_reach: Optional[Callable[[], None]] = None
 
                 def _get_connection(self, *args: Any, **kwargs: Any) -> Any:
@@ -210,31 +217,45 @@ class HostCaller:
                 if isinstance(value, str) and "{{" not in value:
                     _preload(kind, value)
 
-    def _call(self, name: str, module: str, args: dict,
-              on_reach: Optional[Callable[[str], None]] = None) -> Optional[dict]:
+    def _call(self, name: str, module: str, args: dict, on_reach: Optional[Callable[[str], None]] = None,
+              hold: Optional[Callable[[str], bool]] = None) -> Optional[dict]:
         variables = self.current._variable_manager
         host = variables._inventory.get_host(name)
         if host is None:
             return {"failed": True, "msg": f"host {name} is not in the inventory"}
         slot = threading.Lock()  # held while this call has a set-up slot
 
-        def leave_slot() -> None:
-            if slot.acquire(blocking=False):  # once only: on reaching the host, or at the end of a call that did not
-                self._setup.release()
-                if on_reach is not None:
-                    on_reach(name)
+        def leave_slot() -> bool:
+            """Give the set-up slot back: once only (True then), on reaching the host or at the end of a call that
+            did not."""
+            if not slot.acquire(blocking=False):
+                return False
+            self._setup.release()
+            return True
+
+        def reaching() -> None:
+            if not leave_slot():
+                return
+            if hold is not None and not hold(name):
+                raise HeldBack(f"{name} was not called: {HeldBack.REASON}")
+            if on_reach is not None:
+                on_reach(name)
 
         self._setup.acquire()
         try:
             sub = self._host_task(module, args)
             if name not in self._vars:
                 self._vars[name] = variables.get_vars(play=self.play, host=host, task=sub)
+            executor = self._executor(host, sub, dict(self._vars[name]), on_reach=reaching)
+            if not getattr(executor, "REACHES", False):
+                reaching()  # an executor that cannot say when it reaches its host: held (or not) before it starts
             with _task_context(sub):
-                return self._executor(host, sub, dict(self._vars[name]), on_reach=leave_slot).run()
+                return executor.run()
         except Exception as exc:  # pylint: disable=broad-except  # one host's problem is that host's failure
             return {"failed": True, "msg": f"calling {name}: {exc}"}
         finally:
-            leave_slot()
+            if leave_slot() and on_reach is not None:
+                on_reach(name)
 
     def submit(self, module: str, args_by_host: dict[str, dict]) -> dict[str, Future]:
         """Start ``module`` on every host of ``args_by_host`` at once, each in a thread of its own, and return at
@@ -249,7 +270,8 @@ class HostCaller:
 
     def call(self, module: str, args_by_host: dict[str, dict],
              on_results: Optional[Callable[[dict[str, Optional[dict]]], None]] = None,
-             on_reach: Optional[Callable[[str], None]] = None) -> dict[str, Optional[dict]]:
+             on_reach: Optional[Callable[[str], None]] = None,
+             hold: Optional[Callable[[str], bool]] = None) -> dict[str, Optional[dict]]:
         """Run ``module`` on each host of ``args_by_host`` with its args, in parallel; return each host's result.
 
         A result is what a registered task result holds (``unreachable``, ``failed``, the module's keys); an
@@ -258,6 +280,11 @@ class HostCaller:
         hosts that finished together in one call), before the slower hosts are done. ``on_reach``, when given, is
         called once per host, from the call's own thread, as the call reaches its host (its connection's first
         command) or, for a call that never did, as it ends.
+
+        ``hold``, when given, is called from each call's own thread once the call is set up, right before its first
+        command would go to the host (Ansible's templating, connection and module set-up done, its set-up slot given
+        back): it may block until the host may be called, and returns whether it may. A call it refuses sends
+        nothing to the host: its result is a failure naming the host (HeldBack).
         """
         if not args_by_host:
             return {}
@@ -267,7 +294,7 @@ class HostCaller:
             # Each call runs in a context of its own, as a worker's task does: Ansible keeps the running task and
             # the templating's access audit there (a copy of this one would share its mutable audit stack).
             futures = {name: pool.submit(contextvars.Context().run, self._call, name, module, args_by_host[name],
-                                         on_reach) for name in names}
+                                         on_reach, hold) for name in names}
             return as_they_come(futures, on_results)
 
 

@@ -68,13 +68,17 @@ def _functions(path: str) -> list[str]:
         '  [ -d "$d" ] && [ ! -h "$d" ] || return 1',
         '  set -- $(ls -nd "$d")',
         '  case "$1" in drwx------*) ;; *) return 1 ;; esac',
-        '  [ "$3" = "$(id -u)" ]',
+        '  [ -O "$d" ] 2>/dev/null || [ "$3" = "$(id -u)" ]',  # a test without -O: the owner from ls
         "}",
+        # shell builtins only: tens of waiting commands call it every second on hosts that may share a machine
         "alive() {",
-        '  set -- $(cat "$d/pid" 2>/dev/null)',
-        '  [ -n "$1" ] && kill -0 "$1" 2>/dev/null || return 1',
-        '  [ -n "$2" ] && [ -r "/proc/$1/stat" ] || return 0',
-        '  [ "$(sed \'s/.*) //\' "/proc/$1/stat" | cut -d" " -f20)" = "$2" ]',
+        "  _p= _s= _l=",
+        '  read -r _p _s 2>/dev/null < "$d/pid"',
+        '  [ -n "$_p" ] && kill -0 "$_p" 2>/dev/null || return 1',
+        '  [ -n "$_s" ] && [ -r "/proc/$_p/stat" ] || return 0',
+        '  read -r _l 2>/dev/null < "/proc/$_p/stat" || return 1',
+        "  set -- ${_l##*') '}",  # the fields after the command's name, which may hold anything
+        '  [ $# -ge 20 ] && shift 19 && [ "$1" = "$_s" ]',
         "}",
     ]
 
@@ -82,12 +86,14 @@ def _functions(path: str) -> list[str]:
 def _wait_started(start_limit: int) -> list[str]:
     """Wait until the engine is in the session (its pid file in its sealed directory), at most ``start_limit`` s."""
     return [
-        "t0=$(date +%s)",
-        'until sealed && [ -f "$d/pid" ]; do',
-        f'  sealed && [ -f "$d/done" ] && {{ echo {ENDED}; exit 0; }}',
-        f'  [ $(( $(date +%s) - t0 )) -ge {int(start_limit)} ] && {{ echo {NO_START}; exit 0; }}',
-        "  nap 0.02",
-        "done",
+        'if ! { sealed && [ -f "$d/pid" ]; }; then',  # usually started: no clock read
+        "  t0=$(date +%s)",
+        '  until sealed && [ -f "$d/pid" ]; do',
+        f'    sealed && [ -f "$d/done" ] && {{ echo {ENDED}; exit 0; }}',
+        f'    [ $(( $(date +%s) - t0 )) -ge {int(start_limit)} ] && {{ echo {NO_START}; exit 0; }}',
+        "    nap 0.02",
+        "  done",
+        "fi",
     ]
 
 
@@ -100,9 +106,11 @@ def gate_command(path: str, index: int, word: Optional[str], wait: bool, start_l
     if word is not None:
         for gate in (index, *more_gates):
             tmp, final = f'"$d"/.{gate_name(gate)}.tmp', f'"$d"/{gate_name(gate)}'
-            # the temporary file is created exclusively (set -C): never written through anything found there
-            lines.append(f"rm -f {tmp}; (set -C; printf '%s\\n' {shlex.quote(word)} > {tmp}) && mv -f {tmp} {final} "
-                         "|| exit 3")
+            # the temporary file is created exclusively (set -C): never written through anything found there; in
+            # this shell, with a process only to rename it (each process counts while the word is on its way)
+            lines.append(f"{{ [ -e {tmp} ] || [ -h {tmp} ]; }} && rm -f {tmp}")
+            lines.append(f"set -C; printf '%s\\n' {shlex.quote(word)} > {tmp} || exit 3; set +C; "
+                         f"mv -f {tmp} {final} || exit 3")
         # Wake the engine if it waits at the gate (opened read-write, so no reader is needed; a regular file of that
         # name is never written: the directory is sealed, and it must be a pipe).
         lines.append(f'[ -p "$d/{WAKE}" ] && echo 1<>"$d/{WAKE}"')
@@ -117,14 +125,14 @@ def gate_command(path: str, index: int, word: Optional[str], wait: bool, start_l
 
 def _wait_for(result: str) -> list[str]:
     """Wait until ``result`` is there (or the engine is done or gone). The engine writes a line to the session's
-    ``ready`` pipe after each result: the command blocks reading it, and a ticker (a line every half second, while
-    the command lives) makes it look at the engine's life now and then. An engine without the pipe is polled."""
+    ``ready`` pipe after each result: the command blocks reading it, and a ticker (a line every second, while the
+    command lives) makes it look at the engine's life now and then. An engine without the pipe is polled."""
     return [
         "i=0",
         "tick=",
         "trap '[ -n \"$tick\" ] && kill \"$tick\" 2>/dev/null' EXIT",
         f'if [ ! -f {result} ] && [ -p "$d/{READY}" ] && {{ command exec 3<>"$d/{READY}"; }} 2>/dev/null; then',
-        "  ( while kill -0 $$ 2>/dev/null; do nap 0.5; echo >&3; done ) >/dev/null 2>&1 &",
+        "  ( while kill -0 $$ 2>/dev/null; do nap 1; echo >&3; done ) >/dev/null 2>&1 &",
         "  tick=$!",
         "fi",
         f"while [ ! -f {result} ]; do",
@@ -349,11 +357,12 @@ class BatchSessions:
 
     def results(self, index: int, hosts: list[str], label: str = "",
                 on_results: Optional[Callable[[dict[str, dict]], None]] = None,
-                on_reach: Optional[Callable[[str], None]] = None) -> dict[str, dict]:
+                hold: Optional[Callable[[str], bool]] = None) -> dict[str, dict]:
         """Say ``run`` at gate ``index`` (and at the host's earlier gates not said yet) and return each host's
         result of group ``index``, read from the host's session directory. ``on_results`` (if any) sees the
         results of the hosts whose group ran, as they come (HostCaller.call), before the slower hosts are done;
-        ``on_reach`` (if any) each host as the word reaches it (HostCaller.call: once per command sent)."""
+        ``hold`` (if any) holds each word, set up, until it may go (HostCaller.call): a host it refuses is told
+        nothing, and its result is that failure."""
         out: dict[str, dict] = {}
         pending = []
         for host in hosts:
@@ -392,7 +401,7 @@ class BatchSessions:
                 self.caller.call(RAW, {h: raw_args(gate_command(
                     self.paths[h], self.next_gate[h], "run", True, self.start_limit,
                     more_gates=tuple(range(self.next_gate[h] + 1, index + 1)), result_of=index)) for h in pending},
-                    on_results=arrived, on_reach=on_reach)
+                    on_results=arrived, hold=hold)
                 pending = list(again)
                 again.clear()
         return out

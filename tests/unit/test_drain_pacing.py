@@ -48,6 +48,7 @@ def test_a_pace_read_back_from_the_state_is_used_only_when_it_is_a_positive_numb
     assert dp.start_pace(carried, 2) == dp.START_PACE_PER_CORE * 2
     assert dp.start_pace(carried, None) == dp.START_PACE_PER_CORE
     assert dp.start_pace(7.5, 2) == 7.5
+    assert dp.start_pace(30.0, 2) == dp.pace_ceiling(2) == dp.START_PACE_PER_CORE * 2  # never above the ceiling
 
 
 def test_a_batch_leaves_at_once_when_the_drain_or_the_pace_is_not_known():
@@ -146,29 +147,46 @@ def _paced_batch(store, monkeypatch, drain=0.4, fail_block_call=0, main_fails=No
     state = run.begin_block(state, {h: ok(state["host_calls"]["pre_block"]) for h in state["active"]})
     calls = state["host_calls"]
     started: dict = {}
+    ready: dict = {}
 
-    def run_main(batch, on_results, on_reach):
+    def run_main(batch, on_results, hold):
+        """As HostCaller.call with a hold: each host's call in a thread of its own, set up (0.05 s), held until it
+        may go, then sent (or not: nothing reaches a host its hold refuses)."""
         out = {}
-        for host in batch:  # one word after another, as the controller's calls reach their hosts
+
+        def one(host):
+            time.sleep(0.05)
+            ready[host] = time.monotonic()
+            if not hold(host):
+                out[host] = {"failed": True, "msg": f"{host} was not called"}
+                return
             started[host] = time.monotonic()
-            on_reach(host)
             time.sleep(0.05)
             out[host] = failing(calls["main"], main_fails[host]) if host in (main_fails or {}) else ok(calls["main"])
             on_results({host: out[host]})
+
+        threads = [threading.Thread(target=one, args=(host,)) for host in batch]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
         return out
 
     pacer = dp.DrainPacer(list(state["active"]), drain, dp.ReachRate(), 6.25)
-    return lb, run, state, pacer, run_main, started
+    return lb, run, state, pacer, run_main, started, ready
 
 
 def test_a_paced_batch_drains_each_group_before_its_word_and_puts_each_host_back_as_it_passes(store, monkeypatch):
-    lb, run, state, pacer, run_main, started = _paced_batch(store, monkeypatch, main_fails={"h5": "ApplicationStart"})
+    lb, run, state, pacer, run_main, started, ready = _paced_batch(store, monkeypatch, main_fails={"h5": "ApplicationStart"})
     results = run.paced_main(state, pacer, run_main, drain_timeout=None)
     blocks = [targets for kind, targets in lb.calls if kind == "block"]
     assert len(blocks) >= 2 and all(len(b) < 6 for b in blocks), lb.calls  # a few at a time, not the batch at once
     assert sorted(t for b in blocks for t in b) == sorted(IDS[f"h{i}"] for i in range(1, 7))
     for host, at in started.items():  # no host was told to go on before its own drain ended
         assert lb.drained_at[IDS[host]] <= at, host
+        # its word was set up while it drained, and went as soon as the drain was known
+        assert lb.left[IDS[host]] < ready[host] < lb.drained_at[IDS[host]], host
+        assert at - lb.drained_at[IDS[host]] < 0.3, host
     assert len({round(lb.left[IDS[h]], 2) for h in started}) >= 2
     assert sorted(results) == [f"h{i}" for i in range(1, 7)]
     put_back = sorted(t for kind, targets in lb.calls if kind == "allow" for t in targets)
@@ -184,7 +202,7 @@ def test_a_paced_batch_drains_each_group_before_its_word_and_puts_each_host_back
 
 
 def test_an_error_stops_further_hosts_leaving_and_the_hosts_already_going_finish_first(store, monkeypatch):
-    lb, run, state, pacer, run_main, started = _paced_batch(store, monkeypatch, fail_block_call=2)
+    lb, run, state, pacer, run_main, started, ready = _paced_batch(store, monkeypatch, fail_block_call=2)
     with pytest.raises(RuntimeError, match="throttled"):
         run.paced_main(state, pacer, run_main, drain_timeout=None)
     (first,) = [targets for kind, targets in lb.calls if kind == "block"]
@@ -202,7 +220,7 @@ def test_an_error_stops_further_hosts_leaving_and_the_hosts_already_going_finish
 
 
 def test_a_host_still_draining_fails_and_is_never_told_to_go_on(store, monkeypatch):
-    lb, run, state, pacer, run_main, started = _paced_batch(store, monkeypatch)
+    lb, run, state, pacer, run_main, started, ready = _paced_batch(store, monkeypatch)
     lb.draining[IDS["h2"]] = "draining (2 connections)"
     results = run.paced_main(state, pacer, run_main, drain_timeout=None)
     assert "h2" not in started and "h2" not in results and "h2" not in state["active"]

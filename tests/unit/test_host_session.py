@@ -198,7 +198,15 @@ def test_gate_commands_trust_only_a_sealed_directory(tmp_path):
     what someone else prepared there (a pid, a result) is not taken, and no word is written through a link."""
     target = tmp_path / "target"
     target.mkdir(mode=0o700)
-    for name, make in (("open", lambda p: p.mkdir(mode=0o755)), ("link", lambda p: p.symlink_to(target))):
+
+    def someone_elses(p):
+        p.mkdir(mode=0o700)
+        os.chown(p, 65534, 65534)
+
+    makers = [("open", lambda p: p.mkdir(mode=0o755)), ("link", lambda p: p.symlink_to(target))]
+    if os.geteuid() == 0:  # a 0700 directory of another user's (nobody's)
+        makers.append(("other owner", someone_elses))
+    for name, make in makers:
         forged = tmp_path / name
         make(forged)
         os.chmod(target, 0o700)
@@ -272,7 +280,7 @@ class LocalCaller:
                               check=False)
         return {"stdout": proc.stdout, "stderr": proc.stderr, "rc": proc.returncode, "failed": bool(proc.returncode)}
 
-    def call(self, module, args_by_host, on_results=None, on_reach=None):
+    def call(self, module, args_by_host, on_results=None, hold=None):
         from concurrent.futures import ThreadPoolExecutor
 
         from ansible_collections.rollwright.deploy.plugins.plugin_utils.host_calls import as_they_come
@@ -281,8 +289,8 @@ class LocalCaller:
         self.raw_calls.append(sorted(args_by_host))
 
         def run(host, raw):
-            if on_reach is not None:
-                on_reach(host)
+            if hold is not None and not hold(host):
+                return {"failed": True, "msg": f"{host} was not called"}
             return self._run_raw(raw)
 
         with ThreadPoolExecutor(max_workers=max(1, len(args_by_host))) as pool:
@@ -325,6 +333,36 @@ def test_batch_sessions_continue_the_batch_and_abort_the_hosts_it_leaves(tmp_pat
     for host in ("web1", "web2"):
         assert os.path.exists(os.path.join(paths[host], "done"))
         assert _gone(_engine_pid(paths[host]))
+
+
+def test_a_held_word_goes_only_to_the_hosts_its_hold_lets_go_and_the_others_are_told_nothing(tmp_path):
+    """A paced batch sets its words up while the hosts drain and holds them: a host its hold refuses (still
+    draining) gets no word at its gate, runs nothing, and is aborted when the batch closes."""
+    trace = tmp_path / "trace.log"
+    caller = LocalCaller(tmp_path)
+    args, paths = {}, {}
+    for host in ("web1", "web2"):
+        base = {"application": "shop", "deployment_group": "web", "state_root": str(tmp_path / host)}
+        bundle = make_bundle(tmp_path / f"{host}.tgz", "v1", trace)
+        args[host] = dict(session_args(base, str(tmp_path / host / "www"), "d-AAAAAAAA1", bundle, "b1-h-0"),
+                          failure_handled=True)
+        paths[host] = path_of(base, "d-AAAAAAAA1", "b1-h-0")
+    sessions = hs.BatchSessions(caller, "rollwright.deploy.host_lifecycle", args, paths)
+    sessions.start()
+    sessions.results(0, ["web1", "web2"], "BeforeBlockTraffic")
+    held = []
+    arrived = []
+    main = sessions.results(1, ["web1", "web2"], "AfterBlockTraffic..BeforeAllowTraffic",
+                            on_results=arrived.extend,
+                            hold=lambda host: held.append(host) or host == "web1")
+    assert sorted(held) == ["web1", "web2"]
+    assert not main["web1"]["failed"] and [e["name"] for e in main["web1"]["events"]] == MAIN
+    assert main["web2"]["failed"] and arrived == ["web1"]  # the refused host's failure is no group result
+    assert sorted(n for n in os.listdir(paths["web2"]) if n.startswith("go-")) == ["go-0"]  # no word at gate 1
+    sessions.close("the batch is over")
+    assert sessions.final("web2")["session"]["ended"] == "abort"
+    assert (tmp_path / "web1" / "www" / "index.html").exists() and not (tmp_path / "web2" / "www").exists()
+    assert sessions.wait_started() == {}
 
 
 def test_a_session_that_starts_late_is_waited_for_not_given_up(tmp_path):

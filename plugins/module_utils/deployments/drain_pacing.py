@@ -1,21 +1,22 @@
 # -*- coding: utf-8 -*-
 # Copyright: rollwright.deploy contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""When each host of a batch leaves its load balancers: about one drain before the controller can tell it to go on.
+"""When each host of a batch leaves its load balancers: at the pace the controller can take hosts through the batch.
 
-A batch's hosts all drain at once, but the controller tells them to go on with their main group (ApplicationStop to
-ValidateService) one after another, each a command it must prepare and send. At 100 hosts half at a time on two
-cores, the word reached the fiftieth host 7 s after the drain had ended, and that host was out of service all that
-while, serving nobody. So when the controller cannot reach a whole batch within one drain, the batch's hosts leave a
-few at a time: at any moment as many are out without their word as the controller reaches in one drain. Each host
-then drains while the controller reaches the hosts before it, and is out of service for its own drain, its hooks
-and its registration. The batch takes as long as before (the drain, the time to reach its hosts, the hooks), and
-fewer of its hosts are out at once, so the minimum of healthy hosts only gains.
+A batch's hosts all drain at once, but the controller has work to do for each host: its word (the command that tells
+it to go on with its main group, ApplicationStop to ValidateService) to set up and send, its result to read, its
+registration and its record. At 100 hosts half at a time on two cores, the word reached the fiftieth host 7 s after
+the drain had ended, and that host was out of service all that while, serving nobody. So when the controller cannot
+take a whole batch through within one drain, the batch's hosts leave a few at a time: each host's word is set up
+while it drains and sent as its drain ends, and hosts leave at the pace the controller gets their words ready. Each
+host is then out of service for its own drain, its hooks and its registration. The batch takes as long as before
+(the drain, the controller's work for its hosts, the hooks), and fewer of its hosts are out at once, so the minimum
+of healthy hosts only gains.
 
-The pace is measured, not configured: how many hosts per second the main group's words reached while words were
-on their way, in the batch before and then in the batch itself. Only the load balancer's
-drain is known beforehand (ELBv2's deregistration delay); where it is not (a classic ELB or HAProxy drains until
-the last connection ends), the batch leaves at once, as without pacing.
+The pace is at most START_PACE_PER_CORE hosts per second per controller core (the controller's whole work per host,
+measured), and lower when the words get ready more slowly than that: in the batch before, then in the batch itself.
+Only the load balancer's drain is known beforehand (ELBv2's deregistration delay); where it is not (a classic ELB or
+HAProxy drains until the last connection ends), the batch leaves at once, as without pacing.
 """
 
 from __future__ import annotations
@@ -28,9 +29,11 @@ DEREGISTER_EVERY = 0.5
 # Reaches counted before a call's pace is taken as the controller's (the first few reach together: the calls
 # prepare a few at a time).
 MIN_REACHES = 8
-# The pace a batch starts with when nothing was measured before it, per controller core (measured on two cores at
-# 50 hosts a batch: 6 to 7 hosts/s for the main group's words, the hosts' hooks running meanwhile). The batch's own
-# words then take over, weighed against this many reaches at the start pace (the first few reach together).
+# The pace a batch starts with when nothing was measured before it, and the most it goes to, per controller core
+# (measured on two cores at 50 hosts a batch: 6 to 7 hosts/s for the main group's words, the hosts' hooks running
+# meanwhile; words set up ahead get ready faster than that, but the results, registrations and records that follow
+# are the controller's work too, and taking hosts out faster only queued them there). The batch's own words then
+# lower it when they get ready more slowly, weighed against this many at the start pace.
 START_PACE_PER_CORE = 4.0
 START_WEIGHT = 8
 # Hosts leave at this share of the measured pace: a host taken out early waits for its word, out of service, while
@@ -39,7 +42,8 @@ PACE_MARGIN = 0.8
 
 
 class ReachRate:
-    """Hosts per second the controller's calls reached, counted over the time some call was still on its way."""
+    """Hosts per second the controller's calls got ready to reach their hosts (set up, or sent), counted over the
+    time some call was still on its way."""
 
     def __init__(self) -> None:
         self.busy = 0.0
@@ -70,21 +74,24 @@ class DrainPacer:
     fewer than ``depth`` hosts are out without their word; ``reached`` and ``done`` say a host no longer waits."""
 
     def __init__(self, hosts: list[str], drain_seconds: Optional[float], rate: ReachRate,
-                 start_rate: Optional[float] = None) -> None:
+                 start_rate: Optional[float] = None, ceiling: Optional[float] = None) -> None:
         self.hosts = list(hosts)
         self.waiting = list(hosts)  # not deregistered yet
         self.out: set[str] = set()  # deregistered, the word not yet at the host
         self.drain_seconds = drain_seconds
         self.rate = rate
         self.start_rate = start_rate
+        self.ceiling = ceiling
         self._last_take: Optional[float] = None
 
     def pace(self) -> Optional[float]:
-        """The start pace, corrected by the batch's own words as they reach their hosts."""
+        """The start pace, corrected by the batch's own words as they get ready; never above the ceiling."""
         start = self.start_rate
         if not start or start <= 0:
-            return self.rate.per_second()
-        return (self.rate.count + START_WEIGHT) / (self.rate.busy + START_WEIGHT / start)
+            pace = self.rate.per_second()
+        else:
+            pace = (self.rate.count + START_WEIGHT) / (self.rate.busy + START_WEIGHT / start)
+        return min(pace, self.ceiling) if pace and self.ceiling else pace
 
     def _leaving_pace(self) -> Optional[float]:
         pace = self.pace()
@@ -138,11 +145,16 @@ class DrainPacer:
         self.out.difference_update(hosts)
 
 
+def pace_ceiling(cores: Optional[int]) -> float:
+    """The most hosts per second a batch takes through: START_PACE_PER_CORE per controller core."""
+    return START_PACE_PER_CORE * max(1, cores or 1)
+
+
 def start_pace(carried: object, cores: Optional[int]) -> float:
     """The pace a batch starts with: the one the batch before measured (read back from the deployment's state:
-    anything but a positive finite number is ignored), else START_PACE_PER_CORE per controller core. Not the
+    anything but a positive finite number is ignored), at most the ceiling, else the ceiling. Not the
     BeforeBlockTraffic word's: it reaches hosts that are idle, 39 hosts/s in the measurement above against 6 for the
     main group's words."""
     if isinstance(carried, (int, float)) and not isinstance(carried, bool) and math.isfinite(carried) and carried > 0:
-        return float(carried)
-    return START_PACE_PER_CORE * max(1, cores or 1)
+        return min(float(carried), pace_ceiling(cores))
+    return pace_ceiling(cores)

@@ -743,37 +743,54 @@ class InPlaceRun:
     def paced_main(self, state: dict, pacer: Any, run_main: Callable[..., dict], drain_timeout: Optional[float],
                    clock: Callable[[], float] = time.monotonic) -> dict[str, Optional[dict]]:
         """BlockTraffic and the main group of a batch ``begin_block`` began, its hosts leaving as ``pacer`` (a
-        drain_pacing.DrainPacer) says. Each group of hosts taken out is waited for in a thread of its own, which
-        tells the drained hosts to go on at once: ``run_main(hosts, on_results, on_reach)`` runs the main group on
-        ``hosts``, saying which hosts it reached and what they reported. Each host that passed goes back as its
-        result comes (``put_back``). The record and the load balancer's changes are made in this thread only, in
-        the order things happened (a group's drain is recorded before its results). Returns the main group's
-        results; an error stops further hosts from leaving or being told to go on, waits for the hosts already
-        going, then is raised (the hosts out are recorded for the stop and recovery)."""
+        drain_pacing.DrainPacer) says. Each group of hosts taken out is waited for in a thread of its own, while
+        ``run_main(hosts, on_results, hold)`` sets their words up (the main group on ``hosts``, saying what they
+        reported as they report it): each word, ready, calls ``hold(host)``, which waits for the drain and lets the
+        word go at once to a drained host, once the controller is checked, and to no other. Each host that passed
+        goes back as its result comes (``put_back``; the results that came together, in one registration). The
+        record and the load balancer's changes are made in this thread only, in the order things happened (a
+        group's drain is recorded before its results). Returns the main group's results; an error stops further
+        hosts from leaving or being told to go on, waits for the hosts already going, then is raised (the hosts out
+        are recorded for the stop and recovery)."""
         events: queue.Queue = queue.Queue()
         stopping = threading.Event()
         results: dict[str, Optional[dict]] = {}
         running = 0
         error: Optional[BaseException] = None
+        recorded: set[str] = set()  # hosts whose drain is recorded
 
         def drain_then_run(hosts: list[str], leaving: list) -> None:
+            go_ahead: dict[str, bool] = {}  # the hosts told to go on, once the drain is known
+            known = threading.Event()
+
+            def hold(host: str) -> bool:
+                # The word is set up while its host drains (which the pace counts), and sent once the drain is over
+                # and the controller still here: to the drained hosts only; the others are told nothing.
+                events.put(("ready", [host], clock()))
+                known.wait()
+                return go_ahead.get(host, False)
+
+            words = pool.submit(run_main, hosts, lambda arrived: events.put(("results", [], arrived)), hold)
             try:
-                waited = self.lb.wait_drained(leaving, timeout=drain_timeout, progress=self.progress)
-                draining = unfinished(waited)
-                drained = [h for h in hosts if state["instance_ids"][h] not in draining]
-                go = bool(drained) and not stopping.is_set()
-                if go:
-                    self.guard()  # no host is told to go on once the controller is gone
-                events.put(("drained", hosts, (waited, drained if go else [], clock(), now_iso())))
-                if go:
-                    events.put(("ran", drained, run_main(drained, lambda arrived: events.put(("results", [], arrived)),
-                                                         lambda host: events.put(("reached", [host], clock())))))
-                else:
-                    events.put(("ran", [], {}))
+                try:
+                    waited = self.lb.wait_drained(leaving, timeout=drain_timeout, progress=self.progress)
+                    draining = unfinished(waited)
+                    going = [h for h in hosts if state["instance_ids"][h] not in draining]
+                    if not going or stopping.is_set():
+                        going = []
+                    else:
+                        self.guard()  # no host is told to go on once the controller is gone
+                    # recorded (by the task's thread, in this order) before any result of the group can come
+                    events.put(("drained", hosts, (waited, going, now_iso())))
+                    go_ahead.update(dict.fromkeys(going, True))
+                finally:
+                    known.set()  # the words not told to go end at once, having sent nothing
+                ran = words.result()
+                events.put(("ran", hosts, {h: r for h, r in ran.items() if h in go_ahead}))
             except BaseException as exc:  # pylint: disable=broad-except  # raised in the calling thread, below
                 events.put(("failed", hosts, exc))
 
-        pool = ThreadPoolExecutor(max_workers=max(1, len(pacer.hosts)))
+        pool = ThreadPoolExecutor(max_workers=2 * max(1, len(pacer.hosts)))  # a drain's thread, its words' thread
         try:
             while True:
                 if error is None:
@@ -782,6 +799,7 @@ class InPlaceRun:
                         if leaving_hosts:
                             self.guard()
                             pool.submit(drain_then_run, leaving_hosts, self.block_hosts(state, leaving_hosts))
+                            pacer.sent(leaving_hosts, clock())
                             running += 1
                     except Exception as exc:  # pylint: disable=broad-except  # the hosts already going end first
                         error = exc
@@ -790,30 +808,51 @@ class InPlaceRun:
                     break
                 wait = pacer.next_take(clock()) if error is None else None
                 try:
-                    kind, hosts, value = events.get(timeout=PACED_LOOK_EVERY if wait is None else min(wait, PACED_LOOK_EVERY))
+                    sweep = [events.get(timeout=PACED_LOOK_EVERY if wait is None else min(wait, PACED_LOOK_EVERY))]
                 except queue.Empty:
                     continue
+                while True:  # everything that came meanwhile, so the hosts back in one registration
+                    try:
+                        sweep.append(events.get_nowait())
+                    except queue.Empty:
+                        break
+                # Hosts whose drain is recorded go back first, before the record of other groups' drains; a host
+                # whose group drained in this sweep goes back after that drain is recorded.
+                first = {h: r for kind, _hosts, value in sweep if kind in ("results", "ran")
+                         for h, r in value.items() if h in recorded}
+                later: dict[str, Optional[dict]] = {}
                 try:
-                    if kind == "reached":
-                        pacer.reached(hosts[0], value)
-                    elif kind == "drained":
-                        waited, going, when, ended = value
-                        self.drained(state, hosts, waited, ended)
-                        pacer.done([h for h in hosts if h not in going])
-                        if going:
-                            self._mark_in_progress(state, MAIN, going)
-                            pacer.sent(going, when)
-                    elif kind in ("results", "ran"):
-                        results.update(value)
-                        self.put_back(state, value)
-                        if kind == "ran":
+                    self.put_back(state, first)
+                except Exception as exc:  # pylint: disable=broad-except  # the hosts already going end first
+                    error = error or exc
+                    stopping.set()
+                for kind, hosts, value in sweep:
+                    try:
+                        if kind == "ready":
+                            pacer.reached(hosts[0], value)
+                        elif kind == "drained":
+                            waited, going, ended = value
+                            self.drained(state, hosts, waited, ended)
+                            recorded.update(hosts)
+                            pacer.done([h for h in hosts if h not in going])
+                            if going:
+                                self._mark_in_progress(state, MAIN, going)
+                        elif kind in ("results", "ran"):
+                            results.update(value)
+                            later.update((h, r) for h, r in value.items() if h not in first)
+                            if kind == "ran":
+                                running -= 1
+                                pacer.done(hosts)
+                        elif kind == "failed":
                             running -= 1
                             pacer.done(hosts)
-                    elif kind == "failed":
-                        running -= 1
-                        pacer.done(hosts)
-                        error = error or value
+                            error = error or value
+                            stopping.set()
+                    except Exception as exc:  # pylint: disable=broad-except  # the hosts already going end first
+                        error = error or exc
                         stopping.set()
+                try:
+                    self.put_back(state, later)
                 except Exception as exc:  # pylint: disable=broad-except  # the hosts already going end first
                     error = error or exc
                     stopping.set()

@@ -85,6 +85,8 @@ class TargetGroupInfo:
 CLOSE_POLL = 0.05
 # Before one is learnt: the first look after this long, each next one this much later than the last.
 FIRST_POLL, FIRST_GROWTH = 0.25, 1.3
+# A drain not over when its delay is: the next look after this long (then backing off as usual).
+AFTER_DELAY_POLL = 0.1
 
 
 @dataclass
@@ -387,8 +389,10 @@ class ELBv2Adapter(Adapter):
 
         # A deregistered target drains for the whole delay: no poll can succeed earlier.
         expected = min(delays.values())
+        # Once the delay is over the drain is done but for the API's own lag: look again soon, not half a second on.
         return self._poll("drained", memberships, timeout, done, progress, describe, expected=expected,
-                          expected_why=f"deregistration delay {expected}s")
+                          expected_why=f"deregistration delay {expected}s",
+                          backoff=replace(self.backoff, initial=min(self.backoff.initial, AFTER_DELAY_POLL)))
 
     def drain_seconds(self, memberships: list[Membership]) -> float | None:
         # A deregistered target drains for its group's whole delay (the wait above makes no call before then).
