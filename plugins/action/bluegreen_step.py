@@ -67,7 +67,7 @@ class ActionModule(_InPlaceStep):
             raise AnsibleActionFail("step=resume: not run in check mode (it takes the handed-over deployment's lock)")
         # Ansible's workers outlive a killed ansible-playbook (they run in their own session): an
         # orphaned step must not go on changing load balancers while `recover` puts them back.
-        guard = lease.controller_guard(os.getppid())
+        guard = lease.controller_guard()
 
         def guarded_progress(message: str) -> None:
             guard()

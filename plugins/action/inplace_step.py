@@ -247,7 +247,8 @@ class ActionModule(RollwrightAction):
 
     def run_step(self, result: dict, args: dict, task_vars: dict) -> dict:
         step = args["step"]
-        self._guard = lease.controller_guard(os.getppid())
+        self._guard = lease.controller_guard()
+        self._guard()  # a worker orphaned before its step began (its controller killed) changes nothing
         self._marker = None
         try:
             return self._run_step(result, task_vars, args, step)

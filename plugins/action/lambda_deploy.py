@@ -94,7 +94,7 @@ class ActionModule(RollwrightAction):
         return control_requests.SafePoint(
             store, deployment_id, control_requests.APPLICABLE["lambda"], heartbeat=renew or (lambda: None),
             progress=lambda message: display.display(f"lambda_deploy {label} {message}"),
-            guard=lease.controller_guard(os.getppid()))
+            guard=lease.controller_guard())
 
     def _external_lock(self, options: dict, clients, task_vars: dict, label: str):
         """``lock_token`` given: the caller recorded and locked the deployment itself (deployment_record

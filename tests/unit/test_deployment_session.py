@@ -155,3 +155,54 @@ def test_lambda_recovery_closes_the_record_and_releases_the_lock(store):
     assert record.status == "Stopped" and record.host("orders-api").status == "Failed"
     assert record.extra["recovery"]["alias_before"]["additional_version_weights"] == {"2": 0.1}
     assert store.get_lock("orders-api", "orders-api:live") is None
+
+
+_ORPHAN_SCRIPT = r"""
+import json, multiprocessing, os, sys, time
+sys.path[:0] = sys.argv[2:]
+from ansible_collections.rollwright.deploy.plugins.module_utils.deployments import lease
+from ansible_collections.rollwright.deploy.plugins.module_utils.errors import ControllerGone
+
+def worker(out, controller):
+    while os.getppid() == controller:  # the controller dies before this step begins
+        time.sleep(0.01)
+    seen = {"controller": controller, "parent_now": os.getppid(), "controller_pid": lease.controller_pid()}
+    for name, guard in (("guard_fork_time", lease.controller_guard()),
+                        ("guard_parent_now", lease.controller_guard(os.getppid()))):
+        try:
+            guard()
+            seen[name] = "went on"
+        except ControllerGone as exc:
+            seen[name] = str(exc)
+    with open(out, "w") as fh:
+        json.dump(seen, fh)
+
+if __name__ == "__main__":
+    multiprocessing.get_context("fork").Process(target=worker, args=(sys.argv[1], os.getpid())).start()
+    os._exit(0)  # killed: the worker is orphaned before it reads its parent
+"""
+
+
+def test_a_step_whose_controller_died_before_it_began_sees_it_gone(tmp_path):
+    """Ansible forks a worker per task; a kill of ansible-playbook right after the fork orphans the worker before
+    its step takes the controller's pid. The guard takes the pid recorded at the fork, so that step stops at its
+    first change instead of going on (a guard built on the parent at the step's start never fires)."""
+    import json
+    import os
+    import sys
+
+    import ansible_collections
+
+    script = tmp_path / "orphan.py"
+    script.write_text(_ORPHAN_SCRIPT)
+    out = tmp_path / "seen.json"
+    roots = [os.path.dirname(os.path.dirname(ansible_collections.__file__))] + sys.path
+    subprocess.run([sys.executable, str(script), str(out), *roots], check=True, timeout=30)
+    for _attempt in range(500):
+        if out.exists() and out.stat().st_size:
+            break
+        time.sleep(0.02)
+    seen = json.loads(out.read_text())
+    assert seen["controller_pid"] == seen["controller"] != seen["parent_now"]
+    assert f"pid {seen['controller']}) died" in seen["guard_fork_time"]
+    assert seen["guard_parent_now"] == "went on"  # what a guard on the parent at the step's start would do

@@ -86,6 +86,17 @@ def _parent(pid: int) -> int:
         return 0
 
 
+def controller_pid() -> int:
+    """The pid of the process this worker was forked from, as recorded at the fork (multiprocessing's parent, which
+    is how Ansible forks its workers), else the parent now. Not ``os.getppid()`` when a step begins: a worker whose
+    ansible-playbook was killed after forking it, but before the step read its parent, already has another parent
+    (init, or a subreaper), and a guard built on that would never see the controller gone."""
+    import multiprocessing
+
+    parent = multiprocessing.parent_process()
+    return parent.pid if parent is not None and parent.pid else os.getppid()
+
+
 def find_controller(pid: Optional[int] = None, depth: int = 6) -> tuple:
     """(pid, start) of the ansible-playbook process this worker belongs to.
 
@@ -93,7 +104,7 @@ def find_controller(pid: Optional[int] = None, depth: int = 6) -> tuple:
     parent; the ancestors are searched for a command line naming ansible-playbook (or another
     ``ansible*`` entry point) in case a wrapper sits in between. Falls back to the parent.
     """
-    first = os.getppid() if pid is None else pid
+    first = controller_pid() if pid is None else pid
     current = first
     for _level in range(depth):
         if current <= 1:
@@ -280,13 +291,16 @@ def read_step_marker(path: str) -> Optional[dict]:
         return None
 
 
-def controller_guard(controller_pid: int) -> Callable[[], None]:
-    """A guard for the engines: raises ControllerGone once this worker's parent is no longer the controller."""
+def controller_guard(controller: Optional[int] = None) -> Callable[[], None]:
+    """A guard for the engines: raises ControllerGone once this worker's parent is no longer the controller (by
+    default the process it was forked from, see controller_pid)."""
     from ansible_collections.rollwright.deploy.plugins.module_utils.errors import ControllerGone
 
+    expected = controller_pid() if controller is None else controller
+
     def guard() -> None:
-        if os.getppid() != controller_pid:
-            raise ControllerGone(f"the controller (ansible-playbook pid {controller_pid}) died; this step stops here")
+        if os.getppid() != expected:
+            raise ControllerGone(f"the controller (ansible-playbook pid {expected}) died; this step stops here")
 
     return guard
 
