@@ -297,18 +297,23 @@ class LocalCaller:
             return as_they_come({h: pool.submit(run, h, a) for h, a in args_by_host.items()}, on_results)
 
 
-def test_batch_sessions_continue_the_batch_and_abort_the_hosts_it_leaves(tmp_path):
+def _web_sessions(tmp_path, caller, name, progress=None):
+    """BatchSessions of one batch over two local 'hosts' (web1, web2), each with a v1 bundle; and their paths."""
     trace = tmp_path / "trace.log"
-    caller = LocalCaller(tmp_path, return_delay=2)  # web1's call still returning when the batch closes
     args, paths = {}, {}
     for host in ("web1", "web2"):
         base = {"application": "shop", "deployment_group": "web", "state_root": str(tmp_path / host)}
         bundle = make_bundle(tmp_path / f"{host}.tgz", "v1", trace)
-        args[host] = dict(session_args(base, str(tmp_path / host / "www"), "d-AAAAAAAA1", bundle, "b1-t-0"),
+        args[host] = dict(session_args(base, str(tmp_path / host / "www"), "d-AAAAAAAA1", bundle, name),
                           failure_handled=True)
-        paths[host] = path_of(base, "d-AAAAAAAA1", "b1-t-0")
+        paths[host] = path_of(base, "d-AAAAAAAA1", name)
+    return hs.BatchSessions(caller, "rollwright.deploy.host_lifecycle", args, paths, progress=progress), paths
+
+
+def test_batch_sessions_continue_the_batch_and_abort_the_hosts_it_leaves(tmp_path):
+    caller = LocalCaller(tmp_path, return_delay=2)  # web1's call still returning when the batch closes
     lines = []
-    sessions = hs.BatchSessions(caller, "rollwright.deploy.host_lifecycle", args, paths, progress=lines.append)
+    sessions, paths = _web_sessions(tmp_path, caller, "b1-t-0", progress=lines.append)
     sessions.start()
     pre = sessions.results(0, ["web1", "web2"], "BeforeBlockTraffic")
     assert {h: [e["name"] for e in r["events"]] for h, r in pre.items()} == {"web1": PRE, "web2": PRE}
@@ -338,16 +343,7 @@ def test_batch_sessions_continue_the_batch_and_abort_the_hosts_it_leaves(tmp_pat
 def test_a_held_word_goes_only_to_the_hosts_its_hold_lets_go_and_the_others_are_told_nothing(tmp_path):
     """A paced batch sets its words up while the hosts drain and holds them: a host its hold refuses (still
     draining) gets no word at its gate, runs nothing, and is aborted when the batch closes."""
-    trace = tmp_path / "trace.log"
-    caller = LocalCaller(tmp_path)
-    args, paths = {}, {}
-    for host in ("web1", "web2"):
-        base = {"application": "shop", "deployment_group": "web", "state_root": str(tmp_path / host)}
-        bundle = make_bundle(tmp_path / f"{host}.tgz", "v1", trace)
-        args[host] = dict(session_args(base, str(tmp_path / host / "www"), "d-AAAAAAAA1", bundle, "b1-h-0"),
-                          failure_handled=True)
-        paths[host] = path_of(base, "d-AAAAAAAA1", "b1-h-0")
-    sessions = hs.BatchSessions(caller, "rollwright.deploy.host_lifecycle", args, paths)
+    sessions, paths = _web_sessions(tmp_path, LocalCaller(tmp_path), "b1-h-0")
     sessions.start()
     sessions.results(0, ["web1", "web2"], "BeforeBlockTraffic")
     held = []
