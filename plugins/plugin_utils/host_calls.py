@@ -217,7 +217,7 @@ class HostCaller:
                 if isinstance(value, str) and "{{" not in value:
                     _preload(kind, value)
 
-    def _call(self, name: str, module: str, args: dict, on_reach: Optional[Callable[[str], None]] = None,
+    def _call(self, name: str, module: str, args: dict,
               hold: Optional[Callable[[str], bool]] = None) -> Optional[dict]:
         variables = self.current._variable_manager
         host = variables._inventory.get_host(name)
@@ -234,12 +234,8 @@ class HostCaller:
             return True
 
         def reaching() -> None:
-            if not leave_slot():
-                return
-            if hold is not None and not hold(name):
+            if leave_slot() and hold is not None and not hold(name):
                 raise HeldBack(f"{name} was not called: {HeldBack.REASON}")
-            if on_reach is not None:
-                on_reach(name)
 
         self._setup.acquire()
         try:
@@ -254,8 +250,7 @@ class HostCaller:
         except Exception as exc:  # pylint: disable=broad-except  # one host's problem is that host's failure
             return {"failed": True, "msg": f"calling {name}: {exc}"}
         finally:
-            if leave_slot() and on_reach is not None:
-                on_reach(name)
+            leave_slot()
 
     def submit(self, module: str, args_by_host: dict[str, dict]) -> dict[str, Future]:
         """Start ``module`` on every host of ``args_by_host`` at once, each in a thread of its own, and return at
@@ -270,16 +265,13 @@ class HostCaller:
 
     def call(self, module: str, args_by_host: dict[str, dict],
              on_results: Optional[Callable[[dict[str, Optional[dict]]], None]] = None,
-             on_reach: Optional[Callable[[str], None]] = None,
              hold: Optional[Callable[[str], bool]] = None) -> dict[str, Optional[dict]]:
         """Run ``module`` on each host of ``args_by_host`` with its args, in parallel; return each host's result.
 
         A result is what a registered task result holds (``unreachable``, ``failed``, the module's keys); an
         exception while calling one host is that host's failed result, never the batch's. ``on_results``, when
         given, is called in this thread with the results that came in since its last call, as they come (the
-        hosts that finished together in one call), before the slower hosts are done. ``on_reach``, when given, is
-        called once per host, from the call's own thread, as the call reaches its host (its connection's first
-        command) or, for a call that never did, as it ends.
+        hosts that finished together in one call), before the slower hosts are done.
 
         ``hold``, when given, is called from each call's own thread once the call is set up, right before its first
         command would go to the host (Ansible's templating, connection and module set-up done, its set-up slot given
@@ -294,7 +286,7 @@ class HostCaller:
             # Each call runs in a context of its own, as a worker's task does: Ansible keeps the running task and
             # the templating's access audit there (a copy of this one would share its mutable audit stack).
             futures = {name: pool.submit(contextvars.Context().run, self._call, name, module, args_by_host[name],
-                                         on_reach, hold) for name in names}
+                                         hold) for name in names}
             return as_they_come(futures, on_results)
 
 

@@ -97,6 +97,21 @@ def test_the_batchs_own_words_correct_the_start_pace():
     assert pacer.depth() == math.ceil(pacer.pace() * dp.PACE_MARGIN * 2.0) < math.ceil(8.0 * dp.PACE_MARGIN * 2.0)
 
 
+def test_words_that_get_ready_faster_never_take_the_pace_above_its_ceiling():
+    hosts = [f"h{i}" for i in range(50)]
+    pacer = dp.DrainPacer(hosts, 2.0, dp.ReachRate(), 8.0, ceiling=8.0)
+    pacer.sent(hosts[:20], 0.0)
+    for i in range(20):  # 20 words ready in a second: 20 hosts/s measured
+        pacer.reached(hosts[i], (i + 1) / 20)
+    assert pacer.rate.per_second() == pytest.approx(20.0)
+    assert pacer.pace() == 8.0 and pacer.depth() == math.ceil(8.0 * dp.PACE_MARGIN * 2.0)
+    slower = dp.DrainPacer(hosts, 2.0, dp.ReachRate(), 8.0, ceiling=8.0)
+    slower.sent(hosts[:20], 0.0)
+    for i in range(20):  # 20 words in 10 s: the pace goes below the ceiling
+        slower.reached(hosts[i], (i + 1) / 2)
+    assert slower.pace() < 8.0
+
+
 # ------------------------------------------------------------------------------------------------ the engine
 
 

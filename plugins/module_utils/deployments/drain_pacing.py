@@ -77,7 +77,7 @@ class DrainPacer:
                  start_rate: Optional[float] = None, ceiling: Optional[float] = None) -> None:
         self.hosts = list(hosts)
         self.waiting = list(hosts)  # not deregistered yet
-        self.out: set[str] = set()  # deregistered, the word not yet at the host
+        self.out: set[str] = set()  # deregistered, the word not yet ready
         self.drain_seconds = drain_seconds
         self.rate = rate
         self.start_rate = start_rate
