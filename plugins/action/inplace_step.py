@@ -644,8 +644,9 @@ class ActionModule(RollwrightAction):
             return keep(MAIN, {})
         leaving = [m for h in hosts for m in (state.get("leaving") or {}).get(h, [])]
         drain = run.lb.drain_seconds(memberships_from_list(leaving)) if leaving else None
-        pacer = DrainPacer(hosts, drain, ReachRate(), start_pace(state.get("reach_pace"), os.cpu_count()),
-                           ceiling=pace_ceiling(os.cpu_count()))
+        cores = os.cpu_count()
+        pacer = DrainPacer(hosts, drain, ReachRate(), start_pace(state.get("reach_pace"), cores),
+                           ceiling=pace_ceiling(cores))
         if pacer.paced():
             _progress(f"batch {state.get('batch_number')}: {pacer.depth()} of {len(hosts)} hosts out at a time at first, "
                       f"each about {drain:.0f}s before its word goes (the controller takes about "

@@ -759,8 +759,20 @@ class InPlaceRun:
         error: Optional[BaseException] = None
         recorded: set[str] = set()  # hosts whose drain is recorded
 
+        def stop(exc: BaseException) -> None:
+            """The first error stops further hosts leaving or being told to go on (it is raised at the end)."""
+            nonlocal error
+            error = error or exc
+            stopping.set()
+
+        def put_back(arrived: dict[str, Optional[dict]]) -> None:
+            try:
+                self.put_back(state, arrived)
+            except Exception as exc:  # pylint: disable=broad-except  # the hosts already going end first
+                stop(exc)
+
         def drain_then_run(hosts: list[str], leaving: list) -> None:
-            go_ahead: dict[str, bool] = {}  # the hosts told to go on, once the drain is known
+            go_ahead: set[str] = set()  # the hosts told to go on, once the drain is known
             known = threading.Event()
 
             def hold(host: str) -> bool:
@@ -768,7 +780,7 @@ class InPlaceRun:
                 # and the controller still here: to the drained hosts only; the others are told nothing.
                 events.put(("ready", [host], clock()))
                 known.wait()
-                return go_ahead.get(host, False)
+                return host in go_ahead
 
             words = pool.submit(run_main, hosts, lambda arrived: events.put(("results", [], arrived)), hold)
             try:
@@ -782,7 +794,7 @@ class InPlaceRun:
                         self.guard()  # no host is told to go on once the controller is gone
                     # recorded (by the task's thread, in this order) before any result of the group can come
                     events.put(("drained", hosts, (waited, going, now_iso())))
-                    go_ahead.update(dict.fromkeys(going, True))
+                    go_ahead.update(going)
                 finally:
                     known.set()  # the words not told to go end at once, having sent nothing
                 ran = words.result()
@@ -802,8 +814,7 @@ class InPlaceRun:
                             pacer.sent(leaving_hosts, clock())
                             running += 1
                     except Exception as exc:  # pylint: disable=broad-except  # the hosts already going end first
-                        error = exc
-                        stopping.set()
+                        stop(exc)
                 if running == 0 and (error is not None or not pacer.waiting):
                     break
                 wait = pacer.next_take(clock()) if error is None else None
@@ -821,11 +832,7 @@ class InPlaceRun:
                 first = {h: r for kind, _hosts, value in sweep if kind in ("results", "ran")
                          for h, r in value.items() if h in recorded}
                 later: dict[str, Optional[dict]] = {}
-                try:
-                    self.put_back(state, first)
-                except Exception as exc:  # pylint: disable=broad-except  # the hosts already going end first
-                    error = error or exc
-                    stopping.set()
+                put_back(first)
                 for kind, hosts, value in sweep:
                     try:
                         if kind == "ready":
@@ -846,16 +853,10 @@ class InPlaceRun:
                         elif kind == "failed":
                             running -= 1
                             pacer.done(hosts)
-                            error = error or value
-                            stopping.set()
+                            stop(value)
                     except Exception as exc:  # pylint: disable=broad-except  # the hosts already going end first
-                        error = error or exc
-                        stopping.set()
-                try:
-                    self.put_back(state, later)
-                except Exception as exc:  # pylint: disable=broad-except  # the hosts already going end first
-                    error = error or exc
-                    stopping.set()
+                        stop(exc)
+                put_back(later)
         finally:
             pool.shutdown(wait=False)
         if error is not None:
