@@ -40,7 +40,7 @@ from ansible_collections.rollwright.deploy.plugins.module_utils.deployments.inpl
     plan_rollback,
     revision_source,
 )
-from ansible_collections.rollwright.deploy.plugins.module_utils.records.base import LockLost
+from ansible_collections.rollwright.deploy.plugins.module_utils.records.base import LockLost, now_iso
 from ansible_collections.rollwright.deploy.plugins.module_utils.host.session import session_dir, validate_session_name
 from ansible_collections.rollwright.deploy.plugins.module_utils.host.staging import INLINE_BUNDLE_MAX
 from ansible_collections.rollwright.deploy.plugins.module_utils.host.state import DEFAULT_STATE_ROOT, HostState, StateError
@@ -349,7 +349,7 @@ class ActionModule(RollwrightAction):
         if state["batch"] and not state.get("done"):
             result["host_results"] = {}
             try:
-                state = self._deploy_batch(run, state, args, result["host_results"], seconds)
+                state = self._deploy_batch(run, state, args, result)
             except (ControllerGone, LockLost):
                 raise  # not this step's deployment to change any more: recovery works from the record
             except Exception as exc:  # pylint: disable=broad-except  # ends the deployment, as the role's rescue did
@@ -368,6 +368,7 @@ class ActionModule(RollwrightAction):
         judgement of the last batch (finished when no host waits)."""
         seconds: dict = {}
         per_batch = result["batch_seconds"] = []
+        started_ahead = result["started_ahead"] = []
         host_results: dict = {}
 
         def one(within: list | None) -> None:
@@ -376,6 +377,7 @@ class ActionModule(RollwrightAction):
             state = self._batch(run, state, dict(args, within=within, last=False), batch_result)
             if "host_results" in batch_result:  # a batch was deployed (not only judged)
                 per_batch.append(batch_result["seconds"])
+            started_ahead.extend(batch_result.get("started_ahead") or [])
             for call, by_host in (batch_result.get("host_results") or {}).items():  # main, post_allow, ...: per host
                 host_results.setdefault(call, {}).update(by_host)
             for phase, spent in batch_result["seconds"].items():
@@ -533,13 +535,15 @@ class ActionModule(RollwrightAction):
             return
         state["prestarted"] = self._hand_over((sessions, started, batch_number), state)
 
-    def _deploy_batch(self, run: InPlaceRun, state: dict, args: dict, calls: dict, seconds: dict) -> dict:
+    def _deploy_batch(self, run: InPlaceRun, state: dict, args: dict, result: dict) -> dict:
         """BeforeBlockTraffic, BlockTraffic, the main group, AllowTraffic, AfterAllowTraffic and the judgement of one
-        batch. Each group of host events is a module call per host, or a word to the host sessions of the batch."""
+        batch. Each group of host events is a module call per host, or a word to the host sessions of the batch.
+        Fills the step result's ``host_results``, ``seconds`` and ``started_ahead``."""
         with responsive_threads():  # this thread's record and load-balancer calls, between the host calls' set-ups
-            return self._deploy_batch_calls(run, state, args, calls, seconds)
+            return self._deploy_batch_calls(run, state, args, result)
 
-    def _deploy_batch_calls(self, run: InPlaceRun, state: dict, args: dict, calls: dict, seconds: dict) -> dict:
+    def _deploy_batch_calls(self, run: InPlaceRun, state: dict, args: dict, result: dict) -> dict:
+        calls, seconds = result["host_results"], result["seconds"]
         common = self._host_args(state, args)
         with_lb = state["with_load_balancer"]
         options = state["options"]
@@ -591,7 +595,10 @@ class ActionModule(RollwrightAction):
             if with_lb:
                 if sessions is not None:
                     # The next batch's engines start while this one's hosts become healthy; they wait at gate 0.
+                    issued = now_iso()
                     ahead = self._start_ahead(state, args, common, caller)
+                    if ahead is not None:
+                        result["started_ahead"] = [{"batch_number": ahead[2], "hosts": list(ahead[1]), "time": issued}]
                 with timed(seconds, "allow"):
                     state = run.allow(state, results, healthy_timeout=options.get("healthy_timeout"))
                 if state.get("done"):
@@ -823,8 +830,6 @@ class ActionModule(RollwrightAction):
                             exc: Exception) -> None:
         """A triggered deployment that cannot start (bundle not fetched, invalid appspec) is recorded as Failed."""
         from ansible_collections.rollwright.deploy.plugins.module_utils.records import DeploymentRecord, HostRecord
-        from ansible_collections.rollwright.deploy.plugins.module_utils.records.base import now_iso
-
         s3 = revision.get("s3") or {}
         identity = ({"source": "s3", "bucket": s3.get("bucket"), "key": s3.get("key"), "version": s3.get("version"),
                      "etag": s3.get("etag")} if s3 else {"source": "local", "local_path": revision.get("path")})

@@ -277,6 +277,16 @@ host_results:
       C(failed), C(lifecycle_failed), C(unreachable), C(msg) and the C(events) the host ran.
   returned: with step=batch, when a batch ran
   type: dict
+started_ahead:
+  description:
+    - C(batch) in host sessions - the next planned batch's host sessions this batch started while its own hosts became
+      healthy again (they wait at their first gate until that batch's turn) - C(batch_number), C(hosts), and
+      C(time), when the controller started them (UTC, as in the record). One entry per batch that started any; with
+      O(all_batches), one per batch of the task.
+  returned: with step=batch, when a batch started the next one's sessions
+  type: list
+  elements: dict
+  sample: [{"batch_number": 2, "hosts": ["web2"], "time": "2026-11-28T05:06:05.120344Z"}]
 rollwright_deployment:
   description: The deployment summary (id, revision, status, per host status, failed event and event durations).
   returned: when done

@@ -20,6 +20,7 @@ import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
+from unittest.mock import ANY
 
 import pytest
 
@@ -239,13 +240,14 @@ def test_host_sessions_run_what_separate_calls_run_once_per_host_and_batch(deplo
     d = deployer
     hosts = d.names(2)
     arn = H.create_target_group(d.world, _ids(d, hosts))
-    runs, outputs = {}, {}
+    runs, outputs, batch_results = {}, {}, {}
     for label, bundle, extra in (("first", bundles["v1"], {}), ("sessions", bundles["v2"], {}),
                                  ("calls", bundles["v1"], {"rollwright_host_sessions": False})):
         result = d.run(hosts, bundle, tgs=(arn,), **extra)
         assert result.rc == 0, result
         runs[label] = H.deployment_fact(result)
         outputs[label] = result.stdout
+        batch_results[label] = [r for t in result.tasks() if t["name"] == BATCH_TASK for r in t["hosts"].values()]
     with_sessions, without = runs["sessions"]["deployment_id"], runs["calls"]["deployment_id"]
     for host in hosts:
         # v2 over v1 and v1 over v2: the previous revision's stop scripts, then the new one's, all of them.
@@ -266,17 +268,24 @@ def test_host_sessions_run_what_separate_calls_run_once_per_host_and_batch(deplo
     for batch in (1, 2):
         assert f"rollwright: batch {batch}: host sessions started ahead on 1 of 1 host(s)" in outputs["sessions"]
     assert "started ahead" not in outputs["calls"]
-    # One at a time: batch 1 started the second host's session while its own host became healthy again; that
-    # session waited at gate 0 and ran nothing (BeforeBlockTraffic included) until batch 1 was over.
+    # One at a time: batch 1 started the second host's session while its own host became healthy again (the
+    # controller's time, between the record's AllowTraffic start and end; the engine itself may take longer to come
+    # up on a loaded machine); that session waited at gate 0 and ran nothing (BeforeBlockTraffic included) until
+    # batch 1 was over.
     first, second = hosts
     assert [s.split()[0][:3] for s in _session_dirs(d, first, with_sessions)] == ["b1-"]
     (ahead,) = _session_dirs(d, second, with_sessions)
     assert ahead.startswith("b2-"), ahead
+    assert [r.get("started_ahead") for r in batch_results["sessions"]] == [
+        [{"batch_number": 2, "hosts": [second], "time": ANY}], None], batch_results["sessions"]
+    started = batch_results["sessions"][0]["started_ahead"][0]["time"]
     record = {h["name"]: {e["name"]: e for e in h["events"]} for h in d.record(with_sessions)["hosts"]}
+    assert record[first]["AllowTraffic"]["start_time"] <= started < record[first]["AllowTraffic"]["end_time"], started
     engine_up = _mtime(d, second, f"/var/lib/rollwright/{d.app}/g/deployments/{with_sessions}/sessions/"
                                   f"{ahead.split()[0]}/pid")
-    assert record[first]["AllowTraffic"]["start_time"] < engine_up < record[first]["AllowTraffic"]["end_time"]
+    assert started < engine_up < record[second]["BeforeBlockTraffic"]["start_time"]
     assert record[second]["BeforeBlockTraffic"]["start_time"] > record[first]["AfterAllowTraffic"]["end_time"]
+    assert not any(r.get("started_ahead") for r in batch_results["calls"]), batch_results["calls"]
     shapes = {}
     for label in ("sessions", "calls"):
         record = d.record(runs[label]["deployment_id"])
@@ -383,6 +392,7 @@ def test_batches_in_one_task_deploy_as_the_serial_play_does(deployer: Deployer, 
         spent = [b[phase] for b in batch_result["batch_seconds"]]
         assert min(spent) > 0 and abs(batch_result["seconds"][phase] - sum(spent)) < 0.01, (phase, batch_result)
     assert sorted(batch_result["host_results"]["main"]) == sorted(hosts), batch_result["host_results"]
+    assert [a["batch_number"] for a in batch_result["started_ahead"]] == [2, 3, 4], batch_result["started_ahead"]
     for batch in range(1, 5):
         assert f"rollwright: batch {batch}: host sessions started ahead on 1 of 1 host(s)" in result.stdout
     # one host at a time, in the planned order: each host left its load balancer after the one before was back
