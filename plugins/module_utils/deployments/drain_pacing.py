@@ -29,12 +29,14 @@ DEREGISTER_EVERY = 0.5
 # Reaches counted before a call's pace is taken as the controller's (the first few reach together: the calls
 # prepare a few at a time).
 MIN_REACHES = 8
-# The pace a batch starts with when nothing was measured before it, and the most it goes to, per controller core
-# (measured on two cores at 50 hosts a batch: 6 to 7 hosts/s for the main group's words, the hosts' hooks running
-# meanwhile; words set up ahead get ready faster than that, but the results, registrations and records that follow
-# are the controller's work too, and taking hosts out faster only queued them there). The batch's own words then
-# lower it when they get ready more slowly, weighed against this many at the start pace.
-START_PACE_PER_CORE = 4.0
+# The pace a batch starts with when nothing was measured before it, and the most it goes to, per controller core.
+# Words set up ahead get ready faster than this, but each host's result, registration and record that follow are
+# the controller's work too, and taking hosts out faster only queued them there. Measured at 100 hosts half at a
+# time on two cores (50 hosts a batch): at 4 per core the median host was 0.5 to 0.8 s over its own bound (drain,
+# registration and its own hooks) and 27 to 49 of 100 stayed within 0.5 s of it; at 2 per core, 0.14 to 0.21 s and
+# 98 to 100 of 100, the rollout 3 to 7 s longer. The batch's own words then lower it when they get ready more
+# slowly, weighed against this many at the start pace.
+START_PACE_PER_CORE = 2.0
 START_WEIGHT = 8
 # Hosts leave at this share of the measured pace: a host taken out early waits for its word, out of service, while
 # one taken out late only makes the controller wait (the pace slows as more hosts run their hooks).
