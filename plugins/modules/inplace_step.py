@@ -281,9 +281,9 @@ started_ahead:
   description:
     - C(batch) in host sessions - the next planned batch's host sessions this batch started while its own hosts became
       healthy again (they wait at their first gate until that batch's turn) - C(batch_number), C(hosts), and
-      C(time), when the controller started them (UTC, as in the record). One entry per batch that started any; with
-      O(all_batches), one per batch of the task.
-  returned: with step=batch, when a batch started the next one's sessions
+      C(time), when the controller started them (UTC, as in the record). One entry per batch that started any.
+  returned: with step=batch, when the batch started the next one's sessions; with O(all_batches), always (empty when none
+    did)
   type: list
   elements: dict
   sample: [{"batch_number": 2, "hosts": ["web2"], "time": "2026-11-28T05:06:05.120344Z"}]
