@@ -34,7 +34,7 @@ MIN_REACHES = 8
 # the controller's work too, and taking hosts out faster only queued them there. Measured at 100 hosts half at a
 # time on two cores (50 hosts a batch): at 4 per core the median host was 0.5 to 0.8 s over its own bound (drain,
 # registration and its own hooks) and 27 to 49 of 100 stayed within 0.5 s of it; at 2 per core, 0.14 to 0.21 s and
-# 98 to 100 of 100, the rollout 3 to 7 s longer. The batch's own words then lower it when they get ready more
+# 97 to 100 of 100, the rollout 3 to 7 s longer. The batch's own words then lower it when they get ready more
 # slowly, weighed against this many at the start pace.
 START_PACE_PER_CORE = 2.0
 START_WEIGHT = 8
