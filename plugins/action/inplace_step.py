@@ -155,6 +155,59 @@ def pre_block_hosts(state: dict, hosts: list) -> list:
     return [h for h in hosts if needed is None or h in needed]
 
 
+def kept(results: dict) -> dict:
+    """What a step's result keeps of each host call's result (HOST_RESULT_KEYS)."""
+    return {h: {k: r[k] for k in HOST_RESULT_KEYS if k in (r or {})} for h, r in results.items()}
+
+
+def next_planned(state: dict, within) -> list | None:
+    """The planned batch after ``within`` (this step's chunk of the plan), or None: the chunk is not a planned
+    batch (hosts left after failures), or it is the last one. Only then does a later batch step surely follow."""
+    preview = [list(b) for b in state.get("plan_preview") or []]
+    current = [str(h) for h in within] if within is not None else None
+    if current is None or current not in preview or preview.index(current) + 1 >= len(preview):
+        return None
+    return preview[preview.index(current) + 1]
+
+
+def refuse_handed_over(state: dict, step: str) -> None:
+    """Only step=batch takes over a batch handed over (and step=stop ends it): the separate steps would skip it."""
+    if state.get("handed_over") and step in ("plan", "block", "allow"):
+        raise AnsibleActionFail(f"state: batch {state.get('batch_number')} was handed over to the next step=batch (its "
+                                f"hosts back in their load balancers); step={step} cannot take it over: run step=batch, "
+                                "or step=stop")
+
+
+def checked_hand_over(state: dict) -> dict:
+    """The batch an earlier step handed over (``handed_over``), checked before this step acts on it: the current
+    batch's number, its active hosts, and for each a session by a valid name and gate count (or none at all: the
+    batch ran a module call per group). Raises AnsibleActionFail naming what is wrong."""
+    handed = state.get("handed_over")
+    where = "state: handed_over"
+    if not isinstance(handed, dict):
+        raise AnsibleActionFail(f"{where}: expected the batch a batch step handed over (a dict), got {type(handed).__name__}")
+    active, batch = state.get("active"), state.get("batch")
+    if not (isinstance(active, list) and isinstance(batch, list) and active and set(active) <= set(batch)):
+        raise AnsibleActionFail(f"{where}: expected a batch in progress with hosts back in their load balancers, got "
+                                f"batch {batch!r} with active hosts {active!r}")
+    if handed.get("batch_number") != state.get("batch_number"):
+        raise AnsibleActionFail(f"{where}: batch {handed.get('batch_number')!r} was handed over, but the state is at "
+                                f"batch {state.get('batch_number')!r}")
+    sessions = handed.get("sessions")
+    if not isinstance(sessions, dict) or (sessions and set(sessions) != set(active)):
+        raise AnsibleActionFail(f"{where}.sessions: expected a session for each of {', '.join(active)} (or none), got "
+                                f"{sorted(sessions) if isinstance(sessions, dict) else type(sessions).__name__}")
+    for host, session in sessions.items():
+        gates = session.get("gates") if isinstance(session, dict) else None
+        if not (isinstance(session, dict) and valid_session_name(session.get("name")) and isinstance(gates, int)
+                and not isinstance(gates, bool) and SESSION_GROUP[POST_ALLOW] <= gates <= len(SESSION_GROUP)):
+            raise AnsibleActionFail(f"{where}.sessions.{host}: expected a session name and its gate count "
+                                    f"({SESSION_GROUP[POST_ALLOW]} to {len(SESSION_GROUP)}), got {session!r}")
+    if sessions and not isinstance(handed.get("where"), dict):
+        raise AnsibleActionFail(f"{where}.where: expected where the sessions live (a dict), got {handed.get('where')!r}")
+    return handed
+
+
 class ActionModule(RollwrightAction):
     """See plugins/modules/inplace_step.py for the documentation."""
 
@@ -294,6 +347,7 @@ class ActionModule(RollwrightAction):
             settings = AutoRollback.from_dict(state.get("auto_rollback"))
             run = InPlaceRun(store, lb, progress=_progress, alarms=self._alarm_watch(settings, clients),
                              guard=self._guard)
+            refuse_handed_over(state, step)
             if state.get("done"):
                 pass  # stop after the end: nothing left to stop
             elif step == "plan":
@@ -329,6 +383,8 @@ class ActionModule(RollwrightAction):
                 if state.get("hosts_read") is False and not state.get("done"):
                     state = self._plan_with_host_states(run, state, args, results, result.setdefault("seconds", {}))
             elif step == "stop":
+                if state.get("handed_over"):
+                    self._drop_handed_over(state, args, "the deployment stopped")
                 state = run.finish(state, stop_reason=args.get("reason") or "stopped on request", status="Stopped")
             if state.get("done") and state.get("prestarted"):
                 self._drop_prestarted(state, args, "the deployment ended")
@@ -341,26 +397,35 @@ class ActionModule(RollwrightAction):
         """A whole batch in this one task: pick it, call its hosts around BlockTraffic and AllowTraffic, judge it."""
         within = args.get("within")
         seconds = result["seconds"] = {}  # where the batch's time went, by phase
-        with timed(seconds, "plan"):
-            state = run.plan(state, {}, within=None if within is None else [str(h) for h in within])
+        if state.get("handed_over"):  # the batch before, its hosts back in their load balancers: finish it first
+            checked_hand_over(state)
+            state = self._stopping_on_error(run, state, args, lambda: self._take_over(run, state, args, result))
+        if not state.get("done"):
+            with timed(seconds, "plan"):
+                state = run.plan(state, {}, within=None if within is None else [str(h) for h in within])
         if state.get("prestarted") and (state.get("done") or not state["batch"]):
             self._drop_prestarted(state, args, "the deployment ended before this batch" if state.get("done")
                                   else "no host of this batch can go now")
         if state["batch"] and not state.get("done"):
-            result["host_results"] = {}
-            try:
-                state = self._deploy_batch(run, state, args, result)
-            except (ControllerGone, LockLost):
-                raise  # not this step's deployment to change any more: recovery works from the record
-            except Exception as exc:  # pylint: disable=broad-except  # ends the deployment, as the role's rescue did
-                # The role's rescue would stop the deployment with the state from before this task; stop it here,
-                # with the batch in progress (hosts out of their load balancer stay recorded for recovery).
-                reason = (error_result(exc, self.step_label(args)) or {}).get("msg") or f"unexpected error: {exc}"
-                state = run.finish(state, stop_reason=reason, status="Stopped")
+            result.setdefault("host_results", {})
+            state = self._stopping_on_error(run, state, args, lambda: self._deploy_batch(run, state, args, result))
         if args.get("last") and not state.get("done"):
             with timed(seconds, "finish"):
                 state = run.plan(state, {}, within=[])  # judged already: finishes when no host waits
         return state
+
+    def _stopping_on_error(self, run: InPlaceRun, state: dict, args: dict, work) -> dict:
+        """``work()``'s state; an unexpected error in it ends the deployment as Stopped, as the role's rescue did."""
+        try:
+            return work()
+        except (ControllerGone, LockLost):
+            raise  # not this step's deployment to change any more: recovery works from the record
+        except Exception as exc:  # pylint: disable=broad-except  # ends the deployment, as the role's rescue did
+            # The role's rescue would stop the deployment with the state from before this task; stop it here, with
+            # the batch in progress (hosts out of their load balancer stay recorded for recovery).
+            reason = (error_result(exc, self.step_label(args)) or {}).get("msg") or f"unexpected error: {exc}"
+            state.pop("handed_over", None)  # its sessions expire unattended; its hosts are registered already
+            return run.finish(state, stop_reason=reason, status="Stopped")
 
     def _all_batches(self, run: InPlaceRun, state: dict, args: dict, result: dict) -> dict:
         """Every batch left, in this one task, as the playbook's batches would run them: each planned batch (the next
@@ -561,17 +626,10 @@ class ActionModule(RollwrightAction):
             self._drop_prestarted(state, args, "this batch runs without host sessions")
 
         def group(name: str, hosts: list, on_results=None, hold=None) -> dict:
-            if sessions is not None:
-                label = events[name][0] if len(events[name]) == 1 else f"{events[name][0]}..{events[name][-1]}"
-                return sessions.results(SESSION_GROUP[name], hosts, label, on_results=on_results, hold=hold)
-            per_host = {h: dict(common, events=events[name], complete=name == POST_ALLOW or not with_lb) for h in hosts}
-            if name == MAIN:
-                for host, host_args in per_host.items():
-                    host_args.update(self._bundle_source(state, host))
-            return caller.call(HOST_MODULE, per_host, on_results=on_results, hold=hold)
+            return self._group_call(state, common, caller, sessions, name, hosts, on_results=on_results, hold=hold)
 
         def keep(name: str, results: dict) -> dict:
-            calls[name] = {h: {k: r[k] for k in HOST_RESULT_KEYS if k in (r or {})} for h, r in results.items()}
+            calls.setdefault(name, {}).update(kept(results))  # a batch handed over: its results are in this step's too
             return results
 
         def call(name: str, hosts: list) -> dict:
@@ -583,7 +641,8 @@ class ActionModule(RollwrightAction):
             with timed(seconds, name):
                 return keep(name, group(name, hosts, on_results=put_back))
 
-        reason = "the controller stopped the batch"
+        reason: str | None = "the controller stopped the batch"  # None: handed over, its sessions kept
+        handed: dict = {"sessions": {}}
         try:
             if with_lb:
                 state, results = self._block_and_main(run, state, pre_hosts, sessions is not None, (call, group, keep),
@@ -600,7 +659,13 @@ class ActionModule(RollwrightAction):
                     if ahead is not None:
                         result["started_ahead"] = [{"batch_number": ahead[2], "hosts": list(ahead[1]), "time": issued}]
                 with timed(seconds, "allow"):
-                    state = run.allow(state, results, healthy_timeout=options.get("healthy_timeout"))
+                    state = run.begin_allow(state, results)
+                if self._may_hand_over(state, args):
+                    handed = self._hand_over_batch(state, common, sessions, ahead, result)
+                    ahead = reason = None
+                    return state
+                with timed(seconds, "allow"):
+                    state = run.confirm_allowed(state, healthy_timeout=options.get("healthy_timeout"))
                 if state.get("done"):
                     return state
                 results = call(POST_ALLOW, state["active"])
@@ -613,11 +678,90 @@ class ActionModule(RollwrightAction):
             return state
         finally:
             if sessions is not None:
-                # Hosts the batch left behind (failed, still draining, or the deployment stopped) run nothing more.
-                sessions.close(reason)
+                # Hosts the batch left behind (failed, still draining, or the deployment stopped) run nothing more;
+                # a batch handed over keeps its hosts' sessions for the next step.
+                sessions.close(reason or "the batch is over",
+                               None if reason else [h for h in sessions.args_by_host if h not in handed["sessions"]])
             if ahead is not None:  # the batch did not end as planned: the next batch starts its own
                 ahead[0].wait_started()
                 ahead[0].close("the batch before stopped")
+
+    def _group_call(self, state: dict, common: dict, caller: HostCaller, sessions: BatchSessions | None, name: str,
+                    hosts: list, on_results=None, hold=None) -> dict:
+        """One group of a batch's host events (PRE_BLOCK, MAIN, POST_ALLOW) on ``hosts``: a word to their host
+        sessions, or a module call per host."""
+        events = state["host_calls"]
+        if sessions is not None:
+            label = events[name][0] if len(events[name]) == 1 else f"{events[name][0]}..{events[name][-1]}"
+            return sessions.results(SESSION_GROUP[name], hosts, label, on_results=on_results, hold=hold)
+        complete = name == POST_ALLOW or not state["with_load_balancer"]
+        per_host = {h: dict(common, events=events[name], complete=complete) for h in hosts}
+        if name == MAIN:
+            for host, host_args in per_host.items():
+                host_args.update(self._bundle_source(state, host))
+        return caller.call(HOST_MODULE, per_host, on_results=on_results, hold=hold)
+
+    @staticmethod
+    def _may_hand_over(state: dict, args: dict) -> bool:
+        """Whether this batch hands its hosts' health wait and AfterAllowTraffic over to the next batch's step: only
+        when a batch step surely follows (this step runs a planned batch with another after it, one task per batch)
+        and some of its hosts are back in their load balancers."""
+        return bool(state["active"] and not state.get("done") and not args.get("all_batches") and not args.get("last")
+                    and next_planned(state, args.get("within")) is not None)
+
+    def _hand_over_batch(self, state: dict, common: dict, sessions: BatchSessions | None, ahead, result: dict) -> dict:
+        """Hand this batch, its hosts registered again, over to the next batch's step, which waits until they are
+        healthy and runs their AfterAllowTraffic: Ansible's move to the next task then happens during the
+        registration, not after it. Kept in the state: the batch's number and each active host's session (its engine
+        waits at the AfterAllowTraffic gate; the next step keeps it alive from now on), and the next batch's sessions
+        started ahead. Returns what was handed over."""
+        handed: dict = {"batch_number": state["batch_number"], "sessions": {}}
+        if sessions is not None:
+            sessions.release()
+            handed["where"] = session_place(common)
+            handed["sessions"] = {h: {"name": sessions.args_by_host[h]["session"]["name"], "gates": sessions.last_gate[h]}
+                                  for h in state["active"]}
+        state["handed_over"] = handed
+        result["handed_over"] = {"batch_number": state["batch_number"], "hosts": list(state["active"]), "time": now_iso()}
+        if ahead is not None:
+            state["prestarted"] = self._hand_over(ahead, state)
+        return handed
+
+    def _take_over(self, run: InPlaceRun, state: dict, args: dict, result: dict) -> dict:
+        """Finish the batch the step before handed over (its hosts back in their load balancers): wait until they are
+        healthy, run their AfterAllowTraffic, judge the batch. Only then is this step's own batch planned."""
+        handed = state.pop("handed_over")
+        calls = result.setdefault("host_results", {})
+        seconds = result["seconds"]
+        common = self._host_args(state, args)
+        caller = self._host_caller(args)
+        sessions = None
+        if handed["sessions"]:
+            gates = {h: {"session": {"groups": [{}] * s["gates"]}} for h, s in handed["sessions"].items()}
+            paths = {h: session_path(state["deployment_id"], handed["where"], s["name"])
+                     for h, s in handed["sessions"].items()}
+            sessions = BatchSessions(caller, HOST_MODULE, gates, paths, progress=_progress)
+            sessions.adopt(list(gates))
+            for host in gates:
+                sessions.next_gate[host] = SESSION_GROUP[POST_ALLOW]  # the earlier gates were said by the step before
+        result["took_over"] = {"batch_number": handed["batch_number"], "hosts": list(state["active"])}
+        _progress(f"batch {handed['batch_number']}: taken over, its hosts back in their load balancers")
+        reason = "the controller stopped the batch"
+        try:
+            with timed(seconds, "allow"):
+                state = run.confirm_allowed(state, healthy_timeout=state["options"].get("healthy_timeout"), fence=True)
+            if state.get("done"):
+                return state
+            run.guard()  # no host is called once the controller is gone
+            with timed(seconds, POST_ALLOW):
+                results = self._group_call(state, common, caller, sessions, POST_ALLOW, state["active"])
+            calls.setdefault(POST_ALLOW, {}).update(kept(results))
+            reason = "the batch is over"
+            with timed(seconds, "judge"):
+                return run.close_batch(state, results)
+        finally:
+            if sessions is not None:
+                sessions.close(reason)
 
     def _block_and_main(self, run: InPlaceRun, state: dict, pre_hosts: list, in_sessions: bool, calls: tuple,
                         seconds: dict) -> tuple[dict, dict]:
@@ -743,13 +887,11 @@ class ActionModule(RollwrightAction):
         """Start the next planned batch's sessions now (in the background), or None when there is none to start:
         no next batch, or one that would not run in sessions. They wait at gate 0, so nothing runs there before
         the next batch's turn (the minimum-healthy rule)."""
-        within = args.get("within")
-        preview = [list(b) for b in state.get("plan_preview") or []]
-        current = [str(h) for h in within] if within is not None else None
-        if current is None or current not in preview or preview.index(current) + 1 >= len(preview):
+        following = next_planned(state, args.get("within"))
+        if following is None:
             return None
         waiting = set(state.get("waiting") or [])
-        hosts = [h for h in preview[preview.index(current) + 1] if h in waiting]
+        hosts = [h for h in following if h in waiting]
         if not self._sessions_apply(state, common, caller, hosts):
             return None
         hosts = hosts[:ahead_limit()]  # the others start in their batch's turn
@@ -784,9 +926,24 @@ class ActionModule(RollwrightAction):
             gates[host] = {"session": {"groups": [{}] * int(session.get("gates") or 0)}}
         sessions = BatchSessions(caller, HOST_MODULE, gates, paths, progress=_progress)
         sessions.adopt(list(gates))
+        for host in gates:  # a batch handed over said its earlier gates already
+            sessions.next_gate[host] = int(prestarted.get("from_gate") or 0)
         sessions.close(reason)
         if wait:
             sessions.wait_ended(list(gates))
+
+    def _drop_handed_over(self, state: dict, args: dict, reason: str) -> None:
+        """A stop with a batch handed over: its hosts are registered again already (recovery confirms them from the
+        record); their sessions, checked, are told that nothing more runs (unchecked, they expire unattended)."""
+        try:
+            handed = checked_hand_over(state)
+        except AnsibleActionFail as exc:
+            _progress(f"the handed-over batch's sessions are left to expire: {exc}")
+            handed = {}
+        state.pop("handed_over", None)
+        if handed.get("sessions"):
+            self._abort_sessions(self._host_caller(args), state, {"where": handed["where"], "hosts": handed["sessions"],
+                                                                  "from_gate": SESSION_GROUP[POST_ALLOW]}, reason)
 
     def _drop_prestarted(self, state: dict, args: dict, reason: str) -> None:
         prestarted = state.pop("prestarted", None) or {}

@@ -154,8 +154,8 @@ options:
         record and the failure rules are the same.
       - What changes is what Ansible sees - one task for the whole rollout instead of one per batch, so the job log
         shows each batch as progress lines of that task, and no task per batch is queued, forked and returned
-        (about a tenth of a second per batch). The result's C(seconds) adds up the batches' phases;
-        C(batch_seconds) keeps each batch's.
+        (about a tenth of a second per batch, most of it hidden in the registration wait by RV(handed_over)
+        otherwise). The result's C(seconds) adds up the batches' phases; C(batch_seconds) keeps each batch's.
     type: bool
     default: false
   forks:
@@ -277,6 +277,25 @@ host_results:
       C(failed), C(lifecycle_failed), C(unreachable), C(msg) and the C(events) the host ran.
   returned: with step=batch, when a batch ran
   type: dict
+handed_over:
+  description:
+    - C(batch) behind a load balancer, with another planned batch after it (one task per batch) - this batch's task
+      ended once its hosts were registered again, and handed them over to the next batch's task, which waits until
+      they are healthy, runs their AfterAllowTraffic and judges the batch before its own hosts leave (Ansible's move
+      to the next task then overlaps the registration). C(batch_number), C(hosts) (the hosts registered again),
+      C(time) (UTC, as in the record).
+    - The state returned keeps what the next step needs; only O(step=batch) takes it over (O(step=stop) ends it, the
+      other steps refuse it).
+  returned: with step=batch, when the batch handed its hosts over
+  type: dict
+  sample: {"batch_number": 1, "hosts": ["web1"], "time": "2026-11-28T05:06:05.120344Z"}
+took_over:
+  description:
+    - C(batch) - the batch the step before handed over, finished by this step before its own batch - C(batch_number)
+      and C(hosts). Its hosts' AfterAllowTraffic results are in RV(host_results) (C(post_allow)).
+  returned: with step=batch, when the step before handed a batch over
+  type: dict
+  sample: {"batch_number": 1, "hosts": ["web1"]}
 started_ahead:
   description:
     - C(batch) in host sessions - the next planned batch's host sessions this batch started while its own hosts became

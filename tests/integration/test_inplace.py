@@ -161,20 +161,41 @@ def test_alb_configurations(deployer: Deployer, bundles: dict, config: str, n_ho
         assert next(e for e in host["events"] if e["name"] == "BeforeBlockTraffic")["status"] == "Skipped"
 
     # A batch costs what it contains: each batch of the serial play is one task, run once, whatever the
-    # fleet; it called its own hosts (and no other) itself.
+    # fleet; it called its own hosts (and no other) itself. Each batch but the last hands its hosts, registered
+    # again, over to the next batch's task: that task waits until they are healthy and runs their AfterAllowTraffic
+    # before its own hosts leave.
     batch_plays = [p for p in result.plays if p["play"]["name"] == BATCH_PLAY]
     assert len(batch_plays) == batches
-    sizes, called = [], []
-    for play in batch_plays:
+    sizes, called, after_allow = [], [], []
+    previous = None
+    for number, play in enumerate(batch_plays, start=1):
         assert [t["task"]["name"] for t in play["tasks"]] == [SKIP_TASK, BATCH_TASK], play["tasks"]
         (batch_result,) = play["tasks"][-1]["hosts"].values()
         calls = batch_result["host_results"]
         # Two host round trips per batch host: BeforeBlockTraffic has no script to run on a first deployment.
-        assert sorted(calls) == ["main", "post_allow"] and set(calls["main"]) == set(calls["post_allow"]), calls
-        sizes.append(len(calls["main"]))
-        called.extend(calls["main"])
+        assert sorted(calls) == (["main"] if batches > 1 and number == 1 else ["main", "post_allow"]), calls
+        own, took = sorted(calls["main"]), sorted(calls.get("post_allow", {}))
+        assert took == sorted((previous or []) + (own if number == batches else [])), (number, calls)
+        handed, taken = batch_result.get("handed_over"), batch_result.get("took_over")
+        assert handed == (None if number == batches else {"batch_number": number, "hosts": ANY, "time": ANY}), handed
+        assert taken == (None if number == 1 else {"batch_number": number - 1, "hosts": ANY}), taken
+        if handed:
+            assert sorted(handed["hosts"]) == own
+        if taken:
+            assert sorted(taken["hosts"]) == previous
+        previous = own
+        sizes.append(len(own))
+        called.extend(own)
+        after_allow.extend(took)
     assert sum(sizes) == n_hosts and max(sizes) == n_hosts - low, sizes
-    assert sorted(called) == sorted(hosts), called
+    assert sorted(called) == sorted(after_allow) == sorted(hosts), (called, after_allow)
+    # The minimum-healthy rule across the hand-over: a batch's hosts start leaving only once the batch before has
+    # run its AfterAllowTraffic.
+    events = {h["name"]: {e["name"]: e for e in h["events"]} for h in record["hosts"]}
+    order = [sorted(next(iter(p["tasks"][-1]["hosts"].values()))["host_results"]["main"]) for p in batch_plays]
+    for earlier, later in zip(order, order[1:]):
+        done = max(events[h]["AfterAllowTraffic"]["end_time"] for h in earlier)
+        assert all(events[h]["BlockTraffic"]["start_time"] > done for h in later), (earlier, later)
 
 
 def _lifecycle_calls(result: Any, call: str) -> Counter:
@@ -648,3 +669,135 @@ def test_bundle_over_an_unpack_limit_fails_the_host_naming_it(deployer: Deployer
     assert host["status"] == "Failed" and host["failed_event"] == "DownloadBundle", host
     assert "unpack limit unpack_limits.members exceeded" in host["message"], host["message"]
     assert H.installed(d.world, hosts[0]) != "sample-app v1"
+
+
+HANDED_OVER_THEN_STOPPED = """
+- name: Start the deployment (staging included)
+  hosts: "{{ rollwright_hosts }}"
+  gather_facts: false
+  tasks:
+    - name: Start
+      ansible.builtin.import_role:
+        name: rollwright.deploy.inplace
+        tasks_from: start
+
+- name: The first planned batch, then a stop instead of the next batch's task
+  hosts: "{{ rollwright_hosts }}"
+  gather_facts: false
+  tasks:
+    - name: Deploy the first planned batch
+      ansible.builtin.include_role:
+        name: rollwright.deploy.inplace
+        tasks_from: chunk
+        public: true
+      vars:
+        _inplace_chunk: "{{ _inplace_state.plan_preview[0] }}"
+
+    - name: A separate step refuses the batch handed over
+      rollwright.deploy.inplace_step:
+        step: plan
+        state: "{{ _inplace_state }}"
+        record: "{{ _rollwright_record }}"
+        aws: "{{ _rollwright_aws }}"
+      run_once: true
+      delegate_to: localhost
+      ignore_errors: true
+
+    - name: Stop with the batch handed over
+      rollwright.deploy.inplace_step:
+        step: stop
+        state: "{{ _inplace_state }}"
+        reason: stopped between two batches
+        record: "{{ _rollwright_record }}"
+        aws: "{{ _rollwright_aws }}"
+      run_once: true
+      delegate_to: localhost
+"""
+
+
+def test_a_batch_handed_over_but_never_taken_over_is_stopped_with_its_hosts_in_service(
+        deployer: Deployer, bundles: dict, tmp_path: Path) -> None:
+    """A batch's task hands its hosts, registered again, to the next batch's task. When that task never comes (a
+    stop instead, as the role's rescue runs it; or a dead controller): a separate step refuses the state, the stop
+    tells the batch's sessions that nothing more runs (AfterAllowTraffic does not), the hosts are in service, and
+    the record says their AllowTraffic was never confirmed, so that recovery confirms it."""
+    d = deployer
+    hosts = d.names(2)
+    first, second = hosts
+    arn = H.create_target_group(d.world, _ids(d, hosts))
+    assert d.run(hosts, bundles["v1"], tgs=(arn,)).rc == 0
+    playbook = tmp_path / "handed_over_then_stopped.yml"
+    playbook.write_text(HANDED_OVER_THEN_STOPPED)
+    result = d.ansible_run(str(playbook), d.world.inventory, timeout=240, env={"XDG_STATE_HOME": str(d.state_dir)},
+                           extra_vars={"rollwright_hosts": ":".join(hosts), "rollwright_application": d.app,
+                                       "rollwright_deployment_group": "g", "rollwright_revision": str(bundles["v2"]),
+                                       "rollwright_deployment_config": "CodeDeployDefault.OneAtATime",
+                                       "rollwright_target_group_arns": arn, "rollwright_file_exists_behavior": "OVERWRITE",
+                                       "rollwright_healthy_timeout": 30})
+    assert result.rc == 0, result
+    (batch,) = result.task(BATCH_TASK).values()
+    assert batch.get("handed_over") == {"batch_number": 1, "hosts": [first], "time": ANY}, batch.get("msg")
+    assert sorted(batch["host_results"]) == ["main", "pre_block"], batch["host_results"]  # no post_allow
+    (refused,) = result.task("A separate step refuses the batch handed over").values()
+    assert refused["failed"] and "batch 1 was handed over to the next step=batch" in refused["msg"], refused
+    assert "step=plan cannot take it over" in refused["msg"], refused
+    (stopped,) = result.task("Stop with the batch handed over").values()
+    deployment_id = stopped["deployment_id"]
+    assert stopped["rollwright_deployment"]["status"] == "Stopped", stopped
+    # The first host runs v2 and is in service; its AfterAllowTraffic never ran, its session ended on the stop's
+    # word. The second host was never touched.
+    assert d.versions(hosts) == {first: ("sample-app v2", "sample-app v2"), second: ("sample-app v1", "sample-app v1")}
+    assert H.tg_states(d.world, arn) == {(i, H.APP_PORT): "healthy" for i in _ids(d, hosts)}
+    assert _events_log(d, first, deployment_id)[-1] == "BeforeAllowTraffic v2", _events_log(d, first, deployment_id)
+    assert _events_log(d, second, deployment_id) == []
+    (session,) = _session_dirs(d, first, deployment_id)
+    assert "done" in session.split() and "result-2.json" not in session.split(), session
+    record = d.record(deployment_id)
+    assert record["status"] == "Stopped" and record["error"] == "stopped between two batches", record
+    host = {h["name"]: h for h in record["hosts"]}[first]
+    allow = next(e for e in host["events"] if e["name"] == "AllowTraffic")
+    assert allow["status"] == "InProgress" and host["lb_restored"] is False, host
+    assert "AfterAllowTraffic" not in [e["name"] for e in host["events"]], host["events"]
+    # Recovery confirms what the record left open: the host is back in exactly its recorded membership.
+    recovered = d.ansible_run("rollwright.deploy.recover", d.world.inventory, timeout=120,
+                              env={"XDG_STATE_HOME": str(d.state_dir)},
+                              extra_vars={"rollwright_application": d.app, "rollwright_deployment_group": "g",
+                                          "rollwright_deployment_id": deployment_id})
+    assert recovered.rc == 0, recovered
+    host = {h["name"]: h for h in d.record(deployment_id)["hosts"]}[first]
+    assert host["lb_restored"] is True, host
+    assert H.tg_states(d.world, arn) == {(i, H.APP_PORT): "healthy" for i in _ids(d, hosts)}
+
+
+def test_an_after_allow_traffic_failure_handed_over_fails_the_deployment_before_the_next_host_leaves(
+        deployer: Deployer, bundles: dict, tmp_path: Path) -> None:
+    """The first batch's AfterAllowTraffic runs in the second batch's task (the first handed its host over): when it
+    fails there, the second task judges the first batch failed and the second host never leaves its load
+    balancer."""
+    d = deployer
+    hosts = d.names(2)
+    first, second = hosts
+    arn = H.create_target_group(d.world, _ids(d, hosts))
+    assert d.run(hosts, bundles["v1"], tgs=(arn,)).rc == 0
+    failing = build_bundle("v3", tmp_path, extra_files={"scripts/fail.sh": "#!/bin/sh\necho refusing >&2\nexit 3\n"},
+                           edit_appspec=lambda text: text.replace(
+                               "  AfterAllowTraffic:\n    - location: scripts/record_event.sh\n",
+                               "  AfterAllowTraffic:\n    - location: scripts/record_event.sh\n"
+                               "    - location: scripts/fail.sh\n"))
+    with H.HealthMonitor(d.world, target_group_arn=arn) as mon:
+        result = d.run(hosts, failing, tgs=(arn,))
+    assert result.rc != 0, result
+    assert not mon.errors and mon.minimum == 1, mon.samples
+    tasks = [r for t in result.tasks() if t["name"] == BATCH_TASK for r in t["hosts"].values()]
+    assert tasks[0]["handed_over"]["hosts"] == [first], tasks[0]
+    assert tasks[1]["took_over"] == {"batch_number": 1, "hosts": [first]}, tasks[1]
+    assert tasks[1]["host_results"]["post_allow"][first]["lifecycle_failed"] is True, tasks[1]["host_results"]
+    assert "main" not in tasks[1]["host_results"], tasks[1]["host_results"]  # the second batch never started
+    fact = H.deployment_fact(result)
+    assert fact["status"] == "Failed", fact
+    record = {h["name"]: h for h in d.record(fact["deployment_id"])["hosts"]}
+    aat = next(e for e in record[first]["events"] if e["name"] == "AfterAllowTraffic")
+    assert aat["status"] == "Failed" and record[first]["status"] == "Failed", record[first]
+    assert not any(e["name"] == "BlockTraffic" for e in record[second]["events"]), record[second]
+    assert d.versions([second]) == {second: ("sample-app v1", "sample-app v1")}
+    assert H.tg_states(d.world, arn) == {(i, H.APP_PORT): "healthy" for i in _ids(d, hosts)}

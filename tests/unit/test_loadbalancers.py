@@ -415,6 +415,36 @@ def test_a_wait_begun_after_the_registration_counts_the_learnt_time_from_the_reg
     assert clock.t == before and fake.calls["describe_target_health"] - calls == 1
 
 
+def test_a_wait_in_a_later_step_counts_from_the_registration_an_earlier_step_made():
+    """A batch handed over: one step registers its hosts again, the next batch's step (another process) waits for
+    their health. The registration's time travels in the step's cache, so the wait looks first when it is due, not
+    the learnt time after the later step began; a reading that is not a finite number is ignored."""
+    clock = FakeClock()
+    fake = FakeELBv2(clock, [ARN_A], warmup=2.0)
+    [lb] = adapters_from_config({"target_group_arns": [ARN_A]}, Factory(elbv2=fake), clock=clock)
+    lb.backoff = Backoff(jitter=0.0)
+    for n in range(1, 4):
+        _registration_wait(lb, fake, clock, f"i-{n}")  # learns: healthy about 2 s after the registration
+    ms = lb.desired(["i-7"])
+    registered = clock.t
+    lb.allow(ms)
+    cache = json.loads(json.dumps(lb.export_cache()))
+    clock.sleep(0.6)  # the step ends, Ansible starts the next task
+    later = adapters_from_config({"target_group_arns": [ARN_A]}, Factory(elbv2=fake), clock=clock)[0]
+    later.backoff = Backoff(jitter=0.0)
+    later.import_cache(cache)
+    calls = fake.calls["describe_target_health"]
+    assert later.wait_healthy(ms, timeout=30).ok
+    assert 2.0 <= clock.t - registered <= 2.0 + 2 * CLOSE_POLL  # not 0.6 s + 2 s
+    assert fake.calls["describe_target_health"] - calls <= 2
+    for bad in ("soon", float("nan"), float("inf"), True, None, [1.0]):
+        fresh = adapters_from_config({"target_group_arns": [ARN_A]}, Factory(elbv2=fake), clock=clock)[0]
+        fresh.import_cache(dict(cache, registered_at={ARN_A: bad}))
+        assert fresh.export_cache()["registered_at"] == {}, bad
+    fresh.import_cache(dict(cache, registered_at="nonsense"))
+    assert fresh.export_cache()["registered_at"] == {}
+
+
 def test_a_group_s_next_deployment_starts_with_what_the_last_one_learnt_checked_as_it_is_read():
     clock = FakeClock()
     fake = FakeELBv2(clock, [ARN_A], warmup=2.0)

@@ -890,19 +890,33 @@ class InPlaceRun:
     def allow(self, state: dict, main_results: dict[str, Optional[dict]], healthy_timeout: Optional[float]) -> dict:
         """AllowTraffic for the hosts that passed their lifecycle events (those ``put_back`` registered already, then
         the rest), then the wait until all are healthy; failed hosts stay out."""
-        from ansible_collections.rollwright.deploy.plugins.module_utils.traffic.loadbalancers.base import Membership
+        return self.confirm_allowed(self.begin_allow(state, main_results), healthy_timeout)
 
+    def begin_allow(self, state: dict, main_results: dict[str, Optional[dict]]) -> dict:
+        """AllowTraffic up to the wait: the hosts that passed their lifecycle events are all registered again (those
+        ``put_back`` registered already, then the rest) and recorded as in progress; failed hosts stay out.
+        ``confirm_allowed`` then waits until they are healthy (in this step, or in the next batch's: hand-over)."""
         self.put_back(state, {h: main_results.get(h) for h in state["active"]})
         allowed = state.pop("allowed", {})
         state.pop("leaving", None)  # begin_block's, for block_hosts: the batch's hosts have all left by now
         self._heartbeat(state)
         self.judge(state, MAIN, main_results)  # a host that failed was never put back
+        for host in state["active"]:
+            self.store.event(state["deployment_id"], host, "AllowTraffic", "InProgress", start=allowed.get(host))
+        return state
+
+    def confirm_allowed(self, state: dict, healthy_timeout: Optional[float], fence: bool = False) -> dict:
+        """AllowTraffic's end: wait until the hosts ``begin_allow`` registered are healthy, and record it; a host
+        that is not fails (its membership stays recorded). The alarms are read once they are back. ``fence``: check
+        the lock first (a step taking over a batch that an earlier step began)."""
+        from ansible_collections.rollwright.deploy.plugins.module_utils.traffic.loadbalancers.base import Membership
+
         hosts = state["active"]
         if not hosts:
             return state
+        if fence:
+            self._heartbeat(state)
         deployment_id = state["deployment_id"]
-        for host in hosts:
-            self.store.event(deployment_id, host, "AllowTraffic", "InProgress", start=allowed.get(host))
         memberships = [Membership.from_dict(m) for h in hosts for m in state["memberships"].get(h, [])]
         waited = self.lb.wait_healthy(memberships, timeout=healthy_timeout, progress=self.progress)
         self.guard()

@@ -184,7 +184,8 @@ class ELBv2Adapter(Adapter):
     def export_cache(self) -> dict[str, Any]:
         self.validate()
         return {"groups": {arn: asdict(info) for arn, info in self._groups.items()}, "delays": dict(self._delays),
-                **self.lasting_cache()}
+                # the next step may wait for this step's registrations (a batch handed over): counted from them
+                "registered_at": dict(self._registered_at), **self.lasting_cache()}
 
     def import_cache(self, cache: dict[str, Any] | None) -> None:
         """Target groups described by an earlier step of the same deployment: they existed then, and
@@ -201,6 +202,12 @@ class ELBv2Adapter(Adapter):
                 continue  # nothing learnt: the wait polls from the start, as the first one did
             if all(math.isfinite(v) and v >= 0 for v in (learnt.registering_until, learnt.healthy_by)):
                 self._registration[arn] = learnt
+        registered = cache.get("registered_at")
+        for arn, at in (registered.items() if isinstance(registered, dict) else ()):
+            # The clock's reading (monotonic: one clock for every process of the machine). A wrong one only moves
+            # the first look of a health wait: min(now, it) is where the wait counts from.
+            if isinstance(at, (int, float)) and not isinstance(at, bool) and math.isfinite(at):
+                self._registered_at[str(arn)] = float(at)
         if "groups" not in cache:
             return  # only what an earlier deployment learnt (lasting_cache): the groups are described as usual
         groups = {arn: TargetGroupInfo(**info) for arn, info in (cache.get("groups") or {}).items()}
