@@ -388,7 +388,9 @@ def test_the_groups_next_deployment_starts_with_the_registration_time_learnt_bef
     assert first.stdout.count(learnt_wait) == 1, first.stdout
     second = d.run(hosts, bundles["v1"], tgs=(arn,))
     assert second.rc == 0, second
-    assert second.stdout.count(learnt_wait) == 2, second.stdout  # both batches, the first one too
+    # both batches, the first one too (its wait may find the time due already: the first batch hands its wait over
+    # to the second batch's task, and on a loaded machine the move can outlast the learnt quiet time)
+    assert second.stdout.count(learnt_wait) == 2, second.stdout
     assert H.tg_states(d.world, arn) == {(i, H.APP_PORT): "healthy" for i in _ids(d, hosts)}
 
 

@@ -411,8 +411,12 @@ def test_a_wait_begun_after_the_registration_counts_the_learnt_time_from_the_reg
     lb.allow(ms)
     clock.sleep(5.0)
     before, calls = clock.t, fake.calls["describe_target_health"]
-    assert lb.wait_healthy(ms, timeout=30).ok
+    said: list[str] = []
+    assert lb.wait_healthy(ms, timeout=30, progress=said.append).ok
     assert clock.t == before and fake.calls["describe_target_health"] - calls == 1
+    # and says that it used what it learnt, due already (a batch handed over to a later step: no quiet time left)
+    assert said == ["elbv2: waiting for 1 target(s) to become healthy (registration as long as before): due already, "
+                    "looking now; 30s left"], said
 
 
 def test_a_wait_in_a_later_step_counts_from_the_registration_an_earlier_step_made():

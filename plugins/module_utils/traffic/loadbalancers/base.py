@@ -552,6 +552,11 @@ class Adapter:
         last: dict[Membership, tuple[str, str | None]] = {}
         polls = 0
         quiet_until = min(deadline, began + max(0.0, expected))
+        if progress is not None and expected > 0 and expected_why and self.clock.now() >= quiet_until:
+            # counted from an earlier start (a batch handed over to the next step): said, so the run shows what it used
+            verb = "drain" if goal == "drained" else "become healthy"
+            progress(f"{self.kind}: waiting for {len(pending)} target(s) to {verb} ({expected_why}): due already, "
+                     f"looking now; {deadline - self.clock.now():.0f}s left")
         while self.clock.now() < quiet_until:
             if progress is not None:
                 verb = "drain" if goal == "drained" else "become healthy"
