@@ -389,18 +389,25 @@ def test_wait_healthy_learns_the_registration_time_and_later_waits_end_right_aft
     assert 2.0 <= waited <= 2.0 + 2 * CLOSE_POLL and calls <= 2
 
 
-def test_a_wait_begun_after_the_registration_counts_the_learnt_time_from_the_registration():
-    """A batch's hosts go back one by one while the slower ones still run their hooks; the wait for their health
-    comes later. What it learnt, and its quiet time, count from the last RegisterTargets, not from the wait."""
+def _registered_after_learning():
+    """An adapter that learnt the registration time (healthy about 2 s after it), and host i-7 registered just now:
+    (clock, fake ELBv2, adapter, i-7's memberships, the clock's time of the registration)."""
     clock = FakeClock()
     fake = FakeELBv2(clock, [ARN_A], warmup=2.0)
     [lb] = adapters_from_config({"target_group_arns": [ARN_A]}, Factory(elbv2=fake), clock=clock)
     lb.backoff = Backoff(jitter=0.0)
     for n in range(1, 4):
-        _registration_wait(lb, fake, clock, f"i-{n}")  # learns: healthy about 2 s after the registration
+        _registration_wait(lb, fake, clock, f"i-{n}")
     ms = lb.desired(["i-7"])
     registered = clock.t
     lb.allow(ms)
+    return clock, fake, lb, ms, registered
+
+
+def test_a_wait_begun_after_the_registration_counts_the_learnt_time_from_the_registration():
+    """A batch's hosts go back one by one while the slower ones still run their hooks; the wait for their health
+    comes later. What it learnt, and its quiet time, count from the last RegisterTargets, not from the wait."""
+    clock, fake, lb, ms, registered = _registered_after_learning()
     clock.sleep(1.5)  # other hosts of the batch still in their hooks
     calls = fake.calls["describe_target_health"]
     assert lb.wait_healthy(ms, timeout=30).ok
@@ -423,15 +430,7 @@ def test_a_wait_in_a_later_step_counts_from_the_registration_an_earlier_step_mad
     """A batch handed over: one step registers its hosts again, the next batch's step (another process) waits for
     their health. The registration's time travels in the step's cache, so the wait looks first when it is due, not
     the learnt time after the later step began; a reading that is not a finite number is ignored."""
-    clock = FakeClock()
-    fake = FakeELBv2(clock, [ARN_A], warmup=2.0)
-    [lb] = adapters_from_config({"target_group_arns": [ARN_A]}, Factory(elbv2=fake), clock=clock)
-    lb.backoff = Backoff(jitter=0.0)
-    for n in range(1, 4):
-        _registration_wait(lb, fake, clock, f"i-{n}")  # learns: healthy about 2 s after the registration
-    ms = lb.desired(["i-7"])
-    registered = clock.t
-    lb.allow(ms)
+    clock, fake, lb, ms, registered = _registered_after_learning()
     cache = json.loads(json.dumps(lb.export_cache()))
     clock.sleep(0.6)  # the step ends, Ansible starts the next task
     later = adapters_from_config({"target_group_arns": [ARN_A]}, Factory(elbv2=fake), clock=clock)[0]
