@@ -552,17 +552,15 @@ class Adapter:
         last: dict[Membership, tuple[str, str | None]] = {}
         polls = 0
         quiet_until = min(deadline, began + max(0.0, expected))
+        waiting = (f"{self.kind}: waiting for {len(pending)} target(s) to "
+                   f"{'drain' if goal == 'drained' else 'become healthy'}{f' ({expected_why})' if expected_why else ''}")
         if progress is not None and expected > 0 and expected_why and self.clock.now() >= quiet_until:
             # counted from an earlier start (a batch handed over to the next step): said, so the run shows what it used
-            verb = "drain" if goal == "drained" else "become healthy"
-            progress(f"{self.kind}: waiting for {len(pending)} target(s) to {verb} ({expected_why}): due already, "
-                     f"looking now; {deadline - self.clock.now():.0f}s left")
+            progress(f"{waiting}: due already, looking now; {deadline - self.clock.now():.0f}s left")
         while self.clock.now() < quiet_until:
             if progress is not None:
-                verb = "drain" if goal == "drained" else "become healthy"
-                why = f" ({expected_why})" if expected_why else ""
-                progress(f"{self.kind}: waiting for {len(pending)} target(s) to {verb}{why}: done in about "
-                         f"{quiet_until - self.clock.now():.0f}s; {deadline - self.clock.now():.0f}s left")
+                progress(f"{waiting}: done in about {quiet_until - self.clock.now():.0f}s; "
+                         f"{deadline - self.clock.now():.0f}s left")
             self.clock.sleep(min(QUIET_PROGRESS_EVERY, max(0.0, quiet_until - self.clock.now())))
         schedule = (backoff or self.backoff).schedule(self.clock.now(), deadline)
         while pending:
