@@ -424,7 +424,8 @@ class ActionModule(RollwrightAction):
             # The role's rescue would stop the deployment with the state from before this task; stop it here, with
             # the batch in progress (hosts out of their load balancer stay recorded for recovery).
             reason = (error_result(exc, self.step_label(args)) or {}).get("msg") or f"unexpected error: {exc}"
-            state.pop("handed_over", None)  # its sessions expire unattended; its hosts are registered already
+            # a hand-over that failed half-way: the batch's finally told its sessions to stop; its hosts are registered
+            state.pop("handed_over", None)
             return run.finish(state, stop_reason=reason, status="Stopped")
 
     def _all_batches(self, run: InPlaceRun, state: dict, args: dict, result: dict) -> dict:
@@ -736,14 +737,8 @@ class ActionModule(RollwrightAction):
         common = self._host_args(state, args)
         caller = self._host_caller(args)
         sessions = None
-        if handed["sessions"]:
-            gates = {h: {"session": {"groups": [{}] * s["gates"]}} for h, s in handed["sessions"].items()}
-            paths = {h: session_path(state["deployment_id"], handed["where"], s["name"])
-                     for h, s in handed["sessions"].items()}
-            sessions = BatchSessions(caller, HOST_MODULE, gates, paths, progress=_progress)
-            sessions.adopt(list(gates))
-            for host in gates:
-                sessions.next_gate[host] = SESSION_GROUP[POST_ALLOW]  # the earlier gates were said by the step before
+        if handed["sessions"]:  # at the AfterAllowTraffic gate: the earlier gates were said by the step before
+            sessions = self._adopted_sessions(caller, state, handed["where"], handed["sessions"], SESSION_GROUP[POST_ALLOW])
         result["took_over"] = {"batch_number": handed["batch_number"], "hosts": list(state["active"])}
         _progress(f"batch {handed['batch_number']}: taken over, its hosts back in their load balancers")
         reason = "the controller stopped the batch"
@@ -914,23 +909,35 @@ class ActionModule(RollwrightAction):
         return {"batch_number": batch_number, "where": where, "hosts": hosts}
 
     @staticmethod
-    def _abort_sessions(caller: HostCaller, state: dict, prestarted: dict, reason: str, wait: bool = False) -> None:
-        """Tell sessions started ahead that their batch will not come (they run nothing); with ``wait``, until
-        their engines stopped."""
+    def _adopted_sessions(caller: HostCaller, state: dict, where: dict, by_host: dict, from_gate: int = 0,
+                          skip_unknown: bool = False) -> BatchSessions:
+        """The sessions an earlier step started (``by_host``: each one's name and gate count; ``where``: the hosts'
+        state root, application and group), taken over at gate ``from_gate``. Each path is built from checked parts
+        (session_path); with ``skip_unknown``, a session it refuses is left out (nothing of ours waits there)."""
         gates, paths = {}, {}
-        for host, session in (prestarted.get("hosts") or {}).items():
+        for host, session in by_host.items():
             try:
-                paths[host] = session_path(state["deployment_id"], prestarted.get("where") or {}, session.get("name"))
+                paths[host] = session_path(state["deployment_id"], where or {}, session.get("name"))
             except StateError:
-                continue  # not a session this step started: nothing of ours waits there
+                if not skip_unknown:
+                    raise
+                continue
             gates[host] = {"session": {"groups": [{}] * int(session.get("gates") or 0)}}
         sessions = BatchSessions(caller, HOST_MODULE, gates, paths, progress=_progress)
         sessions.adopt(list(gates))
-        for host in gates:  # a batch handed over said its earlier gates already
-            sessions.next_gate[host] = int(prestarted.get("from_gate") or 0)
+        for host in gates:
+            sessions.next_gate[host] = from_gate
+        return sessions
+
+    def _abort_sessions(self, caller: HostCaller, state: dict, prestarted: dict, reason: str, wait: bool = False,
+                        from_gate: int = 0) -> None:
+        """Tell sessions an earlier step started (ahead of their batch, or a batch handed over at ``from_gate``) that
+        nothing more runs; with ``wait``, until their engines stopped."""
+        sessions = self._adopted_sessions(caller, state, prestarted.get("where") or {}, prestarted.get("hosts") or {},
+                                          from_gate, skip_unknown=True)
         sessions.close(reason)
         if wait:
-            sessions.wait_ended(list(gates))
+            sessions.wait_ended(list(sessions.paths))
 
     def _drop_handed_over(self, state: dict, args: dict, reason: str) -> None:
         """A stop with a batch handed over: its hosts are registered again already (recovery confirms them from the
@@ -942,8 +949,8 @@ class ActionModule(RollwrightAction):
             handed = {}
         state.pop("handed_over", None)
         if handed.get("sessions"):
-            self._abort_sessions(self._host_caller(args), state, {"where": handed["where"], "hosts": handed["sessions"],
-                                                                  "from_gate": SESSION_GROUP[POST_ALLOW]}, reason)
+            self._abort_sessions(self._host_caller(args), state, {"where": handed["where"], "hosts": handed["sessions"]},
+                                 reason, from_gate=SESSION_GROUP[POST_ALLOW])
 
     def _drop_prestarted(self, state: dict, args: dict, reason: str) -> None:
         prestarted = state.pop("prestarted", None) or {}
