@@ -11,12 +11,13 @@ import pytest
 from tests.run_suites import ROOT
 
 SCRIPT = textwrap.dedent("""
-    import importlib, json, sys
+    import gc, importlib, json, sys
     from ansible.utils.collection_loader._collection_finder import _AnsibleCollectionFinder
     _AnsibleCollectionFinder(paths=[sys.argv[1]])._install()  # as ansible-playbook does
     from ansible_collections.rollwright.deploy.plugins.plugin_utils import step_action
     prefix = "ansible_collections.rollwright.deploy.plugins.module_utils."
     before = sorted(name[len(prefix):] for name in sys.modules if name.startswith(prefix))
+    frozen_before = gc.get_freeze_count()
     plugin = importlib.import_module("ansible_collections.rollwright.deploy.plugins.action." + sys.argv[2])
     cls = plugin.ActionModule
     print(json.dumps({
@@ -25,6 +26,10 @@ SCRIPT = textwrap.dedent("""
         "before": before,
         "imported": sorted(name[len(prefix):] for name in sys.modules if name.startswith(prefix)),
         "specs": sorted(step_action._SPECS),
+        "frozen": [frozen_before, gc.get_freeze_count()],
+        "engine_tracked": gc.is_tracked(vars(importlib.import_module(prefix + "deployments.inplace"))),
+        "engine_frozen_or_untracked": not any(
+            o is vars(importlib.import_module(prefix + "deployments.inplace")) for o in gc.get_objects()),
     }))
 """)
 
@@ -44,6 +49,16 @@ def test_loading_the_step_imports_its_module_utils_and_reads_its_host_specs(acti
     assert not missing, f"WARM_IMPORTS of {action} that do not import: {missing}"
     assert not set(seen["warm_imports"]) & set(seen["before"])  # imported by the plugin's load, not before it
     assert {action, *seen["warm_specs"]} <= set(seen["specs"])
+
+
+def test_what_the_load_leaves_is_kept_out_of_the_collectors_sight() -> None:
+    """ansible-playbook's collections and its forked steps' do not traverse boto3, the models and the step's
+    module_utils again: they are frozen once loaded (gc.get_objects() does not list frozen objects)."""
+    seen = _load("inplace_step")
+    frozen_before, frozen_after = seen["frozen"]
+    assert frozen_before > 10_000, seen["frozen"]  # Ansible, boto3 and the models, once step_action is imported
+    assert frozen_after > frozen_before, seen["frozen"]  # and what the plugin's own load imported
+    assert seen["engine_tracked"] and seen["engine_frozen_or_untracked"]
 
 
 def test_documentation_is_read_with_libyaml_where_pyyaml_has_it() -> None:
