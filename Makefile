@@ -90,8 +90,11 @@ build-collection: setup
 
 bench: bench-inplace bench-zero-downtime
 
+# e.g. make bench-inplace BENCH_ARGS="--hosts 100 --configs half --stage on"
+BENCH_ARGS ?=
+
 bench-inplace: setup
-	@$(PY) -m benchmarks.inplace
+	@$(PY) -m benchmarks.inplace $(BENCH_ARGS)
 
 bench-zero-downtime: setup
 	@$(PY) -m benchmarks.zero_downtime

@@ -4,6 +4,7 @@
 """In-place rolling deployment: rollwright.deploy.inplace against a plain Ansible playbook.
 
     python -m benchmarks.inplace [--hosts 12] [--drain 2] [--registration 2] [--configs one,half]
+    make bench-inplace BENCH_ARGS="--hosts 100 --configs half --stage on"  (the Makefile's bytecode cache)
 
 Brings up a test world (SSH hosts in namespaces + the AWS emulator, root needed), puts the fleet
 behind an ELBv2 target group and deploys the sample app (tests/sample_app: trivial hooks) twice per
@@ -270,6 +271,20 @@ def _elb_calls(calls: Counter) -> tuple[int, dict[str, int]]:
     return sum(elb.values()), elb
 
 
+def bytecode_setting(environ=None) -> str:
+    """Where the Pythons the benchmark starts (ansible-playbook, its workers) find compiled modules. Without bytecode
+    every start compiles what it imports from source: about half a second per ansible-playbook here, paid by both
+    tools, and again in a worker for each plugin the parent had not imported. ``make bench-inplace`` caches it as the
+    Makefile does for every Python it starts."""
+    environ = os.environ if environ is None else environ
+    if environ.get("PYTHONPYCACHEPREFIX"):
+        return f"Python bytecode cached in {environ['PYTHONPYCACHEPREFIX']}"
+    if environ.get("PYTHONDONTWRITEBYTECODE"):
+        return ("Python bytecode NOT written (PYTHONDONTWRITEBYTECODE): modules without bytecode compile at every "
+                "Python start; run it through make bench-inplace")
+    return "Python bytecode written beside the sources"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.inplace", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -383,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
                        **_play_costs(run.plays, batches), **_time_spent(run.plays), "out_of_service_s": oos.summary(),
                        "main_hooks_s": _main_hooks(record) if record else {},
                        "out_of_service_spans_s": {t: round(v, 3) for t, v in oos.spans.items()},
-                       "load_before": round(load_before, 1),
+                       "load_before": round(load_before, 1), "python_bytecode": bytecode_setting(),
                        "load_after": round(load_after, 1), "elb_calls": total, "elb_calls_by_action": by_action}
                 results.append(row)
                 if args.json:  # what is measured so far survives an interrupted run
@@ -412,8 +427,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(f"In-place rollout of the sample app to {args.hosts} hosts behind one ELBv2 target group "
           f"(deregistration delay {args.drain} s, registration {args.registration} s; SSH pipelining, 50 forks; "
-          + ("the group's baseline deployment went through it)" if args.group_history == "earlier"
-             else "the target group new to each measured deployment)"))
+          + ("the group's baseline deployment went through it; " if args.group_history == "earlier"
+             else "the target group new to each measured deployment; ") + bytecode_setting() + ")")
     header = (f"{'config':30} {'tool':18} {'wall s':>7} {'batches':>7} {'intrinsic':>9} {'overhead':>8} {'ovh/batch':>9} "
               f"{'tasks/batch':>11} {'start s':>7} {'finish s':>8} "
               f"{'CPU s/host':>10} {'out of service s min/med/max':>28} {'ELB calls':>9} {'load':>11}")
