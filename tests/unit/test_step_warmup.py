@@ -20,6 +20,7 @@ SCRIPT = textwrap.dedent("""
     frozen_before = gc.get_freeze_count()
     plugin = importlib.import_module("ansible_collections.rollwright.deploy.plugins.action." + sys.argv[2])
     cls = plugin.ActionModule
+    engine = vars(importlib.import_module(prefix + "deployments.inplace"))  # a module namespace the load brought
     print(json.dumps({
         "warm_imports": list(cls.WARM_IMPORTS),
         "warm_specs": list(cls.WARM_SPECS),
@@ -27,9 +28,8 @@ SCRIPT = textwrap.dedent("""
         "imported": sorted(name[len(prefix):] for name in sys.modules if name.startswith(prefix)),
         "specs": sorted(step_action._SPECS),
         "frozen": [frozen_before, gc.get_freeze_count()],
-        "engine_tracked": gc.is_tracked(vars(importlib.import_module(prefix + "deployments.inplace"))),
-        "engine_frozen_or_untracked": not any(
-            o is vars(importlib.import_module(prefix + "deployments.inplace")) for o in gc.get_objects()),
+        # collectable, yet not among the objects the collector looks at: frozen
+        "engine_frozen": gc.is_tracked(engine) and not any(o is engine for o in gc.get_objects()),
     }))
 """)
 
@@ -58,7 +58,7 @@ def test_what_the_load_leaves_is_kept_out_of_the_collectors_sight() -> None:
     frozen_before, frozen_after = seen["frozen"]
     assert frozen_before > 10_000, seen["frozen"]  # Ansible, boto3 and the models, once step_action is imported
     assert frozen_after > frozen_before, seen["frozen"]  # and what the plugin's own load imported
-    assert seen["engine_tracked"] and seen["engine_frozen_or_untracked"]
+    assert seen["engine_frozen"], seen
 
 
 def test_documentation_is_read_with_libyaml_where_pyyaml_has_it() -> None:
