@@ -28,8 +28,10 @@ and after the last; controller CPU seconds per host (user + system time of ansib
 waited for: workers, ssh); the time each host is out of service, from the calls that moved it as the proxy saw
 them: from its deregistration forwarded to the emulator until its registration was answered, plus the
 registration time (the emulator makes a target healthy exactly that long after it took the call), an upper bound
-of what the emulator did; beside it, the same sampled from the emulator every 0.2 s (a host leaves `healthy` until
-it is `healthy` again), which is off by up to a sample's interval and its call's time at either end; ELB calls;
+of what the emulator did; beside it, as a cross-check, the same sampled from the emulator (a host leaves `healthy`
+until it is `healthy` again; every `--sample-every` seconds, 1 by default), which is off by up to a sample's interval
+and its call's time at either end: each sample describes the whole target group, which holds the emulator's lock
+while it answers, so sampling often slows the very calls it measures on a loaded machine; ELB calls;
 the load average of the machine before and after the run (the numbers mean little on a busy machine).
 """
 
@@ -180,7 +182,7 @@ def wire_times(moves: list[tuple[str, list[str], float, float]], epoch: float) -
 class OutOfService:
     """Samples the target group's health in a thread: for each target, how long it was not `healthy`."""
 
-    def __init__(self, client: Any, arn: str, interval: float = 0.2) -> None:
+    def __init__(self, client: Any, arn: str, interval: float = 1.0) -> None:
         self.client, self.arn, self.interval = client, arn, interval
         self.left: dict[str, float] = {}
         self.spans: dict[str, float] = {}
@@ -253,6 +255,50 @@ def _main_hooks(record: dict) -> dict[str, float]:
     return {host.get("instance_id") or host["name"]: _script_seconds(host, between) for host in record.get("hosts", [])}
 
 
+# Where a host's time out of service goes beyond its own drain and hooks, part by part (from the calls that moved it
+# and its record's events): the drain's confirmation after the delay, the word's way to ApplicationStop, the
+# engine's own time between the hooks (the install among it), the result's way to the registration, and the
+# registration call.
+OOS_PARTS = ("drain_confirmed", "word_to_hooks", "engine", "result_to_registration", "registration_call")
+
+
+def _out_of_service_parts(record: dict, calls: dict[str, list[list]], drain: float) -> dict[str, dict[str, float]]:
+    """Per host (by instance id) that the calls took out and put back, the seconds of each of OOS_PARTS."""
+    from ansible_collections.rollwright.deploy.plugins.module_utils.revisions.lifecycle import INPLACE_WITH_LB
+
+    main = INPLACE_WITH_LB[INPLACE_WITH_LB.index("ApplicationStop"):INPLACE_WITH_LB.index("ValidateService") + 1]
+    parts: dict[str, dict[str, float]] = {}
+    for host in record.get("hosts", []):
+        moved = calls.get(host.get("instance_id") or "")
+        events = {e["name"]: e for e in host.get("events", []) if e.get("start_time") and e.get("end_time")}
+        if not moved or not all(name in events for name in ("BlockTraffic", "ApplicationStop", "ValidateService")):
+            continue
+        left = next((c for c in moved if c[0] == "DeregisterTargets"), None)
+        back = next((c for c in reversed(moved) if c[0] == "RegisterTargets"), None)
+        if left is None or back is None:
+            continue
+        drained = _iso_seconds(events["BlockTraffic"]["end_time"])
+        hooks_start = _iso_seconds(events["ApplicationStop"]["start_time"])
+        hooks_end = _iso_seconds(events["ValidateService"]["end_time"])
+        values = (drained - left[1] - drain, hooks_start - drained, hooks_end - hooks_start - _script_seconds(host, main),
+                  back[1] - hooks_end, back[2] - back[1])
+        parts[host["instance_id"]] = {name: round(v, 3) for name, v in zip(OOS_PARTS, values)}
+    return parts
+
+
+def _parts_summary(parts: dict[str, dict[str, float]], spans: dict[str, float], allowed: dict[str, float]) -> dict:
+    """Each part's median and largest value over the hosts, and the parts of the host furthest over its bound."""
+    if not parts:
+        return {}
+    summary: dict[str, Any] = {name: {"median": round(statistics.median(p[name] for p in parts.values()), 2),
+                                      "max": round(max(p[name] for p in parts.values()), 2)} for name in OOS_PARTS}
+    over = [(spans[t] - allowed[t], t) for t in parts if t in spans and t in allowed]
+    if over:
+        worst_over, worst = max(over)
+        summary["worst_host"] = {"target": worst, "over_s": round(worst_over, 2), **parts[worst]}
+    return summary
+
+
 def _over_bound(spans: dict[str, float], allowed: dict[str, float], slack: float) -> dict[str, float]:
     """How far each target's time out of service (``spans``) went over what it was allowed (target -> seconds):
     median, max, and how many targets stayed within ``slack`` of it."""
@@ -261,6 +307,15 @@ def _over_bound(spans: dict[str, float], allowed: dict[str, float], slack: float
         return {"median": 0.0, "max": 0.0, "within": 0, "hosts": 0}
     return {"median": round(statistics.median(over), 2), "max": round(over[-1], 2),
             "within": sum(1 for o in over if o <= slack), "hosts": len(over)}
+
+
+def _sampled_off(spans: dict[str, float], sampled: dict[str, float]) -> dict[str, Any]:
+    """How the sampler's spans agree with the calls' (the cross-check): the hosts the calls took out that the sampler
+    saw out, those it did not (out between two samples), and the largest difference in a span."""
+    seen = [t for t in spans if t in sampled]
+    return {"hosts": len(seen), "missing": len(spans) - len(seen),
+            "max": round(max((abs(sampled[t] - spans[t]) for t in seen), default=0.0), 2),
+            "unexpected": sorted(t for t in sampled if t not in spans)}
 
 
 def _children_cpu() -> float:
@@ -359,6 +414,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="earlier (default): the baseline deployment goes through the target group, as a group's "
                              "earlier deployment would, so rollwright's measured one starts with the registration time "
                              "it learnt; none: the measured deployment is the group's first with the target group")
+    parser.add_argument("--sample-every", type=float, default=1.0,
+                        help="seconds between the cross-check samples of the target group's health (default 1)")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
@@ -410,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
                 load_before = os.getloadavg()[0]
                 cpu_before = _children_cpu()
                 record: dict = {}
-                with OutOfService(world.client("elbv2"), arn) as oos:
+                with OutOfService(world.client("elbv2"), arn, args.sample_every) as oos:
                     if tool.startswith("rollwright"):
                         stage = {} if args.stage == "default" else {"rollwright_stage": args.stage == "on"}
                         if tool == "rollwright-one-task":
@@ -460,6 +517,8 @@ def main(argv: list[str] | None = None) -> int:
                        "out_of_service_spans_s": {t: round(v, 3) for t, v in wire.items()},
                        "out_of_service_sampled_spans_s": {t: round(v, 3) for t, v in oos.spans.items()},
                        "out_of_service_calls": wire_times(moves, proxy.epoch),
+                       "out_of_service_parts_by_host_s": (_out_of_service_parts(record, wire_times(moves, proxy.epoch),
+                                                                                args.drain) if record else {}),
                        "load_before": round(load_before, 1), "python_bytecode": bytecode_setting(),
                        "load_after": round(load_after, 1), "elb_calls": total, "elb_calls_by_action": by_action}
                 results.append(row)
@@ -483,6 +542,10 @@ def main(argv: list[str] | None = None) -> int:
             row["out_of_service_over_bound_s"] = _over_bound(row["out_of_service_spans_s"], allowed, OOS_SLACK)
             row["out_of_service_sampled_over_bound_s"] = _over_bound(row["out_of_service_sampled_spans_s"], allowed,
                                                                      OOS_SLACK)
+            row["out_of_service_parts_s"] = _parts_summary(row.get("out_of_service_parts_by_host_s") or {},
+                                                           row["out_of_service_spans_s"], allowed)
+            row["out_of_service_sampled_off_s"] = _sampled_off(row["out_of_service_spans_s"],
+                                                               row["out_of_service_sampled_spans_s"])
             hooks = row["hook_s_per_batch"] or [hook_median] * row["batches"]
             row["intrinsic_s"] = round(row["batches"] * (args.drain + args.registration) + sum(hooks), 1)
             row["overhead_s"] = round(row["wall_s"] - row["intrinsic_s"], 1)
@@ -519,10 +582,21 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nOut of service (from the calls that moved each host) over the bound (the drain + the registration + "
           f"the host's own hooks from ApplicationStop to ValidateService; the goal: at most {OOS_SLACK} s over):")
     for row in results:
-        over, sampled = row["out_of_service_over_bound_s"], row["out_of_service_sampled_over_bound_s"]
+        over, off = row["out_of_service_over_bound_s"], row["out_of_service_sampled_off_s"]
         print(f"  {row['config']} {row['tool']}: median {over['median']} s, max {over['max']} s, "
-              f"{over['within']} of {over['hosts']} hosts within {OOS_SLACK} s (sampled every 0.2 s: median "
-              f"{sampled['median']} s, max {sampled['max']} s, {sampled['within']} of {sampled['hosts']})")
+              f"{over['within']} of {over['hosts']} hosts within {OOS_SLACK} s (sampled every {args.sample_every:g} s: "
+              f"{off['hosts']} hosts seen out, {off['missing']} not, each within {off['max']} s of the calls' span; "
+              f"{len(off['unexpected'])} seen out that no call moved)")
+    print("\nWhere a host's time out of service went beyond its drain and hooks (median / max over the hosts, s):")
+    for row in results:
+        parts = row.get("out_of_service_parts_s") or {}
+        if parts:
+            print(f"  {row['config']} {row['tool']}: " + ", ".join(
+                f"{name.replace('_', ' ')} {parts[name]['median']}/{parts[name]['max']}" for name in OOS_PARTS))
+            worst = parts.get("worst_host")
+            if worst:
+                print(f"    the host furthest over its bound ({worst['target']}, {worst['over_s']} s over): "
+                      + ", ".join(f"{name.replace('_', ' ')} {worst[name]}" for name in OOS_PARTS))
     print("\nELB calls by action:")
     for row in results:
         print(f"  {row['config']} {row['tool']}: " + ", ".join(f"{k} {v}" for k, v in row["elb_calls_by_action"].items()))

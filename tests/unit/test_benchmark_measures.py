@@ -2,19 +2,21 @@
 # Copyright: rollwright.deploy contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """What the in-place benchmark measures a host's time out of service with: the ELBv2 calls that moved it, as its
-counting proxy saw them."""
+counting proxy saw them, checked against a sampler and taken apart with the deployment's record."""
 
 from __future__ import annotations
 
 import threading
 import urllib.error
 import urllib.request
+from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlencode
 
 import pytest
 
-from benchmarks.inplace import OOS_SLACK, CountingProxy, _over_bound, wire_spans, wire_times
+from benchmarks.inplace import (OOS_SLACK, CountingProxy, _out_of_service_parts, _over_bound, _parts_summary, _sampled_off,
+                                wire_spans, wire_times)
 
 
 def test_a_host_is_out_from_its_deregistration_sent_to_its_registration_answered_and_the_registration_time():
@@ -104,3 +106,40 @@ def test_the_proxy_times_the_calls_that_move_targets_and_only_those_that_succeed
     times = wire_times(moves, proxy.epoch)
     assert [call[0] for call in times["i-2"]] == ["DeregisterTargets", "RegisterTargets"]
     assert times["i-2"][0][1] == pytest.approx(moves[0][2] + proxy.epoch, abs=0.001)
+
+
+def test_the_sampler_is_checked_against_the_calls():
+    off = _sampled_off({"i-a": 4.5, "i-b": 4.2, "i-c": 4.0}, {"i-a": 4.9, "i-b": 4.1, "i-z": 1.0})
+    assert off == {"hosts": 2, "missing": 1, "max": 0.4, "unexpected": ["i-z"]}
+
+
+def _event(name: str, start: float, end: float, scripts: tuple = ()) -> dict:
+    def iso(seconds: float) -> str:
+        return datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+    return {"name": name, "status": "Succeeded", "start_time": iso(start), "end_time": iso(end),
+            "scripts": [{"location": "x.sh", "duration": d} for d in scripts]}
+
+
+def test_a_hosts_time_out_of_service_is_taken_apart_from_its_calls_and_its_record():
+    base = 1_800_000_000.0
+    host = {"name": "h1", "instance_id": "i-1", "events": [
+        _event("BlockTraffic", base + 0.0, base + 2.3),  # deregistered at +0.1: confirmed 0.2 s after the 2 s delay
+        _event("ApplicationStop", base + 2.4, base + 2.6, (0.15,)),
+        _event("Install", base + 2.6, base + 2.9),
+        _event("ValidateService", base + 3.0, base + 3.5, (0.3,)),
+        _event("AllowTraffic", base + 3.6, base + 5.8),
+    ]}
+    calls = {"i-1": [["DeregisterTargets", base + 0.1, base + 0.12], ["RegisterTargets", base + 3.7, base + 3.75]],
+             "i-2": [["DeregisterTargets", base, base + 0.1]]}  # never put back: no parts
+    parts = _out_of_service_parts({"hosts": [host, {"name": "h2", "instance_id": "i-2", "events": []}]}, calls, 2.0)
+    assert list(parts) == ["i-1"]
+    assert parts["i-1"] == pytest.approx({"drain_confirmed": 0.2, "word_to_hooks": 0.1, "engine": 1.1 - 0.45,
+                                          "result_to_registration": 0.2, "registration_call": 0.05}, abs=1e-3)
+    # the parts and the hooks make up the span the calls give, beyond the drain and the registration
+    span = wire_spans([("DeregisterTargets", ["i-1"], base + 0.1, base + 0.12),
+                       ("RegisterTargets", ["i-1"], base + 3.7, base + 3.75)], registration=2.0)["i-1"]
+    assert sum(parts["i-1"].values()) + 0.45 == pytest.approx(span - 2.0 - 2.0, abs=1e-3)
+    summary = _parts_summary(parts, {"i-1": span}, {"i-1": 4.45})
+    assert summary["worst_host"]["target"] == "i-1" and summary["worst_host"]["over_s"] == pytest.approx(1.2, abs=0.01)
+    assert summary["drain_confirmed"] == {"median": 0.2, "max": 0.2}
