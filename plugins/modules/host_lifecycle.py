@@ -297,7 +297,8 @@ options:
       gate_timeout:
         description:
           - Seconds the module waits at a gate without a sign of life from the controller. While it works (a load
-            balancer's wait, other hosts' events) the controller touches the session's C(alive) file every 20 s;
+            balancer's wait, other hosts' events) the controller touches the session's C(alive) file 20 to 30 s
+            after its last sign of life to the session (its start, its word, its last result or touch);
             a controller that died leaves the host engine waiting this long at most.
         type: float
         default: 120

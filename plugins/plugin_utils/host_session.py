@@ -16,6 +16,7 @@ plugins/module_utils/host/session.py for the files it reads and writes.
 from __future__ import annotations
 
 import json
+import math
 import posixpath
 import re
 import shlex
@@ -43,6 +44,14 @@ FINAL_WAIT = 60.0  # how long a start call may take, and how long a stopped engi
 # Which connections keep a host's module run alive while other calls come and go on the same host: paramiko's
 # close() after any call tears down the transport the session runs on.
 SESSION_CONNECTIONS = frozenset({"ssh", "ansible.builtin.ssh", "local", "ansible.builtin.local"})
+# The keepalive looks every KEEPALIVE_TICK seconds for the sessions whose last sign of life from this controller (their
+# start or adoption, their word, their last result, their last touch) is KEEPALIVE_EVERY old, and touches at most a
+# share of the batch per look, so sessions started together are touched over KEEPALIVE_SPREAD seconds, not in one
+# burst of an SSH command per host: at 100 hosts half at a time that burst (50 commands at once, every 20 s) came
+# in the middle of the second batch and held up the hosts then out of service. A session is so touched at most
+# KEEPALIVE_EVERY + KEEPALIVE_SPREAD seconds after its last sign, far within its gate's timeout (120 s).
+KEEPALIVE_TICK = 0.5
+KEEPALIVE_SPREAD = 10.0
 
 
 def handled_failure(result: dict, host: str, display: Optional[Callable[[str], None]] = None) -> dict:
@@ -249,18 +258,28 @@ class BatchSessions:
         self.ended: set[str] = set()  # the engine stopped (its result is in finals)
         self._keepalive: Optional[threading.Thread] = None
         self._stop_keepalive = threading.Event()
+        self.keepalive_every, self.keepalive_tick, self.keepalive_spread = KEEPALIVE_EVERY, KEEPALIVE_TICK, KEEPALIVE_SPREAD
+        created = time.monotonic()
+        self.last_sign: dict[str, float] = dict.fromkeys(self.args_by_host, created)  # host -> monotonic time
 
     def start(self, hosts: Optional[list[str]] = None) -> None:
         """Start ``hosts``' sessions (all by default) in the background: this returns at once; and the keepalive."""
         hosts = list(self.args_by_host) if hosts is None else hosts
         if hosts:
+            self._signed(hosts)
             self.futures.update(self.caller.submit(self.module, {h: self.args_by_host[h] for h in hosts}))
         self._start_keepalive()
 
     def adopt(self, hosts: list[str]) -> None:
         """Take over ``hosts``' sessions, started by an earlier task (they wait at gate 0)."""
         self.adopted.update(hosts)
+        self._signed(hosts)
         self._start_keepalive()
+
+    def _signed(self, hosts: list[str]) -> None:
+        """``hosts`` had a sign of life from this controller now (the keepalive counts from it)."""
+        now = time.monotonic()
+        self.last_sign.update(dict.fromkeys(hosts, now))
 
     def wait_started(self, timeout: float = FINAL_WAIT) -> dict[str, dict]:
         """Wait (at most ``timeout`` s in all) for the start calls; the hosts whose session did not start, with why."""
@@ -286,11 +305,15 @@ class BatchSessions:
         controller works (a long drain, another host's long hook); a controller that died stops touching it. Each
         host on its own: a host whose touch hangs holds up no other host's."""
         in_flight: dict[str, Future] = {}
-        while not self._stop_keepalive.wait(KEEPALIVE_EVERY):
-            due = {h: raw_args(touch_command(self.paths[h]))
-                   for h in self._waiting() if h not in in_flight or in_flight[h].done()}
-            for host, args in due.items():
-                in_flight.update(self.caller.submit(RAW, {host: args}))
+        per_look = max(1, math.ceil(len(self.args_by_host) * self.keepalive_tick / self.keepalive_spread))
+        while not self._stop_keepalive.wait(self.keepalive_tick):
+            now = time.monotonic()
+            due = sorted((self.last_sign[h], h) for h in self._waiting()
+                         if now - self.last_sign[h] >= self.keepalive_every
+                         and (h not in in_flight or in_flight[h].done()))
+            for _since, host in due[:per_look]:
+                self.last_sign[host] = now
+                in_flight.update(self.caller.submit(RAW, {host: raw_args(touch_command(self.paths[host]))}))
 
     def _start_failure(self, host: str, timeout: Optional[float] = 0.0) -> Optional[dict]:
         """Why ``host``'s start call failed (its session never started), or None: it started, it is still
@@ -386,6 +409,7 @@ class BatchSessions:
                     continue
                 if said == "result":
                     self.next_gate[host] = index + 1  # the word reached the gate; an abort goes to the next
+                    self._signed([host])  # it waits at its next gate from about now
                     out[host] = ran[host] = handled_failure(data, host, self.progress) if self.handled else data
                 elif said in (ENDED, GONE, NO_START):
                     out[host] = self._ended_without(host, index, said)
@@ -396,6 +420,7 @@ class BatchSessions:
 
         with self._ticker(hosts, label):
             while pending:
+                self._signed(pending)  # told to go on: no touch is due while its group runs
                 # "run" at every gate from the host's next one up to this one: a host of the batch with nothing
                 # before BlockTraffic is told to go on at gate 0 with its main group's word.
                 self.caller.call(RAW, {h: raw_args(gate_command(

@@ -672,3 +672,62 @@ def test_the_controllers_word_wakes_an_engine_waiting_at_a_gate_before_its_nap_e
     assert session.wait_gate(0) == ("run", "")
     assert time.monotonic() - started < 30  # woken by the line on the wake pipe, not at the end of the 60 s nap
     sayer.join()
+
+
+class TouchRecorder:
+    """A caller that starts nothing: it records when each host's session was touched (the keepalive's raw command)."""
+
+    def __init__(self):
+        self.touches: list[tuple[float, str]] = []
+        self.lock = threading.Lock()
+
+    def submit(self, module, args_by_host):
+        from concurrent.futures import Future
+
+        futures = {}
+        for host, args in args_by_host.items():
+            if module == hs.RAW:
+                assert "touch" in args["_raw_params"]
+                with self.lock:
+                    self.touches.append((time.monotonic(), host))
+            future = Future()
+            future.set_result({"changed": False, "session": {"detached": True}})
+            futures[host] = future
+        return futures
+
+
+def test_the_keepalive_touches_sessions_started_together_a_few_at_a_time_each_once_its_last_sign_is_old():
+    hosts = [f"h{i:02d}" for i in range(20)]
+    caller = TouchRecorder()
+    sessions = hs.BatchSessions(caller, "rollwright.deploy.host_lifecycle",
+                                {h: {"session": {"groups": [["x"]]}} for h in hosts},
+                                {h: f"/var/lib/rollwright/s/{h}" for h in hosts})
+    sessions.keepalive_every, sessions.keepalive_tick, sessions.keepalive_spread = 0.4, 0.02, 0.2
+    per_look = 2  # 20 hosts over a 0.2 s spread at a look every 0.02 s
+    started = time.monotonic()
+    sessions.start()
+    time.sleep(0.15)
+    adopted = time.monotonic()
+    sessions.adopt(["h00"])  # a later sign of life: its touch is due later than the others'
+    try:
+        deadline = time.monotonic() + 20
+        while len({h for _t, h in caller.touches}) < len(hosts) and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        sessions.release()
+    touched = {}
+    for at, host in caller.touches:
+        touched.setdefault(host, at)
+    assert set(touched) == set(hosts)
+    # none before its last sign of life is keepalive_every old
+    assert all(at - started >= 0.4 for host, at in touched.items() if host != "h00")
+    assert touched["h00"] - adopted >= 0.4
+    # never a burst: the touches of one look (a few milliseconds apart) are at most its share of the batch
+    looks, last = [], None
+    for at, host in sorted(caller.touches):
+        if last is None or at - last > 0.01:
+            looks.append([])
+        looks[-1].append(host)
+        last = at
+    assert max(len(look) for look in looks) <= per_look
+    assert len(looks) >= len(hosts) // per_look

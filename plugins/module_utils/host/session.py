@@ -14,7 +14,8 @@ The directory, ``<deployment dir>/sessions/<name>`` (0700, root's), holds:
 * ``pid``: the engine's process id and start time (the controller's command stops waiting when it is gone);
 * ``result-N.json``: group N's result, as the module would have returned it;
 * ``go-N``: the controller's word for group N: ``run``, or ``abort <reason>``;
-* ``alive``: touched by the controller every KEEPALIVE_EVERY seconds while the engine waits;
+* ``alive``: touched by the controller KEEPALIVE_EVERY seconds (and a few more) after its last sign of life to the
+  session while the engine waits;
 * ``final.json``: a detached engine's own result (the module's result, which its caller no longer waits for),
   written just before ``done``;
 * ``done``: written when the engine stops, whatever the reason (the directory then stays until the
@@ -47,7 +48,7 @@ from ansible_collections.rollwright.deploy.plugins.module_utils.host.state impor
 
 SESSIONS_DIR = "sessions"
 ALIVE = "alive"  # touched by the controller while it works between gates
-KEEPALIVE_EVERY = 20.0  # how often the controller touches it; a gate's timeout must be well above this
+KEEPALIVE_EVERY = 20.0  # the controller touches it this long after its last sign (a gate's timeout is well above)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 RUN, ABORT, EXPIRED = "run", "abort", "expired"
 FINAL = "final.json"
@@ -212,7 +213,8 @@ class HostSession:
         """The controller's word for group ``index``: (``run``, ""), (``abort``, reason) or (``expired``, why).
 
         It expires ``gate_timeout`` seconds after the controller's last sign of life: the gate's start, or its
-        refresh of ``alive`` (every KEEPALIVE_EVERY seconds while it waits for a load balancer or other hosts)."""
+        refresh of ``alive`` (KEEPALIVE_EVERY seconds or a little more after its last sign, while it waits for a load
+        balancer or other hosts)."""
         started, started_wall = self.clock(), self.wall()
         path = os.path.join(self.path, gate_name(index))
         # Gate 0 is where a session started ahead waits for its batch, often for a whole batch: gently. Tens of
