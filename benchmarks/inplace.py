@@ -216,6 +216,10 @@ class OutOfService:
     def __exit__(self, *exc: Any) -> None:
         self._stop.set()
         self._thread.join(10)
+        try:
+            self._sample()  # the last host back since the last sample: its span ends here, not unseen
+        except Exception:  # pylint: disable=broad-except  # a missed sample
+            pass
 
     def summary(self) -> dict[str, float]:
         return _summary(self.spans)
