@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import math
 import os
 import resource
 import statistics
@@ -425,6 +426,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds between the cross-check samples of the target group's health (default 1)")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args(argv)
+    if not math.isfinite(args.sample_every) or args.sample_every <= 0:
+        print(f"--sample-every: {args.sample_every:g} is not a number of seconds above 0", file=sys.stderr)
+        return 2
     if os.geteuid() != 0:
         print("the benchmark needs root (it brings up a test world of SSH hosts in namespaces)", file=sys.stderr)
         return 1

@@ -16,7 +16,7 @@ from urllib.parse import urlencode
 import pytest
 
 from benchmarks.inplace import (OOS_SLACK, CountingProxy, _out_of_service_parts, _over_bound, _parts_summary, _sampled_off,
-                                wire_spans, wire_times)
+                                main, wire_spans, wire_times)
 
 
 def test_a_host_is_out_from_its_deregistration_sent_to_its_registration_answered_and_the_registration_time():
@@ -143,3 +143,9 @@ def test_a_hosts_time_out_of_service_is_taken_apart_from_its_calls_and_its_recor
     summary = _parts_summary(parts, {"i-1": span}, {"i-1": 4.45})
     assert summary["worst_host"]["target"] == "i-1" and summary["worst_host"]["over_s"] == pytest.approx(1.2, abs=0.01)
     assert summary["drain_confirmed"] == {"median": 0.2, "max": 0.2}
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf"])
+def test_a_sampling_interval_that_is_not_a_positive_number_of_seconds_is_refused_before_anything_starts(value, capsys):
+    assert main(["--sample-every", value, "--hosts", "1"]) == 2
+    assert "--sample-every" in capsys.readouterr().err
